@@ -1,0 +1,60 @@
+// Picks the fastest TensorFlow.js backend this Node process can run, and says which and why.
+// Optional backends are loaded only if installed: none of them is a hard dependency.
+import * as tf from '@tensorflow/tfjs';
+import '@tensorflow/tfjs-backend-wasm';
+
+export const BACKENDS = ['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
+export type BackendChoice = (typeof BACKENDS)[number];
+
+export interface BackendInfo {
+  readonly name: string;
+  readonly detail: string;
+}
+
+function tryRequire(name: string): boolean {
+  try {
+    require(name);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function loadTensorflow(): Promise<string | null> {
+  for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
+    if (tryRequire(pkg) && (await tf.setBackend('tensorflow'))) return pkg;
+  }
+  return null;
+}
+
+async function loadWebgpu(): Promise<string> {
+  let gpu: { create: (flags: string[]) => unknown; globals: object };
+  try {
+    gpu = require('webgpu');
+    require.resolve('@tensorflow/tfjs-backend-webgpu');
+  } catch {
+    throw new Error("the webgpu backend needs the optional packages 'webgpu' and '@tensorflow/tfjs-backend-webgpu' (npm install them)");
+  }
+  Object.assign(globalThis, gpu.globals);
+  Object.defineProperty(globalThis, 'navigator', { value: { gpu: gpu.create([]) }, configurable: true });
+  require('@tensorflow/tfjs-backend-webgpu');
+  if (!(await tf.setBackend('webgpu'))) throw new Error('no WebGPU adapter found');
+  return 'webgpu (Dawn via the webgpu package)';
+}
+
+export async function selectBackend(choice: BackendChoice = 'auto'): Promise<BackendInfo> {
+  if (!BACKENDS.includes(choice)) throw new Error(`unknown backend '${choice}'; choose one of ${BACKENDS.join(', ')}`);
+  if (choice === 'auto' || choice === 'tensorflow') {
+    const pkg = await loadTensorflow();
+    if (pkg) return { name: 'tensorflow', detail: `libtensorflow via ${pkg}` };
+    if (choice === 'tensorflow') throw new Error('neither @tensorflow/tfjs-node-gpu nor @tensorflow/tfjs-node is installed');
+  }
+  if (choice === 'webgpu') return { name: 'webgpu', detail: await loadWebgpu() };
+  if (choice === 'cpu') {
+    await tf.setBackend('cpu');
+    return { name: 'cpu', detail: 'pure JavaScript (slow; for reference)' };
+  }
+  if (!(await tf.setBackend('wasm'))) throw new Error('the wasm backend failed to start');
+  await tf.ready();
+  return { name: 'wasm', detail: `WebAssembly (XNNPACK), ${choice === 'auto' ? 'no tfjs-node installed' : 'requested'}` };
+}

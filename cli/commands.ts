@@ -1,0 +1,215 @@
+// The CLI's commands: each parses its options, calls the engine, prints a human summary on
+// stderr (with a progress bar) and, with --json, one machine-readable line on stdout.
+import { readFileSync, writeFileSync, existsSync } from 'node:fs';
+import * as tf from '@tensorflow/tfjs';
+import {
+  Checkpoint, Dataset, Normalization, PRESET_NAMES, Split, TrainableVit, TrainSummary, VitConfig, adapt, applyDelta,
+  channelStats, evaluate, exportCheckpoint, inspect, limit, makeDelta, parseDelta, parseStrategy, parseVitConfig,
+  presetStrategy, roundToDelta, serializeDelta, toDevice, train, withNewHead,
+} from '../engine';
+import { BackendChoice, selectBackend } from './backend';
+import { openCheckpoint, readConfig } from './checkpoints';
+import { loadData } from './data';
+import { ProgressBar, formatSeconds } from './progress';
+
+export type Options = Record<string, string | boolean | undefined>;
+
+const str = (o: Options, k: string): string | undefined => (typeof o[k] === 'string' ? (o[k] as string) : undefined);
+function need(o: Options, k: string): string {
+  const v = str(o, k);
+  if (!v) throw new Error(`--${k} is required`);
+  return v;
+}
+function num(o: Options, k: string, fallback: number, integer = false): number {
+  const v = str(o, k);
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!Number.isFinite(n) || (integer && !Number.isInteger(n))) throw new Error(`--${k} must be ${integer ? 'an integer' : 'a number'} (got '${v}')`);
+  return n;
+}
+const optionalInt = (o: Options, k: string): number | undefined => (str(o, k) === undefined ? undefined : num(o, k, 0, true));
+
+function say(o: Options, line: string): void {
+  if (!o.quiet) process.stderr.write(`${line}\n`);
+}
+
+async function backend(o: Options): Promise<string> {
+  const info = await selectBackend((str(o, 'backend') ?? 'auto') as BackendChoice);
+  say(o, `backend: ${info.name} (${info.detail})`);
+  return info.name;
+}
+
+function prepareData(o: Options, config: VitConfig): Split {
+  const seed = num(o, 'seed', 0, true);
+  const raw = loadData(need(o, 'data'));
+  const fit = (ds: Dataset): Dataset => (o.adapt ? adapt(ds, { size: config.imageSize, channels: config.channels }) : ds);
+  return { train: fit(limit(raw.train, optionalInt(o, 'train-limit'), seed)), test: fit(limit(raw.test, optionalInt(o, 'test-limit'), seed + 1)) };
+}
+
+/** The checkpoint's own normalisation when it declares one (what its features expect), else the data's. */
+function normalization(o: Options, config: VitConfig, train: Dataset): { norm: Normalization; source: string } {
+  const choice = str(o, 'normalize') ?? 'auto';
+  if (!['auto', 'model', 'dataset'].includes(choice)) throw new Error(`--normalize must be auto, model or dataset`);
+  if (choice !== 'dataset' && config.preprocessing) return { norm: config.preprocessing, source: 'model' };
+  if (choice === 'model') throw new Error('the checkpoint declares no preprocessing; use --normalize dataset');
+  return { norm: channelStats(train), source: `${train.name} statistics` };
+}
+
+export async function evalCommand(o: Options): Promise<Record<string, unknown>> {
+  const backendName = await backend(o);
+  const ckpt = await openCheckpoint(need(o, 'checkpoint'), { config: readConfig({ config: str(o, 'config'), arch: str(o, 'arch') }) });
+  const split = prepareData(o, ckpt.config);
+  const which = str(o, 'split') ?? 'test';
+  if (!['train', 'test', 'all'].includes(which)) throw new Error('--split must be train, test or all');
+  const ds = limitAll(which === 'all' ? concat(split.train, split.test) : which === 'train' ? split.train : split.test, optionalInt(o, 'limit'));
+  const { norm, source } = normalization(o, ckpt.config, split.train);
+  say(o, `evaluating ${ds.count} images of ${ds.name} (normalisation: ${source})`);
+  const params = toDevice(ckpt.weights);
+  const bar = new ProgressBar('eval', ds.count, Boolean(o.quiet));
+  const result = await evaluate(params, ckpt.config, ds, norm, num(o, 'batch-size', 64, true), (d) => bar.update(d));
+  tf.dispose([...params.values()]);
+  bar.done(`top-1 ${(result.accuracy * 100).toFixed(2)}%  loss ${result.loss.toFixed(4)}  ${result.imagesPerSecond.toFixed(1)} img/s`);
+  return { command: 'eval', backend: backendName, data: ds.name, images: ds.count, accuracy: result.accuracy, loss: result.loss, imagesPerSecond: result.imagesPerSecond, checkpointSha256: ckpt.sha256 };
+}
+
+const limitAll = (ds: Dataset, n: number | undefined): Dataset => limit(ds, n, 0);
+
+function concat(a: Dataset, b: Dataset): Dataset {
+  const images = new Uint8Array(a.images.length + b.images.length);
+  images.set(a.images);
+  images.set(b.images, a.images.length);
+  const labels = new Uint8Array(a.count + b.count);
+  labels.set(a.labels);
+  labels.set(b.labels, a.count);
+  return { ...a, name: a.name.replace(/\/train$/, ''), images, labels, count: a.count + b.count };
+}
+
+export async function finetuneCommand(o: Options): Promise<Record<string, unknown>> {
+  const started = Date.now();
+  const backendName = await backend(o);
+  const seed = num(o, 'seed', 0, true);
+  const strategy = parseStrategy(readStrategyArg(need(o, 'strategy')));
+  const out = need(o, 'out');
+  const baseConfig = readConfig({ config: str(o, 'config'), arch: str(o, 'arch') });
+  const probe = await openCheckpoint(need(o, 'checkpoint'), { config: baseConfig });
+  const split = prepareData(o, probe.config);
+  const head = str(o, 'head') ?? 'new';
+  if (!['new', 'keep'].includes(head)) throw new Error('--head must be new or keep');
+  if (head === 'keep' && split.train.classes !== probe.config.numClasses) {
+    throw new Error(`--head keep: the head has ${probe.config.numClasses} classes, ${split.train.name} ${split.train.classes}`);
+  }
+  const ckpt: Checkpoint = head === 'new' ? withNewHead(probe, split.train.classes, seed) : probe;
+  const config = ckpt.config;
+  const { norm, source } = normalization(o, config, split.train);
+  const model = new TrainableVit(ckpt.weights, config, strategy);
+  const ins = model.inspection;
+  say(o, `strategy ${ins.strategy}: ${ins.tunedParams.toLocaleString('en-US')} of ${ins.totalParams.toLocaleString('en-US')} parameters tuned (${((100 * ins.tunedParams) / ins.totalParams).toFixed(2)}%), gradient from ${ins.gradientStart < 0 ? 'the embeddings' : `block ${ins.gradientStart}`}`);
+  say(o, `data: ${split.train.count} train / ${split.test.count} test images of ${split.train.name.replace(/\/train$/, '')}; normalisation: ${source}`);
+  const options = {
+    epochs: num(o, 'epochs', 1, true),
+    batchSize: num(o, 'batch-size', 32, true),
+    lr: num(o, 'lr', 1e-3),
+    minLr: num(o, 'min-lr', 1e-6),
+    warmupSteps: optionalInt(o, 'warmup-steps'),
+    weightDecay: num(o, 'weight-decay', 0.05),
+    labelSmoothing: num(o, 'label-smoothing', 0.1),
+    maxGradNorm: num(o, 'clip-grad', 1),
+    seed,
+    augmentation: { cropPadding: num(o, 'crop-padding', 0, true), flip: Boolean(o.flip) },
+    evalEachEpoch: true,
+  };
+  const totalSteps = Math.floor(split.train.count / options.batchSize) * options.epochs;
+  const bar = new ProgressBar('train', totalSteps, Boolean(o.quiet));
+  const history: Record<string, number>[] = [];
+  const run = train(model, { train: split.train, test: split.test, normalization: norm }, options);
+  let summary: TrainSummary;
+  let ips = 0;
+  for (;;) {
+    const next = await run.next();
+    if (next.done) {
+      summary = next.value;
+      break;
+    }
+    const e = next.value;
+    if (e.kind === 'step') {
+      ips = ips ? 0.9 * ips + 0.1 * e.imagesPerSecond : e.imagesPerSecond;
+      bar.update(e.step, { epoch: String(e.epoch + 1), loss: e.loss.toFixed(4), lr: e.lr.toExponential(1), 'img/s': ips.toFixed(1) });
+    } else {
+      history.push({ epoch: e.epoch + 1, trainLoss: e.trainLoss, testAccuracy: e.eval?.accuracy ?? NaN, testLoss: e.eval?.loss ?? NaN });
+      bar.done(`epoch ${e.epoch + 1}: train loss ${e.trainLoss.toFixed(4)}  test top-1 ${((e.eval?.accuracy ?? NaN) * 100).toFixed(2)}%  (${formatSeconds(e.seconds)})`);
+    }
+  }
+  // Round onto exactly what base + delta gives, so the accuracy reported is the deployed model's.
+  const dtype = str(o, 'delta-dtype') === 'f16' ? 'F16' : 'F32';
+  const { weights: fineTuned, changed } = roundToDelta(ckpt, await model.weights(), ins.tuned, dtype);
+  let final = summary.eval;
+  if (changed > 0) {
+    model.assignTuned(fineTuned);
+    final = await evaluate(model.params, config, split.test, norm, options.batchSize);
+  }
+  model.dispose();
+  const training = {
+    data: split.train.name.replace(/\/train$/, ''), trainImages: split.train.count, testImages: split.test.count, normalization: norm,
+    ...options, steps: summary.steps, seconds: summary.seconds, imagesPerSecond: summary.imagesPerSecond, backend: backendName,
+    testAccuracy: final?.accuracy, testLoss: final?.loss, history,
+  };
+  const delta = makeDelta({ base: ckpt, fineTuned, tuned: ins.tuned, architecture: config, strategy, dtype, training });
+  const bytes = serializeDelta(delta);
+  writeFileSync(out, bytes);
+  const merged = str(o, 'merged-out');
+  if (merged) writeFileSync(merged, exportCheckpoint(fineTuned, { ...config, preprocessing: norm }));
+  const full = Object.values(delta.manifest.tensors).filter((m) => m === 'full').length;
+  say(o, `delta: ${out} (${(bytes.length / 1024).toFixed(1)} KiB, ${ins.tuned.length} tensors, ${full} stored in full)${merged ? `; merged checkpoint: ${merged}` : ''}`);
+  say(o, `top-1 ${((final?.accuracy ?? NaN) * 100).toFixed(2)}% on ${split.test.count} test images; ${summary.imagesPerSecond.toFixed(1)} img/s; ${((Date.now() - started) / 1000).toFixed(0)} s`);
+  return {
+    command: 'finetune', strategy: ins.strategy, backend: backendName, accuracy: final?.accuracy, loss: final?.loss,
+    tunedParams: ins.tunedParams, totalParams: ins.totalParams, deltaBytes: bytes.length, imagesPerSecond: summary.imagesPerSecond,
+    seconds: (Date.now() - started) / 1000, trainSeconds: summary.seconds, out,
+  };
+}
+
+/** A preset name, inline JSON, or @file.json. */
+function readStrategyArg(arg: string): unknown {
+  if (arg.startsWith('@')) return JSON.parse(readFileSync(arg.slice(1), 'utf8'));
+  return arg;
+}
+
+export async function deltaApplyCommand(o: Options): Promise<Record<string, unknown>> {
+  const deltaPath = need(o, 'delta');
+  const delta = parseDelta(new Uint8Array(readFileSync(deltaPath)), deltaPath);
+  const m = delta.manifest;
+  // Without a config, the base's architecture is the delta's with the base's class count.
+  const config = readConfig({ config: str(o, 'config'), arch: str(o, 'arch') }) ?? parseVitConfig({ ...m.architecture, numClasses: m.base.numClasses });
+  const base = await openCheckpoint(need(o, 'checkpoint'), { config });
+  const merged = applyDelta(base, delta);
+  const bytes = exportCheckpoint(merged, m.architecture, str(o, 'dtype') === 'f16' ? 'F16' : 'F32');
+  writeFileSync(need(o, 'out'), bytes);
+  say(o, `merged ${delta.tensors.size} tensors into ${need(o, 'out')} (${(bytes.length / 1024 / 1024).toFixed(2)} MiB, timm naming)`);
+  return { command: 'delta apply', out: need(o, 'out'), bytes: bytes.length, tensors: delta.tensors.size };
+}
+
+export async function deltaInfoCommand(path: string, o: Options): Promise<Record<string, unknown>> {
+  if (!existsSync(path)) throw new Error(`delta ${path} not found`);
+  const bytes = readFileSync(path);
+  const { manifest: m } = parseDelta(new Uint8Array(bytes), path);
+  const t = m.training as Record<string, unknown> | undefined;
+  say(o, `${path}: ${(bytes.length / 1024).toFixed(1)} KiB, ${m.dtype}, ${Object.keys(m.tensors).length} tensors, ${m.tunedParams.toLocaleString('en-US')} tuned parameters`);
+  say(o, `  base weights sha256 ${m.base.sha256}`);
+  say(o, `  strategy ${JSON.stringify(m.strategy)}; head ${m.base.numClasses} -> ${m.architecture.numClasses} classes`);
+  if (t) say(o, `  trained on ${t.data} (${t.trainImages} images, ${t.epochs} epochs, lr ${t.lr}); test top-1 ${typeof t.testAccuracy === 'number' ? (t.testAccuracy * 100).toFixed(2) + '%' : '?'}`);
+  return { command: 'delta info', bytes: bytes.length, manifest: m };
+}
+
+export async function strategiesCommand(o: Options): Promise<Record<string, unknown>> {
+  const config0 = readConfig({ config: str(o, 'config'), arch: str(o, 'arch') ?? (str(o, 'config') ? undefined : 'vit_base_patch16_224') })!;
+  const config = str(o, 'classes') ? parseVitConfig({ ...config0, numClasses: num(o, 'classes', 0, true) }) : config0;
+  const rows = PRESET_NAMES.map((name) => inspect(presetStrategy(name), config));
+  const total = rows[0].totalParams;
+  say(o, `${'strategy'.padEnd(16)} ${'tuned params'.padStart(14)} ${'%'.padStart(7)} ${'delta f32'.padStart(11)} ${'delta f16'.padStart(11)}`);
+  for (const r of rows) {
+    say(o, `${r.strategy.padEnd(16)} ${r.tunedParams.toLocaleString('en-US').padStart(14)} ${((100 * r.tunedParams) / total).toFixed(2).padStart(7)} ${mib(r.deltaBytes.f32).padStart(11)} ${mib(r.deltaBytes.f16).padStart(11)}`);
+  }
+  return { command: 'strategies', totalParams: total, numClasses: config.numClasses, strategies: rows.map(({ strategy, tunedParams, deltaBytes, attnLayers, ffnLayers }) => ({ strategy, tunedParams, deltaBytes, attnLayers, ffnLayers })) };
+}
+
+const mib = (b: number): string => (b > 1 << 20 ? `${(b / (1 << 20)).toFixed(2)} MiB` : `${(b / 1024).toFixed(1)} KiB`);

@@ -1,0 +1,58 @@
+#!/usr/bin/env node
+// partune: partial fine-tuning of Vision Transformers from the command line.
+import { parseArgs } from 'node:util';
+import { Options, deltaApplyCommand, deltaInfoCommand, evalCommand, finetuneCommand, strategiesCommand } from './commands';
+
+const USAGE = `usage:
+  partune eval --checkpoint F [--config C | --arch A] --data SPEC [--split test|train|all] [--limit N] [--json]
+  partune finetune --checkpoint F [--config C | --arch A] --data SPEC --strategy S --out DELTA
+                   [--epochs E] [--lr LR] [--batch-size B] [--train-limit N] [--test-limit N] [--seed S]
+                   [--head new|keep] [--crop-padding P] [--flip] [--weight-decay W] [--label-smoothing L]
+                   [--warmup-steps N] [--min-lr LR] [--clip-grad G] [--delta-dtype f32|f16]
+                   [--merged-out FILE] [--normalize auto|model|dataset] [--adapt] [--json]
+  partune delta apply --checkpoint F --delta D --out MERGED [--dtype f32|f16]
+  partune delta info D [--json]
+  partune strategies [--arch NAME | --config C] [--classes K] [--json]
+
+  F: a .safetensors file (timm, vit-pytorch or Hugging Face names) or random:PRESET
+  SPEC: mnist | fashion-mnist[:DIR] | idx:DIR | cifar10:DIR
+  S: full, linear-probe, attn-only, ffn-only, first-half, last-half, first-half-attn,
+     first-half-ffn, last-half-attn, last-half-ffn, inline JSON or @strategy.json
+  common: --backend auto|tensorflow|webgpu|wasm|cpu  --quiet`;
+
+const VALUE_FLAGS = [
+  'checkpoint', 'config', 'arch', 'data', 'split', 'limit', 'strategy', 'out', 'epochs', 'lr', 'min-lr', 'batch-size',
+  'train-limit', 'test-limit', 'seed', 'head', 'crop-padding', 'weight-decay', 'label-smoothing', 'warmup-steps',
+  'clip-grad', 'delta-dtype', 'merged-out', 'normalize', 'delta', 'dtype', 'classes', 'backend',
+];
+const BOOL_FLAGS = ['json', 'quiet', 'adapt', 'flip', 'help'];
+
+async function main(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: Object.fromEntries([
+      ...VALUE_FLAGS.map((f) => [f, { type: 'string' as const }]),
+      ...BOOL_FLAGS.map((f) => [f, { type: 'boolean' as const }]),
+    ]),
+  });
+  const o = values as Options;
+  const [command, sub, arg] = positionals;
+  if (o.help || !command) {
+    process.stdout.write(`${USAGE}\n`);
+    return;
+  }
+  let result: Record<string, unknown>;
+  if (command === 'eval') result = await evalCommand(o);
+  else if (command === 'finetune') result = await finetuneCommand(o);
+  else if (command === 'strategies') result = await strategiesCommand(o);
+  else if (command === 'delta' && sub === 'apply') result = await deltaApplyCommand(o);
+  else if (command === 'delta' && sub === 'info' && arg) result = await deltaInfoCommand(arg, o);
+  else throw new Error(`unknown command '${positionals.join(' ')}'\n${USAGE}`);
+  if (o.json) process.stdout.write(`${JSON.stringify(result)}\n`);
+}
+
+main(process.argv.slice(2)).catch((e: Error) => {
+  process.stderr.write(`partune: ${e.message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,17 @@
+// Partune's engine: the ViT, strategies, training, checkpoints and deltas. TensorFlow.js only,
+// so the same code runs in a Node worker and in a browser tab.
+export * from './vit/config';
+export * from './vit/params';
+export * as model from './vit/model';
+export * from './tuning/strategy';
+export * from './data/dataset';
+export * from './data/batches';
+export * from './train/schedule';
+export * from './train/adamw';
+export * from './train/trainable';
+export * from './train/loop';
+export * from './weights/safetensors';
+export * from './weights/mappings';
+export * from './weights/checkpoint';
+export * from './weights/delta';
+export { registerMatMulGradient } from './vit/matmul-gradient';

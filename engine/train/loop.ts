@@ -1,0 +1,163 @@
+// The fine-tuning loop: an async generator of logs (as in DISCO). It computes; callers print,
+// store or send what it yields.
+import * as tf from '@tensorflow/tfjs';
+import { VitConfig } from '../vit/config';
+import { NamedTensors } from '../vit/params';
+import { forward } from '../vit/model';
+import { Dataset, permutation, rng } from '../data/dataset';
+import { Augmentation, Normalization, NO_AUGMENTATION, makeBatch } from '../data/batches';
+import { AdamW, ADAMW_DEFAULTS } from './adamw';
+import { Schedule, lrAt } from './schedule';
+import { TrainableVit, crossEntropy } from './trainable';
+
+export interface TrainOptions {
+  readonly epochs: number;
+  readonly batchSize: number;
+  readonly lr: number;
+  readonly minLr: number;
+  /** Linear warm-up steps; default: 10% of all steps. */
+  readonly warmupSteps?: number;
+  readonly weightDecay: number;
+  readonly labelSmoothing: number;
+  readonly seed: number;
+  readonly augmentation: Augmentation;
+  /** Clip the global gradient norm (0: off). */
+  readonly maxGradNorm: number;
+  /** Evaluate on the test set after each epoch. */
+  readonly evalEachEpoch: boolean;
+}
+
+export const TRAIN_DEFAULTS: TrainOptions = {
+  epochs: 1, batchSize: 32, lr: 1e-3, minLr: 1e-6, weightDecay: ADAMW_DEFAULTS.weightDecay, labelSmoothing: 0.1,
+  seed: 0, augmentation: NO_AUGMENTATION, maxGradNorm: 1, evalEachEpoch: true,
+};
+
+export interface EvalResult {
+  readonly accuracy: number;
+  readonly loss: number;
+  readonly count: number;
+  readonly imagesPerSecond: number;
+}
+
+export type TrainEvent =
+  | { readonly kind: 'step'; readonly step: number; readonly totalSteps: number; readonly epoch: number; readonly loss: number; readonly lr: number; readonly imagesPerSecond: number }
+  | { readonly kind: 'epoch'; readonly epoch: number; readonly trainLoss: number; readonly seconds: number; readonly eval?: EvalResult };
+
+export interface TrainSummary {
+  readonly steps: number;
+  readonly images: number;
+  readonly seconds: number;
+  /** Training throughput over all steps after the first (the first pays one-off kernel warm-up). */
+  readonly imagesPerSecond: number;
+  readonly finalTrainLoss: number;
+  readonly eval?: EvalResult;
+}
+
+const now = (): number => (typeof performance !== 'undefined' ? performance.now() : Date.now());
+
+export async function* train(
+  model: TrainableVit,
+  data: { train: Dataset; test?: Dataset; normalization: Normalization },
+  options: Partial<TrainOptions> = {},
+): AsyncGenerator<TrainEvent, TrainSummary> {
+  const o: TrainOptions = { ...TRAIN_DEFAULTS, ...options };
+  const { train: ds } = data;
+  checkFits(ds, model.config);
+  const stepsPerEpoch = Math.floor(ds.count / o.batchSize);
+  if (stepsPerEpoch < 1) throw new Error(`training set has ${ds.count} images, fewer than one batch of ${o.batchSize}`);
+  const totalSteps = stepsPerEpoch * o.epochs;
+  const schedule: Schedule = {
+    baseLr: o.lr, minLr: o.minLr, totalSteps, warmupSteps: o.warmupSteps ?? Math.max(1, Math.round(totalSteps * 0.1)),
+  };
+  const optimizer = new AdamW(model.tuned, { ...ADAMW_DEFAULTS, weightDecay: o.weightDecay });
+  const random = rng(o.seed ^ 0x9e3779b9);
+  const start = now();
+  let afterFirst = start;
+  let step = 0;
+  let lastLoss = NaN;
+  let lastEval: EvalResult | undefined;
+  try {
+    for (let epoch = 0; epoch < o.epochs; epoch++) {
+      const order = permutation(ds.count, o.seed * 1009 + epoch);
+      const epochStart = now();
+      let lossSum = 0;
+      for (let b = 0; b < stepsPerEpoch; b++, step++) {
+        const t0 = now();
+        const lr = lrAt(schedule, step);
+        const batch = makeBatch(ds, order.subarray(b * o.batchSize, (b + 1) * o.batchSize), data.normalization, o.augmentation, random);
+        const { loss, grads } = model.lossAndGrads(batch.images, batch.labels, o.labelSmoothing);
+        tf.dispose([batch.images, batch.labels]);
+        const clipped = o.maxGradNorm > 0 ? clipByGlobalNorm(grads, o.maxGradNorm) : grads;
+        optimizer.apply(clipped, lr);
+        lastLoss = (await loss.data())[0];
+        tf.dispose([loss, ...grads.values(), ...(clipped === grads ? [] : clipped.values())]);
+        if (!Number.isFinite(lastLoss)) throw new Error(`loss became ${lastLoss} at step ${step} (lr ${lr.toExponential(2)}): lower the learning rate`);
+        lossSum += lastLoss;
+        if (step === 0) afterFirst = now();
+        yield { kind: 'step', step: step + 1, totalSteps, epoch, loss: lastLoss, lr, imagesPerSecond: o.batchSize / ((now() - t0) / 1000) };
+      }
+      const seconds = (now() - epochStart) / 1000;
+      lastEval = o.evalEachEpoch && data.test ? await evaluate(model.params, model.config, data.test, data.normalization, o.batchSize) : undefined;
+      yield { kind: 'epoch', epoch, trainLoss: lossSum / stepsPerEpoch, seconds, eval: lastEval };
+    }
+  } finally {
+    optimizer.dispose();
+  }
+  const end = now();
+  return {
+    steps: step,
+    images: step * o.batchSize,
+    seconds: (end - start) / 1000,
+    imagesPerSecond: step > 1 ? ((step - 1) * o.batchSize) / ((end - afterFirst) / 1000) : (step * o.batchSize) / ((end - start) / 1000),
+    finalTrainLoss: lastLoss,
+    eval: lastEval,
+  };
+}
+
+function clipByGlobalNorm(grads: Map<string, tf.Tensor>, maxNorm: number): Map<string, tf.Tensor> {
+  const norm = tf.tidy(() => tf.sqrt(tf.addN([...grads.values()].map((g) => tf.sum(tf.square(g))))));
+  const value = norm.dataSync()[0];
+  norm.dispose();
+  if (value <= maxNorm) return grads;
+  const scale = maxNorm / (value + 1e-6);
+  return new Map([...grads].map(([k, g]) => [k, tf.mul(g, scale)]));
+}
+
+export function checkFits(ds: Dataset, c: VitConfig): void {
+  if (ds.height !== c.imageSize || ds.width !== c.imageSize || ds.channels !== c.channels) {
+    throw new Error(
+      `${ds.name} has ${ds.height}x${ds.width}x${ds.channels} images, the model takes ${c.imageSize}x${c.imageSize}x${c.channels}: ` +
+        'convert explicitly (CLI: --adapt)',
+    );
+  }
+  if (ds.classes > c.numClasses) throw new Error(`${ds.name} has ${ds.classes} classes, the model's head ${c.numClasses}: replace the head`);
+}
+
+export async function evaluate(
+  params: NamedTensors,
+  config: VitConfig,
+  ds: Dataset,
+  normalization: Normalization,
+  batchSize = 64,
+  onProgress?: (done: number, total: number) => void,
+): Promise<EvalResult> {
+  checkFits(ds, config);
+  const start = now();
+  let correct = 0;
+  let lossSum = 0;
+  const all = Uint32Array.from({ length: ds.count }, (_, i) => i);
+  for (let b = 0; b < ds.count; b += batchSize) {
+    const idx = all.subarray(b, Math.min(ds.count, b + batchSize));
+    const batch = makeBatch(ds, idx, normalization);
+    const [hits, loss] = tf.tidy(() => {
+      const logits = forward(params, batch.images, config);
+      const hit = tf.sum(tf.cast(tf.equal(tf.argMax(logits, 1), batch.labels), 'float32'));
+      return [hit, tf.mul(crossEntropy(logits, batch.labels, 0), idx.length)];
+    });
+    correct += (await hits.data())[0];
+    lossSum += (await loss.data())[0];
+    tf.dispose([hits, loss, batch.images, batch.labels]);
+    onProgress?.(b + idx.length, ds.count);
+  }
+  return { accuracy: correct / ds.count, loss: lossSum / ds.count, count: ds.count, imagesPerSecond: ds.count / ((now() - start) / 1000) };
+}

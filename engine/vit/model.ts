@@ -1,0 +1,116 @@
+// ViT forward pass over named tensors (timm vision_transformer.py semantics). Pure functions of
+// (params, input): the training loop decides which params are variables and where the tape starts.
+//
+// wasm notes: linear layers run as 2-D, untransposed matMuls (XNNPACK's fast path); the patch
+// embedding is reshape + transpose + matMul (the wasm backend has no Conv2DBackpropFilter).
+import * as tf from '@tensorflow/tfjs';
+import { VitConfig, innerDim, numPatches } from './config';
+import { NamedTensors } from './params';
+
+function get(p: NamedTensors, name: string): tf.Tensor {
+  const t = p.get(name);
+  if (!t) throw new Error(`parameter '${name}' is missing`);
+  return t;
+}
+
+/** y = x W^T + b for x (..., in), W (out, in) as in torch.nn.Linear. */
+function linear(x2d: tf.Tensor2D, weight: tf.Tensor, bias?: tf.Tensor): tf.Tensor2D {
+  const y = tf.matMul(x2d, tf.transpose(weight as tf.Tensor2D)) as tf.Tensor2D;
+  return bias ? (tf.add(y, bias) as tf.Tensor2D) : y;
+}
+
+function layerNorm(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor, eps: number): tf.Tensor {
+  const { mean, variance } = tf.moments(x, -1, true);
+  return tf.add(tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, eps))), weight), bias);
+}
+
+function activate(x: tf.Tensor, kind: VitConfig['activation']): tf.Tensor {
+  switch (kind) {
+    case 'relu':
+      return tf.relu(x);
+    case 'gelu': // exact: x * Phi(x)
+      return tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1));
+    case 'gelu_tanh': {
+      const inner = tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)), Math.sqrt(2 / Math.PI));
+      return tf.mul(tf.mul(x, 0.5), tf.add(tf.tanh(inner), 1));
+    }
+  }
+}
+
+/** Images (B, H, W, C), already normalised -> tokens (B, 1 + N, D) with position embeddings. */
+export function embed(p: NamedTensors, images: tf.Tensor4D, c: VitConfig): tf.Tensor3D {
+  const [B, H, W, C] = images.shape;
+  if (H !== c.imageSize || W !== c.imageSize || C !== c.channels) {
+    throw new Error(`input is ${H}x${W}x${C}, the model expects ${c.imageSize}x${c.imageSize}x${c.channels}`);
+  }
+  const P = c.patchSize;
+  const g = H / P;
+  const N = numPatches(c);
+  // (B*g, P, g, P*C) -> (B*g, g, P, P*C): each patch's pixels become contiguous in (p1, p2, c) order.
+  const rows = tf.reshape(images, [B * g, P, g, P * C]);
+  const patches = tf.reshape(tf.transpose(rows, [0, 2, 1, 3]), [B * N, P * P * C]);
+  // timm's conv weight (D, C, P, P) -> (P, P, C, D) -> (P*P*C, D), matching the patch order above.
+  const w = get(p, 'patch_embed.proj.weight');
+  const wFlat = tf.reshape(tf.transpose(w, [2, 3, 1, 0]), [P * P * C, c.dim]);
+  const tokens = tf.reshape(tf.add(tf.matMul(patches, wFlat), get(p, 'patch_embed.proj.bias')), [B, N, c.dim]);
+  const cls = tf.tile(get(p, 'cls_token'), [B, 1, 1]); // (B, 1, D)
+  return tf.add(tf.concat([cls, tokens], 1), get(p, 'pos_embed')) as tf.Tensor3D;
+}
+
+function attention(p: NamedTensors, x: tf.Tensor3D, i: number, c: VitConfig): tf.Tensor3D {
+  const [B, T, D] = x.shape;
+  const I = innerDim(c);
+  const pre = `blocks.${i}.attn`;
+  const x2 = tf.reshape(x, [B * T, D]) as tf.Tensor2D;
+  // Slice the fused qkv weight rather than splitting activations (tf.split is slow on wasm).
+  const wT = tf.transpose(get(p, `${pre}.qkv.weight`) as tf.Tensor2D); // (D, 3I)
+  const bias = c.qkvBias ? get(p, `${pre}.qkv.bias`) : undefined;
+  const project = (k: number): tf.Tensor4D => {
+    let y: tf.Tensor = tf.matMul(x2, tf.slice(wT, [0, k * I], [D, I])); // (B*T, I)
+    if (bias) y = tf.add(y, tf.slice(bias, [k * I], [I]));
+    return tf.transpose(tf.reshape(y, [B, T, c.heads, c.headDim]), [0, 2, 1, 3]); // (B, heads, T, hd)
+  };
+  const q = tf.mul(project(0), c.headDim ** -0.5);
+  const k = project(1);
+  const v = project(2);
+  const weights = tf.softmax(tf.matMul(q, k, false, true)); // (B, heads, T, T)
+  const mixed = tf.transpose(tf.matMul(weights, v), [0, 2, 1, 3]); // (B, T, heads, hd)
+  const out = linear(tf.reshape(mixed, [B * T, I]), get(p, `${pre}.proj.weight`), get(p, `${pre}.proj.bias`));
+  return tf.reshape(out, [B, T, D]);
+}
+
+function mlp(p: NamedTensors, x: tf.Tensor3D, i: number, c: VitConfig): tf.Tensor3D {
+  const [B, T, D] = x.shape;
+  const pre = `blocks.${i}.mlp`;
+  const h = activate(linear(tf.reshape(x, [B * T, D]), get(p, `${pre}.fc1.weight`), get(p, `${pre}.fc1.bias`)), c.activation);
+  return tf.reshape(linear(h as tf.Tensor2D, get(p, `${pre}.fc2.weight`), get(p, `${pre}.fc2.bias`)), [B, T, D]);
+}
+
+/** One pre-norm transformer block: two residual lines, as in timm's Block.forward. */
+export function block(p: NamedTensors, x: tf.Tensor3D, i: number, c: VitConfig): tf.Tensor3D {
+  const b = `blocks.${i}`;
+  const eps = c.layerNormEps;
+  const a = tf.add(x, attention(p, layerNorm(x, get(p, `${b}.norm1.weight`), get(p, `${b}.norm1.bias`), eps) as tf.Tensor3D, i, c)) as tf.Tensor3D;
+  return tf.add(a, mlp(p, layerNorm(a, get(p, `${b}.norm2.weight`), get(p, `${b}.norm2.bias`), eps) as tf.Tensor3D, i, c)) as tf.Tensor3D;
+}
+
+/** Pool (cls token or mean of patch tokens), final LayerNorm, linear head -> logits (B, classes). */
+export function classify(p: NamedTensors, x: tf.Tensor3D, c: VitConfig): tf.Tensor2D {
+  const [B, T, D] = x.shape;
+  const pooled = c.pool === 'cls'
+    ? tf.reshape(tf.slice(x, [0, 0, 0], [B, 1, D]), [B, D])
+    : tf.mean(tf.slice(x, [0, 1, 0], [B, T - 1, D]), 1);
+  const normed = layerNorm(pooled, get(p, 'norm.weight'), get(p, 'norm.bias'), c.layerNormEps) as tf.Tensor2D;
+  return linear(normed, get(p, 'head.weight'), get(p, 'head.bias'));
+}
+
+/** Blocks [from, to) applied to tokens. */
+export function blocks(p: NamedTensors, x: tf.Tensor3D, c: VitConfig, from = 0, to = c.depth): tf.Tensor3D {
+  let h = x;
+  for (let i = from; i < to; i++) h = block(p, h, i, c);
+  return h;
+}
+
+export function forward(p: NamedTensors, images: tf.Tensor4D, c: VitConfig): tf.Tensor2D {
+  return tf.tidy(() => classify(p, blocks(p, embed(p, images, c), c), c));
+}

@@ -1,0 +1,153 @@
+// Weight deltas: the result of a partial fine-tuning run. A safetensors file with only the tuned
+// tensors, each stored as fine-tuned minus pre-trained ("diff") or, for a new head, as its value
+// ("full"); a manifest in the metadata names the base by the SHA-256 of its weights. In PyTorch:
+//   merged[k] = delta[k] if manifest["tensors"][k] == "full" else base[k] + delta[k]
+import { VitConfig } from '../vit/config';
+import { Strategy } from '../tuning/strategy';
+import { Checkpoint, HostWeights } from './checkpoint';
+import { WriteDtype, f16ToF32, f32ToF16, parseSafetensors, serializeSafetensors } from './safetensors';
+
+export const DELTA_KEY = 'partune.delta';
+export const DELTA_FORMAT = 'partune.delta/1';
+
+export type TensorMode = 'diff' | 'full';
+
+export interface DeltaManifest {
+  readonly format: typeof DELTA_FORMAT;
+  readonly base: { readonly sha256: string; readonly numClasses: number };
+  /** Architecture of the fine-tuned model (its head may have a new class count). */
+  readonly architecture: VitConfig;
+  readonly strategy: Strategy;
+  readonly dtype: WriteDtype;
+  readonly tensors: Readonly<Record<string, TensorMode>>;
+  readonly tunedParams: number;
+  readonly training?: Readonly<Record<string, unknown>>;
+}
+
+export interface Delta {
+  readonly manifest: DeltaManifest;
+  readonly tensors: HostWeights;
+}
+
+export interface MakeDeltaInput {
+  readonly base: Checkpoint;
+  /** Fine-tuned values; only the names in `tuned` are read. */
+  readonly fineTuned: HostWeights;
+  readonly tuned: readonly string[];
+  readonly architecture: VitConfig;
+  readonly strategy: Strategy;
+  readonly dtype?: WriteDtype;
+  readonly training?: Record<string, unknown>;
+}
+
+export function makeDelta(input: MakeDeltaInput): Delta {
+  const dtype = input.dtype ?? 'F32';
+  const tensors: HostWeights = new Map();
+  const modes: Record<string, TensorMode> = {};
+  let tunedParams = 0;
+  for (const name of input.tuned) {
+    const tuned = input.fineTuned.get(name);
+    if (!tuned) throw new Error(`fine-tuned weights lack tuned tensor '${name}'`);
+    tunedParams += tuned.data.length;
+    const base = input.base.weights.get(name);
+    const newHead = input.base.replacedHead !== undefined && name.startsWith('head.');
+    if (!base || newHead || !sameShape(base.shape, tuned.shape)) {
+      modes[name] = 'full';
+      tensors.set(name, { shape: [...tuned.shape], data: tuned.data.slice() });
+      continue;
+    }
+    const diff = new Float32Array(tuned.data.length);
+    for (let i = 0; i < diff.length; i++) diff[i] = tuned.data[i] - base.data[i];
+    modes[name] = 'diff';
+    tensors.set(name, { shape: [...tuned.shape], data: diff });
+  }
+  const manifest: DeltaManifest = {
+    format: DELTA_FORMAT,
+    base: { sha256: input.base.sha256, numClasses: input.base.replacedHead?.from ?? input.base.config.numClasses },
+    architecture: input.architecture,
+    strategy: input.strategy,
+    dtype,
+    tensors: modes,
+    tunedParams,
+    training: input.training,
+  };
+  return { manifest, tensors };
+}
+
+export function serializeDelta(d: Delta): Uint8Array {
+  return serializeSafetensors(d.tensors, { dtype: d.manifest.dtype, metadata: { format: 'pt', [DELTA_KEY]: JSON.stringify(d.manifest) } });
+}
+
+export function parseDelta(bytes: Uint8Array, source = 'delta'): Delta {
+  const file = parseSafetensors(bytes, source);
+  const raw = file.metadata[DELTA_KEY];
+  if (!raw) throw new Error(`${source}: not a Partune delta (no '${DELTA_KEY}' manifest in its safetensors metadata)`);
+  let manifest: DeltaManifest;
+  try {
+    manifest = JSON.parse(raw) as DeltaManifest;
+  } catch (e) {
+    throw new Error(`${source}: manifest is not valid JSON (${(e as Error).message})`);
+  }
+  if (manifest.format !== DELTA_FORMAT) throw new Error(`${source}: unsupported delta format '${manifest.format}'`);
+  const tensors: HostWeights = new Map();
+  for (const name of Object.keys(manifest.tensors)) {
+    const t = file.tensors.get(name);
+    if (!t) throw new Error(`${source}: manifest lists tensor '${name}' but the file lacks it`);
+    tensors.set(name, { shape: t.shape, data: t.data });
+  }
+  const extra = [...file.tensors.keys()].find((k) => !(k in manifest.tensors));
+  if (extra) throw new Error(`${source}: tensor '${extra}' is not in the manifest`);
+  return { manifest, tensors };
+}
+
+/** Base + delta -> the fine-tuned model's full weights. Refuses a base with other weights. */
+export function applyDelta(base: Checkpoint, delta: Delta): HostWeights {
+  const m = delta.manifest;
+  if (base.sha256 !== m.base.sha256) {
+    throw new Error(`delta was made from base weights ${m.base.sha256.slice(0, 12)}…, this checkpoint's weights are ${base.sha256.slice(0, 12)}…`);
+  }
+  const merged: HostWeights = new Map([...base.weights].map(([k, v]) => [k, { shape: v.shape, data: v.data }]));
+  for (const [name, t] of delta.tensors) {
+    if (m.tensors[name] === 'full') {
+      merged.set(name, { shape: t.shape, data: t.data.slice() });
+      continue;
+    }
+    const b = base.weights.get(name);
+    if (!b) throw new Error(`delta changes tensor '${name}', which the base lacks`);
+    if (!sameShape(b.shape, t.shape)) throw new Error(`delta tensor '${name}' has shape [${t.shape}], the base [${b.shape}]`);
+    const out = new Float32Array(b.data.length);
+    for (let i = 0; i < out.length; i++) out[i] = b.data[i] + t.data[i];
+    merged.set(name, { shape: b.shape, data: out });
+  }
+  return merged;
+}
+
+/**
+ * Rounds fine-tuned tensors onto what applying the delta yields, base + dtype(tuned - base). In
+ * f32 this moves a small share of elements (those near zero) by at most half an ulp of their
+ * difference; afterwards base + delta reproduces the weights bit for bit.
+ */
+export function roundToDelta(
+  base: Checkpoint,
+  fineTuned: HostWeights,
+  tuned: readonly string[],
+  dtype: WriteDtype = 'F32',
+): { weights: HostWeights; changed: number } {
+  const store = dtype === 'F32' ? Math.fround : (x: number): number => f16ToF32(f32ToF16(x));
+  const weights: HostWeights = new Map(fineTuned);
+  let changed = 0;
+  for (const name of tuned) {
+    const f = fineTuned.get(name)!;
+    const b = base.weights.get(name);
+    if (!b || (base.replacedHead && name.startsWith('head.')) || !sameShape(b.shape, f.shape)) continue;
+    const out = new Float32Array(f.data.length);
+    for (let i = 0; i < out.length; i++) {
+      out[i] = b.data[i] + store(f.data[i] - b.data[i]);
+      if (out[i] !== f.data[i]) changed++;
+    }
+    weights.set(name, { shape: f.shape, data: out });
+  }
+  return { weights, changed };
+}
+
+const sameShape = (a: readonly number[], b: readonly number[]): boolean => a.length === b.length && a.every((d, i) => d === b[i]);

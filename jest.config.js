@@ -1,0 +1,8 @@
+/** Tests run on TypeScript sources; `npm test` type-checks separately (ts-jest only transpiles). */
+module.exports = {
+  testEnvironment: 'node',
+  roots: ['<rootDir>/tests'],
+  transform: { '^.+\\.ts$': ['ts-jest', { isolatedModules: true }] },
+  testTimeout: 120000,
+  maxWorkers: 2,
+};
