@@ -139,10 +139,10 @@ export function roundToDelta(
   for (const name of tuned) {
     const f = fineTuned.get(name)!;
     const b = base.weights.get(name);
-    if (!b || (base.replacedHead && name.startsWith('head.')) || !sameShape(b.shape, f.shape)) continue;
+    const full = !b || (base.replacedHead && name.startsWith('head.')) || !sameShape(b.shape, f.shape);
     const out = new Float32Array(f.data.length);
     for (let i = 0; i < out.length; i++) {
-      out[i] = b.data[i] + store(f.data[i] - b.data[i]);
+      out[i] = full ? store(f.data[i]) : b.data[i] + store(f.data[i] - b.data[i]);
       if (out[i] !== f.data[i]) changed++;
     }
     weights.set(name, { shape: f.shape, data: out });
