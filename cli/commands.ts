@@ -3,7 +3,7 @@
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
 import {
-  Checkpoint, Dataset, Normalization, PRESET_NAMES, Split, TrainableVit, TrainSummary, VitConfig, adapt, applyDelta,
+  Checkpoint, Dataset, Normalization, PRESET_NAMES, Split, TrainableVit, TrainSummary, VitConfig, adapt, applyDelta, concatDatasets,
   channelStats, evaluate, exportCheckpoint, inspect, limit, makeDelta, parseDelta, parseStrategy, parseVitConfig,
   presetStrategy, roundToDelta, serializeDelta, toDevice, train, withNewHead,
 } from '../engine';
@@ -61,7 +61,7 @@ export async function evalCommand(o: Options): Promise<Record<string, unknown>> 
   const split = prepareData(o, ckpt.config);
   const which = str(o, 'split') ?? 'test';
   if (!['train', 'test', 'all'].includes(which)) throw new Error('--split must be train, test or all');
-  const ds = limitAll(which === 'all' ? concat(split.train, split.test) : which === 'train' ? split.train : split.test, optionalInt(o, 'limit'));
+  const ds = limitAll(which === 'all' ? concatDatasets(split.test, split.train) : which === 'train' ? split.train : split.test, optionalInt(o, 'limit'));
   const { norm, source } = normalization(o, ckpt.config, split.train);
   say(o, `evaluating ${ds.count} images of ${ds.name} (normalisation: ${source})`);
   const params = toDevice(ckpt.weights);
@@ -73,16 +73,6 @@ export async function evalCommand(o: Options): Promise<Record<string, unknown>> 
 }
 
 const limitAll = (ds: Dataset, n: number | undefined): Dataset => limit(ds, n, 0);
-
-function concat(a: Dataset, b: Dataset): Dataset {
-  const images = new Uint8Array(a.images.length + b.images.length);
-  images.set(a.images);
-  images.set(b.images, a.images.length);
-  const labels = new Uint8Array(a.count + b.count);
-  labels.set(a.labels);
-  labels.set(b.labels, a.count);
-  return { ...a, name: a.name.replace(/\/train$/, ''), images, labels, count: a.count + b.count };
-}
 
 export async function finetuneCommand(o: Options): Promise<Record<string, unknown>> {
   const started = Date.now();
@@ -175,6 +165,7 @@ function readStrategyArg(arg: string): unknown {
 }
 
 export async function deltaApplyCommand(o: Options): Promise<Record<string, unknown>> {
+  await backend(o);
   const deltaPath = need(o, 'delta');
   const delta = parseDelta(new Uint8Array(readFileSync(deltaPath)), deltaPath);
   const m = delta.manifest;

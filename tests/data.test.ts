@@ -4,8 +4,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { adapt, channelStats, fromFloatDigits, limit, makeBatch, parseCifar10, parseIdx, splitPool } from '../engine';
-import { loadData } from '../cli/data';
-import { useBackend } from './helpers';
+import { FASHION_MNIST_DIR, loadData } from '../cli/data';
+import { describeIfExists, useBackend } from './helpers';
 
 beforeAll(() => useBackend('wasm'));
 
@@ -100,5 +100,13 @@ describe('datasets', () => {
     expect(px[27 * 28 + 27]).toBeCloseTo(2, 5);
     expect(labels.dataSync()[0]).toBe(0);
     tf.dispose([images, labels]);
+  });
+});
+
+describeIfExists(FASHION_MNIST_DIR, "Debian's dataset-fashion-mnist", () => {
+  it('loads 60,000 / 10,000 gzipped IDX images of 10 classes', () => {
+    const { train, test } = loadData('fashion-mnist');
+    expect([train.count, test.count, train.height, train.channels]).toEqual([60000, 10000, 28, 1]);
+    expect(Math.max(...test.labels)).toBe(9);
   });
 });

@@ -107,6 +107,19 @@ export function subset(ds: Dataset, indices: ArrayLike<number>, name = ds.name):
   return { ...ds, name, images, labels, count: indices.length };
 }
 
+export function concatDatasets(a: Dataset, b: Dataset): Dataset {
+  if (a.height !== b.height || a.width !== b.width || a.channels !== b.channels || a.classes !== b.classes) {
+    throw new Error(`cannot concatenate ${a.name} and ${b.name}: different image shapes or classes`);
+  }
+  const images = new Uint8Array(a.images.length + b.images.length);
+  images.set(a.images);
+  images.set(b.images, a.images.length);
+  const labels = new Uint8Array(a.count + b.count);
+  labels.set(a.labels);
+  labels.set(b.labels, a.count);
+  return { ...a, name: a.name.replace(/\/(train|test)$/, ''), images, labels, count: a.count + b.count };
+}
+
 /** A deterministic random subset of at most n images (order shuffled by seed). */
 export function limit(ds: Dataset, n: number | undefined, seed: number): Dataset {
   if (n === undefined || n >= ds.count) return ds;
