@@ -179,6 +179,16 @@ export async function deltaApplyCommand(o: Options): Promise<Record<string, unkn
   return { command: 'delta apply', out: need(o, 'out'), bytes: bytes.length, tensors: delta.tensors.size };
 }
 
+/** Any supported naming -> timm names with the architecture in the metadata. */
+export async function convertCommand(o: Options): Promise<Record<string, unknown>> {
+  await backend(o);
+  const ckpt = await openCheckpoint(need(o, 'checkpoint'), { config: readConfig({ config: str(o, 'config'), arch: str(o, 'arch') }) });
+  const bytes = exportCheckpoint(ckpt.weights, ckpt.config, str(o, 'dtype') === 'f16' ? 'F16' : 'F32');
+  writeFileSync(need(o, 'out'), bytes);
+  say(o, `converted ${ckpt.naming} -> timm names: ${need(o, 'out')} (${(bytes.length / 1024 / 1024).toFixed(2)} MiB)`);
+  return { command: 'convert', from: ckpt.naming, out: need(o, 'out'), bytes: bytes.length, sha256: ckpt.sha256 };
+}
+
 export async function deltaInfoCommand(path: string, o: Options): Promise<Record<string, unknown>> {
   if (!existsSync(path)) throw new Error(`delta ${path} not found`);
   const bytes = readFileSync(path);

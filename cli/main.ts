@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // partune: partial fine-tuning of Vision Transformers from the command line.
 import { parseArgs } from 'node:util';
-import { Options, deltaApplyCommand, deltaInfoCommand, evalCommand, finetuneCommand, strategiesCommand } from './commands';
+import { Options, convertCommand, deltaApplyCommand, deltaInfoCommand, evalCommand, finetuneCommand, strategiesCommand } from './commands';
 
 const USAGE = `usage:
   partune eval --checkpoint F [--config C | --arch A] --data SPEC [--split test|train|all] [--limit N] [--json]
@@ -12,6 +12,7 @@ const USAGE = `usage:
                    [--merged-out FILE] [--normalize auto|model|dataset] [--adapt] [--json]
   partune delta apply --checkpoint F --delta D --out MERGED [--dtype f32|f16]
   partune delta info D [--json]
+  partune convert --checkpoint F [--config C | --arch A] --out TIMM.safetensors [--dtype f32|f16]
   partune strategies [--arch NAME | --config C] [--classes K] [--json]
 
   F: a .safetensors file (timm, vit-pytorch or Hugging Face names) or random:PRESET
@@ -46,6 +47,7 @@ async function main(argv: string[]): Promise<void> {
   if (command === 'eval') result = await evalCommand(o);
   else if (command === 'finetune') result = await finetuneCommand(o);
   else if (command === 'strategies') result = await strategiesCommand(o);
+  else if (command === 'convert') result = await convertCommand(o);
   else if (command === 'delta' && sub === 'apply') result = await deltaApplyCommand(o);
   else if (command === 'delta' && sub === 'info' && arg) result = await deltaInfoCommand(arg, o);
   else throw new Error(`unknown command '${positionals.join(' ')}'\n${USAGE}`);
