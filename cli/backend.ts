@@ -2,6 +2,7 @@
 // Optional backends are loaded only if installed: none of them is a hard dependency.
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
+import { installBatchedMatMul } from '../engine';
 
 export const BACKENDS = ['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
 export type BackendChoice = (typeof BACKENDS)[number];
@@ -54,7 +55,8 @@ export async function selectBackend(choice: BackendChoice = 'auto'): Promise<Bac
     await tf.setBackend('cpu');
     return { name: 'cpu', detail: 'pure JavaScript (slow; for reference)' };
   }
+  await installBatchedMatMul();
   if (!(await tf.setBackend('wasm'))) throw new Error('the wasm backend failed to start');
   await tf.ready();
-  return { name: 'wasm', detail: `WebAssembly (XNNPACK), ${choice === 'auto' ? 'no tfjs-node installed' : 'requested'}` };
+  return { name: 'wasm', detail: `WebAssembly (XNNPACK + SIMD attention kernel), ${choice === 'auto' ? 'no tfjs-node installed' : 'requested'}` };
 }

@@ -61,7 +61,7 @@ export async function evalCommand(o: Options): Promise<Record<string, unknown>> 
   const split = prepareData(o, ckpt.config);
   const which = str(o, 'split') ?? 'test';
   if (!['train', 'test', 'all'].includes(which)) throw new Error('--split must be train, test or all');
-  const ds = limitAll(which === 'all' ? concatDatasets(split.test, split.train) : which === 'train' ? split.train : split.test, optionalInt(o, 'limit'));
+  const ds = limit(which === 'all' ? concatDatasets(split.test, split.train) : which === 'train' ? split.train : split.test, optionalInt(o, 'limit'), 0);
   const { norm, source } = normalization(o, ckpt.config, split.train);
   say(o, `evaluating ${ds.count} images of ${ds.name} (normalisation: ${source})`);
   const params = toDevice(ckpt.weights);
@@ -71,8 +71,6 @@ export async function evalCommand(o: Options): Promise<Record<string, unknown>> 
   bar.done(`top-1 ${(result.accuracy * 100).toFixed(2)}%  loss ${result.loss.toFixed(4)}  ${result.imagesPerSecond.toFixed(1)} img/s`);
   return { command: 'eval', backend: backendName, data: ds.name, images: ds.count, accuracy: result.accuracy, loss: result.loss, imagesPerSecond: result.imagesPerSecond, checkpointSha256: ckpt.sha256 };
 }
-
-const limitAll = (ds: Dataset, n: number | undefined): Dataset => limit(ds, n, 0);
 
 export async function finetuneCommand(o: Options): Promise<Record<string, unknown>> {
   const started = Date.now();

@@ -15,3 +15,4 @@ export * from './weights/mappings';
 export * from './weights/checkpoint';
 export * from './weights/delta';
 export { registerMatMulGradient } from './vit/matmul-gradient';
+export { installBatchedMatMul } from './kernels/batched-matmul';

@@ -3,9 +3,10 @@ import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { VitConfig, parseVitConfig } from '../engine';
+import { VitConfig, installBatchedMatMul, parseVitConfig } from '../engine';
 
 export async function useBackend(name: 'wasm' | 'cpu' = 'wasm'): Promise<void> {
+  if (name === 'wasm') await installBatchedMatMul();
   await tf.setBackend(name);
   await tf.ready();
 }

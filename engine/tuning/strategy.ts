@@ -32,8 +32,6 @@ export type Strategy =
 
 export const presetStrategy = (name: PresetName): Strategy => ({ kind: 'preset', name });
 
-export const strategyName = (s: Strategy): string => s.name;
-
 interface Resolved {
   readonly attn: ReadonlySet<number>;
   readonly ffn: ReadonlySet<number>;

@@ -1,17 +1,12 @@
-// BatchMatMul's gradient with explicit transposes. tfjs's stock gradient asks for transposed
-// products, which the wasm backend runs in a scalar loop instead of XNNPACK (4x slower training);
-// transposing first keeps every product on the fast path. Same values, any backend.
+// BatchMatMul's gradient with explicit transposes for 2-D products. tfjs's stock gradient asks
+// for transposed products, which the wasm backend runs in a scalar loop instead of XNNPACK (4x
+// slower training); transposing first keeps them on the fast path. Batched products keep the
+// flags: the batched kernel (kernels/) reads transposed operands itself. Same values, any backend.
 import * as tf from '@tensorflow/tfjs';
 
-const swapLast = (x: tf.Tensor): tf.Tensor => {
-  const perm = x.shape.map((_, i) => i);
-  [perm[perm.length - 2], perm[perm.length - 1]] = [perm[perm.length - 1], perm[perm.length - 2]];
-  return tf.transpose(x, perm);
-};
-
-/** matMul(x, y, tx, ty) computed as an untransposed product. */
+/** matMul(x, y, tx, ty), untransposed when 2-D. */
 const product = (x: tf.Tensor, y: tf.Tensor, tx: boolean, ty: boolean): tf.Tensor =>
-  tf.matMul(tx ? swapLast(x) : x, ty ? swapLast(y) : y);
+  x.rank > 2 ? tf.matMul(x, y, tx, ty) : tf.matMul(tx ? tf.transpose(x) : x, ty ? tf.transpose(y) : y);
 
 let registered = false;
 

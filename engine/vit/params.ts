@@ -55,20 +55,11 @@ export const HEAD_NAMES: readonly string[] = ['head.weight', 'head.bias'];
 /** timm's init: trunc-normal(0.02) weights and tokens, zero biases, unit LayerNorm scales. */
 export function initParam(spec: ParamSpec, seed: number): tf.Tensor {
   const { name, shape } = spec;
-  if (/norm\d?\.weight$|^norm\.weight$/.test(name)) return tf.ones(shape as number[]);
+  if (/norm\d?\.weight$/.test(name)) return tf.ones(shape as number[]);
   if (name.endsWith('.bias')) return tf.zeros(shape as number[]);
   return tf.truncatedNormal(shape as number[], 0, 0.02, 'float32', seed);
 }
 
 export function initParams(c: VitConfig, seed = 0): Map<string, tf.Tensor> {
   return new Map(paramSpecs(c).map((s, i) => [s.name, initParam(s, seed * 1000 + i)]));
-}
-
-/** Fresh head for a new class count (keeps every other tensor). */
-export function replaceHead(params: NamedTensors, c: VitConfig, seed = 0): Map<string, tf.Tensor> {
-  const out = new Map(params);
-  for (const spec of paramSpecs(c).filter((s) => HEAD_NAMES.includes(s.name))) {
-    out.set(spec.name, initParam(spec, seed * 1000 + 999 + spec.shape.length));
-  }
-  return out;
 }

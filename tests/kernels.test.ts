@@ -1,0 +1,71 @@
+// The SIMD batched-matmul kernel that replaces tfjs-wasm's BatchMatMul for batched operands.
+import * as tf from '@tensorflow/tfjs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { TrainableVit, initParams, presetStrategy, toHost } from '../engine';
+import { TOY, useBackend } from './helpers';
+
+async function on(backend: 'cpu' | 'wasm', f: () => tf.Tensor): Promise<Float32Array> {
+  await useBackend(backend);
+  const t = f();
+  const out = (await t.data()) as Float32Array;
+  t.dispose();
+  return out;
+}
+
+describe('batched matmul kernel (wasm)', () => {
+  const cases: [string, number[], number[], boolean, boolean][] = [
+    ['attention scores', [2, 3, 13, 7], [2, 3, 9, 7], false, true],
+    ['attention mix', [2, 3, 13, 13], [2, 3, 13, 7], false, false],
+    ['transposed a', [4, 6, 5], [4, 6, 9], true, false],
+    ['both transposed', [4, 6, 5], [4, 9, 6], true, true],
+    ['broadcast a', [1, 5, 6], [4, 6, 3], false, false],
+    ['broadcast b', [4, 5, 6], [1, 6, 3], false, false],
+    ['odd sizes', [3, 1, 1], [3, 1, 17], false, false],
+  ];
+  it.each(cases)('%s matches the cpu backend', async (_, sa, sb, ta, tb) => {
+    const a = Float32Array.from({ length: sa.reduce((x, y) => x * y) }, (_, i) => Math.sin(i * 1.3));
+    const b = Float32Array.from({ length: sb.reduce((x, y) => x * y) }, (_, i) => Math.cos(i * 0.7));
+    const f = (): tf.Tensor => tf.matMul(tf.tensor(a, sa), tf.tensor(b, sb), ta, tb);
+    const ref = await on('cpu', f);
+    const got = await on('wasm', f);
+    expect(got.length).toBe(ref.length);
+    expect(Math.max(...got.map((v, i) => Math.abs(v - ref[i])))).toBeLessThan(1e-5);
+  });
+
+  it('gives the ViT the same gradients on wasm as on the cpu backend', async () => {
+    const grads = async (backend: 'cpu' | 'wasm'): Promise<Map<string, Float32Array>> => {
+      await useBackend(backend);
+      const m = new TrainableVit(await toHost(initParams(TOY, 2)), TOY, presetStrategy('full'));
+      const x = tf.randomNormal([4, 8, 8, 3], 0, 1, 'float32', 5) as tf.Tensor4D;
+      const y = tf.tensor1d([0, 1, 2, 0], 'int32');
+      const r = m.lossAndGrads(x, y, 0.1);
+      const out = new Map([...r.grads].map(([k, g]) => [k, g.dataSync() as Float32Array]));
+      tf.dispose([x, y, r.loss, ...r.grads.values()]);
+      m.dispose();
+      return out;
+    };
+    const cpu = await grads('cpu');
+    const wasm = await grads('wasm');
+    for (const [k, g] of cpu) {
+      const scale = Math.max(...g.map(Math.abs));
+      const err = Math.max(...wasm.get(k)!.map((v, i) => Math.abs(v - g[i])));
+      expect([k, err <= 1e-4 * scale + 1e-7]).toEqual([k, true]);
+    }
+  });
+
+  it('leaves unbatched products to XNNPACK and keeps the results', async () => {
+    const f = (): tf.Tensor => tf.matMul(tf.tensor2d([[1, 2], [3, 4]]), tf.tensor2d([[5], [6]]));
+    expect(Array.from(await on('wasm', f))).toEqual([17, 39]);
+  });
+
+  const hasClang = spawnSync('clang', ['--version'], { stdio: 'ignore' }).status === 0 && spawnSync('wasm-ld', ['--version'], { stdio: 'ignore' }).status === 0;
+  (hasClang ? it : it.skip)('the committed module is built from matmul.c (needs clang and lld)', () => {
+    const dir = join(__dirname, '..', 'engine', 'kernels');
+    const fresh = join(mkdtempSync(join(tmpdir(), 'kern-')), 'matmul-wasm.ts');
+    execFileSync('bash', [join(dir, 'build.sh'), fresh]);
+    expect(readFileSync(fresh, 'utf8')).toBe(readFileSync(join(dir, 'matmul-wasm.ts'), 'utf8'));
+  });
+});
