@@ -6,6 +6,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { VitConfig, innerDim, numPatches } from './config';
 import { NamedTensors } from './params';
+import { attentionCore, gelu, layerNorm } from './fused';
 
 function get(p: NamedTensors, name: string): tf.Tensor {
   const t = p.get(name);
@@ -19,17 +20,12 @@ function linear(x2d: tf.Tensor2D, weight: tf.Tensor, bias?: tf.Tensor): tf.Tenso
   return bias ? (tf.add(y, bias) as tf.Tensor2D) : y;
 }
 
-function layerNorm(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor, eps: number): tf.Tensor {
-  const { mean, variance } = tf.moments(x, -1, true);
-  return tf.add(tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, eps))), weight), bias);
-}
-
 function activate(x: tf.Tensor, kind: VitConfig['activation']): tf.Tensor {
   switch (kind) {
     case 'relu':
       return tf.relu(x);
     case 'gelu': // exact: x * Phi(x)
-      return tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1));
+      return gelu(x);
     case 'gelu_tanh': {
       const inner = tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)), Math.sqrt(2 / Math.PI));
       return tf.mul(tf.mul(x, 0.5), tf.add(tf.tanh(inner), 1));
@@ -73,8 +69,7 @@ function attention(p: NamedTensors, x: tf.Tensor3D, i: number, c: VitConfig): tf
   const q = tf.mul(project(0), c.headDim ** -0.5);
   const k = project(1);
   const v = project(2);
-  const weights = tf.softmax(tf.matMul(q, k, false, true)); // (B, heads, T, T)
-  const mixed = tf.transpose(tf.matMul(weights, v), [0, 2, 1, 3]); // (B, T, heads, hd)
+  const mixed = tf.transpose(attentionCore(q, k, v), [0, 2, 1, 3]); // (B, T, heads, hd)
   const out = linear(tf.reshape(mixed, [B * T, I]), get(p, `${pre}.proj.weight`), get(p, `${pre}.proj.bias`));
   return tf.reshape(out, [B, T, D]);
 }
