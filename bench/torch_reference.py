@@ -93,6 +93,8 @@ def tuned(name, strategy, depth):
         return not attn
     if strategy == "last-half":
         return i >= depth // 2
+    if strategy == "linear-probe":
+        return False
     raise ValueError(strategy)
 
 

@@ -1,23 +1,32 @@
-// Engine throughput and memory: img/s and peak RSS for training (full, attn-only, last-half) and
-// inference, each case in its own process so peak memory is that case's alone.
-// Writes bench/results/engine-<date>.json. Run: npm run bench [-- --quick]
-import { execFileSync } from 'node:child_process';
+// Engine throughput and memory against PyTorch: img/s and peak RSS for training (full, attn-only,
+// ffn-only, last-half) and inference, each case in its own process so peak memory is that case's
+// alone, Partune and the PyTorch reference (bench/torch_reference.py, same model, batch, step
+// and threads) interleaved. Writes bench/results/engine-<date>.json. Run: npm run bench [-- --quick]
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { TrainableVit, VitConfig, initParams, loadCheckpoint, parseStrategy, parseVitConfig, preset, toHost, model } from '../engine';
+import { PrefixCache, TrainableVit, VitConfig, initParams, loadCheckpoint, parseStrategy, parseVitConfig, preset, toHost, model } from '../engine';
 import { selectBackend } from '../cli/backend';
 
 interface Case {
   readonly model: string;
   readonly mode: 'train' | 'inference';
   readonly strategy?: string;
+  /** Train from the frozen-prefix cache (the steady state of epochs after the first). */
+  readonly cached?: boolean;
   readonly batch: number;
   readonly steps: number;
 }
 
-interface Result extends Case {
+interface Measurement {
+  readonly imagesPerSecond: number;
+  readonly msPerStep: number;
+  readonly peakRssMiB: number;
+}
+
+interface Result extends Case, Measurement {
   readonly backend: string;
   readonly imagesPerSecond: number;
   readonly msPerStep: number;
@@ -47,9 +56,19 @@ async function runCase(c: Case): Promise<Result> {
   let cleanup: () => void;
   if (c.mode === 'train') {
     const m = new TrainableVit(weights, config, parseStrategy(c.strategy!));
+    const indices = Array.from({ length: c.batch }, (_, i) => i);
+    let cache: PrefixCache | undefined;
+    if (c.cached) {
+      const prefix = m.frozenPrefix(x)!;
+      cache = new PrefixCache(c.batch, prefix.shape.slice(1), { maxBytes: 2 ** 31, dtype: 'f32' });
+      await cache.store(indices, prefix);
+      prefix.dispose();
+    }
     // Gradients plus a plain SGD update: the optimizer's cost is small next to forward + backward.
     step = async () => {
-      const { loss, grads } = m.lossAndGrads(x, y, 0.1);
+      const input = cache?.gather(indices);
+      const { loss, grads } = input ? m.lossAndGradsFrom(input, y, 0.1) : m.lossAndGrads(x, y, 0.1);
+      input?.dispose();
       tf.tidy(() => grads.forEach((g, k) => m.tuned.get(k)!.assign(tf.sub(m.tuned.get(k)!, tf.mul(g, 1e-4)))));
       await loss.data();
       tf.dispose([loss, ...grads.values()]);
@@ -82,11 +101,34 @@ async function runCase(c: Case): Promise<Result> {
 function plan(quick: boolean): Case[] {
   const cases: Case[] = [];
   for (const [name, steps] of [['vit_mnist_500k', quick ? 2 : 8], ['vit_tiny_patch4_32', quick ? 1 : 4]] as const) {
-    for (const strategy of ['full', 'attn-only', 'last-half']) cases.push({ model: name, mode: 'train', strategy, batch: 32, steps });
+    for (const strategy of ['full', 'attn-only', 'ffn-only', 'last-half']) cases.push({ model: name, mode: 'train', strategy, batch: 32, steps });
+    cases.push({ model: name, mode: 'train', strategy: 'last-half', cached: true, batch: 32, steps });
+    cases.push({ model: name, mode: 'train', strategy: 'linear-probe', cached: true, batch: 32, steps: steps * 4 });
     cases.push({ model: name, mode: 'inference', batch: 32, steps: steps * 2 });
   }
   return cases;
 }
+
+const PYTHON = '/usr/bin/python3';
+const TORCH_SCRIPT = join(__dirname, '..', '..', 'bench', 'torch_reference.py');
+const hasTorch = (): boolean => spawnSync(PYTHON, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0;
+
+function partune(c: Case): Result {
+  const line = execFileSync(process.execPath, [__filename, '--case', JSON.stringify(c)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  return JSON.parse(line.trim().split('\n').pop()!) as Result;
+}
+
+/** PyTorch has no prefix cache: compare a cached run with its plain one. */
+function torch(c: Case, threads: number): Measurement {
+  const config = c.model === 'vit_mnist_500k' && existsSync(join(SHARED_MODEL, 'config.json'))
+    ? parseVitConfig(JSON.parse(readFileSync(join(SHARED_MODEL, 'config.json'), 'utf8')))
+    : preset(c.model);
+  const out = execFileSync(PYTHON, [TORCH_SCRIPT, JSON.stringify({ ...c, model: config, threads })], { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: String(threads) } });
+  return JSON.parse(out.trim().split('\n').pop()!) as Measurement;
+}
+
+/** The faster of two runs: noise on a shared machine only ever slows a run down. */
+const best = <T extends Measurement>(a: T, b: T): T => ({ ...(a.imagesPerSecond >= b.imagesPerSecond ? a : b), peakRssMiB: Math.max(a.peakRssMiB, b.peakRssMiB) });
 
 async function main(): Promise<void> {
   const arg = process.argv.indexOf('--case');
@@ -95,18 +137,31 @@ async function main(): Promise<void> {
     return;
   }
   const quick = process.argv.includes('--quick');
-  const results: Result[] = [];
+  const withTorch = hasTorch();
+  if (!withTorch) process.stderr.write(`no PyTorch reference: ${PYTHON} lacks torch (apt-get install python3-torch libopenblas0-openmp)\n`);
+  const rows: Record<string, unknown>[] = [];
+  const label = (c: Case): string => (c.mode === 'train' ? `train ${c.strategy}${c.cached ? ' (cache)' : ''}` : 'inference');
+  process.stderr.write(`${'model'.padEnd(20)} ${'case'.padEnd(16)} ${'partune'.padStart(9)} ${'torch 1t'.padStart(9)} ${'ratio'.padStart(6)} ${'torch 2t'.padStart(9)}   RSS partune / torch 1t\n`);
   for (const c of plan(quick)) {
-    const line = execFileSync(process.execPath, [__filename, '--case', JSON.stringify(c)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-    const r = JSON.parse(line.trim().split('\n').pop()!) as Result;
-    results.push(r);
-    process.stderr.write(`${r.model.padEnd(20)} ${(r.mode === 'train' ? `train ${r.strategy}` : 'inference').padEnd(16)} ${r.imagesPerSecond.toFixed(1).padStart(7)} img/s  ${r.peakRssMiB.toFixed(0).padStart(5)} MiB peak RSS\n`);
+    // Interleaved: Partune, PyTorch, Partune, PyTorch.
+    let ours = partune(c);
+    const ref1: Measurement[] = [];
+    if (withTorch) ref1.push(torch(c, 1));
+    ours = best(ours, partune(c));
+    if (withTorch) ref1.push(torch(c, 1));
+    const t1 = ref1.length ? best(ref1[0], ref1[1]) : undefined;
+    const t2 = withTorch && !quick ? torch(c, 2) : undefined;
+    const ratio = t1 ? ours.imagesPerSecond / t1.imagesPerSecond : undefined;
+    rows.push({ ...ours, torch1: t1, torch2: t2, ratioVsTorch1: ratio, rssRatioVsTorch1: t1 ? ours.peakRssMiB / t1.peakRssMiB : undefined });
+    const f = (x?: number, d = 1): string => (x === undefined ? '-' : x.toFixed(d));
+    process.stderr.write(`${c.model.padEnd(20)} ${label(c).padEnd(16)} ${f(ours.imagesPerSecond).padStart(9)} ${f(t1?.imagesPerSecond).padStart(9)} ${f(ratio, 2).padStart(6)} ${f(t2?.imagesPerSecond).padStart(9)}   ${f(ours.peakRssMiB, 0)} / ${f(t1?.peakRssMiB, 0)} MiB\n`);
   }
   const source = (await weightsFor('vit_mnist_500k')).source;
   const dir = join(__dirname, '..', '..', 'bench', 'results');
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `engine-${new Date().toISOString().slice(0, 10)}${quick ? '-quick' : ''}.json`);
-  writeFileSync(file, `${JSON.stringify({ date: new Date().toISOString(), node: process.version, cpus: cpus().length, cpu: cpus()[0]?.model, vitMnistWeights: source, batch: 32, results }, null, 2)}\n`);
+  const meta = { date: new Date().toISOString(), node: process.version, cpus: cpus().length, cpu: cpus()[0]?.model, vitMnistWeights: source, batch: 32, unit: 'img/s; RSS in MiB; torch1/torch2 = PyTorch with 1/2 threads' };
+  writeFileSync(file, `${JSON.stringify({ ...meta, results: rows }, null, 2)}\n`);
   process.stderr.write(`wrote ${file}\n`);
 }
 

@@ -3,7 +3,7 @@
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
 import {
-  Checkpoint, Dataset, Normalization, PRESET_NAMES, Split, TrainableVit, TrainSummary, VitConfig, adapt, applyDelta, concatDatasets,
+  Checkpoint, Dataset, Normalization, PRESET_NAMES, PrefixCacheOptions, Split, TrainableVit, TrainSummary, VitConfig, adapt, applyDelta, concatDatasets,
   channelStats, evaluate, exportCheckpoint, inspect, limit, makeDelta, parseDelta, parseStrategy, parseVitConfig,
   presetStrategy, roundToDelta, serializeDelta, toDevice, train, withNewHead,
 } from '../engine';
@@ -105,6 +105,7 @@ export async function finetuneCommand(o: Options): Promise<Record<string, unknow
     seed,
     augmentation: { cropPadding: num(o, 'crop-padding', 0, true), flip: Boolean(o.flip) },
     evalEachEpoch: true,
+    prefixCache: prefixCacheOption(o),
   };
   const totalSteps = Math.floor(split.train.count / options.batchSize) * options.epochs;
   const bar = new ProgressBar('train', totalSteps, Boolean(o.quiet));
@@ -148,12 +149,20 @@ export async function finetuneCommand(o: Options): Promise<Record<string, unknow
   if (merged) writeFileSync(merged, exportCheckpoint(fineTuned, { ...config, preprocessing: norm }));
   const full = Object.values(delta.manifest.tensors).filter((m) => m === 'full').length;
   say(o, `delta: ${out} (${(bytes.length / 1024).toFixed(1)} KiB, ${ins.tuned.length} tensors, ${full} stored in full)${merged ? `; merged checkpoint: ${merged}` : ''}`);
+  const cache = summary.prefixCache;
+  if (cache) say(o, `frozen-prefix cache: ${cache.rows} images (${(cache.bytes / 2 ** 20).toFixed(0)} MiB), ${cache.hits} hits, ${cache.misses} computed`);
   say(o, `top-1 ${((final?.accuracy ?? NaN) * 100).toFixed(2)}% on ${split.test.count} test images; ${summary.imagesPerSecond.toFixed(1)} img/s; ${((Date.now() - started) / 1000).toFixed(0)} s`);
   return {
     command: 'finetune', strategy: ins.strategy, backend: backendName, accuracy: final?.accuracy, loss: final?.loss,
     tunedParams: ins.tunedParams, totalParams: ins.totalParams, deltaBytes: bytes.length, imagesPerSecond: summary.imagesPerSecond,
-    seconds: (Date.now() - started) / 1000, trainSeconds: summary.seconds, out,
+    seconds: (Date.now() - started) / 1000, trainSeconds: summary.seconds, prefixCache: summary.prefixCache, out,
   };
+}
+
+function prefixCacheOption(o: Options): PrefixCacheOptions | undefined {
+  const dtype = str(o, 'prefix-cache') ?? 'f32';
+  if (!['off', 'f32', 'f16'].includes(dtype)) throw new Error('--prefix-cache must be off, f32 or f16');
+  return dtype === 'off' ? undefined : { dtype: dtype as 'f32' | 'f16', maxBytes: num(o, 'prefix-cache-mib', 1024) * 2 ** 20 };
 }
 
 /** A preset name, inline JSON, or @file.json. */

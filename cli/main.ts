@@ -9,7 +9,8 @@ const USAGE = `usage:
                    [--epochs E] [--lr LR] [--batch-size B] [--train-limit N] [--test-limit N] [--seed S]
                    [--head new|keep] [--crop-padding P] [--flip] [--weight-decay W] [--label-smoothing L]
                    [--warmup-steps N] [--min-lr LR] [--clip-grad G] [--delta-dtype f32|f16]
-                   [--merged-out FILE] [--normalize auto|model|dataset] [--adapt] [--json]
+                   [--merged-out FILE] [--normalize auto|model|dataset] [--adapt]
+                   [--prefix-cache off|f32|f16] [--prefix-cache-mib M] [--json]
   partune delta apply --checkpoint F --delta D --out MERGED [--dtype f32|f16]
   partune delta info D [--json]
   partune convert --checkpoint F [--config C | --arch A] --out TIMM.safetensors [--dtype f32|f16]
@@ -24,7 +25,8 @@ const USAGE = `usage:
 const VALUE_FLAGS = [
   'checkpoint', 'config', 'arch', 'data', 'split', 'limit', 'strategy', 'out', 'epochs', 'lr', 'min-lr', 'batch-size',
   'train-limit', 'test-limit', 'seed', 'head', 'crop-padding', 'weight-decay', 'label-smoothing', 'warmup-steps',
-  'clip-grad', 'delta-dtype', 'merged-out', 'normalize', 'delta', 'dtype', 'classes', 'backend',
+  'clip-grad', 'delta-dtype', 'merged-out', 'normalize', 'delta', 'dtype', 'classes', 'backend', 'prefix-cache',
+  'prefix-cache-mib',
 ];
 const BOOL_FLAGS = ['json', 'quiet', 'adapt', 'flip', 'help'];
 

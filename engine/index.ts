@@ -10,6 +10,7 @@ export * from './train/schedule';
 export * from './train/adamw';
 export * from './train/trainable';
 export * from './train/loop';
+export * from './train/prefix-cache';
 export * from './weights/safetensors';
 export * from './weights/mappings';
 export * from './weights/checkpoint';

@@ -2,8 +2,8 @@
 // moved, no NaN, no tensor leak; and the frozen-prefix cut gives the same gradients as a full tape.
 import * as tf from '@tensorflow/tfjs';
 import {
-  Dataset, PRESET_NAMES, TrainEvent, TrainableVit, crossEntropy, initParams, lrAt, model, parseStrategy, parseVitConfig,
-  presetStrategy, toHost, train,
+  Dataset, PRESET_NAMES, PresetName, TrainEvent, TrainOptions, TrainSummary, TrainableVit, crossEntropy, initParams, lrAt, model,
+  parseStrategy, parseVitConfig, presetStrategy, toHost, train,
 } from '../engine';
 import { TOY, useBackend } from './helpers';
 
@@ -94,6 +94,47 @@ describe('training', () => {
     const fromStart = await peak(parseStrategy({ blocks: [3, 4, 5], include: ['blocks.0.norm1.bias'] }));
     expect(lastHalf).toBeLessThan(0.8 * fromStart);
     tf.dispose([x, y]);
+  });
+
+  describe('frozen-prefix cache', () => {
+    const norm = { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] };
+    const c = parseVitConfig({ ...TOY, depth: 4 });
+    async function losses(strategy: string, options: Partial<TrainOptions>): Promise<{ losses: number[]; summary: TrainSummary }> {
+      const m = new TrainableVit(await toHost(initParams(c, 6)), c, presetStrategy(strategy as PresetName));
+      const out: number[] = [];
+      const run = train(m, { train: toyData(40), normalization: norm }, { epochs: 3, batchSize: 8, lr: 1e-2, seed: 2, evalEachEpoch: false, ...options });
+      for (;;) {
+        const next = await run.next();
+        if (next.done) {
+          m.dispose();
+          return { losses: out, summary: next.value };
+        }
+        if (next.value.kind === 'step') out.push(next.value.loss);
+      }
+    }
+
+    it.each([['last-half'], ['last-half-attn'], ['linear-probe']])('%s: the same losses with and without the cache (f32)', async (strategy) => {
+      const plain = await losses(strategy, {});
+      const cached = await losses(strategy, { prefixCache: { maxBytes: 1 << 30, dtype: 'f32' } });
+      expect(cached.losses).toEqual(plain.losses);
+      expect(cached.summary.prefixCache).toMatchObject({ rows: 40, misses: 40, hits: 80 }); // epoch 1 fills, 2 and 3 hit
+      const partial = await losses(strategy, { prefixCache: { maxBytes: 1700, dtype: 'f32' } }); // a few rows only
+      expect(partial.losses).toEqual(plain.losses);
+      expect(partial.summary.prefixCache!.rows).toBeLessThan(40);
+    });
+
+    it('f16 rows change losses by no more than rounding', async () => {
+      const plain = await losses('last-half', {});
+      const half = await losses('last-half', { prefixCache: { maxBytes: 1 << 30, dtype: 'f16' } });
+      half.losses.forEach((l, i) => expect(Math.abs(l - plain.losses[i])).toBeLessThan(2e-2 * plain.losses[i]));
+      expect(half.summary.prefixCache!.bytes).toBe(40 * 5 * 12 * 2) // 40 images x 5 tokens x width 12, 2 bytes each;
+    });
+
+    it('is not used when images are augmented or nothing is frozen', async () => {
+      const cache = { prefixCache: { maxBytes: 1 << 30, dtype: 'f32' as const } };
+      expect((await losses('last-half', { ...cache, augmentation: { cropPadding: 1, flip: false } })).summary.prefixCache).toBeUndefined();
+      expect((await losses('full', cache)).summary.prefixCache).toBeUndefined();
+    });
   });
 
   it('learns a separable toy task and reports accuracy', async () => {

@@ -54,3 +54,7 @@ export function makeBatch(
   }
   return { images: tf.tensor4d(out, [indices.length, H, W, C]), labels: tf.tensor1d(labels, 'int32') };
 }
+
+export function makeLabels(ds: Dataset, indices: ArrayLike<number>): tf.Tensor1D {
+  return tf.tensor1d(Int32Array.from({ length: indices.length }, (_, i) => ds.labels[indices[i]]), 'int32');
+}

@@ -5,7 +5,8 @@ import { VitConfig } from '../vit/config';
 import { NamedTensors } from '../vit/params';
 import { forward } from '../vit/model';
 import { Dataset, permutation, rng } from '../data/dataset';
-import { Augmentation, Normalization, NO_AUGMENTATION, makeBatch } from '../data/batches';
+import { Augmentation, Normalization, NO_AUGMENTATION, makeBatch, makeLabels } from '../data/batches';
+import { PrefixCache, PrefixCacheOptions } from './prefix-cache';
 import { AdamW, ADAMW_DEFAULTS } from './adamw';
 import { Schedule, lrAt } from './schedule';
 import { TrainableVit, crossEntropy } from './trainable';
@@ -25,6 +26,11 @@ export interface TrainOptions {
   readonly maxGradNorm: number;
   /** Evaluate on the test set after each epoch. */
   readonly evalEachEpoch: boolean;
+  /**
+   * Cache what the frozen blocks compute (used when the strategy freezes a prefix and nothing
+   * is augmented); undefined: off.
+   */
+  readonly prefixCache?: PrefixCacheOptions;
 }
 
 export const TRAIN_DEFAULTS: TrainOptions = {
@@ -51,6 +57,7 @@ export interface TrainSummary {
   readonly imagesPerSecond: number;
   readonly finalTrainLoss: number;
   readonly eval?: EvalResult;
+  readonly prefixCache?: { readonly rows: number; readonly bytes: number; readonly hits: number; readonly misses: number };
 }
 
 const now = (): number => (typeof performance !== 'undefined' ? performance.now() : Date.now());
@@ -71,6 +78,9 @@ export async function* train(
   };
   const optimizer = new AdamW(model.tuned, { ...ADAMW_DEFAULTS, weightDecay: o.weightDecay });
   const random = rng(o.seed ^ 0x9e3779b9);
+  const augmented = o.augmentation.cropPadding > 0 || (o.augmentation.flip && ds.flipInvariant);
+  const cacheable = o.prefixCache !== undefined && model.inspection.gradientStart > 0 && !augmented;
+  let cache: PrefixCache | undefined;
   const start = now();
   let afterFirst = start;
   let step = 0;
@@ -84,9 +94,28 @@ export async function* train(
       for (let b = 0; b < stepsPerEpoch; b++, step++) {
         const t0 = now();
         const lr = lrAt(schedule, step);
-        const batch = makeBatch(ds, order.subarray(b * o.batchSize, (b + 1) * o.batchSize), data.normalization, o.augmentation, random);
-        const { loss, grads } = model.lossAndGrads(batch.images, batch.labels, o.labelSmoothing);
-        tf.dispose([batch.images, batch.labels]);
+        const idx = order.subarray(b * o.batchSize, (b + 1) * o.batchSize);
+        let result: { loss: tf.Scalar; grads: Map<string, tf.Tensor> };
+        if (cache?.hasAll(idx)) {
+          cache.hits += idx.length;
+          const [input, labels] = [cache.gather(idx), makeLabels(ds, idx)];
+          result = model.lossAndGradsFrom(input, labels, o.labelSmoothing);
+          tf.dispose([input, labels]);
+        } else {
+          const batch = makeBatch(ds, idx, data.normalization, o.augmentation, random);
+          if (cacheable) {
+            const prefix = model.frozenPrefix(batch.images)!;
+            cache ??= new PrefixCache(ds.count, prefix.shape.slice(1), o.prefixCache!);
+            cache.misses += idx.length;
+            await cache.store(idx, prefix);
+            result = model.lossAndGradsFrom(prefix, batch.labels, o.labelSmoothing);
+            prefix.dispose();
+          } else {
+            result = model.lossAndGrads(batch.images, batch.labels, o.labelSmoothing);
+          }
+          tf.dispose([batch.images, batch.labels]);
+        }
+        const { loss, grads } = result;
         const clipped = o.maxGradNorm > 0 ? clipByGlobalNorm(grads, o.maxGradNorm) : grads;
         optimizer.apply(clipped, lr);
         lastLoss = (await loss.data())[0];
@@ -111,6 +140,7 @@ export async function* train(
     imagesPerSecond: step > 1 ? ((step - 1) * o.batchSize) / ((end - afterFirst) / 1000) : (step * o.batchSize) / ((end - start) / 1000),
     finalTrainLoss: lastLoss,
     eval: lastEval,
+    prefixCache: cache && { rows: cache.cachedRows, bytes: cache.bytes, hits: cache.hits, misses: cache.misses },
   };
 }
 

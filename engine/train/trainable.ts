@@ -3,7 +3,7 @@
 // block: the frozen prefix runs outside it, so none of its activations are kept for backward.
 import * as tf from '@tensorflow/tfjs';
 import { VitConfig } from '../vit/config';
-import { blocks, classify, embed } from '../vit/model';
+import { blocks, classify, embed, head, pool } from '../vit/model';
 import { Inspection, Strategy, inspect } from '../tuning/strategy';
 import { HostWeights, toHost } from '../weights/checkpoint';
 import { registerMatMulGradient } from '../vit/matmul-gradient';
@@ -33,28 +33,42 @@ export class TrainableVit {
     }
   }
 
-  logits(images: tf.Tensor4D): tf.Tensor2D {
-    return tf.tidy(() => classify(this.params, blocks(this.params, embed(this.params, images, this.config), this.config), this.config));
-  }
-
-  /** Tokens entering the first tuned block, computed without a tape (null: the tape starts at the embedding). */
-  frozenPrefix(images: tf.Tensor4D): tf.Tensor3D | null {
+  /**
+   * What the frozen part of the network makes of the images, computed without a tape: the
+   * tokens entering the first tuned block, the pooled features when no block is tuned, or null
+   * when the gradient reaches the embeddings.
+   */
+  frozenPrefix(images: tf.Tensor4D): tf.Tensor | null {
     const start = this.inspection.gradientStart;
     if (start < 0) return null;
-    return tf.tidy(() => blocks(this.params, embed(this.params, images, this.config), this.config, 0, start));
+    return tf.tidy(() => {
+      const tokens = blocks(this.params, embed(this.params, images, this.config), this.config, 0, start);
+      return start === this.config.depth ? pool(tokens, this.config) : tokens;
+    });
   }
 
   /** Mean loss and gradients of the tuned tensors, by name. The caller disposes both. */
   lossAndGrads(images: tf.Tensor4D, labels: tf.Tensor1D, labelSmoothing: number): { loss: tf.Scalar; grads: Map<string, tf.Tensor> } {
     const prefix = this.frozenPrefix(images);
-    const start = Math.max(0, this.inspection.gradientStart);
+    try {
+      return this.lossAndGradsFrom(prefix ?? images, labels, labelSmoothing);
+    } finally {
+      prefix?.dispose();
+    }
+  }
+
+  /** As lossAndGrads, from what `frozenPrefix` returned (or the images when it returned null). */
+  lossAndGradsFrom(input: tf.Tensor, labels: tf.Tensor1D, labelSmoothing: number): { loss: tf.Scalar; grads: Map<string, tf.Tensor> } {
+    const start = this.inspection.gradientStart;
+    const { params, config } = this;
     const byVariable = new Map([...this.tuned].map(([name, v]) => [v.name, name]));
     const { value, grads } = tf.variableGrads(() => {
-      const tokens = prefix ?? embed(this.params, images, this.config);
-      const out = classify(this.params, blocks(this.params, tokens, this.config, start), this.config);
+      let out: tf.Tensor2D;
+      if (start < 0) out = classify(params, blocks(params, embed(params, input as tf.Tensor4D, config), config), config);
+      else if (start < config.depth) out = classify(params, blocks(params, input as tf.Tensor3D, config, start), config);
+      else out = head(params, input as tf.Tensor2D, config);
       return crossEntropy(out, labels, labelSmoothing);
     }, [...this.tuned.values()]);
-    prefix?.dispose();
     return { loss: value, grads: new Map(Object.entries(grads).map(([k, g]) => [byVariable.get(k)!, g])) };
   }
 

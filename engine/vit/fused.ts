@@ -55,22 +55,60 @@ export function layerNorm(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor, eps:
 }
 
 /**
- * softmax(q k^T) v for (B, heads, T, hd) operands, q already scaled; saves q, k, v and the
- * attention weights p. Backward: dv = p^T do, dp = do v^T, ds = p * (dp - rowsum(dp * p)),
- * dq = ds k, dk = ds^T q.
+ * y = x W^T + b for x (N, in), W (out, in) as torch.nn.Linear; saves x and W. Every product is
+ * 2-D and untransposed (the wasm backend's fast path): forward x (W^T), dx = dy W,
+ * dW = (dy^T) x, db = sum(dy).
  */
-export const attentionCore = tf.customGrad((...args: Args) => {
-  const [q, k, v, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
-  const p = tf.tidy(() => tf.softmax(tf.matMul(q, k, false, true)));
-  save([q, k, v, p]);
+export const linear = tf.customGrad((...args: Args) => {
+  const [x, w, b, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.GradSaveFunc];
+  save([x, w]);
   return {
-    value: tf.tidy(() => tf.matMul(p, v)),
-    gradFunc: (dOut: tf.Tensor, [qs, ks, vs, ps]: tf.Tensor[]) =>
-      tf.tidy(() => {
-        const dv = tf.matMul(ps, dOut, true, false);
-        const dp = tf.matMul(dOut, vs, false, true);
-        const ds = tf.mul(ps, tf.sub(dp, tf.sum(tf.mul(dp, ps), -1, true)));
-        return [tf.matMul(ds, ks), tf.matMul(ds, qs, true, false), dv];
-      }),
+    value: tf.tidy(() => tf.fused.matMul({ a: x, b: tf.transpose(w), bias: b })),
+    gradFunc: (dy: tf.Tensor, [xs, ws]: tf.Tensor[]) =>
+      tf.tidy(() => [tf.matMul(dy as tf.Tensor2D, ws as tf.Tensor2D), tf.matMul(tf.transpose(dy as tf.Tensor2D), xs as tf.Tensor2D), tf.sum(dy, 0)]),
   };
-}) as (q: tf.Tensor, k: tf.Tensor, v: tf.Tensor) => tf.Tensor;
+}) as (x: tf.Tensor2D, w: tf.Tensor, b: tf.Tensor) => tf.Tensor2D;
+
+/** linear without a bias (qkv of models built with qkv_bias=False). */
+export const linearNoBias = tf.customGrad((...args: Args) => {
+  const [x, w, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.GradSaveFunc];
+  save([x, w]);
+  return {
+    value: tf.tidy(() => tf.matMul(x, tf.transpose(w))),
+    gradFunc: (dy: tf.Tensor, [xs, ws]: tf.Tensor[]) =>
+      tf.tidy(() => [tf.matMul(dy as tf.Tensor2D, ws as tf.Tensor2D), tf.matMul(tf.transpose(dy as tf.Tensor2D), xs as tf.Tensor2D)]),
+  };
+}) as (x: tf.Tensor2D, w: tf.Tensor) => tf.Tensor2D;
+
+/**
+ * Multi-head attention core on token-major projections: q, k, v (B*T, heads*hd) -> (B*T, heads*hd),
+ * softmax(scale q k^T) v per head. The head transposes happen inside, so only the per-head q, k,
+ * v and the attention weights p are kept for backward: dv = p^T do, dp = do v^T,
+ * ds = p * (dp - rowsum(dp * p)), dq = scale ds k, dk = scale ds^T q.
+ */
+export function attentionCore(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, batch: number, heads: number, headDim: number): tf.Tensor2D {
+  const T = q.shape[0] / batch;
+  const scale = headDim ** -0.5;
+  const toHeads = (x: tf.Tensor): tf.Tensor4D => tf.transpose(tf.reshape(x, [batch, T, heads, headDim]), [0, 2, 1, 3]); // (B, heads, T, hd)
+  const toTokens = (x: tf.Tensor): tf.Tensor2D => tf.reshape(tf.transpose(x, [0, 2, 1, 3]), [batch * T, heads * headDim]);
+  const op = tf.customGrad((...args: Args) => {
+    const [qIn, kIn, vIn, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
+    const [qh, kh, vh, p] = tf.tidy(() => {
+      const [a, b, c] = [toHeads(qIn), toHeads(kIn), toHeads(vIn)];
+      return [a, b, c, tf.softmax(tf.mul(tf.matMul(a, b, false, true), scale))];
+    });
+    save([qh, kh, vh, p]);
+    return {
+      value: tf.tidy(() => toTokens(tf.matMul(p, vh))),
+      gradFunc: (dy: tf.Tensor, [qs, ks, vs, ps]: tf.Tensor[]) =>
+        tf.tidy(() => {
+          const dOut = toHeads(dy);
+          const dv = tf.matMul(ps, dOut, true, false);
+          const dp = tf.matMul(dOut, vs, false, true);
+          const ds = tf.mul(tf.mul(ps, tf.sub(dp, tf.sum(tf.mul(dp, ps), -1, true))), scale);
+          return [toTokens(tf.matMul(ds, ks)), toTokens(tf.matMul(ds, qs, true, false)), toTokens(dv)];
+        }),
+    };
+  }) as (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => tf.Tensor2D;
+  return op(q, k, v);
+}

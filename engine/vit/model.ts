@@ -6,18 +6,12 @@
 import * as tf from '@tensorflow/tfjs';
 import { VitConfig, innerDim, numPatches } from './config';
 import { NamedTensors } from './params';
-import { attentionCore, gelu, layerNorm } from './fused';
+import { attentionCore, gelu, layerNorm, linear, linearNoBias } from './fused';
 
 function get(p: NamedTensors, name: string): tf.Tensor {
   const t = p.get(name);
   if (!t) throw new Error(`parameter '${name}' is missing`);
   return t;
-}
-
-/** y = x W^T + b for x (..., in), W (out, in) as in torch.nn.Linear. */
-function linear(x2d: tf.Tensor2D, weight: tf.Tensor, bias?: tf.Tensor): tf.Tensor2D {
-  const y = tf.matMul(x2d, tf.transpose(weight as tf.Tensor2D)) as tf.Tensor2D;
-  return bias ? (tf.add(y, bias) as tf.Tensor2D) : y;
 }
 
 function activate(x: tf.Tensor, kind: VitConfig['activation']): tf.Tensor {
@@ -58,20 +52,15 @@ function attention(p: NamedTensors, x: tf.Tensor3D, i: number, c: VitConfig): tf
   const I = innerDim(c);
   const pre = `blocks.${i}.attn`;
   const x2 = tf.reshape(x, [B * T, D]) as tf.Tensor2D;
-  // Slice the fused qkv weight rather than splitting activations (tf.split is slow on wasm).
-  const wT = tf.transpose(get(p, `${pre}.qkv.weight`) as tf.Tensor2D); // (D, 3I)
+  // Row slices of the fused qkv weight (contiguous, cheap) instead of splitting activations.
+  const w = get(p, `${pre}.qkv.weight`);
   const bias = c.qkvBias ? get(p, `${pre}.qkv.bias`) : undefined;
-  const project = (k: number): tf.Tensor4D => {
-    let y: tf.Tensor = tf.matMul(x2, tf.slice(wT, [0, k * I], [D, I])); // (B*T, I)
-    if (bias) y = tf.add(y, tf.slice(bias, [k * I], [I]));
-    return tf.transpose(tf.reshape(y, [B, T, c.heads, c.headDim]), [0, 2, 1, 3]); // (B, heads, T, hd)
+  const project = (k: number): tf.Tensor2D => {
+    const wk = tf.slice(w, [k * I, 0], [I, D]);
+    return bias ? linear(x2, wk, tf.slice(bias, [k * I], [I])) : linearNoBias(x2, wk); // (B*T, I)
   };
-  const q = tf.mul(project(0), c.headDim ** -0.5);
-  const k = project(1);
-  const v = project(2);
-  const mixed = tf.transpose(attentionCore(q, k, v), [0, 2, 1, 3]); // (B, T, heads, hd)
-  const out = linear(tf.reshape(mixed, [B * T, I]), get(p, `${pre}.proj.weight`), get(p, `${pre}.proj.bias`));
-  return tf.reshape(out, [B, T, D]);
+  const mixed = attentionCore(project(0), project(1), project(2), B, c.heads, c.headDim); // (B*T, I)
+  return tf.reshape(linear(mixed, get(p, `${pre}.proj.weight`), get(p, `${pre}.proj.bias`)), [B, T, D]);
 }
 
 function mlp(p: NamedTensors, x: tf.Tensor3D, i: number, c: VitConfig): tf.Tensor3D {
@@ -89,14 +78,20 @@ export function block(p: NamedTensors, x: tf.Tensor3D, i: number, c: VitConfig):
   return tf.add(a, mlp(p, layerNorm(a, get(p, `${b}.norm2.weight`), get(p, `${b}.norm2.bias`), eps) as tf.Tensor3D, i, c)) as tf.Tensor3D;
 }
 
-/** Pool (cls token or mean of patch tokens), final LayerNorm, linear head -> logits (B, classes). */
-export function classify(p: NamedTensors, x: tf.Tensor3D, c: VitConfig): tf.Tensor2D {
+/** The token a classifier reads: cls, or the mean of the patch tokens. (B, T, D) -> (B, D) */
+export function pool(x: tf.Tensor3D, c: VitConfig): tf.Tensor2D {
   const [B, T, D] = x.shape;
-  const pooled = c.pool === 'cls'
-    ? tf.reshape(tf.slice(x, [0, 0, 0], [B, 1, D]), [B, D])
-    : tf.mean(tf.slice(x, [0, 1, 0], [B, T - 1, D]), 1);
+  return c.pool === 'cls' ? tf.reshape(tf.slice(x, [0, 0, 0], [B, 1, D]), [B, D]) : tf.mean(tf.slice(x, [0, 1, 0], [B, T - 1, D]), 1);
+}
+
+/** Final LayerNorm and linear head: pooled (B, D) -> logits (B, classes). */
+export function head(p: NamedTensors, pooled: tf.Tensor2D, c: VitConfig): tf.Tensor2D {
   const normed = layerNorm(pooled, get(p, 'norm.weight'), get(p, 'norm.bias'), c.layerNormEps) as tf.Tensor2D;
   return linear(normed, get(p, 'head.weight'), get(p, 'head.bias'));
+}
+
+export function classify(p: NamedTensors, x: tf.Tensor3D, c: VitConfig): tf.Tensor2D {
+  return head(p, pool(x, c), c);
 }
 
 /** Blocks [from, to) applied to tokens. */
