@@ -8,20 +8,25 @@ const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
 
 type Args = (tf.Tensor | tf.GradSaveFunc)[];
 
-/** Exact GELU, x * Phi(x); saves x only. d/dx = Phi(x) + x * phi(x). */
+/**
+ * Exact GELU, x * Phi(x). Saves its derivative Phi(x) + x * phi(x), computed alongside the
+ * value (erf is costly on wasm: once per step instead of twice), so backward is one product.
+ */
 export const gelu = tf.customGrad((...args: Args) => {
   const [x, save] = args as [tf.Tensor, tf.GradSaveFunc];
-  save([x]);
-  return {
-    value: tf.tidy(() => tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1))),
-    gradFunc: (dy: tf.Tensor, [saved]: tf.Tensor[]) =>
-      tf.tidy(() => {
-        const cdf = tf.mul(tf.add(tf.erf(tf.mul(saved, Math.SQRT1_2)), 1), 0.5);
-        const pdf = tf.mul(tf.exp(tf.mul(tf.square(saved), -0.5)), INV_SQRT_2PI);
-        return tf.mul(dy, tf.add(cdf, tf.mul(saved, pdf)));
-      }),
-  };
+  const [value, slope] = tf.tidy(() => {
+    const cdf = tf.mul(tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1), 0.5);
+    const pdf = tf.mul(tf.exp(tf.mul(tf.square(x), -0.5)), INV_SQRT_2PI);
+    return [tf.mul(x, cdf), tf.add(cdf, tf.mul(x, pdf))];
+  });
+  save([slope]);
+  return { value, gradFunc: (dy: tf.Tensor, [s]: tf.Tensor[]) => tf.mul(dy, s) };
 }) as (x: tf.Tensor) => tf.Tensor;
+
+/** Sums over rows, (N, D) -> (D), as a product with ones: a column reduction is a slow strided loop on wasm. */
+export function columnSums(x: tf.Tensor2D): tf.Tensor1D {
+  return tf.tidy(() => tf.reshape(tf.matMul(tf.ones([1, x.shape[0]]), x), [x.shape[1]]));
+}
 
 /**
  * LayerNorm over the last axis; saves the normalised input and 1/std. With g = dy * w:
@@ -47,7 +52,7 @@ export function layerNorm(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor, eps:
           const meanG = tf.mean(g, -1, true);
           const meanGx = tf.mean(tf.mul(g, xh2), -1, true);
           const dx = tf.mul(tf.sub(tf.sub(g, meanG), tf.mul(xh2, meanGx)), tf.reshape(r, [rows, 1]));
-          return [tf.reshape(dx, dy.shape), tf.sum(tf.mul(dy2, xh2), 0), tf.sum(dy2, 0)];
+          return [tf.reshape(dx, dy.shape), columnSums(tf.mul(dy2, xh2) as tf.Tensor2D), columnSums(dy2 as tf.Tensor2D)];
         }),
     };
   }) as (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => tf.Tensor;
@@ -65,7 +70,7 @@ export const linear = tf.customGrad((...args: Args) => {
   return {
     value: tf.tidy(() => tf.fused.matMul({ a: x, b: tf.transpose(w), bias: b })),
     gradFunc: (dy: tf.Tensor, [xs, ws]: tf.Tensor[]) =>
-      tf.tidy(() => [tf.matMul(dy as tf.Tensor2D, ws as tf.Tensor2D), tf.matMul(tf.transpose(dy as tf.Tensor2D), xs as tf.Tensor2D), tf.sum(dy, 0)]),
+      tf.tidy(() => [tf.matMul(dy as tf.Tensor2D, ws as tf.Tensor2D), tf.matMul(tf.transpose(dy as tf.Tensor2D), xs as tf.Tensor2D), columnSums(dy as tf.Tensor2D)]),
   };
 }) as (x: tf.Tensor2D, w: tf.Tensor, b: tf.Tensor) => tf.Tensor2D;
 
