@@ -106,6 +106,8 @@ function plan(quick: boolean): Case[] {
     cases.push({ model: name, mode: 'train', strategy: 'linear-probe', cached: true, batch: 32, steps: steps * 4 });
     cases.push({ model: name, mode: 'inference', batch: 32, steps: steps * 2 });
   }
+  // Batch 64 must train within wasm's 4 GiB.
+  if (!quick) cases.push({ model: 'vit_tiny_patch4_32', mode: 'train', strategy: 'full', batch: 64, steps: 2 });
   return cases;
 }
 
