@@ -14,14 +14,16 @@ type Args = (tf.Tensor | tf.GradSaveFunc)[];
  */
 export const gelu = tf.customGrad((...args: Args) => {
   const [x, save] = args as [tf.Tensor, tf.GradSaveFunc];
-  const [value, slope] = tf.tidy(() => {
-    const cdf = tf.mul(tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1), 0.5);
-    const pdf = tf.mul(tf.exp(tf.mul(tf.square(x), -0.5)), INV_SQRT_2PI);
-    return [tf.mul(x, cdf), tf.add(cdf, tf.mul(x, pdf))];
-  });
+  const [value, slope] = tf.tidy(() => geluWithSlope(x));
   save([slope]);
   return { value, gradFunc: (dy: tf.Tensor, [s]: tf.Tensor[]) => tf.mul(dy, s) };
 }) as (x: tf.Tensor) => tf.Tensor;
+
+function geluWithSlope(x: tf.Tensor): [tf.Tensor, tf.Tensor] {
+  const cdf = tf.mul(tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1), 0.5);
+  const pdf = tf.mul(tf.exp(tf.mul(tf.square(x), -0.5)), INV_SQRT_2PI);
+  return [tf.mul(x, cdf), tf.add(cdf, tf.mul(x, pdf))];
+}
 
 /** Sums over rows, (N, D) -> (D), as a product with ones: a column reduction is a slow strided loop on wasm. */
 export function columnSums(x: tf.Tensor2D): tf.Tensor1D {
@@ -29,25 +31,25 @@ export function columnSums(x: tf.Tensor2D): tf.Tensor1D {
 }
 
 /**
- * LayerNorm over the last axis; saves the normalised input and 1/std. With g = dy * w:
+ * LayerNorm over the last axis. Saves the input (alive anyway: it is the residual stream) and
+ * per-row mean and 1/std, and recomputes xhat in backward. With g = dy * w:
  * dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), dw = sum(dy * xhat), db = sum(dy).
  */
 export function layerNorm(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor, eps: number): tf.Tensor {
   const op = tf.customGrad((...args: Args) => {
     const [xIn, w, b, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
-    const [xhat, rstd] = tf.tidy(() => {
-      const { mean, variance } = tf.moments(xIn, -1, true);
-      const r = tf.rsqrt(tf.add(variance, eps));
-      return [tf.mul(tf.sub(xIn, mean), r), r];
+    const [mean, rstd] = tf.tidy(() => {
+      const m = tf.moments(xIn, -1, true);
+      return [m.mean, tf.rsqrt(tf.add(m.variance, eps))];
     });
-    save([xhat, rstd, w]);
+    save([xIn, mean, rstd, w]);
     return {
-      value: tf.tidy(() => tf.add(tf.mul(xhat, w), b)),
-      gradFunc: (dy: tf.Tensor, [xh, r, wSaved]: tf.Tensor[]) =>
+      value: tf.tidy(() => tf.add(tf.mul(tf.mul(tf.sub(xIn, mean), rstd), w), b)),
+      gradFunc: (dy: tf.Tensor, [xs, m, r, wSaved]: tf.Tensor[]) =>
         tf.tidy(() => {
           const rows = dy.size / dy.shape[dy.rank - 1];
           const dy2 = tf.reshape(dy, [rows, -1]);
-          const xh2 = tf.reshape(xh, [rows, -1]);
+          const xh2 = tf.reshape(tf.mul(tf.sub(xs, m), r), [rows, -1]);
           const g = tf.mul(dy2, wSaved);
           const meanG = tf.mean(g, -1, true);
           const meanGx = tf.mean(tf.mul(g, xh2), -1, true);
@@ -74,46 +76,67 @@ export const linear = tf.customGrad((...args: Args) => {
   };
 }) as (x: tf.Tensor2D, w: tf.Tensor, b: tf.Tensor) => tf.Tensor2D;
 
-/** linear without a bias (qkv of models built with qkv_bias=False). */
-export const linearNoBias = tf.customGrad((...args: Args) => {
-  const [x, w, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.GradSaveFunc];
-  save([x, w]);
+/**
+ * gelu(x W^T + b) in one op: the pre-activation never outlives the forward; saves x, W and the
+ * GELU slope. dz = dy * slope, then as linear.
+ */
+export const linearGelu = tf.customGrad((...args: Args) => {
+  const [x, w, b, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.GradSaveFunc];
+  const [value, slope] = tf.tidy(() => geluWithSlope(tf.fused.matMul({ a: x, b: tf.transpose(w), bias: b })));
+  save([x, w, slope]);
   return {
-    value: tf.tidy(() => tf.matMul(x, tf.transpose(w))),
-    gradFunc: (dy: tf.Tensor, [xs, ws]: tf.Tensor[]) =>
-      tf.tidy(() => [tf.matMul(dy as tf.Tensor2D, ws as tf.Tensor2D), tf.matMul(tf.transpose(dy as tf.Tensor2D), xs as tf.Tensor2D)]),
+    value,
+    gradFunc: (dy: tf.Tensor, [xs, ws, s]: tf.Tensor[]) =>
+      tf.tidy(() => {
+        const dz = tf.mul(dy, s) as tf.Tensor2D;
+        return [tf.matMul(dz, ws as tf.Tensor2D), tf.matMul(tf.transpose(dz), xs as tf.Tensor2D), columnSums(dz)];
+      }),
   };
-}) as (x: tf.Tensor2D, w: tf.Tensor) => tf.Tensor2D;
+}) as (x: tf.Tensor2D, w: tf.Tensor, b: tf.Tensor) => tf.Tensor2D;
 
 /**
- * Multi-head attention core on token-major projections: q, k, v (B*T, heads*hd) -> (B*T, heads*hd),
- * softmax(scale q k^T) v per head. The head transposes happen inside, so only the per-head q, k,
- * v and the attention weights p are kept for backward: dv = p^T do, dp = do v^T,
- * ds = p * (dp - rowsum(dp * p)), dq = scale ds k, dk = scale ds^T q.
+ * Multi-head self-attention up to (not including) the output projection, in one op:
+ * x (B*T, D), the fused qkv weight (3I, D) and bias (3I) -> softmax(scale q k^T) v as (B*T, I).
+ * The projections and head transposes live inside, so backward keeps only x, the weight, the
+ * per-head q, k, v and the attention weights p:
+ *   dv = p^T do, dp = do v^T, ds = scale p * (dp - rowsum(dp * p)), dq = ds k, dk = ds^T q,
+ *   then dx = sum_j dy_j W_j, dW_j = dy_j^T x, db_j = sum(dy_j) over j in {q, k, v}.
  */
-export function attentionCore(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, batch: number, heads: number, headDim: number): tf.Tensor2D {
-  const T = q.shape[0] / batch;
+export function selfAttention(x: tf.Tensor2D, weight: tf.Tensor, bias: tf.Tensor | undefined, batch: number, heads: number, headDim: number): tf.Tensor2D {
+  const T = x.shape[0] / batch;
+  const I = heads * headDim;
+  const D = x.shape[1];
   const scale = headDim ** -0.5;
-  const toHeads = (x: tf.Tensor): tf.Tensor4D => tf.transpose(tf.reshape(x, [batch, T, heads, headDim]), [0, 2, 1, 3]); // (B, heads, T, hd)
-  const toTokens = (x: tf.Tensor): tf.Tensor2D => tf.reshape(tf.transpose(x, [0, 2, 1, 3]), [batch * T, heads * headDim]);
+  const toHeads = (t: tf.Tensor): tf.Tensor4D => tf.transpose(tf.reshape(t, [batch, T, heads, headDim]), [0, 2, 1, 3]); // (B, heads, T, hd)
+  const toTokens = (t: tf.Tensor): tf.Tensor2D => tf.reshape(tf.transpose(t, [0, 2, 1, 3]), [batch * T, I]);
+  // Row slices of the fused weight are contiguous (cheap); splitting activations is not.
+  const rows = (w: tf.Tensor, j: number): tf.Tensor2D => tf.slice(w as tf.Tensor2D, [j * I, 0], [I, D]);
   const op = tf.customGrad((...args: Args) => {
-    const [qIn, kIn, vIn, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
+    const save = args[args.length - 1] as tf.GradSaveFunc;
+    const [xIn, w] = args as tf.Tensor[];
+    const b = bias ? (args[2] as tf.Tensor) : undefined;
     const [qh, kh, vh, p] = tf.tidy(() => {
-      const [a, b, c] = [toHeads(qIn), toHeads(kIn), toHeads(vIn)];
-      return [a, b, c, tf.softmax(tf.mul(tf.matMul(a, b, false, true), scale))];
+      const project = (j: number): tf.Tensor4D => {
+        const wT = tf.transpose(rows(w, j));
+        return toHeads(b ? tf.fused.matMul({ a: xIn as tf.Tensor2D, b: wT, bias: tf.slice(b, [j * I], [I]) }) : tf.matMul(xIn as tf.Tensor2D, wT));
+      };
+      const [q, k, v] = [project(0), project(1), project(2)];
+      return [q, k, v, tf.softmax(tf.mul(tf.matMul(q, k, false, true), scale))];
     });
-    save([qh, kh, vh, p]);
+    save([xIn, w, qh, kh, vh, p]);
     return {
       value: tf.tidy(() => toTokens(tf.matMul(p, vh))),
-      gradFunc: (dy: tf.Tensor, [qs, ks, vs, ps]: tf.Tensor[]) =>
+      gradFunc: (dy: tf.Tensor, [xs, ws, qs, ks, vs, ps]: tf.Tensor[]) =>
         tf.tidy(() => {
           const dOut = toHeads(dy);
-          const dv = tf.matMul(ps, dOut, true, false);
           const dp = tf.matMul(dOut, vs, false, true);
           const ds = tf.mul(tf.mul(ps, tf.sub(dp, tf.sum(tf.mul(dp, ps), -1, true))), scale);
-          return [toTokens(tf.matMul(ds, ks)), toTokens(tf.matMul(ds, qs, true, false)), toTokens(dv)];
+          const dProj = [toTokens(tf.matMul(ds, ks)), toTokens(tf.matMul(ds, qs, true, false)), toTokens(tf.matMul(ps, dOut, true, false))];
+          const dx = tf.addN(dProj.map((d, j) => tf.matMul(d, rows(ws, j))));
+          const dw = tf.concat(dProj.map((d) => tf.matMul(tf.transpose(d), xs as tf.Tensor2D)), 0);
+          return b ? [dx, dw, tf.concat(dProj.map(columnSums), 0)] : [dx, dw];
         }),
     };
-  }) as (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => tf.Tensor2D;
-  return op(q, k, v);
+  }) as (...t: tf.Tensor[]) => tf.Tensor2D;
+  return bias ? op(x, weight, bias) : op(x, weight);
 }

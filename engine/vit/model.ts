@@ -6,7 +6,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { VitConfig, innerDim, numPatches } from './config';
 import { NamedTensors } from './params';
-import { attentionCore, gelu, layerNorm, linear, linearNoBias } from './fused';
+import { gelu, layerNorm, linear, linearGelu, selfAttention } from './fused';
 
 function get(p: NamedTensors, name: string): tf.Tensor {
   const t = p.get(name);
@@ -49,24 +49,19 @@ export function embed(p: NamedTensors, images: tf.Tensor4D, c: VitConfig): tf.Te
 
 function attention(p: NamedTensors, x: tf.Tensor3D, i: number, c: VitConfig): tf.Tensor3D {
   const [B, T, D] = x.shape;
-  const I = innerDim(c);
   const pre = `blocks.${i}.attn`;
   const x2 = tf.reshape(x, [B * T, D]) as tf.Tensor2D;
-  // Row slices of the fused qkv weight (contiguous, cheap) instead of splitting activations.
-  const w = get(p, `${pre}.qkv.weight`);
   const bias = c.qkvBias ? get(p, `${pre}.qkv.bias`) : undefined;
-  const project = (k: number): tf.Tensor2D => {
-    const wk = tf.slice(w, [k * I, 0], [I, D]);
-    return bias ? linear(x2, wk, tf.slice(bias, [k * I], [I])) : linearNoBias(x2, wk); // (B*T, I)
-  };
-  const mixed = attentionCore(project(0), project(1), project(2), B, c.heads, c.headDim); // (B*T, I)
+  const mixed = selfAttention(x2, get(p, `${pre}.qkv.weight`), bias, B, c.heads, c.headDim); // (B*T, heads*hd)
   return tf.reshape(linear(mixed, get(p, `${pre}.proj.weight`), get(p, `${pre}.proj.bias`)), [B, T, D]);
 }
 
 function mlp(p: NamedTensors, x: tf.Tensor3D, i: number, c: VitConfig): tf.Tensor3D {
   const [B, T, D] = x.shape;
   const pre = `blocks.${i}.mlp`;
-  const h = activate(linear(tf.reshape(x, [B * T, D]), get(p, `${pre}.fc1.weight`), get(p, `${pre}.fc1.bias`)), c.activation);
+  const x2 = tf.reshape(x, [B * T, D]) as tf.Tensor2D;
+  const [w1, b1] = [get(p, `${pre}.fc1.weight`), get(p, `${pre}.fc1.bias`)];
+  const h = c.activation === 'gelu' ? linearGelu(x2, w1, b1) : activate(linear(x2, w1, b1), c.activation);
   return tf.reshape(linear(h as tf.Tensor2D, get(p, `${pre}.fc2.weight`), get(p, `${pre}.fc2.bias`)), [B, T, D]);
 }
 
