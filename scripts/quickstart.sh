@@ -18,7 +18,7 @@ out=runs/quickstart
 mkdir -p "$out"
 echo "== 1/3 pre-training vit_micro_patch4_28 on MNIST from random weights (full)"
 npx partune finetune --checkpoint random:vit_micro_patch4_28 --data mnist --strategy full \
-  --epochs 2 --lr 2e-3 --out "$out/pretrain.delta.safetensors" --merged-out "$out/vit-micro-mnist.safetensors"
+  --epochs 5 --lr 3e-3 --out "$out/pretrain.delta.safetensors" --merged-out "$out/vit-micro-mnist.safetensors"
 echo "== 2/3 partial fine-tuning on Fashion-MNIST: attn-only"
 npx partune finetune --checkpoint "$out/vit-micro-mnist.safetensors" --data fashion-mnist --strategy attn-only \
   --train-limit 10000 --test-limit 2000 --epochs 1 --lr 1e-3 --out "$out/fashion-attn-only.delta.safetensors"

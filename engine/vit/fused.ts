@@ -9,6 +9,15 @@ const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
 type Args = (tf.Tensor | tf.GradSaveFunc)[];
 
 /**
+ * Weight gradients are computed only for tensors being tuned (trainable variables): a custom
+ * gradient must return one for every input, and for frozen weights zeros cost a fill instead of
+ * a product (this is what makes attn-only or ffn-only cheaper than full per step). Pass the
+ * forward's own input: saved tensors are clones, never variables.
+ */
+const weightGrad = (w: tf.Tensor, grad: () => tf.Tensor): tf.Tensor =>
+  w instanceof tf.Variable && w.trainable ? grad() : tf.zerosLike(w);
+
+/**
  * Exact GELU, x * Phi(x). Saves its derivative Phi(x) + x * phi(x), computed alongside the
  * value (erf is costly on wasm: once per step instead of twice), so backward is one product.
  */
@@ -37,14 +46,14 @@ export function columnSums(x: tf.Tensor2D): tf.Tensor1D {
  */
 export function layerNorm(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor, eps: number): tf.Tensor {
   const op = tf.customGrad((...args: Args) => {
-    const [xIn, w, b, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
+    const [xIn, w, bIn, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
     const [mean, rstd] = tf.tidy(() => {
       const m = tf.moments(xIn, -1, true);
       return [m.mean, tf.rsqrt(tf.add(m.variance, eps))];
     });
     save([xIn, mean, rstd, w]);
     return {
-      value: tf.tidy(() => tf.add(tf.mul(tf.mul(tf.sub(xIn, mean), rstd), w), b)),
+      value: tf.tidy(() => tf.add(tf.mul(tf.mul(tf.sub(xIn, mean), rstd), w), bIn)),
       gradFunc: (dy: tf.Tensor, [xs, m, r, wSaved]: tf.Tensor[]) =>
         tf.tidy(() => {
           const rows = dy.size / dy.shape[dy.rank - 1];
@@ -54,7 +63,7 @@ export function layerNorm(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor, eps:
           const meanG = tf.mean(g, -1, true);
           const meanGx = tf.mean(tf.mul(g, xh2), -1, true);
           const dx = tf.mul(tf.sub(tf.sub(g, meanG), tf.mul(xh2, meanGx)), tf.reshape(r, [rows, 1]));
-          return [tf.reshape(dx, dy.shape), columnSums(tf.mul(dy2, xh2) as tf.Tensor2D), columnSums(dy2 as tf.Tensor2D)];
+          return [tf.reshape(dx, dy.shape), weightGrad(w, () => columnSums(tf.mul(dy2, xh2) as tf.Tensor2D)), weightGrad(bIn, () => columnSums(dy2 as tf.Tensor2D))];
         }),
     };
   }) as (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => tf.Tensor;
@@ -72,7 +81,11 @@ export const linear = tf.customGrad((...args: Args) => {
   return {
     value: tf.tidy(() => tf.fused.matMul({ a: x, b: tf.transpose(w), bias: b })),
     gradFunc: (dy: tf.Tensor, [xs, ws]: tf.Tensor[]) =>
-      tf.tidy(() => [tf.matMul(dy as tf.Tensor2D, ws as tf.Tensor2D), tf.matMul(tf.transpose(dy as tf.Tensor2D), xs as tf.Tensor2D), columnSums(dy as tf.Tensor2D)]),
+      tf.tidy(() => [
+        tf.matMul(dy as tf.Tensor2D, ws as tf.Tensor2D),
+        weightGrad(w, () => tf.matMul(tf.transpose(dy as tf.Tensor2D), xs as tf.Tensor2D)),
+        weightGrad(b, () => columnSums(dy as tf.Tensor2D)),
+      ]),
   };
 }) as (x: tf.Tensor2D, w: tf.Tensor, b: tf.Tensor) => tf.Tensor2D;
 
@@ -89,7 +102,7 @@ export const linearGelu = tf.customGrad((...args: Args) => {
     gradFunc: (dy: tf.Tensor, [xs, ws, s]: tf.Tensor[]) =>
       tf.tidy(() => {
         const dz = tf.mul(dy, s) as tf.Tensor2D;
-        return [tf.matMul(dz, ws as tf.Tensor2D), tf.matMul(tf.transpose(dz), xs as tf.Tensor2D), columnSums(dz)];
+        return [tf.matMul(dz, ws as tf.Tensor2D), weightGrad(w, () => tf.matMul(tf.transpose(dz), xs as tf.Tensor2D)), weightGrad(b, () => columnSums(dz))];
       }),
   };
 }) as (x: tf.Tensor2D, w: tf.Tensor, b: tf.Tensor) => tf.Tensor2D;
@@ -133,8 +146,8 @@ export function selfAttention(x: tf.Tensor2D, weight: tf.Tensor, bias: tf.Tensor
           const ds = tf.mul(tf.mul(ps, tf.sub(dp, tf.sum(tf.mul(dp, ps), -1, true))), scale);
           const dProj = [toTokens(tf.matMul(ds, ks)), toTokens(tf.matMul(ds, qs, true, false)), toTokens(tf.matMul(ps, dOut, true, false))];
           const dx = tf.addN(dProj.map((d, j) => tf.matMul(d, rows(ws, j))));
-          const dw = tf.concat(dProj.map((d) => tf.matMul(tf.transpose(d), xs as tf.Tensor2D)), 0);
-          return b ? [dx, dw, tf.concat(dProj.map(columnSums), 0)] : [dx, dw];
+          const dw = weightGrad(w, () => tf.concat(dProj.map((d) => tf.matMul(tf.transpose(d), xs as tf.Tensor2D)), 0));
+          return b ? [dx, dw, weightGrad(b, () => tf.concat(dProj.map(columnSums), 0))] : [dx, dw];
         }),
     };
   }) as (...t: tf.Tensor[]) => tf.Tensor2D;
