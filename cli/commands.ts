@@ -86,7 +86,7 @@ export async function finetuneCommand(o: Options): Promise<Record<string, unknow
   if (head === 'keep' && split.train.classes !== probe.config.numClasses) {
     throw new Error(`--head keep: the head has ${probe.config.numClasses} classes, ${split.train.name} ${split.train.classes}`);
   }
-  const ckpt: Checkpoint = head === 'new' ? withNewHead(probe, split.train.classes, seed) : probe;
+  const ckpt: Checkpoint = head === 'new' ? await withNewHead(probe, split.train.classes, seed) : probe;
   const config = ckpt.config;
   const { norm, source } = normalization(o, config, split.train);
   const model = new TrainableVit(ckpt.weights, config, strategy);

@@ -30,7 +30,7 @@ describe('deltas', () => {
   });
 
   it.each([['attn-only'], ['last-half-ffn'], ['full']] as const)('%s with a new 4-class head: base + delta = fine-tuned, bit for bit', async (name) => {
-    const base = withNewHead(original, 4, 1);
+    const base = await withNewHead(original, 4, 1);
     const strategy = presetStrategy(name);
     const { weights } = roundToDelta(base, await fineTune(base, strategy), new TrainableVit(base.weights, base.config, strategy).inspection.tuned);
     const tuned = [...weights.keys()].filter((k) => !bitsEqual(weights.get(k)!.data, base.weights.get(k)!.data) || k.startsWith('head.'));
@@ -47,7 +47,7 @@ describe('deltas', () => {
   });
 
   it('keeps the fine-tuned model within rounding of what training produced', async () => {
-    const base = withNewHead(original, 4, 1);
+    const base = await withNewHead(original, 4, 1);
     const trained = await fineTune(base, presetStrategy('attn-only'));
     const tuned = [...trained.keys()].filter((k) => /attn|norm1|head/.test(k));
     for (const dtype of ['F32', 'F16'] as const) {
@@ -65,7 +65,7 @@ describe('deltas', () => {
   });
 
   it('refuses a wrong base and malformed deltas', async () => {
-    const base = withNewHead(original, 4, 1);
+    const base = await withNewHead(original, 4, 1);
     const weights = await fineTune(base, presetStrategy('linear-probe'));
     const delta = makeDelta({ base, fineTuned: weights, tuned: ['head.weight', 'head.bias'], architecture: base.config, strategy: presetStrategy('linear-probe') });
     const other = await loadCheckpoint(exportCheckpoint(await toHost(initParams(TOY, 9)), TOY));

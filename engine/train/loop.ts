@@ -116,7 +116,7 @@ export async function* train(
           tf.dispose([batch.images, batch.labels]);
         }
         const { loss, grads } = result;
-        const clipped = o.maxGradNorm > 0 ? clipByGlobalNorm(grads, o.maxGradNorm) : grads;
+        const clipped = o.maxGradNorm > 0 ? await clipByGlobalNorm(grads, o.maxGradNorm) : grads;
         optimizer.apply(clipped, lr);
         lastLoss = (await loss.data())[0];
         tf.dispose([loss, ...grads.values(), ...(clipped === grads ? [] : clipped.values())]);
@@ -144,10 +144,11 @@ export async function* train(
   };
 }
 
-function clipByGlobalNorm(grads: Map<string, tf.Tensor>, maxNorm: number): Map<string, tf.Tensor> {
-  const norm = tf.tidy(() => tf.sqrt(tf.addN([...grads.values()].map((g) => tf.sum(tf.square(g))))));
-  const value = norm.dataSync()[0];
-  norm.dispose();
+/** Sums squares pairwise rather than with one addN: WebGPU caps the inputs of one kernel. Reads asynchronously. */
+async function clipByGlobalNorm(grads: Map<string, tf.Tensor>, maxNorm: number): Promise<Map<string, tf.Tensor>> {
+  const squares = tf.tidy(() => [...grads.values()].map((g) => tf.sum(tf.square(g))).reduce((a, b) => tf.add(a, b)));
+  const value = Math.sqrt((await squares.data())[0]);
+  squares.dispose();
   if (value <= maxNorm) return grads;
   const scale = maxNorm / (value + 1e-6);
   return new Map([...grads].map(([k, g]) => [k, tf.mul(g, scale)]));

@@ -50,12 +50,12 @@ export async function loadCheckpoint(bytes: Uint8Array, opts: LoadOptions = {}):
 }
 
 /** The same base with a freshly initialised head for `numClasses` (fine-tuning's usual start). */
-export function withNewHead(ckpt: Checkpoint, numClasses: number, seed = 0): Checkpoint {
+export async function withNewHead(ckpt: Checkpoint, numClasses: number, seed = 0): Promise<Checkpoint> {
   const config = parseVitConfig({ ...ckpt.config, numClasses });
   const weights: HostWeights = new Map(ckpt.weights);
   for (const spec of paramSpecs(config).filter((s) => HEAD_NAMES.includes(s.name))) {
     const fresh = initParam(spec, seed * 7919 + spec.shape.length);
-    weights.set(spec.name, { shape: [...spec.shape], data: fresh.dataSync() as Float32Array });
+    weights.set(spec.name, { shape: [...spec.shape], data: (await fresh.data()) as Float32Array });
     fresh.dispose();
   }
   return { ...ckpt, config, weights, replacedHead: { from: ckpt.replacedHead?.from ?? ckpt.config.numClasses, to: numClasses } };
