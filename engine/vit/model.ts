@@ -1,12 +1,12 @@
 // ViT forward pass over named tensors (timm vision_transformer.py semantics). Pure functions of
 // (params, input): the training loop decides which params are variables and where the tape starts.
 //
-// wasm notes: linear layers run as 2-D, untransposed matMuls (XNNPACK's fast path); the patch
-// embedding is reshape + transpose + matMul (the wasm backend has no Conv2DBackpropFilter).
+// The layers are fused ops with hand-written gradients (fused.ts). The patch embedding is
+// reshape + transpose + matMul: the wasm backend has no Conv2DBackpropFilter.
 import * as tf from '@tensorflow/tfjs';
-import { VitConfig, innerDim, numPatches } from './config';
+import { VitConfig, numPatches } from './config';
 import { NamedTensors } from './params';
-import { gelu, layerNorm, linear, linearGelu, selfAttention } from './fused';
+import { layerNorm, linear, linearGelu, selfAttention } from './fused';
 
 function get(p: NamedTensors, name: string): tf.Tensor {
   const t = p.get(name);
@@ -14,17 +14,11 @@ function get(p: NamedTensors, name: string): tf.Tensor {
   return t;
 }
 
-function activate(x: tf.Tensor, kind: VitConfig['activation']): tf.Tensor {
-  switch (kind) {
-    case 'relu':
-      return tf.relu(x);
-    case 'gelu': // exact: x * Phi(x)
-      return gelu(x);
-    case 'gelu_tanh': {
-      const inner = tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)), Math.sqrt(2 / Math.PI));
-      return tf.mul(tf.mul(x, 0.5), tf.add(tf.tanh(inner), 1));
-    }
-  }
+/** The activations without a fused op (exact GELU is fused with fc1: see linearGelu). */
+function activate(x: tf.Tensor, kind: 'relu' | 'gelu_tanh'): tf.Tensor {
+  if (kind === 'relu') return tf.relu(x);
+  const inner = tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)), Math.sqrt(2 / Math.PI));
+  return tf.mul(tf.mul(x, 0.5), tf.add(tf.tanh(inner), 1));
 }
 
 /** Images (B, H, W, C), already normalised -> tokens (B, 1 + N, D) with position embeddings. */
