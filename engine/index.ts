@@ -17,3 +17,4 @@ export * from './weights/checkpoint';
 export * from './weights/delta';
 export { registerMatMulGradient } from './vit/matmul-gradient';
 export { installBatchedMatMul } from './kernels/batched-matmul';
+export * from './tuning/angles';
