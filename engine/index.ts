@@ -18,3 +18,4 @@ export * from './weights/delta';
 export { registerMatMulGradient } from './vit/matmul-gradient';
 export { installBatchedMatMul } from './kernels/batched-matmul';
 export * from './tuning/angles';
+export * from './aggregate/soup';

@@ -22,6 +22,12 @@ export interface DeltaManifest {
   readonly tensors: Readonly<Record<string, TensorMode>>;
   readonly tunedParams: number;
   readonly training?: Readonly<Record<string, unknown>>;
+  /** Set on soups: how they were made and of what. */
+  readonly soup?: {
+    readonly method: 'uniform' | 'greedy';
+    readonly ingredients: readonly { readonly label: string; readonly strategy: Strategy }[];
+    readonly steps?: readonly { readonly label: string; readonly score: number; readonly kept: boolean }[];
+  };
 }
 
 export interface Delta {
