@@ -3,7 +3,7 @@
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
 import {
-  Checkpoint, Dataset, Normalization, PRESET_NAMES, PrefixCacheOptions, Split, TrainableVit, TrainSummary, VitConfig, adapt, applyDelta, concatDatasets,
+  Checkpoint, Dataset, Normalization, PRESET_NAMES, PrefixCacheOptions, TrainOptions, Split, TrainableVit, TrainSummary, VitConfig, adapt, applyDelta, concatDatasets,
   channelStats, evaluate, exportCheckpoint, inspect, limit, makeDelta, parseDelta, parseStrategy, parseVitConfig,
   presetStrategy, roundToDelta, serializeDelta, toDevice, train, withNewHead,
 } from '../engine';
@@ -14,32 +14,32 @@ import { ProgressBar, formatSeconds } from './progress';
 
 export type Options = Record<string, string | boolean | undefined>;
 
-const str = (o: Options, k: string): string | undefined => (typeof o[k] === 'string' ? (o[k] as string) : undefined);
-function need(o: Options, k: string): string {
+export const str = (o: Options, k: string): string | undefined => (typeof o[k] === 'string' ? (o[k] as string) : undefined);
+export function need(o: Options, k: string): string {
   const v = str(o, k);
   if (!v) throw new Error(`--${k} is required`);
   return v;
 }
-function num(o: Options, k: string, fallback: number, integer = false): number {
+export function num(o: Options, k: string, fallback: number, integer = false): number {
   const v = str(o, k);
   if (v === undefined) return fallback;
   const n = Number(v);
   if (!Number.isFinite(n) || (integer && !Number.isInteger(n))) throw new Error(`--${k} must be ${integer ? 'an integer' : 'a number'} (got '${v}')`);
   return n;
 }
-const optionalInt = (o: Options, k: string): number | undefined => (str(o, k) === undefined ? undefined : num(o, k, 0, true));
+export const optionalInt = (o: Options, k: string): number | undefined => (str(o, k) === undefined ? undefined : num(o, k, 0, true));
 
-function say(o: Options, line: string): void {
+export function say(o: Options, line: string): void {
   if (!o.quiet) process.stderr.write(`${line}\n`);
 }
 
-async function backend(o: Options): Promise<string> {
+export async function backend(o: Options): Promise<string> {
   const info = await selectBackend((str(o, 'backend') ?? 'auto') as BackendChoice);
   say(o, `backend: ${info.name} (${info.detail})`);
   return info.name;
 }
 
-function prepareData(o: Options, config: VitConfig): Split {
+export function prepareData(o: Options, config: VitConfig): Split {
   const seed = num(o, 'seed', 0, true);
   const raw = loadData(need(o, 'data'));
   const fit = (ds: Dataset): Dataset => (o.adapt ? adapt(ds, { size: config.imageSize, channels: config.channels }) : ds);
@@ -47,7 +47,7 @@ function prepareData(o: Options, config: VitConfig): Split {
 }
 
 /** The checkpoint's own normalisation when it declares one (what its features expect), else the data's. */
-function normalization(o: Options, config: VitConfig, train: Dataset): { norm: Normalization; source: string } {
+export function normalization(o: Options, config: VitConfig, train: Dataset): { norm: Normalization; source: string } {
   const choice = str(o, 'normalize') ?? 'auto';
   if (!['auto', 'model', 'dataset'].includes(choice)) throw new Error(`--normalize must be auto, model or dataset`);
   if (choice !== 'dataset' && config.preprocessing) return { norm: config.preprocessing, source: 'model' };
@@ -93,41 +93,8 @@ export async function finetuneCommand(o: Options): Promise<Record<string, unknow
   const ins = model.inspection;
   say(o, `strategy ${ins.strategy}: ${ins.tunedParams.toLocaleString('en-US')} of ${ins.totalParams.toLocaleString('en-US')} parameters tuned (${((100 * ins.tunedParams) / ins.totalParams).toFixed(2)}%), gradient from ${ins.gradientStart < 0 ? 'the embeddings' : `block ${ins.gradientStart}`}`);
   say(o, `data: ${split.train.count} train / ${split.test.count} test images of ${split.train.name.replace(/\/train$/, '')}; normalisation: ${source}`);
-  const options = {
-    epochs: num(o, 'epochs', 1, true),
-    batchSize: num(o, 'batch-size', 32, true),
-    lr: num(o, 'lr', 1e-3),
-    minLr: num(o, 'min-lr', 1e-6),
-    warmupSteps: optionalInt(o, 'warmup-steps'),
-    weightDecay: num(o, 'weight-decay', 0.05),
-    labelSmoothing: num(o, 'label-smoothing', 0.1),
-    maxGradNorm: num(o, 'clip-grad', 1),
-    seed,
-    augmentation: { cropPadding: num(o, 'crop-padding', 0, true), flip: Boolean(o.flip) },
-    evalEachEpoch: true,
-    prefixCache: prefixCacheOption(o),
-  };
-  const totalSteps = Math.floor(split.train.count / options.batchSize) * options.epochs;
-  const bar = new ProgressBar('train', totalSteps, Boolean(o.quiet));
-  const history: Record<string, number>[] = [];
-  const run = train(model, { train: split.train, test: split.test, normalization: norm }, options);
-  let summary: TrainSummary;
-  let ips = 0;
-  for (;;) {
-    const next = await run.next();
-    if (next.done) {
-      summary = next.value;
-      break;
-    }
-    const e = next.value;
-    if (e.kind === 'step') {
-      ips = ips ? 0.9 * ips + 0.1 * e.imagesPerSecond : e.imagesPerSecond;
-      bar.update(e.step, { epoch: String(e.epoch + 1), loss: e.loss.toFixed(4), lr: e.lr.toExponential(1), 'img/s': ips.toFixed(1) });
-    } else {
-      history.push({ epoch: e.epoch + 1, trainLoss: e.trainLoss, testAccuracy: e.eval?.accuracy ?? NaN, testLoss: e.eval?.loss ?? NaN });
-      bar.done(`epoch ${e.epoch + 1}: train loss ${e.trainLoss.toFixed(4)}  test top-1 ${((e.eval?.accuracy ?? NaN) * 100).toFixed(2)}%  (${formatSeconds(e.seconds)})`);
-    }
-  }
+  const options = trainOptions(o, seed);
+  const { summary, history } = await runTraining(o, model, split, norm, options);
   // Round onto exactly what base + delta gives, so the accuracy reported is the deployed model's.
   const dtype = str(o, 'delta-dtype') === 'f16' ? 'F16' : 'F32';
   const { weights: fineTuned, changed } = roundToDelta(ckpt, await model.weights(), ins.tuned, dtype);
@@ -157,6 +124,49 @@ export async function finetuneCommand(o: Options): Promise<Record<string, unknow
     tunedParams: ins.tunedParams, totalParams: ins.totalParams, deltaBytes: bytes.length, imagesPerSecond: summary.imagesPerSecond,
     seconds: (Date.now() - started) / 1000, trainSeconds: summary.seconds, prefixCache: summary.prefixCache, out,
   };
+}
+
+/** Training options from the command line (shared by finetune and the angle probe). */
+export function trainOptions(o: Options, seed: number): Partial<TrainOptions> & { batchSize: number; epochs: number } {
+  return {
+    epochs: num(o, 'epochs', 1, true),
+    maxSteps: optionalInt(o, 'max-steps'),
+    batchSize: num(o, 'batch-size', 32, true),
+    lr: num(o, 'lr', 1e-3),
+    minLr: num(o, 'min-lr', 1e-6),
+    warmupSteps: optionalInt(o, 'warmup-steps'),
+    weightDecay: num(o, 'weight-decay', 0.05),
+    labelSmoothing: num(o, 'label-smoothing', 0.1),
+    maxGradNorm: num(o, 'clip-grad', 1),
+    seed,
+    augmentation: { cropPadding: num(o, 'crop-padding', 0, true), flip: Boolean(o.flip) },
+    evalEachEpoch: true,
+    prefixCache: prefixCacheOption(o),
+  };
+}
+
+/** Drives the training generator with a progress bar; returns the summary and per-epoch history. */
+export async function runTraining(
+  o: Options, model: TrainableVit, split: Split, norm: Normalization, options: Partial<TrainOptions> & { batchSize: number; epochs: number },
+): Promise<{ summary: TrainSummary; history: Record<string, number>[] }> {
+  const totalSteps = Math.min(Math.floor(split.train.count / options.batchSize) * options.epochs, options.maxSteps ?? Infinity);
+  const bar = new ProgressBar('train', totalSteps, Boolean(o.quiet));
+  const history: Record<string, number>[] = [];
+  const run = train(model, { train: split.train, test: split.test, normalization: norm }, options);
+  let ips = 0;
+  for (;;) {
+    const next = await run.next();
+    if (next.done) return { summary: next.value, history };
+    const e = next.value;
+    if (e.kind === 'step') {
+      ips = ips ? 0.9 * ips + 0.1 * e.imagesPerSecond : e.imagesPerSecond;
+      bar.update(e.step, { epoch: String(e.epoch + 1), loss: e.loss.toFixed(4), lr: e.lr.toExponential(1), 'img/s': ips.toFixed(1) });
+    } else {
+      history.push({ epoch: e.epoch + 1, trainLoss: e.trainLoss, testAccuracy: e.eval?.accuracy ?? NaN, testLoss: e.eval?.loss ?? NaN });
+      const acc = e.eval ? `  test top-1 ${(e.eval.accuracy * 100).toFixed(2)}%` : '';
+      bar.done(`epoch ${e.epoch + 1}: train loss ${e.trainLoss.toFixed(4)}${acc}  (${formatSeconds(e.seconds)})`);
+    }
+  }
 }
 
 function prefixCacheOption(o: Options): PrefixCacheOptions | undefined {

@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // partune: partial fine-tuning of Vision Transformers from the command line.
 import { parseArgs } from 'node:util';
+import { anglesCommand } from './angles';
+import { soupCommand } from './soup';
 import { Options, convertCommand, deltaApplyCommand, deltaInfoCommand, evalCommand, finetuneCommand, strategiesCommand } from './commands';
 
 const USAGE = `usage:
@@ -14,6 +16,10 @@ const USAGE = `usage:
   partune delta apply --checkpoint F --delta D --out MERGED [--dtype f32|f16]
   partune delta info D [--json]
   partune convert --checkpoint F [--config C | --arch A] --out TIMM.safetensors [--dtype f32|f16]
+  partune angles --checkpoint F [--config C | --arch A] --data SPEC [--probe-epochs E | --probe-steps N]
+                 [--top-k K | --budget P] [--direction largest|smallest] [--out STRATEGY.json] [--json]
+  partune soup --checkpoint F --deltas D1 D2 ... --method uniform|greedy --data SPEC --out SOUP
+               [--val-limit N] [--json]
   partune strategies [--arch NAME | --config C] [--classes K] [--json]
 
   F: a .safetensors file (timm, vit-pytorch or Hugging Face names) or random:PRESET
@@ -26,7 +32,7 @@ const VALUE_FLAGS = [
   'checkpoint', 'config', 'arch', 'data', 'split', 'limit', 'strategy', 'out', 'epochs', 'lr', 'min-lr', 'batch-size',
   'train-limit', 'test-limit', 'seed', 'head', 'crop-padding', 'weight-decay', 'label-smoothing', 'warmup-steps',
   'clip-grad', 'delta-dtype', 'merged-out', 'normalize', 'delta', 'dtype', 'classes', 'backend', 'prefix-cache',
-  'prefix-cache-mib',
+  'prefix-cache-mib', 'max-steps', 'probe-epochs', 'probe-steps', 'top-k', 'budget', 'direction', 'method', 'deltas', 'val-limit',
 ];
 const BOOL_FLAGS = ['json', 'quiet', 'adapt', 'flip', 'help'];
 
@@ -50,6 +56,8 @@ async function main(argv: string[]): Promise<void> {
   else if (command === 'finetune') result = await finetuneCommand(o);
   else if (command === 'strategies') result = await strategiesCommand(o);
   else if (command === 'convert') result = await convertCommand(o);
+  else if (command === 'angles') result = await anglesCommand(o);
+  else if (command === 'soup') result = await soupCommand(o, positionals.slice(1));
   else if (command === 'delta' && sub === 'apply') result = await deltaApplyCommand(o);
   else if (command === 'delta' && sub === 'info' && arg) result = await deltaInfoCommand(arg, o);
   else throw new Error(`unknown command '${positionals.join(' ')}'\n${USAGE}`);

@@ -49,6 +49,29 @@ describe('partune CLI', () => {
     expect(ev.images).toBe(128);
   }, 300_000);
 
+  it('probes fine-tuned angles into a strategy and soups deltas', async () => {
+    const common = ['--data', 'mnist', '--train-limit', '128', '--test-limit', '64', '--batch-size', '32'];
+    const probe = (await partune('angles', '--checkpoint', at('pre.safetensors'), ...common, '--probe-steps', '3', '--top-k', '2', '--out', at('angle.json'))) as {
+      angles: { kind: string; degrees: number }[]; strategy: { attnLayers: number[]; ffnLayers: number[] }; probe: { steps: number };
+    };
+    expect(probe.probe.steps).toBe(3);
+    expect(probe.angles).toHaveLength(8); // 4 blocks x {attention, FFN}
+    expect(probe.angles.every((a) => a.degrees > 0)).toBe(true);
+    expect([probe.strategy.attnLayers.length, probe.strategy.ffnLayers.length]).toEqual([2, 2]);
+    const angled = await partune('finetune', '--checkpoint', at('pre.safetensors'), '--strategy', `@${at('angle.json')}`, ...common, '--out', at('angle.delta'));
+    expect(angled.strategy).toBe('angle-largest-top2');
+    // A soup of one ingredient scores exactly what that ingredient scores.
+    const one = (await partune('soup', '--checkpoint', at('pre.safetensors'), '--data', 'mnist', '--test-limit', '64', '--method', 'uniform', '--out', at('one.soup'), '--deltas', at('attn.delta'))) as {
+      ingredients: { test: number; heldOut: number }[]; soup: { test: number; heldOut: number };
+    };
+    expect(one.soup).toMatchObject({ test: one.ingredients[0].test, heldOut: one.ingredients[0].heldOut });
+    const greedy = (await partune('soup', '--checkpoint', at('pre.safetensors'), '--data', 'mnist', '--test-limit', '64', '--method', 'greedy', '--out', at('greedy.soup'), '--deltas', at('attn.delta'), at('angle.delta'))) as {
+      ingredients: { heldOut: number }[]; soup: { heldOut: number }; steps: { kept: boolean }[];
+    };
+    expect(greedy.steps).toHaveLength(2);
+    expect(greedy.soup.heldOut).toBeGreaterThanOrEqual(Math.max(...greedy.ingredients.map((i) => i.heldOut)));
+  }, 300_000);
+
   it('fails clearly on bad input', async () => {
     const truncated = at('broken.safetensors');
     writeFileSync(truncated, readFileSync(at('pre.safetensors')).subarray(0, 20000));

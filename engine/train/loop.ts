@@ -13,6 +13,8 @@ import { TrainableVit, crossEntropy } from './trainable';
 
 export interface TrainOptions {
   readonly epochs: number;
+  /** Stop after this many steps (the schedule spans them), e.g. a short probe. */
+  readonly maxSteps?: number;
   readonly batchSize: number;
   readonly lr: number;
   readonly minLr: number;
@@ -72,7 +74,8 @@ export async function* train(
   checkFits(ds, model.config);
   const stepsPerEpoch = Math.floor(ds.count / o.batchSize);
   if (stepsPerEpoch < 1) throw new Error(`training set has ${ds.count} images, fewer than one batch of ${o.batchSize}`);
-  const totalSteps = stepsPerEpoch * o.epochs;
+  const totalSteps = Math.min(stepsPerEpoch * o.epochs, o.maxSteps ?? Infinity);
+  const epochs = Math.ceil(totalSteps / stepsPerEpoch);
   const schedule: Schedule = {
     baseLr: o.lr, minLr: o.minLr, totalSteps, warmupSteps: o.warmupSteps ?? Math.max(1, Math.round(totalSteps * 0.1)),
   };
@@ -87,11 +90,12 @@ export async function* train(
   let lastLoss = NaN;
   let lastEval: EvalResult | undefined;
   try {
-    for (let epoch = 0; epoch < o.epochs; epoch++) {
+    for (let epoch = 0; epoch < epochs; epoch++) {
       const order = permutation(ds.count, o.seed * 1009 + epoch);
       const epochStart = now();
       let lossSum = 0;
-      for (let b = 0; b < stepsPerEpoch; b++, step++) {
+      const epochSteps = Math.min(stepsPerEpoch, totalSteps - step);
+      for (let b = 0; b < epochSteps; b++, step++) {
         const t0 = now();
         const lr = lrAt(schedule, step);
         const idx = order.subarray(b * o.batchSize, (b + 1) * o.batchSize);
@@ -127,7 +131,7 @@ export async function* train(
       }
       const seconds = (now() - epochStart) / 1000;
       lastEval = o.evalEachEpoch && data.test ? await evaluate(model.params, model.config, data.test, data.normalization, o.batchSize) : undefined;
-      yield { kind: 'epoch', epoch, trainLoss: lossSum / stepsPerEpoch, seconds, eval: lastEval };
+      yield { kind: 'epoch', epoch, trainLoss: lossSum / epochSteps, seconds, eval: lastEval };
     }
   } finally {
     optimizer.dispose();

@@ -1,0 +1,54 @@
+// partune angles: an angle probe (full fine-tuning for a short, visible budget), the fine-tuned
+// angle of every attention and FFN layer, and the strategy that tunes the top-K of each group.
+import { writeFileSync } from 'node:fs';
+import {
+  LayerAngle, Strategy, TrainableVit, VitConfig, inspect, layerAngles, presetStrategy, selectByAngle, withNewHead,
+} from '../engine';
+import { Options, backend, need, normalization, num, optionalInt, prepareData, runTraining, say, str, trainOptions } from './commands';
+import { openCheckpoint, readConfig } from './checkpoints';
+
+/** The largest K (the same for both groups) whose strategy fits a parameter budget. */
+function kForBudget(angles: readonly LayerAngle[], config: VitConfig, direction: 'largest' | 'smallest', budget: number): number {
+  let best = -1;
+  for (let k = 0; k <= config.depth; k++) {
+    if (inspect(selectByAngle(angles, { direction, topK: { attn: k, ffn: k } }), config).tunedParams <= budget) best = k;
+  }
+  if (best < 0) throw new Error(`--budget ${budget} is below what the head alone needs`);
+  return best;
+}
+
+export async function anglesCommand(o: Options): Promise<Record<string, unknown>> {
+  const backendName = await backend(o);
+  const seed = num(o, 'seed', 0, true);
+  const direction = (str(o, 'direction') ?? 'largest') as 'largest' | 'smallest';
+  if (!['largest', 'smallest'].includes(direction)) throw new Error('--direction must be largest or smallest');
+  const base = await openCheckpoint(need(o, 'checkpoint'), { config: readConfig({ config: str(o, 'config'), arch: str(o, 'arch') }) });
+  const split = prepareData(o, base.config);
+  const start = await withNewHead(base, split.train.classes, seed);
+  const { norm } = normalization(o, start.config, split.train);
+  const options = { ...trainOptions(o, seed), epochs: num(o, 'probe-epochs', 1, true), maxSteps: optionalInt(o, 'probe-steps'), evalEachEpoch: false };
+  say(o, `angle probe: full fine-tuning, ${options.maxSteps !== undefined ? `${options.maxSteps} steps` : `${options.epochs} epoch(s)`} of batch ${options.batchSize}, lr ${options.lr}`);
+  const model = new TrainableVit(start.weights, start.config, presetStrategy('full'));
+  const { summary } = await runTraining(o, model, split, norm, options);
+  const tuned = await model.weights();
+  model.dispose();
+  const angles = layerAngles(base.weights, tuned, base.config);
+  const budget = str(o, 'budget');
+  const k = budget !== undefined ? kForBudget(angles, start.config, direction, Number(budget)) : num(o, 'top-k', Math.ceil(base.config.depth / 2), true);
+  const strategy: Strategy = selectByAngle(angles, { direction, topK: { attn: k, ffn: k } }, `angle-${direction}-top${k}`);
+  const ins = inspect(strategy, start.config);
+  say(o, `${'block'.padEnd(6)} ${'attn angle'.padStart(11)} ${'ffn angle'.padStart(10)}`);
+  for (let b = 0; b < base.config.depth; b++) {
+    const a = angles.find((x) => x.kind === 'attn' && x.block === b)!;
+    const f = angles.find((x) => x.kind === 'ffn' && x.block === b)!;
+    const mark = (on: boolean): string => (on ? '*' : ' ');
+    say(o, `${String(b).padEnd(6)} ${a.degrees.toFixed(3).padStart(10)}${mark(ins.attnLayers.includes(b))} ${f.degrees.toFixed(3).padStart(9)}${mark(ins.ffnLayers.includes(b))}`);
+  }
+  say(o, `strategy ${strategy.name}: attention ${JSON.stringify(ins.attnLayers)}, FFN ${JSON.stringify(ins.ffnLayers)}; ${ins.tunedParams.toLocaleString('en-US')} tuned parameters, delta ~${(ins.deltaBytes.f32 / 1024).toFixed(0)} KiB`);
+  const out = str(o, 'out');
+  if (out) writeFileSync(out, `${JSON.stringify(strategy, null, 2)}\n`);
+  return {
+    command: 'angles', backend: backendName, probe: { steps: summary.steps, seconds: summary.seconds, images: summary.images },
+    angles, strategy, tunedParams: ins.tunedParams, deltaBytes: ins.deltaBytes, out,
+  };
+}
