@@ -2,7 +2,7 @@
 // angle of every attention and FFN layer, and the strategy that tunes the top-K of each group.
 import { writeFileSync } from 'node:fs';
 import {
-  LayerAngle, Strategy, TrainableVit, VitConfig, inspect, layerAngles, presetStrategy, selectByAngle, withNewHead,
+  LayerAngle, Strategy, TrainSummary, TrainableVit, VitConfig, inspect, layerAngles, presetStrategy, rankAgreement, selectByAngle, withNewHead,
 } from '../engine';
 import { Options, backend, need, normalization, num, optionalInt, prepareData, runTraining, say, str, trainOptions } from './commands';
 import { openCheckpoint, readConfig } from './checkpoints';
@@ -27,12 +27,23 @@ export async function anglesCommand(o: Options): Promise<Record<string, unknown>
   const start = await withNewHead(base, split.train.classes, seed);
   const { norm } = normalization(o, start.config, split.train);
   const options = { ...trainOptions(o, seed), epochs: num(o, 'probe-epochs', 1, true), maxSteps: optionalInt(o, 'probe-steps'), evalEachEpoch: false };
-  say(o, `angle probe: full fine-tuning, ${options.maxSteps !== undefined ? `${options.maxSteps} steps` : `${options.epochs} epoch(s)`} of batch ${options.batchSize}, lr ${options.lr}`);
-  const model = new TrainableVit(start.weights, start.config, presetStrategy('full'));
-  const { summary } = await runTraining(o, model, split, norm, options);
-  const tuned = await model.weights();
-  model.dispose();
-  const angles = layerAngles(base.weights, tuned, base.config);
+  const probe = async (opts: typeof options): Promise<{ angles: LayerAngle[]; summary: TrainSummary }> => {
+    say(o, `angle probe: full fine-tuning, ${opts.maxSteps !== undefined ? `${opts.maxSteps} steps` : `${opts.epochs} epoch(s)`} of batch ${opts.batchSize}, lr ${opts.lr}`);
+    const model = new TrainableVit(start.weights, start.config, presetStrategy('full'));
+    const { summary } = await runTraining(o, model, split, norm, opts);
+    const tuned = await model.weights();
+    model.dispose();
+    return { angles: layerAngles(base.weights, tuned, base.config), summary };
+  };
+  const { angles, summary } = await probe(options);
+  // Optionally a second, longer probe: how well does the cheap ranking agree with it?
+  const reference = optionalInt(o, 'compare-probe-epochs');
+  let agreement: Record<string, number> | undefined;
+  if (reference !== undefined) {
+    const long = await probe({ ...options, epochs: reference, maxSteps: undefined });
+    agreement = rankAgreement(angles, long.angles);
+    say(o, `rank agreement with a ${reference}-epoch probe (Spearman): attention ${agreement.attn.toFixed(3)}, FFN ${agreement.ffn.toFixed(3)}`);
+  }
   const budget = str(o, 'budget');
   const k = budget !== undefined ? kForBudget(angles, start.config, direction, Number(budget)) : num(o, 'top-k', Math.ceil(base.config.depth / 2), true);
   const strategy: Strategy = selectByAngle(angles, { direction, topK: { attn: k, ffn: k } }, `angle-${direction}-top${k}`);
@@ -49,6 +60,6 @@ export async function anglesCommand(o: Options): Promise<Record<string, unknown>
   if (out) writeFileSync(out, `${JSON.stringify(strategy, null, 2)}\n`);
   return {
     command: 'angles', backend: backendName, probe: { steps: summary.steps, seconds: summary.seconds, images: summary.images },
-    angles, strategy, tunedParams: ins.tunedParams, deltaBytes: ins.deltaBytes, out,
+    angles, strategy, tunedParams: ins.tunedParams, deltaBytes: ins.deltaBytes, agreement, out,
   };
 }

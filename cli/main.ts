@@ -17,7 +17,8 @@ const USAGE = `usage:
   partune delta info D [--json]
   partune convert --checkpoint F [--config C | --arch A] --out TIMM.safetensors [--dtype f32|f16]
   partune angles --checkpoint F [--config C | --arch A] --data SPEC [--probe-epochs E | --probe-steps N]
-                 [--top-k K | --budget P] [--direction largest|smallest] [--out STRATEGY.json] [--json]
+                 [--top-k K | --budget P] [--direction largest|smallest] [--compare-probe-epochs E]
+                 [--out STRATEGY.json] [--json]
   partune soup --checkpoint F --deltas D1 D2 ... --method uniform|greedy --data SPEC --out SOUP
                [--val-limit N] [--json]
   partune strategies [--arch NAME | --config C] [--classes K] [--json]
@@ -33,6 +34,7 @@ const VALUE_FLAGS = [
   'train-limit', 'test-limit', 'seed', 'head', 'crop-padding', 'weight-decay', 'label-smoothing', 'warmup-steps',
   'clip-grad', 'delta-dtype', 'merged-out', 'normalize', 'delta', 'dtype', 'classes', 'backend', 'prefix-cache',
   'prefix-cache-mib', 'max-steps', 'probe-epochs', 'probe-steps', 'top-k', 'budget', 'direction', 'method', 'deltas', 'val-limit',
+  'compare-probe-epochs',
 ];
 const BOOL_FLAGS = ['json', 'quiet', 'adapt', 'flip', 'help'];
 

@@ -1,5 +1,5 @@
 // The fine-tuned angle metric: exact on known geometry, grouped by layer kind, selections exact.
-import { HostWeights, angleDegrees, initParams, inspect, layerAngles, preset, selectByAngle, tensorAngles, toHost } from '../engine';
+import { HostWeights, angleDegrees, initParams, inspect, layerAngles, preset, rankAgreement, selectByAngle, spearman, tensorAngles, toHost } from '../engine';
 import { TOY, useBackend } from './helpers';
 
 beforeAll(() => useBackend('wasm'));
@@ -48,5 +48,17 @@ describe('fine-tuned angles', () => {
     const vitB = preset('vit_base_patch16_224', { numClasses: 100 });
     const fake = [...Array(12).keys()].flatMap((b) => [{ kind: 'attn' as const, block: b, degrees: (b * 7) % 12, params: 0 }, { kind: 'ffn' as const, block: b, degrees: (b * 5) % 12, params: 0 }]);
     expect(inspect(selectByAngle(fake, { direction: 'largest', topK: { attn: 5, ffn: 8 } }), vitB).tunedParams).toBe(49_688_164);
+  });
+
+  it('rank agreement: Spearman with tied ranks, per group', () => {
+    expect(spearman([1, 2, 3, 4], [10, 20, 30, 40])).toBeCloseTo(1, 12);
+    expect(spearman([1, 2, 3, 4], [4, 3, 2, 1])).toBeCloseTo(-1, 12);
+    // y's two 7s share rank 3.5: rho = 8 / sqrt(10 * 9.5)
+    expect(spearman([1, 2, 3, 4, 5], [5, 6, 7, 8, 7])).toBeCloseTo(8 / Math.sqrt(95), 12);
+    const profile = (attn: number[], ffn: number[]) => [
+      ...attn.map((degrees, block) => ({ kind: 'attn' as const, block, degrees, params: 0 })),
+      ...ffn.map((degrees, block) => ({ kind: 'ffn' as const, block, degrees, params: 0 })),
+    ];
+    expect(rankAgreement(profile([1, 2, 3], [3, 2, 1]), profile([5, 6, 9], [1, 2, 3]))).toEqual({ attn: 1, ffn: -1 });
   });
 });

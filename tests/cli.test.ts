@@ -51,9 +51,11 @@ describe('partune CLI', () => {
 
   it('probes fine-tuned angles into a strategy and soups deltas', async () => {
     const common = ['--data', 'mnist', '--train-limit', '128', '--test-limit', '64', '--batch-size', '32'];
-    const probe = (await partune('angles', '--checkpoint', at('pre.safetensors'), ...common, '--probe-steps', '3', '--top-k', '2', '--out', at('angle.json'))) as {
+    const probe = (await partune('angles', '--checkpoint', at('pre.safetensors'), ...common, '--probe-steps', '3', '--compare-probe-epochs', '1', '--top-k', '2', '--out', at('angle.json'))) as {
       angles: { kind: string; degrees: number }[]; strategy: { attnLayers: number[]; ffnLayers: number[] }; probe: { steps: number };
+      agreement: { attn: number; ffn: number };
     };
+    for (const rho of [probe.agreement.attn, probe.agreement.ffn]) expect(Math.abs(rho)).toBeLessThanOrEqual(1);
     expect(probe.probe.steps).toBe(3);
     expect(probe.angles).toHaveLength(8); // 4 blocks x {attention, FFN}
     expect(probe.angles.every((a) => a.degrees > 0)).toBe(true);

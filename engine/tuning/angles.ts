@@ -93,3 +93,36 @@ export function selectByAngle(angles: readonly LayerAngle[], sel: AngleSelection
   };
   return { kind: 'custom', name, attnLayers: pick('attn'), ffnLayers: pick('ffn') };
 }
+
+/** Spearman rank correlation (Pearson over ranks, ties sharing their mean rank). */
+export function spearman(a: readonly number[], b: readonly number[]): number {
+  if (a.length !== b.length || a.length < 2) throw new Error('spearman: need two equally long lists of at least 2 values');
+  const ranks = (x: readonly number[]): number[] => {
+    const order = x.map((v, i) => [v, i] as const).sort((p, q) => p[0] - q[0]);
+    const r = new Array<number>(x.length);
+    for (let i = 0; i < order.length; ) {
+      let j = i;
+      while (j + 1 < order.length && order[j + 1][0] === order[i][0]) j++;
+      for (let k = i; k <= j; k++) r[order[k][1]] = (i + j) / 2 + 1;
+      i = j + 1;
+    }
+    return r;
+  };
+  const [ra, rb] = [ranks(a), ranks(b)];
+  const mean = (ra.length + 1) / 2;
+  let cov = 0;
+  let va = 0;
+  let vb = 0;
+  for (let i = 0; i < ra.length; i++) {
+    cov += (ra[i] - mean) * (rb[i] - mean);
+    va += (ra[i] - mean) ** 2;
+    vb += (rb[i] - mean) ** 2;
+  }
+  return cov / Math.sqrt(va * vb);
+}
+
+/** Agreement of two angle profiles of one model, per group (e.g. a short probe against a long one). */
+export function rankAgreement(x: readonly LayerAngle[], y: readonly LayerAngle[]): Record<LayerKind, number> {
+  const group = (p: readonly LayerAngle[], kind: LayerKind): number[] => p.filter((a) => a.kind === kind).sort((s, t) => s.block - t.block).map((a) => a.degrees);
+  return { attn: spearman(group(x, 'attn'), group(y, 'attn')), ffn: spearman(group(x, 'ffn'), group(y, 'ffn')) };
+}
