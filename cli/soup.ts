@@ -38,8 +38,9 @@ export async function soupCommand(o: Options, extraDeltas: string[]): Promise<Re
   say(o, `${ingredients.length} ingredients; held-out ${heldOut.count} / test ${test.count} images`);
   const rows: { label: string; heldOut: number; test: number }[] = [];
   for (const i of ingredients) rows.push({ label: i.label, heldOut: await accuracy(base, i.delta, heldOut, norm), test: await accuracy(base, i.delta, test, norm) });
-  const scores = new Map(rows.map((r) => [r.label, r.heldOut]));
-  const score = async (d: Delta): Promise<number> => (d.manifest.soup ? accuracy(base, d, heldOut, norm) : scores.get(ingredients.find((i) => i.delta === d)!.label)!);
+  // Ingredients were just scored; only candidate soups need evaluating.
+  const scored = new Map(ingredients.map((i, k) => [i.delta, rows[k].heldOut]));
+  const score = async (d: Delta): Promise<number> => scored.get(d) ?? accuracy(base, d, heldOut, norm);
   const soup = method === 'uniform' ? uniformSoup(base, ingredients) : (await greedySoup(base, ingredients, score)).soup;
   const soupRow = { label: `${method} soup`, heldOut: await accuracy(base, soup, heldOut, norm), test: await accuracy(base, soup, test, norm) };
   for (const r of [...rows, soupRow]) say(o, `${r.label.padEnd(40)} held-out ${(100 * r.heldOut).toFixed(2)}%  test ${(100 * r.test).toFixed(2)}%`);

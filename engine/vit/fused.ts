@@ -24,11 +24,6 @@ function geluWithSlope(x: tf.Tensor): [tf.Tensor, tf.Tensor] {
   return [tf.mul(x, cdf), tf.add(cdf, tf.mul(x, pdf))];
 }
 
-/** Sums over rows, (N, D) -> (D), as a product with ones: a column reduction is a slow strided loop on wasm. */
-function columnSums(x: tf.Tensor2D): tf.Tensor1D {
-  return tf.tidy(() => tf.reshape(tf.matMul(tf.ones([1, x.shape[0]]), x), [x.shape[1]]));
-}
-
 /**
  * LayerNorm over the last axis. Saves the input (alive anyway: it is the residual stream) and
  * per-row mean and 1/std, and recomputes xhat in backward. With g = dy * w:
@@ -53,7 +48,7 @@ export function layerNorm(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor, eps:
           const meanG = tf.mean(g, -1, true);
           const meanGx = tf.mean(tf.mul(g, xh2), -1, true);
           const dx = tf.mul(tf.sub(tf.sub(g, meanG), tf.mul(xh2, meanGx)), tf.reshape(r, [rows, 1]));
-          return [tf.reshape(dx, dy.shape), weightGrad(w, () => columnSums(tf.mul(dy2, xh2) as tf.Tensor2D)), weightGrad(bIn, () => columnSums(dy2 as tf.Tensor2D))];
+          return [tf.reshape(dx, dy.shape), weightGrad(w, () => tf.sum(tf.mul(dy2, xh2), 0)), weightGrad(bIn, () => tf.sum(dy2, 0))];
         }),
     };
   }) as (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => tf.Tensor;
@@ -74,7 +69,7 @@ export const linear = tf.customGrad((...args: Args) => {
       tf.tidy(() => [
         tf.matMul(dy as tf.Tensor2D, ws as tf.Tensor2D),
         weightGrad(w, () => tf.matMul(tf.transpose(dy as tf.Tensor2D), xs as tf.Tensor2D)),
-        weightGrad(b, () => columnSums(dy as tf.Tensor2D)),
+        weightGrad(b, () => tf.sum(dy, 0)),
       ]),
   };
 }) as (x: tf.Tensor2D, w: tf.Tensor, b: tf.Tensor) => tf.Tensor2D;
@@ -92,7 +87,7 @@ export const linearGelu = tf.customGrad((...args: Args) => {
     gradFunc: (dy: tf.Tensor, [xs, ws, s]: tf.Tensor[]) =>
       tf.tidy(() => {
         const dz = tf.mul(dy, s) as tf.Tensor2D;
-        return [tf.matMul(dz, ws as tf.Tensor2D), weightGrad(w, () => tf.matMul(tf.transpose(dz), xs as tf.Tensor2D)), weightGrad(b, () => columnSums(dz))];
+        return [tf.matMul(dz, ws as tf.Tensor2D), weightGrad(w, () => tf.matMul(tf.transpose(dz), xs as tf.Tensor2D)), weightGrad(b, () => tf.sum(dz, 0))];
       }),
   };
 }) as (x: tf.Tensor2D, w: tf.Tensor, b: tf.Tensor) => tf.Tensor2D;
@@ -137,7 +132,7 @@ export function selfAttention(x: tf.Tensor2D, weight: tf.Tensor, bias: tf.Tensor
           const dProj = [toTokens(tf.matMul(ds, ks)), toTokens(tf.matMul(ds, qs, true, false)), toTokens(tf.matMul(ps, dOut, true, false))];
           const dx = tf.addN(dProj.map((d, j) => tf.matMul(d, rows(ws, j))));
           const dw = weightGrad(w, () => tf.concat(dProj.map((d) => tf.matMul(tf.transpose(d), xs as tf.Tensor2D)), 0));
-          return b ? [dx, dw, weightGrad(b, () => tf.concat(dProj.map(columnSums), 0))] : [dx, dw];
+          return b ? [dx, dw, weightGrad(b, () => tf.concat(dProj.map((d) => tf.sum(d, 0)), 0))] : [dx, dw];
         }),
     };
   }) as (...t: tf.Tensor[]) => tf.Tensor2D;

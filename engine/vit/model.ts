@@ -1,7 +1,8 @@
 // ViT forward pass over named tensors (timm vision_transformer.py semantics). Pure functions of
 // (params, input): the training loop decides which params are variables and where the tape starts.
 //
-// The layers are fused ops with hand-written gradients (fused.ts). The patch embedding is
+// The layers are fused ops with hand-written gradients (fused.ts), which give weight gradients
+// only to trainable variables (TrainableVit's tuned tensors). The patch embedding is
 // reshape + transpose + matMul: the wasm backend has no Conv2DBackpropFilter.
 import * as tf from '@tensorflow/tfjs';
 import { VitConfig, numPatches } from './config';
