@@ -3,6 +3,7 @@
 import { parseArgs } from 'node:util';
 import { anglesCommand } from './angles';
 import { soupCommand } from './soup';
+import { datasetImportCommand, deltaDownloadCommand, modelRegisterCommand, runCommand, serveCommand, workerCommand } from './platform';
 import { Options, convertCommand, deltaApplyCommand, deltaInfoCommand, evalCommand, finetuneCommand, strategiesCommand } from './commands';
 
 const USAGE = `usage:
@@ -23,6 +24,17 @@ const USAGE = `usage:
                [--val-limit N] [--json]
   partune strategies [--arch NAME | --config C] [--classes K] [--json]
 
+  platform (GraphQL server, workers, S3 storage):
+  partune serve [--port P] [--data-dir DIR] [--workers N] [--backend B]
+  partune worker --server URL --token WORKER_TOKEN [--name N] [--backend B] [--max-shards N]
+  partune model register --name N --checkpoint F [--config C]          (client commands take
+  partune dataset import --name N --format idx|cifar10|mnist-package    --server URL, default
+                         [--path DIR] [--train-limit N] [--test-limit N]  http://127.0.0.1:4000/graphql,
+  partune run --model M --dataset D --strategy S [--epochs E] [--lr LR]  and --token, default the
+              [--batch-size B] [--steps-per-round N] [--shards-per-round K] local server's admin token)
+              [--train-limit N] [--test-limit N] [--seed S] [--wait] [--out DELTA] [--json]
+  partune delta download --run RUN_ID --out DELTA
+
   F: a .safetensors file (timm, vit-pytorch or Hugging Face names) or random:PRESET
   SPEC: mnist | fashion-mnist[:DIR] | idx:DIR | cifar10:DIR
   S: full, linear-probe, attn-only, ffn-only, first-half, last-half, first-half-attn,
@@ -34,9 +46,10 @@ const VALUE_FLAGS = [
   'train-limit', 'test-limit', 'seed', 'head', 'crop-padding', 'weight-decay', 'label-smoothing', 'warmup-steps',
   'clip-grad', 'delta-dtype', 'merged-out', 'normalize', 'delta', 'dtype', 'classes', 'backend', 'prefix-cache',
   'prefix-cache-mib', 'max-steps', 'probe-epochs', 'probe-steps', 'top-k', 'budget', 'direction', 'method', 'deltas', 'val-limit',
-  'compare-probe-epochs',
+  'compare-probe-epochs', 'port', 'data-dir', 'workers', 'server', 'token', 'name', 'max-shards', 'model', 'dataset', 'format', 'path',
+  'steps-per-round', 'shards-per-round', 'run',
 ];
-const BOOL_FLAGS = ['json', 'quiet', 'adapt', 'flip', 'help'];
+const BOOL_FLAGS = ['json', 'quiet', 'adapt', 'flip', 'help', 'wait'];
 
 async function main(argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
@@ -62,6 +75,12 @@ async function main(argv: string[]): Promise<void> {
   else if (command === 'soup') result = await soupCommand(o, positionals.slice(1));
   else if (command === 'delta' && sub === 'apply') result = await deltaApplyCommand(o);
   else if (command === 'delta' && sub === 'info' && arg) result = await deltaInfoCommand(arg, o);
+  else if (command === 'delta' && sub === 'download') result = await deltaDownloadCommand(o);
+  else if (command === 'serve') result = await serveCommand(o);
+  else if (command === 'worker') result = await workerCommand(o);
+  else if (command === 'model' && sub === 'register') result = await modelRegisterCommand(o);
+  else if (command === 'dataset' && sub === 'import') result = await datasetImportCommand(o);
+  else if (command === 'run') result = await runCommand(o);
   else throw new Error(`unknown command '${positionals.join(' ')}'\n${USAGE}`);
   if (o.json) process.stdout.write(`${JSON.stringify(result)}\n`);
 }

@@ -2,6 +2,14 @@
 //   p <- p - lr * wd * p;  m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2
 //   p <- p - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
 import * as tf from '@tensorflow/tfjs';
+import { HostWeights } from '../weights/checkpoint';
+
+/** Moments by tensor name (PyTorch's exp_avg / exp_avg_sq) and the step count bias correction uses. */
+export interface AdamWState {
+  readonly step: number;
+  readonly expAvg: HostWeights;
+  readonly expAvgSq: HostWeights;
+}
 
 export interface AdamWOptions {
   readonly beta1: number;
@@ -21,11 +29,24 @@ export class AdamW {
   private readonly v = new Map<string, tf.Variable>();
   private t = 0;
 
-  constructor(private readonly params: ReadonlyMap<string, tf.Variable>, private readonly opts: AdamWOptions = ADAMW_DEFAULTS) {
+  constructor(private readonly params: ReadonlyMap<string, tf.Variable>, private readonly opts: AdamWOptions = ADAMW_DEFAULTS, state?: AdamWState) {
+    const moment = (p: tf.Variable, name: string, from?: HostWeights): tf.Variable => {
+      const w = from?.get(name);
+      if (from && !w) throw new Error(`optimizer state has no moment for '${name}'`);
+      if (w && w.data.length !== p.size) throw new Error(`optimizer state for '${name}' has ${w.data.length} values, the tensor ${p.size}`);
+      return tf.variable(w ? tf.tensor(w.data, p.shape, 'float32') : tf.zerosLike(p), false);
+    };
     for (const [name, p] of params) {
-      this.m.set(name, tf.variable(tf.zerosLike(p), false));
-      this.v.set(name, tf.variable(tf.zerosLike(p), false));
+      this.m.set(name, moment(p, name, state?.expAvg));
+      this.v.set(name, moment(p, name, state?.expAvgSq));
     }
+    this.t = state?.step ?? 0;
+  }
+
+  async state(): Promise<AdamWState> {
+    const read = async (moments: Map<string, tf.Variable>): Promise<HostWeights> =>
+      new Map(await Promise.all([...moments].map(async ([k, v]) => [k, { shape: [...v.shape] as number[], data: (await v.data()) as Float32Array }] as [string, { shape: number[]; data: Float32Array }])));
+    return { step: this.t, expAvg: await read(this.m), expAvgSq: await read(this.v) };
   }
 
   get step(): number {

@@ -7,7 +7,7 @@ import { forward } from '../vit/model';
 import { Dataset, permutation, rng } from '../data/dataset';
 import { Augmentation, Normalization, NO_AUGMENTATION, makeBatch, makeLabels } from '../data/batches';
 import { PrefixCache, PrefixCacheOptions } from './prefix-cache';
-import { AdamW, ADAMW_DEFAULTS } from './adamw';
+import { AdamW, ADAMW_DEFAULTS, AdamWState } from './adamw';
 import { Schedule, lrAt } from './schedule';
 import { TrainableVit, crossEntropy } from './trainable';
 
@@ -33,6 +33,13 @@ export interface TrainOptions {
    * is augmented); undefined: off.
    */
   readonly prefixCache?: PrefixCacheOptions;
+  /**
+   * Run only global steps [from, to) of the schedule (a shard of a distributed run). Batches,
+   * learning rates and augmentation are those the same steps get in one uninterrupted run.
+   */
+  readonly window?: { readonly from: number; readonly to: number };
+  /** Optimizer moments to start from (those a previous window ended with). */
+  readonly optimizerState?: AdamWState;
 }
 
 export const TRAIN_DEFAULTS: TrainOptions = {
@@ -60,6 +67,8 @@ export interface TrainSummary {
   readonly finalTrainLoss: number;
   readonly eval?: EvalResult;
   readonly prefixCache?: { readonly rows: number; readonly bytes: number; readonly hits: number; readonly misses: number };
+  /** The optimizer's moments at the end, to continue from. */
+  readonly optimizer: AdamWState;
 }
 
 const now = (): number => (typeof performance !== 'undefined' ? performance.now() : Date.now());
@@ -79,24 +88,30 @@ export async function* train(
   const schedule: Schedule = {
     baseLr: o.lr, minLr: o.minLr, totalSteps, warmupSteps: o.warmupSteps ?? Math.max(1, Math.round(totalSteps * 0.1)),
   };
-  const optimizer = new AdamW(model.tuned, { ...ADAMW_DEFAULTS, weightDecay: o.weightDecay });
-  const random = rng(o.seed ^ 0x9e3779b9);
+  const from = o.window?.from ?? 0;
+  const to = Math.min(o.window?.to ?? totalSteps, totalSteps);
+  if (from < 0 || from >= to) throw new Error(`step window [${from}, ${to}) is empty or outside the run's ${totalSteps} steps`);
+  const optimizer = new AdamW(model.tuned, { ...ADAMW_DEFAULTS, weightDecay: o.weightDecay }, o.optimizerState);
   const augmented = o.augmentation.cropPadding > 0 || (o.augmentation.flip && ds.flipInvariant);
   const cacheable = o.prefixCache !== undefined && model.inspection.gradientStart > 0 && !augmented;
   let cache: PrefixCache | undefined;
   const start = now();
   let afterFirst = start;
-  let step = 0;
+  let step = from;
   let lastLoss = NaN;
   let lastEval: EvalResult | undefined;
+  let optimizerState: AdamWState | undefined;
   try {
-    for (let epoch = 0; epoch < epochs; epoch++) {
+    for (let epoch = Math.floor(from / stepsPerEpoch); epoch < epochs && step < to; epoch++) {
       const order = permutation(ds.count, o.seed * 1009 + epoch);
       const epochStart = now();
       let lossSum = 0;
-      const epochSteps = Math.min(stepsPerEpoch, totalSteps - step);
-      for (let b = 0; b < epochSteps; b++, step++) {
+      const epochEnd = Math.min((epoch + 1) * stepsPerEpoch, totalSteps);
+      const firstStep = step;
+      for (let b = step - epoch * stepsPerEpoch; step < Math.min(epochEnd, to); b++, step++) {
         const t0 = now();
+        // One generator per step, so that a window sees the same crops and flips as a whole run.
+        const random = rng((o.seed ^ 0x9e3779b9) + Math.imul(step, 0x85ebca6b));
         const lr = lrAt(schedule, step);
         const idx = order.subarray(b * o.batchSize, (b + 1) * o.batchSize);
         let result: { loss: tf.Scalar; grads: Map<string, tf.Tensor> };
@@ -126,25 +141,29 @@ export async function* train(
         tf.dispose([loss, ...grads.values(), ...(clipped === grads ? [] : clipped.values())]);
         if (!Number.isFinite(lastLoss)) throw new Error(`loss became ${lastLoss} at step ${step} (lr ${lr.toExponential(2)}): lower the learning rate`);
         lossSum += lastLoss;
-        if (step === 0) afterFirst = now();
+        if (step === from) afterFirst = now();
         yield { kind: 'step', step: step + 1, totalSteps, epoch, loss: lastLoss, lr, imagesPerSecond: o.batchSize / ((now() - t0) / 1000) };
       }
+      if (step < epochEnd) break; // the window ends inside this epoch
       const seconds = (now() - epochStart) / 1000;
       lastEval = o.evalEachEpoch && data.test ? await evaluate(model.params, model.config, data.test, data.normalization, o.batchSize) : undefined;
-      yield { kind: 'epoch', epoch, trainLoss: lossSum / epochSteps, seconds, eval: lastEval };
+      yield { kind: 'epoch', epoch, trainLoss: lossSum / (step - firstStep), seconds, eval: lastEval };
     }
+    optimizerState = await optimizer.state();
   } finally {
     optimizer.dispose();
   }
   const end = now();
+  const done = step - from;
   return {
-    steps: step,
-    images: step * o.batchSize,
+    steps: done,
+    images: done * o.batchSize,
     seconds: (end - start) / 1000,
-    imagesPerSecond: step > 1 ? ((step - 1) * o.batchSize) / ((end - afterFirst) / 1000) : (step * o.batchSize) / ((end - start) / 1000),
+    imagesPerSecond: done > 1 ? ((done - 1) * o.batchSize) / ((end - afterFirst) / 1000) : (done * o.batchSize) / ((end - start) / 1000),
     finalTrainLoss: lastLoss,
     eval: lastEval,
     prefixCache: cache && { rows: cache.cachedRows, bytes: cache.bytes, hits: cache.hits, misses: cache.misses },
+    optimizer: optimizerState!,
   };
 }
 

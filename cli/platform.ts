@@ -1,0 +1,208 @@
+// The platform from the command line: `serve` (server + local worker processes), `worker`, and
+// client commands that talk GraphQL to a server (register a model, import a dataset, start and
+// follow a run, download a delta).
+import { spawn, ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { basename, join, resolve } from 'node:path';
+import { createClient } from 'graphql-ws';
+import WebSocket from 'ws';
+import { loadConfig } from '../server/config';
+import { startServer } from '../server/app';
+import { PartuneWorker } from '../worker/worker';
+import { GraphQLClient } from '../worker/client';
+import { Options, need, num, optionalInt, say, str } from './commands';
+import { selectBackend, BackendChoice } from './backend';
+import { ProgressBar } from './progress';
+
+export async function serveCommand(o: Options): Promise<Record<string, unknown>> {
+  const config = loadConfig(process.env, {
+    ...(str(o, 'port') ? { port: num(o, 'port', 4000, true) } : {}),
+    ...(str(o, 'data-dir') ? { dataDir: str(o, 'data-dir') } : {}),
+  });
+  const server = await startServer(config, (line) => say(o, line));
+  say(o, `admin token:  ${config.adminToken}`);
+  say(o, `worker token: ${config.workerToken}`);
+  say(o, `GraphQL sandbox: open ${server.url} in a browser`);
+  const count = num(o, 'workers', 1, true);
+  const workers: ChildProcess[] = [];
+  let stopping = false;
+  const startWorker = (i: number): void => {
+    const child = spawn(process.execPath, [join(__dirname, 'main.js'), 'worker', '--server', server.url, '--token', config.workerToken,
+      '--name', `local-${i}`, '--backend', str(o, 'backend') ?? 'auto'], { stdio: ['ignore', 'inherit', 'inherit'] });
+    workers[i] = child;
+    child.on('exit', (code, signal) => {
+      if (stopping) return;
+      say(o, `local worker ${i} exited (${signal ?? code}); restarting it`);
+      setTimeout(() => !stopping && startWorker(i), 2000);
+    });
+  };
+  for (let i = 0; i < count; i++) startWorker(i);
+  if (count) say(o, `${count} local worker process(es) started`);
+  await new Promise<void>((done) => {
+    const stop = (): void => {
+      if (stopping) return;
+      stopping = true;
+      say(o, 'stopping');
+      for (const w of workers) w?.kill('SIGTERM');
+      void server.close().finally(done);
+    };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  return { command: 'serve', url: server.url };
+}
+
+export async function workerCommand(o: Options): Promise<Record<string, unknown>> {
+  const backend = await selectBackend((str(o, 'backend') ?? 'auto') as BackendChoice);
+  const controller = new AbortController();
+  process.once('SIGTERM', () => controller.abort());
+  process.once('SIGINT', () => controller.abort());
+  const worker = new PartuneWorker({
+    server: need(o, 'server'), token: str(o, 'token') ?? process.env.PARTUNE_WORKER_TOKEN ?? need(o, 'token'),
+    name: str(o, 'name') ?? `${hostname()}-${process.pid}`, kind: 'node', backend: backend.name,
+    log: (line) => say(o, `[worker ${str(o, 'name') ?? process.pid}] ${line}`), signal: controller.signal,
+    maxShards: optionalInt(o, 'max-shards'),
+  });
+  await worker.run();
+  return { command: 'worker', shards: worker.shardsDone, samples: worker.samples };
+}
+
+/** The admin token: --token, $PARTUNE_TOKEN, or the local server's data directory. */
+function adminToken(o: Options): string {
+  const given = str(o, 'token') ?? process.env.PARTUNE_TOKEN;
+  if (given) return given;
+  const file = join(resolve(str(o, 'data-dir') ?? process.env.PARTUNE_DATA_DIR ?? 'partune-data'), 'tokens.json');
+  if (existsSync(file)) return (JSON.parse(readFileSync(file, 'utf8')) as { admin: string }).admin;
+  throw new Error('no token: pass --token (printed by `partune serve`) or set PARTUNE_TOKEN');
+}
+
+const client = (o: Options): GraphQLClient => new GraphQLClient(str(o, 'server') ?? 'http://127.0.0.1:4000/graphql', adminToken(o), { patienceMs: 10_000 });
+
+async function uploadFile(c: GraphQLClient, path: string): Promise<string> {
+  const bytes = readFileSync(path);
+  const { createUpload } = await c.request<{ createUpload: { id: string; url: string } }>(
+    'mutation($f: String!, $b: Int!) { createUpload(filename: $f, bytes: $b) { id url } }', { f: basename(path), b: bytes.length });
+  const res = await fetch(createUpload.url, { method: 'PUT', body: bytes });
+  if (!res.ok) throw new Error(`upload of ${path} failed: HTTP ${res.status}`);
+  return createUpload.id;
+}
+
+export async function modelRegisterCommand(o: Options): Promise<Record<string, unknown>> {
+  const c = client(o);
+  const file = need(o, 'checkpoint');
+  if (!existsSync(file)) throw new Error(`${file} not found`);
+  const config = str(o, 'config') ? JSON.parse(readFileSync(str(o, 'config')!, 'utf8')) : undefined;
+  const uploadId = await uploadFile(c, file);
+  const { registerModel: m } = await c.request<{ registerModel: { id: string; name: string; parameters: number; weightsSha256: string } }>(
+    'mutation($i: RegisterModelInput!) { registerModel(input: $i) { id name parameters weightsSha256 } }', { i: { name: need(o, 'name'), uploadId, config } });
+  say(o, `model ${m.name} (${m.id}): ${m.parameters.toLocaleString('en-US')} parameters, weights ${m.weightsSha256.slice(0, 12)}`);
+  return { command: 'model register', ...m };
+}
+
+export async function datasetImportCommand(o: Options): Promise<Record<string, unknown>> {
+  const c = client(o);
+  const format = need(o, 'format').toUpperCase().replace('-', '_');
+  const path = str(o, 'path');
+  const { importDataset: d } = await c.request<{ importDataset: { id: string; name: string; trainImages: number; testImages: number; classes: number } }>(
+    'mutation($i: ImportDatasetInput!) { importDataset(input: $i) { id name trainImages testImages classes } }',
+    { i: { name: need(o, 'name'), format, path: path && resolve(path), trainLimit: optionalInt(o, 'train-limit'), testLimit: optionalInt(o, 'test-limit') } });
+  say(o, `dataset ${d.name} (${d.id}): ${d.trainImages} train / ${d.testImages} test images, ${d.classes} classes`);
+  return { command: 'dataset import', ...d };
+}
+
+const HYPER_FLAGS: [string, string, 'int' | 'float' | 'bool' | 'string'][] = [
+  ['epochs', 'epochs', 'int'], ['max-steps', 'maxSteps', 'int'], ['batch-size', 'batchSize', 'int'], ['lr', 'lr', 'float'],
+  ['min-lr', 'minLr', 'float'], ['warmup-steps', 'warmupSteps', 'int'], ['weight-decay', 'weightDecay', 'float'],
+  ['label-smoothing', 'labelSmoothing', 'float'], ['clip-grad', 'clipGrad', 'float'], ['seed', 'seed', 'int'],
+  ['crop-padding', 'cropPadding', 'int'], ['flip', 'flip', 'bool'], ['steps-per-round', 'stepsPerRound', 'int'],
+  ['shards-per-round', 'shardsPerRound', 'int'], ['train-limit', 'trainLimit', 'int'], ['test-limit', 'evalLimit', 'int'], ['normalize', 'normalize', 'string'],
+];
+
+const RUN_FIELDS = 'id status strategyName tunedParameters totalParameters step totalSteps progress accuracy loss error delta { id bytes tensors downloadUrl }';
+
+export async function runCommand(o: Options): Promise<Record<string, unknown>> {
+  const c = client(o);
+  const hyper: Record<string, unknown> = {};
+  for (const [flag, key, kind] of HYPER_FLAGS) {
+    if (kind === 'bool') { if (o[flag]) hyper[key] = true; continue; }
+    if (str(o, flag) === undefined) continue;
+    hyper[key] = kind === 'string' ? str(o, flag) : num(o, flag, 0, kind === 'int');
+  }
+  const { startRun: run } = await c.request<{ startRun: { id: string; strategyName: string; tunedParameters: number; totalParameters: number } }>(
+    `mutation($i: StartRunInput!) { startRun(input: $i) { id strategyName tunedParameters totalParameters } }`,
+    { i: { model: need(o, 'model'), dataset: need(o, 'dataset'), strategy: need(o, 'strategy'), hyperParameters: hyper } });
+  say(o, `run ${run.id}: ${run.strategyName}, ${run.tunedParameters.toLocaleString('en-US')} of ${run.totalParameters.toLocaleString('en-US')} parameters tuned`);
+  if (!o.wait) return { command: 'run', ...run };
+  const final = await follow(o, c, run.id);
+  if (final.status !== 'SUCCEEDED') throw new Error(`run ${run.id} ${final.status}: ${final.error ?? ''}`);
+  say(o, `top-1 ${(final.accuracy * 100).toFixed(2)}%; delta ${(final.delta.bytes / 1024).toFixed(1)} KiB (${final.delta.tensors} tensors)`);
+  const out = str(o, 'out');
+  if (out) {
+    const res = await fetch(final.delta.downloadUrl);
+    writeFileSync(out, new Uint8Array(await res.arrayBuffer()));
+    say(o, `delta saved to ${out}`);
+  }
+  return { command: 'run', ...final, out };
+}
+
+interface FinalRun { id: string; status: string; accuracy: number; loss: number; error?: string; delta: { id: string; bytes: number; tensors: number; downloadUrl: string } }
+
+/** Follows a run with a progress bar from its subscription (polling as a safety net) until it ends. */
+async function follow(o: Options, c: GraphQLClient, runId: string): Promise<FinalRun> {
+  const bar = new ProgressBar('run', 1000, Boolean(o.quiet));
+  const ws = createClient({ url: c.url.replace(/^http/, 'ws'), webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${adminToken(o)}` }, retryAttempts: 1000 });
+  const terminal = ['SUCCEEDED', 'FAILED', 'CANCELLED'];
+  try {
+    return await new Promise<FinalRun>((resolveRun, reject) => {
+      let settled = false;
+      const check = async (): Promise<void> => {
+        const { run } = await c.request<{ run: FinalRun & { progress: number; step: number; totalSteps: number } }>(`query($id: ID!) { run(id: $id) { ${RUN_FIELDS} } }`, { id: runId });
+        bar.update(Math.round(run.progress * 1000), { step: `${run.step}/${run.totalSteps}`, status: run.status });
+        if (terminal.includes(run.status) && !settled) {
+          settled = true;
+          bar.done(`run ${run.status.toLowerCase()}`);
+          resolveRun(run);
+        }
+      };
+      ws.subscribe<{ runEvents: { status: string; progress: number; step: number; totalSteps: number; trainLoss?: number; testAccuracy?: number; message?: string } }>(
+        { query: `subscription($id: ID!) { runEvents(runId: $id) { status progress step totalSteps trainLoss testAccuracy message kind } }`, variables: { id: runId } },
+        {
+          next: ({ data }) => {
+            const e = data?.runEvents;
+            if (!e) return;
+            const fields: Record<string, string> = { step: `${e.step}/${e.totalSteps}` };
+            if (e.trainLoss !== null && e.trainLoss !== undefined) fields.loss = e.trainLoss.toFixed(4);
+            if (e.testAccuracy !== null && e.testAccuracy !== undefined) fields['top-1'] = `${(e.testAccuracy * 100).toFixed(2)}%`;
+            bar.update(Math.round(e.progress * 1000), fields);
+            if (terminal.includes(e.status)) void check().catch(reject);
+          },
+          error: () => undefined, // the poll below carries on
+          complete: () => undefined,
+        },
+      );
+      const poll = async (): Promise<void> => {
+        while (!settled) {
+          await check().catch((e: Error) => say(o, `(poll: ${e.message})`));
+          await new Promise((r) => setTimeout(r, 3000));
+        }
+      };
+      void poll();
+    });
+  } finally {
+    await ws.dispose();
+  }
+}
+
+export async function deltaDownloadCommand(o: Options): Promise<Record<string, unknown>> {
+  const c = client(o);
+  const { delta } = await c.request<{ delta: { id: string; bytes: number; sha256: string; downloadUrl: string } }>(
+    'query($id: ID!) { delta(id: $id) { id bytes sha256 downloadUrl } }', { id: need(o, 'run') });
+  const res = await fetch(delta.downloadUrl);
+  if (!res.ok) throw new Error(`download failed: HTTP ${res.status}`);
+  const out = need(o, 'out');
+  writeFileSync(out, new Uint8Array(await res.arrayBuffer()));
+  if (statSync(out).size !== delta.bytes) throw new Error(`downloaded ${statSync(out).size} bytes, expected ${delta.bytes}`);
+  say(o, `delta ${delta.id} saved to ${out} (${(delta.bytes / 1024).toFixed(1)} KiB)`);
+  return { command: 'delta download', out, ...delta };
+}

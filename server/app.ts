@@ -1,0 +1,108 @@
+// The server: GraphQL over HTTP and graphql-ws on one port, object storage (embedded S3 unless
+// configured), SQLite, the compute thread, and the lease clock. `startServer` returns a handle.
+import 'reflect-metadata';
+import { createServer } from 'node:http';
+import { join } from 'node:path';
+import express from 'express';
+import { ApolloServer } from '@apollo/server';
+import { expressMiddleware } from '@as-integrations/express5';
+import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
+import { WebSocketServer } from 'ws';
+import { useServer } from 'graphql-ws/use/ws';
+import { EmbeddedS3, S3BlobStore, S3Config, startEmbeddedS3 } from '../storage';
+import { ServerConfig } from './config';
+import { openDb } from './db';
+import { Compute } from './compute';
+import { pubSub } from './events';
+import { Platform } from './platform';
+import { Catalog } from './services/catalog';
+import { Runs } from './services/runs';
+import { Shards } from './services/shards';
+import { Context, Services, roleOf } from './resolvers/context';
+import { partuneSchema } from './schema';
+import { limitsPlugin } from './limits';
+
+export interface RunningServer {
+  readonly url: string;
+  readonly wsUrl: string;
+  readonly s3Endpoint: string;
+  readonly services: Services;
+  close(): Promise<void>;
+}
+
+export async function startServer(config: ServerConfig, log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): Promise<RunningServer> {
+  let embedded: EmbeddedS3 | undefined;
+  let s3: S3Config;
+  if (config.s3) {
+    s3 = { ...config.s3, bucket: config.bucket, region: config.region };
+  } else {
+    embedded = await startEmbeddedS3(join(config.dataDir, 's3'), config.bucket, embeddedPort(config.port));
+    s3 = { endpoint: embedded.endpoint, accessKey: 'S3RVER', secretKey: 'S3RVER', bucket: config.bucket, region: config.region };
+  }
+  const store = new S3BlobStore(s3);
+  await store.ensureBucket();
+  const db = openDb(config.dataDir);
+  const compute = new Compute(s3);
+  const platform: Platform = { config, db, store, compute, pubSub, log };
+  const catalog = new Catalog(platform);
+  let shards: Shards | undefined;
+  const runs = new Runs(platform, catalog, () => shards?.onlineCount() ?? 1);
+  shards = new Shards(platform, catalog, runs);
+  const services: Services = { platform, catalog, runs, shards };
+
+  const schema = partuneSchema();
+  const app = express();
+  const http = createServer(app);
+  const wss = new WebSocketServer({ server: http, path: '/graphql' });
+  const wsCleanup = useServer({
+    schema,
+    context: (ctx): Context => ({ role: roleOf(ctx.connectionParams?.authorization as string | undefined, platform), services }),
+  }, wss);
+  const apollo = new ApolloServer<Context>({
+    schema,
+    introspection: true,
+    plugins: [
+      ApolloServerPluginDrainHttpServer({ httpServer: http }),
+      { async serverWillStart() { return { async drainServer() { await wsCleanup.dispose(); } }; } },
+      limitsPlugin(schema, config.maxQueryDepth, config.maxQueryComplexity),
+    ],
+  });
+  await apollo.start();
+  app.get('/healthz', (_req, res) => void res.json({ ok: true }));
+  app.use('/graphql', express.json({ limit: '1mb' }), expressMiddleware(apollo, {
+    context: async ({ req }) => ({ role: roleOf(req.headers.authorization, platform), services }),
+  }));
+  await new Promise<void>((resolve, reject) => http.listen(config.port, config.host, resolve).once('error', reject));
+  const port = (http.address() as { port: number }).port;
+  const url = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${port}/graphql`;
+
+  const leaseClock = setInterval(() => {
+    try {
+      shards!.expireLeases();
+    } catch (e) {
+      log(`lease clock: ${(e as Error).message}`);
+    }
+  }, 1000);
+  const resumed = runs.resumeAll();
+  log(`partune server: ${url} (storage ${store.description}${embedded ? ', embedded' : ''}; data ${config.dataDir})`);
+  if (resumed) log(`resuming ${resumed} unfinished run(s)`);
+
+  return {
+    url, wsUrl: url.replace(/^http/, 'ws'), s3Endpoint: s3.endpoint, services,
+    async close() {
+      clearInterval(leaseClock);
+      await apollo.stop();
+      await compute.close();
+      await runs.idle().catch(() => undefined);
+      db.close();
+      await embedded?.close();
+    },
+  };
+}
+
+/** The embedded S3 port: stable across restarts (presigned URLs held by workers stay valid). */
+function embeddedPort(serverPort: number): number {
+  const fromEnv = process.env.PARTUNE_S3_PORT;
+  if (fromEnv) return Number(fromEnv);
+  return serverPort ? serverPort + 1 : 0;
+}

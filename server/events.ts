@@ -1,0 +1,23 @@
+// Run events: published by the services, delivered to graphql-ws subscribers.
+import { createPubSub } from '@graphql-yoga/subscription';
+
+export type RunEventKind = 'STATUS' | 'ROUND' | 'SHARD' | 'EVALUATION' | 'WARNING';
+
+export interface RunEventPayload {
+  readonly runId: string;
+  readonly kind: RunEventKind;
+  readonly status: string;
+  readonly round: number;
+  readonly step: number;
+  readonly totalSteps: number;
+  readonly progress: number;
+  readonly trainLoss?: number;
+  readonly testAccuracy?: number;
+  readonly testLoss?: number;
+  readonly message?: string;
+  readonly at: Date;
+}
+
+export const RUN_EVENTS = 'RUN_EVENTS';
+export const pubSub = createPubSub<{ [RUN_EVENTS]: [RunEventPayload] }>();
+export type PubSub = typeof pubSub;

@@ -1,0 +1,34 @@
+// The default object store: an S3-protocol server (s3rver) in-process on 127.0.0.1 over a local
+// directory, so that a single machine runs the same code paths as a MinIO deployment.
+import type { AddressInfo } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import S3rver from 's3rver';
+
+export interface EmbeddedS3 {
+  readonly endpoint: string;
+  close(): Promise<void>;
+}
+
+const corsXml = `<CORSConfiguration><CORSRule><AllowedOrigin>*</AllowedOrigin>
+<AllowedMethod>GET</AllowedMethod><AllowedMethod>PUT</AllowedMethod><AllowedMethod>HEAD</AllowedMethod>
+<AllowedHeader>*</AllowedHeader><ExposeHeader>ETag</ExposeHeader><MaxAgeSeconds>3000</MaxAgeSeconds></CORSRule></CORSConfiguration>`;
+
+export async function startEmbeddedS3(directory: string, bucket: string, port = 0): Promise<EmbeddedS3> {
+  const server = new S3rver({
+    address: '127.0.0.1', port, directory, silent: true,
+    configureBuckets: [{ name: bucket, configs: [corsXml] }],
+  });
+  // s3rver answers NotImplemented to ListMultipartUploads, which the minio client sends before
+  // any upload over 5 MiB: answer "no uploads in progress".
+  const handle = server.callback();
+  server.callback = () => (req: IncomingMessage, res: ServerResponse) => {
+    if (req.method === 'GET' && /[?&]uploads(=|&|$)/.test(req.url ?? '')) {
+      res.writeHead(200, { 'Content-Type': 'application/xml' });
+      res.end(`<?xml version="1.0" encoding="UTF-8"?><ListMultipartUploadsResult><Bucket>${bucket}</Bucket><IsTruncated>false</IsTruncated></ListMultipartUploadsResult>`);
+      return;
+    }
+    void handle(req, res);
+  };
+  const address = (await server.run()) as AddressInfo;
+  return { endpoint: `http://127.0.0.1:${address.port}`, close: () => server.close() };
+}

@@ -1,0 +1,60 @@
+// Fetches blobs by presigned URL, checks their SHA-256, and keeps parsed results by hash so a
+// worker downloads a run's model and data once, not once per shard.
+export interface Download { readonly url: string; readonly sha256: string; readonly bytes: number }
+
+export async function sha256Hex(bytes: Uint8Array): Promise<string> {
+  const digest = await crypto.subtle.digest('SHA-256', bytes as Uint8Array<ArrayBuffer>);
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+export async function fetchVerified(d: Download, what: string): Promise<Uint8Array> {
+  let lastError: unknown;
+  for (let attempt = 0; attempt < 4; attempt++) {
+    try {
+      const res = await fetch(d.url);
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      const bytes = new Uint8Array(await res.arrayBuffer());
+      const actual = await sha256Hex(bytes);
+      if (actual !== d.sha256) throw new Error(`SHA-256 mismatch (got ${actual.slice(0, 12)}…, expected ${d.sha256.slice(0, 12)}…)`);
+      return bytes;
+    } catch (e) {
+      lastError = e;
+      await new Promise((r) => setTimeout(r, 500 * 2 ** attempt));
+    }
+  }
+  throw new Error(`download of ${what} failed: ${(lastError as Error).message}`);
+}
+
+export class BlobCache<T> {
+  private readonly entries = new Map<string, Promise<T>>();
+  constructor(private readonly capacity: number) {}
+
+  get(key: string, make: () => Promise<T>): Promise<T> {
+    let p = this.entries.get(key);
+    if (p) {
+      this.entries.delete(key);
+      this.entries.set(key, p); // most recently used last
+      return p;
+    }
+    p = make();
+    this.entries.set(key, p);
+    p.catch(() => this.entries.delete(key));
+    while (this.entries.size > this.capacity) this.entries.delete(this.entries.keys().next().value!);
+    return p;
+  }
+}
+
+export async function upload(url: string, bytes: Uint8Array): Promise<void> {
+  let lastError: unknown;
+  for (let attempt = 0; attempt < 4; attempt++) {
+    try {
+      const res = await fetch(url, { method: 'PUT', body: bytes as Uint8Array<ArrayBuffer>, headers: { 'content-type': 'application/octet-stream' } });
+      if (!res.ok) throw new Error(`HTTP ${res.status}: ${(await res.text()).slice(0, 200)}`);
+      return;
+    } catch (e) {
+      lastError = e;
+      await new Promise((r) => setTimeout(r, 500 * 2 ** attempt));
+    }
+  }
+  throw new Error(`upload failed: ${(lastError as Error).message}`);
+}
