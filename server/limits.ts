@@ -1,5 +1,5 @@
 // Query depth and complexity limits: a client cannot ask for unbounded nesting or fan-out.
-import { ASTNode, FragmentDefinitionNode, GraphQLError, GraphQLSchema, Kind, OperationDefinitionNode, SelectionSetNode } from 'graphql';
+import { ASTNode, FragmentDefinitionNode, GraphQLError, GraphQLSchema, Kind, OperationDefinitionNode, SelectionSetNode, getNullableType, isListType } from 'graphql';
 import { ApolloServerPlugin } from '@apollo/server';
 import { getComplexity, simpleEstimator } from 'graphql-query-complexity';
 
@@ -25,8 +25,10 @@ export function limitsPlugin(schema: GraphQLSchema, maxDepth: number, maxComplex
           const complexity = getComplexity({
             schema, query: document as ASTNode as never, operationName: request.operationName ?? undefined, variables: request.variables,
             estimators: [
-              // A page of `first` items costs `first` times its selection.
+              // A page of `first` items costs `first` times its selection (its `items` list is that page);
+              // any other list is assumed to hold ten.
               ({ args, childComplexity }) => (typeof args.first === 'number' ? 1 + args.first * childComplexity : undefined),
+              ({ field, childComplexity }) => (field.name !== 'items' && isListType(getNullableType(field.type)) ? 1 + 10 * childComplexity : undefined),
               simpleEstimator({ defaultComplexity: 1 }),
             ],
           });

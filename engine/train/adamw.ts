@@ -34,7 +34,8 @@ export class AdamW {
       const w = from?.get(name);
       if (from && !w) throw new Error(`optimizer state has no moment for '${name}'`);
       if (w && w.data.length !== p.size) throw new Error(`optimizer state for '${name}' has ${w.data.length} values, the tensor ${p.size}`);
-      return tf.variable(w ? tf.tensor(w.data, p.shape, 'float32') : tf.zerosLike(p), false);
+      // tidy: the initial value is a tensor of its own beside the variable.
+      return tf.tidy(() => tf.variable(w ? tf.tensor(w.data, p.shape, 'float32') : tf.zerosLike(p), false));
     };
     for (const [name, p] of params) {
       this.m.set(name, moment(p, name, state?.expAvg));

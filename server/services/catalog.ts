@@ -157,7 +157,7 @@ export class Catalog {
   }
 }
 
-const mib = (b: number): string => `${(b / 2 ** 20).toFixed(1)} MiB`;
+const mib = (b: number): string => (b < 2 ** 20 ? `${b} bytes` : `${(b / 2 ** 20).toFixed(1)} MiB`);
 
 function checkName(name: string): void {
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name)) throw badInput(`name '${name}' must be 1-64 letters, digits, '.', '_' or '-'`);

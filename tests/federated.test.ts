@@ -1,0 +1,140 @@
+// The distributed run's pure parts: a shard window continues exactly where the last left off,
+// FedAvg is the sample-weighted mean, states and dataset shards round-trip, and a malformed
+// update is refused with the tensor named.
+import * as tf from '@tensorflow/tfjs';
+import {
+  Dataset, TrainingState, TrainableVit, fedAvg, initParams, packDataset, parseState, presetStrategy, serializeState, toHost, train,
+  tunedShapes, unpackDataset, weightedMean, withNewHead, runShard, inspect,
+} from '../engine';
+import { makePlan, shardWindows, HYPER_DEFAULTS, Hyper } from '../server/services/plan';
+import { TOY, useBackend } from './helpers';
+
+beforeAll(() => useBackend('wasm'));
+
+function toyData(n: number): Dataset {
+  const px = 8 * 8 * 3;
+  const images = Uint8Array.from({ length: n * px }, (_, i) => (i * 131 + Math.floor(i / px) * 17) % 256);
+  const labels = Uint8Array.from({ length: n }, (_, i) => i % 3);
+  return { name: 'toy', images, labels, count: n, height: 8, width: 8, channels: 3, classes: 3, flipInvariant: true };
+}
+
+const w = (...v: number[]) => new Map([['x', { shape: [v.length], data: Float32Array.from(v) }]]);
+
+describe('FedAvg', () => {
+  it('weights by samples: [1] x 1 and [3] x 3 average to [2.5]', () => {
+    expect(Array.from(weightedMean([{ weights: w(1), samples: 1 }, { weights: w(3), samples: 3 }]).get('x')!.data)).toEqual([2.5]);
+  });
+
+  it('of one reply is that reply, bit for bit', () => {
+    const v = w(0.1, -3.3e-7, 12345.678);
+    expect(weightedMean([{ weights: v, samples: 7 }]).get('x')!.data).toEqual(v.get('x')!.data);
+  });
+
+  it('refuses replies whose tensors differ, naming the tensor', () => {
+    const other = new Map([['y', { shape: [1], data: Float32Array.of(1) }]]);
+    expect(() => weightedMean([{ weights: w(1), samples: 1 }, { weights: other, samples: 1 }])).toThrow(/'x'/);
+    expect(() => weightedMean([{ weights: w(1), samples: 1 }, { weights: w(1, 2), samples: 1 }])).toThrow(/'x'/);
+  });
+
+  it('averages optimizer moments too and keeps the furthest step', () => {
+    const s = (v: number, step: number, samples: number): TrainingState => ({
+      label: { run: 'r', round: 0, samples }, params: w(v), optimizer: { step, expAvg: w(v), expAvgSq: w(v * v) },
+    });
+    const avg = fedAvg([s(1, 4, 1), s(3, 6, 3)], { run: 'r', round: 1 });
+    expect(avg.optimizer.step).toBe(6);
+    expect(Array.from(avg.optimizer.expAvgSq.get('x')!.data)).toEqual([(1 + 27) / 4]);
+  });
+});
+
+describe('training state files', () => {
+  const shapes = new Map<string, readonly number[]>([['head.weight', [3, 2]], ['head.bias', [3]]]);
+  const state = (): TrainingState => {
+    const params = new Map([['head.weight', { shape: [3, 2], data: Float32Array.from([1, 2, 3, 4, 5, 6]) }], ['head.bias', { shape: [3], data: Float32Array.of(0, 1, 2) }]]);
+    return { label: { run: 'r', round: 2, shard: 's', samples: 64 }, params, optimizer: { step: 5, expAvg: params, expAvgSq: params } };
+  };
+
+  it('round-trip exactly, label and step included', () => {
+    const back = parseState(serializeState(state()), shapes);
+    expect(back.label).toEqual({ run: 'r', round: 2, shard: 's', samples: 64 });
+    expect(back.optimizer.step).toBe(5);
+    expect(back.params.get('head.weight')!.data).toEqual(state().params.get('head.weight')!.data);
+  });
+
+  it.each([
+    ['a NaN', (s: TrainingState) => s.params.get('head.bias')!.data.set([NaN]), /non-finite.*param\/head\.bias|param\/head\.bias.*non-finite/],
+    ['a wrong shape', (s: TrainingState) => s.params.set('head.bias', { shape: [4], data: new Float32Array(4) }), /param\/head\.bias.*shape \[4\]/],
+    ['an extra tensor', (s: TrainingState) => s.params.set('blocks.0.attn.qkv.weight', { shape: [1], data: new Float32Array(1) }), /unexpected tensor 'param\/blocks\.0\.attn\.qkv\.weight'/],
+    ['a missing tensor', (s: TrainingState) => s.params.delete('head.bias'), /missing 'param\/head\.bias'/],
+  ])('refuse %s, naming the tensor', (_what, spoil, message) => {
+    const s = state();
+    const params = new Map([...s.params].map(([k, v]) => [k, { shape: v.shape, data: v.data.slice() }]));
+    const bad = { ...s, params };
+    spoil(bad);
+    expect(() => parseState(serializeState(bad), shapes, 'update')).toThrow(message);
+  });
+
+  it('refuse F16 tensors', () => {
+    const bytes = serializeState(state());
+    const json = new TextDecoder().decode(bytes.subarray(8, 8 + Number(new DataView(bytes.buffer).getBigUint64(0, true))));
+    expect(json).toContain('"F32"');
+    const spoiled = new TextEncoder().encode(json.replace('"dtype":"F32","shape":[3]', '"dtype":"F16","shape":[6]'));
+    const out = new Uint8Array(bytes);
+    out.set(spoiled, 8);
+    expect(() => parseState(out, shapes, 'update')).toThrow(/must be F32|shape/);
+  });
+});
+
+describe('dataset shards', () => {
+  it('round-trip pixels, labels and metadata', () => {
+    const ds = toyData(10);
+    const back = unpackDataset(packDataset(ds));
+    expect(back).toEqual(ds);
+  });
+
+  it('refuse a truncated file', () => {
+    const bytes = packDataset(toyData(10));
+    expect(() => unpackDataset(bytes.subarray(0, bytes.length - 5), 'shard 3')).toThrow(/shard 3: 'images' is truncated|shard 3: 'labels' is truncated/);
+  });
+});
+
+describe('plans', () => {
+  const hyper = (h: Partial<Hyper>): Hyper => ({ ...HYPER_DEFAULTS, shardsPerRound: 2, ...h }) as Hyper;
+
+  it('cut rounds at epoch ends and split rounds into contiguous shard windows', () => {
+    const plan = makePlan(hyper({ epochs: 2, batchSize: 10, stepsPerRound: 4 }), 105); // 10 steps per epoch
+    expect(plan.rounds).toEqual([[0, 4], [4, 8], [8, 10], [10, 14], [14, 18], [18, 20]]);
+    expect(shardWindows([8, 10], 3)).toEqual([[8, 9], [9, 10]]);
+    expect(shardWindows([0, 5], 2)).toEqual([[0, 2], [2, 5]]);
+  });
+});
+
+describe('shard windows', () => {
+  it('three windows carrying params and moments give the uninterrupted run exactly', async () => {
+    const data = toyData(48);
+    const norm = { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] };
+    const options = { epochs: 2, batchSize: 8, lr: 5e-3, seed: 3, augmentation: { cropPadding: 1, flip: true }, evalEachEpoch: false };
+    const base = await withNewHead({ config: TOY, weights: await toHost(initParams(TOY, 2)), naming: 'timm', sha256: 'x' }, 3, 0);
+    const strategy = presetStrategy('last-half');
+
+    const whole = new TrainableVit(base.weights, TOY, strategy);
+    for await (const _ of train(whole, { train: data, normalization: norm }, options)) void _;
+    const expected = await whole.weights();
+    whole.dispose();
+
+    const tuned = inspect(strategy, TOY).tuned;
+    const zeros = new Map(tuned.map((n) => [n, { shape: base.weights.get(n)!.shape, data: new Float32Array(base.weights.get(n)!.data.length) }]));
+    let state: TrainingState = {
+      label: { run: 'r', round: 0 }, params: new Map(tuned.map((n) => [n, base.weights.get(n)!])), optimizer: { step: 0, expAvg: zeros, expAvgSq: zeros },
+    };
+    const tensorsBefore = tf.memory().numTensors;
+    for (const [round, window] of [[0, 5], [5, 6], [6, 12]].entries()) {
+      const gen = runShard({ base, numClasses: 3, strategy, train: data, normalization: norm, options, window: { from: window[0], to: window[1] }, start: state, label: { run: 'r', round } });
+      let next = await gen.next();
+      while (!next.done) next = await gen.next();
+      state = parseState(serializeState(next.value), tunedShapes(TOY, tuned)); // through the file format, as between machines
+      expect(state.label.samples).toBe((window[1] - window[0]) * 8);
+    }
+    for (const name of tuned) expect(state.params.get(name)!.data).toEqual(expected.get(name)!.data);
+    expect(tf.memory().numTensors).toBe(tensorsBefore); // shards leave nothing behind
+  });
+});

@@ -1,0 +1,146 @@
+// Real processes for the platform tests: a server (`partune serve`) on a free port with its own
+// data directory, worker processes, and a GraphQL client that returns errors instead of throwing.
+import { ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export const CLI = join(__dirname, '..', 'dist', 'cli', 'main.js');
+
+async function free(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createServer().once('error', () => resolve(false)).listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+}
+
+/** A port p with p + 1 free too (the embedded S3 server takes p + 1). */
+export async function freePortPair(): Promise<number> {
+  for (;;) {
+    const p = 20000 + Math.floor(Math.random() * 30000);
+    if ((await free(p)) && (await free(p + 1))) return p;
+  }
+}
+
+export interface ServerProcess {
+  readonly url: string;
+  readonly port: number;
+  readonly dataDir: string;
+  readonly admin: string;
+  readonly worker: string;
+  proc: ChildProcess;
+  log: string[];
+  stop(signal?: NodeJS.Signals): Promise<void>;
+  restart(): Promise<void>;
+}
+
+function spawnLogged(args: string[], env: NodeJS.ProcessEnv, log: string[]): ChildProcess {
+  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const keep = (b: Buffer): void => void log.push(...b.toString().split('\n').filter(Boolean));
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
+  return child;
+}
+
+async function waitForLine(log: string[], pattern: RegExp, child: ChildProcess, from = 0, timeoutMs = 30_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!log.slice(from).some((l) => pattern.test(l))) {
+    if (child.exitCode !== null) throw new Error(`process exited (${child.exitCode}):\n${log.join('\n')}`);
+    if (Date.now() > end) throw new Error(`timed out waiting for ${pattern}:\n${log.join('\n')}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+export async function startServer(env: NodeJS.ProcessEnv = {}, dataDir = mkdtempSync(join(tmpdir(), 'partune-test-'))): Promise<ServerProcess> {
+  const port = await freePortPair();
+  const log: string[] = [];
+  const args = ['serve', '--workers', '0', '--port', String(port), '--data-dir', dataDir];
+  const launch = async (): Promise<ChildProcess> => {
+    const from = log.length;
+    const proc = spawnLogged(args, env, log);
+    await waitForLine(log, /partune server: http/, proc, from);
+    return proc;
+  };
+  const proc = await launch();
+  const tokens = JSON.parse(readFileSync(join(dataDir, 'tokens.json'), 'utf8')) as { admin: string; worker: string };
+  const server: ServerProcess = {
+    url: `http://127.0.0.1:${port}/graphql`, port, dataDir, admin: tokens.admin, worker: tokens.worker, proc, log,
+    async stop(signal = 'SIGTERM') {
+      if (server.proc.exitCode !== null || server.proc.signalCode !== null) return;
+      await new Promise<void>((resolve) => {
+        server.proc.once('exit', () => resolve());
+        server.proc.kill(signal);
+      });
+    },
+    async restart() {
+      log.push('--- restart ---');
+      server.proc = await launch();
+    },
+  };
+  return server;
+}
+
+export interface WorkerProcess {
+  readonly proc: ChildProcess;
+  readonly log: string[];
+  kill(signal?: NodeJS.Signals): Promise<void>;
+}
+
+export function startWorker(server: ServerProcess, name: string, extra: string[] = []): WorkerProcess {
+  const log: string[] = [];
+  const proc = spawnLogged(['worker', '--server', server.url, '--token', server.worker, '--name', name, '--backend', 'wasm', ...extra], {}, log);
+  return {
+    proc, log,
+    kill: (signal = 'SIGKILL') => new Promise<void>((resolve) => {
+      if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
+      proc.once('exit', () => resolve());
+      proc.kill(signal);
+    }),
+  };
+}
+
+export interface GqlResult<T> { data?: T; errors?: { message: string; extensions?: { code?: string } }[] }
+
+export async function gql<T = Record<string, any>>(url: string, token: string | undefined, query: string, variables: Record<string, unknown> = {}): Promise<GqlResult<T>> {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify({ query, variables }),
+  });
+  return (await res.json()) as GqlResult<T>;
+}
+
+/** Data or a thrown error with the GraphQL messages. */
+export async function ok<T = Record<string, any>>(url: string, token: string | undefined, query: string, variables: Record<string, unknown> = {}): Promise<T> {
+  const r = await gql<T>(url, token, query, variables);
+  if (r.errors?.length) throw new Error(r.errors.map((e) => `${e.extensions?.code}: ${e.message}`).join('; '));
+  return r.data!;
+}
+
+export async function waitFor<T>(what: string, probe: () => Promise<T | undefined | null | false>, timeoutMs = 120_000, everyMs = 250): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+export async function uploadBytes(server: ServerProcess, filename: string, bytes: Uint8Array): Promise<string> {
+  const { createUpload } = await ok(server.url, server.admin, 'mutation($f: String!, $b: Int!) { createUpload(filename: $f, bytes: $b) { id url } }', { f: filename, b: bytes.length });
+  const res = await fetch(createUpload.url, { method: 'PUT', body: bytes as Uint8Array<ArrayBuffer> });
+  if (!res.ok) throw new Error(`PUT ${res.status}`);
+  return createUpload.id;
+}
+
+export const RUN_QUERY = `query($id: ID!) { run(id: $id) { id status error accuracy loss step totalSteps progress round
+  metrics { step testAccuracy trainLoss } shards { id round index status attempt workerId rejections } delta { id bytes tensors sha256 downloadUrl } } }`;
+
+export async function waitForRun(server: ServerProcess, id: string, timeoutMs = 180_000): Promise<Record<string, any>> {
+  return waitFor(`run ${id} to finish`, async () => {
+    const r = await gql(server.url, undefined, RUN_QUERY, { id }).catch(() => undefined); // the server may be restarting
+    const run = r?.data?.run;
+    return run && ['SUCCEEDED', 'FAILED', 'CANCELLED'].includes(run.status) ? run : undefined;
+  }, timeoutMs, 500);
+}

