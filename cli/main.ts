@@ -3,7 +3,7 @@
 import { parseArgs } from 'node:util';
 import { anglesCommand } from './angles';
 import { soupCommand } from './soup';
-import { datasetImportCommand, deltaDownloadCommand, modelRegisterCommand, runCommand, serveCommand, workerCommand } from './platform';
+import { datasetImportCommand, deltaDownloadCommand, deltaMergeCommand, modelRegisterCommand, runCommand, serveCommand, workerCommand } from './platform';
 import { Options, convertCommand, deltaApplyCommand, deltaInfoCommand, evalCommand, finetuneCommand, strategiesCommand } from './commands';
 
 const USAGE = `usage:
@@ -34,6 +34,7 @@ const USAGE = `usage:
               [--batch-size B] [--steps-per-round N] [--shards-per-round K] local server's admin token)
               [--train-limit N] [--test-limit N] [--seed S] [--wait] [--out DELTA] [--json]
   partune delta download --run RUN_ID --out DELTA
+  partune delta merge --run RUN_ID --name MODEL       (base + delta, registered as a new model)
 
   F: a .safetensors file (timm, vit-pytorch or Hugging Face names) or random:PRESET
   SPEC: mnist | fashion-mnist[:DIR] | idx:DIR | cifar10:DIR
@@ -76,6 +77,7 @@ async function main(argv: string[]): Promise<void> {
   else if (command === 'delta' && sub === 'apply') result = await deltaApplyCommand(o);
   else if (command === 'delta' && sub === 'info' && arg) result = await deltaInfoCommand(arg, o);
   else if (command === 'delta' && sub === 'download') result = await deltaDownloadCommand(o);
+  else if (command === 'delta' && sub === 'merge') result = await deltaMergeCommand(o);
   else if (command === 'serve') result = await serveCommand(o);
   else if (command === 'worker') result = await workerCommand(o);
   else if (command === 'model' && sub === 'register') result = await modelRegisterCommand(o);

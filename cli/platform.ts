@@ -206,3 +206,11 @@ export async function deltaDownloadCommand(o: Options): Promise<Record<string, u
   say(o, `delta ${delta.id} saved to ${out} (${(delta.bytes / 1024).toFixed(1)} KiB)`);
   return { command: 'delta download', out, ...delta };
 }
+
+export async function deltaMergeCommand(o: Options): Promise<Record<string, unknown>> {
+  const c = client(o);
+  const { mergeDelta: m } = await c.request<{ mergeDelta: { id: string; name: string; parameters: number; weightsSha256: string } }>(
+    'mutation($id: ID!, $n: String!) { mergeDelta(id: $id, name: $n) { id name parameters weightsSha256 } }', { id: need(o, 'run'), n: need(o, 'name') });
+  say(o, `merged into model ${m.name} (${m.id}), weights ${m.weightsSha256.slice(0, 12)}`);
+  return { command: 'delta merge', ...m };
+}

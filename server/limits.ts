@@ -22,16 +22,22 @@ export function limitsPlugin(schema: GraphQLSchema, maxDepth: number, maxComplex
           const fragments = Object.fromEntries(document.definitions.filter((d): d is FragmentDefinitionNode => d.kind === Kind.FRAGMENT_DEFINITION).map((d) => [d.name.value, d]));
           const d = depth((operation as OperationDefinitionNode).selectionSet, fragments, new Set());
           if (d > maxDepth) throw limitError(`query depth ${d} exceeds the limit of ${maxDepth}`);
-          const complexity = getComplexity({
-            schema, query: document as ASTNode as never, operationName: request.operationName ?? undefined, variables: request.variables,
-            estimators: [
-              // A page of `first` items costs `first` times its selection (its `items` list is that page);
-              // any other list is assumed to hold ten.
-              ({ args, childComplexity }) => (typeof args.first === 'number' ? 1 + args.first * childComplexity : undefined),
-              ({ field, childComplexity }) => (field.name !== 'items' && isListType(getNullableType(field.type)) ? 1 + 10 * childComplexity : undefined),
-              simpleEstimator({ defaultComplexity: 1 }),
-            ],
-          });
+          let complexity: number;
+          try {
+            complexity = getComplexity({
+              schema, query: document as ASTNode as never, operationName: request.operationName ?? undefined, variables: request.variables,
+              estimators: [
+                // A page of `first` items costs `first` times its selection (its `items` list is that
+                // page); any other list is assumed to hold ten.
+                ({ args, childComplexity }) => (typeof args.first === 'number' ? 1 + args.first * childComplexity : undefined),
+                ({ field, childComplexity }) => (field.name !== 'items' && isListType(getNullableType(field.type)) ? 1 + 10 * childComplexity : undefined),
+                simpleEstimator({ defaultComplexity: 1 }),
+              ],
+            });
+          } catch (e) {
+            // It coerces the variables first: a bad variable is the client's error.
+            throw new GraphQLError((e as Error).message, { extensions: { code: 'BAD_USER_INPUT', http: { status: 400 } } });
+          }
           if (complexity > maxComplexity) throw limitError(`query complexity ${complexity} exceeds the limit of ${maxComplexity}: ask for fewer items (first) or fields`);
         },
       };

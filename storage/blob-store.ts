@@ -16,10 +16,13 @@ export interface BlobStore {
   get(key: string, sha256?: string): Promise<Uint8Array>;
   stat(key: string): Promise<BlobInfo | null>;
   remove(key: string): Promise<void>;
-  /** A URL that allows exactly one GET of this key for `seconds`. */
-  presignGet(key: string, seconds: number): Promise<string>;
+  /**
+   * A URL that allows a GET of this key for `seconds`. `internal`: for processes beside the
+   * server (Node workers); otherwise for browsers and API clients (S3_PUBLIC_ENDPOINT).
+   */
+  presignGet(key: string, seconds: number, internal?: boolean): Promise<string>;
   /** A URL that allows a PUT of this key for `seconds`. */
-  presignPut(key: string, seconds: number): Promise<string>;
+  presignPut(key: string, seconds: number, internal?: boolean): Promise<string>;
 }
 
 export const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');

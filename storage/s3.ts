@@ -75,11 +75,11 @@ export class S3BlobStore implements BlobStore {
     await this.client.removeObject(this.config.bucket, key);
   }
 
-  presignGet(key: string, seconds: number): Promise<string> {
-    return this.signer.presignedGetObject(this.config.bucket, key, seconds);
+  presignGet(key: string, seconds: number, internal = false): Promise<string> {
+    return (internal ? this.client : this.signer).presignedGetObject(this.config.bucket, key, seconds);
   }
 
-  presignPut(key: string, seconds: number): Promise<string> {
-    return this.signer.presignedPutObject(this.config.bucket, key, seconds);
+  presignPut(key: string, seconds: number, internal = false): Promise<string> {
+    return (internal ? this.client : this.signer).presignedPutObject(this.config.bucket, key, seconds);
   }
 }

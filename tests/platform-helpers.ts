@@ -1,12 +1,13 @@
 // Real processes for the platform tests: a server (`partune serve`) on a free port with its own
 // data directory, worker processes, and a GraphQL client that returns errors instead of throwing.
 import { ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-export const CLI = join(__dirname, '..', 'dist', 'cli', 'main.js');
+/** The built CLI, from tests/ (ts-jest) or from dist/tests/ (the compiled bench). */
+export const CLI = existsSync(join(__dirname, '..', 'cli', 'main.js')) ? join(__dirname, '..', 'cli', 'main.js') : join(__dirname, '..', 'dist', 'cli', 'main.js');
 
 async function free(port: number): Promise<boolean> {
   return new Promise((resolve) => {

@@ -97,6 +97,38 @@ describe('one server, one worker at a time', () => {
     firstAccuracy = run.accuracy;
     const ref = parseDelta(new Uint8Array(readFileSync(reference)));
     expectSameTensors(firstDelta, new Map([...ref.tensors].map(([k, t]) => [k, t.data])));
+
+    // mergeDelta registers base + delta as a model: the same weights as the CLI's delta apply.
+    const { mergeDelta } = await ok(server.url, server.admin, 'mutation($id: ID!) { mergeDelta(id: $id, name: "micro-digits") { weightsSha256 numClasses } }', { id });
+    const merged = join(tmp, 'merged.safetensors');
+    cli(['delta', 'apply', '--checkpoint', MICRO, '--delta', reference, '--out', merged]);
+    expect(mergeDelta.weightsSha256).toBe(cli(['convert', '--checkpoint', merged, '--out', join(tmp, 'merged-timm.safetensors')]).sha256);
+  });
+
+  it('imports a dataset from uploaded IDX files, and cancels a run', async () => {
+    const idx = (dims: number[], fill: (i: number) => number): Buffer => {
+      const n = dims.reduce((a, b) => a * b, 1);
+      return Buffer.concat([Buffer.from([0, 0, 8, dims.length]), ...dims.map((d) => { const b = Buffer.alloc(4); b.writeUInt32BE(d); return b; }), Buffer.from(Array.from({ length: n }, (_, i) => fill(i)))]);
+    };
+    const files: [string, Buffer][] = [
+      ['train-images-idx3-ubyte.gz', gzipSync(idx([64, 28, 28], (i) => i % 251))], ['train-labels-idx1-ubyte', idx([64], (i) => i % 10)],
+      ['t10k-images-idx3-ubyte', idx([16, 28, 28], (i) => i % 13)], ['t10k-labels-idx1-ubyte', idx([16], (i) => i % 10)],
+    ];
+    const uploads = [];
+    for (const [name, bytes] of files) uploads.push({ uploadId: await uploadBytes(server, name, bytes) });
+    const { importDataset } = await ok(server.url, server.admin, 'mutation($i: ImportDatasetInput!) { importDataset(input: $i) { name trainImages testImages classes height channels } }',
+      { i: { name: 'uploaded', format: 'IDX', uploads } });
+    expect(importDataset).toEqual({ name: 'uploaded', trainImages: 64, testImages: 16, classes: 10, height: 28, channels: 1 });
+
+    const { startRun } = await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }',
+      { i: { model: 'micro', dataset: 'uploaded', strategy: 'linear-probe', hyperParameters: { epochs: 50 } } });
+    const { cancelRun } = await ok(server.url, server.admin, 'mutation($id: ID!) { cancelRun(id: $id) { status } }', { id: startRun.id });
+    expect(cancelRun.status).toBe('CANCELLED');
+    const again = await gql(server.url, server.admin, 'mutation($id: ID!) { cancelRun(id: $id) { status } }', { id: startRun.id });
+    expect(again.errors?.[0].extensions?.code).toBe('CONFLICT');
+    const { runs } = await ok(server.url, undefined, '{ runs(filter: { status: CANCELLED }) { total items { id shards { status } } } }');
+    expect(runs.items.map((r: any) => r.id)).toEqual([startRun.id]);
+    expect(runs.items[0].shards.every((sh: any) => ['CANCELLED', 'DONE'].includes(sh.status))).toBe(true); // nothing left to lease
   });
 
   it('rejects a NaN update, a wrong shape and an update for another shard; the run still gets the right result', async () => {
@@ -188,10 +220,11 @@ describe('one server, one worker at a time', () => {
     const wide = `{ runs(first: 100) { items { shards { id rejections } model { strategies { name tunedTensors } } } } }`;
     expect(await code(undefined, wide)).toEqual(['QUERY_TOO_COMPLEX', expect.stringMatching(/complexity/)]);
     expect((await code(undefined, '{ runs { items { id '))[0]).toBe('GRAPHQL_PARSE_FAILED');
+    expect(await code(undefined, 'query($id: ID!) { run(id: $id) { id } }')).toEqual(['BAD_USER_INPUT', expect.stringMatching(/\$id.*not provided/)]);
 
     const still = await ok(server.url, undefined, '{ models { total items { name parameters } } datasets { items { name trainImages } } }');
-    expect(still.models.items.map((m: any) => m.name)).toEqual(['micro']);
-    expect(still.datasets.items.map((d: any) => d.trainImages)).toEqual([1024]);
+    expect(still.models.items.map((m: any) => m.name).sort()).toEqual(['micro', 'micro-digits']);
+    expect(still.datasets.items.map((d: any) => d.trainImages).sort()).toEqual([1024, 64]);
   });
 });
 

@@ -79,6 +79,15 @@ export class PartuneWorker {
     const { job } = a;
     const label = `shard ${a.shard.round}.${a.shard.index} of run ${job.runId.slice(0, 8)} (steps ${job.window.from}-${job.window.to})`;
     this.log(`${label}: claimed`);
+    // Heartbeats on a timer, so downloads count as alive too; training yields between steps.
+    const progress = { done: 0, loss: NaN, lost: undefined as string | undefined };
+    const beat = setInterval(() => {
+      this.client.request<{ heartbeat: { cancelled: boolean; reason?: string } }>(HEARTBEAT, {
+        w: this.id, s: a.shard.id, a: job.attempt, n: progress.done, l: Number.isFinite(progress.loss) ? progress.loss : null,
+      }).then(({ heartbeat }) => {
+        if (heartbeat.cancelled) progress.lost = heartbeat.reason ?? 'cancelled';
+      }, (e: Error) => this.log(`heartbeat failed: ${e.message}`));
+    }, job.heartbeatSeconds * 1000);
     try {
       const base = await this.checkpoints.get(a.model.sha256, async () => loadCheckpoint(await fetchVerified(a.model, 'the model'), { source: 'model' }));
       const trainKey = a.train.map((d) => d.sha256).join('+');
@@ -95,15 +104,14 @@ export class PartuneWorker {
         base, numClasses: job.numClasses, strategy: job.strategy, train, normalization: job.normalization, options: job.options,
         window: job.window, start, label: { run: job.runId, round: job.round, shard: job.shardId },
       });
-      let lastBeat = Date.now();
-      let done = 0;
       let lossSum = 0;
       let ipsSum = 0;
       let result;
       for (;;) {
-        if (this.o.signal?.aborted) {
+        const stop = this.o.signal?.aborted ? 'worker stopped' : progress.lost;
+        if (stop) {
           await gen.return(undefined as never);
-          throw new LeaseLost('worker stopped');
+          throw new LeaseLost(stop);
         }
         const next = await gen.next();
         if (next.done) {
@@ -112,19 +120,14 @@ export class PartuneWorker {
         }
         const e = next.value;
         if (e.kind !== 'step') continue;
-        done++;
+        progress.done++;
+        progress.loss = e.loss;
         lossSum += e.loss;
-        if (done > 1) ipsSum += e.imagesPerSecond;
-        this.o.onProgress?.({ runId: job.runId, shard: a.shard.id, step: done, steps, loss: e.loss, imagesPerSecond: e.imagesPerSecond });
-        if (Date.now() - lastBeat > job.heartbeatSeconds * 1000) {
-          lastBeat = Date.now();
-          const { heartbeat } = await this.client.request<{ heartbeat: { cancelled: boolean; reason?: string } }>(HEARTBEAT, { w: this.id, s: a.shard.id, a: job.attempt, n: done, l: e.loss });
-          if (heartbeat.cancelled) {
-            await gen.return(undefined as never);
-            throw new LeaseLost(heartbeat.reason ?? 'cancelled');
-          }
-        }
+        if (progress.done > 1) ipsSum += e.imagesPerSecond;
+        this.o.onProgress?.({ runId: job.runId, shard: a.shard.id, step: progress.done, steps, loss: e.loss, imagesPerSecond: e.imagesPerSecond });
+        await new Promise((r) => setTimeout(r, 0)); // let heartbeats and aborts in between steps
       }
+      const done = progress.done;
       await upload(a.uploadUrl, serializeState(result));
       const ips = done > 1 ? ipsSum / (done - 1) : 0;
       await this.client.request(COMPLETE, { w: this.id, s: a.shard.id, a: job.attempt, l: lossSum / done, ips });
@@ -140,6 +143,8 @@ export class PartuneWorker {
       this.log(`${label}: failed: ${message}`);
       if (e instanceof GraphQLRequestError) return; // the server refused the result; it has re-issued the shard
       await this.client.request(FAIL, { w: this.id, s: a.shard.id, a: job.attempt, m: message }).catch(() => undefined);
+    } finally {
+      clearInterval(beat);
     }
   }
 }

@@ -83,7 +83,7 @@ export class Shards {
   }
 
   async claim(workerId: string): Promise<Assignment | null> {
-    this.worker(workerId);
+    const internal = this.worker(workerId).kind === 'node'; // browsers get URLs on S3_PUBLIC_ENDPOINT
     this.expireLeases();
     const leaseMs = this.p.config.leaseSeconds * 1000;
     const shard = this.p.db.transaction((): ShardRow | undefined => {
@@ -101,7 +101,7 @@ export class Shards {
     const dataset = this.catalog.dataset(run.dataset_id);
     const hyper = parseJson<Hyper>(run.hyper, {} as Hyper);
     const seconds = this.p.config.urlSeconds;
-    const get = async (key: string, sha: string, bytes: number): Promise<Download> => ({ url: await this.p.store.presignGet(key, seconds), sha256: sha, bytes });
+    const get = async (key: string, sha: string, bytes: number): Promise<Download> => ({ url: await this.p.store.presignGet(key, seconds, internal), sha256: sha, bytes });
     const stateInfo = await this.p.store.stat(run.state_key!);
     const assignment: Assignment = {
       shard,
@@ -114,7 +114,7 @@ export class Shards {
       model: await get(model.blob_key, model.blob_sha256, model.bytes),
       train: await Promise.all(parseJson<DatasetShard[]>(dataset.shards, []).filter((s) => s.split === 'train').map((s) => get(s.key, s.sha256, s.bytes))),
       state: await get(run.state_key!, run.state_sha256!, stateInfo?.bytes ?? 0),
-      uploadUrl: await this.p.store.presignPut(keys.shardUpdate(run.id, shard.id, shard.attempts), seconds),
+      uploadUrl: await this.p.store.presignPut(keys.shardUpdate(run.id, shard.id, shard.attempts), seconds, internal),
     };
     this.runs.emit(run, 'SHARD', { message: `shard ${shard.round}.${shard.idx} (steps ${shard.from_step}-${shard.to_step}) leased to worker ${workerId}` });
     return assignment;
