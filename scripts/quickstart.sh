@@ -24,9 +24,9 @@ export PARTUNE_DATA_DIR="$out/server"
 server="--server http://127.0.0.1:$port/graphql"
 
 echo "== starting the server with two local workers (log: $out/server.log)"
-partune serve --port "$port" --workers 2 > "$out/server.log" 2>&1 &
+node dist/cli/main.js serve --port "$port" --workers 2 > "$out/server.log" 2>&1 &
 server_pid=$!
-trap 'kill $server_pid 2>/dev/null; wait $server_pid 2>/dev/null' EXIT
+trap 'status=$?; kill "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null; exit $status' EXIT
 for _ in $(seq 1 60); do curl -sf "http://127.0.0.1:$port/healthz" > /dev/null && break; sleep 1; done
 grep -E "partune server|token" "$out/server.log"
 
