@@ -2,20 +2,10 @@
 // angle of every attention and FFN layer, and the strategy that tunes the top-K of each group.
 import { writeFileSync } from 'node:fs';
 import {
-  LayerAngle, Strategy, TrainSummary, TrainableVit, VitConfig, inspect, layerAngles, presetStrategy, rankAgreement, selectByAngle, withNewHead,
+  LayerAngle, Strategy, TrainSummary, TrainableVit, inspect, layerAngles, presetStrategy, rankAgreement, selectByAngle, topKForBudget, withNewHead,
 } from '../engine';
 import { Options, backend, need, normalization, num, optionalInt, prepareData, runTraining, say, str, trainOptions } from './commands';
 import { openCheckpoint, readConfig } from './checkpoints';
-
-/** The largest K (the same for both groups) whose strategy fits a parameter budget. */
-function kForBudget(angles: readonly LayerAngle[], config: VitConfig, direction: 'largest' | 'smallest', budget: number): number {
-  let best = -1;
-  for (let k = 0; k <= config.depth; k++) {
-    if (inspect(selectByAngle(angles, { direction, topK: { attn: k, ffn: k } }), config).tunedParams <= budget) best = k;
-  }
-  if (best < 0) throw new Error(`--budget ${budget} is below what the head alone needs`);
-  return best;
-}
 
 export async function anglesCommand(o: Options): Promise<Record<string, unknown>> {
   const backendName = await backend(o);
@@ -45,7 +35,7 @@ export async function anglesCommand(o: Options): Promise<Record<string, unknown>
     say(o, `rank agreement with a ${reference}-epoch probe (Spearman): attention ${agreement.attn.toFixed(3)}, FFN ${agreement.ffn.toFixed(3)}`);
   }
   const budget = str(o, 'budget');
-  const k = budget !== undefined ? kForBudget(angles, start.config, direction, Number(budget)) : num(o, 'top-k', Math.ceil(base.config.depth / 2), true);
+  const k = budget !== undefined ? topKForBudget(angles, start.config, direction, Number(budget)) : num(o, 'top-k', Math.ceil(base.config.depth / 2), true);
   const strategy: Strategy = selectByAngle(angles, { direction, topK: { attn: k, ffn: k } }, `angle-${direction}-top${k}`);
   const ins = inspect(strategy, start.config);
   say(o, `${'block'.padEnd(6)} ${'attn angle'.padStart(11)} ${'ffn angle'.padStart(10)}`);

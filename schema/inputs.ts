@@ -1,7 +1,7 @@
 // The API's inputs. Values are checked by the services (one place), not here.
 import { Field, Float, ID, InputType, Int } from 'type-graphql';
 import { GraphQLJSON } from 'graphql-scalars';
-import { DatasetFormat, Normalize, RunStatus } from './types';
+import { AngleDirection, DatasetFormat, Normalize, RunKind, RunStatus, SoupMethod } from './types';
 
 @InputType()
 export class RegisterModelInput {
@@ -56,8 +56,30 @@ export class StartRunInput {
 }
 
 @InputType()
+export class AngleProbeInput {
+  @Field({ description: 'Model id or name' }) model!: string;
+  @Field({ description: 'Dataset id or name' }) dataset!: string;
+  @Field(() => Int, { nullable: true, description: 'Probe length in optimizer steps (a short probe) ...' }) probeSteps?: number;
+  @Field(() => Int, { nullable: true, description: '... or in epochs (default 1)' }) probeEpochs?: number;
+  @Field(() => HyperParametersInput, { nullable: true, description: 'Of the probe\'s full fine-tuning' }) hyperParameters?: HyperParametersInput;
+  @Field(() => AngleDirection, { defaultValue: AngleDirection.LARGEST }) direction!: AngleDirection;
+  @Field(() => Int, { nullable: true, description: 'Layers per group (default: half the depth)' }) topK?: number;
+  @Field(() => Int, { nullable: true, description: 'Or: the largest K whose strategy fits this many tuned parameters' }) budget?: number;
+  @Field({ nullable: true, description: 'Name to store the strategy under (usable by startRun)' }) name?: string;
+}
+
+@InputType()
+export class CreateSoupInput {
+  @Field(() => [ID], { description: 'Finished runs of one model and dataset' }) runs!: string[];
+  @Field(() => SoupMethod, { defaultValue: SoupMethod.GREEDY }) method!: SoupMethod;
+  @Field(() => Int, { nullable: true, description: 'Held-out images taken from the test split (default: half)' }) heldOut?: number;
+  @Field({ nullable: true }) name?: string;
+}
+
+@InputType()
 export class RunFilter {
   @Field(() => RunStatus, { nullable: true }) status?: RunStatus;
+  @Field(() => RunKind, { nullable: true }) kind?: RunKind;
   @Field({ nullable: true }) model?: string;
   @Field({ nullable: true }) dataset?: string;
 }

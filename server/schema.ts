@@ -7,13 +7,14 @@ import { authChecker } from './resolvers/context';
 import { DatasetResolver, ModelResolver, StrategyResolver } from './resolvers/catalog.resolver';
 import { DeltaResolver, RunResolver } from './resolvers/run.resolver';
 import { WorkerResolver } from './resolvers/worker.resolver';
+import { AngleResolver } from './resolvers/angles.resolver';
 import { pubSub } from './events';
 
 let schema: GraphQLSchema | undefined;
 
 export function partuneSchema(): GraphQLSchema {
   schema ??= buildSchemaSync({
-    resolvers: [ModelResolver, DatasetResolver, StrategyResolver, RunResolver, DeltaResolver, WorkerResolver],
+    resolvers: [ModelResolver, DatasetResolver, StrategyResolver, RunResolver, DeltaResolver, WorkerResolver, AngleResolver],
     authChecker, pubSub, validate: false,
   });
   return schema;

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { countParams, initParams, model, paramSpecs, parseVitConfig, preset } from '../engine';
+import { countParams, initParams, model, paramSpecs, parseVitConfig, preset, toHost } from '../engine';
 import { TOY, VIT_MNIST, describeIfExists, useBackend } from './helpers';
 
 beforeAll(() => useBackend('wasm'));
@@ -54,5 +54,19 @@ describeIfExists(VIT_MNIST, 'the shared vit-mnist-500k config.json', () => {
     const c = parseVitConfig(JSON.parse(readFileSync(join(VIT_MNIST, 'config.json'), 'utf8')));
     expect(c).toMatchObject({ dim: 64, heads: 4, headDim: 64, qkvBias: false, activation: 'relu', layerNormEps: 1e-5 });
     expect(countParams(c)).toBe(499_722); // the count its config.json states
+  });
+});
+
+describe('random initialisation', () => {
+  it('is reproducible for every seed, 0 included, and differs between seeds', async () => {
+    const digest = async (seed: number): Promise<number[]> => {
+      const params = initParams(TOY, seed);
+      const host = await toHost(params);
+      params.forEach((t) => t.dispose());
+      return [...host.values()].map((w) => w.data.reduce((a, v, i) => a + v * (1 + (i % 7)), 0));
+    };
+    expect(await digest(0)).toEqual(await digest(0));
+    expect(await digest(3)).toEqual(await digest(3));
+    expect(await digest(0)).not.toEqual(await digest(1));
   });
 });

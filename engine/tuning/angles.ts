@@ -5,7 +5,7 @@
 // Layers are ranked within their group (attention with attention, FFN with FFN), never across.
 import { VitConfig } from '../vit/config';
 import { paramSpecs, sizeOf } from '../vit/params';
-import { Strategy } from './strategy';
+import { Strategy, inspect } from './strategy';
 
 type Weights = ReadonlyMap<string, { readonly data: Float32Array }>;
 
@@ -125,4 +125,14 @@ export function spearman(a: readonly number[], b: readonly number[]): number {
 export function rankAgreement(x: readonly LayerAngle[], y: readonly LayerAngle[]): Record<LayerKind, number> {
   const group = (p: readonly LayerAngle[], kind: LayerKind): number[] => p.filter((a) => a.kind === kind).sort((s, t) => s.block - t.block).map((a) => a.degrees);
   return { attn: spearman(group(x, 'attn'), group(y, 'attn')), ffn: spearman(group(x, 'ffn'), group(y, 'ffn')) };
+}
+
+/** The largest K (the same for both groups) whose strategy fits a parameter budget. */
+export function topKForBudget(angles: readonly LayerAngle[], config: VitConfig, direction: 'largest' | 'smallest', budget: number): number {
+  let best = -1;
+  for (let k = 0; k <= config.depth; k++) {
+    if (inspect(selectByAngle(angles, { direction, topK: { attn: k, ffn: k } }), config).tunedParams <= budget) best = k;
+  }
+  if (best < 0) throw new Error(`a budget of ${budget} parameters is below what the head alone needs`);
+  return best;
 }

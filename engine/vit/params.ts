@@ -57,7 +57,8 @@ export function initParam(spec: ParamSpec, seed: number): tf.Tensor {
   const { name, shape } = spec;
   if (/norm\d?\.weight$/.test(name)) return tf.ones(shape as number[]);
   if (name.endsWith('.bias')) return tf.zeros(shape as number[]);
-  return tf.truncatedNormal(shape as number[], 0, 0.02, 'float32', seed);
+  // tfjs treats a seed of 0 as "no seed" (Math.random): shift so that every seed is honoured.
+  return tf.truncatedNormal(shape as number[], 0, 0.02, 'float32', seed + 1);
 }
 
 export function initParams(c: VitConfig, seed = 0): Map<string, tf.Tensor> {

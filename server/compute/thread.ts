@@ -4,7 +4,7 @@ import { selectBackend } from '../../cli/backend';
 import { S3BlobStore, S3Config } from '../../storage';
 import { Jobs } from './jobs';
 
-type Op = 'importModel' | 'prepare' | 'evaluate' | 'finalize' | 'merge';
+type Op = 'importModel' | 'prepare' | 'evaluate' | 'finalize' | 'merge' | 'angles' | 'soup';
 
 const ready = (async () => {
   await selectBackend('wasm');
@@ -17,7 +17,8 @@ parentPort!.on('message', (msg: { id: number; op: Op; args: never }) => {
   queue = queue.then(async () => {
     try {
       const jobs = await ready;
-      const result = await (jobs[msg.op] as (a: never) => Promise<unknown>).call(jobs, msg.args);
+      const progress = (message: string): void => parentPort!.postMessage({ id: msg.id, progress: message });
+      const result = await (jobs[msg.op] as (a: never, p: typeof progress) => Promise<unknown>).call(jobs, msg.args, progress);
       parentPort!.postMessage({ id: msg.id, ok: true, result });
     } catch (e) {
       parentPort!.postMessage({ id: msg.id, ok: false, error: (e as Error).message });

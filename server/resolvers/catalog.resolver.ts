@@ -1,10 +1,10 @@
 // Models, datasets, uploads and strategies.
 import { Arg, Authorized, Ctx, FieldResolver, ID, Int, Mutation, Query, Resolver, Root } from 'type-graphql';
-import { PRESET_NAMES, inspect, presetStrategy } from '../../engine';
+import { PRESET_NAMES, Strategy, inspect, presetStrategy } from '../../engine';
 import * as T from '../../schema/types';
 import { ImportDatasetInput, RegisterModelInput } from '../../schema/inputs';
 import { badInput } from '../errors';
-import { modelConfig, parseStrategyInput } from '../services/runs';
+import { modelConfig } from '../services/runs';
 import type { Context } from './context';
 import { toDataset, toModel } from './mappers';
 
@@ -28,9 +28,10 @@ export class ModelResolver {
     return toModel(services.catalog.model(id));
   }
 
-  @FieldResolver(() => [T.Strategy], { description: 'Every preset on this model, with tuned-parameter counts and predicted delta sizes' })
-  strategies(@Root() model: T.Model, @Arg('numClasses', () => Int, { nullable: true }) numClasses?: number): T.Strategy[] {
-    return PRESET_NAMES.map((name) => strategyOn(model, name, numClasses));
+  @FieldResolver(() => [T.Strategy], { description: 'Every preset on this model, then the stored strategies made for it (angle probes), with tuned-parameter counts and predicted delta sizes' })
+  strategies(@Ctx() { services }: Context, @Root() model: T.Model, @Arg('numClasses', () => Int, { nullable: true }) numClasses?: number): T.Strategy[] {
+    const stored = services.runs.storedStrategies(model.id).map((s) => JSON.parse(s.spec) as Strategy);
+    return [...PRESET_NAMES.map((name) => presetStrategy(name)), ...stored].map((s) => strategyOn(model, s, numClasses));
   }
 
   @Authorized()
@@ -74,12 +75,11 @@ export class StrategyResolver {
   @Query(() => T.Strategy, { description: 'What a preset or custom strategy (JSON) tunes on a model' })
   strategy(@Ctx() { services }: Context, @Arg('model', () => ID) model: string, @Arg('spec') spec: string,
     @Arg('numClasses', () => Int, { nullable: true }) numClasses?: number): T.Strategy {
-    return strategyOn(toModel(services.catalog.model(model)), spec, numClasses);
+    return strategyOn(toModel(services.catalog.model(model)), services.runs.resolveStrategy(spec), numClasses);
   }
 }
 
-function strategyOn(model: T.Model, spec: string, numClasses?: number): T.Strategy {
-  const strategy = PRESET_NAMES.includes(spec as never) ? presetStrategy(spec as never) : parseStrategyInput(spec);
+export function strategyOn(model: T.Model, strategy: Strategy, numClasses?: number): T.Strategy {
   const config = modelConfig({ config: JSON.stringify(model.architecture) } as never, numClasses ?? model.numClasses);
   let ins;
   try {

@@ -1,7 +1,7 @@
 // Runs: list, start, cancel, follow; their deltas and merging.
 import { Arg, Authorized, Ctx, FieldResolver, ID, Int, Mutation, Query, Resolver, Root, Subscription } from 'type-graphql';
 import * as T from '../../schema/types';
-import { RunFilter, StartRunInput } from '../../schema/inputs';
+import { CreateSoupInput, RunFilter, StartRunInput } from '../../schema/inputs';
 import { RUN_EVENTS } from '../events';
 import type { RunEventPayload } from '../events';
 import type { Context } from './context';
@@ -15,7 +15,7 @@ export class RunResolver {
     @Arg('first', () => Int, { defaultValue: 20 }) first = 20, @Arg('offset', () => Int, { defaultValue: 0 }) offset = 0): T.RunPage {
     pageArgs(first, offset);
     const f = {
-      status: filter?.status, modelId: filter?.model ? services.catalog.model(filter.model).id : undefined,
+      status: filter?.status, kind: filter?.kind, modelId: filter?.model ? services.catalog.model(filter.model).id : undefined,
       datasetId: filter?.dataset ? services.catalog.dataset(filter.dataset).id : undefined,
     };
     const p = services.runs.list(f, first, offset);
@@ -53,6 +53,13 @@ export class RunResolver {
   @Mutation(() => T.Run)
   startRun(@Ctx() { services }: Context, @Arg('input') input: StartRunInput): T.Run {
     const r = services.runs.start({ model: input.model, dataset: input.dataset, strategy: input.strategy, hyper: { ...(input.hyperParameters ?? {}) } });
+    return toRun(r, services.runs.progress(r));
+  }
+
+  @Authorized()
+  @Mutation(() => T.Run, { description: 'A soup of finished runs\' deltas (uniform, or greedy on a held-out half of the test split): a run of kind SOUP with a delta' })
+  createSoup(@Ctx() { services }: Context, @Arg('input') input: CreateSoupInput): T.Run {
+    const r = services.runs.createSoup({ runs: input.runs, method: input.method, heldOut: input.heldOut ?? undefined, name: input.name ?? undefined });
     return toRun(r, services.runs.progress(r));
   }
 

@@ -2,9 +2,12 @@
 // transition is persisted before the next begins, so after a restart `resumeAll` picks up each
 // unfinished run where its rows say it stands.
 import { randomUUID } from 'node:crypto';
-import { Strategy, TrainingState, fedAvg, inspect, parseState, parseStrategy, parseVitConfig, serializeState, tunedShapes, VitConfig } from '../../engine';
+import {
+  LayerAngle, PRESET_NAMES, Strategy, TrainingState, VitConfig, fedAvg, inspect, parseState, parseStrategy, parseVitConfig, selectByAngle, serializeState,
+  topKForBudget, tunedShapes,
+} from '../../engine';
 import { keys } from '../../storage';
-import { ACTIVE, DatasetRow, DatasetShard, DeltaRow, ModelRow, RunRow, RunStatus, ShardRow, nowIso, parseJson } from '../db';
+import { ACTIVE, AngleProfileRow, DatasetRow, DatasetShard, DeltaRow, ModelRow, RunKind, RunRow, RunStatus, ShardRow, StrategyRow, nowIso, parseJson } from '../db';
 import { badInput, conflict, notFound } from '../errors';
 import { RUN_EVENTS, RunEventKind } from '../events';
 import { Platform } from '../platform';
@@ -39,10 +42,11 @@ export class Runs {
     return row;
   }
 
-  list(filter: { status?: RunStatus; modelId?: string; datasetId?: string }, first: number, offset: number): Page<RunRow> {
+  list(filter: { status?: RunStatus; kind?: RunKind; modelId?: string; datasetId?: string }, first: number, offset: number): Page<RunRow> {
     const where: string[] = [];
     const args: unknown[] = [];
     if (filter.status) (where.push('status = ?'), args.push(filter.status));
+    if (filter.kind) (where.push('kind = ?'), args.push(filter.kind));
     if (filter.modelId) (where.push('model_id = ?'), args.push(filter.modelId));
     if (filter.datasetId) (where.push('dataset_id = ?'), args.push(filter.datasetId));
     const w = where.length ? `WHERE ${where.join(' AND ')}` : '';
@@ -51,10 +55,16 @@ export class Runs {
     return page(rows, total, offset);
   }
 
-  start(input: StartRunInput): RunRow {
+  /** A preset, a custom strategy as JSON, or the name of a stored one (e.g. from an angle probe). */
+  resolveStrategy(raw: string): Strategy {
+    const stored = this.p.db.prepare('SELECT spec FROM strategies WHERE name = ?').get(raw.trim()) as { spec: string } | undefined;
+    return stored ? (JSON.parse(stored.spec) as Strategy) : parseStrategyInput(raw);
+  }
+
+  start(input: StartRunInput, kind: RunKind = 'FINETUNE', spec?: Record<string, unknown>): RunRow {
     const model = this.catalog.model(input.model);
     const dataset = this.catalog.dataset(input.dataset);
-    const strategy = parseStrategyInput(input.strategy);
+    const strategy = this.resolveStrategy(input.strategy);
     const config = modelConfig(model, dataset.classes);
     if (dataset.height !== config.imageSize || dataset.width !== config.imageSize || dataset.channels !== config.channels) {
       throw badInput(`dataset '${dataset.name}' has ${dataset.height}x${dataset.width}x${dataset.channels} images; model '${model.name}' takes ${config.imageSize}x${config.imageSize}x${config.channels}`);
@@ -73,12 +83,61 @@ export class Runs {
       hyper: JSON.stringify(hyper), plan: null, status: 'PREPARING', round: 0, step: 0, state_key: null, state_sha256: null,
       normalization: null, num_classes: dataset.classes, tuned_params: tuned.tunedParams, total_params: tuned.totalParams,
       metrics: '[]', accuracy: null, loss: null, delta_id: null, error: null, created_at: at, updated_at: at, finished_at: null,
+      kind, spec: spec ? JSON.stringify(spec) : null, report: null,
     };
-    this.p.db.prepare(`INSERT INTO runs VALUES (@id, @model_id, @dataset_id, @strategy, @strategy_name, @hyper, @plan, @status, @round, @step,
-      @state_key, @state_sha256, @normalization, @num_classes, @tuned_params, @total_params, @metrics, @accuracy, @loss, @delta_id, @error,
-      @created_at, @updated_at, @finished_at)`).run(row);
-    this.p.log(`run ${row.id}: ${tuned.strategy} on ${model.name} -> ${dataset.name}, ${tuned.tunedParams.toLocaleString('en-US')} tuned parameters`);
+    this.insert(row);
+    this.p.log(`run ${row.id} (${kind.toLowerCase()}): ${tuned.strategy} on ${model.name} -> ${dataset.name}, ${tuned.tunedParams.toLocaleString('en-US')} tuned parameters`);
     this.emit(row, 'STATUS', { message: 'run created' });
+    this.advance(row.id);
+    return row;
+  }
+
+  private insert(row: RunRow): void {
+    const cols = Object.keys(row);
+    this.p.db.prepare(`INSERT INTO runs (${cols.join(', ')}) VALUES (${cols.map((c) => `@${c}`).join(', ')})`).run(row);
+  }
+
+  /**
+   * An angle probe: full fine-tuning for a short budget, run by workers like any run; at the end
+   * the angle of every layer and the strategy of the top-K layers per group, stored by name.
+   */
+  startAngleProbe(input: { model: string; dataset: string; probeSteps?: number; probeEpochs?: number; hyper: Partial<Hyper>; direction: string; topK?: number; budget?: number; name?: string }): RunRow {
+    if (!['largest', 'smallest'].includes(input.direction)) throw badInput("direction must be 'largest' or 'smallest'");
+    if (input.topK !== undefined && input.budget !== undefined) throw badInput('give topK or budget, not both');
+    if (input.name !== undefined) checkStrategyName(input.name, this.p);
+    const config = modelConfig(this.catalog.model(input.model), this.catalog.dataset(input.dataset).classes);
+    if (input.topK !== undefined && (!Number.isInteger(input.topK) || input.topK < 0 || input.topK > config.depth)) throw badInput(`topK must be 0..${config.depth}`);
+    const hyper = { ...input.hyper, epochs: input.probeEpochs ?? input.hyper.epochs ?? 1, maxSteps: input.probeSteps ?? input.hyper.maxSteps };
+    return this.start({ model: input.model, dataset: input.dataset, strategy: 'full', hyper }, 'ANGLE_PROBE',
+      { direction: input.direction, topK: input.topK, budget: input.budget, name: input.name });
+  }
+
+  /** A soup of finished runs' deltas (one model, one dataset): uniform, or greedy on a held-out half. */
+  createSoup(input: { runs: string[]; method: string; heldOut?: number; name?: string }): RunRow {
+    if (!['uniform', 'greedy'].includes(input.method)) throw badInput("method must be 'uniform' or 'greedy'");
+    if (input.runs.length === 0) throw badInput('a soup needs at least one ingredient run');
+    if (new Set(input.runs).size !== input.runs.length) throw badInput('an ingredient run is listed twice');
+    const runs = input.runs.map((id) => this.get(id));
+    for (const r of runs) {
+      if (r.status !== 'SUCCEEDED' || !r.delta_id) throw badInput(`run ${r.id} is ${r.status}: only finished runs with a delta can be ingredients`);
+    }
+    const [first] = runs;
+    for (const r of runs) {
+      if (r.model_id !== first.model_id) throw badInput(`run ${r.id} fine-tuned another model than run ${first.id}: soups mix deltas of one base`);
+      if (r.dataset_id !== first.dataset_id) throw badInput(`run ${r.id} trained on another dataset than run ${first.id}: its head has other classes`);
+      if (r.normalization !== first.normalization) throw badInput(`run ${r.id} normalised its inputs differently from run ${first.id}`);
+    }
+    const at = nowIso();
+    const row: RunRow = {
+      id: randomUUID(), model_id: first.model_id, dataset_id: first.dataset_id, strategy: JSON.stringify({ kind: 'custom', name: 'soup' }),
+      strategy_name: input.name ?? `${input.method}-soup`, hyper: JSON.stringify({ seed: 0 }), plan: null, status: 'PREPARING', round: 0, step: 0,
+      state_key: null, state_sha256: null, normalization: first.normalization, num_classes: first.num_classes, tuned_params: null,
+      total_params: first.total_params, metrics: '[]', accuracy: null, loss: null, delta_id: null, error: null, created_at: at, updated_at: at,
+      finished_at: null, kind: 'SOUP', spec: JSON.stringify({ method: input.method, runs: input.runs, heldOut: input.heldOut }), report: null,
+    };
+    this.insert(row);
+    this.p.log(`run ${row.id} (soup): ${input.method} of ${runs.length} deltas`);
+    this.emit(row, 'STATUS', { message: `${input.method} soup of ${runs.length} ingredients` });
     this.advance(row.id);
     return row;
   }
@@ -141,6 +200,10 @@ export class Runs {
   }
 
   private async prepare(run: RunRow): Promise<void> {
+    if (run.kind === 'SOUP') {
+      this.p.db.prepare("UPDATE runs SET status = 'FINALIZING', updated_at = ? WHERE id = ? AND status = 'PREPARING'").run(nowIso(), run.id);
+      return;
+    }
     const hyper = parseJson<Hyper>(run.hyper, {} as Hyper);
     const plan = makePlan(hyper, this.catalog.dataset(run.dataset_id).train_count);
     const prepared = await this.p.compute.call('prepare', { ...this.spec(run), train: this.shardsOf(run, 'train'), trainLimit: hyper.trainLimit, normalize: hyper.normalize });
@@ -197,6 +260,7 @@ export class Runs {
   }
 
   private async finalize(run: RunRow): Promise<void> {
+    if (run.kind === 'SOUP') return this.finalizeSoup(run);
     const hyper = parseJson<Hyper>(run.hyper, {} as Hyper);
     const dataset = this.catalog.dataset(run.dataset_id);
     const plan = parseJson<Plan>(run.plan, {} as Plan);
@@ -210,7 +274,13 @@ export class Runs {
       id: randomUUID(), run_id: run.id, key: blob.key, sha256: blob.sha256, bytes: blob.bytes, tensors: r.tensors, tuned_params: r.tunedParams,
       dtype: 'F32', merged_model_id: null, created_at: nowIso(),
     };
+    const profile = run.kind === 'ANGLE_PROBE' ? await this.angleProfile(run) : undefined;
     this.p.db.transaction(() => {
+      if (profile) {
+        this.p.db.prepare('INSERT OR REPLACE INTO strategies VALUES (@name, @spec, @model_id, @source, @created_at)').run(profile.strategy);
+        this.p.db.prepare(`INSERT OR REPLACE INTO angle_profiles VALUES (@id, @run_id, @model_id, @dataset_id, @probe, @angles, @tensor_angles,
+          @direction, @top_k, @strategy_name, @created_at)`).run(profile.row);
+      }
       this.p.db.prepare('INSERT OR REPLACE INTO deltas VALUES (@id, @run_id, @key, @sha256, @bytes, @tensors, @tuned_params, @dtype, @merged_model_id, @created_at)').run(delta);
       this.p.db.prepare(`UPDATE runs SET status = 'SUCCEEDED', accuracy = ?, loss = ?, delta_id = ?, updated_at = ?, finished_at = ? WHERE id = ? AND status = 'FINALIZING'`)
         .run(r.accuracy, r.loss, delta.id, nowIso(), nowIso(), run.id);
@@ -218,6 +288,96 @@ export class Runs {
     const row = this.get(run.id);
     this.p.log(`run ${run.id} succeeded: top-1 ${(r.accuracy * 100).toFixed(2)}%, delta ${(blob.bytes / 1024).toFixed(1)} KiB`);
     this.emit(row, 'STATUS', { testAccuracy: r.accuracy, testLoss: r.loss, message: `delta ${(blob.bytes / 1024).toFixed(1)} KiB, ${r.tensors} tensors` });
+  }
+
+  private async angleProfile(run: RunRow): Promise<{ row: AngleProfileRow; strategy: StrategyRow }> {
+    const spec = parseJson<{ direction: 'largest' | 'smallest'; topK?: number; budget?: number; name?: string }>(run.spec, { direction: 'largest' });
+    const plan = parseJson<Plan>(run.plan, {} as Plan);
+    const hyper = parseJson<Hyper>(run.hyper, {} as Hyper);
+    const name = spec.name ?? `angle-${spec.direction}-${run.id.slice(0, 8)}`;
+    const a = await this.p.compute.call('angles', { ...this.spec(run), state: { key: run.state_key!, sha256: run.state_sha256! }, direction: spec.direction, topK: spec.topK, budget: spec.budget, name });
+    const at = nowIso();
+    const probe = { steps: plan.totalSteps, epochs: plan.totalSteps / plan.stepsPerEpoch, batchSize: hyper.batchSize, lr: hyper.lr, trainImages: plan.trainImages, budget: spec.budget };
+    const layers = a.strategy as { attnLayers?: readonly number[]; ffnLayers?: readonly number[] };
+    this.p.log(`angle probe ${run.id}: ${name} tunes attention ${JSON.stringify(layers.attnLayers)}, FFN ${JSON.stringify(layers.ffnLayers)}`);
+    return {
+      row: {
+        id: randomUUID(), run_id: run.id, model_id: run.model_id, dataset_id: run.dataset_id, probe: JSON.stringify(probe), angles: JSON.stringify(a.angles),
+        tensor_angles: JSON.stringify(a.tensorAngles), direction: spec.direction, top_k: a.topK, strategy_name: name, created_at: at,
+      },
+      strategy: { name, spec: JSON.stringify(a.strategy), model_id: run.model_id, source: `angle probe ${run.id}`, created_at: at },
+    };
+  }
+
+  private async finalizeSoup(run: RunRow): Promise<void> {
+    const spec = parseJson<{ method: 'uniform' | 'greedy'; runs: string[]; heldOut?: number }>(run.spec, { method: 'uniform', runs: [] });
+    const model = this.catalog.model(run.model_id);
+    const ingredients = spec.runs.map((id) => {
+      const d = this.delta(id);
+      if (!d) throw new Error(`ingredient run ${id} has no delta`);
+      return { label: id, delta: { key: d.key, sha256: d.sha256 } };
+    });
+    const r = await this.p.compute.call('soup', {
+      model: { key: model.blob_key, sha256: model.blob_sha256 }, ingredients, test: this.shardsOf(run, 'test'),
+      normalization: parseJson(run.normalization, { mean: [], std: [] }), method: spec.method, heldOut: spec.heldOut,
+    }, (message) => this.emit(this.get(run.id), 'ROUND', { message }));
+    const blob = await this.p.store.put(keys.delta(run.id), r.delta);
+    const delta: DeltaRow = {
+      id: randomUUID(), run_id: run.id, key: blob.key, sha256: blob.sha256, bytes: blob.bytes, tensors: r.tensors, tuned_params: r.tunedParams,
+      dtype: 'F32', merged_model_id: null, created_at: nowIso(),
+    };
+    const report = { method: spec.method, heldOutImages: r.heldOutImages, testImages: r.testImages, heldOut: r.heldOut, test: r.test, ingredients: r.ingredients, steps: r.steps };
+    this.p.db.transaction(() => {
+      this.p.db.prepare('INSERT OR REPLACE INTO deltas VALUES (@id, @run_id, @key, @sha256, @bytes, @tensors, @tuned_params, @dtype, @merged_model_id, @created_at)').run(delta);
+      this.p.db.prepare(`UPDATE runs SET status = 'SUCCEEDED', accuracy = ?, tuned_params = ?, report = ?, delta_id = ?, updated_at = ?, finished_at = ? WHERE id = ? AND status = 'FINALIZING'`)
+        .run(r.test, r.tunedParams, JSON.stringify(report), delta.id, nowIso(), nowIso(), run.id);
+    })();
+    this.p.log(`soup ${run.id}: ${spec.method}, held-out ${(100 * r.heldOut).toFixed(2)}%, test ${(100 * r.test).toFixed(2)}%`);
+    this.emit(this.get(run.id), 'STATUS', { testAccuracy: r.test, message: `${spec.method} soup: held-out ${(100 * r.heldOut).toFixed(2)}%, test ${(100 * r.test).toFixed(2)}%` });
+  }
+
+  angleProfiles(filter: { modelId?: string; datasetId?: string }): AngleProfileRow[] {
+    const where: string[] = [];
+    const args: string[] = [];
+    if (filter.modelId) (where.push('model_id = ?'), args.push(filter.modelId));
+    if (filter.datasetId) (where.push('dataset_id = ?'), args.push(filter.datasetId));
+    return this.p.db.prepare(`SELECT * FROM angle_profiles ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at DESC`).all(...args) as AngleProfileRow[];
+  }
+
+  angleProfileById(id: string): AngleProfileRow {
+    const row = this.p.db.prepare('SELECT * FROM angle_profiles WHERE id = ? OR run_id = ?').get(id, id) as AngleProfileRow | undefined;
+    if (!row) throw notFound(`angle profile '${id}' not found (a probe has one once it has SUCCEEDED)`);
+    return row;
+  }
+
+  /** Another selection from a stored profile (no new probe), stored as a named strategy. */
+  deriveStrategy(profileId: string, direction: string, topK: number | undefined, budget: number | undefined, name: string): StrategyRow {
+    const profile = this.angleProfileById(profileId);
+    checkStrategyName(name, this.p);
+    if (!['largest', 'smallest'].includes(direction)) throw badInput("direction must be 'largest' or 'smallest'");
+    const run = this.get(profile.run_id);
+    const config = modelConfig(this.catalog.model(profile.model_id), run.num_classes!);
+    const angles = JSON.parse(profile.angles) as LayerAngle[];
+    let strategy: Strategy;
+    try {
+      const k = budget !== undefined ? topKForBudget(angles, config, direction as 'largest', budget) : topK ?? Math.ceil(config.depth / 2);
+      strategy = selectByAngle(angles, { direction: direction as 'largest', topK: { attn: k, ffn: k } }, name);
+    } catch (e) {
+      throw badInput((e as Error).message);
+    }
+    const row: StrategyRow = { name, spec: JSON.stringify(strategy), model_id: profile.model_id, source: `angle profile ${profile.id}`, created_at: nowIso() };
+    this.p.db.prepare('INSERT INTO strategies VALUES (@name, @spec, @model_id, @source, @created_at)').run(row);
+    return row;
+  }
+
+  storedStrategy(name: string): StrategyRow | undefined {
+    return this.p.db.prepare('SELECT * FROM strategies WHERE name = ?').get(name) as StrategyRow | undefined;
+  }
+
+  storedStrategies(modelId?: string): StrategyRow[] {
+    return (modelId
+      ? this.p.db.prepare('SELECT * FROM strategies WHERE model_id = ? ORDER BY created_at DESC').all(modelId)
+      : this.p.db.prepare('SELECT * FROM strategies ORDER BY created_at DESC').all()) as StrategyRow[];
   }
 
   fail(id: string, message: string): void {
@@ -232,8 +392,8 @@ export class Runs {
   /** Steps done: finished rounds plus what the current round's shards have reported. */
   progress(run: RunRow): { step: number; totalSteps: number; progress: number } {
     const plan = parseJson<Plan | null>(run.plan, null);
+    if (run.status === 'SUCCEEDED') return { step: plan?.totalSteps ?? 0, totalSteps: plan?.totalSteps ?? 0, progress: 1 };
     if (!plan) return { step: 0, totalSteps: 0, progress: 0 };
-    if (run.status === 'SUCCEEDED') return { step: plan.totalSteps, totalSteps: plan.totalSteps, progress: 1 };
     const inRound = (this.p.db.prepare("SELECT COALESCE(SUM(CASE WHEN status = 'DONE' THEN to_step - from_step ELSE steps_done END), 0) AS n FROM shards WHERE run_id = ? AND round = ?")
       .get(run.id, run.round) as { n: number }).n;
     const step = Math.min(plan.totalSteps, run.step + inRound);
@@ -280,6 +440,12 @@ export function parseStrategyInput(raw: string): Strategy {
   } catch (e) {
     throw badInput(`strategy: ${(e as Error).message}`);
   }
+}
+
+function checkStrategyName(name: string, p: Platform): void {
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name)) throw badInput(`strategy name '${name}' must be 1-64 letters, digits, '.', '_' or '-'`);
+  if ((PRESET_NAMES as readonly string[]).includes(name)) throw badInput(`'${name}' is a preset's name`);
+  if (p.db.prepare('SELECT 1 FROM strategies WHERE name = ?').get(name)) throw conflict(`a strategy named '${name}' exists`);
 }
 
 function weightedLoss(shards: ShardRow[]): number | undefined {
