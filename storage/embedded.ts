@@ -30,5 +30,9 @@ export async function startEmbeddedS3(directory: string, bucket: string, port = 
     void handle(req, res);
   };
   const address = (await server.run()) as AddressInfo;
+  // Idle keep-alive sockets outlive the clients' reuse of them, so no request meets a closing socket.
+  const http = (server as unknown as { httpServer: { keepAliveTimeout: number; headersTimeout: number } }).httpServer;
+  http.keepAliveTimeout = 65_000;
+  http.headersTimeout = 66_000;
   return { endpoint: `http://127.0.0.1:${address.port}`, close: () => server.close() };
 }

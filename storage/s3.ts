@@ -14,6 +14,24 @@ export interface S3Config {
 
 const SHA_HEADER = 'x-amz-meta-sha256';
 
+/** Connection-level failures (a keep-alive socket closed under a request, a restart): worth a retry. */
+export function isTransient(e: unknown): boolean {
+  const err = e as { code?: string; message?: string };
+  return ['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN'].includes(err.code ?? '') || /socket hang up/i.test(err.message ?? '');
+}
+
+/** Every operation here is idempotent (puts write the same bytes), so a transient failure is retried. */
+async function retrying<T>(f: () => Promise<T>): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await f();
+    } catch (e) {
+      if (attempt >= 4 || !isTransient(e)) throw e;
+      await new Promise((r) => setTimeout(r, 200 * 2 ** attempt));
+    }
+  }
+}
+
 function client(endpoint: string, c: S3Config): Client {
   const url = new URL(endpoint);
   return new Client({
@@ -44,25 +62,27 @@ export class S3BlobStore implements BlobStore {
 
   async put(key: string, bytes: Uint8Array): Promise<BlobInfo & { sha256: string }> {
     const hash = sha256(bytes);
-    await this.client.putObject(this.config.bucket, key, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), bytes.byteLength, {
+    await retrying(() => this.client.putObject(this.config.bucket, key, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), bytes.byteLength, {
       'Content-Type': 'application/octet-stream', [SHA_HEADER]: hash,
-    });
+    }));
     return { key, bytes: bytes.byteLength, sha256: hash };
   }
 
   async get(key: string, expected?: string): Promise<Uint8Array> {
     let recorded: string | undefined;
     if (expected === undefined) recorded = (await this.stat(key))?.sha256;
-    const stream = await this.client.getObject(this.config.bucket, key);
-    const chunks: Buffer[] = [];
-    for await (const chunk of stream) chunks.push(chunk as Buffer);
-    const buf = Buffer.concat(chunks);
+    const buf = await retrying(async () => {
+      const stream = await this.client.getObject(this.config.bucket, key);
+      const chunks: Buffer[] = [];
+      for await (const chunk of stream) chunks.push(chunk as Buffer);
+      return Buffer.concat(chunks);
+    });
     return verify(key, new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength), expected ?? recorded);
   }
 
   async stat(key: string): Promise<BlobInfo | null> {
     try {
-      const s = await this.client.statObject(this.config.bucket, key);
+      const s = await retrying(() => this.client.statObject(this.config.bucket, key));
       const meta = s.metaData as Record<string, string>;
       return { key, bytes: s.size, sha256: meta.sha256 ?? meta[SHA_HEADER] };
     } catch (e) {
@@ -72,7 +92,7 @@ export class S3BlobStore implements BlobStore {
   }
 
   async remove(key: string): Promise<void> {
-    await this.client.removeObject(this.config.bucket, key);
+    await retrying(() => this.client.removeObject(this.config.bucket, key));
   }
 
   presignGet(key: string, seconds: number, internal = false): Promise<string> {

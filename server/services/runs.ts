@@ -6,7 +6,7 @@ import {
   LayerAngle, PRESET_NAMES, Strategy, TrainingState, VitConfig, fedAvg, inspect, parseState, parseStrategy, parseVitConfig, selectByAngle, serializeState,
   topKForBudget, tunedShapes,
 } from '../../engine';
-import { keys } from '../../storage';
+import { isTransient, keys } from '../../storage';
 import { ACTIVE, AngleProfileRow, DatasetRow, DatasetShard, DeltaRow, ModelRow, RunKind, RunRow, RunStatus, ShardRow, StrategyRow, nowIso, parseJson } from '../db';
 import { badInput, conflict, notFound } from '../errors';
 import { RUN_EVENTS, RunEventKind } from '../events';
@@ -163,7 +163,12 @@ export class Runs {
 
   /** Moves a run on as far as its stored state allows; one advance at a time per run. */
   advance(id: string): Promise<void> {
-    const next = (this.chains.get(id) ?? Promise.resolve()).then(() => this.drive(id)).catch((e: Error) => this.fail(id, e.message));
+    const next = (this.chains.get(id) ?? Promise.resolve()).then(() => this.drive(id)).catch((e: Error) => {
+      if (!isTransient(e)) return this.fail(id, e.message);
+      // Storage hiccup: the run's rows are unchanged, so the same step is simply tried again.
+      this.p.log(`run ${id}: ${e.message}; retrying in 2 s`);
+      setTimeout(() => void this.advance(id), 2000).unref();
+    });
     this.chains.set(id, next);
     return next;
   }
