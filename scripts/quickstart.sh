@@ -26,7 +26,7 @@ server="--server http://127.0.0.1:$port/graphql"
 echo "== starting the server with two local workers (log: $out/server.log)"
 node dist/cli/main.js serve --port "$port" --workers 2 > "$out/server.log" 2>&1 &
 server_pid=$!
-trap 'status=$?; kill "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null; exit $status' EXIT
+trap 'status=$?; kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; exit $status' EXIT
 for _ in $(seq 1 60); do curl -sf "http://127.0.0.1:$port/healthz" > /dev/null && break; sleep 1; done
 grep -E "partune server|token" "$out/server.log"
 

@@ -2,7 +2,7 @@
 // configured), SQLite, the compute thread, and the lease clock. `startServer` returns a handle.
 import 'reflect-metadata';
 import { createServer } from 'node:http';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import express from 'express';
 import { ApolloServer } from '@apollo/server';
 import { expressMiddleware } from '@as-integrations/express5';
@@ -70,6 +70,16 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
   });
   await apollo.start();
   app.get('/healthz', (_req, res) => void res.json({ ok: true }));
+  // The edge-worker page; cross-origin isolated so the wasm backend may use threads.
+  const isolate: express.RequestHandler = (_req, res, next) => {
+    res.setHeader('Cross-Origin-Opener-Policy', 'same-origin');
+    res.setHeader('Cross-Origin-Embedder-Policy', 'require-corp');
+    next();
+  };
+  const edgeDir = join(__dirname, '..', 'edge-worker');
+  app.get('/worker', isolate, (_req, res) => res.sendFile(join(edgeDir, 'index.html')));
+  app.use('/worker/wasm', isolate, express.static(dirname(require.resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm'))));
+  app.use('/worker', isolate, express.static(edgeDir, { index: false }));
   app.use('/graphql', express.json({ limit: '1mb' }), expressMiddleware(apollo, {
     context: async ({ req }) => ({ role: roleOf(req.headers.authorization, platform), services }),
   }));

@@ -14,6 +14,8 @@ export interface ServerConfig {
   readonly region: string;
   readonly adminToken: string;
   readonly workerToken: string;
+  /** When set, browser volunteers must present it to get a token. */
+  readonly invitation?: string;
   readonly leaseSeconds: number;
   readonly urlSeconds: number;
   readonly uploadMaxBytes: number;
@@ -53,6 +55,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     region: env.S3_REGION ?? 'us-east-1',
     adminToken: t.admin,
     workerToken: t.worker,
+    invitation: env.PARTUNE_INVITATION || undefined,
     leaseSeconds: number(env, 'PARTUNE_LEASE_SECONDS', 60),
     urlSeconds: number(env, 'PARTUNE_URL_SECONDS', 900),
     uploadMaxBytes: number(env, 'PARTUNE_UPLOAD_MAX_MB', 1024) * 2 ** 20,

@@ -6,7 +6,10 @@ import { Shards } from '../services/shards';
 import { Platform } from '../platform';
 import { forbidden, unauthenticated } from '../errors';
 
-export type Role = 'ADMIN' | 'WORKER';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+
+/** VOLUNTEER: a browser tab's token, minted by `volunteerToken`; it may run the shard protocol only. */
+export type Role = 'ADMIN' | 'WORKER' | 'VOLUNTEER';
 
 export interface Services {
   readonly platform: Platform;
@@ -20,11 +23,24 @@ export interface Context {
   readonly services: Services;
 }
 
+const sign = (id: string, p: Platform): string => createHmac('sha256', p.config.workerToken).update(`volunteer:${id}`).digest('base64url');
+
+/** A fresh volunteer token, verifiable without storing it: `vol_<id>.<HMAC of id under the worker token>`. */
+export function mintVolunteerToken(p: Platform): string {
+  const id = randomBytes(9).toString('base64url');
+  return `vol_${id}.${sign(id, p)}`;
+}
+
 export function roleOf(authorization: string | undefined, p: Platform): Role | null {
   const token = authorization?.replace(/^Bearer\s+/i, '').trim();
   if (!token) return null;
   if (token === p.config.adminToken) return 'ADMIN';
   if (token === p.config.workerToken) return 'WORKER';
+  const m = /^vol_([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$/.exec(token);
+  if (m) {
+    const [expected, given] = [Buffer.from(sign(m[1], p)), Buffer.from(m[2])];
+    if (expected.length === given.length && timingSafeEqual(expected, given)) return 'VOLUNTEER';
+  }
   return null;
 }
 

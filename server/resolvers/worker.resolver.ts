@@ -2,6 +2,8 @@
 import { Arg, Authorized, Ctx, Float, ID, Int, Mutation, Query, Resolver } from 'type-graphql';
 import * as T from '../../schema/types';
 import type { Context } from './context';
+import { mintVolunteerToken } from './context';
+import { badInput, forbidden } from '../errors';
 import { pageArgs } from './catalog.resolver';
 import { toShard, toWorker } from './mappers';
 
@@ -15,20 +17,28 @@ export class WorkerResolver {
     return Object.assign(new T.WorkerPage(), { ...p, items: p.items.map((w) => toWorker(w, services.shards.isOnline(w))) });
   }
 
-  @Authorized('WORKER')
+  @Authorized('WORKER', 'VOLUNTEER')
   @Mutation(() => T.Worker)
-  registerWorker(@Ctx() { services }: Context, @Arg('name') name: string, @Arg('kind') kind: string, @Arg('backend') backend: string): T.Worker {
+  registerWorker(@Ctx() { services, role }: Context, @Arg('name') name: string, @Arg('kind') kind: string, @Arg('backend') backend: string): T.Worker {
+    if (role === 'VOLUNTEER' && kind !== 'browser') throw badInput("a volunteer token registers browser workers only (kind: 'browser')");
     return toWorker(services.shards.register(name, kind, backend), true);
   }
 
-  @Authorized('WORKER')
+  @Mutation(() => String, { description: 'A token for a browser tab to volunteer as a worker; PARTUNE_INVITATION, when set, must be given' })
+  volunteerToken(@Ctx() { services }: Context, @Arg('invitation', () => String, { nullable: true }) invitation?: string): string {
+    const required = services.platform.config.invitation;
+    if (required && invitation !== required) throw forbidden('this server takes volunteers by invitation: open the worker page with ?invitation=CODE');
+    return mintVolunteerToken(services.platform);
+  }
+
+  @Authorized('WORKER', 'VOLUNTEER')
   @Mutation(() => T.ShardAssignment, { nullable: true, description: 'Leases the next pending shard; null when there is none' })
   async claimShard(@Ctx() { services }: Context, @Arg('workerId', () => ID) workerId: string): Promise<T.ShardAssignment | null> {
     const a = await services.shards.claim(workerId);
     return a && Object.assign(new T.ShardAssignment(), { ...a, shard: toShard(a.shard) });
   }
 
-  @Authorized('WORKER')
+  @Authorized('WORKER', 'VOLUNTEER')
   @Mutation(() => T.Heartbeat, { description: 'Extends the lease; says whether to stop' })
   heartbeat(@Ctx() { services }: Context, @Arg('workerId', () => ID) workerId: string, @Arg('shardId', () => ID) shardId: string,
     @Arg('attempt', () => Int) attempt: number, @Arg('stepsDone', () => Int) stepsDone: number,
@@ -36,14 +46,14 @@ export class WorkerResolver {
     return Object.assign(new T.Heartbeat(), services.shards.heartbeat(workerId, shardId, attempt, stepsDone, loss ?? undefined));
   }
 
-  @Authorized('WORKER')
+  @Authorized('WORKER', 'VOLUNTEER')
   @Mutation(() => T.Shard, { description: 'After the update is uploaded: validates and accepts it (idempotent)' })
   async completeShard(@Ctx() { services }: Context, @Arg('workerId', () => ID) workerId: string, @Arg('shardId', () => ID) shardId: string,
     @Arg('attempt', () => Int) attempt: number, @Arg('loss', () => Float) loss: number, @Arg('imagesPerSecond', () => Float) imagesPerSecond: number): Promise<T.Shard> {
     return toShard(await services.shards.complete(workerId, shardId, attempt, loss, imagesPerSecond));
   }
 
-  @Authorized('WORKER')
+  @Authorized('WORKER', 'VOLUNTEER')
   @Mutation(() => Boolean, { description: 'Gives a shard back after an error; it is re-issued' })
   failShard(@Ctx() { services }: Context, @Arg('workerId', () => ID) workerId: string, @Arg('shardId', () => ID) shardId: string,
     @Arg('attempt', () => Int) attempt: number, @Arg('message') message: string): boolean {

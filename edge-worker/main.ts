@@ -1,0 +1,70 @@
+// The edge-worker page: a browser tab that contributes compute. It obtains a volunteer token,
+// picks a backend, and runs the same shard-protocol client and engine as the Node worker.
+import { PartuneWorker } from '../worker/worker';
+import { GraphQLClient } from '../worker/client';
+import { chooseBackend } from './backend';
+
+const $ = <T extends HTMLElement>(id: string): T => document.getElementById(id) as T;
+const params = new URLSearchParams(location.search);
+
+function show(id: string, text: string): void {
+  $(id).textContent = text;
+}
+
+function log(line: string): void {
+  const li = document.createElement('li');
+  li.textContent = `${new Date().toLocaleTimeString()} ${line}`;
+  $('log').prepend(li);
+  while ($('log').children.length > 50) $('log').lastChild!.remove();
+}
+
+async function volunteerToken(server: string): Promise<string> {
+  const given = params.get('token');
+  if (given) return given;
+  const anonymous = new GraphQLClient(server, undefined, { patienceMs: 10_000 });
+  const { volunteerToken: token } = await anonymous.request<{ volunteerToken: string }>(
+    'mutation($i: String) { volunteerToken(invitation: $i) }', { i: params.get('invitation') });
+  return token;
+}
+
+async function main(): Promise<void> {
+  const server = `${location.origin}/graphql`;
+  const controller = new AbortController();
+  $('stop').addEventListener('click', () => {
+    controller.abort();
+    show('state', 'stopping after the current step');
+  });
+  addEventListener('pagehide', () => controller.abort()); // the lease lapses and the shard is re-issued
+  const backend = await chooseBackend(params.get('backend'), `${location.origin}/worker/wasm/`);
+  show('backend', backend.detail);
+  const token = await volunteerToken(server);
+  const worker = new PartuneWorker({
+    server, token, name: params.get('name') ?? `browser-${Math.random().toString(36).slice(2, 8)}`, kind: 'browser', backend: backend.name,
+    signal: controller.signal, log,
+    onProgress: (p) => {
+      show('run', `${p.runId.slice(0, 8)} shard ${p.shard.slice(0, 8)}`);
+      ($('bar') as HTMLProgressElement).value = p.step / p.steps;
+      show('steps', `${p.step} / ${p.steps} steps, loss ${p.loss.toFixed(4)}`);
+      show('ips', `${p.imagesPerSecond.toFixed(1)} img/s`);
+    },
+  });
+  show('state', 'working');
+  document.body.dataset.state = 'working';
+  const timer = setInterval(() => {
+    show('samples', `${worker.samples.toLocaleString()} images in ${worker.shardsDone} shards`);
+    document.body.dataset.shards = String(worker.shardsDone);
+  }, 500);
+  try {
+    await worker.run();
+    show('state', 'stopped');
+  } finally {
+    clearInterval(timer);
+    document.body.dataset.state = 'stopped';
+  }
+}
+
+main().catch((e: Error) => {
+  show('state', `error: ${e.message}`);
+  document.body.dataset.state = 'error';
+  log(e.message);
+});

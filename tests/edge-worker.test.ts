@@ -1,0 +1,89 @@
+// The edge worker in a real headless Chromium (Debian's /usr/bin/chromium, driven by
+// playwright-core): a server with no Node worker, one tab on /worker, a run started over GraphQL.
+// On the wasm backend the tab runs the same engine code on the same kernels as a Node worker, so
+// with one shard per round its run must equal `partune finetune` bit for bit.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Browser, chromium } from 'playwright-core';
+import { parseDelta } from '../engine';
+import { CLI, ServerProcess, gql, ok, startServer, uploadBytes, waitFor, waitForRun } from './platform-helpers';
+
+jest.setTimeout(300_000);
+
+const CHROMIUM = '/usr/bin/chromium';
+// playwright adds --headless, --no-sandbox and a fresh profile; these keep Chromium off the network.
+const FLAGS = [
+  '--disable-dev-shm-usage', '--disable-quic', '--no-first-run', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--enable-unsafe-webgpu', '--enable-unsafe-swiftshader',
+];
+
+const suite = existsSync(CHROMIUM) ? describe : describe.skip;
+if (!existsSync(CHROMIUM)) process.stderr.write(`[skip] edge worker: ${CHROMIUM} is absent (apt-get install chromium)\n`);
+
+suite('edge worker in headless Chromium', () => {
+  let server: ServerProcess;
+  let browser: Browser;
+  const tmp = mkdtempSync(join(tmpdir(), 'partune-edge-'));
+  const micro = join(tmp, 'micro.safetensors');
+
+  beforeAll(async () => {
+    spawnSync(process.execPath, [CLI, 'convert', '--checkpoint', 'random:vit_micro_patch4_28', '--out', micro, '--quiet']);
+    server = await startServer();
+    const uploadId = await uploadBytes(server, 'micro.safetensors', readFileSync(micro));
+    await ok(server.url, server.admin, 'mutation($i: RegisterModelInput!) { registerModel(input: $i) { id } }', { i: { name: 'micro', uploadId } });
+    await ok(server.url, server.admin, 'mutation($i: ImportDatasetInput!) { importDataset(input: $i) { id } }',
+      { i: { name: 'digits', format: 'MNIST_PACKAGE', trainLimit: 1024, testLimit: 400 } });
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS });
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
+
+  it('a tab on the wasm backend trains a run alone, and matches a single process bit for bit', async () => {
+    const page = await browser.newPage();
+    const console: string[] = [];
+    page.on('console', (m) => void console.push(m.text()));
+    await page.goto(`${server.url.replace('/graphql', '')}/worker?backend=wasm&name=tab-1`);
+    await page.waitForFunction(() => document.body.dataset.state === 'working' || document.body.dataset.state === 'error', null, { timeout: 60_000 });
+    expect(await page.textContent('#state')).toBe('working');
+    expect(await page.textContent('#backend')).toMatch(/WebAssembly/);
+
+    const { startRun } = await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }',
+      { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { epochs: 2, stepsPerRound: 8, shardsPerRound: 1 } } });
+    const run = await waitForRun(server, startRun.id);
+    expect(run.status).toBe('SUCCEEDED');
+    const { workers } = await ok(server.url, undefined, '{ workers { items { name kind backend shardsDone samples imagesPerSecond } } }');
+    expect(workers.items).toEqual([expect.objectContaining({ name: 'tab-1', kind: 'browser', backend: 'wasm', shardsDone: 8, samples: 64 * 32 })]);
+    await waitFor('the page to count its shards', async () => (await page.getAttribute('body', 'data-shards')) === '8', 10_000);
+    expect(await page.textContent('#samples')).toMatch(/2,048 images in 8 shards/);
+
+    const reference = join(tmp, 'single.safetensors');
+    const single = JSON.parse(spawnSync(process.execPath, [CLI, 'finetune', '--checkpoint', micro, '--data', 'mnist', '--strategy', 'attn-only', '--train-limit', '1024',
+      '--test-limit', '400', '--epochs', '2', '--backend', 'wasm', '--out', reference, '--json', '--quiet'], { encoding: 'utf8' }).stdout.trim());
+    expect(run.accuracy).toBe(single.accuracy);
+    const ours = parseDelta(new Uint8Array(await (await fetch(run.delta.downloadUrl)).arrayBuffer()));
+    const theirs = parseDelta(new Uint8Array(readFileSync(reference)));
+    let worst = 0;
+    for (const [k, t] of theirs.tensors) t.data.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - ours.tensors.get(k)!.data[i]))));
+    expect(worst).toBe(0);
+    process.stderr.write(`[edge] browser wasm worker: ${workers.items[0].imagesPerSecond.toFixed(1)} img/s; top-1 ${(run.accuracy * 100).toFixed(2)}% = single process\n`);
+
+    await page.click('#stop');
+    await page.waitForFunction(() => document.body.dataset.state === 'stopped', null, { timeout: 30_000 });
+    await page.close();
+  });
+
+  it('volunteer tokens: minted for browsers, refused for other kinds and for admin work', async () => {
+    const { volunteerToken } = await ok(server.url, undefined, 'mutation { volunteerToken }');
+    expect(volunteerToken).toMatch(/^vol_/);
+    const node = await gql(server.url, volunteerToken, 'mutation { registerWorker(name: "x", kind: "node", backend: "wasm") { id } }');
+    expect(node.errors?.[0].extensions?.code).toBe('BAD_USER_INPUT');
+    const admin = await gql(server.url, volunteerToken, 'mutation { cancelRun(id: "x") { id } }');
+    expect(admin.errors?.[0].extensions?.code).toBe('FORBIDDEN');
+    const forged = await gql(server.url, `${volunteerToken.slice(0, -2)}xx`, 'mutation { registerWorker(name: "x", kind: "browser", backend: "wasm") { id } }');
+    expect(forged.errors?.[0].extensions?.code).toBe('UNAUTHENTICATED');
+  });
+});
