@@ -5,11 +5,12 @@ const { join } = require('node:path');
 
 const out = join(__dirname, '..', 'dist', 'edge-worker');
 mkdirSync(out, { recursive: true });
-copyFileSync(join(__dirname, 'index.html'), join(out, 'index.html'));
-build({
-  entryPoints: [join(__dirname, 'main.ts')],
+for (const page of ['index.html', 'selftest.html']) copyFileSync(join(__dirname, page), join(out, page));
+const bundle = (entry, outfile) => build({
+  entryPoints: [join(__dirname, entry)],
   bundle: true, format: 'iife', platform: 'browser', target: 'es2022', minify: true, sourcemap: true,
-  outfile: join(out, 'app.js'), logLevel: 'warning',
+  outfile: join(out, outfile), logLevel: 'warning',
   // Node built-ins that tfjs-backend-wasm's Emscripten glue mentions but never loads in a browser.
   external: ['fs', 'path', 'crypto', 'worker_threads', 'os', 'perf_hooks'],
-}).catch(() => process.exit(1));
+});
+Promise.all([bundle('main.ts', 'app.js'), bundle('selftest.ts', 'selftest.js')]).catch(() => process.exit(1));

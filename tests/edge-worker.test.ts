@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Browser, chromium } from 'playwright-core';
 import { parseDelta } from '../engine';
-import { CLI, ServerProcess, gql, ok, startServer, uploadBytes, waitFor, waitForRun } from './platform-helpers';
+import { CLI, RUN_QUERY, ServerProcess, WorkerProcess, gql, ok, startServer, startWorker, uploadBytes, waitFor, waitForRun } from './platform-helpers';
 
 jest.setTimeout(300_000);
 
@@ -30,7 +30,7 @@ suite('edge worker in headless Chromium', () => {
 
   beforeAll(async () => {
     spawnSync(process.execPath, [CLI, 'convert', '--checkpoint', 'random:vit_micro_patch4_28', '--out', micro, '--quiet']);
-    server = await startServer();
+    server = await startServer({ PARTUNE_LEASE_SECONDS: '4' });
     const uploadId = await uploadBytes(server, 'micro.safetensors', readFileSync(micro));
     await ok(server.url, server.admin, 'mutation($i: RegisterModelInput!) { registerModel(input: $i) { id } }', { i: { name: 'micro', uploadId } });
     await ok(server.url, server.admin, 'mutation($i: ImportDatasetInput!) { importDataset(input: $i) { id } }',
@@ -74,6 +74,67 @@ suite('edge worker in headless Chromium', () => {
     await page.click('#stop');
     await page.waitForFunction(() => document.body.dataset.state === 'stopped', null, { timeout: 30_000 });
     await page.close();
+  });
+
+  it('a mixed fleet (one Node worker, two tabs) survives a tab closed mid-shard, and computes what an uninterrupted fleet does', async () => {
+    const node: WorkerProcess = startWorker(server, 'node-1');
+    const origin = server.url.replace('/graphql', '');
+    const tabs = await Promise.all(['tab-a', 'tab-b'].map(async (name) => {
+      const page = await browser.newPage();
+      await page.goto(`${origin}/worker?backend=wasm&name=${name}`);
+      await page.waitForFunction(() => document.body.dataset.state === 'working', null, { timeout: 60_000 });
+      return page;
+    }));
+    try {
+      const hyper = { epochs: 2, stepsPerRound: 24, shardsPerRound: 3 };
+      const start = async (): Promise<string> => (await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }',
+        { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: hyper } })).startRun.id;
+      const id = await start();
+      const ids = async (): Promise<Record<string, string>> =>
+        Object.fromEntries((await ok(server.url, undefined, '{ workers(online: true) { items { id name } } }')).workers.items.map((w: any) => [w.name, w.id]));
+      const held = await waitFor('tab-b to hold a shard', async () => {
+        const w = await ids();
+        const { run } = await ok(server.url, undefined, RUN_QUERY, { id });
+        return run.shards.find((sh: any) => sh.status === 'LEASED' && sh.workerId === w['tab-b'] && sh.round >= 1);
+      }, 120_000, 100);
+      await tabs[1].close(); // mid-shard: its lease lapses and the shard is re-issued
+      const run = await waitForRun(server, id);
+      expect(run.status).toBe('SUCCEEDED');
+      const retried = run.shards.find((sh: any) => sh.id === held.id);
+      expect(retried.attempt).toBeGreaterThanOrEqual(2);
+      expect(retried.rejections.join(' ')).toMatch(/lease expired/);
+      const { workers } = await ok(server.url, undefined, '{ workers { items { name kind shardsDone } } }');
+      const done = Object.fromEntries(workers.items.map((w: any) => [w.name, w.shardsDone]));
+      expect(done['node-1']).toBeGreaterThan(0);
+      expect(done['tab-a']).toBeGreaterThan(0);
+
+      const again = await waitForRun(server, await start()); // the remaining fleet, uninterrupted
+      expect(again.accuracy).toBe(run.accuracy);
+      const [x, y] = await Promise.all([run, again].map(async (r) => parseDelta(new Uint8Array(await (await fetch(r.delta.downloadUrl)).arrayBuffer()))));
+      for (const [k, t] of x.tensors) expect(Buffer.compare(Buffer.from(t.data.buffer), Buffer.from(y.tensors.get(k)!.data.buffer))).toBe(0);
+    } finally {
+      await node.kill();
+      await tabs[0].close();
+    }
+  });
+
+  it.each([['wasm'], ['webgl'], ['webgpu']])('%s: a training step matches the cpu backend (logits, loss, gradients, updated weights)', async (backend) => {
+    const page = await browser.newPage();
+    await page.goto(`${server.url.replace('/graphql', '')}/worker/selftest.html?backend=${backend}`);
+    const handle = await page.waitForFunction(() => (window as unknown as { partuneSelfTest?: unknown }).partuneSelfTest, null, { timeout: 240_000 });
+    const r = (await handle.jsonValue()) as Record<string, number | string>;
+    await page.close();
+    process.stderr.write(`[selftest] ${JSON.stringify(r)}\n`);
+    expect(r.error).toBeUndefined();
+    expect(r.backend).toBe(backend);
+    // Relative to each tensor's largest value. Measured here: logits <= 2.3e-7, gradients <= 1.3e-6.
+    // The AdamW step divides each gradient by its own magnitude (+ eps 1e-8), so where a gradient
+    // is near zero a 1e-7 difference moves the update visibly: measured <= 6.8e-4 of the tensor's
+    // largest update; garbage (a wrong sign, a missing term) would be O(1).
+    expect(r.logits).toBeLessThan(1e-5);
+    expect(r.loss).toBeLessThan(1e-5);
+    expect(r.gradients).toBeLessThan(1e-5);
+    expect(r.updated).toBeLessThan(3e-3);
   });
 
   it('volunteer tokens: minted for browsers, refused for other kinds and for admin work', async () => {
