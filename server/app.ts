@@ -80,6 +80,8 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
   app.get('/worker', isolate, (_req, res) => res.sendFile(join(edgeDir, 'index.html')));
   app.use('/worker/wasm', isolate, express.static(dirname(require.resolve('@tensorflow/tfjs-backend-wasm/dist/tfjs-backend-wasm.wasm'))));
   app.use('/worker', isolate, express.static(edgeDir, { index: false }));
+  app.get('/', (_req, res) => res.sendFile(join(edgeDir, 'dashboard.html')));
+  app.get('/dashboard.js', (_req, res) => res.sendFile(join(edgeDir, 'dashboard.js')));
   app.use('/graphql', express.json({ limit: '1mb' }), expressMiddleware(apollo, {
     context: async ({ req }) => ({ role: roleOf(req.headers.authorization, platform), services }),
   }));

@@ -137,6 +137,40 @@ suite('edge worker in headless Chromium', () => {
     expect(r.updated).toBeLessThan(3e-3);
   });
 
+  it('dashboard: start a run from the form (counts shown before launch), watch it live, see the final accuracy', async () => {
+    const node = startWorker(server, 'node-dash');
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    try {
+      await page.goto(`${server.url.replace('/graphql', '')}/?token=${server.admin}`);
+      await page.waitForSelector('body[data-ready="true"]', { timeout: 30_000 });
+      await page.selectOption('#model', 'micro');
+      await page.selectOption('#dataset', 'digits');
+      await page.selectOption('#strategy', 'attn-only');
+      await page.waitForFunction(() => document.getElementById('preview')!.textContent!.includes('67,722'), null, { timeout: 10_000 });
+      expect(await page.textContent('#preview')).toMatch(/tunes 67,722 of 139,018 parameters \(48\.71%\); delta about/);
+      await page.fill('#epochs', '2');
+      await page.fill('#stepsPerRound', '8');
+      await page.fill('#shardsPerRound', '1');
+      const before = await page.locator('.run').count();
+      await page.click('#go');
+      await page.waitForFunction((n) => document.querySelectorAll('.run').length > n, before, { timeout: 10_000 });
+      const card = page.locator('.run').first();
+      await card.locator('progress').waitFor();
+      await page.waitForFunction(() => document.querySelector('.run')?.getAttribute('data-status') === 'SUCCEEDED', null, { timeout: 180_000 });
+      const runId = await card.getAttribute('data-run');
+      const { run } = await ok(server.url, undefined, 'query($id: ID!) { run(id: $id) { accuracy metrics { testAccuracy } } }', { id: runId });
+      await page.waitForFunction((a) => document.querySelector('.run .acc')?.getAttribute('data-accuracy') === String(a), run.accuracy, { timeout: 10_000 });
+      expect(await card.locator('.acc').textContent()).toBe(`top-1 ${(100 * run.accuracy).toFixed(2)}%`);
+      expect(await card.locator('svg circle').count()).toBe(2); // one evaluation per epoch
+      expect(await card.locator('a[download]').getAttribute('href')).toMatch(/^http/);
+      expect(await page.textContent('#workers')).toMatch(/node-dash/);
+      await page.screenshot({ path: process.env.PARTUNE_SCREENSHOT ?? join(tmp, 'dashboard.png'), fullPage: true });
+    } finally {
+      await page.close();
+      await node.kill();
+    }
+  });
+
   it('volunteer tokens: minted for browsers, refused for other kinds and for admin work', async () => {
     const { volunteerToken } = await ok(server.url, undefined, 'mutation { volunteerToken }');
     expect(volunteerToken).toMatch(/^vol_/);
