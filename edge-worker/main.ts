@@ -2,6 +2,7 @@
 // picks a backend, and runs the same shard-protocol client and engine as the Node worker.
 import { PartuneWorker } from '../worker/worker';
 import { GraphQLClient } from '../worker/client';
+import { WsGraphQLClient } from '../worker/ws-client';
 import { chooseBackend } from './backend';
 
 const $ = <T extends HTMLElement>(id: string): T => document.getElementById(id) as T;
@@ -38,8 +39,10 @@ async function main(): Promise<void> {
   const backend = await chooseBackend(params.get('backend'), `${location.origin}/worker/wasm/`);
   show('backend', backend.detail);
   const token = await volunteerToken(server);
+  // One graphql-ws socket carries the whole shard protocol; it reconnects after a server restart.
+  const transport = new WsGraphQLClient(server.replace(/^http/, 'ws'), token, (status) => show('connection', status));
   const worker = new PartuneWorker({
-    server, token, name: params.get('name') ?? `browser-${Math.random().toString(36).slice(2, 8)}`, kind: 'browser', backend: backend.name,
+    server, token, transport, name: params.get('name') ?? `browser-${Math.random().toString(36).slice(2, 8)}`, kind: 'browser', backend: backend.name,
     signal: controller.signal, log,
     onProgress: (p) => {
       show('run', `${p.runId.slice(0, 8)} shard ${p.shard.slice(0, 8)}`);
@@ -59,6 +62,7 @@ async function main(): Promise<void> {
     show('state', 'stopped');
   } finally {
     clearInterval(timer);
+    await transport.dispose();
     document.body.dataset.state = 'stopped';
   }
 }

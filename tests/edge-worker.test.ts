@@ -50,6 +50,7 @@ suite('edge worker in headless Chromium', () => {
     await page.waitForFunction(() => document.body.dataset.state === 'working' || document.body.dataset.state === 'error', null, { timeout: 60_000 });
     expect(await page.textContent('#state')).toBe('working');
     expect(await page.textContent('#backend')).toMatch(/WebAssembly/);
+    expect(await page.textContent('#connection')).toBe('connected'); // the shard protocol runs over graphql-ws
 
     const { startRun } = await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }',
       { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { epochs: 2, stepsPerRound: 8, shardsPerRound: 1 } } });

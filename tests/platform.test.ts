@@ -268,7 +268,7 @@ describe('two workers, failures', () => {
     await server.stop('SIGKILL');
     await new Promise((r) => setTimeout(r, 1000));
     await server.restart();
-    expect(server.log.join('\n')).toMatch(/resuming 1 unfinished run/);
+    await waitFor('the resume message', async () => /resuming 1 unfinished run/.test(server.log.join('\n')), 10_000, 100);
     const run = await waitForRun(server, id);
     expect(run.status).toBe('SUCCEEDED');
     expect(run.metrics.filter((m: any) => m.testAccuracy !== null)).toHaveLength(2);

@@ -51,3 +51,8 @@ export class GraphQLClient {
     }
   }
 }
+
+/** What the worker needs of a GraphQL connection: HTTP (`GraphQLClient`) or a graphql-ws socket. */
+export interface GraphQLTransport {
+  request<T>(query: string, variables?: Record<string, unknown>): Promise<T>;
+}

@@ -5,7 +5,7 @@ import {
   Checkpoint, Dataset, Normalization, Strategy, TrainOptions, concatDatasets, limit, loadCheckpoint, parseState, parseVitConfig,
   runShard, serializeState, tunedShapes, inspect, unpackDataset,
 } from '../engine';
-import { GraphQLClient, GraphQLRequestError, sleep } from './client';
+import { GraphQLClient, GraphQLRequestError, GraphQLTransport, sleep } from './client';
 import { BlobCache, Download, fetchVerified, upload } from './downloads';
 
 export interface WorkerOptions {
@@ -21,6 +21,8 @@ export interface WorkerOptions {
   readonly pollMs?: number;
   /** Stop after this many shards (0: never). */
   readonly maxShards?: number;
+  /** The connection to use; default: GraphQL over HTTP to `server`. */
+  readonly transport?: GraphQLTransport;
 }
 
 interface Job {
@@ -47,7 +49,7 @@ const FAIL = `mutation($w: ID!, $s: ID!, $a: Int!, $m: String!) { failShard(work
 class LeaseLost extends Error {}
 
 export class PartuneWorker {
-  private readonly client: GraphQLClient;
+  private readonly client: GraphQLTransport;
   private readonly checkpoints = new BlobCache<Checkpoint>(2);
   private readonly datasets = new BlobCache<Dataset>(2);
   private readonly log: (line: string) => void;
@@ -57,7 +59,7 @@ export class PartuneWorker {
 
   constructor(private readonly o: WorkerOptions) {
     this.log = o.log ?? (() => undefined);
-    this.client = new GraphQLClient(o.server, o.token, { log: this.log, signal: o.signal });
+    this.client = o.transport ?? new GraphQLClient(o.server, o.token, { log: this.log, signal: o.signal });
   }
 
   async run(): Promise<void> {
