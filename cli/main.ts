@@ -26,7 +26,7 @@ const USAGE = `usage:
 
   platform (GraphQL server, workers, S3 storage):
   partune serve [--port P] [--data-dir DIR] [--workers N] [--backend B]
-  partune worker --server URL --token WORKER_TOKEN [--name N] [--backend B] [--max-shards N]
+  partune worker --server URL --token WORKER_TOKEN [--name N] [--backend B] [--max-shards N] [--memory-mib M]
   partune model register --name N --checkpoint F [--config C]          (client commands take
   partune dataset import --name N --format idx|cifar10|mnist-package    --server URL, default
                          [--path DIR] [--train-limit N] [--test-limit N]  http://127.0.0.1:4000/graphql,
@@ -48,7 +48,7 @@ const VALUE_FLAGS = [
   'clip-grad', 'delta-dtype', 'merged-out', 'normalize', 'delta', 'dtype', 'classes', 'backend', 'prefix-cache',
   'prefix-cache-mib', 'max-steps', 'probe-epochs', 'probe-steps', 'top-k', 'budget', 'direction', 'method', 'deltas', 'val-limit',
   'compare-probe-epochs', 'port', 'data-dir', 'workers', 'server', 'token', 'name', 'max-shards', 'model', 'dataset', 'format', 'path',
-  'steps-per-round', 'shards-per-round', 'run',
+  'steps-per-round', 'shards-per-round', 'run', 'memory-mib',
 ];
 const BOOL_FLAGS = ['json', 'quiet', 'adapt', 'flip', 'help', 'wait'];
 

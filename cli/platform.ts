@@ -63,6 +63,7 @@ export async function workerCommand(o: Options): Promise<Record<string, unknown>
     name: str(o, 'name') ?? `${hostname()}-${process.pid}`, kind: 'node', backend: backend.name,
     log: (line) => say(o, `[worker ${str(o, 'name') ?? process.pid}] ${line}`), signal: controller.signal,
     maxShards: optionalInt(o, 'max-shards'),
+    memoryBudget: str(o, 'memory-mib') === undefined ? undefined : num(o, 'memory-mib', 0, true) * 2 ** 20,
   });
   await worker.run();
   return { command: 'worker', shards: worker.shardsDone, samples: worker.samples };

@@ -40,9 +40,12 @@ async function main(): Promise<void> {
   show('backend', backend.detail);
   const token = await volunteerToken(server);
   // One graphql-ws socket carries the whole shard protocol; it reconnects after a server restart.
+  // Shards whose model and data would not fit are left to other workers.
+  const memoryMiB = Number(params.get('memoryMiB') ?? 1024);
+  show('memory', `${memoryMiB.toLocaleString()} MiB`);
   const transport = new WsGraphQLClient(server.replace(/^http/, 'ws'), token, (status) => show('connection', status));
   const worker = new PartuneWorker({
-    server, token, transport, name: params.get('name') ?? `browser-${Math.random().toString(36).slice(2, 8)}`, kind: 'browser', backend: backend.name,
+    server, token, transport, memoryBudget: memoryMiB * 2 ** 20, name: params.get('name') ?? `browser-${Math.random().toString(36).slice(2, 8)}`, kind: 'browser', backend: backend.name,
     signal: controller.signal, log,
     onProgress: (p) => {
       show('run', `${p.runId.slice(0, 8)} shard ${p.shard.slice(0, 8)}`);

@@ -51,6 +51,7 @@ suite('edge worker in headless Chromium', () => {
     expect(await page.textContent('#state')).toBe('working');
     expect(await page.textContent('#backend')).toMatch(/WebAssembly/);
     expect(await page.textContent('#connection')).toBe('connected'); // the shard protocol runs over graphql-ws
+    expect(await page.textContent('#memory')).toBe('1,024 MiB');
 
     const { startRun } = await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }',
       { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { epochs: 2, stepsPerRound: 8, shardsPerRound: 1 } } });

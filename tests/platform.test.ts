@@ -141,6 +141,10 @@ describe('one server, one worker at a time', () => {
     };
     const complete = (a: Record<string, any>) => gql(server.url, server.worker, 'mutation($w: ID!, $s: ID!, $a: Int!) { completeShard(workerId: $w, shardId: $s, attempt: $a, loss: 1, imagesPerSecond: 1) { id } }',
       { w: registerWorker.id, s: a.shard.id, a: a.shard.attempt });
+    // A worker whose memory budget the run's model and data exceed is passed over.
+    await waitFor('the run to be running', async () => (await ok(server.url, undefined, RUN_QUERY, { id })).run.status === 'RUNNING');
+    const tight = await ok(server.url, server.worker, 'mutation($w: ID!) { claimShard(workerId: $w, memoryBudget: 100000) { shard { id } } }', { w: registerWorker.id });
+    expect(tight.claimShard).toBeNull();
     const lie = async (spoil: (s: TrainingState) => TrainingState): Promise<string> => {
       const a = await claim();
       const bytes = new Uint8Array(await (await fetch(a.state.url)).arrayBuffer());

@@ -21,6 +21,8 @@ export interface WorkerOptions {
   readonly pollMs?: number;
   /** Stop after this many shards (0: never). */
   readonly maxShards?: number;
+  /** Take only shards whose model and data fit in this many bytes (a browser tab's budget). */
+  readonly memoryBudget?: number;
   /** The connection to use; default: GraphQL over HTTP to `server`. */
   readonly transport?: GraphQLTransport;
 }
@@ -40,7 +42,7 @@ interface Assignment {
 }
 
 const REGISTER = `mutation($name: String!, $kind: String!, $backend: String!) { registerWorker(name: $name, kind: $kind, backend: $backend) { id } }`;
-const CLAIM = `mutation($w: ID!) { claimShard(workerId: $w) { shard { id round index } job
+const CLAIM = `mutation($w: ID!, $m: Float) { claimShard(workerId: $w, memoryBudget: $m) { shard { id round index } job
   model { url sha256 bytes } train { url sha256 bytes } state { url sha256 bytes } uploadUrl } }`;
 const HEARTBEAT = `mutation($w: ID!, $s: ID!, $a: Int!, $n: Int!, $l: Float) { heartbeat(workerId: $w, shardId: $s, attempt: $a, stepsDone: $n, loss: $l) { cancelled reason } }`;
 const COMPLETE = `mutation($w: ID!, $s: ID!, $a: Int!, $l: Float!, $ips: Float!) { completeShard(workerId: $w, shardId: $s, attempt: $a, loss: $l, imagesPerSecond: $ips) { id status } }`;
@@ -67,7 +69,7 @@ export class PartuneWorker {
     this.log(`worker ${this.id} registered (${this.o.backend})`);
     let idle = 0;
     while (!this.o.signal?.aborted && !(this.o.maxShards && this.shardsDone >= this.o.maxShards)) {
-      const { claimShard: a } = await this.client.request<{ claimShard: Assignment | null }>(CLAIM, { w: this.id });
+      const { claimShard: a } = await this.client.request<{ claimShard: Assignment | null }>(CLAIM, { w: this.id, m: this.o.memoryBudget ?? null });
       if (!a) {
         await sleep(Math.min(this.o.pollMs ?? 1000, 250 * 2 ** Math.min(idle++, 3)), this.o.signal);
         continue;

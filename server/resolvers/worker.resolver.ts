@@ -32,9 +32,10 @@ export class WorkerResolver {
   }
 
   @Authorized('WORKER', 'VOLUNTEER')
-  @Mutation(() => T.ShardAssignment, { nullable: true, description: 'Leases the next pending shard; null when there is none' })
-  async claimShard(@Ctx() { services }: Context, @Arg('workerId', () => ID) workerId: string): Promise<T.ShardAssignment | null> {
-    const a = await services.shards.claim(workerId);
+  @Mutation(() => T.ShardAssignment, { nullable: true, description: 'Leases the next pending shard that fits the memory budget (bytes); null when there is none' })
+  async claimShard(@Ctx() { services }: Context, @Arg('workerId', () => ID) workerId: string,
+    @Arg('memoryBudget', () => Float, { nullable: true }) memoryBudget?: number): Promise<T.ShardAssignment | null> {
+    const a = await services.shards.claim(workerId, memoryBudget ?? undefined);
     return a && Object.assign(new T.ShardAssignment(), { ...a, shard: toShard(a.shard) });
   }
 

@@ -82,13 +82,25 @@ export class Shards {
     return expired.length;
   }
 
-  async claim(workerId: string): Promise<Assignment | null> {
+  /**
+   * What a worker holds for a shard of this run: the base weights, gradients and two AdamW moments
+   * (at most four copies of the model) and the training split; activations come on top.
+   */
+  memoryNeed(run: RunRow): number {
+    const model = this.catalog.model(run.model_id);
+    const train = parseJson<DatasetShard[]>(this.catalog.dataset(run.dataset_id).shards, []).filter((s) => s.split === 'train');
+    return 4 * model.bytes + train.reduce((n, s) => n + s.bytes, 0);
+  }
+
+  /** Leases the oldest pending shard that fits the worker's memory budget (bytes), if it gave one. */
+  async claim(workerId: string, memoryBudget?: number): Promise<Assignment | null> {
     const internal = this.worker(workerId).kind === 'node'; // browsers get URLs on S3_PUBLIC_ENDPOINT
     this.expireLeases();
     const leaseMs = this.p.config.leaseSeconds * 1000;
     const shard = this.p.db.transaction((): ShardRow | undefined => {
-      const s = this.p.db.prepare(`SELECT s.* FROM shards s JOIN runs r ON r.id = s.run_id
-        WHERE s.status = 'PENDING' AND r.status = 'RUNNING' AND s.round = r.round ORDER BY r.created_at, s.round, s.idx LIMIT 1`).get() as ShardRow | undefined;
+      const pending = this.p.db.prepare(`SELECT s.* FROM shards s JOIN runs r ON r.id = s.run_id
+        WHERE s.status = 'PENDING' AND r.status = 'RUNNING' AND s.round = r.round ORDER BY r.created_at, s.round, s.idx LIMIT 100`).all() as ShardRow[];
+      const s = pending.find((c) => memoryBudget === undefined || this.memoryNeed(this.runs.get(c.run_id)) <= memoryBudget);
       if (!s) return undefined;
       this.p.db.prepare("UPDATE shards SET status = 'LEASED', worker_id = ?, lease_until = ?, attempts = attempts + 1, steps_done = 0 WHERE id = ?")
         .run(workerId, Date.now() + leaseMs, s.id);
