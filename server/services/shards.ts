@@ -51,10 +51,9 @@ export class Shards {
   }
 
   workers(onlineOnly: boolean, first: number, offset: number): Page<WorkerRow> {
-    const w = onlineOnly ? 'WHERE last_seen > ?' : 'WHERE ? IS NOT NULL';
-    const cutoff = Date.now() - ONLINE_MS;
-    const rows = this.p.db.prepare(`SELECT * FROM workers ${w} ORDER BY created_at DESC LIMIT ? OFFSET ?`).all(cutoff, first, offset) as WorkerRow[];
-    const total = (this.p.db.prepare(`SELECT COUNT(*) AS n FROM workers ${w}`).get(cutoff) as { n: number }).n;
+    const since = onlineOnly ? Date.now() - ONLINE_MS : 0;
+    const rows = this.p.db.prepare('SELECT * FROM workers WHERE last_seen > ? ORDER BY created_at DESC LIMIT ? OFFSET ?').all(since, first, offset) as WorkerRow[];
+    const total = (this.p.db.prepare('SELECT COUNT(*) AS n FROM workers WHERE last_seen > ?').get(since) as { n: number }).n;
     return page(rows, total, offset);
   }
 
