@@ -23,3 +23,4 @@ export * from './aggregate/soup';
 export * from './weights/state';
 export * from './aggregate/fedavg';
 export * from './train/shard';
+export * from './aggregate/soup-report';

@@ -1,8 +1,7 @@
 // The server's own tensor work (validating checkpoints, a run's first state, evaluation, the final
 // delta, merging), run in a worker thread so the event loop keeps answering workers and clients.
 import {
-  Checkpoint, Dataset, Delta, LayerAngle, Normalization, SoupIngredient, greedySoup, layerAngles, permutation, selectByAngle, subset, tensorAngles,
-  topKForBudget, uniformSoup, Strategy, TrainingState, channelStats, concatDatasets, countParams, evaluate, exportCheckpoint,
+  Checkpoint, Dataset, LayerAngle, Normalization, SoupIngredient, layerAngles, selectByAngle, soupWithScores, tensorAngles, topKForBudget, Strategy, TrainingState, channelStats, concatDatasets, countParams, evaluate, exportCheckpoint,
   inspect, loadCheckpoint, makeDelta, parseDelta, parseState, parseVitConfig, roundToDelta, serializeDelta, serializeState,
   toDevice, tunedShapes, unpackDataset, withNewHead, withTuned, applyDelta, limit as limitDataset,
 } from '../../engine';
@@ -125,52 +124,22 @@ export class Jobs {
     return { angles, tensorAngles: perTensor, topK, strategy, tunedParams: ins.tunedParams, deltaBytes: ins.deltaBytes.f32 };
   }
 
-  /**
-   * A uniform or greedy soup of deltas of one base. Held-out (greedy's selection) and test are the
-   * two halves of the test split under a fixed permutation, as `partune soup` cuts them.
-   */
+  /** A uniform or greedy soup of deltas of one base, with held-out and test scores (engine's soupWithScores). */
   async soup(args: {
     model: BlobRef; ingredients: { label: string; delta: BlobRef }[]; test: readonly BlobRef[]; normalization: Normalization; method: 'uniform' | 'greedy'; heldOut?: number;
   }, progress: (message: string) => void): Promise<{
     delta: Uint8Array; heldOut: number; test: number; heldOutImages: number; testImages: number; tensors: number; tunedParams: number;
     ingredients: { label: string; heldOut: number; test: number }[]; steps?: { label: string; score: number; kept: boolean }[];
   }> {
-    const base = await this.checkpoint(args.model);
     const ingredients: SoupIngredient[] = [];
     for (const i of args.ingredients) ingredients.push({ label: i.label, delta: parseDelta(await this.store.get(i.delta.key, i.delta.sha256), i.label) });
-    const all = await this.dataset(args.test);
-    const half = args.heldOut ?? Math.floor(all.count / 2);
-    if (half <= 0 || half >= all.count) throw new Error(`heldOut must be between 1 and ${all.count - 1}`);
-    const order = permutation(all.count, 4242);
-    const heldOut = subset(all, order.subarray(0, half), `${all.name}:held-out`);
-    const test = subset(all, order.subarray(half), `${all.name}:rest`);
-    const accuracy = async (d: Delta, ds: Dataset): Promise<number> => {
-      const params = toDevice(applyDelta(base, d));
-      try {
-        return (await evaluate(params, d.manifest.architecture, ds, args.normalization, 100)).accuracy;
-      } finally {
-        tf.dispose([...params.values()]);
-      }
-    };
-    const rows: { label: string; heldOut: number; test: number }[] = [];
-    for (const i of ingredients) {
-      rows.push({ label: i.label, heldOut: await accuracy(i.delta, heldOut), test: await accuracy(i.delta, test) });
-      progress(`ingredient ${i.label}: held-out ${(100 * rows.at(-1)!.heldOut).toFixed(2)}%`);
-    }
-    const scored = new Map(ingredients.map((i, k) => [i.delta, rows[k].heldOut]));
-    const score = async (d: Delta): Promise<number> => {
-      const known = scored.get(d);
-      if (known !== undefined) return known;
-      const s = await accuracy(d, heldOut);
-      progress(`candidate soup of ${d.manifest.soup?.ingredients.length} ingredients: held-out ${(100 * s).toFixed(2)}%`);
-      return s;
-    };
-    const result = args.method === 'uniform' ? { soup: uniformSoup(base, ingredients), steps: undefined } : await greedySoup(base, ingredients, score);
-    const soupHeldOut = await accuracy(result.soup, heldOut);
-    const soupTest = await accuracy(result.soup, test);
+    const r = await soupWithScores({
+      base: await this.checkpoint(args.model), ingredients, test: await this.dataset(args.test), normalization: args.normalization,
+      method: args.method, heldOut: args.heldOut, progress,
+    });
     return {
-      delta: serializeDelta(result.soup), heldOut: soupHeldOut, test: soupTest, heldOutImages: heldOut.count, testImages: test.count,
-      tensors: result.soup.tensors.size, tunedParams: result.soup.manifest.tunedParams, ingredients: rows, steps: result.steps,
+      delta: serializeDelta(r.soup), heldOut: r.result.heldOut, test: r.result.test, heldOutImages: r.heldOutImages, testImages: r.testImages,
+      tensors: r.soup.tensors.size, tunedParams: r.soup.manifest.tunedParams, ingredients: r.ingredients, steps: r.steps,
     };
   }
 

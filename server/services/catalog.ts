@@ -77,10 +77,15 @@ export class Catalog {
   }
 
   models(search: string | undefined, first: number, offset: number): Page<ModelRow> {
+    return this.named<ModelRow>('models', search, first, offset);
+  }
+
+  /** A page of a table of named things, newest first, optionally filtered by a name substring. */
+  private named<T>(table: 'models' | 'datasets', search: string | undefined, first: number, offset: number): Page<T> {
     const where = search ? 'WHERE name LIKE ?' : '';
     const args = search ? [`%${search}%`] : [];
-    const rows = this.p.db.prepare(`SELECT * FROM models ${where} ORDER BY created_at DESC LIMIT ? OFFSET ?`).all(...args, first, offset) as ModelRow[];
-    const total = (this.p.db.prepare(`SELECT COUNT(*) AS n FROM models ${where}`).get(...args) as { n: number }).n;
+    const rows = this.p.db.prepare(`SELECT * FROM ${table} ${where} ORDER BY created_at DESC LIMIT ? OFFSET ?`).all(...args, first, offset) as T[];
+    const total = (this.p.db.prepare(`SELECT COUNT(*) AS n FROM ${table} ${where}`).get(...args) as { n: number }).n;
     return page(rows, total, offset);
   }
 
@@ -148,11 +153,7 @@ export class Catalog {
   }
 
   datasets(search: string | undefined, first: number, offset: number): Page<DatasetRow> {
-    const where = search ? 'WHERE name LIKE ?' : '';
-    const args = search ? [`%${search}%`] : [];
-    const rows = this.p.db.prepare(`SELECT * FROM datasets ${where} ORDER BY created_at DESC LIMIT ? OFFSET ?`).all(...args, first, offset) as DatasetRow[];
-    const total = (this.p.db.prepare(`SELECT COUNT(*) AS n FROM datasets ${where}`).get(...args) as { n: number }).n;
-    return page(rows, total, offset);
+    return this.named<DatasetRow>('datasets', search, first, offset);
   }
 }
 
