@@ -225,6 +225,8 @@ const PAPER = [
 export function writeReport(args: {
   experiments: readonly Experiment[]; results: Record<string, ExperimentResults>; skipped: Record<string, string[]>;
   report: string; quick: boolean;
+  /** Hand-written commentary appended as is. */
+  discussion?: string;
 }): void {
   const reportDir = dirname(args.report);
   const plotsDir = join(reportDir, args.quick ? 'plots' : 'results');
@@ -245,8 +247,7 @@ export function writeReport(args: {
     lines.push('## Across the two tasks', '', `Spearman correlation of the ${common.length} preset strategies' mean top-1 between the two experiments: ${rho.toFixed(2)}.`, '');
   }
   for (const [id, missing] of Object.entries(args.skipped)) lines.push(`Experiment ${id} was skipped: missing ${missing.join(', ')}.`, '');
-  const discussion = join(__dirname, '..', '..', 'study', 'discussion.md');
-  if (!args.quick && existsSync(discussion)) lines.push(readFileSync(discussion, 'utf8').trim(), '');
+  if (args.discussion && existsSync(args.discussion)) lines.push(readFileSync(args.discussion, 'utf8').trim(), '');
   mkdirSync(reportDir, { recursive: true });
   writeFileSync(args.report, `${lines.join('\n')}\n`);
 }

@@ -226,7 +226,7 @@ async function main(): Promise<void> {
   }
   const report = args.quick ? join(args.out, 'RESULTS.md') : join(ROOT, 'docs', 'RESULTS.md');
   const results = Object.fromEntries(runnable.map((e) => [e.id, readResults(args.out, e.id)]));
-  writeReport({ experiments: runnable, results, skipped, report, quick: args.quick });
+  writeReport({ experiments: runnable, results, skipped, report, quick: args.quick, discussion: args.quick ? undefined : join(ROOT, 'study', 'discussion.md') });
   process.stderr.write(`study done in ${elapsed(pool.started)}: ${report}\n`);
 }
 

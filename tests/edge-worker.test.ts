@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Browser, chromium } from 'playwright-core';
 import { parseDelta } from '../engine';
-import { CLI, RUN_QUERY, ServerProcess, WorkerProcess, gql, ok, startServer, startWorker, uploadBytes, waitFor, waitForRun } from './platform-helpers';
+import { CLI, RUN_QUERY, ServerProcess, WorkerProcess, cliJson, gql, ok, startServer, startWorker, uploadBytes, waitFor, waitForRun } from './platform-helpers';
 
 jest.setTimeout(300_000);
 
@@ -63,8 +63,8 @@ suite('edge worker in headless Chromium', () => {
     expect(await page.textContent('#samples')).toMatch(/2,048 images in 8 shards/);
 
     const reference = join(tmp, 'single.safetensors');
-    const single = JSON.parse(spawnSync(process.execPath, [CLI, 'finetune', '--checkpoint', micro, '--data', 'mnist', '--strategy', 'attn-only', '--train-limit', '1024',
-      '--test-limit', '400', '--epochs', '2', '--backend', 'wasm', '--out', reference, '--json', '--quiet'], { encoding: 'utf8' }).stdout.trim());
+    const single = await cliJson(['finetune', '--checkpoint', micro, '--data', 'mnist', '--strategy', 'attn-only', '--train-limit', '1024',
+      '--test-limit', '400', '--epochs', '2', '--backend', 'wasm', '--out', reference]);
     expect(run.accuracy).toBe(single.accuracy);
     const ours = parseDelta(new Uint8Array(await (await fetch(run.delta.downloadUrl)).arrayBuffer()));
     const theirs = parseDelta(new Uint8Array(readFileSync(reference)));

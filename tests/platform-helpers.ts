@@ -1,12 +1,25 @@
 // Real processes for the platform tests: a server (`partune serve`) on a free port with its own
 // data directory, worker processes, and a GraphQL client that returns errors instead of throwing.
-import { ChildProcess, spawn } from 'node:child_process';
+import { ChildProcess, execFile, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 /** The built CLI, from tests/ (ts-jest) or from dist/tests/ (the compiled bench). */
+/**
+ * The CLI as a child process without blocking the event loop: a long spawnSync freezes the test's
+ * pooled HTTP connections, which the server may close meanwhile (the next fetch then fails).
+ */
+export function cliJson(args: string[]): Promise<Record<string, any>> {
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [CLI, ...args, '--json', '--quiet'], { encoding: 'utf8', maxBuffer: 1 << 24 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`partune ${args.join(' ')}: ${stderr || err.message}`));
+      else resolve(JSON.parse(stdout.trim().split('\n').pop()!));
+    });
+  });
+}
+
 export const CLI = existsSync(join(__dirname, '..', 'cli', 'main.js')) ? join(__dirname, '..', 'cli', 'main.js') : join(__dirname, '..', 'dist', 'cli', 'main.js');
 
 async function free(port: number): Promise<boolean> {

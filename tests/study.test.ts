@@ -13,7 +13,7 @@ import { plan } from '../study/experiments';
 import { selectClasses } from '../study/data';
 import type { FinetuneResult, SoupResult } from '../study/job';
 import { chooseLr, meanStd, readResults } from '../study/results';
-import { strategyRows } from '../study/report';
+import { strategyRows, writeReport } from '../study/report';
 import { SHARED, describeIfExists } from './helpers';
 
 jest.setTimeout(600_000);
@@ -54,6 +54,20 @@ describe('study rules', () => {
     expect(rows[0].lr).toBe(3e-3);
     expect(rows[0].runs.map((r) => r.seed)).toEqual([0, 1]);
     expect(rows[0].test.mean).toBeCloseTo(0.2, 12);
+  });
+});
+
+describe('the committed report', () => {
+  it('is exactly what the committed raw results give', () => {
+    const root = join(__dirname, '..');
+    const out = mkdtempSync(join(tmpdir(), 'partune-report-'));
+    const experiments = plan(false);
+    writeReport({
+      experiments, results: Object.fromEntries(experiments.map((e) => [e.id, readResults(join(root, 'study', 'results'), e.id)])), skipped: {},
+      report: join(out, 'RESULTS.md'), quick: false, discussion: join(root, 'study', 'discussion.md'),
+    });
+    expect(readFileSync(join(out, 'RESULTS.md'), 'utf8')).toBe(readFileSync(join(root, 'docs', 'RESULTS.md'), 'utf8'));
+    for (const f of readdirSync(join(out, 'results'))) expect(readFileSync(join(out, 'results', f), 'utf8')).toBe(readFileSync(join(root, 'docs', 'results', f), 'utf8'));
   });
 });
 
