@@ -1,16 +1,9 @@
 # The Partune server and Node worker image (docker-compose.yml runs both from it).
+# node:20-bookworm has the C toolchain the native BLAS addon builds with; OpenBLAS runs its products.
 FROM node:20-bookworm
-RUN apt-get update && apt-get install -y --no-install-recommends dataset-fashion-mnist && rm -rf /var/lib/apt/lists/*
+RUN apt-get update && apt-get install -y --no-install-recommends dataset-fashion-mnist libopenblas0-openmp \
+  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
-COPY package.json package-lock.json ./
-COPY tsconfig.json tsconfig.build.json ./
-COPY engine engine
-COPY storage storage
-COPY schema schema
-COPY server server
-COPY worker worker
-COPY cli cli
-COPY bench bench
-COPY tests/platform-helpers.ts tests/platform-helpers.ts
-RUN npm ci --no-audit --no-fund && npm run build
+COPY . .
+RUN npm ci --no-audit --no-fund
 ENTRYPOINT ["node", "dist/cli/main.js"]

@@ -1,13 +1,14 @@
 // Where one training step spends its time: backend kernels of a full fine-tuning step (batch
 // 32), grouped by kernel and input shapes. Writes bench/results/profile-<model>.json.
-// Run: node dist/bench/profile-step.js [model ...]
+// Products on the native BLAS with one thread, or with --blas off on XNNPACK (the browser's path,
+// written as profile-<model>-xnnpack.json). Run: node dist/bench/profile-step.js [--blas off] [model ...]
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { TrainableVit, initParams, preset, presetStrategy, toHost } from '../engine';
 import { selectBackend } from '../cli/backend';
 
-async function profile(name: string, backend: string): Promise<void> {
+async function profile(name: string, backend: string, detail: string, suffix: string): Promise<void> {
   const config = preset(name);
   const m = new TrainableVit(await toHost(initParams(config, 0)), config, presetStrategy('full'));
   const x = tf.randomNormal([32, config.imageSize, config.imageSize, config.channels]) as tf.Tensor4D;
@@ -42,17 +43,19 @@ async function profile(name: string, backend: string): Promise<void> {
   const kernels = [...byKernel].sort((a, b) => b[1] - a[1]).map(([kernel, ms]) => ({ kernel, ms, share: ms / total }));
   const dir = join(__dirname, '..', '..', 'bench', 'results');
   mkdirSync(dir, { recursive: true });
-  const file = join(dir, `profile-${name}.json`);
-  writeFileSync(file, `${JSON.stringify({ date: new Date().toISOString(), model: name, strategy: 'full', batch: 32, backend, kernelMs: total, profiledWallMs: wall, kernels, top }, null, 2)}\n`);
+  const file = join(dir, `profile-${name}${suffix}.json`);
+  writeFileSync(file, `${JSON.stringify({ date: new Date().toISOString(), model: name, strategy: 'full', batch: 32, backend: detail, kernelMs: total, profiledWallMs: wall, kernels, top }, null, 2)}\n`);
   process.stderr.write(`${name}: ${total.toFixed(0)} ms in kernels; ${kernels.slice(0, 6).map((k) => `${k.kernel} ${(100 * k.share).toFixed(0)}%`).join(', ')}\nwrote ${file}\n`);
   tf.dispose([x, y]);
   m.dispose();
 }
 
 async function main(): Promise<void> {
-  const { name } = await selectBackend('auto');
-  const models = process.argv.slice(2);
-  for (const model of models.length ? models : ['vit_mnist_500k', 'vit_tiny_patch4_32']) await profile(model, name);
+  const args = process.argv.slice(2);
+  const off = args[0] === '--blas' && args[1] === 'off';
+  const models = off ? args.slice(2) : args;
+  const { name, detail } = await selectBackend('auto', { blas: off ? 'off' : 'auto', threads: 1 });
+  for (const model of models.length ? models : ['vit_mnist_500k', 'vit_tiny_patch4_32']) await profile(model, name, detail, off ? '-xnnpack' : '');
 }
 
 main().catch((e: Error) => {

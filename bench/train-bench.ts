@@ -1,7 +1,9 @@
 // Engine throughput and memory against PyTorch: img/s and peak RSS for training (full, attn-only,
 // ffn-only, last-half) and inference, each case in its own process so peak memory is that case's
 // alone, Partune and the PyTorch reference (bench/torch_reference.py, same model, batch, step
-// and threads) interleaved. Writes bench/results/engine-<date>.json. Run: npm run bench [-- --quick]
+// and threads) interleaved. Partune runs its products on the native BLAS (1 and 2 threads) and,
+// once per case, on XNNPACK (the browser's path). Writes bench/results/engine-<date>.json.
+// Run: npm run bench [-- --quick]
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -18,6 +20,12 @@ interface Case {
   readonly cached?: boolean;
   readonly batch: number;
   readonly steps: number;
+}
+
+/** How Partune's wasm backend runs products: on the native BLAS ('auto') or on XNNPACK ('off'). */
+interface Engine {
+  readonly blas: 'auto' | 'off';
+  readonly threads: number;
 }
 
 interface Measurement {
@@ -46,8 +54,8 @@ async function weightsFor(name: string): Promise<{ config: VitConfig; weights: A
   return { config, weights: await toHost(initParams(config, 0)), source: 'random init (speed does not depend on values)' };
 }
 
-async function runCase(c: Case): Promise<Result> {
-  const backend = await selectBackend('auto');
+async function runCase(c: Case, e: Engine): Promise<Result> {
+  const backend = await selectBackend('auto', e);
   const { config, weights } = await weightsFor(c.model);
   const x = tf.randomNormal([c.batch, config.imageSize, config.imageSize, config.channels]) as tf.Tensor4D;
   const y = tf.tensor1d(Array.from({ length: c.batch }, (_, i) => i % config.numClasses), 'int32');
@@ -93,7 +101,7 @@ async function runCase(c: Case): Promise<Result> {
   const ms = (performance.now() - t0) / c.steps;
   cleanup();
   return {
-    ...c, backend: backend.name, imagesPerSecond: (c.batch * 1000) / ms, msPerStep: ms,
+    ...c, backend: backend.detail, imagesPerSecond: (c.batch * 1000) / ms, msPerStep: ms,
     peakRssMiB: process.resourceUsage().maxRSS / 1024, numTensorsStable: counts.every((n) => n === counts[0]),
   };
 }
@@ -115,8 +123,8 @@ const PYTHON = '/usr/bin/python3';
 const TORCH_SCRIPT = join(__dirname, '..', '..', 'bench', 'torch_reference.py');
 const hasTorch = (): boolean => spawnSync(PYTHON, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0;
 
-function partune(c: Case): Result {
-  const line = execFileSync(process.execPath, [__filename, '--case', JSON.stringify(c)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+function partune(c: Case, e: Engine): Result {
+  const line = execFileSync(process.execPath, [__filename, '--case', JSON.stringify(c), JSON.stringify(e)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
   return JSON.parse(line.trim().split('\n').pop()!) as Result;
 }
 
@@ -135,7 +143,7 @@ const best = <T extends Measurement>(a: T, b: T): T => ({ ...(a.imagesPerSecond 
 async function main(): Promise<void> {
   const arg = process.argv.indexOf('--case');
   if (arg > 0) {
-    process.stdout.write(`${JSON.stringify(await runCase(JSON.parse(process.argv[arg + 1])))}\n`);
+    process.stdout.write(`${JSON.stringify(await runCase(JSON.parse(process.argv[arg + 1]), JSON.parse(process.argv[arg + 2])))}\n`);
     return;
   }
   const quick = process.argv.includes('--quick');
@@ -143,26 +151,37 @@ async function main(): Promise<void> {
   if (!withTorch) process.stderr.write(`no PyTorch reference: ${PYTHON} lacks torch (apt-get install python3-torch libopenblas0-openmp)\n`);
   const rows: Record<string, unknown>[] = [];
   const label = (c: Case): string => (c.mode === 'train' ? `train ${c.strategy}${c.cached ? ' (cache)' : ''}` : 'inference');
-  process.stderr.write(`${'model'.padEnd(20)} ${'case'.padEnd(16)} ${'partune'.padStart(9)} ${'torch 1t'.padStart(9)} ${'ratio'.padStart(6)} ${'torch 2t'.padStart(9)}   RSS partune / torch 1t\n`);
+  const blas1: Engine = { blas: 'auto', threads: 1 };
+  const blas2: Engine = { blas: 'auto', threads: 2 };
+  const xnnpack: Engine = { blas: 'off', threads: 1 };
+  const cols = ['xnnpack', 'blas 1t', 'torch 1t', 'ratio', 'blas 2t', 'torch 2t', 'ratio'];
+  process.stderr.write(`${'model'.padEnd(20)} ${'case'.padEnd(18)} ${cols.map((h) => h.padStart(9)).join(' ')}   RSS blas 1t / torch 1t\n`);
   for (const c of plan(quick)) {
-    // Interleaved: Partune, PyTorch, Partune, PyTorch.
-    let ours = partune(c);
+    // Interleaved: Partune, PyTorch, Partune, PyTorch; then the XNNPACK path and the 2-thread pair.
+    let ours = partune(c, blas1);
     const ref1: Measurement[] = [];
     if (withTorch) ref1.push(torch(c, 1));
-    ours = best(ours, partune(c));
+    ours = best(ours, partune(c, blas1));
     if (withTorch) ref1.push(torch(c, 1));
     const t1 = ref1.length ? best(ref1[0], ref1[1]) : undefined;
+    const plain = partune(c, xnnpack);
+    const ours2 = quick ? undefined : partune(c, blas2);
     const t2 = withTorch && !quick ? torch(c, 2) : undefined;
     const ratio = t1 ? ours.imagesPerSecond / t1.imagesPerSecond : undefined;
-    rows.push({ ...ours, torch1: t1, torch2: t2, ratioVsTorch1: ratio, rssRatioVsTorch1: t1 ? ours.peakRssMiB / t1.peakRssMiB : undefined });
+    const ratio2 = t2 && ours2 ? ours2.imagesPerSecond / t2.imagesPerSecond : undefined;
+    rows.push({
+      ...ours, xnnpack: plain, threads2: ours2, torch1: t1, torch2: t2, ratioVsTorch1: ratio, ratio2VsTorch2: ratio2,
+      blasVsXnnpack: ours.imagesPerSecond / plain.imagesPerSecond, rssRatioVsTorch1: t1 ? ours.peakRssMiB / t1.peakRssMiB : undefined,
+    });
     const f = (x?: number, d = 1): string => (x === undefined ? '-' : x.toFixed(d));
-    process.stderr.write(`${c.model.padEnd(20)} ${label(c).padEnd(16)} ${f(ours.imagesPerSecond).padStart(9)} ${f(t1?.imagesPerSecond).padStart(9)} ${f(ratio, 2).padStart(6)} ${f(t2?.imagesPerSecond).padStart(9)}   ${f(ours.peakRssMiB, 0)} / ${f(t1?.peakRssMiB, 0)} MiB\n`);
+    const cells = [f(plain.imagesPerSecond), f(ours.imagesPerSecond), f(t1?.imagesPerSecond), f(ratio, 2), f(ours2?.imagesPerSecond), f(t2?.imagesPerSecond), f(ratio2, 2)];
+    process.stderr.write(`${c.model.padEnd(20)} ${label(c).padEnd(18)} ${cells.map((x) => x.padStart(9)).join(' ')}   ${f(ours.peakRssMiB, 0)} / ${f(t1?.peakRssMiB, 0)} MiB\n`);
   }
   const source = (await weightsFor('vit_mnist_500k')).source;
   const dir = join(__dirname, '..', '..', 'bench', 'results');
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `engine-${new Date().toISOString().slice(0, 10)}${quick ? '-quick' : ''}.json`);
-  const meta = { date: new Date().toISOString(), node: process.version, cpus: cpus().length, cpu: cpus()[0]?.model, vitMnistWeights: source, batch: 32, unit: 'img/s; RSS in MiB; torch1/torch2 = PyTorch with 1/2 threads' };
+  const meta = { date: new Date().toISOString(), node: process.version, cpus: cpus().length, cpu: cpus()[0]?.model, vitMnistWeights: source, batch: 32, unit: 'img/s; RSS in MiB; top level = Partune with products on the native BLAS, 1 thread; xnnpack = the same without it (the browser path); threads2 = native BLAS, 2 threads; torch1/torch2 = PyTorch with 1/2 threads' };
   writeFileSync(file, `${JSON.stringify({ ...meta, results: rows }, null, 2)}\n`);
   process.stderr.write(`wrote ${file}\n`);
 }

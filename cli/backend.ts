@@ -2,7 +2,8 @@
 // Optional backends are loaded only if installed: none of them is a hard dependency.
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
-import { installBatchedMatMul } from '../engine';
+import { installWasmKernels } from '../engine';
+import { NativeBlasOptions, installNativeBlas } from '../native';
 
 export const BACKENDS = ['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
 export type BackendChoice = (typeof BACKENDS)[number];
@@ -43,7 +44,8 @@ async function loadWebgpu(): Promise<string> {
   return 'webgpu (Dawn via the webgpu package)';
 }
 
-export async function selectBackend(choice: BackendChoice = 'auto'): Promise<BackendInfo> {
+/** `native` applies to the wasm backend: its products on the machine's BLAS when one is found. */
+export async function selectBackend(choice: BackendChoice = 'auto', native: NativeBlasOptions = {}): Promise<BackendInfo> {
   if (!BACKENDS.includes(choice)) throw new Error(`unknown backend '${choice}'; choose one of ${BACKENDS.join(', ')}`);
   if (choice === 'auto' || choice === 'tensorflow') {
     const pkg = await loadTensorflow();
@@ -55,8 +57,12 @@ export async function selectBackend(choice: BackendChoice = 'auto'): Promise<Bac
     await tf.setBackend('cpu');
     return { name: 'cpu', detail: 'pure JavaScript (slow; for reference)' };
   }
-  await installBatchedMatMul();
+  await installWasmKernels();
+  const blas = installNativeBlas(native);
   if (!(await tf.setBackend('wasm'))) throw new Error('the wasm backend failed to start');
   await tf.ready();
-  return { name: 'wasm', detail: `WebAssembly (XNNPACK + SIMD attention kernel), ${choice === 'auto' ? 'no tfjs-node installed' : 'requested'}` };
+  const products = blas.active
+    ? `products on ${blas.library.split(' ').slice(0, 2).join(' ')}, ${blas.threads} thread${blas.threads > 1 ? 's' : ''}`
+    : `XNNPACK + SIMD attention kernel; native BLAS: ${blas.reason}`;
+  return { name: 'wasm', detail: `WebAssembly (${products}), ${choice === 'auto' ? 'no tfjs-node installed' : 'requested'}` };
 }

@@ -33,8 +33,12 @@ export function say(o: Options, line: string): void {
   if (!o.quiet) process.stderr.write(`${line}\n`);
 }
 
+/** --backend, and for wasm --blas auto|off|PATH and --threads N (the native BLAS's threads). */
+export const selectBackendFrom = (o: Options): ReturnType<typeof selectBackend> =>
+  selectBackend((str(o, 'backend') ?? 'auto') as BackendChoice, { blas: str(o, 'blas'), threads: optionalInt(o, 'threads') });
+
 export async function backend(o: Options): Promise<string> {
-  const info = await selectBackend((str(o, 'backend') ?? 'auto') as BackendChoice);
+  const info = await selectBackendFrom(o);
   say(o, `backend: ${info.name} (${info.detail})`);
   return info.name;
 }

@@ -40,7 +40,9 @@ const USAGE = `usage:
   SPEC: mnist | fashion-mnist[:DIR] | idx:DIR | cifar10:DIR
   S: full, linear-probe, attn-only, ffn-only, first-half, last-half, first-half-attn,
      first-half-ffn, last-half-attn, last-half-ffn, inline JSON or @strategy.json
-  common: --backend auto|tensorflow|webgpu|wasm|cpu  --quiet`;
+  common: --backend auto|tensorflow|webgpu|wasm|cpu  --quiet
+          --blas auto|off|PATH  --threads N   (wasm: matrix products on the machine's BLAS, e.g. OpenBLAS;
+                                               N threads, default every core, split among serve's workers)`;
 
 const VALUE_FLAGS = [
   'checkpoint', 'config', 'arch', 'data', 'split', 'limit', 'strategy', 'out', 'epochs', 'lr', 'min-lr', 'batch-size',
@@ -48,7 +50,7 @@ const VALUE_FLAGS = [
   'clip-grad', 'delta-dtype', 'merged-out', 'normalize', 'delta', 'dtype', 'classes', 'backend', 'prefix-cache',
   'prefix-cache-mib', 'max-steps', 'probe-epochs', 'probe-steps', 'top-k', 'budget', 'direction', 'method', 'deltas', 'val-limit',
   'compare-probe-epochs', 'port', 'data-dir', 'workers', 'server', 'token', 'name', 'max-shards', 'model', 'dataset', 'format', 'path',
-  'steps-per-round', 'shards-per-round', 'run', 'memory-mib',
+  'steps-per-round', 'shards-per-round', 'run', 'memory-mib', 'blas', 'threads',
 ];
 const BOOL_FLAGS = ['json', 'quiet', 'adapt', 'flip', 'help', 'wait'];
 

@@ -3,7 +3,7 @@
 // follow a run, download a delta).
 import { spawn, ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { hostname } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
@@ -11,8 +11,7 @@ import { loadConfig } from '../server/config';
 import { startServer } from '../server/app';
 import { PartuneWorker } from '../worker/worker';
 import { GraphQLClient } from '../worker/client';
-import { Options, need, num, optionalInt, say, str } from './commands';
-import { selectBackend, BackendChoice } from './backend';
+import { Options, need, num, optionalInt, say, selectBackendFrom, str } from './commands';
 import { ProgressBar } from './progress';
 
 export async function serveCommand(o: Options): Promise<Record<string, unknown>> {
@@ -25,11 +24,13 @@ export async function serveCommand(o: Options): Promise<Record<string, unknown>>
   say(o, `worker token: ${config.workerToken}`);
   say(o, `GraphQL sandbox: open ${server.url} in a browser`);
   const count = num(o, 'workers', 1, true);
+  // Local workers share this machine's cores: each gets its part for the native BLAS.
+  const threads = str(o, 'threads') ?? String(Math.max(1, Math.floor(availableParallelism() / Math.max(1, count))));
   const workers: ChildProcess[] = [];
   let stopping = false;
   const startWorker = (i: number): void => {
     const child = spawn(process.execPath, [join(__dirname, 'main.js'), 'worker', '--server', server.url, '--token', config.workerToken,
-      '--name', `local-${i}`, '--backend', str(o, 'backend') ?? 'auto'], { stdio: ['ignore', 'inherit', 'inherit'] });
+      '--name', `local-${i}`, '--backend', str(o, 'backend') ?? 'auto', '--threads', threads, ...(str(o, 'blas') ? ['--blas', str(o, 'blas')!] : [])], { stdio: ['ignore', 'inherit', 'inherit'] });
     workers[i] = child;
     child.on('exit', (code, signal) => {
       if (stopping) return;
@@ -54,7 +55,7 @@ export async function serveCommand(o: Options): Promise<Record<string, unknown>>
 }
 
 export async function workerCommand(o: Options): Promise<Record<string, unknown>> {
-  const backend = await selectBackend((str(o, 'backend') ?? 'auto') as BackendChoice);
+  const backend = await selectBackendFrom(o);
   const controller = new AbortController();
   process.once('SIGTERM', () => controller.abort());
   process.once('SIGINT', () => controller.abort());

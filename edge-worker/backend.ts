@@ -3,7 +3,7 @@
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-webgpu';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
-import { installBatchedMatMul } from '../engine';
+import { installWasmKernels } from '../engine';
 
 export type BrowserBackend = 'webgpu' | 'webgl' | 'wasm';
 
@@ -36,7 +36,7 @@ export async function chooseBackend(forced: string | null, wasmPath: string): Pr
         return { name, detail: `WebGL ${tf.env().getNumber('WEBGL_VERSION')}, ${tf.env().getBool('WEBGL_RENDER_FLOAT32_ENABLED') ? '32' : '16'}-bit float` };
       }
     } else {
-      await installBatchedMatMul();
+      await installWasmKernels();
       if (await tf.setBackend('wasm').catch(() => false)) {
         await tf.ready();
         return { name, detail: `WebAssembly${crossOriginIsolated ? ', threads possible' : ''} (XNNPACK + SIMD kernel)` };

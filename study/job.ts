@@ -203,7 +203,7 @@ async function soups(e: Experiment, spec: Extract<JobSpec, { kind: 'soup' }>): P
 }
 
 export async function runJob(spec: JobSpec): Promise<void> {
-  await selectBackend('auto');
+  await selectBackend('auto', { threads: 1 }); // one job per core
   const [e] = plan(spec.quick, spec.experiment);
   const result = spec.kind === 'pretrain' ? await pretrain(e, spec) : spec.kind === 'finetune' ? await finetune(e, spec) : await soups(e, spec);
   writeAtomic(spec.result, `${JSON.stringify({ ...result, spec }, null, 1)}\n`);

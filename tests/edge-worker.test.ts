@@ -30,7 +30,8 @@ suite('edge worker in headless Chromium', () => {
 
   beforeAll(async () => {
     spawnSync(process.execPath, [CLI, 'convert', '--checkpoint', 'random:vit_micro_patch4_28', '--out', micro, '--quiet']);
-    server = await startServer({ PARTUNE_LEASE_SECONDS: '4' });
+    // Bit-for-bit comparisons with the browser need Node on the same kernels: XNNPACK, not the native BLAS.
+    server = await startServer({ PARTUNE_LEASE_SECONDS: '4', PARTUNE_BLAS: 'off' });
     const uploadId = await uploadBytes(server, 'micro.safetensors', readFileSync(micro));
     await ok(server.url, server.admin, 'mutation($i: RegisterModelInput!) { registerModel(input: $i) { id } }', { i: { name: 'micro', uploadId } });
     await ok(server.url, server.admin, 'mutation($i: ImportDatasetInput!) { importDataset(input: $i) { id } }',
@@ -64,7 +65,7 @@ suite('edge worker in headless Chromium', () => {
 
     const reference = join(tmp, 'single.safetensors');
     const single = await cliJson(['finetune', '--checkpoint', micro, '--data', 'mnist', '--strategy', 'attn-only', '--train-limit', '1024',
-      '--test-limit', '400', '--epochs', '2', '--backend', 'wasm', '--out', reference]);
+      '--test-limit', '400', '--epochs', '2', '--backend', 'wasm', '--blas', 'off', '--out', reference]);
     expect(run.accuracy).toBe(single.accuracy);
     const ours = parseDelta(new Uint8Array(await (await fetch(run.delta.downloadUrl)).arrayBuffer()));
     const theirs = parseDelta(new Uint8Array(readFileSync(reference)));
@@ -79,7 +80,7 @@ suite('edge worker in headless Chromium', () => {
   });
 
   it('a mixed fleet (one Node worker, two tabs) survives a tab closed mid-shard, and computes what an uninterrupted fleet does', async () => {
-    const node: WorkerProcess = startWorker(server, 'node-1');
+    const node: WorkerProcess = startWorker(server, 'node-1', ['--blas', 'off']);
     const origin = server.url.replace('/graphql', '');
     const tabs = await Promise.all(['tab-a', 'tab-b'].map(async (name) => {
       const page = await browser.newPage();

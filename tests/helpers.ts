@@ -3,10 +3,10 @@ import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { VitConfig, installBatchedMatMul, parseVitConfig } from '../engine';
+import { VitConfig, installWasmKernels, parseVitConfig } from '../engine';
 
 export async function useBackend(name: 'wasm' | 'cpu' = 'wasm'): Promise<void> {
-  if (name === 'wasm') await installBatchedMatMul();
+  if (name === 'wasm') await installWasmKernels();
   await tf.setBackend(name);
   await tf.ready();
 }

@@ -4,7 +4,8 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TrainableVit, initParams, presetStrategy, toHost } from '../engine';
+import { TrainableVit, geluWithSlope, initParams, presetStrategy, toHost } from '../engine';
+import { GELU_WITH_SLOPE } from '../engine/kernels/gelu';
 import { TOY, useBackend } from './helpers';
 
 async function on(backend: 'cpu' | 'wasm', f: () => tf.Tensor): Promise<Float32Array> {
@@ -62,10 +63,66 @@ describe('batched matmul kernel (wasm)', () => {
   });
 
   const hasClang = spawnSync('clang', ['--version'], { stdio: 'ignore' }).status === 0 && spawnSync('wasm-ld', ['--version'], { stdio: 'ignore' }).status === 0;
-  (hasClang ? it : it.skip)('the committed module is built from matmul.c (needs clang and lld)', () => {
+  (hasClang ? it : it.skip)('the committed module is built from matmul.c and gelu.c (needs clang and lld)', () => {
     const dir = join(__dirname, '..', 'engine', 'kernels');
-    const fresh = join(mkdtempSync(join(tmpdir(), 'kern-')), 'matmul-wasm.ts');
+    const fresh = join(mkdtempSync(join(tmpdir(), 'kern-')), 'kernels-wasm.ts');
     execFileSync('bash', [join(dir, 'build.sh'), fresh]);
-    expect(readFileSync(fresh, 'utf8')).toBe(readFileSync(join(dir, 'matmul-wasm.ts'), 'utf8'));
+    expect(readFileSync(fresh, 'utf8')).toBe(readFileSync(join(dir, 'kernels-wasm.ts'), 'utf8'));
+  });
+});
+
+/** erfc(z) for z >= 0 in double precision: Taylor series of erf near 0, a continued fraction in the tail. */
+function erfc64(z: number): number {
+  if (z >= 2.5) {
+    let f = 0;
+    for (let n = 80; n >= 1; n--) f = n / 2 / (z + f);
+    return Math.exp(-z * z) / Math.sqrt(Math.PI) / (z + f);
+  }
+  let term = z;
+  let sum = z;
+  for (let n = 1; n < 200 && Math.abs(term) > 1e-18; n++) {
+    term *= (-z * z) / n;
+    sum += term / (2 * n + 1);
+  }
+  return 1 - (2 / Math.sqrt(Math.PI)) * sum;
+}
+
+/** The standard normal CDF without cancellation in either tail. */
+const phi64 = (x: number): number => (x < 0 ? 0.5 * erfc64(-x / Math.SQRT2) : 1 - 0.5 * erfc64(x / Math.SQRT2));
+
+describe('GELU kernel (wasm)', () => {
+  const xs = Float32Array.from({ length: 4003 }, (_, i) => -12 + (24 * i) / 4002); // odd length: a padded tail
+  const exact = Array.from(xs, (x) => {
+    const cdf = phi64(x);
+    const pdf = Math.exp(-0.5 * x * x) / Math.sqrt(2 * Math.PI);
+    return [x * cdf, cdf + x * pdf];
+  });
+
+  it.each(['wasm', 'cpu'] as const)('gives x Phi(x) and its slope within float precision of erf in double (%s)', async (backend) => {
+    await useBackend(backend);
+    const [y, slope] = geluWithSlope(tf.tensor(xs, [1, 4003]));
+    const ys = y.dataSync();
+    const ss = slope.dataSync();
+    tf.dispose([y, slope]);
+    let worstY = 0;
+    let worstSlope = 0;
+    xs.forEach((x, i) => {
+      worstY = Math.max(worstY, Math.abs(ys[i] - exact[i][0]) / Math.max(1, Math.abs(x)));
+      worstSlope = Math.max(worstSlope, Math.abs(ss[i] - exact[i][1]));
+    });
+    expect(worstY).toBeLessThan(5e-7);
+    expect(worstSlope).toBeLessThan(1e-6);
+  });
+
+  it('runs as one kernel on wasm and keeps no tensors', async () => {
+    await useBackend('wasm');
+    const x = tf.randomNormal([7, 33]);
+    const before = tf.memory().numTensors;
+    const kernels: string[] = [];
+    const profile = await tf.profile(() => tf.dispose(geluWithSlope(x)));
+    profile.kernels.forEach((k) => kernels.push(k.name));
+    expect(kernels).toEqual([GELU_WITH_SLOPE]);
+    expect(tf.memory().numTensors).toBe(before);
+    x.dispose();
   });
 });

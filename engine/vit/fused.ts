@@ -3,8 +3,8 @@
 // backward ends; as custom gradients they keep only what backward needs (peak memory at width 192:
 // 3.2 GB -> 1.2 GB) and skip weight-gradient products for frozen weights.
 import * as tf from '@tensorflow/tfjs';
-
-const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
+import { geluWithSlope } from '../kernels/gelu';
+import { columnSum, linearProduct, product } from './products';
 
 type Args = (tf.Tensor | tf.GradSaveFunc)[];
 
@@ -16,13 +16,6 @@ type Args = (tf.Tensor | tf.GradSaveFunc)[];
  */
 const weightGrad = (w: tf.Tensor, grad: () => tf.Tensor): tf.Tensor =>
   w instanceof tf.Variable && w.trainable ? grad() : tf.zerosLike(w);
-
-/** Exact GELU, x * Phi(x), and its slope Phi(x) + x * phi(x), computed together (erf is costly on wasm). */
-function geluWithSlope(x: tf.Tensor): [tf.Tensor, tf.Tensor] {
-  const cdf = tf.mul(tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1), 0.5);
-  const pdf = tf.mul(tf.exp(tf.mul(tf.square(x), -0.5)), INV_SQRT_2PI);
-  return [tf.mul(x, cdf), tf.add(cdf, tf.mul(x, pdf))];
-}
 
 /**
  * LayerNorm over the last axis. Saves the input (alive anyway: it is the residual stream) and
@@ -48,7 +41,7 @@ export function layerNorm(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor, eps:
           const meanG = tf.mean(g, -1, true);
           const meanGx = tf.mean(tf.mul(g, xh2), -1, true);
           const dx = tf.mul(tf.sub(tf.sub(g, meanG), tf.mul(xh2, meanGx)), tf.reshape(r, [rows, 1]));
-          return [tf.reshape(dx, dy.shape), weightGrad(w, () => tf.sum(tf.mul(dy2, xh2), 0)), weightGrad(bIn, () => tf.sum(dy2, 0))];
+          return [tf.reshape(dx, dy.shape), weightGrad(w, () => columnSum(tf.mul(dy2, xh2))), weightGrad(bIn, () => columnSum(dy2))];
         }),
     };
   }) as (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => tf.Tensor;
@@ -56,20 +49,19 @@ export function layerNorm(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor, eps:
 }
 
 /**
- * y = x W^T + b for x (N, in), W (out, in) as torch.nn.Linear; saves x and W. Every product is
- * 2-D and untransposed (the wasm backend's fast path): forward x (W^T), dx = dy W,
- * dW = (dy^T) x, db = sum(dy).
+ * y = x W^T + b for x (N, in), W (out, in) as torch.nn.Linear; saves x and W.
+ * dx = dy W, dW = dy^T x, db = column sums of dy.
  */
 export const linear = tf.customGrad((...args: Args) => {
   const [x, w, b, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.GradSaveFunc];
   save([x, w]);
   return {
-    value: tf.tidy(() => tf.fused.matMul({ a: x, b: tf.transpose(w), bias: b })),
+    value: tf.tidy(() => linearProduct(x, w, b)),
     gradFunc: (dy: tf.Tensor, [xs, ws]: tf.Tensor[]) =>
       tf.tidy(() => [
         tf.matMul(dy as tf.Tensor2D, ws as tf.Tensor2D),
-        weightGrad(w, () => tf.matMul(tf.transpose(dy as tf.Tensor2D), xs as tf.Tensor2D)),
-        weightGrad(b, () => tf.sum(dy, 0)),
+        weightGrad(w, () => product(dy, xs, true, false)),
+        weightGrad(b, () => columnSum(dy)),
       ]),
   };
 }) as (x: tf.Tensor2D, w: tf.Tensor, b: tf.Tensor) => tf.Tensor2D;
@@ -80,14 +72,14 @@ export const linear = tf.customGrad((...args: Args) => {
  */
 export const linearGelu = tf.customGrad((...args: Args) => {
   const [x, w, b, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.GradSaveFunc];
-  const [value, slope] = tf.tidy(() => geluWithSlope(tf.fused.matMul({ a: x, b: tf.transpose(w), bias: b })));
+  const [value, slope] = tf.tidy(() => geluWithSlope(linearProduct(x, w, b)));
   save([x, w, slope]);
   return {
     value,
     gradFunc: (dy: tf.Tensor, [xs, ws, s]: tf.Tensor[]) =>
       tf.tidy(() => {
         const dz = tf.mul(dy, s) as tf.Tensor2D;
-        return [tf.matMul(dz, ws as tf.Tensor2D), weightGrad(w, () => tf.matMul(tf.transpose(dz), xs as tf.Tensor2D)), weightGrad(b, () => tf.sum(dz, 0))];
+        return [tf.matMul(dz, ws as tf.Tensor2D), weightGrad(w, () => product(dz, xs, true, false)), weightGrad(b, () => columnSum(dz))];
       }),
   };
 }) as (x: tf.Tensor2D, w: tf.Tensor, b: tf.Tensor) => tf.Tensor2D;
@@ -114,10 +106,7 @@ export function selfAttention(x: tf.Tensor2D, weight: tf.Tensor, bias: tf.Tensor
     const [xIn, w] = args as tf.Tensor[];
     const b = bias ? (args[2] as tf.Tensor) : undefined;
     const [qh, kh, vh, p] = tf.tidy(() => {
-      const project = (j: number): tf.Tensor4D => {
-        const wT = tf.transpose(rows(w, j));
-        return toHeads(b ? tf.fused.matMul({ a: xIn as tf.Tensor2D, b: wT, bias: tf.slice(b, [j * I], [I]) }) : tf.matMul(xIn as tf.Tensor2D, wT));
-      };
+      const project = (j: number): tf.Tensor4D => toHeads(linearProduct(xIn as tf.Tensor2D, rows(w, j), b && tf.slice(b, [j * I], [I])));
       const [q, k, v] = [project(0), project(1), project(2)];
       return [q, k, v, tf.softmax(tf.mul(tf.matMul(q, k, false, true), scale))];
     });
@@ -131,8 +120,8 @@ export function selfAttention(x: tf.Tensor2D, weight: tf.Tensor, bias: tf.Tensor
           const ds = tf.mul(tf.mul(ps, tf.sub(dp, tf.sum(tf.mul(dp, ps), -1, true))), scale);
           const dProj = [toTokens(tf.matMul(ds, ks)), toTokens(tf.matMul(ds, qs, true, false)), toTokens(tf.matMul(ps, dOut, true, false))];
           const dx = tf.addN(dProj.map((d, j) => tf.matMul(d, rows(ws, j))));
-          const dw = weightGrad(w, () => tf.concat(dProj.map((d) => tf.matMul(tf.transpose(d), xs as tf.Tensor2D)), 0));
-          return b ? [dx, dw, weightGrad(b, () => tf.concat(dProj.map((d) => tf.sum(d, 0)), 0))] : [dx, dw];
+          const dw = weightGrad(w, () => tf.concat(dProj.map((d) => product(d, xs, true, false)), 0));
+          return b ? [dx, dw, weightGrad(b, () => tf.concat(dProj.map((d) => columnSum(d)), 0))] : [dx, dw];
         }),
     };
   }) as (...t: tf.Tensor[]) => tf.Tensor2D;

@@ -1,12 +1,9 @@
-// BatchMatMul's gradient with explicit transposes for 2-D products. tfjs's stock gradient asks
-// for transposed products, which the wasm backend runs in a scalar loop instead of XNNPACK (4x
-// slower training); transposing first keeps them on the fast path. Batched products keep the
-// flags: the batched kernel (kernels/) reads transposed operands itself. Same values, any backend.
+// BatchMatMul's gradient through products.ts. tfjs's stock gradient asks for transposed
+// products, which the wasm backend runs in a scalar loop instead of XNNPACK (4x slower training)
+// unless it has a native BLAS; products.ts transposes first where needed. Batched products keep
+// the flags: the batched kernel (kernels/) reads transposed operands itself. Same values, any backend.
 import * as tf from '@tensorflow/tfjs';
-
-/** matMul(x, y, tx, ty), untransposed when 2-D. */
-const product = (x: tf.Tensor, y: tf.Tensor, tx: boolean, ty: boolean): tf.Tensor =>
-  x.rank > 2 ? tf.matMul(x, y, tx, ty) : tf.matMul(tx ? tf.transpose(x) : x, ty ? tf.transpose(y) : y);
+import { product } from './products';
 
 let registered = false;
 

@@ -7,7 +7,7 @@ import { Jobs } from './jobs';
 type Op = 'importModel' | 'prepare' | 'evaluate' | 'finalize' | 'merge' | 'angles' | 'soup';
 
 const ready = (async () => {
-  await selectBackend('wasm');
+  await selectBackend('wasm', { threads: 1 }); // beside workers that may share the cores
   return new Jobs(new S3BlobStore(workerData.s3 as S3Config));
 })();
 

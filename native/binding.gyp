@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "partune_blas",
+      "sources": ["src/blas.c"],
+      "cflags": ["-O2", "-Wall"],
+      "libraries": ["-ldl"]
+    }
+  ]
+}
