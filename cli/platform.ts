@@ -56,6 +56,7 @@ export async function serveCommand(o: Options): Promise<Record<string, unknown>>
 
 export async function workerCommand(o: Options): Promise<Record<string, unknown>> {
   const backend = await selectBackendFrom(o);
+  say(o, `[worker ${str(o, 'name') ?? process.pid}] backend: ${backend.name} (${backend.detail})`);
   const controller = new AbortController();
   process.once('SIGTERM', () => controller.abort());
   process.once('SIGINT', () => controller.abort());
