@@ -63,6 +63,6 @@ export async function selectBackend(choice: BackendChoice = 'auto', native: Nati
   await tf.ready();
   const products = blas.active
     ? `products on ${blas.library.split(' ').slice(0, 2).join(' ')}, ${blas.threads} thread${blas.threads > 1 ? 's' : ''}`
-    : `XNNPACK + SIMD attention kernel; native BLAS: ${blas.reason}`;
+    : `XNNPACK + SIMD kernels; native BLAS: ${blas.reason}`;
   return { name: 'wasm', detail: `WebAssembly (${products}), ${choice === 'auto' ? 'no tfjs-node installed' : 'requested'}` };
 }

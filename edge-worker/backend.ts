@@ -39,7 +39,7 @@ export async function chooseBackend(forced: string | null, wasmPath: string): Pr
       await installWasmKernels();
       if (await tf.setBackend('wasm').catch(() => false)) {
         await tf.ready();
-        return { name, detail: `WebAssembly${crossOriginIsolated ? ', threads possible' : ''} (XNNPACK + SIMD kernel)` };
+        return { name, detail: `WebAssembly${crossOriginIsolated ? ', threads possible' : ''} (XNNPACK + SIMD kernels)` };
       }
     }
   }

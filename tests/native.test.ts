@@ -49,6 +49,16 @@ describe('native BLAS for the wasm backend', () => {
     await tf.ready();
   });
 
+  it('refuses operands outside the heap instead of reading or writing past it', () => {
+    const gemm = (require(ADDON) as { gemm: (...args: unknown[]) => void }).gemm;
+    const heap = new Float32Array(100);
+    expect(() => gemm(heap, 1, 5, 5, 5, 0, 0, 0, 0, 25, 0, 50, -1)).not.toThrow();
+    expect(() => gemm(heap, 1, 5, 5, 5, 0, 0, 0, 0, 25, 0, 80, -1)).toThrow('gemm: operands outside the heap');
+    expect(() => gemm(heap, 2, 5, 5, 5, 0, 0, 0, 25, 60, 25, 0, -1)).toThrow('gemm: operands outside the heap');
+    expect(() => gemm(heap, 1, 5, 5, 5, 0, 0, 0, 0, 25, 0, 50, 98)).toThrow('gemm: operands outside the heap');
+    expect(() => gemm(new Float64Array(100), 1, 5, 5, 5, 0, 0, 0, 0, 25, 0, 50, -1)).toThrow('gemm: heap must be a Float32Array');
+  });
+
   it('cannot be switched to another library once in use', () => {
     expect(() => installNativeBlas({ blas: 'off' })).toThrow(/already in use .*start a new process/);
   });
