@@ -19,6 +19,7 @@ export * from './weights/delta';
 export { registerMatMulGradient } from './vit/matmul-gradient';
 export { installWasmKernels } from './kernels/install';
 export { geluWithSlope } from './kernels/gelu';
+export { overrideKernel, productPlan } from './kernels/override';
 export { declareTransposedProductsFast } from './vit/products';
 export * from './tuning/angles';
 export * from './aggregate/soup';

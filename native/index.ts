@@ -6,7 +6,7 @@ import * as tf from '@tensorflow/tfjs';
 import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { declareTransposedProductsFast } from '../engine';
+import { declareTransposedProductsFast, overrideKernel, productPlan } from '../engine';
 
 interface Addon {
   open(path: string): string;
@@ -69,58 +69,31 @@ function openLibrary(a: Addon, choice: string): string | { error: string } {
   return { error: choice === 'auto' ? `no BLAS library found (tried ${candidates.join(', ') || 'none on this platform'})` : errors[0] };
 }
 
-const size = (shape: readonly number[]): number => shape.reduce((x, y) => x * y, 1);
-
-/** Where a product of a and b can run as one strided gemm: same rank, batch dims equal or one side unbatched. */
-function batchOf(a: tf.TensorInfo, b: tf.TensorInfo): { batch: number; shape: number[]; aStride: boolean; bStride: boolean } | null {
-  if (a.dtype !== 'float32' || b.dtype !== 'float32' || a.shape.length !== b.shape.length || a.shape.length < 2) return null;
-  const batchA = size(a.shape.slice(0, -2));
-  const batchB = size(b.shape.slice(0, -2));
-  const same = a.shape.slice(0, -2).every((d, i) => d === b.shape[i]);
-  if (!same && batchA !== 1 && batchB !== 1) return null;
-  return { batch: Math.max(batchA, batchB), shape: (batchA >= batchB ? a : b).shape.slice(0, -2), aStride: batchA > 1, bStride: batchB > 1 };
-}
-
+/** op(a) op(b) (+ bias) on the BLAS, or null where the plan or the bias is not one gemm can take. */
 function product(backend: WasmBackendInternals, a: tf.TensorInfo, b: tf.TensorInfo, ta: boolean, tb: boolean, bias?: tf.TensorInfo): tf.TensorInfo | null {
-  const plan = batchOf(a, b);
-  const r = a.shape.length;
-  const m = ta ? a.shape[r - 1] : a.shape[r - 2];
-  const k = ta ? a.shape[r - 2] : a.shape[r - 1];
-  const n = tb ? b.shape[r - 2] : b.shape[r - 1];
-  if (!plan || k !== (tb ? b.shape[r - 1] : b.shape[r - 2]) || m * n === 0 || k === 0) return null;
-  if (bias && (bias.dtype !== 'float32' || size(bias.shape) !== n || bias.shape[bias.shape.length - 1] !== n)) return null;
-  const out = backend.makeOutput([...plan.shape, m, n], 'float32');
+  const plan = productPlan(a, b, ta, tb);
+  if (!plan) return null;
+  if (bias && (bias.dtype !== 'float32' || bias.shape.reduce((x, y) => x * y, 1) !== plan.n || bias.shape[bias.shape.length - 1] !== plan.n)) return null;
+  const out = backend.makeOutput([...plan.batchShape, plan.m, plan.n], 'float32');
   const offset = (t: tf.TensorInfo): number => backend.dataIdMap.get(t.dataId)!.memoryOffset / 4;
   productsRun++;
   // Read the heap after makeOutput: allocation can grow (and replace) the wasm memory.
-  addon!.gemm(backend.wasm.HEAPF32, plan.batch, m, n, k, ta ? 1 : 0, tb ? 1 : 0,
-    offset(a), plan.aStride ? m * k : 0, offset(b), plan.bStride ? k * n : 0, offset(out), bias ? offset(bias) : -1);
+  addon!.gemm(backend.wasm.HEAPF32, plan.batch, plan.m, plan.n, plan.k, ta ? 1 : 0, tb ? 1 : 0,
+    offset(a), plan.aStride, offset(b), plan.bStride, offset(out), bias ? offset(bias) : -1);
   return out;
 }
 
 function registerKernels(): void {
-  const batchMatMul = tf.getKernel('BatchMatMul', 'wasm');
-  const fusedMatMul = tf.getKernel('_FusedMatMul', 'wasm');
-  if (!batchMatMul || !fusedMatMul) throw new Error('the wasm backend is not loaded: import @tensorflow/tfjs-backend-wasm first');
-  tf.unregisterKernel('BatchMatMul', 'wasm');
-  tf.registerKernel({
-    ...batchMatMul,
-    kernelFunc: (args) => {
-      const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
-      const { transposeA, transposeB } = args.attrs as unknown as { transposeA: boolean; transposeB: boolean };
-      return product(args.backend as unknown as WasmBackendInternals, a, b, transposeA, transposeB) ?? batchMatMul.kernelFunc(args);
-    },
+  overrideKernel('BatchMatMul', 'wasm', (args) => {
+    const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
+    const { transposeA, transposeB } = args.attrs as unknown as { transposeA: boolean; transposeB: boolean };
+    return product(args.backend as unknown as WasmBackendInternals, a, b, transposeA, transposeB);
   });
-  tf.unregisterKernel('_FusedMatMul', 'wasm');
-  tf.registerKernel({
-    ...fusedMatMul,
-    kernelFunc: (args) => {
-      const { a, b, bias, preluActivationWeights } = args.inputs as Record<string, tf.TensorInfo | undefined>;
-      const { transposeA, transposeB, activation } = args.attrs as unknown as { transposeA: boolean; transposeB: boolean; activation: string };
-      const plain = activation === 'linear' && !preluActivationWeights;
-      const out = plain ? product(args.backend as unknown as WasmBackendInternals, a!, b!, transposeA, transposeB, bias) : null;
-      return out ?? fusedMatMul.kernelFunc(args);
-    },
+  overrideKernel('_FusedMatMul', 'wasm', (args) => {
+    const { a, b, bias, preluActivationWeights } = args.inputs as Record<string, tf.TensorInfo | undefined>;
+    const { transposeA, transposeB, activation } = args.attrs as unknown as { transposeA: boolean; transposeB: boolean; activation: string };
+    if (activation !== 'linear' || preluActivationWeights) return null;
+    return product(args.backend as unknown as WasmBackendInternals, a!, b!, transposeA, transposeB, bias);
   });
 }
 

@@ -3,7 +3,7 @@
 // elementwise passes with scalar erf and exp; other backends compose it from tfjs ops.
 import * as tf from '@tensorflow/tfjs';
 import { KernelModule } from './module';
-import { WasmBackendInternals } from './batched-matmul';
+import { WasmBackendInternals } from './override';
 
 export const GELU_WITH_SLOPE = 'PartuneGeluWithSlope';
 const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
