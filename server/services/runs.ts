@@ -213,11 +213,14 @@ export class Runs {
     const plan = makePlan(hyper, this.catalog.dataset(run.dataset_id).train_count);
     const prepared = await this.p.compute.call('prepare', { ...this.spec(run), train: this.shardsOf(run, 'train'), trainLimit: hyper.trainLimit, normalize: hyper.normalize });
     const state = await this.p.store.put(keys.runState(run.id, 0), prepared.state);
-    this.p.db.transaction(() => {
-      this.p.db.prepare(`UPDATE runs SET status = 'RUNNING', plan = ?, state_key = ?, state_sha256 = ?, normalization = ?, round = 0, step = 0, updated_at = ?
+    // A run cancelled while it was being prepared stays cancelled, with no shards to lease.
+    const started = this.p.db.transaction(() => {
+      const changed = this.p.db.prepare(`UPDATE runs SET status = 'RUNNING', plan = ?, state_key = ?, state_sha256 = ?, normalization = ?, round = 0, step = 0, updated_at = ?
         WHERE id = ? AND status = 'PREPARING'`).run(JSON.stringify(plan), state.key, state.sha256, JSON.stringify(prepared.normalization), nowIso(), run.id);
-      this.createShards(run.id, 0, plan);
+      if (changed.changes) this.createShards(run.id, 0, plan);
+      return changed.changes > 0;
     })();
+    if (!started) return;
     const row = this.get(run.id);
     this.emit(row, 'STATUS', { message: `${plan.rounds.length} rounds of up to ${hyper.stepsPerRound} steps, ${plan.shardsPerRound} shards each` });
   }
@@ -280,16 +283,20 @@ export class Runs {
       dtype: 'F32', merged_model_id: null, created_at: nowIso(),
     };
     const profile = run.kind === 'ANGLE_PROBE' ? await this.angleProfile(run) : undefined;
-    this.p.db.transaction(() => {
+    // A run cancelled while finalizing stays cancelled: no delta, profile or strategy is recorded.
+    const succeeded = this.p.db.transaction(() => {
+      const changed = this.p.db.prepare(`UPDATE runs SET status = 'SUCCEEDED', accuracy = ?, loss = ?, delta_id = ?, updated_at = ?, finished_at = ? WHERE id = ? AND status = 'FINALIZING'`)
+        .run(r.accuracy, r.loss, delta.id, nowIso(), nowIso(), run.id);
+      if (!changed.changes) return false;
       if (profile) {
         this.p.db.prepare('INSERT OR REPLACE INTO strategies VALUES (@name, @spec, @model_id, @source, @created_at)').run(profile.strategy);
         this.p.db.prepare(`INSERT OR REPLACE INTO angle_profiles VALUES (@id, @run_id, @model_id, @dataset_id, @probe, @angles, @tensor_angles,
           @direction, @top_k, @strategy_name, @created_at)`).run(profile.row);
       }
       this.p.db.prepare('INSERT OR REPLACE INTO deltas VALUES (@id, @run_id, @key, @sha256, @bytes, @tensors, @tuned_params, @dtype, @merged_model_id, @created_at)').run(delta);
-      this.p.db.prepare(`UPDATE runs SET status = 'SUCCEEDED', accuracy = ?, loss = ?, delta_id = ?, updated_at = ?, finished_at = ? WHERE id = ? AND status = 'FINALIZING'`)
-        .run(r.accuracy, r.loss, delta.id, nowIso(), nowIso(), run.id);
+      return true;
     })();
+    if (!succeeded) return this.p.store.remove(blob.key);
     const row = this.get(run.id);
     this.p.log(`run ${run.id} succeeded: top-1 ${(r.accuracy * 100).toFixed(2)}%, delta ${(blob.bytes / 1024).toFixed(1)} KiB`);
     this.emit(row, 'STATUS', { testAccuracy: r.accuracy, testLoss: r.loss, message: `delta ${(blob.bytes / 1024).toFixed(1)} KiB, ${r.tensors} tensors` });
@@ -332,11 +339,13 @@ export class Runs {
       dtype: 'F32', merged_model_id: null, created_at: nowIso(),
     };
     const report = { method: spec.method, heldOutImages: r.heldOutImages, testImages: r.testImages, heldOut: r.heldOut, test: r.test, ingredients: r.ingredients, steps: r.steps };
-    this.p.db.transaction(() => {
-      this.p.db.prepare('INSERT OR REPLACE INTO deltas VALUES (@id, @run_id, @key, @sha256, @bytes, @tensors, @tuned_params, @dtype, @merged_model_id, @created_at)').run(delta);
-      this.p.db.prepare(`UPDATE runs SET status = 'SUCCEEDED', accuracy = ?, tuned_params = ?, report = ?, delta_id = ?, updated_at = ?, finished_at = ? WHERE id = ? AND status = 'FINALIZING'`)
+    const succeeded = this.p.db.transaction(() => {
+      const changed = this.p.db.prepare(`UPDATE runs SET status = 'SUCCEEDED', accuracy = ?, tuned_params = ?, report = ?, delta_id = ?, updated_at = ?, finished_at = ? WHERE id = ? AND status = 'FINALIZING'`)
         .run(r.test, r.tunedParams, JSON.stringify(report), delta.id, nowIso(), nowIso(), run.id);
+      if (changed.changes) this.p.db.prepare('INSERT OR REPLACE INTO deltas VALUES (@id, @run_id, @key, @sha256, @bytes, @tensors, @tuned_params, @dtype, @merged_model_id, @created_at)').run(delta);
+      return changed.changes > 0;
     })();
+    if (!succeeded) return this.p.store.remove(blob.key); // cancelled meanwhile
     this.p.log(`soup ${run.id}: ${spec.method}, held-out ${(100 * r.heldOut).toFixed(2)}%, test ${(100 * r.test).toFixed(2)}%`);
     this.emit(this.get(run.id), 'STATUS', { testAccuracy: r.test, message: `${spec.method} soup: held-out ${(100 * r.heldOut).toFixed(2)}%, test ${(100 * r.test).toFixed(2)}%` });
   }
