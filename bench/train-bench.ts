@@ -159,6 +159,7 @@ async function main(): Promise<void> {
   for (const c of plan(quick)) {
     // Interleaved: Partune, PyTorch, Partune, PyTorch; then the XNNPACK path and the 2-thread pair.
     let ours = partune(c, blas1);
+    if (!ours.backend.includes('products on') && !rows.length) process.stderr.write(`no native BLAS, so the 'blas' columns ran on XNNPACK: ${ours.backend}\n`);
     const ref1: Measurement[] = [];
     if (withTorch) ref1.push(torch(c, 1));
     ours = best(ours, partune(c, blas1));

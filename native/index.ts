@@ -121,7 +121,7 @@ export function installNativeBlas(options: NativeBlasOptions = {}): NativeBlasSt
   if (choice === 'off') return { active: false, reason: 'turned off' };
   const found = probeNativeBlas(choice);
   if ('reason' in found) {
-    if (choice !== 'auto' && choice !== activeChoice) throw new Error(`cannot use BLAS '${choice}': ${found.reason}`);
+    if (choice !== 'auto') throw new Error(`cannot use BLAS '${choice}': ${found.reason}`);
     return { active: false, reason: found.reason };
   }
   addon = loadAddon() as Addon;

@@ -1,10 +1,10 @@
 // The native BLAS path for the wasm backend (native/): every product it takes over against the
-// pure-JavaScript cpu backend, the ViT's gradients and the prefix-cache losses with it, and errors.
+// pure-JavaScript cpu backend, the ViT's gradients and the prefix-cache losses with it, and bad input.
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { TrainableVit, initParams, installWasmKernels, presetStrategy, toHost } from '../engine';
+import { Dataset, TrainOptions, TrainSummary, TrainableVit, initParams, installWasmKernels, parseVitConfig, presetStrategy, toHost, train } from '../engine';
 import { installNativeBlas, nativeProducts, probeNativeBlas } from '../native';
 import { TOY } from './helpers';
 
@@ -127,5 +127,28 @@ describe('native BLAS for the wasm backend', () => {
       const scale = g.reduce((s, v) => Math.max(s, Math.abs(v)), 0);
       expect([k, maxError(wasm.get(k)!, g) <= 1e-4 * scale + 1e-7]).toEqual([k, true]);
     }
+  });
+
+  it('trains last-half to the same losses with and without the prefix cache', async () => {
+    const c = parseVitConfig({ ...TOY, depth: 4 });
+    const n = 40;
+    const images = Uint8Array.from({ length: n * 8 * 8 * 3 }, (_, i) => (i * 37 + Math.floor(i / 192) * 80) % 256);
+    const data: Dataset = { name: 'toy', images, labels: Uint8Array.from({ length: n }, (_, i) => i % 3), count: n, height: 8, width: 8, channels: 3, classes: 3, flipInvariant: true };
+    const losses = async (options: Partial<TrainOptions>): Promise<{ losses: number[]; summary: TrainSummary }> => {
+      const m = new TrainableVit(await toHost(initParams(c, 6)), c, presetStrategy('last-half'));
+      const out: number[] = [];
+      const run = train(m, { train: data, normalization: { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] } },
+        { epochs: 3, batchSize: 8, lr: 1e-2, seed: 2, evalEachEpoch: false, ...options });
+      let next = await run.next();
+      for (; !next.done; next = await run.next()) if (next.value.kind === 'step') out.push(next.value.loss);
+      m.dispose();
+      return { losses: out, summary: next.value };
+    };
+    const before = nativeProducts();
+    const plain = await losses({});
+    expect(nativeProducts()).toBeGreaterThan(before);
+    const cached = await losses({ prefixCache: { maxBytes: 1 << 30, dtype: 'f32' } });
+    expect(cached.summary.prefixCache).toMatchObject({ misses: 40, hits: 80 }); // epochs 2 and 3 train from the cache
+    expect(cached.losses).toEqual(plain.losses);
   });
 });

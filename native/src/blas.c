@@ -15,12 +15,10 @@ typedef void (*set_threads_fn)(int n);
 typedef int (*get_threads_fn)(void);
 typedef char *(*get_config_fn)(void);
 
-static void *library;
 static sgemm_fn sgemm;
 static set_threads_fn set_threads;
 static get_threads_fn get_threads;
 static get_config_fn get_config;
-static char library_path[1024];
 
 static napi_value throw_error(napi_env env, const char *message) {
   napi_throw_error(env, NULL, message);
@@ -40,7 +38,7 @@ static napi_value open_library(napi_env env, napi_callback_info info) {
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   char path[1024];
   size_t len = 0;
-  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], path, sizeof path, &len) != napi_ok) {
+  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], path, sizeof path, &len) != napi_ok || len + 1 >= sizeof path) {
     return throw_error(env, "open(path: string)");
   }
   void *handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
@@ -52,13 +50,11 @@ static napi_value open_library(napi_env env, napi_callback_info info) {
     snprintf(message, sizeof message, "%s has no cblas_sgemm", path);
     return throw_error(env, message);
   }
-  library = handle;
   sgemm = gemm;
   set_threads = (set_threads_fn)dlsym(handle, "openblas_set_num_threads");
   get_threads = (get_threads_fn)dlsym(handle, "openblas_get_num_threads");
   get_config = (get_config_fn)dlsym(handle, "openblas_get_config");
-  memcpy(library_path, path, len + 1);
-  return make_string(env, get_config ? get_config() : library_path);
+  return make_string(env, get_config ? get_config() : path);
 }
 
 // setThreads(n): where the library can (OpenBLAS); returns the count in effect, or 0 if unknown.
