@@ -129,7 +129,9 @@ describe('native BLAS for the wasm backend', () => {
     }
   });
 
-  it('trains last-half to the same losses with and without the prefix cache', async () => {
+  // OpenBLAS's edge micro-kernels make a row's result depend on its position in the batch (measured
+  // on Haswell kernels), and cached rows were computed in other batches: equal to float rounding.
+  it('trains last-half to the same losses, to float rounding, with and without the prefix cache', async () => {
     const c = parseVitConfig({ ...TOY, depth: 4 });
     const n = 40;
     const images = Uint8Array.from({ length: n * 8 * 8 * 3 }, (_, i) => (i * 37 + Math.floor(i / 192) * 80) % 256);
@@ -149,6 +151,8 @@ describe('native BLAS for the wasm backend', () => {
     expect(nativeProducts()).toBeGreaterThan(before);
     const cached = await losses({ prefixCache: { maxBytes: 1 << 30, dtype: 'f32' } });
     expect(cached.summary.prefixCache).toMatchObject({ misses: 40, hits: 80 }); // epochs 2 and 3 train from the cache
-    expect(cached.losses).toEqual(plain.losses);
+    expect(cached.losses).toHaveLength(plain.losses.length);
+    const worst = Math.max(...cached.losses.map((l, i) => Math.abs(l - plain.losses[i]) / Math.abs(plain.losses[i])));
+    expect(worst).toBeLessThan(1e-6);
   });
 });
