@@ -4,7 +4,7 @@
 // bench/results/angles-soups-<date>.json. Run: npm run build && node dist/bench/angles-soups.js
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { WorkerProcess, ok, startServer, startWorker, uploadBytes, waitForRun } from '../tests/platform-helpers';
+import { WorkerProcess, ok, startServer, startWorker, uploadBytes, waitForRun } from '../node/local-platform';
 
 const SHARED_MODEL = join(__dirname, '..', '..', '..', 'shared', 'data', 'vit-mnist-500k');
 const FASHION = '/usr/share/datasets/fashion-mnist';

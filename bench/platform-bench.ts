@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CLI, ServerProcess, WorkerProcess, ok, startServer, startWorker, uploadBytes, waitForRun } from '../tests/platform-helpers';
+import { CLI, ServerProcess, WorkerProcess, ok, startServer, startWorker, uploadBytes, waitForRun } from '../node/local-platform';
 
 const SHARED_MODEL = join(__dirname, '..', '..', '..', 'shared', 'data', 'vit-mnist-500k');
 const quick = process.argv.includes('--quick');

@@ -6,7 +6,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { TrainableVit, initParams, preset, presetStrategy, toHost } from '../engine';
-import { selectBackend } from '../cli/backend';
+import { selectBackend } from '../node/backend';
 
 async function profile(name: string, backend: string, detail: string, suffix: string): Promise<void> {
   const config = preset(name);

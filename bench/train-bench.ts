@@ -10,7 +10,7 @@ import { cpus } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { PrefixCache, TrainableVit, VitConfig, initParams, loadCheckpoint, parseStrategy, parseVitConfig, preset, toHost, model } from '../engine';
-import { selectBackend } from '../cli/backend';
+import { selectBackend } from '../node/backend';
 
 interface Case {
   readonly model: string;

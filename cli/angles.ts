@@ -4,23 +4,22 @@ import { writeFileSync } from 'node:fs';
 import {
   LayerAngle, Strategy, TrainSummary, TrainableVit, inspect, layerAngles, presetStrategy, rankAgreement, selectByAngle, topKForBudget, withNewHead,
 } from '../engine';
-import { Options, backend, need, normalization, num, optionalInt, prepareData, runTraining, say, str, trainOptions } from './commands';
-import { openCheckpoint, readConfig } from './checkpoints';
+import { Options, backend, checkpointFrom, normalization, num, optionalInt, prepareData, runTraining, say, str } from './commands';
+import { trainOptionsFrom } from './options';
 
 export async function anglesCommand(o: Options): Promise<Record<string, unknown>> {
+  const options = trainOptionsFrom(o, { epochs: num(o, 'probe-epochs', 1, true), maxSteps: optionalInt(o, 'probe-steps') });
   const backendName = await backend(o);
-  const seed = num(o, 'seed', 0, true);
   const direction = (str(o, 'direction') ?? 'largest') as 'largest' | 'smallest';
   if (!['largest', 'smallest'].includes(direction)) throw new Error('--direction must be largest or smallest');
-  const base = await openCheckpoint(need(o, 'checkpoint'), { config: readConfig({ config: str(o, 'config'), arch: str(o, 'arch') }) });
-  const split = prepareData(o, base.config);
-  const start = await withNewHead(base, split.train.classes, seed);
-  const { norm } = normalization(o, start.config, split.train);
-  const options = { ...trainOptions(o, seed), epochs: num(o, 'probe-epochs', 1, true), maxSteps: optionalInt(o, 'probe-steps'), evalEachEpoch: false };
+  const base = await checkpointFrom(o);
+  const split = prepareData(o, base.config, options);
+  const start = await withNewHead(base, split.train.classes, options.seed);
+  const { norm } = normalization(options, start.config, split.train);
   const probe = async (opts: typeof options): Promise<{ angles: LayerAngle[]; summary: TrainSummary }> => {
     say(o, `angle probe: full fine-tuning, ${opts.maxSteps !== undefined ? `${opts.maxSteps} steps` : `${opts.epochs} epoch(s)`} of batch ${opts.batchSize}, lr ${opts.lr}`);
     const model = new TrainableVit(start.weights, start.config, presetStrategy('full'));
-    const { summary } = await runTraining(o, model, split, norm, opts);
+    const { summary } = await runTraining(o, model, split, norm, opts, { evalEachEpoch: false });
     const tuned = await model.weights();
     model.dispose();
     return { angles: layerAngles(base.weights, tuned, base.config), summary };

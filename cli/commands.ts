@@ -3,16 +3,17 @@
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
 import {
-  Checkpoint, Dataset, Normalization, PRESET_NAMES, PrefixCacheOptions, TrainOptions, Split, TrainableVit, TrainSummary, VitConfig, adapt, applyDelta, concatDatasets,
-  channelStats, evaluate, exportCheckpoint, inspect, limit, makeDelta, parseDelta, parseStrategy, parseVitConfig,
-  presetStrategy, roundToDelta, serializeDelta, toDevice, train, withNewHead,
+  Checkpoint, Dataset, LoopControls, Normalization, PRESET_NAMES, PrefixCacheOptions, Split, TrainOptions, TrainableVit, TrainSummary, VitConfig, adapt,
+  MissingArchitectureError, applyDelta, concatDatasets, evaluate, exportCheckpoint, finishFineTuning, inspect, limit, parseDelta, parseStrategy, parseVitConfig, presetStrategy,
+  resolveNormalization, selectData, serializeDelta, toDevice, train, trainingSchedule, withNewHead,
 } from '../engine';
-import { BackendChoice, selectBackend } from './backend';
-import { openCheckpoint, readConfig } from './checkpoints';
-import { loadData } from './data';
+import { BackendChoice, selectBackend } from '../node/backend';
+import { openCheckpoint, readConfig } from '../node/checkpoints';
+import { loadData } from '../node/data';
+import { Options, trainOptionsFrom, withFlags } from './options';
 import { ProgressBar, formatSeconds } from './progress';
 
-export type Options = Record<string, string | boolean | undefined>;
+export type { Options };
 
 export const str = (o: Options, k: string): string | undefined => (typeof o[k] === 'string' ? (o[k] as string) : undefined);
 export function need(o: Options, k: string): string {
@@ -43,30 +44,50 @@ export async function backend(o: Options): Promise<string> {
   return info.name;
 }
 
-export function prepareData(o: Options, config: VitConfig): Split {
-  const seed = num(o, 'seed', 0, true);
-  const raw = loadData(need(o, 'data'));
-  const fit = (ds: Dataset): Dataset => (o.adapt ? adapt(ds, { size: config.imageSize, channels: config.channels }) : ds);
-  return { train: fit(limit(raw.train, optionalInt(o, 'train-limit'), seed)), test: fit(limit(raw.test, optionalInt(o, 'test-limit'), seed + 1)) };
+/** --config FILE or --arch PRESET, for checkpoints that carry no architecture. */
+export function configFrom(o: Options): VitConfig | undefined {
+  if (str(o, 'config') && str(o, 'arch')) throw new Error('give either --config or --arch, not both');
+  return readConfig({ config: str(o, 'config'), arch: str(o, 'arch') });
 }
 
-/** The checkpoint's own normalisation when it declares one (what its features expect), else the data's. */
-export function normalization(o: Options, config: VitConfig, train: Dataset): { norm: Normalization; source: string } {
-  const choice = str(o, 'normalize') ?? 'auto';
-  if (!['auto', 'model', 'dataset'].includes(choice)) throw new Error(`--normalize must be auto, model or dataset`);
-  if (choice !== 'dataset' && config.preprocessing) return { norm: config.preprocessing, source: 'model' };
-  if (choice === 'model') throw new Error('the checkpoint declares no preprocessing; use --normalize dataset');
-  return { norm: channelStats(train), source: `${train.name} statistics` };
+/** --checkpoint (a file or random:PRESET), read with `config` when given. */
+export async function checkpointFrom(o: Options, config = configFrom(o)): Promise<Checkpoint> {
+  try {
+    return await openCheckpoint(need(o, 'checkpoint'), { config });
+  } catch (e) {
+    if (e instanceof MissingArchitectureError) throw new Error(`${e.message}: pass --config FILE or --arch PRESET`);
+    throw e;
+  }
+}
+
+/** The run's seeded subsets of --data (--train-limit, --test-limit), converted by --adapt if asked. */
+export function prepareData(o: Options, config: VitConfig, options: TrainOptions): Split {
+  const chosen = selectData(loadData(need(o, 'data')), options);
+  const fit = (ds: Dataset): Dataset => {
+    if (o.adapt) return adapt(ds, { size: config.imageSize, channels: config.channels });
+    if (ds.height !== config.imageSize || ds.width !== config.imageSize || ds.channels !== config.channels) {
+      throw new Error(`${ds.name} has ${ds.height}x${ds.width}x${ds.channels} images, the model takes ${config.imageSize}x${config.imageSize}x${config.channels}: pass --adapt to resize and convert them`);
+    }
+    return ds;
+  };
+  return { train: fit(chosen.train), test: fit(chosen.test) };
+}
+
+/** --normalize: the checkpoint's own normalisation when it declares one, else the training images'. */
+export function normalization(options: TrainOptions, config: VitConfig, train: Dataset): { norm: Normalization; source: string } {
+  const { normalization: norm, source } = withFlags(() => resolveNormalization(options.normalize, config, train));
+  return { norm, source: source === 'model' ? 'model' : `${train.name} statistics` };
 }
 
 export async function evalCommand(o: Options): Promise<Record<string, unknown>> {
+  const options = trainOptionsFrom(o);
   const backendName = await backend(o);
-  const ckpt = await openCheckpoint(need(o, 'checkpoint'), { config: readConfig({ config: str(o, 'config'), arch: str(o, 'arch') }) });
-  const split = prepareData(o, ckpt.config);
+  const ckpt = await checkpointFrom(o);
+  const split = prepareData(o, ckpt.config, options);
   const which = str(o, 'split') ?? 'test';
   if (!['train', 'test', 'all'].includes(which)) throw new Error('--split must be train, test or all');
   const ds = limit(which === 'all' ? concatDatasets(split.test, split.train) : which === 'train' ? split.train : split.test, optionalInt(o, 'limit'), 0);
-  const { norm, source } = normalization(o, ckpt.config, split.train);
+  const { norm, source } = normalization(options, ckpt.config, split.train);
   say(o, `evaluating ${ds.count} images of ${ds.name} (normalisation: ${source})`);
   const params = toDevice(ckpt.weights);
   const bar = new ProgressBar('eval', ds.count, Boolean(o.quiet));
@@ -78,85 +99,67 @@ export async function evalCommand(o: Options): Promise<Record<string, unknown>> 
 
 export async function finetuneCommand(o: Options): Promise<Record<string, unknown>> {
   const started = Date.now();
-  const backendName = await backend(o);
-  const seed = num(o, 'seed', 0, true);
+  const options = trainOptionsFrom(o);
+  const controls: LoopControls = { prefixCache: prefixCacheOption(o) };
   const strategy = parseStrategy(readStrategyArg(need(o, 'strategy')));
   const out = need(o, 'out');
-  const baseConfig = readConfig({ config: str(o, 'config'), arch: str(o, 'arch') });
-  const probe = await openCheckpoint(need(o, 'checkpoint'), { config: baseConfig });
-  const split = prepareData(o, probe.config);
   const head = str(o, 'head') ?? 'new';
   if (!['new', 'keep'].includes(head)) throw new Error('--head must be new or keep');
+  const dtype = str(o, 'delta-dtype') === 'f16' ? 'F16' : 'F32';
+  const backendName = await backend(o);
+  const probe = await checkpointFrom(o);
+  const split = prepareData(o, probe.config, options);
   if (head === 'keep' && split.train.classes !== probe.config.numClasses) {
     throw new Error(`--head keep: the head has ${probe.config.numClasses} classes, ${split.train.name} ${split.train.classes}`);
   }
-  const ckpt: Checkpoint = head === 'new' ? await withNewHead(probe, split.train.classes, seed) : probe;
+  const ckpt: Checkpoint = head === 'new' ? await withNewHead(probe, split.train.classes, options.seed) : probe;
   const config = ckpt.config;
-  const { norm, source } = normalization(o, config, split.train);
+  const { norm, source } = normalization(options, config, split.train);
   const model = new TrainableVit(ckpt.weights, config, strategy);
   const ins = model.inspection;
   say(o, `strategy ${ins.strategy}: ${ins.tunedParams.toLocaleString('en-US')} of ${ins.totalParams.toLocaleString('en-US')} parameters tuned (${((100 * ins.tunedParams) / ins.totalParams).toFixed(2)}%), gradient from ${ins.gradientStart < 0 ? 'the embeddings' : `block ${ins.gradientStart}`}`);
   say(o, `data: ${split.train.count} train / ${split.test.count} test images of ${split.train.name.replace(/\/train$/, '')}; normalisation: ${source}`);
-  const options = trainOptions(o, seed);
-  const { summary, history } = await runTraining(o, model, split, norm, options);
-  // Round onto exactly what base + delta gives, so the accuracy reported is the deployed model's.
-  const dtype = str(o, 'delta-dtype') === 'f16' ? 'F16' : 'F32';
-  const { weights: fineTuned, changed } = roundToDelta(ckpt, await model.weights(), ins.tuned, dtype);
-  let final = summary.eval;
-  if (changed > 0) {
-    model.assignTuned(fineTuned);
-    final = await evaluate(model.params, config, split.test, norm, options.batchSize);
+  let trained;
+  let summary: TrainSummary;
+  let history: Record<string, number>[];
+  try {
+    ({ summary, history } = await runTraining(o, model, split, norm, options, controls));
+    trained = await model.weights();
+  } finally {
+    model.dispose();
   }
-  model.dispose();
-  const training = {
-    data: split.train.name.replace(/\/train$/, ''), trainImages: split.train.count, testImages: split.test.count, normalization: norm,
-    ...options, steps: summary.steps, seconds: summary.seconds, imagesPerSecond: summary.imagesPerSecond, backend: backendName,
-    testAccuracy: final?.accuracy, testLoss: final?.loss, history,
-  };
-  const delta = makeDelta({ base: ckpt, fineTuned, tuned: ins.tuned, architecture: config, strategy, dtype, training });
-  const bytes = serializeDelta(delta);
+  const finished = await finishFineTuning({
+    base: ckpt, fineTuned: trained, strategy, normalization: norm, splits: { test: split.test }, dtype,
+    training: {
+      data: split.train.name.replace(/\/train$/, ''), trainImages: split.train.count, normalization: norm, ...options,
+      steps: summary.steps, seconds: summary.seconds, imagesPerSecond: summary.imagesPerSecond, backend: backendName, history,
+    },
+  });
+  const final = finished.scores.test;
+  const bytes = serializeDelta(finished.delta);
   writeFileSync(out, bytes);
   const merged = str(o, 'merged-out');
-  if (merged) writeFileSync(merged, exportCheckpoint(fineTuned, { ...config, preprocessing: norm }));
-  const full = Object.values(delta.manifest.tensors).filter((m) => m === 'full').length;
+  if (merged) writeFileSync(merged, exportCheckpoint(finished.weights, { ...config, preprocessing: norm }));
+  const full = Object.values(finished.delta.manifest.tensors).filter((m) => m === 'full').length;
   say(o, `delta: ${out} (${(bytes.length / 1024).toFixed(1)} KiB, ${ins.tuned.length} tensors, ${full} stored in full)${merged ? `; merged checkpoint: ${merged}` : ''}`);
   const cache = summary.prefixCache;
   if (cache) say(o, `frozen-prefix cache: ${cache.rows} images (${(cache.bytes / 2 ** 20).toFixed(0)} MiB), ${cache.hits} hits, ${cache.misses} computed`);
-  say(o, `top-1 ${((final?.accuracy ?? NaN) * 100).toFixed(2)}% on ${split.test.count} test images; ${summary.imagesPerSecond.toFixed(1)} img/s; ${((Date.now() - started) / 1000).toFixed(0)} s`);
+  say(o, `top-1 ${(final.accuracy * 100).toFixed(2)}% on ${split.test.count} test images; ${summary.imagesPerSecond.toFixed(1)} img/s; ${((Date.now() - started) / 1000).toFixed(0)} s`);
   return {
-    command: 'finetune', strategy: ins.strategy, backend: backendName, accuracy: final?.accuracy, loss: final?.loss,
+    command: 'finetune', strategy: ins.strategy, backend: backendName, accuracy: final.accuracy, loss: final.loss,
     tunedParams: ins.tunedParams, totalParams: ins.totalParams, deltaBytes: bytes.length, imagesPerSecond: summary.imagesPerSecond,
     seconds: (Date.now() - started) / 1000, trainSeconds: summary.seconds, prefixCache: summary.prefixCache, out,
   };
 }
 
-/** Training options from the command line (shared by finetune and the angle probe). */
-export function trainOptions(o: Options, seed: number): Partial<TrainOptions> & { batchSize: number; epochs: number } {
-  return {
-    epochs: num(o, 'epochs', 1, true),
-    maxSteps: optionalInt(o, 'max-steps'),
-    batchSize: num(o, 'batch-size', 32, true),
-    lr: num(o, 'lr', 1e-3),
-    minLr: num(o, 'min-lr', 1e-6),
-    warmupSteps: optionalInt(o, 'warmup-steps'),
-    weightDecay: num(o, 'weight-decay', 0.05),
-    labelSmoothing: num(o, 'label-smoothing', 0.1),
-    maxGradNorm: num(o, 'clip-grad', 1),
-    seed,
-    augmentation: { cropPadding: num(o, 'crop-padding', 0, true), flip: Boolean(o.flip) },
-    evalEachEpoch: true,
-    prefixCache: prefixCacheOption(o),
-  };
-}
-
 /** Drives the training generator with a progress bar; returns the summary and per-epoch history. */
 export async function runTraining(
-  o: Options, model: TrainableVit, split: Split, norm: Normalization, options: Partial<TrainOptions> & { batchSize: number; epochs: number },
+  o: Options, model: TrainableVit, split: Split, norm: Normalization, options: TrainOptions, controls: LoopControls = {},
 ): Promise<{ summary: TrainSummary; history: Record<string, number>[] }> {
-  const totalSteps = Math.min(Math.floor(split.train.count / options.batchSize) * options.epochs, options.maxSteps ?? Infinity);
+  const { totalSteps } = trainingSchedule(options, split.train.count);
   const bar = new ProgressBar('train', totalSteps, Boolean(o.quiet));
   const history: Record<string, number>[] = [];
-  const run = train(model, { train: split.train, test: split.test, normalization: norm }, options);
+  const run = train(model, { train: split.train, test: split.test, normalization: norm }, options, controls);
   let ips = 0;
   for (;;) {
     const next = await run.next();
@@ -191,8 +194,8 @@ export async function deltaApplyCommand(o: Options): Promise<Record<string, unkn
   const delta = parseDelta(new Uint8Array(readFileSync(deltaPath)), deltaPath);
   const m = delta.manifest;
   // Without a config, the base's architecture is the delta's with the base's class count.
-  const config = readConfig({ config: str(o, 'config'), arch: str(o, 'arch') }) ?? parseVitConfig({ ...m.architecture, numClasses: m.base.numClasses });
-  const base = await openCheckpoint(need(o, 'checkpoint'), { config });
+  const config = configFrom(o) ?? parseVitConfig({ ...m.architecture, numClasses: m.base.numClasses });
+  const base = await checkpointFrom(o, config);
   const merged = applyDelta(base, delta);
   const bytes = exportCheckpoint(merged, m.architecture, str(o, 'dtype') === 'f16' ? 'F16' : 'F32');
   writeFileSync(need(o, 'out'), bytes);
@@ -203,7 +206,7 @@ export async function deltaApplyCommand(o: Options): Promise<Record<string, unkn
 /** Any supported naming -> timm names with the architecture in the metadata. */
 export async function convertCommand(o: Options): Promise<Record<string, unknown>> {
   await backend(o);
-  const ckpt = await openCheckpoint(need(o, 'checkpoint'), { config: readConfig({ config: str(o, 'config'), arch: str(o, 'arch') }) });
+  const ckpt = await checkpointFrom(o);
   const bytes = exportCheckpoint(ckpt.weights, ckpt.config, str(o, 'dtype') === 'f16' ? 'F16' : 'F32');
   writeFileSync(need(o, 'out'), bytes);
   say(o, `converted ${ckpt.naming} -> timm names: ${need(o, 'out')} (${(bytes.length / 1024 / 1024).toFixed(2)} MiB)`);

@@ -2,7 +2,8 @@
 // client commands that talk GraphQL to a server (register a model, import a dataset, start and
 // follow a run, download a delta).
 import { spawn, ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { availableParallelism, hostname } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { createClient } from 'graphql-ws';
@@ -11,7 +12,13 @@ import { loadConfig } from '../server/config';
 import { startServer } from '../server/app';
 import { PartuneWorker } from '../worker/worker';
 import { GraphQLClient } from '../worker/client';
+import { subscribe } from '../worker/ws-client';
+import {
+  CreateUpload, DatasetFormat, DeltaDownload, HyperParametersInput, ImportDataset, MergeDelta, Normalize, RegisterModel, RunProgress, RunResult,
+  RunResultResult, StartRun,
+} from '../protocol/operations';
 import { Options, need, num, optionalInt, say, selectBackendFrom, str } from './commands';
+import { givenTrainOptions } from './options';
 import { ProgressBar } from './progress';
 
 export async function serveCommand(o: Options): Promise<Record<string, unknown>> {
@@ -84,8 +91,7 @@ const client = (o: Options): GraphQLClient => new GraphQLClient(str(o, 'server')
 
 async function uploadFile(c: GraphQLClient, path: string): Promise<string> {
   const bytes = readFileSync(path);
-  const { createUpload } = await c.request<{ createUpload: { id: string; url: string } }>(
-    'mutation($f: String!, $b: Int!) { createUpload(filename: $f, bytes: $b) { id url } }', { f: basename(path), b: bytes.length });
+  const { createUpload } = await c.request(CreateUpload, { filename: basename(path), bytes: bytes.length });
   const res = await fetch(createUpload.url, { method: 'PUT', body: bytes });
   if (!res.ok) throw new Error(`upload of ${path} failed: HTTP ${res.status}`);
   return createUpload.id;
@@ -97,59 +103,48 @@ export async function modelRegisterCommand(o: Options): Promise<Record<string, u
   if (!existsSync(file)) throw new Error(`${file} not found`);
   const config = str(o, 'config') ? JSON.parse(readFileSync(str(o, 'config')!, 'utf8')) : undefined;
   const uploadId = await uploadFile(c, file);
-  const { registerModel: m } = await c.request<{ registerModel: { id: string; name: string; parameters: number; weightsSha256: string } }>(
-    'mutation($i: RegisterModelInput!) { registerModel(input: $i) { id name parameters weightsSha256 } }', { i: { name: need(o, 'name'), uploadId, config } });
+  const { registerModel: m } = await c.request(RegisterModel, { input: { name: need(o, 'name'), uploadId, config } });
   say(o, `model ${m.name} (${m.id}): ${m.parameters.toLocaleString('en-US')} parameters, weights ${m.weightsSha256.slice(0, 12)}`);
   return { command: 'model register', ...m };
 }
 
+const FORMATS: readonly DatasetFormat[] = ['IDX', 'CIFAR10', 'MNIST_PACKAGE'];
+
 export async function datasetImportCommand(o: Options): Promise<Record<string, unknown>> {
   const c = client(o);
-  const format = need(o, 'format').toUpperCase().replace('-', '_');
+  const format = need(o, 'format').toUpperCase().replace('-', '_') as DatasetFormat;
+  if (!FORMATS.includes(format)) throw new Error('--format must be idx, cifar10 or mnist-package');
   const path = str(o, 'path');
-  const { importDataset: d } = await c.request<{ importDataset: { id: string; name: string; trainImages: number; testImages: number; classes: number } }>(
-    'mutation($i: ImportDatasetInput!) { importDataset(input: $i) { id name trainImages testImages classes } }',
-    { i: { name: need(o, 'name'), format, path: path && resolve(path), trainLimit: optionalInt(o, 'train-limit'), testLimit: optionalInt(o, 'test-limit') } });
+  const { importDataset: d } = await c.request(ImportDataset, {
+    input: { name: need(o, 'name'), format, path: path && resolve(path), trainLimit: optionalInt(o, 'train-limit'), testLimit: optionalInt(o, 'test-limit') },
+  });
   say(o, `dataset ${d.name} (${d.id}): ${d.trainImages} train / ${d.testImages} test images, ${d.classes} classes`);
   return { command: 'dataset import', ...d };
 }
 
-const HYPER_FLAGS: [string, string, 'int' | 'float' | 'bool' | 'string'][] = [
-  ['epochs', 'epochs', 'int'], ['max-steps', 'maxSteps', 'int'], ['batch-size', 'batchSize', 'int'], ['lr', 'lr', 'float'],
-  ['min-lr', 'minLr', 'float'], ['warmup-steps', 'warmupSteps', 'int'], ['weight-decay', 'weightDecay', 'float'],
-  ['label-smoothing', 'labelSmoothing', 'float'], ['clip-grad', 'clipGrad', 'float'], ['seed', 'seed', 'int'],
-  ['crop-padding', 'cropPadding', 'int'], ['flip', 'flip', 'bool'], ['steps-per-round', 'stepsPerRound', 'int'],
-  ['shards-per-round', 'shardsPerRound', 'int'], ['train-limit', 'trainLimit', 'int'], ['test-limit', 'evalLimit', 'int'], ['normalize', 'normalize', 'string'],
-];
-
-const RUN_FIELDS = 'id status strategyName tunedParameters totalParameters step totalSteps progress accuracy loss error delta { id bytes tensors downloadUrl }';
+/** The run's options as given by flags: the engine's (--epochs, --test-limit, ...) and the rounds'. */
+function runOptionsFrom(o: Options): HyperParametersInput {
+  const given = givenTrainOptions(o) as HyperParametersInput;
+  return { ...given, stepsPerRound: optionalInt(o, 'steps-per-round'), shardsPerRound: optionalInt(o, 'shards-per-round'), normalize: given.normalize?.toUpperCase() as Normalize | undefined };
+}
 
 export async function runCommand(o: Options): Promise<Record<string, unknown>> {
   const c = client(o);
-  const hyper: Record<string, unknown> = {};
-  for (const [flag, key, kind] of HYPER_FLAGS) {
-    if (kind === 'bool') { if (o[flag]) hyper[key] = true; continue; }
-    if (str(o, flag) === undefined) continue;
-    hyper[key] = kind === 'string' ? str(o, flag) : num(o, flag, 0, kind === 'int');
-  }
-  const { startRun: run } = await c.request<{ startRun: { id: string; strategyName: string; tunedParameters: number; totalParameters: number } }>(
-    `mutation($i: StartRunInput!) { startRun(input: $i) { id strategyName tunedParameters totalParameters } }`,
-    { i: { model: need(o, 'model'), dataset: need(o, 'dataset'), strategy: need(o, 'strategy'), hyperParameters: hyper } });
-  say(o, `run ${run.id}: ${run.strategyName}, ${run.tunedParameters.toLocaleString('en-US')} of ${run.totalParameters.toLocaleString('en-US')} parameters tuned`);
+  const { startRun: run } = await c.request(StartRun, { input: { model: need(o, 'model'), dataset: need(o, 'dataset'), strategy: need(o, 'strategy'), hyperParameters: runOptionsFrom(o) } });
+  say(o, `run ${run.id}: ${run.strategyName}, ${(run.tunedParameters ?? 0).toLocaleString('en-US')} of ${(run.totalParameters ?? 0).toLocaleString('en-US')} parameters tuned`);
   if (!o.wait) return { command: 'run', ...run };
   const final = await follow(o, c, run.id);
-  if (final.status !== 'SUCCEEDED') throw new Error(`run ${run.id} ${final.status}: ${final.error ?? ''}`);
+  if (final.status !== 'SUCCEEDED' || !final.delta || final.accuracy === null) throw new Error(`run ${run.id} ${final.status}: ${final.error ?? ''}`);
   say(o, `top-1 ${(final.accuracy * 100).toFixed(2)}%; delta ${(final.delta.bytes / 1024).toFixed(1)} KiB (${final.delta.tensors} tensors)`);
   const out = str(o, 'out');
   if (out) {
-    const res = await fetch(final.delta.downloadUrl);
-    writeFileSync(out, new Uint8Array(await res.arrayBuffer()));
+    await saveDelta(final.delta, out);
     say(o, `delta saved to ${out}`);
   }
   return { command: 'run', ...final, out };
 }
 
-interface FinalRun { id: string; status: string; accuracy: number; loss: number; error?: string; delta: { id: string; bytes: number; tensors: number; downloadUrl: string } }
+type FinalRun = NonNullable<RunResultResult['run']>;
 
 /** Follows a run with a progress bar from its subscription (polling as a safety net) until it ends. */
 async function follow(o: Options, c: GraphQLClient, runId: string): Promise<FinalRun> {
@@ -160,7 +155,7 @@ async function follow(o: Options, c: GraphQLClient, runId: string): Promise<Fina
     return await new Promise<FinalRun>((resolveRun, reject) => {
       let settled = false;
       const check = async (): Promise<void> => {
-        const { run } = await c.request<{ run: FinalRun & { progress: number; step: number; totalSteps: number } }>(`query($id: ID!) { run(id: $id) { ${RUN_FIELDS} } }`, { id: runId });
+        const { run } = await c.request(RunResult, { id: runId });
         bar.update(Math.round(run.progress * 1000), { step: `${run.step}/${run.totalSteps}`, status: run.status });
         if (terminal.includes(run.status) && !settled) {
           settled = true;
@@ -168,22 +163,16 @@ async function follow(o: Options, c: GraphQLClient, runId: string): Promise<Fina
           resolveRun(run);
         }
       };
-      ws.subscribe<{ runEvents: { status: string; progress: number; step: number; totalSteps: number; trainLoss?: number; testAccuracy?: number; message?: string } }>(
-        { query: `subscription($id: ID!) { runEvents(runId: $id) { status progress step totalSteps trainLoss testAccuracy message kind } }`, variables: { id: runId } },
-        {
-          next: ({ data }) => {
-            const e = data?.runEvents;
-            if (!e) return;
-            const fields: Record<string, string> = { step: `${e.step}/${e.totalSteps}` };
-            if (e.trainLoss !== null && e.trainLoss !== undefined) fields.loss = e.trainLoss.toFixed(4);
-            if (e.testAccuracy !== null && e.testAccuracy !== undefined) fields['top-1'] = `${(e.testAccuracy * 100).toFixed(2)}%`;
-            bar.update(Math.round(e.progress * 1000), fields);
-            if (terminal.includes(e.status)) void check().catch(reject);
-          },
-          error: () => undefined, // the poll below carries on
-          complete: () => undefined,
+      subscribe(ws, RunProgress, { runId }, {
+        next: ({ runEvents: e }) => {
+          const fields: Record<string, string> = { step: `${e.step}/${e.totalSteps}` };
+          if (e.trainLoss !== null) fields.loss = e.trainLoss.toFixed(4);
+          if (e.testAccuracy !== null) fields['top-1'] = `${(e.testAccuracy * 100).toFixed(2)}%`;
+          bar.update(Math.round(e.progress * 1000), fields);
+          if (terminal.includes(e.status)) void check().catch(reject);
         },
-      );
+        // The poll below carries on.
+      });
       const poll = async (): Promise<void> => {
         while (!settled) {
           await check().catch((e: Error) => say(o, `(poll: ${e.message})`));
@@ -197,23 +186,30 @@ async function follow(o: Options, c: GraphQLClient, runId: string): Promise<Fina
   }
 }
 
+/** Downloads a delta, refusing a failed request, a wrong size or a digest that is not the one recorded; written whole or not at all. */
+async function saveDelta(delta: { downloadUrl: string; bytes: number; sha256: string }, out: string): Promise<void> {
+  const res = await fetch(delta.downloadUrl);
+  if (!res.ok) throw new Error(`delta download failed: HTTP ${res.status}`);
+  const bytes = new Uint8Array(await res.arrayBuffer());
+  if (bytes.length !== delta.bytes) throw new Error(`delta download: got ${bytes.length} bytes, the run recorded ${delta.bytes}`);
+  const digest = createHash('sha256').update(bytes).digest('hex');
+  if (digest !== delta.sha256) throw new Error(`delta download: SHA-256 ${digest.slice(0, 12)}… is not the recorded ${delta.sha256.slice(0, 12)}…; the stored file was altered`);
+  writeFileSync(`${out}.partial`, bytes);
+  renameSync(`${out}.partial`, out);
+}
+
 export async function deltaDownloadCommand(o: Options): Promise<Record<string, unknown>> {
   const c = client(o);
-  const { delta } = await c.request<{ delta: { id: string; bytes: number; sha256: string; downloadUrl: string } }>(
-    'query($id: ID!) { delta(id: $id) { id bytes sha256 downloadUrl } }', { id: need(o, 'run') });
-  const res = await fetch(delta.downloadUrl);
-  if (!res.ok) throw new Error(`download failed: HTTP ${res.status}`);
+  const { delta } = await c.request(DeltaDownload, { id: need(o, 'run') });
   const out = need(o, 'out');
-  writeFileSync(out, new Uint8Array(await res.arrayBuffer()));
-  if (statSync(out).size !== delta.bytes) throw new Error(`downloaded ${statSync(out).size} bytes, expected ${delta.bytes}`);
+  await saveDelta(delta, out);
   say(o, `delta ${delta.id} saved to ${out} (${(delta.bytes / 1024).toFixed(1)} KiB)`);
   return { command: 'delta download', out, ...delta };
 }
 
 export async function deltaMergeCommand(o: Options): Promise<Record<string, unknown>> {
   const c = client(o);
-  const { mergeDelta: m } = await c.request<{ mergeDelta: { id: string; name: string; parameters: number; weightsSha256: string } }>(
-    'mutation($id: ID!, $n: String!) { mergeDelta(id: $id, name: $n) { id name parameters weightsSha256 } }', { id: need(o, 'run'), n: need(o, 'name') });
+  const { mergeDelta: m } = await c.request(MergeDelta, { id: need(o, 'run'), name: need(o, 'name') });
   say(o, `merged into model ${m.name} (${m.id}), weights ${m.weightsSha256.slice(0, 12)}`);
   return { command: 'delta merge', ...m };
 }

@@ -3,20 +3,21 @@
 // images the final test accuracy is reported on).
 import { readFileSync, writeFileSync } from 'node:fs';
 import { SoupIngredient, parseDelta, parseVitConfig, serializeDelta, soupWithScores } from '../engine';
-import { Options, backend, need, normalization, num, prepareData, say, str } from './commands';
-import { openCheckpoint, readConfig } from './checkpoints';
+import { Options, backend, checkpointFrom, configFrom, need, normalization, num, prepareData, say, str } from './commands';
+import { trainOptionsFrom } from './options';
 
 export async function soupCommand(o: Options, extraDeltas: string[]): Promise<Record<string, unknown>> {
+  const options = trainOptionsFrom(o);
   const backendName = await backend(o);
   const method = str(o, 'method') ?? 'greedy';
   if (!['uniform', 'greedy'].includes(method)) throw new Error('--method must be uniform or greedy');
   const paths = [need(o, 'deltas'), ...extraDeltas];
   const ingredients: SoupIngredient[] = paths.map((p) => ({ label: p, delta: parseDelta(new Uint8Array(readFileSync(p)), p) }));
   const m = ingredients[0].delta.manifest;
-  const config = readConfig({ config: str(o, 'config'), arch: str(o, 'arch') }) ?? parseVitConfig({ ...m.architecture, numClasses: m.base.numClasses });
-  const base = await openCheckpoint(need(o, 'checkpoint'), { config });
-  const split = prepareData(o, m.architecture);
-  const { norm } = normalization(o, m.architecture, split.train);
+  const config = configFrom(o) ?? parseVitConfig({ ...m.architecture, numClasses: m.base.numClasses });
+  const base = await checkpointFrom(o, config);
+  const split = prepareData(o, m.architecture, options);
+  const { norm } = normalization(options, m.architecture, split.train);
   const r = await soupWithScores({
     base, ingredients, test: split.test, normalization: norm, method: method as 'uniform' | 'greedy',
     heldOut: str(o, 'val-limit') === undefined ? undefined : num(o, 'val-limit', 0, true),

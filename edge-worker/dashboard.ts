@@ -2,32 +2,27 @@
 // runEvents subscription, with loss and accuracy curves, and a form that shows what a strategy
 // tunes (parameters, delta size) before a run starts.
 import { createClient } from 'graphql-ws';
+import { Catalog, CatalogResult, ModelStrategies, OnlineWorkers, RecentRuns, RecentRunsResult, RunProgress, StartRun } from '../protocol/operations';
+import { RUN_DEFAULTS } from '../protocol/run-options';
 import { GraphQLClient } from '../worker/client';
+import { subscribe as subscribeTo } from '../worker/ws-client';
 
 const $ = <T extends HTMLElement>(id: string): T => document.getElementById(id) as T;
 const params = new URLSearchParams(location.search);
 const token = (): string => ($('token') as HTMLInputElement).value.trim();
 const api = (): GraphQLClient => new GraphQLClient(`${location.origin}/graphql`, token() || undefined, { patienceMs: 5000 });
 
-interface Model { id: string; name: string; parameters: number; numClasses: number }
-interface Dataset { id: string; name: string; classes: number; trainImages: number; testImages: number; height: number; width: number; channels: number }
-interface Metric { step: number; trainLoss: number | null; testAccuracy: number | null }
-interface Run {
-  id: string; kind: string; status: string; strategyName: string; tunedParameters: number | null; totalParameters: number | null; progress: number;
-  step: number; totalSteps: number; accuracy: number | null; error: string | null; createdAt: string; metrics: Metric[];
-  model: { name: string }; dataset: { name: string }; delta: { bytes: number; downloadUrl: string } | null;
-}
+type Run = RecentRunsResult['runs']['items'][number];
 
-let models: Model[] = [];
-let datasets: Dataset[] = [];
+let models: CatalogResult['models']['items'] = [];
+let datasets: CatalogResult['datasets']['items'] = [];
 
 const esc = (s: string): string => s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
 const size = (b: number): string => (b > 1 << 20 ? `${(b / (1 << 20)).toFixed(2)} MiB` : `${(b / 1024).toFixed(1)} KiB`);
 const n = (v: number): string => v.toLocaleString('en-US');
 
 async function loadCatalog(): Promise<void> {
-  const d = await api().request<{ models: { items: Model[] }; datasets: { items: Dataset[] } }>(
-    '{ models(first: 100) { items { id name parameters numClasses } } datasets(first: 100) { items { id name classes trainImages testImages height width channels } } }');
+  const d = await api().request(Catalog, {});
   models = d.models.items;
   datasets = d.datasets.items;
   $('models').innerHTML = models.map((m) => `<tr><td>${esc(m.name)}</td><td>${n(m.parameters)}</td><td>${m.numClasses}</td></tr>`).join('');
@@ -47,8 +42,7 @@ async function loadStrategies(): Promise<void> {
   const model = ($('model') as HTMLSelectElement).value;
   const dataset = datasets.find((d) => d.name === ($('dataset') as HTMLSelectElement).value);
   if (!model || !dataset) return;
-  const d = await api().request<{ model: { strategies: { name: string; tunedParameters: number; totalParameters: number; tunedPercent: number; deltaBytes: number }[] } }>(
-    'query($m: String!, $k: Int) { model(id: $m) { strategies(numClasses: $k) { name tunedParameters totalParameters tunedPercent deltaBytes } } }', { m: model, k: dataset.classes });
+  const d = await api().request(ModelStrategies, { model, numClasses: dataset.classes });
   const select = $('strategy') as HTMLSelectElement;
   const keep = select.value || params.get('strategy') || 'attn-only';
   select.innerHTML = d.model.strategies.map((s) => `<option value="${esc(s.name)}" data-tuned="${s.tunedParameters}" data-total="${s.totalParameters}" data-pct="${s.tunedPercent}" data-delta="${s.deltaBytes}">${esc(s.name)}</option>`).join('');
@@ -67,13 +61,13 @@ async function start(e: Event): Promise<void> {
   e.preventDefault();
   $('formError').textContent = '';
   const num = (id: string): number | undefined => (($(id) as HTMLInputElement).value === '' ? undefined : Number(($(id) as HTMLInputElement).value));
-  const hyper = Object.fromEntries(Object.entries({
-    epochs: num('epochs'), lr: num('lr'), stepsPerRound: num('stepsPerRound'), shardsPerRound: num('shardsPerRound'), trainLimit: num('trainLimit'), evalLimit: num('evalLimit'),
-  }).filter(([, v]) => v !== undefined));
+  const hyperParameters = {
+    epochs: num('epochs'), lr: num('lr'), stepsPerRound: num('stepsPerRound'), shardsPerRound: num('shardsPerRound'), trainLimit: num('trainLimit'), testLimit: num('testLimit'),
+  };
   try {
     localStorage.setItem('partune.token', token());
-    await api().request('mutation($i: StartRunInput!) { startRun(input: $i) { id } }', {
-      i: { model: ($('model') as HTMLSelectElement).value, dataset: ($('dataset') as HTMLSelectElement).value, strategy: ($('strategy') as HTMLSelectElement).value, hyperParameters: hyper },
+    await api().request(StartRun, {
+      input: { model: ($('model') as HTMLSelectElement).value, dataset: ($('dataset') as HTMLSelectElement).value, strategy: ($('strategy') as HTMLSelectElement).value, hyperParameters },
     });
     await loadRuns();
   } catch (err) {
@@ -102,8 +96,7 @@ function plot(run: Run): string {
 }
 
 async function loadRuns(): Promise<void> {
-  const d = await api().request<{ runs: { total: number; items: Run[] } }>(`{ runs(first: 20) { total items { id kind status strategyName tunedParameters totalParameters progress step totalSteps accuracy error createdAt
-    metrics { step trainLoss testAccuracy } model { name } dataset { name } delta { bytes downloadUrl } } } }`);
+  const d = await api().request(RecentRuns, {});
   $('summary').textContent = `${d.runs.total} runs`;
   $('runs').innerHTML = d.runs.items.map((r) => `<div class="run" data-run="${r.id}" data-status="${r.status}">
     <div>
@@ -120,8 +113,7 @@ async function loadRuns(): Promise<void> {
 }
 
 async function loadWorkers(): Promise<void> {
-  const d = await api().request<{ workers: { items: { name: string; kind: string; backend: string; shardsDone: number; imagesPerSecond: number | null; online: boolean }[] } }>(
-    '{ workers(online: true) { items { name kind backend shardsDone imagesPerSecond online } } }');
+  const d = await api().request(OnlineWorkers, {});
   $('workers').innerHTML = d.workers.items.map((w) => `<tr><td>${esc(w.name)}</td><td>${w.kind}</td><td>${esc(w.backend)}</td><td>${w.shardsDone}</td><td>${w.imagesPerSecond?.toFixed(1) ?? '-'}</td></tr>`).join('')
     || '<tr><td colspan="5">no worker online: run <code>partune worker</code> or open /worker</td></tr>';
 }
@@ -129,18 +121,25 @@ async function loadWorkers(): Promise<void> {
 function subscribe(): void {
   const ws = createClient({ url: `${location.origin.replace(/^http/, 'ws')}/graphql`, retryAttempts: Infinity, shouldRetry: () => true });
   let pending: ReturnType<typeof setTimeout> | undefined;
-  ws.subscribe({ query: 'subscription { runEvents { runId kind status } }' }, {
+  subscribeTo(ws, RunProgress, {}, {
     next: () => {
       $('conn').textContent = 'live';
       pending ??= setTimeout(() => { pending = undefined; void loadRuns(); }, 400); // coalesce bursts of events
     },
     error: () => void ($('conn').textContent = 'reconnecting'),
-    complete: () => undefined,
   });
   $('conn').textContent = 'live';
 }
 
+/** The form's defaults are the run defaults every front end shares. */
+function formDefaults(): void {
+  ($('epochs') as HTMLInputElement).value = String(RUN_DEFAULTS.epochs);
+  ($('lr') as HTMLInputElement).value = String(RUN_DEFAULTS.lr);
+  ($('stepsPerRound') as HTMLInputElement).value = String(RUN_DEFAULTS.stepsPerRound);
+}
+
 async function main(): Promise<void> {
+  formDefaults();
   ($('token') as HTMLInputElement).value = params.get('token') ?? localStorage.getItem('partune.token') ?? '';
   $('model').addEventListener('change', () => void loadStrategies());
   $('dataset').addEventListener('change', () => void loadStrategies());

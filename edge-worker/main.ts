@@ -1,6 +1,7 @@
 // The edge-worker page: a browser tab that contributes compute. It obtains a volunteer token,
 // picks a backend, and runs the same shard-protocol client and engine as the Node worker.
 import { PartuneWorker } from '../worker/worker';
+import { VolunteerToken } from '../protocol/operations';
 import { GraphQLClient } from '../worker/client';
 import { WsGraphQLClient } from '../worker/ws-client';
 import { chooseBackend } from './backend';
@@ -23,8 +24,7 @@ async function volunteerToken(server: string): Promise<string> {
   const given = params.get('token');
   if (given) return given;
   const anonymous = new GraphQLClient(server, undefined, { patienceMs: 10_000 });
-  const { volunteerToken: token } = await anonymous.request<{ volunteerToken: string }>(
-    'mutation($i: String) { volunteerToken(invitation: $i) }', { i: params.get('invitation') });
+  const { volunteerToken: token } = await anonymous.request(VolunteerToken, { invitation: params.get('invitation') });
   return token;
 }
 

@@ -2,6 +2,7 @@
 // so the same code runs in a Node worker and in a browser tab.
 export * from './vit/config';
 export * from './vit/params';
+export * from './vit/groups';
 export * as model from './vit/model';
 export * from './tuning/strategy';
 export * from './data/dataset';
@@ -10,7 +11,9 @@ export * from './data/packed';
 export * from './train/schedule';
 export * from './train/adamw';
 export * from './train/trainable';
+export * from './train/options';
 export * from './train/loop';
+export * from './train/finish';
 export * from './train/prefix-cache';
 export * from './weights/safetensors';
 export * from './weights/mappings';

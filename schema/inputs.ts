@@ -1,6 +1,7 @@
 // The API's inputs. Values are checked by the services (one place), not here.
 import { Field, Float, ID, InputType, Int } from 'type-graphql';
 import { GraphQLJSON } from 'graphql-scalars';
+import type { RunOptions } from '../protocol/run-options';
 import { AngleDirection, DatasetFormat, Normalize, RunKind, RunStatus, SoupMethod } from './types';
 
 @InputType()
@@ -26,25 +27,27 @@ export class ImportDatasetInput {
   @Field(() => Int, { nullable: true }) testLimit?: number;
 }
 
-@InputType()
-export class HyperParametersInput {
+/** The engine's TrainOptions and the platform's round options (protocol/run-options.ts), by their own names. */
+@InputType({ description: 'Training options (unset: the defaults, as `partune finetune` has them) and how the steps are cut into rounds and shards' })
+export class HyperParametersInput implements Partial<Record<keyof RunOptions, unknown>> {
   @Field(() => Int, { nullable: true }) epochs?: number;
-  @Field(() => Int, { nullable: true }) maxSteps?: number;
+  @Field(() => Int, { nullable: true, description: 'Stop after this many optimizer steps (the schedule spans them)' }) maxSteps?: number;
   @Field(() => Int, { nullable: true }) batchSize?: number;
   @Field(() => Float, { nullable: true }) lr?: number;
-  @Field(() => Float, { nullable: true }) minLr?: number;
-  @Field(() => Int, { nullable: true }) warmupSteps?: number;
+  @Field(() => Float, { nullable: true, description: 'Where the cosine schedule ends' }) minLr?: number;
+  @Field(() => Int, { nullable: true, description: 'Linear warm-up steps (default: 10% of all steps)' }) warmupSteps?: number;
   @Field(() => Float, { nullable: true }) weightDecay?: number;
   @Field(() => Float, { nullable: true }) labelSmoothing?: number;
-  @Field(() => Float, { nullable: true }) clipGrad?: number;
+  @Field(() => Float, { nullable: true, description: 'Clip the global gradient norm to this (0: off)' }) clipGrad?: number;
   @Field(() => Int, { nullable: true }) seed?: number;
   @Field(() => Int, { nullable: true }) cropPadding?: number;
   @Field({ nullable: true }) flip?: boolean;
+  @Field(() => Int, { nullable: true, description: 'Train on a seeded subset of this many images' }) trainLimit?: number;
+  @Field(() => Int, { nullable: true, description: 'Test on a seeded subset of this many images (the CLI\'s --test-limit)' }) testLimit?: number;
+  @Field(() => Int, { nullable: true, deprecationReason: 'Use testLimit' }) evalLimit?: number;
+  @Field(() => Normalize, { nullable: true }) normalize?: Normalize;
   @Field(() => Int, { nullable: true, description: 'Optimizer steps per round (default 50)' }) stepsPerRound?: number;
   @Field(() => Int, { nullable: true, description: 'Shards per round (default: workers online)' }) shardsPerRound?: number;
-  @Field(() => Int, { nullable: true }) trainLimit?: number;
-  @Field(() => Int, { nullable: true }) evalLimit?: number;
-  @Field(() => Normalize, { nullable: true }) normalize?: Normalize;
 }
 
 @InputType()

@@ -146,7 +146,7 @@ export class Run {
   @Field(() => RunStatus) status!: RunStatus;
   @Field() strategyName!: string;
   @Field(() => GraphQLJSON) strategy!: unknown;
-  @Field(() => GraphQLJSON, { description: 'Hyper-parameters as run (defaults filled in)' }) hyperParameters!: unknown;
+  @Field(() => GraphQLJSON, { nullable: true, description: 'Training and round options as run (defaults filled in); none for a soup' }) hyperParameters?: unknown;
   @Field(() => GraphQLJSON, { nullable: true, description: 'Steps per epoch, total steps, rounds and shards' }) plan?: unknown;
   @Field(() => Int, { nullable: true }) tunedParameters?: number;
   @Field(() => Int, { nullable: true }) totalParameters?: number;
@@ -214,7 +214,7 @@ export class Download {
 export class ShardAssignment {
   @Field(() => Shard) shard!: Shard;
   @Field() leaseUntil!: Date;
-  @Field(() => GraphQLJSON) job!: unknown;
+  @Field(() => GraphQLJSON, { description: 'What to train: a ShardJob (protocol/shard-job.ts), decoded by the worker' }) job!: unknown;
   @Field(() => Download) model!: Download;
   @Field(() => [Download]) train!: Download[];
   @Field(() => Download) state!: Download;

@@ -1,5 +1,6 @@
 // The server: GraphQL over HTTP and graphql-ws on one port, object storage (embedded S3 unless
-// configured), SQLite, the compute thread, and the lease clock. `startServer` returns a handle.
+// configured), the state store (SQLite), the compute thread, and the lease clock. `startServer`
+// wires them and returns a handle.
 import 'reflect-metadata';
 import { createServer } from 'node:http';
 import { dirname, join } from 'node:path';
@@ -11,14 +12,12 @@ import { WebSocketServer } from 'ws';
 import { useServer } from 'graphql-ws/use/ws';
 import { EmbeddedS3, S3BlobStore, S3Config, startEmbeddedS3 } from '../storage';
 import { ServerConfig } from './config';
-import { openDb } from './db';
 import { Compute } from './compute';
-import { pubSub } from './events';
+import { formatError } from './errors';
 import { Platform } from './platform';
-import { Catalog } from './services/catalog';
-import { Runs } from './services/runs';
-import { Shards } from './services/shards';
-import { Context, Services, roleOf } from './resolvers/context';
+import { Services, createServices } from './services';
+import { openSqliteState } from './state/sqlite';
+import { Context, roleOf } from './resolvers/context';
 import { partuneSchema } from './schema';
 import { limitsPlugin } from './limits';
 
@@ -39,16 +38,12 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
     embedded = await startEmbeddedS3(join(config.dataDir, 's3'), config.bucket, embeddedPort(config.port));
     s3 = { endpoint: embedded.endpoint, accessKey: 'S3RVER', secretKey: 'S3RVER', bucket: config.bucket, region: config.region };
   }
-  const store = new S3BlobStore(s3);
-  await store.ensureBucket();
-  const db = openDb(config.dataDir);
-  const compute = new Compute(s3);
-  const platform: Platform = { config, db, store, compute, pubSub, log };
-  const catalog = new Catalog(platform);
-  let shards: Shards | undefined;
-  const runs = new Runs(platform, catalog, () => shards?.onlineCount() ?? 1);
-  shards = new Shards(platform, catalog, runs);
-  const services: Services = { platform, catalog, runs, shards };
+  const blobs = new S3BlobStore(s3);
+  await blobs.ensureBucket();
+  const state = openSqliteState(config.dataDir);
+  const compute = new Compute(s3, log);
+  const platform: Platform = { config, state, blobs, compute, log };
+  const services = createServices(platform);
 
   const schema = partuneSchema();
   const app = express();
@@ -57,11 +52,13 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
   const wsCleanup = useServer({
     schema,
     context: (ctx): Context => ({ role: roleOf(ctx.connectionParams?.authorization as string | undefined, platform), services }),
+    onNext: (_ctx, _id, _payload, _args, result) => (result.errors ? { ...result, errors: result.errors.map((e) => formatError(e.toJSON(), e, log)) } : undefined),
   }, wss);
   const apollo = new ApolloServer<Context>({
     schema,
     introspection: true,
     includeStacktraceInErrorResponses: false,
+    formatError: (formatted, error) => formatError(formatted, error, log),
     plugins: [
       ApolloServerPluginDrainHttpServer({ httpServer: http }),
       { async serverWillStart() { return { async drainServer() { await wsCleanup.dispose(); } }; } },
@@ -89,15 +86,9 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
   const port = (http.address() as { port: number }).port;
   const url = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${port}/graphql`;
 
-  const leaseClock = setInterval(() => {
-    try {
-      shards!.expireLeases();
-    } catch (e) {
-      log(`lease clock: ${(e as Error).message}`);
-    }
-  }, 1000);
-  const resumed = runs.resumeAll();
-  log(`partune server: ${url} (storage ${store.description}${embedded ? ', embedded' : ''}; data ${config.dataDir})`);
+  const leaseClock = setInterval(() => void services.leases.expire().catch((e: Error) => log(`lease clock: ${e.message}`)), 1000);
+  const resumed = await services.scheduler.resumeAll();
+  log(`partune server: ${url} (storage ${blobs.description}${embedded ? ', embedded' : ''}; data ${config.dataDir})`);
   if (resumed) log(`resuming ${resumed} unfinished run(s)`);
 
   return {
@@ -106,8 +97,8 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
       clearInterval(leaseClock);
       await apollo.stop();
       await compute.close();
-      await runs.idle().catch(() => undefined);
-      db.close();
+      await services.scheduler.idle().catch(() => undefined);
+      await state.close();
       await embedded?.close();
     },
   };

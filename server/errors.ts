@@ -1,5 +1,7 @@
-// GraphQL errors with the codes clients switch on, and messages a user can act on.
-import { GraphQLError } from 'graphql';
+// GraphQL errors with the codes clients switch on, and messages a user can act on. Anything else
+// is an internal failure: logged with a reference, answered as INTERNAL_SERVER_ERROR.
+import { randomBytes } from 'node:crypto';
+import { GraphQLError, GraphQLFormattedError } from 'graphql';
 
 const make = (code: string) => (message: string): GraphQLError => new GraphQLError(message, { extensions: { code } });
 
@@ -9,12 +11,19 @@ export const unauthenticated = make('UNAUTHENTICATED');
 export const forbidden = make('FORBIDDEN');
 export const conflict = make('CONFLICT');
 
-/** Engine and parser errors are the user's input being wrong: pass their message on. */
-export async function asBadInput<T>(what: string, f: () => Promise<T>): Promise<T> {
-  try {
-    return await f();
-  } catch (e) {
-    if (e instanceof GraphQLError) throw e;
-    throw badInput(`${what}: ${(e as Error).message}`);
-  }
+/** Codes that describe the request, not the server: passed on as they are. */
+const CLIENT_CODES = new Set([
+  'BAD_USER_INPUT', 'NOT_FOUND', 'UNAUTHENTICATED', 'FORBIDDEN', 'CONFLICT', 'QUERY_TOO_COMPLEX', 'GRAPHQL_PARSE_FAILED',
+  'GRAPHQL_VALIDATION_FAILED', 'BAD_REQUEST', 'PERSISTED_QUERY_NOT_FOUND', 'PERSISTED_QUERY_NOT_SUPPORTED', 'OPERATION_RESOLUTION_FAILURE',
+]);
+
+/** An error to be answered; an internal one is logged and its details kept out of the answer. */
+export function formatError(formatted: GraphQLFormattedError, error: unknown, log: (line: string) => void): GraphQLFormattedError {
+  const code = formatted.extensions?.code;
+  if (typeof code === 'string' && CLIENT_CODES.has(code)) return formatted;
+  const original = error instanceof GraphQLError && error.originalError ? error.originalError : error;
+  const ref = randomBytes(4).toString('hex');
+  const path = formatted.path ? ` at ${formatted.path.join('.')}` : '';
+  log(`internal error ${ref}${path}: ${original instanceof Error ? (original.stack ?? original.message) : String(original)}`);
+  return { message: `internal error (the server log has it as ${ref})`, path: formatted.path, locations: formatted.locations, extensions: { code: 'INTERNAL_SERVER_ERROR' } };
 }

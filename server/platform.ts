@@ -1,15 +1,13 @@
-// What every service shares: settings, the database, object storage, the compute thread, events.
-import { Db } from './db';
+// What every service shares: settings, the state store, object storage, the compute thread, the log.
 import { BlobStore } from '../storage';
 import { Compute } from './compute';
-import { PubSub } from './events';
 import { ServerConfig } from './config';
+import { StateStore } from './state/store';
 
 export interface Platform {
   readonly config: ServerConfig;
-  readonly db: Db;
-  readonly store: BlobStore;
+  readonly state: StateStore;
+  readonly blobs: BlobStore;
   readonly compute: Compute;
-  readonly pubSub: PubSub;
   readonly log: (line: string) => void;
 }

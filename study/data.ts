@@ -2,7 +2,7 @@
 // its training set (held-out picks learning rates and greedy soups); the test split is scored
 // only for the tables. Fixed permutations: every strategy and seed sees the same images.
 import { Dataset, permutation, subset } from '../engine';
-import { loadData } from '../cli/data';
+import { loadData } from '../node/data';
 import { Experiment, Pretraining } from './experiments';
 
 export interface TargetData {

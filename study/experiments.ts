@@ -4,7 +4,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { PRESET_NAMES, VitConfig, parseVitConfig } from '../engine';
-import { FASHION_MNIST_DIR } from '../cli/data';
+import { FASHION_MNIST_DIR } from '../node/data';
 
 /** ../shared/data beside the project, or PARTUNE_SHARED_DATA. */
 export const SHARED_DATA = process.env.PARTUNE_SHARED_DATA ?? join(__dirname, '..', '..', '..', 'shared', 'data');

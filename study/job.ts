@@ -5,11 +5,11 @@
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
 import {
-  Checkpoint, Dataset, Delta, LayerAngle, Normalization, Strategy, TrainOptions, TrainableVit, applyDelta, channelStats, evaluate, exportCheckpoint,
-  greedySoup, initParams, layerAngles, loadCheckpoint, makeDelta, parseDelta, parseVitConfig, roundToDelta, serializeDelta, toDevice, toHost, train,
+  Checkpoint, Dataset, Delta, LayerAngle, LoopControls, Normalization, Strategy, TrainOptions, TrainableVit, channelStats, evaluate, exportCheckpoint,
+  finishFineTuning, greedySoup, initParams, layerAngles, loadCheckpoint, parseDelta, parseVitConfig, scoreDelta, serializeDelta, toHost, train,
   uniformSoup, withNewHead,
 } from '../engine';
-import { selectBackend } from '../cli/backend';
+import { selectBackend } from '../node/backend';
 import { Experiment, Pretraining, plan } from './experiments';
 import { sourceData, targetData } from './data';
 
@@ -98,8 +98,8 @@ async function accuracy(params: ReadonlyMap<string, tf.Tensor>, config: Checkpoi
 }
 
 /** Drives the training generator, printing a progress line about every 20 seconds. */
-async function runTraining(model: TrainableVit, ds: Dataset, norm: Normalization, options: Partial<TrainOptions>, what: string) {
-  const run = train(model, { train: ds, normalization: norm }, options);
+async function runTraining(model: TrainableVit, ds: Dataset, norm: Normalization, options: Partial<TrainOptions>, controls: LoopControls, what: string) {
+  const run = train(model, { train: ds, normalization: norm }, options, controls);
   let last = Date.now();
   for (;;) {
     const next = await run.next();
@@ -123,9 +123,8 @@ async function pretrain(e: Experiment, spec: Extract<JobSpec, { kind: 'pretrain'
   tf.dispose([...init.values()]);
   const model = new TrainableVit(weights, config, { kind: 'preset', name: 'full' });
   const summary = await runTraining(model, data.train, norm, {
-    epochs: p.epochs, batchSize: p.batchSize, lr: p.lr, weightDecay: 0.05, labelSmoothing: 0.1, seed: 0,
-    augmentation: { cropPadding: 4, flip: true }, evalEachEpoch: false,
-  }, 'pre-training');
+    epochs: p.epochs, batchSize: p.batchSize, lr: p.lr, weightDecay: 0.05, labelSmoothing: 0.1, seed: 0, cropPadding: 4, flip: true,
+  }, {}, 'pre-training');
   const sourceTest = await accuracy(model.params, config, data.test, norm);
   const trained = await model.weights();
   model.dispose();
@@ -147,18 +146,15 @@ async function finetune(e: Experiment, spec: Extract<JobSpec, { kind: 'finetune'
   const r = e.recipe;
   const summary = await runTraining(model, data.train, norm, {
     epochs: r.epochs, batchSize: r.batchSize, lr: spec.lr, weightDecay: r.weightDecay, labelSmoothing: r.labelSmoothing, seed: spec.seed,
-    evalEachEpoch: false, prefixCache: { dtype: 'f32', maxBytes: 2 ** 30 },
-  }, spec.label);
-  // Scores are those of exactly base + delta, the model one would deploy.
-  const { weights: fineTuned } = roundToDelta(start, await model.weights(), ins.tuned, 'F32');
-  model.assignTuned(fineTuned);
-  const heldOut = await accuracy(model.params, start.config, data.heldOut, norm);
-  const test = await accuracy(model.params, start.config, data.test, norm);
+  }, { prefixCache: { dtype: 'f32', maxBytes: 2 ** 30 } }, spec.label);
+  const trained = await model.weights();
   model.dispose();
-  const delta = makeDelta({
-    base: start, fineTuned, tuned: ins.tuned, architecture: start.config, strategy: spec.strategy, dtype: 'F32',
-    training: { data: data.train.name, trainImages: data.train.count, epochs: r.epochs, lr: spec.lr, seed: spec.seed, heldOutAccuracy: heldOut.accuracy, testAccuracy: test.accuracy },
+  // Scores are those of exactly base + delta, the model one would deploy.
+  const { delta, weights: fineTuned, scores } = await finishFineTuning({
+    base: start, fineTuned: trained, strategy: spec.strategy, normalization: norm, splits: { test: data.test, heldOut: data.heldOut }, batchSize: 100,
+    training: { data: data.train.name, trainImages: data.train.count, epochs: r.epochs, lr: spec.lr, seed: spec.seed },
   });
+  const { heldOut, test } = scores;
   const bytes = serializeDelta(delta);
   writeAtomic(spec.deltaOut, bytes);
   return {
@@ -176,14 +172,7 @@ async function soups(e: Experiment, spec: Extract<JobSpec, { kind: 'soup' }>): P
   const norm = normalizationOf(base, spec.base);
   const data = targetData(e);
   const ingredients = spec.ingredients.map((i) => ({ label: i.label, delta: parseDelta(new Uint8Array(readFileSync(i.delta)), i.delta) }));
-  const score = async (d: Delta, ds: Dataset): Promise<number> => {
-    const params = toDevice(applyDelta(base, d));
-    try {
-      return (await accuracy(params, d.manifest.architecture, ds, norm)).accuracy;
-    } finally {
-      tf.dispose([...params.values()]);
-    }
-  };
+  const score = async (d: Delta, ds: Dataset): Promise<number> => (await scoreDelta(base, d, ds, norm, 100)).accuracy;
   const alone = new Map<Delta, number>();
   for (const i of ingredients) alone.set(i.delta, await score(i.delta, data.heldOut));
   const heldOutScore = async (d: Delta): Promise<number> => alone.get(d) ?? score(d, data.heldOut);

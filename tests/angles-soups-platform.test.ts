@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect, loadCheckpoint, parseDelta, parseStrategy } from '../engine';
-import { CLI, ServerProcess, WorkerProcess, gql, ok, startServer, startWorker, uploadBytes, waitForRun } from './platform-helpers';
+import { CLI, ServerProcess, WorkerProcess, gql, ok, startServer, startWorker, uploadBytes, waitForRun } from '../node/local-platform';
 
 jest.setTimeout(300_000);
 

@@ -4,7 +4,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { adapt, channelStats, fromFloatDigits, limit, makeBatch, parseCifar10, parseIdx, splitPool } from '../engine';
-import { FASHION_MNIST_DIR, loadData } from '../cli/data';
+import { FASHION_MNIST_DIR, loadData } from '../node/data';
 import { describeIfExists, useBackend } from './helpers';
 
 beforeAll(() => useBackend('wasm'));

@@ -14,7 +14,7 @@ const data: Dataset = {
 
 async function fineTune(base: Checkpoint, strategy: Strategy): Promise<HostWeights> {
   const m = new TrainableVit(base.weights, base.config, strategy);
-  for await (const _ of train(m, { train: data, normalization: { mean: [0.5, 0.5, 0.5], std: [0.3, 0.3, 0.3] } }, { epochs: 2, batchSize: 8, lr: 5e-2, evalEachEpoch: false })) void _;
+  for await (const _ of train(m, { train: data, normalization: { mean: [0.5, 0.5, 0.5], std: [0.3, 0.3, 0.3] } }, { epochs: 2, batchSize: 8, lr: 5e-2 })) void _;
   const w = await m.weights();
   m.dispose();
   return w;

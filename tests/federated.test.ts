@@ -3,10 +3,11 @@
 // update is refused with the tensor named.
 import * as tf from '@tensorflow/tfjs';
 import {
-  Dataset, TrainingState, TrainableVit, fedAvg, initParams, packDataset, parseState, presetStrategy, serializeState, toHost, train,
+  Dataset, TrainingState, TrainableVit, fedAvg, parseTrainOptions, initParams, packDataset, parseState, presetStrategy, serializeState, toHost, train,
   tunedShapes, unpackDataset, weightedMean, withNewHead, runShard, inspect,
 } from '../engine';
-import { makePlan, shardWindows, HYPER_DEFAULTS, Hyper } from '../server/services/plan';
+import { makePlan, shardWindows } from '../server/runs/plan';
+import { parseRunOptions } from '../protocol/run-options';
 import { TOY, useBackend } from './helpers';
 
 beforeAll(() => useBackend('wasm'));
@@ -98,13 +99,18 @@ describe('dataset shards', () => {
 });
 
 describe('plans', () => {
-  const hyper = (h: Partial<Hyper>): Hyper => ({ ...HYPER_DEFAULTS, shardsPerRound: 2, ...h }) as Hyper;
+  const windows = (round: [number, number], shards: number): number[][] => shardWindows(round, shards).map((w) => [w.fromStep, w.toStep]);
 
   it('cut rounds at epoch ends and split rounds into contiguous shard windows', () => {
-    const plan = makePlan(hyper({ epochs: 2, batchSize: 10, stepsPerRound: 4 }), 105); // 10 steps per epoch
+    const plan = makePlan(parseRunOptions({ epochs: 2, batchSize: 10, stepsPerRound: 4 }, 2), 105); // 10 steps per epoch
     expect(plan.rounds).toEqual([[0, 4], [4, 8], [8, 10], [10, 14], [14, 18], [18, 20]]);
-    expect(shardWindows([8, 10], 3)).toEqual([[8, 9], [9, 10]]);
-    expect(shardWindows([0, 5], 2)).toEqual([[0, 2], [2, 5]]);
+    expect(plan.shardsPerRound).toBe(2);
+    expect(windows([8, 10], 3)).toEqual([[8, 9], [9, 10]]);
+    expect(windows([0, 5], 2)).toEqual([[0, 2], [2, 5]]);
+  });
+
+  it('refuse a schedule of more rounds than a run can hold', () => {
+    expect(() => makePlan(parseRunOptions({ epochs: 1, batchSize: 1, stepsPerRound: 1, maxSteps: 5_000_000 }), 6_000_000)).toThrow(/too many rounds/);
   });
 });
 
@@ -112,7 +118,7 @@ describe('shard windows', () => {
   it('three windows carrying params and moments give the uninterrupted run exactly', async () => {
     const data = toyData(48);
     const norm = { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] };
-    const options = { epochs: 2, batchSize: 8, lr: 5e-3, seed: 3, augmentation: { cropPadding: 1, flip: true }, evalEachEpoch: false };
+    const options = parseTrainOptions({ epochs: 2, batchSize: 8, lr: 5e-3, seed: 3, cropPadding: 1, flip: true });
     const base = await withNewHead({ config: TOY, weights: await toHost(initParams(TOY, 2)), naming: 'timm', sha256: 'x' }, 3, 0);
     const strategy = presetStrategy('last-half');
 

@@ -4,7 +4,7 @@ import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { Dataset, TrainOptions, TrainSummary, TrainableVit, initParams, installWasmKernels, parseVitConfig, presetStrategy, toHost, train } from '../engine';
+import { Dataset, LoopControls, TrainSummary, TrainableVit, initParams, installWasmKernels, parseVitConfig, presetStrategy, toHost, train } from '../engine';
 import { installNativeBlas, nativeProducts, probeNativeBlas } from '../native';
 import { TOY } from './helpers';
 
@@ -136,11 +136,11 @@ describe('native BLAS for the wasm backend', () => {
     const n = 40;
     const images = Uint8Array.from({ length: n * 8 * 8 * 3 }, (_, i) => (i * 37 + Math.floor(i / 192) * 80) % 256);
     const data: Dataset = { name: 'toy', images, labels: Uint8Array.from({ length: n }, (_, i) => i % 3), count: n, height: 8, width: 8, channels: 3, classes: 3, flipInvariant: true };
-    const losses = async (options: Partial<TrainOptions>): Promise<{ losses: number[]; summary: TrainSummary }> => {
+    const losses = async (controls: LoopControls): Promise<{ losses: number[]; summary: TrainSummary }> => {
       const m = new TrainableVit(await toHost(initParams(c, 6)), c, presetStrategy('last-half'));
       const out: number[] = [];
       const run = train(m, { train: data, normalization: { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] } },
-        { epochs: 3, batchSize: 8, lr: 1e-2, seed: 2, evalEachEpoch: false, ...options });
+        { epochs: 3, batchSize: 8, lr: 1e-2, seed: 2 }, controls);
       let next = await run.next();
       for (; !next.done; next = await run.next()) if (next.value.kind === 'step') out.push(next.value.loss);
       m.dispose();

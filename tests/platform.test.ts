@@ -8,7 +8,7 @@ import { gzipSync } from 'node:zlib';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
 import { TrainingState, parseDelta, parseSafetensors, parseState, serializeState } from '../engine';
-import { RUN_QUERY, ServerProcess, WorkerProcess, cliJson, gql, ok, startServer, startWorker, uploadBytes, waitFor, waitForRun } from './platform-helpers';
+import { RUN_QUERY, ServerProcess, WorkerProcess, cliJson, gql, ok, startServer, startWorker, uploadBytes, waitFor, waitForRun } from '../node/local-platform';
 
 jest.setTimeout(300_000);
 

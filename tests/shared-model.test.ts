@@ -4,7 +4,7 @@ import * as tf from '@tensorflow/tfjs';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Checkpoint, concatDatasets, evaluate, loadCheckpoint, model, parseVitConfig, toDevice } from '../engine';
-import { loadData } from '../cli/data';
+import { loadData } from '../node/data';
 import { VIT_MNIST, describeIfExists, useBackend } from './helpers';
 
 const golden = JSON.parse(readFileSync(join(__dirname, 'fixtures', 'vit-mnist-golden.json'), 'utf8')) as { images: number[][]; logits: number[][] };

@@ -7,9 +7,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
-import { FASHION_MNIST_DIR } from '../cli/data';
+import { FASHION_MNIST_DIR } from '../node/data';
 import { VIT_MNIST, describeIfExists } from './helpers';
-import { CLI, ServerProcess, WorkerProcess, ok, startServer, startWorker, uploadBytes, waitForRun } from './platform-helpers';
+import { CLI, ServerProcess, WorkerProcess, ok, startServer, startWorker, uploadBytes, waitForRun } from '../node/local-platform';
 
 jest.setTimeout(400_000);
 

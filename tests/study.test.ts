@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Dataset, PRESET_NAMES, selectByAngle } from '../engine';
-import { FASHION_MNIST_DIR } from '../cli/data';
+import { FASHION_MNIST_DIR } from '../node/data';
 import { plan } from '../study/experiments';
 import { selectClasses } from '../study/data';
 import type { FinetuneResult, SoupResult } from '../study/job';

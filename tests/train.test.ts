@@ -2,7 +2,7 @@
 // moved, no NaN, no tensor leak; and the frozen-prefix cut gives the same gradients as a full tape.
 import * as tf from '@tensorflow/tfjs';
 import {
-  Dataset, PRESET_NAMES, PresetName, TrainEvent, TrainOptions, TrainSummary, TrainableVit, crossEntropy, initParams, lrAt, model,
+  Dataset, PRESET_NAMES, PresetName, LoopControls, TrainEvent, TrainOptions, TrainSummary, TrainableVit, crossEntropy, initParams, lrAt, model,
   parseStrategy, parseVitConfig, presetStrategy, toHost, train,
 } from '../engine';
 import { TOY, useBackend } from './helpers';
@@ -31,7 +31,7 @@ describe('training', () => {
     const events: TrainEvent[] = [];
     const norm = { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] };
     const run = train(m, { train: toyData(24), normalization: norm }, {
-      epochs: 1, batchSize: 8, lr: 1e-2, seed: 1, augmentation: { cropPadding: 1, flip: true }, evalEachEpoch: false,
+      epochs: 1, batchSize: 8, lr: 1e-2, seed: 1, cropPadding: 1, flip: true,
     });
     for await (const e of run) {
       events.push(e);
@@ -99,10 +99,10 @@ describe('training', () => {
   describe('frozen-prefix cache', () => {
     const norm = { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] };
     const c = parseVitConfig({ ...TOY, depth: 4 });
-    async function losses(strategy: string, options: Partial<TrainOptions>): Promise<{ losses: number[]; summary: TrainSummary }> {
+    async function losses(strategy: string, controls: LoopControls, options: Partial<TrainOptions> = {}): Promise<{ losses: number[]; summary: TrainSummary }> {
       const m = new TrainableVit(await toHost(initParams(c, 6)), c, presetStrategy(strategy as PresetName));
       const out: number[] = [];
-      const run = train(m, { train: toyData(40), normalization: norm }, { epochs: 3, batchSize: 8, lr: 1e-2, seed: 2, evalEachEpoch: false, ...options });
+      const run = train(m, { train: toyData(40), normalization: norm }, { epochs: 3, batchSize: 8, lr: 1e-2, seed: 2, ...options }, controls);
       for (;;) {
         const next = await run.next();
         if (next.done) {
@@ -132,7 +132,7 @@ describe('training', () => {
 
     it('is not used when images are augmented or nothing is frozen', async () => {
       const cache = { prefixCache: { maxBytes: 1 << 30, dtype: 'f32' as const } };
-      expect((await losses('last-half', { ...cache, augmentation: { cropPadding: 1, flip: false } })).summary.prefixCache).toBeUndefined();
+      expect((await losses('last-half', cache, { cropPadding: 1 })).summary.prefixCache).toBeUndefined();
       expect((await losses('full', cache)).summary.prefixCache).toBeUndefined();
     });
   });

@@ -1,5 +1,8 @@
-// A small GraphQL client over fetch (Node 20 and browsers alike). Network failures are retried
-// with backoff, so a worker rides out a server restart; GraphQL errors are thrown with their code.
+// A small GraphQL client over fetch (Node 20 and browsers alike) for the typed documents of
+// protocol/operations.ts. Network failures are retried with backoff, so a worker rides out a
+// server restart; GraphQL errors are thrown with their code.
+import type { TypedDocument } from '../protocol/typed-document';
+
 export class GraphQLRequestError extends Error {
   constructor(message: string, readonly code: string | undefined) {
     super(message);
@@ -22,7 +25,7 @@ export const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
 export class GraphQLClient {
   constructor(readonly url: string, private readonly token: string | undefined, private readonly options: ClientOptions = {}) {}
 
-  async request<T>(query: string, variables: Record<string, unknown> = {}): Promise<T> {
+  async request<R, V>(query: TypedDocument<R, V>, variables: V): Promise<R> {
     const deadline = Date.now() + (this.options.patienceMs ?? 120_000);
     for (let attempt = 0; ; attempt++) {
       let res: Response;
@@ -40,19 +43,19 @@ export class GraphQLClient {
         continue;
       }
       const text = await res.text();
-      let body: { data?: T; errors?: { message: string; extensions?: { code?: string } }[] };
+      let body: { data?: R; errors?: { message: string; extensions?: { code?: string } }[] };
       try {
         body = JSON.parse(text);
       } catch {
         throw new GraphQLRequestError(`HTTP ${res.status}: ${text.slice(0, 200)}`, `HTTP_${res.status}`);
       }
       if (body.errors?.length) throw new GraphQLRequestError(body.errors.map((e) => e.message).join('; '), body.errors[0].extensions?.code);
-      return body.data as T;
+      return body.data as R;
     }
   }
 }
 
 /** What the worker needs of a GraphQL connection: HTTP (`GraphQLClient`) or a graphql-ws socket. */
 export interface GraphQLTransport {
-  request<T>(query: string, variables?: Record<string, unknown>): Promise<T>;
+  request<R, V>(query: TypedDocument<R, V>, variables: V): Promise<R>;
 }

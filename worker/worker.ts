@@ -1,12 +1,14 @@
 // A Partune worker: registers, claims shards, trains them with the engine, uploads the update by
 // presigned URL and completes. Platform-neutral (fetch, crypto.subtle): the Node CLI and the
-// browser page both run it, each after choosing its TensorFlow.js backend.
+// browser page both run it, each after choosing its TensorFlow.js backend. It speaks the shard
+// protocol of protocol/ with the typed documents generated from the schema.
 import {
-  Checkpoint, Dataset, Normalization, Strategy, TrainOptions, concatDatasets, limit, loadCheckpoint, parseState, parseVitConfig,
-  runShard, serializeState, tunedShapes, inspect, unpackDataset,
+  Checkpoint, Dataset, concatDatasets, inspect, loadCheckpoint, parseState, parseVitConfig, runShard, selectData, serializeState, tunedShapes, unpackDataset,
 } from '../engine';
+import { ClaimShard, CompleteShard, FailShard, Heartbeat, RegisterWorker } from '../protocol/operations';
+import { Assignment, decodeShardJob } from '../protocol/shard-job';
 import { GraphQLClient, GraphQLRequestError, GraphQLTransport, sleep } from './client';
-import { BlobCache, Download, fetchVerified, upload } from './downloads';
+import { BlobCache, fetchVerified, upload } from './downloads';
 
 export interface WorkerOptions {
   readonly server: string;
@@ -27,27 +29,6 @@ export interface WorkerOptions {
   readonly transport?: GraphQLTransport;
 }
 
-interface Job {
-  runId: string; round: number; shardId: string; attempt: number; strategy: Strategy; numClasses: number; normalization: Normalization;
-  options: Partial<TrainOptions>; trainLimit?: number; window: { from: number; to: number }; heartbeatSeconds: number;
-}
-
-interface Assignment {
-  shard: { id: string; round: number; index: number };
-  job: Job;
-  model: Download;
-  train: Download[];
-  state: Download;
-  uploadUrl: string;
-}
-
-const REGISTER = `mutation($name: String!, $kind: String!, $backend: String!) { registerWorker(name: $name, kind: $kind, backend: $backend) { id } }`;
-const CLAIM = `mutation($w: ID!, $m: Float) { claimShard(workerId: $w, memoryBudget: $m) { shard { id round index } job
-  model { url sha256 bytes } train { url sha256 bytes } state { url sha256 bytes } uploadUrl } }`;
-const HEARTBEAT = `mutation($w: ID!, $s: ID!, $a: Int!, $n: Int!, $l: Float) { heartbeat(workerId: $w, shardId: $s, attempt: $a, stepsDone: $n, loss: $l) { cancelled reason } }`;
-const COMPLETE = `mutation($w: ID!, $s: ID!, $a: Int!, $l: Float!, $ips: Float!) { completeShard(workerId: $w, shardId: $s, attempt: $a, loss: $l, imagesPerSecond: $ips) { id status } }`;
-const FAIL = `mutation($w: ID!, $s: ID!, $a: Int!, $m: String!) { failShard(workerId: $w, shardId: $s, attempt: $a, message: $m) }`;
-
 class LeaseLost extends Error {}
 
 export class PartuneWorker {
@@ -65,17 +46,25 @@ export class PartuneWorker {
   }
 
   async run(): Promise<void> {
-    this.id = (await this.client.request<{ registerWorker: { id: string } }>(REGISTER, { name: this.o.name, kind: this.o.kind, backend: this.o.backend })).registerWorker.id;
+    this.id = (await this.client.request(RegisterWorker, { name: this.o.name, kind: this.o.kind, backend: this.o.backend })).registerWorker.id;
     this.log(`worker ${this.id} registered (${this.o.backend})`);
     let idle = 0;
     while (!this.o.signal?.aborted && !(this.o.maxShards && this.shardsDone >= this.o.maxShards)) {
-      const { claimShard: a } = await this.client.request<{ claimShard: Assignment | null }>(CLAIM, { w: this.id, m: this.o.memoryBudget ?? null });
-      if (!a) {
+      const { claimShard: claimed } = await this.client.request(ClaimShard, { workerId: this.id, memoryBudget: this.o.memoryBudget ?? null });
+      if (!claimed) {
         await sleep(Math.min(this.o.pollMs ?? 1000, 250 * 2 ** Math.min(idle++, 3)), this.o.signal);
         continue;
       }
       idle = 0;
-      await this.execute(a);
+      let job;
+      try {
+        job = decodeShardJob(claimed.job);
+      } catch (e) {
+        this.log(`shard ${claimed.shard.round}.${claimed.shard.index}: ${(e as Error).message}; giving it back`);
+        await this.client.request(FailShard, { workerId: this.id, shardId: claimed.shard.id, attempt: claimed.shard.attempt, message: (e as Error).message }).catch(() => undefined);
+        continue;
+      }
+      await this.execute({ ...claimed, job });
     }
   }
 
@@ -86,8 +75,8 @@ export class PartuneWorker {
     // Heartbeats on a timer, so downloads count as alive too; training yields between steps.
     const progress = { done: 0, loss: NaN, lost: undefined as string | undefined };
     const beat = setInterval(() => {
-      this.client.request<{ heartbeat: { cancelled: boolean; reason?: string } }>(HEARTBEAT, {
-        w: this.id, s: a.shard.id, a: job.attempt, n: progress.done, l: Number.isFinite(progress.loss) ? progress.loss : null,
+      this.client.request(Heartbeat, {
+        workerId: this.id, shardId: a.shard.id, attempt: job.attempt, stepsDone: progress.done, loss: Number.isFinite(progress.loss) ? progress.loss : null,
       }).then(({ heartbeat }) => {
         if (heartbeat.cancelled) progress.lost = heartbeat.reason ?? 'cancelled';
       }, (e: Error) => this.log(`heartbeat failed: ${e.message}`));
@@ -99,7 +88,7 @@ export class PartuneWorker {
         const parts = await Promise.all(a.train.map(async (d, i) => unpackDataset(await fetchVerified(d, `training shard ${i}`), `training shard ${i}`)));
         return parts.reduce(concatDatasets);
       });
-      const train = limit(full, job.trainLimit, job.options.seed ?? 0);
+      const { train } = selectData({ train: full, test: full }, job.options);
       const config = parseVitConfig({ ...base.config, numClasses: job.numClasses });
       const shapes = tunedShapes(config, inspect(job.strategy, config).tuned);
       const start = parseState(await fetchVerified(a.state, 'the round state'), shapes, 'round state');
@@ -134,7 +123,7 @@ export class PartuneWorker {
       const done = progress.done;
       await upload(a.uploadUrl, serializeState(result));
       const ips = done > 1 ? ipsSum / (done - 1) : 0;
-      await this.client.request(COMPLETE, { w: this.id, s: a.shard.id, a: job.attempt, l: lossSum / done, ips });
+      await this.client.request(CompleteShard, { workerId: this.id, shardId: a.shard.id, attempt: job.attempt, loss: lossSum / done, imagesPerSecond: ips });
       this.shardsDone++;
       this.samples += result.label.samples ?? 0;
       this.log(`${label}: done, loss ${(lossSum / done).toFixed(4)}, ${ips.toFixed(1)} img/s`);
@@ -146,7 +135,7 @@ export class PartuneWorker {
       const message = (e as Error).message;
       this.log(`${label}: failed: ${message}`);
       if (e instanceof GraphQLRequestError) return; // the server refused the result; it has re-issued the shard
-      await this.client.request(FAIL, { w: this.id, s: a.shard.id, a: job.attempt, m: message }).catch(() => undefined);
+      await this.client.request(FailShard, { workerId: this.id, shardId: a.shard.id, attempt: job.attempt, message }).catch(() => undefined);
     } finally {
       clearInterval(beat);
     }

@@ -1,6 +1,7 @@
 // GraphQL requests over one graphql-ws socket (what a browser tab keeps open to its server): the
 // token travels once, in the connection parameters, and the socket reconnects by itself.
 import { Client, createClient } from 'graphql-ws';
+import type { TypedDocument } from '../protocol/typed-document';
 import { GraphQLRequestError, GraphQLTransport } from './client';
 
 export class WsGraphQLClient implements GraphQLTransport {
@@ -13,15 +14,15 @@ export class WsGraphQLClient implements GraphQLTransport {
     });
   }
 
-  request<T>(query: string, variables: Record<string, unknown> = {}): Promise<T> {
+  request<R, V>(query: TypedDocument<R, V>, variables: V): Promise<R> {
     return new Promise((resolve, reject) => {
-      let data: T | undefined;
-      this.client.subscribe<T>({ query, variables }, {
+      let data: R | undefined;
+      this.client.subscribe<R>({ query, variables: variables as Record<string, unknown> }, {
         next: (r) => {
           if (r.errors?.length) {
             const first = r.errors[0] as { message: string; extensions?: { code?: string } };
             reject(new GraphQLRequestError(r.errors.map((e) => e.message).join('; '), first.extensions?.code));
-          } else data = r.data as T;
+          } else data = r.data as R;
         },
         error: (e) => reject(e instanceof Error ? e : new Error(Array.isArray(e) ? e.map((x) => x.message).join('; ') : String((e as CloseEvent)?.reason ?? e))),
         complete: () => (data === undefined ? undefined : resolve(data)),
@@ -32,4 +33,13 @@ export class WsGraphQLClient implements GraphQLTransport {
   dispose(): Promise<void> {
     return Promise.resolve(this.client.dispose());
   }
+}
+
+/** A typed subscription on a graphql-ws client; returns its unsubscribe function. */
+export function subscribe<R, V>(client: Client, query: TypedDocument<R, V>, variables: V, sink: { next: (data: R) => void; error?: (e: unknown) => void }): () => void {
+  return client.subscribe<R>({ query, variables: variables as Record<string, unknown> }, {
+    next: (r) => void (r.data && sink.next(r.data as R)),
+    error: (e) => sink.error?.(e),
+    complete: () => undefined,
+  });
 }

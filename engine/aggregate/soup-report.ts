@@ -1,13 +1,11 @@
 // A soup with its scores, as the CLI and the server make it: held-out (greedy's selection) and
 // test are the two halves of a test split under a fixed permutation; every ingredient and the
 // soup are scored on both. The test half never steers the soup.
-import * as tf from '@tensorflow/tfjs';
 import { Checkpoint } from '../weights/checkpoint';
-import { Delta, applyDelta } from '../weights/delta';
-import { toDevice } from '../weights/checkpoint';
+import { Delta } from '../weights/delta';
 import { Dataset, permutation, subset } from '../data/dataset';
 import { Normalization } from '../data/batches';
-import { evaluate } from '../train/loop';
+import { scoreDelta } from '../train/finish';
 import { GreedyStep, SoupIngredient, greedySoup, uniformSoup } from './soup';
 
 export interface Scores { readonly label: string; readonly heldOut: number; readonly test: number }
@@ -33,14 +31,7 @@ export async function soupWithScores(args: {
   const order = permutation(args.test.count, 4242);
   const heldOut = subset(args.test, order.subarray(0, half), `${args.test.name}:held-out`);
   const test = subset(args.test, order.subarray(half), `${args.test.name}:rest`);
-  const accuracy = async (d: Delta, ds: Dataset): Promise<number> => {
-    const params = toDevice(applyDelta(base, d));
-    try {
-      return (await evaluate(params, d.manifest.architecture, ds, normalization, 100)).accuracy;
-    } finally {
-      tf.dispose([...params.values()]);
-    }
-  };
+  const accuracy = async (d: Delta, ds: Dataset): Promise<number> => (await scoreDelta(base, d, ds, normalization, 100)).accuracy;
   const rows: Scores[] = [];
   for (const i of ingredients) {
     rows.push({ label: i.label, heldOut: await accuracy(i.delta, heldOut), test: await accuracy(i.delta, test) });

@@ -3,6 +3,7 @@
 //   p <- p - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
 import * as tf from '@tensorflow/tfjs';
 import { HostWeights } from '../weights/checkpoint';
+import { decays } from '../vit/groups';
 
 /** Moments by tensor name (PyTorch's exp_avg / exp_avg_sq) and the step count bias correction uses. */
 export interface AdamWState {
@@ -19,10 +20,6 @@ export interface AdamWOptions {
 }
 
 export const ADAMW_DEFAULTS: AdamWOptions = { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.05 };
-
-/** The usual rule: no decay on norms, biases (1-D tensors) and the cls/position tokens. */
-export const decays = (name: string, shape: readonly number[]): boolean =>
-  shape.length >= 2 && name !== 'cls_token' && name !== 'pos_embed';
 
 export class AdamW {
   private readonly m = new Map<string, tf.Variable>();

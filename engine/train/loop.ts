@@ -5,29 +5,17 @@ import { VitConfig } from '../vit/config';
 import { NamedTensors } from '../vit/params';
 import { forward } from '../vit/model';
 import { Dataset, permutation, rng } from '../data/dataset';
-import { Augmentation, Normalization, NO_AUGMENTATION, makeBatch, makeLabels } from '../data/batches';
+import { Augmentation, Normalization, makeBatch, makeLabels } from '../data/batches';
 import { PrefixCache, PrefixCacheOptions } from './prefix-cache';
 import { AdamW, ADAMW_DEFAULTS, AdamWState } from './adamw';
 import { Schedule, lrAt } from './schedule';
+import { OptionError, TrainOptions, parseTrainOptions, trainingSchedule } from './options';
 import { TrainableVit, crossEntropy } from './trainable';
 
-export interface TrainOptions {
-  readonly epochs: number;
-  /** Stop after this many steps (the schedule spans them), e.g. a short probe. */
-  readonly maxSteps?: number;
-  readonly batchSize: number;
-  readonly lr: number;
-  readonly minLr: number;
-  /** Linear warm-up steps; default: 10% of all steps. */
-  readonly warmupSteps?: number;
-  readonly weightDecay: number;
-  readonly labelSmoothing: number;
-  readonly seed: number;
-  readonly augmentation: Augmentation;
-  /** Clip the global gradient norm (0: off). */
-  readonly maxGradNorm: number;
-  /** Evaluate on the test set after each epoch. */
-  readonly evalEachEpoch: boolean;
+/** How a call runs the loop (not part of the recipe): evaluation, the prefix cache, a window of steps. */
+export interface LoopControls {
+  /** Evaluate on the test set after each epoch (default: when a test set is given). */
+  readonly evalEachEpoch?: boolean;
   /**
    * Cache what the frozen blocks compute (used when the strategy freezes a prefix and nothing
    * is augmented); undefined: off.
@@ -41,11 +29,6 @@ export interface TrainOptions {
   /** Optimizer moments to start from (those a previous window ended with). */
   readonly optimizerState?: AdamWState;
 }
-
-export const TRAIN_DEFAULTS: TrainOptions = {
-  epochs: 1, batchSize: 32, lr: 1e-3, minLr: 1e-6, weightDecay: ADAMW_DEFAULTS.weightDecay, labelSmoothing: 0.1,
-  seed: 0, augmentation: NO_AUGMENTATION, maxGradNorm: 1, evalEachEpoch: true,
-};
 
 export interface EvalResult {
   readonly accuracy: number;
@@ -73,27 +56,30 @@ export interface TrainSummary {
 
 const now = (): number => (typeof performance !== 'undefined' ? performance.now() : Date.now());
 
+/**
+ * Trains on `data.train` as given (the caller applies trainLimit, as `selectData` does); the
+ * options are parsed here, so a bad value fails before the first step.
+ */
 export async function* train(
   model: TrainableVit,
   data: { train: Dataset; test?: Dataset; normalization: Normalization },
   options: Partial<TrainOptions> = {},
+  controls: LoopControls = {},
 ): AsyncGenerator<TrainEvent, TrainSummary> {
-  const o: TrainOptions = { ...TRAIN_DEFAULTS, ...options };
+  const o = parseTrainOptions(options);
   const { train: ds } = data;
+  if (o.trainLimit !== undefined && ds.count > o.trainLimit) throw new OptionError('trainLimit', `select the ${o.trainLimit} training images (selectData) before training on them`);
   checkFits(ds, model.config);
-  const stepsPerEpoch = Math.floor(ds.count / o.batchSize);
-  if (stepsPerEpoch < 1) throw new Error(`training set has ${ds.count} images, fewer than one batch of ${o.batchSize}`);
-  const totalSteps = Math.min(stepsPerEpoch * o.epochs, o.maxSteps ?? Infinity);
-  const epochs = Math.ceil(totalSteps / stepsPerEpoch);
-  const schedule: Schedule = {
-    baseLr: o.lr, minLr: o.minLr, totalSteps, warmupSteps: o.warmupSteps ?? Math.max(1, Math.round(totalSteps * 0.1)),
-  };
-  const from = o.window?.from ?? 0;
-  const to = Math.min(o.window?.to ?? totalSteps, totalSteps);
+  const { stepsPerEpoch, totalSteps, epochs, warmupSteps } = trainingSchedule(o, ds.count);
+  const schedule: Schedule = { baseLr: o.lr, minLr: o.minLr, totalSteps, warmupSteps };
+  const from = controls.window?.from ?? 0;
+  const to = Math.min(controls.window?.to ?? totalSteps, totalSteps);
   if (from < 0 || from >= to) throw new Error(`step window [${from}, ${to}) is empty or outside the run's ${totalSteps} steps`);
-  const optimizer = new AdamW(model.tuned, { ...ADAMW_DEFAULTS, weightDecay: o.weightDecay }, o.optimizerState);
-  const augmented = o.augmentation.cropPadding > 0 || (o.augmentation.flip && ds.flipInvariant);
-  const cacheable = o.prefixCache !== undefined && model.inspection.gradientStart > 0 && !augmented;
+  const optimizer = new AdamW(model.tuned, { ...ADAMW_DEFAULTS, weightDecay: o.weightDecay }, controls.optimizerState);
+  const augmentation: Augmentation = { cropPadding: o.cropPadding, flip: o.flip };
+  const augmented = o.cropPadding > 0 || (o.flip && ds.flipInvariant);
+  const evalEachEpoch = controls.evalEachEpoch ?? data.test !== undefined;
+  const cacheable = controls.prefixCache !== undefined && model.inspection.gradientStart > 0 && !augmented;
   let cache: PrefixCache | undefined;
   const start = now();
   let afterFirst = start;
@@ -121,10 +107,10 @@ export async function* train(
           result = model.lossAndGradsFrom(input, labels, o.labelSmoothing);
           tf.dispose([input, labels]);
         } else {
-          const batch = makeBatch(ds, idx, data.normalization, o.augmentation, random);
+          const batch = makeBatch(ds, idx, data.normalization, augmentation, random);
           if (cacheable) {
             const prefix = model.frozenPrefix(batch.images)!;
-            cache ??= new PrefixCache(ds.count, prefix.shape.slice(1), o.prefixCache!);
+            cache ??= new PrefixCache(ds.count, prefix.shape.slice(1), controls.prefixCache!);
             cache.misses += idx.length;
             await cache.store(idx, prefix);
             result = model.lossAndGradsFrom(prefix, batch.labels, o.labelSmoothing);
@@ -135,7 +121,7 @@ export async function* train(
           tf.dispose([batch.images, batch.labels]);
         }
         const { loss, grads } = result;
-        const clipped = o.maxGradNorm > 0 ? await clipByGlobalNorm(grads, o.maxGradNorm) : grads;
+        const clipped = o.clipGrad > 0 ? await clipByGlobalNorm(grads, o.clipGrad) : grads;
         optimizer.apply(clipped, lr);
         lastLoss = (await loss.data())[0];
         tf.dispose([loss, ...grads.values(), ...(clipped === grads ? [] : clipped.values())]);
@@ -146,7 +132,7 @@ export async function* train(
       }
       if (step < epochEnd) break; // the window ends inside this epoch
       const seconds = (now() - epochStart) / 1000;
-      lastEval = o.evalEachEpoch && data.test ? await evaluate(model.params, model.config, data.test, data.normalization, o.batchSize) : undefined;
+      lastEval = evalEachEpoch && data.test ? await evaluate(model.params, model.config, data.test, data.normalization, o.batchSize) : undefined;
       yield { kind: 'epoch', epoch, trainLoss: lossSum / (step - firstStep), seconds, eval: lastEval };
     }
     optimizerState = await optimizer.state();
@@ -181,7 +167,7 @@ export function checkFits(ds: Dataset, c: VitConfig): void {
   if (ds.height !== c.imageSize || ds.width !== c.imageSize || ds.channels !== c.channels) {
     throw new Error(
       `${ds.name} has ${ds.height}x${ds.width}x${ds.channels} images, the model takes ${c.imageSize}x${c.imageSize}x${c.channels}: ` +
-        'convert explicitly (CLI: --adapt)',
+        'resize or convert the images to what the model takes first',
     );
   }
   if (ds.classes > c.numClasses) throw new Error(`${ds.name} has ${ds.classes} classes, the model's head ${c.numClasses}: replace the head`);

@@ -8,7 +8,8 @@ import { Normalization } from '../data/batches';
 import { Checkpoint, HostWeights } from '../weights/checkpoint';
 import { StateLabel, TrainingState } from '../weights/state';
 import { TrainableVit } from './trainable';
-import { TrainEvent, TrainOptions, train } from './loop';
+import { TrainEvent, train } from './loop';
+import { TrainOptions } from './options';
 
 /** The architecture with the run's head, and the base weights with `tuned` in place of theirs. */
 export function withTuned(base: Checkpoint, numClasses: number, tuned: HostWeights): { config: VitConfig; weights: HostWeights } {
@@ -35,7 +36,7 @@ export interface ShardJob {
   readonly train: Dataset;
   readonly normalization: Normalization;
   /** The run's options (epochs, batch, lr, seed, ...): the schedule spans the whole run. */
-  readonly options: Partial<TrainOptions>;
+  readonly options: TrainOptions;
   readonly window: { readonly from: number; readonly to: number };
   readonly start: TrainingState;
   readonly label: StateLabel;
@@ -46,8 +47,8 @@ export async function* runShard(job: ShardJob): AsyncGenerator<TrainEvent, Train
   const { config, weights } = withTuned(job.base, job.numClasses, job.start.params);
   const model = new TrainableVit(weights, config, job.strategy);
   try {
-    const summary = yield* train(model, { train: job.train, normalization: job.normalization }, {
-      ...job.options, evalEachEpoch: false, prefixCache: undefined, window: job.window, optimizerState: job.start.optimizer,
+    const summary = yield* train(model, { train: job.train, normalization: job.normalization }, job.options, {
+      evalEachEpoch: false, window: job.window, optimizerState: job.start.optimizer,
     });
     const all = await model.weights();
     const params: HostWeights = new Map(model.inspection.tuned.map((n) => [n, all.get(n)!]));

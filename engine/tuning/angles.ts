@@ -5,11 +5,12 @@
 // Layers are ranked within their group (attention with attention, FFN with FFN), never across.
 import { VitConfig } from '../vit/config';
 import { paramSpecs, sizeOf } from '../vit/params';
+import { LayerKind, layerOf } from '../vit/groups';
 import { Strategy, inspect } from './strategy';
 
 type Weights = ReadonlyMap<string, { readonly data: Float32Array }>;
 
-export type LayerKind = 'attn' | 'ffn';
+export type { LayerKind };
 
 export interface LayerAngle {
   readonly kind: LayerKind;
@@ -17,8 +18,6 @@ export interface LayerAngle {
   readonly degrees: number;
   readonly params: number;
 }
-
-const LAYER_PARTS: Record<LayerKind, RegExp> = { attn: /^blocks\.(\d+)\.(norm1|attn)\./, ffn: /^blocks\.(\d+)\.(norm2|mlp)\./ };
 
 /** Angle between two equally long vectors, in degrees, accumulated in float64. */
 export function angleDegrees(a: ArrayLike<number>[], b: ArrayLike<number>[]): number {
@@ -44,7 +43,10 @@ export function layerAngles(pretrained: Weights, fineTuned: Weights, c: VitConfi
   const out: LayerAngle[] = [];
   for (const kind of ['attn', 'ffn'] as const) {
     for (let block = 0; block < c.depth; block++) {
-      const names = paramSpecs(c).filter((s) => LAYER_PARTS[kind].exec(s.name)?.[1] === String(block));
+      const names = paramSpecs(c).filter((s) => {
+        const layer = layerOf(s.name);
+        return layer?.kind === kind && layer.block === block;
+      });
       const part = (w: Weights, n: string): Float32Array => {
         const t = w.get(n);
         if (!t) throw new Error(`angle: tensor '${n}' is missing`);

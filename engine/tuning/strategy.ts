@@ -2,10 +2,11 @@
 // Full Fine-Tuning for Vision Transformers"). Strategies are plain data; `isTuned` is the one
 // place that decides, `inspect` shows the decision.
 //
-// An attention layer is a block's norm1 + attn.qkv + attn.proj, an FFN layer its norm2 + mlp.fc1
-// + mlp.fc2; the head is always tuned; patch/position embeddings, cls token and the final norm are
+// Layers are the model's parameter groups (vit/groups.ts): attention = norm1 + attn.*, FFN = norm2
+// + mlp.*; the head is always tuned; patch/position embeddings, cls token and the final norm are
 // tuned only by `full`. With this, ViT-B/16 with 100 classes gives the paper's counts exactly.
 import { VitConfig } from '../vit/config';
+import { paramGroup } from '../vit/groups';
 import { paramSpecs, sizeOf } from '../vit/params';
 
 export const PRESET_NAMES = [
@@ -93,14 +94,12 @@ export function globToRegExp(glob: string): RegExp {
 }
 
 function decide(r: Resolved, name: string): boolean {
-  if (name.startsWith('head.')) return true;
+  const group = paramGroup(name);
+  if (group.kind === 'head') return true;
   if (r.exclude.some((re) => re.test(name))) return false;
   if (r.include.some((re) => re.test(name))) return true;
-  const m = /^blocks\.(\d+)\.(norm1|attn|norm2|mlp)\./.exec(name);
-  if (m) {
-    const i = Number(m[1]);
-    return m[2] === 'norm1' || m[2] === 'attn' ? r.attn.has(i) : r.ffn.has(i);
-  }
+  if (group.kind === 'attn') return r.attn.has(group.block);
+  if (group.kind === 'ffn') return r.ffn.has(group.block);
   return r.embeddings;
 }
 
@@ -131,10 +130,11 @@ export function inspect(s: Strategy, c: VitConfig): Inspection {
   const tunedSpecs = specs.filter((p) => decide(r, p.name));
   const tuned = tunedSpecs.map((p) => p.name);
   const tunedParams = tunedSpecs.reduce((n, p) => n + sizeOf(p.shape), 0);
+  const groups = tuned.map(paramGroup);
   const layerSet = (kind: 'attn' | 'ffn'): number[] =>
-    range(0, c.depth).filter((i) => tuned.some((n) => n.startsWith(`blocks.${i}.${kind === 'attn' ? 'attn' : 'mlp'}.`)));
-  const blockIndices = tuned.map((n) => /^blocks\.(\d+)\./.exec(n)).filter((m) => m).map((m) => Number(m![1]));
-  const beforeBlocks = tuned.some((n) => !n.startsWith('blocks.') && !n.startsWith('head.') && !n.startsWith('norm.'));
+    range(0, c.depth).filter((i) => groups.some((g) => g.kind === kind && g.block === i));
+  const blockIndices = groups.flatMap((g) => (g.kind === 'attn' || g.kind === 'ffn' ? [g.block] : []));
+  const beforeBlocks = groups.some((g) => g.kind === 'embed');
   const headerBytes = 600 + tuned.reduce((n, name) => n + name.length + 70, 0);
   return {
     strategy: s.name,

@@ -20,6 +20,13 @@ export interface Checkpoint {
   readonly replacedHead?: { readonly from: number; readonly to: number };
 }
 
+/** A checkpoint that does not say what architecture it is: the caller must give its configuration. */
+export class MissingArchitectureError extends Error {
+  constructor(readonly source: string) {
+    super(`${source}: no architecture in its metadata: give the model's configuration (image size, patch, width, depth, heads)`);
+  }
+}
+
 export interface LoadOptions {
   /** Architecture, when the file does not carry one in its metadata. */
   readonly config?: VitConfig;
@@ -33,9 +40,7 @@ export async function loadCheckpoint(bytes: Uint8Array, opts: LoadOptions = {}):
   const source = opts.source ?? 'checkpoint';
   const file = parseSafetensors(bytes, source);
   const embedded = file.metadata[CONFIG_KEY];
-  if (!opts.config && !embedded) {
-    throw new Error(`${source}: no architecture in its metadata; pass a config (--config) or an architecture preset`);
-  }
+  if (!opts.config && !embedded) throw new MissingArchitectureError(source);
   const config = opts.config ?? parseVitConfig(JSON.parse(embedded));
   const naming = detectNaming(file.tensors);
   let timm: Map<string, RawTensor>;

@@ -1,36 +1,67 @@
-// The main thread's handle on the compute thread: typed calls that resolve with its answers.
+// The main thread's handle on the compute thread: typed calls that resolve with its answers. A
+// thread that dies fails the jobs it held with a clear error and is replaced, so later calls work.
 import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
 import { S3Config } from '../../storage';
 import type { Jobs } from './jobs';
 
-type Args<K extends keyof Jobs> = Jobs[K] extends (a: infer A, ...rest: never[]) => unknown ? A : never;
-type Result<K extends keyof Jobs> = Jobs[K] extends (...a: never[]) => Promise<infer R> ? R : never;
+type Op = 'importModel' | 'prepare' | 'evaluate' | 'finalize' | 'merge' | 'angles' | 'soup';
+type Args<K extends Op> = Jobs[K] extends (a: infer A, ...rest: never[]) => unknown ? A : never;
+type Result<K extends Op> = Jobs[K] extends (...a: never[]) => Promise<infer R> ? R : never;
+
+/** A failed job. `input`: the job's input was at fault (a corrupt checkpoint); `internal`: the server's. */
+export class ComputeError extends Error {
+  constructor(message: string, readonly cause: 'input' | 'internal') {
+    super(message);
+  }
+}
+
+interface Pending { resolve: (v: unknown) => void; reject: (e: Error) => void; progress?: (m: string) => void }
+type Answer = { id: number; progress: string } | { id: number; ok: true; result: unknown } | { id: number; ok: false; error: string; cause: 'input' | 'internal' };
 
 export class Compute {
-  private readonly worker: Worker;
+  private worker!: Worker;
   private next = 0;
-  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; progress?: (m: string) => void }>();
+  private pending = new Map<number, Pending>();
+  private closing = false;
+  /** Threads started so far (1 + restarts). */
+  starts = 0;
 
-  constructor(s3: S3Config) {
-    this.worker = new Worker(join(__dirname, 'thread.js'), { workerData: { s3 } });
-    this.worker.on('message', (m: { id: number; ok: boolean; result?: unknown; error?: string; progress?: string }) => {
-      const p = this.pending.get(m.id);
-      if (m.progress !== undefined) return p?.progress?.(m.progress);
-      this.pending.delete(m.id);
+  constructor(private readonly s3: S3Config, private readonly log: (line: string) => void = () => undefined) {
+    this.start();
+  }
+
+  /** The running thread (a health check may watch it; a test may kill it). */
+  get thread(): Worker {
+    return this.worker;
+  }
+
+  private start(): void {
+    const worker = new Worker(join(__dirname, 'thread.js'), { workerData: { s3: this.s3 } });
+    this.worker = worker;
+    this.starts++;
+    const held = new Map<number, Pending>();
+    this.pending = held;
+    worker.on('message', (m: Answer) => {
+      const p = held.get(m.id);
+      if ('progress' in m) return p?.progress?.(m.progress);
+      held.delete(m.id);
       if (m.ok) p?.resolve(m.result);
-      else p?.reject(new Error(m.error));
+      else p?.reject(new ComputeError(m.error, m.cause));
     });
-    this.worker.on('error', (e) => this.failAll(e));
-    this.worker.on('exit', (code) => this.failAll(new Error(`compute thread exited (${code})`)));
+    worker.on('error', (e) => this.log(`compute thread error: ${e.stack ?? e.message}`));
+    worker.on('exit', (code) => {
+      const lost = [...held.values()];
+      held.clear();
+      for (const p of lost) p.reject(new ComputeError(`the compute thread stopped (exit code ${code}) during this job`, 'internal'));
+      if (this.closing) return;
+      this.log(`compute thread exited (code ${code}) with ${lost.length} job(s); starting a new one`);
+      this.start();
+    });
   }
 
-  private failAll(e: Error): void {
-    for (const p of this.pending.values()) p.reject(e);
-    this.pending.clear();
-  }
-
-  call<K extends 'importModel' | 'prepare' | 'evaluate' | 'finalize' | 'merge' | 'angles' | 'soup'>(op: K, args: Args<K>, progress?: (m: string) => void): Promise<Result<K>> {
+  call<K extends Op>(op: K, args: Args<K>, progress?: (m: string) => void): Promise<Result<K>> {
+    if (this.closing) return Promise.reject(new ComputeError('the server is shutting down', 'internal'));
     const id = this.next++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, progress });
@@ -38,7 +69,8 @@ export class Compute {
     });
   }
 
-  close(): Promise<number> {
-    return this.worker.terminate();
+  async close(): Promise<void> {
+    this.closing = true;
+    await this.worker.terminate();
   }
 }

@@ -1,22 +1,29 @@
 // The server's own tensor work (validating checkpoints, a run's first state, evaluation, the final
-// delta, merging), run in a worker thread so the event loop keeps answering workers and clients.
+// delta, angles, soups, merging), run in a worker thread so the event loop keeps answering workers
+// and clients. The engine does the maths; this file fetches blobs and caches what they parse to.
 import {
-  Checkpoint, Dataset, LayerAngle, Normalization, SoupIngredient, layerAngles, selectByAngle, soupWithScores, tensorAngles, topKForBudget, Strategy, TrainingState, channelStats, concatDatasets, countParams, evaluate, exportCheckpoint,
-  inspect, loadCheckpoint, makeDelta, parseDelta, parseState, parseVitConfig, roundToDelta, serializeDelta, serializeState,
-  toDevice, tunedShapes, unpackDataset, withNewHead, withTuned, applyDelta, limit as limitDataset,
+  Checkpoint, Dataset, LayerAngle, MissingArchitectureError, Normalization, SoupIngredient, Strategy, TrainOptions, TrainingState, applyDelta, concatDatasets,
+  countParams, evaluateWeights, exportCheckpoint, finishFineTuning, inspect, layerAngles, loadCheckpoint, parseDelta, parseState, parseVitConfig,
+  resolveNormalization, selectByAngle, selectData, serializeDelta, serializeState, soupWithScores, tensorAngles, topKForBudget, tunedShapes, unpackDataset,
+  withNewHead, withTuned,
 } from '../../engine';
-import * as tf from '@tensorflow/tfjs';
 import { BlobStore } from '../../storage';
+
+/** The job's input is at fault (not the server): the caller answers BAD_USER_INPUT. */
+export class InputError extends Error {}
 
 export interface BlobRef { readonly key: string; readonly sha256: string }
 
-export interface RunSpec {
+/** What every job of a run starts from: the model with a fresh head for the run's classes. */
+export interface RunBasis {
   readonly runId: string;
   readonly model: BlobRef;
   readonly numClasses: number;
   readonly strategy: Strategy;
-  readonly seed: number;
+  readonly options: TrainOptions;
 }
+
+type Weights = Map<string, { shape: number[]; data: Float32Array }>;
 
 export class Jobs {
   private readonly checkpoints = new Map<string, Promise<Checkpoint>>();
@@ -34,7 +41,7 @@ export class Jobs {
     return c;
   }
 
-  private async dataset(shards: readonly BlobRef[]): Promise<Dataset> {
+  private dataset(shards: readonly BlobRef[]): Promise<Dataset> {
     const id = shards.map((s) => s.sha256).join('+');
     let d = this.datasets.get(id);
     if (!d) {
@@ -46,85 +53,78 @@ export class Jobs {
     return d;
   }
 
-  /** The run's base: the model with a fresh head for the dataset's classes (seeded, as the CLI does). */
-  private async runBase(spec: RunSpec): Promise<Checkpoint> {
-    return withNewHead(await this.checkpoint(spec.model), spec.numClasses, spec.seed);
+  /** The run's base: the model with a new head for its classes, seeded as the CLI seeds it. */
+  private async runBase(b: RunBasis): Promise<Checkpoint> {
+    return withNewHead(await this.checkpoint(b.model), b.numClasses, b.options.seed);
+  }
+
+  private async fineTuned(b: RunBasis, state: BlobRef): Promise<{ base: Checkpoint; tuned: Weights }> {
+    const base = await this.runBase(b);
+    const s = parseState(await this.store.get(state.key, state.sha256), tunedShapes(base.config, inspect(b.strategy, base.config).tuned), state.key);
+    return { base, tuned: s.params };
+  }
+
+  /** The run's test images: its seeded testLimit subset, as the CLI takes it. */
+  private async testSplit(b: RunBasis, test: readonly BlobRef[]): Promise<Dataset> {
+    const all = await this.dataset(test);
+    return selectData({ train: all, test: all }, b.options).test;
   }
 
   /** Any supported checkpoint -> the canonical file (timm names, F32, architecture in metadata). */
   async importModel(args: { bytes: Uint8Array; config?: unknown; source: string }): Promise<{ canonical: Uint8Array; config: unknown; params: number; weightsSha256: string }> {
-    const ckpt = await loadCheckpoint(args.bytes, { config: args.config === undefined ? undefined : parseVitConfig(args.config), source: args.source });
+    let ckpt: Checkpoint;
+    try {
+      ckpt = await loadCheckpoint(args.bytes, { config: args.config === undefined ? undefined : parseVitConfig(args.config), source: args.source });
+    } catch (e) {
+      throw new InputError(e instanceof MissingArchitectureError ? `${e.message}: give it as \`config\`` : (e as Error).message);
+    }
     return { canonical: exportCheckpoint(ckpt.weights, ckpt.config), config: ckpt.config, params: countParams(ckpt.config), weightsSha256: ckpt.sha256 };
   }
 
-  async prepare(spec: RunSpec & { train: readonly BlobRef[]; trainLimit?: number; normalize: 'auto' | 'model' | 'dataset' }): Promise<{
-    state: Uint8Array; normalization: Normalization; tunedParams: number; totalParams: number;
-  }> {
-    const base = await this.runBase(spec);
-    const declared = base.config.preprocessing;
-    if (spec.normalize === 'model' && !declared) throw new Error('the model declares no preprocessing; use normalize DATASET');
-    const normalization = spec.normalize !== 'dataset' && declared ? declared : channelStats(limitDataset(await this.dataset(spec.train), spec.trainLimit, spec.seed));
-    const ins = inspect(spec.strategy, base.config);
-    const params = new Map(ins.tuned.map((n) => [n, base.weights.get(n)!]));
-    const zeros = new Map(ins.tuned.map((n) => [n, { shape: params.get(n)!.shape, data: new Float32Array(params.get(n)!.data.length) }]));
-    const state: TrainingState = { label: { run: spec.runId, round: 0 }, params, optimizer: { step: 0, expAvg: zeros, expAvgSq: zeros } };
-    return { state: serializeState(state), normalization, tunedParams: ins.tunedParams, totalParams: ins.totalParams };
+  /** Round 0: the tuned tensors as the base has them, zero moments, and the run's normalisation. */
+  async prepare(b: RunBasis & { train: readonly BlobRef[] }): Promise<{ state: Uint8Array; normalization: Normalization }> {
+    const base = await this.runBase(b);
+    const all = await this.dataset(b.train);
+    const { normalization } = resolveNormalization(b.options.normalize, base.config, selectData({ train: all, test: all }, b.options).train);
+    const { tuned } = inspect(b.strategy, base.config);
+    const params: Weights = new Map(tuned.map((n) => [n, base.weights.get(n)!]));
+    const zeros: Weights = new Map(tuned.map((n) => [n, { shape: params.get(n)!.shape, data: new Float32Array(params.get(n)!.data.length) }]));
+    const state: TrainingState = { label: { run: b.runId, round: 0 }, params, optimizer: { step: 0, expAvg: zeros, expAvgSq: zeros } };
+    return { state: serializeState(state), normalization };
   }
 
-  private async fineTuned(spec: RunSpec, state: BlobRef): Promise<{ base: Checkpoint; weights: Map<string, { shape: number[]; data: Float32Array }>; tuned: readonly string[] }> {
-    const base = await this.runBase(spec);
-    const ins = inspect(spec.strategy, base.config);
-    const s = parseState(await this.store.get(state.key, state.sha256), tunedShapes(base.config, ins.tuned), state.key);
-    return { base, weights: withTuned(base, spec.numClasses, s.params).weights, tuned: ins.tuned };
-  }
-
-  private async score(weights: Map<string, { shape: number[]; data: Float32Array }>, spec: RunSpec, base: Checkpoint, test: readonly BlobRef[], normalization: Normalization, limit?: number) {
-    // The same seeded subset the CLI's --test-limit takes.
-    const part = limitDataset(await this.dataset(test), limit, spec.seed + 1);
-    const params = toDevice(weights);
-    try {
-      return await evaluate(params, parseVitConfig({ ...base.config, numClasses: spec.numClasses }), part, normalization);
-    } finally {
-      tf.dispose([...params.values()]);
-    }
-  }
-
-  async evaluate(spec: RunSpec & { state: BlobRef; test: readonly BlobRef[]; normalization: Normalization; limit?: number }): Promise<{ accuracy: number; loss: number; count: number }> {
-    const { base, weights } = await this.fineTuned(spec, spec.state);
-    const r = await this.score(weights, spec, base, spec.test, spec.normalization, spec.limit);
+  async evaluate(b: RunBasis & { state: BlobRef; test: readonly BlobRef[]; normalization: Normalization }): Promise<{ accuracy: number; loss: number; count: number }> {
+    const { base, tuned } = await this.fineTuned(b, b.state);
+    const r = await evaluateWeights(withTuned(base, b.numClasses, tuned).weights, base.config, await this.testSplit(b, b.test), b.normalization);
     return { accuracy: r.accuracy, loss: r.loss, count: r.count };
   }
 
-  /** The run's delta, and the accuracy of exactly what base + delta gives. */
-  async finalize(spec: RunSpec & { state: BlobRef; test: readonly BlobRef[]; normalization: Normalization; limit?: number; training: Record<string, unknown> }): Promise<{
+  /** The run's delta, and the accuracy of exactly what base + delta gives (the engine's finishing step, as the CLI's). */
+  async finalize(b: RunBasis & { state: BlobRef; test: readonly BlobRef[]; normalization: Normalization; training: Record<string, unknown> }): Promise<{
     delta: Uint8Array; accuracy: number; loss: number; tensors: number; tunedParams: number;
   }> {
-    const { base, weights, tuned } = await this.fineTuned(spec, spec.state);
-    const rounded = roundToDelta(base, weights, tuned, 'F32').weights;
-    const r = await this.score(rounded, spec, base, spec.test, spec.normalization, spec.limit);
-    const delta = makeDelta({
-      base, fineTuned: rounded, tuned, architecture: { ...base.config, preprocessing: spec.normalization }, strategy: spec.strategy, dtype: 'F32',
-      training: { ...spec.training, testAccuracy: r.accuracy, testLoss: r.loss, testImages: r.count },
+    const { base, tuned } = await this.fineTuned(b, b.state);
+    const { delta, scores } = await finishFineTuning({
+      base, fineTuned: tuned, strategy: b.strategy, normalization: b.normalization, splits: { test: await this.testSplit(b, b.test) }, training: b.training,
     });
-    return { delta: serializeDelta(delta), accuracy: r.accuracy, loss: r.loss, tensors: delta.tensors.size, tunedParams: delta.manifest.tunedParams };
+    return { delta: serializeDelta(delta), accuracy: scores.test.accuracy, loss: scores.test.loss, tensors: delta.tensors.size, tunedParams: delta.manifest.tunedParams };
   }
 
-  /** The fine-tuned angle of every attention and FFN layer (and tensor) of a probe's final state. */
-  async angles(spec: RunSpec & { state: BlobRef; direction: 'largest' | 'smallest'; topK?: number; budget?: number; name?: string }): Promise<{
-    angles: LayerAngle[]; tensorAngles: Record<string, number | null>; topK: number; strategy: Strategy; tunedParams: number; deltaBytes: number;
+  /** The fine-tuned angle of every attention and FFN layer (and tensor) of a probe's final state, and the selection. */
+  async angles(b: RunBasis & { state: BlobRef; direction: 'largest' | 'smallest'; topK?: number; budget?: number; name: string }): Promise<{
+    angles: LayerAngle[]; tensorAngles: Record<string, number | null>; topK: number; strategy: Strategy;
   }> {
-    const pretrained = await this.checkpoint(spec.model);
-    const { weights } = await this.fineTuned(spec, spec.state);
+    const pretrained = await this.checkpoint(b.model);
+    const { base, tuned } = await this.fineTuned(b, b.state);
+    const weights = withTuned(base, b.numClasses, tuned).weights;
     const angles = layerAngles(pretrained.weights, weights, pretrained.config);
-    const config = parseVitConfig({ ...pretrained.config, numClasses: spec.numClasses });
-    const topK = spec.budget !== undefined ? topKForBudget(angles, config, spec.direction, spec.budget) : spec.topK ?? Math.ceil(config.depth / 2);
-    const strategy = selectByAngle(angles, { direction: spec.direction, topK: { attn: topK, ffn: topK } }, spec.name ?? `angle-${spec.direction}-top${topK}`);
-    const ins = inspect(strategy, config);
+    const topK = b.budget !== undefined ? topKForBudget(angles, base.config, b.direction, b.budget) : b.topK ?? Math.ceil(base.config.depth / 2);
+    const strategy = selectByAngle(angles, { direction: b.direction, topK: { attn: topK, ffn: topK } }, b.name);
     const perTensor = Object.fromEntries([...tensorAngles(pretrained.weights, weights)].map(([k, v]) => [k, Number.isNaN(v) ? null : v]));
-    return { angles, tensorAngles: perTensor, topK, strategy, tunedParams: ins.tunedParams, deltaBytes: ins.deltaBytes.f32 };
+    return { angles, tensorAngles: perTensor, topK, strategy };
   }
 
-  /** A uniform or greedy soup of deltas of one base, with held-out and test scores (engine's soupWithScores). */
+  /** A uniform or greedy soup of deltas of one base, with held-out and test scores. */
   async soup(args: {
     model: BlobRef; ingredients: { label: string; delta: BlobRef }[]; test: readonly BlobRef[]; normalization: Normalization; method: 'uniform' | 'greedy'; heldOut?: number;
   }, progress: (message: string) => void): Promise<{

@@ -2,61 +2,64 @@
 import { Arg, Authorized, Ctx, FieldResolver, ID, Int, Mutation, Query, Resolver, Root } from 'type-graphql';
 import * as T from '../../schema/types';
 import { AngleProbeInput } from '../../schema/inputs';
+import type { AngleProfileRecord } from '../state/records';
+import type { Services } from '../services';
 import type { Context } from './context';
-import { toAngleProfile, toDataset, toModel, toRun } from './mappers';
+import { toAngleProfile, toDataset } from './mappers';
 import { strategyOn } from './catalog.resolver';
+import { hyperOf, runOf } from './run.resolver';
+
+const profileOf = async (services: Services, r: AngleProfileRecord): Promise<T.AngleProfile> => toAngleProfile(r, await services.strategies.stored(r.strategyName));
 
 @Resolver(() => T.AngleProfile)
 export class AngleResolver {
   @Query(() => [T.AngleProfile], { description: 'Stored angle profiles, newest first' })
-  angleProfiles(@Ctx() { services }: Context, @Arg('model', { nullable: true }) model?: string, @Arg('dataset', { nullable: true }) dataset?: string): T.AngleProfile[] {
-    const rows = services.runs.angleProfiles({
-      modelId: model ? services.catalog.model(model).id : undefined, datasetId: dataset ? services.catalog.dataset(dataset).id : undefined,
+  async angleProfiles(@Ctx() { services }: Context, @Arg('model', { nullable: true }) model?: string, @Arg('dataset', { nullable: true }) dataset?: string): Promise<T.AngleProfile[]> {
+    const rows = await services.strategies.profiles({
+      modelId: model ? (await services.models.get(model)).id : undefined, datasetId: dataset ? (await services.datasets.get(dataset)).id : undefined,
     });
-    return rows.map((r) => toAngleProfile(r, JSON.parse(services.runs.storedStrategy(r.strategy_name)?.spec ?? '{}')));
+    return Promise.all(rows.map((r) => profileOf(services, r)));
   }
 
   @Query(() => T.AngleProfile, { description: 'By profile id or probe run id' })
-  angleProfile(@Ctx() { services }: Context, @Arg('id', () => ID) id: string): T.AngleProfile {
-    const r = services.runs.angleProfileById(id);
-    return toAngleProfile(r, JSON.parse(services.runs.storedStrategy(r.strategy_name)?.spec ?? '{}'));
+  async angleProfile(@Ctx() { services }: Context, @Arg('id', () => ID) id: string): Promise<T.AngleProfile> {
+    return profileOf(services, await services.strategies.profile(id));
   }
 
   @FieldResolver(() => T.Strategy, { description: 'The derived strategy with its counts on the probed model' })
-  strategy(@Ctx() { services }: Context, @Root() p: T.AngleProfile): T.Strategy {
-    const run = services.runs.get(p.runId);
-    return strategyOn(toModel(services.catalog.model(p.modelId)), services.runs.resolveStrategy(p.strategyName), run.num_classes ?? undefined);
+  async strategy(@Ctx() { services }: Context, @Root() p: T.AngleProfile): Promise<T.Strategy> {
+    const run = await services.runs.get(p.runId);
+    return strategyOn(await services.models.get(p.modelId), await services.strategies.resolve(p.strategyName), run.numClasses);
   }
 
   @FieldResolver(() => T.Run)
-  run(@Ctx() { services }: Context, @Root() p: T.AngleProfile): T.Run {
-    const r = services.runs.get(p.runId);
-    return toRun(r, services.runs.progress(r));
+  async run(@Ctx() { services }: Context, @Root() p: T.AngleProfile): Promise<T.Run> {
+    return runOf(services, await services.runs.get(p.runId));
   }
 
   @FieldResolver(() => T.Dataset)
-  dataset(@Ctx() { services }: Context, @Root() p: T.AngleProfile): T.Dataset {
-    return toDataset(services.catalog.dataset(p.datasetId));
+  async dataset(@Ctx() { services }: Context, @Root() p: T.AngleProfile): Promise<T.Dataset> {
+    return toDataset(await services.datasets.get(p.datasetId));
   }
 
   @Authorized()
   @Mutation(() => T.Run, { description: 'Full fine-tuning for a short, visible budget on the workers; when it ends, its angle profile and the derived strategy are stored' })
-  startAngleProbe(@Ctx() { services }: Context, @Arg('input') input: AngleProbeInput): T.Run {
-    const r = services.runs.startAngleProbe({
+  async startAngleProbe(@Ctx() { services }: Context, @Arg('input') input: AngleProbeInput): Promise<T.Run> {
+    const r = await services.creation.startAngleProbe({
       model: input.model, dataset: input.dataset, probeSteps: input.probeSteps ?? undefined, probeEpochs: input.probeEpochs ?? undefined,
-      hyper: { ...(input.hyperParameters ?? {}) }, direction: input.direction, topK: input.topK ?? undefined, budget: input.budget ?? undefined,
-      name: input.name ?? undefined,
+      hyper: hyperOf(input.hyperParameters),
+      selection: { direction: input.direction, topK: input.topK ?? undefined, budget: input.budget ?? undefined, name: input.name ?? undefined },
     });
-    return toRun(r, services.runs.progress(r));
+    return runOf(services, r);
   }
 
   @Authorized()
   @Mutation(() => T.Strategy, { description: 'Another selection from a stored profile (no new probe), stored under a name' })
-  deriveAngleStrategy(@Ctx() { services }: Context, @Arg('profile', () => ID) profile: string, @Arg('name') name: string,
+  async deriveAngleStrategy(@Ctx() { services }: Context, @Arg('profile', () => ID) profile: string, @Arg('name') name: string,
     @Arg('direction', () => T.AngleDirection) direction: T.AngleDirection, @Arg('topK', () => Int, { nullable: true }) topK?: number,
-    @Arg('budget', () => Int, { nullable: true }) budget?: number): T.Strategy {
-    const row = services.runs.deriveStrategy(profile, direction, topK ?? undefined, budget ?? undefined, name);
-    const p = services.runs.angleProfileById(profile);
-    return strategyOn(toModel(services.catalog.model(p.model_id)), JSON.parse(row.spec), services.runs.get(p.run_id).num_classes ?? undefined);
+    @Arg('budget', () => Int, { nullable: true }) budget?: number): Promise<T.Strategy> {
+    const stored = await services.strategies.derive(profile, direction, topK ?? undefined, budget ?? undefined, name);
+    const p = await services.strategies.profile(profile);
+    return strategyOn(await services.models.get(p.modelId), stored.strategy, (await services.runs.get(p.runId)).numClasses);
   }
 }

@@ -1,22 +1,12 @@
 // Per-request context: who is calling (from the bearer token) and the services.
-import { AuthChecker } from 'type-graphql';
-import { Catalog } from '../services/catalog';
-import { Runs } from '../services/runs';
-import { Shards } from '../services/shards';
-import { Platform } from '../platform';
-import { forbidden, unauthenticated } from '../errors';
-
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { AuthChecker } from 'type-graphql';
+import { Platform } from '../platform';
+import { Services } from '../services';
+import { forbidden, unauthenticated } from '../errors';
 
 /** VOLUNTEER: a browser tab's token, minted by `volunteerToken`; it may run the shard protocol only. */
 export type Role = 'ADMIN' | 'WORKER' | 'VOLUNTEER';
-
-export interface Services {
-  readonly platform: Platform;
-  readonly catalog: Catalog;
-  readonly runs: Runs;
-  readonly shards: Shards;
-}
 
 export interface Context {
   readonly role: Role | null;

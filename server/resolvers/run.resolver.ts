@@ -1,73 +1,80 @@
 // Runs: list, start, cancel, follow; their deltas and merging.
 import { Arg, Authorized, Ctx, FieldResolver, ID, Int, Mutation, Query, Resolver, Root, Subscription } from 'type-graphql';
 import * as T from '../../schema/types';
-import { CreateSoupInput, RunFilter, StartRunInput } from '../../schema/inputs';
+import { CreateSoupInput, HyperParametersInput, RunFilter, StartRunInput } from '../../schema/inputs';
 import { RUN_EVENTS } from '../events';
 import type { RunEventPayload } from '../events';
+import type { RunRecord } from '../state/records';
+import type { Services } from '../services';
 import type { Context } from './context';
 import { pageArgs } from './catalog.resolver';
 import { toDataset, toDelta, toModel, toRun, toShard } from './mappers';
 
+export const runOf = async (services: Services, r: RunRecord): Promise<T.Run> => toRun(r, await services.runs.progress(r));
+
+/** The input's options under the engine's names (evalLimit is testLimit's older name). */
+export function hyperOf(input: HyperParametersInput | undefined | null): Record<string, unknown> {
+  const { evalLimit, ...given } = { ...(input ?? {}) };
+  return { ...given, testLimit: given.testLimit ?? evalLimit ?? undefined };
+}
+
 @Resolver(() => T.Run)
 export class RunResolver {
   @Query(() => T.RunPage)
-  runs(@Ctx() { services }: Context, @Arg('filter', () => RunFilter, { nullable: true }) filter?: RunFilter,
-    @Arg('first', () => Int, { defaultValue: 20 }) first = 20, @Arg('offset', () => Int, { defaultValue: 0 }) offset = 0): T.RunPage {
+  async runs(@Ctx() { services }: Context, @Arg('filter', () => RunFilter, { nullable: true }) filter?: RunFilter,
+    @Arg('first', () => Int, { defaultValue: 20 }) first = 20, @Arg('offset', () => Int, { defaultValue: 0 }) offset = 0): Promise<T.RunPage> {
     pageArgs(first, offset);
     const f = {
-      status: filter?.status, kind: filter?.kind, modelId: filter?.model ? services.catalog.model(filter.model).id : undefined,
-      datasetId: filter?.dataset ? services.catalog.dataset(filter.dataset).id : undefined,
+      status: filter?.status ?? undefined, kind: filter?.kind ?? undefined, modelId: filter?.model ? (await services.models.get(filter.model)).id : undefined,
+      datasetId: filter?.dataset ? (await services.datasets.get(filter.dataset)).id : undefined,
     };
-    const p = services.runs.list(f, first, offset);
-    return Object.assign(new T.RunPage(), { ...p, items: p.items.map((r) => toRun(r, services.runs.progress(r))) });
+    const p = await services.runs.list(f, first, offset);
+    return Object.assign(new T.RunPage(), { ...p, items: await Promise.all(p.items.map((r) => runOf(services, r))) });
   }
 
   @Query(() => T.Run)
-  run(@Ctx() { services }: Context, @Arg('id', () => ID) id: string): T.Run {
-    const r = services.runs.get(id);
-    return toRun(r, services.runs.progress(r));
+  async run(@Ctx() { services }: Context, @Arg('id', () => ID) id: string): Promise<T.Run> {
+    return runOf(services, await services.runs.get(id));
   }
 
   @FieldResolver(() => T.Model)
-  model(@Ctx() { services }: Context, @Root() run: T.Run): T.Model {
-    return toModel(services.catalog.model(run.modelId));
+  async model(@Ctx() { services }: Context, @Root() run: T.Run): Promise<T.Model> {
+    return toModel(await services.models.get(run.modelId));
   }
 
   @FieldResolver(() => T.Dataset)
-  dataset(@Ctx() { services }: Context, @Root() run: T.Run): T.Dataset {
-    return toDataset(services.catalog.dataset(run.datasetId));
+  async dataset(@Ctx() { services }: Context, @Root() run: T.Run): Promise<T.Dataset> {
+    return toDataset(await services.datasets.get(run.datasetId));
   }
 
   @FieldResolver(() => T.Delta, { nullable: true })
-  delta(@Ctx() { services }: Context, @Root() run: T.Run): T.Delta | undefined {
-    const d = services.runs.delta(run.id);
+  async delta(@Ctx() { services }: Context, @Root() run: T.Run): Promise<T.Delta | undefined> {
+    const d = await services.deltas.ofRun(run.id);
     return d && toDelta(d);
   }
 
   @FieldResolver(() => [T.Shard], { description: 'All shards, or one round\'s' })
-  shards(@Ctx() { services }: Context, @Root() run: T.Run, @Arg('round', () => Int, { nullable: true }) round?: number): T.Shard[] {
-    return services.shards.shardsOf(run.id, round ?? undefined).map(toShard);
+  async shards(@Ctx() { services }: Context, @Root() run: T.Run, @Arg('round', () => Int, { nullable: true }) round?: number): Promise<T.Shard[]> {
+    return (await services.platform.state.shards.ofRun(run.id, round ?? undefined)).map(toShard);
   }
 
   @Authorized()
   @Mutation(() => T.Run)
-  startRun(@Ctx() { services }: Context, @Arg('input') input: StartRunInput): T.Run {
-    const r = services.runs.start({ model: input.model, dataset: input.dataset, strategy: input.strategy, hyper: { ...(input.hyperParameters ?? {}) } });
-    return toRun(r, services.runs.progress(r));
+  async startRun(@Ctx() { services }: Context, @Arg('input') input: StartRunInput): Promise<T.Run> {
+    return runOf(services, await services.creation.start({ model: input.model, dataset: input.dataset, strategy: input.strategy, hyper: hyperOf(input.hyperParameters) }));
   }
 
   @Authorized()
   @Mutation(() => T.Run, { description: 'A soup of finished runs\' deltas (uniform, or greedy on a held-out half of the test split): a run of kind SOUP with a delta' })
-  createSoup(@Ctx() { services }: Context, @Arg('input') input: CreateSoupInput): T.Run {
-    const r = services.runs.createSoup({ runs: input.runs, method: input.method, heldOut: input.heldOut ?? undefined, name: input.name ?? undefined });
-    return toRun(r, services.runs.progress(r));
+  async createSoup(@Ctx() { services }: Context, @Arg('input') input: CreateSoupInput): Promise<T.Run> {
+    const soup = { method: input.method, runs: input.runs, heldOut: input.heldOut ?? undefined };
+    return runOf(services, await services.creation.createSoup({ soup, name: input.name ?? undefined }));
   }
 
   @Authorized()
   @Mutation(() => T.Run)
-  cancelRun(@Ctx() { services }: Context, @Arg('id', () => ID) id: string): T.Run {
-    const r = services.runs.cancel(id);
-    return toRun(r, services.runs.progress(r));
+  async cancelRun(@Ctx() { services }: Context, @Arg('id', () => ID) id: string): Promise<T.Run> {
+    return runOf(services, await services.scheduler.cancel(id));
   }
 
   @Subscription(() => T.RunEvent, {
@@ -83,29 +90,28 @@ export class RunResolver {
 @Resolver(() => T.Delta)
 export class DeltaResolver {
   @Query(() => T.Delta, { description: 'By delta id or run id' })
-  delta(@Ctx() { services }: Context, @Arg('id', () => ID) id: string): T.Delta {
-    return toDelta(services.runs.deltaById(id));
+  async delta(@Ctx() { services }: Context, @Arg('id', () => ID) id: string): Promise<T.Delta> {
+    return toDelta(await services.deltas.get(id));
   }
 
   @FieldResolver(() => String, { description: 'A short-lived presigned GET URL of the safetensors file' })
   async downloadUrl(@Ctx() { services }: Context, @Root() delta: T.Delta): Promise<string> {
-    return services.platform.store.presignGet(delta.key, services.platform.config.urlSeconds);
+    return services.platform.blobs.presignGet(delta.key, services.platform.config.urlSeconds);
   }
 
   @FieldResolver(() => T.Run)
-  run(@Ctx() { services }: Context, @Root() delta: T.Delta): T.Run {
-    const r = services.runs.get(delta.runId);
-    return toRun(r, services.runs.progress(r));
+  async run(@Ctx() { services }: Context, @Root() delta: T.Delta): Promise<T.Run> {
+    return runOf(services, await services.runs.get(delta.runId));
   }
 
   @FieldResolver(() => T.Model, { nullable: true, description: 'The full checkpoint made by mergeDelta, if any' })
-  mergedModel(@Ctx() { services }: Context, @Root() delta: T.Delta): T.Model | undefined {
-    return delta.mergedModelId ? toModel(services.catalog.model(delta.mergedModelId)) : undefined;
+  async mergedModel(@Ctx() { services }: Context, @Root() delta: T.Delta): Promise<T.Model | undefined> {
+    return delta.mergedModelId ? toModel(await services.models.get(delta.mergedModelId)) : undefined;
   }
 
   @Authorized()
   @Mutation(() => T.Model, { description: 'Base + delta as a full checkpoint, registered as a new model' })
   async mergeDelta(@Ctx() { services }: Context, @Arg('id', () => ID) id: string, @Arg('name') name: string): Promise<T.Model> {
-    return toModel(await services.runs.merge(id, name));
+    return toModel(await services.deltas.merge(id, name));
   }
 }

@@ -1,12 +1,12 @@
-// Node adapter: checkpoint arguments -> engine checkpoints.
-//   --checkpoint FILE.safetensors [--config config.json | --arch PRESET]
-//   --checkpoint random:PRESET   (timm-style random init, seed 0: reproducible, so deltas can name it)
+// Node adapter: checkpoint files -> engine checkpoints.
+//   FILE.safetensors, with a config file or an architecture preset when it carries none
+//   random:PRESET   (timm-style random init, seed 0: reproducible, so deltas can name it)
 import { readFileSync, existsSync } from 'node:fs';
 import { Checkpoint, VitConfig, exportCheckpoint, initParams, loadCheckpoint, parseVitConfig, preset, toHost } from '../engine';
 import * as tf from '@tensorflow/tfjs';
 
 export function readConfig(opts: { config?: string; arch?: string }): VitConfig | undefined {
-  if (opts.config && opts.arch) throw new Error('give either --config or --arch, not both');
+  if (opts.config && opts.arch) throw new Error('give either a config file or an architecture preset, not both');
   if (opts.arch) return preset(opts.arch);
   if (!opts.config) return undefined;
   if (!existsSync(opts.config)) throw new Error(`config file ${opts.config} not found`);

@@ -1,5 +1,6 @@
-// Real processes for the platform tests: a server (`partune serve`) on a free port with its own
-// data directory, worker processes, and a GraphQL client that returns errors instead of throwing.
+// The platform as local processes, for tests and benchmarks: a server (`partune serve`) on a free
+// port with its own data directory, worker processes, and a GraphQL client that returns errors
+// instead of throwing.
 import { ChildProcess, execFile, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -19,7 +20,7 @@ export function cliJson(args: string[]): Promise<Record<string, any>> {
   });
 }
 
-/** The built CLI, from tests/ (ts-jest) or from dist/tests/ (the compiled bench). */
+/** The built CLI, from dist/node/ (compiled) or from node/ (ts-jest runs sources). */
 export const CLI = existsSync(join(__dirname, '..', 'cli', 'main.js')) ? join(__dirname, '..', 'cli', 'main.js') : join(__dirname, '..', 'dist', 'cli', 'main.js');
 
 async function free(port: number): Promise<boolean> {

@@ -1,0 +1,121 @@
+// Starting runs of each kind: inputs checked at the door (a bad one is BAD_USER_INPUT before any
+// record exists), the record inserted, the scheduler told.
+import { randomUUID } from 'node:crypto';
+import { OptionError, inspect } from '../../engine';
+import { RunOptions, parseRunOptions } from '../../protocol/run-options';
+import { Datasets } from '../catalog/datasets';
+import { Models, modelConfig } from '../catalog/models';
+import { badInput } from '../errors';
+import type { Platform } from '../platform';
+import { AngleSelectionSpec, DatasetRecord, ModelRecord, RunRecord, RunSpec, SoupSpec } from '../state/records';
+import { RunEvents } from './events';
+import { makePlan } from './plan';
+import { RunQueries } from './queries';
+import { Scheduler } from './scheduler';
+import { Strategies } from './strategies';
+import { Workers } from '../shards/workers';
+
+/** Run options as a GraphQL user sees their names. */
+function runOptions(raw: Record<string, unknown>, defaultShards: number): RunOptions {
+  try {
+    return parseRunOptions(raw, defaultShards);
+  } catch (e) {
+    if (e instanceof OptionError) throw badInput(`hyperParameters${e.option ? `.${e.option}` : ''}: ${e.message}`);
+    throw e;
+  }
+}
+
+export class RunCreation {
+  constructor(
+    private readonly p: Platform, private readonly models: Models, private readonly datasets: Datasets, private readonly strategies: Strategies,
+    private readonly workers: Workers, private readonly scheduler: Scheduler, private readonly events: RunEvents, private readonly runs: RunQueries,
+  ) {}
+
+  async start(input: { model: string; dataset: string; strategy: string; hyper: Record<string, unknown> }): Promise<RunRecord> {
+    const defaultShards = Math.max(1, await this.workers.onlineCount());
+    return this.startTraining(input, { kind: 'FINETUNE', options: runOptions(input.hyper, defaultShards) });
+  }
+
+  /** Full fine-tuning for a short budget, run by workers like any run; it ends with an angle profile and a stored strategy. */
+  async startAngleProbe(input: { model: string; dataset: string; probeSteps?: number; probeEpochs?: number; hyper: Record<string, unknown>; selection: AngleSelectionSpec }): Promise<RunRecord> {
+    const { selection } = input;
+    if (selection.topK !== undefined && selection.budget !== undefined) throw badInput('give topK or budget, not both');
+    if (selection.name !== undefined) await this.strategies.checkNewName(selection.name);
+    const config = modelConfig(await this.models.get(input.model), (await this.datasets.get(input.dataset)).classes);
+    if (selection.topK !== undefined && (!Number.isInteger(selection.topK) || selection.topK < 0 || selection.topK > config.depth)) throw badInput(`topK must be 0..${config.depth}`);
+    const defaultShards = Math.max(1, await this.workers.onlineCount());
+    const hyper = { ...input.hyper, epochs: input.probeEpochs ?? input.hyper.epochs ?? 1, maxSteps: input.probeSteps ?? input.hyper.maxSteps };
+    return this.startTraining({ ...input, strategy: 'full' }, { kind: 'ANGLE_PROBE', options: runOptions(hyper, defaultShards), selection });
+  }
+
+  private async startTraining(input: { model: string; dataset: string; strategy: string }, spec: Extract<RunSpec, { options: RunOptions }>): Promise<RunRecord> {
+    const model = await this.models.get(input.model);
+    const dataset = await this.datasets.get(input.dataset);
+    const strategy = await this.strategies.resolve(input.strategy);
+    const config = modelConfig(model, dataset.classes);
+    if (dataset.height !== config.imageSize || dataset.width !== config.imageSize || dataset.channels !== config.channels) {
+      throw badInput(`dataset '${dataset.name}' has ${dataset.height}x${dataset.width}x${dataset.channels} images; model '${model.name}' takes ${config.imageSize}x${config.imageSize}x${config.channels}`);
+    }
+    if (spec.options.normalize === 'model' && !config.preprocessing) throw badInput(`hyperParameters.normalize: model '${model.name}' declares no normalisation of its own; use DATASET or AUTO`);
+    let tuned;
+    try {
+      tuned = inspect(strategy, config);
+    } catch (e) {
+      throw badInput(`strategy: ${(e as Error).message}`);
+    }
+    try {
+      makePlan(spec.options, dataset.trainCount); // a split smaller than one batch is refused now, not later
+    } catch (e) {
+      if (e instanceof OptionError) throw badInput(`hyperParameters.${e.option}: ${e.message}`);
+      throw e;
+    }
+    const run = this.record(model, dataset, spec, { strategy, strategyName: tuned.strategy, tunedParams: tuned.tunedParams, totalParams: tuned.totalParams });
+    this.p.log(`run ${run.id} (${spec.kind.toLowerCase()}): ${tuned.strategy} on ${model.name} -> ${dataset.name}, ${tuned.tunedParams.toLocaleString('en-US')} tuned parameters`);
+    return this.insert(run, 'run created');
+  }
+
+  /** A soup of finished runs' deltas (one model, one dataset): uniform, or greedy on a held-out half. */
+  async createSoup(input: { soup: SoupSpec; name?: string }): Promise<RunRecord> {
+    const { soup } = input;
+    if (soup.runs.length === 0) throw badInput('a soup needs at least one ingredient run');
+    if (new Set(soup.runs).size !== soup.runs.length) throw badInput('an ingredient run is listed twice');
+    const ingredients: RunRecord[] = [];
+    for (const id of soup.runs) ingredients.push(await this.runs.get(id));
+    for (const r of ingredients) {
+      if (r.status !== 'SUCCEEDED' || !r.deltaId) throw badInput(`run ${r.id} is ${r.status}: only finished runs with a delta can be ingredients`);
+    }
+    const [first] = ingredients;
+    for (const r of ingredients) {
+      if (r.modelId !== first.modelId) throw badInput(`run ${r.id} fine-tuned another model than run ${first.id}: soups mix deltas of one base`);
+      if (r.datasetId !== first.datasetId) throw badInput(`run ${r.id} trained on another dataset than run ${first.id}: its head has other classes`);
+      if (JSON.stringify(r.normalization) !== JSON.stringify(first.normalization)) throw badInput(`run ${r.id} normalised its inputs differently from run ${first.id}`);
+    }
+    const model = await this.models.get(first.modelId);
+    const dataset = await this.datasets.get(first.datasetId);
+    const run: RunRecord = {
+      ...this.record(model, dataset, { kind: 'SOUP', soup }, {
+        strategy: { kind: 'custom', name: 'soup' }, strategyName: input.name ?? `${soup.method}-soup`, tunedParams: null, totalParams: first.totalParams,
+      }),
+      normalization: first.normalization,
+    };
+    this.p.log(`run ${run.id} (soup): ${soup.method} of ${ingredients.length} deltas`);
+    return this.insert(run, `${soup.method} soup of ${ingredients.length} ingredients`);
+  }
+
+  private record(model: ModelRecord, dataset: DatasetRecord, spec: RunSpec, s: Pick<RunRecord, 'strategy' | 'strategyName' | 'tunedParams' | 'totalParams'>): RunRecord {
+    const at = new Date();
+    const trainBytes = dataset.shards.filter((d) => d.split === 'train').reduce((n, d) => n + d.bytes, 0);
+    return {
+      id: randomUUID(), spec, modelId: model.id, datasetId: dataset.id, ...s, status: 'PREPARING', plan: null, round: 0, step: 0, state: null,
+      normalization: null, numClasses: dataset.classes, memoryNeed: 4 * model.blob.bytes + trainBytes, metrics: [], accuracy: null, loss: null,
+      deltaId: null, error: null, createdAt: at, updatedAt: at, finishedAt: null,
+    };
+  }
+
+  private async insert(run: RunRecord, message: string): Promise<RunRecord> {
+    await this.p.state.runs.insert(run);
+    await this.events.emit(run.id, 'STATUS', { message });
+    void this.scheduler.advance(run.id);
+    return run;
+  }
+}

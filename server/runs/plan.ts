@@ -1,0 +1,33 @@
+// A run's schedule: the engine's step arithmetic cut into rounds (never across an epoch end, so
+// each epoch ends with an evaluation as in a single-process run), and rounds into shards.
+import { OptionError, trainingSchedule } from '../../engine';
+import type { RunOptions } from '../../protocol/run-options';
+import type { NewShard, Plan } from '../state/records';
+
+export function makePlan(o: RunOptions, trainCount: number): Plan {
+  const { trainImages, stepsPerEpoch, totalSteps } = trainingSchedule(o, trainCount);
+  if (Math.ceil(totalSteps / o.stepsPerRound) + Math.ceil(totalSteps / stepsPerEpoch) > 1_000_000) {
+    throw new OptionError('stepsPerRound', `${totalSteps} steps in rounds of ${o.stepsPerRound} make too many rounds: take more steps per round`);
+  }
+  const rounds: [number, number][] = [];
+  for (let from = 0; from < totalSteps; ) {
+    const epochEnd = Math.min(totalSteps, (Math.floor(from / stepsPerEpoch) + 1) * stepsPerEpoch);
+    const to = Math.min(from + o.stepsPerRound, epochEnd);
+    rounds.push([from, to]);
+    from = to;
+  }
+  return { trainImages, stepsPerEpoch, totalSteps, shardsPerRound: o.shardsPerRound, rounds };
+}
+
+/** A round's steps as contiguous windows, one per shard (never more shards than steps). */
+export function shardWindows(round: readonly [number, number], shards: number): NewShard[] {
+  const [from, to] = round;
+  const n = Math.min(shards, to - from);
+  return Array.from({ length: n }, (_, k) => ({ index: k, fromStep: from + Math.floor(((to - from) * k) / n), toStep: from + Math.floor(((to - from) * (k + 1)) / n) }));
+}
+
+/** Evaluate after a round that ends an epoch or the run. */
+export const evaluatesAfter = (plan: Plan, round: number): boolean => {
+  const to = plan.rounds[round][1];
+  return to === plan.totalSteps || to % plan.stepsPerEpoch === 0;
+};

@@ -1,0 +1,123 @@
+// The run lifecycle: PREPARING -> RUNNING (round after round) -> FINALIZING -> SUCCEEDED, driven
+// for every kind by one loop that asks the kind's stages for the work and persists each
+// transition before the next begins. After a restart `resumeAll` picks up each unfinished run
+// where its record says it stands; a cancel that lands mid-step wins (the transition is refused).
+import { randomUUID } from 'node:crypto';
+import { isTransient, keys } from '../../storage';
+import { conflict } from '../errors';
+import type { Platform } from '../platform';
+import { ACTIVE, MetricPoint, RunRecord, ShardRecord } from '../state/records';
+import { RunEvents } from './events';
+import { evaluatesAfter, shardWindows } from './plan';
+import { RunQueries } from './queries';
+import type { StagesByKind } from './stages';
+import { need } from './training';
+
+export class Scheduler {
+  private readonly chains = new Map<string, Promise<void>>();
+
+  constructor(private readonly p: Platform, private readonly stages: StagesByKind, private readonly events: RunEvents, private readonly runs: RunQueries) {}
+
+  /** Picks up every unfinished run (at start, after a restart); returns how many. */
+  async resumeAll(): Promise<number> {
+    const ids = await this.p.state.runs.unfinished();
+    for (const id of ids) void this.advance(id);
+    return ids.length;
+  }
+
+  /** Moves a run on as far as its stored state allows; one advance at a time per run. */
+  advance(id: string): Promise<void> {
+    const next = (this.chains.get(id) ?? Promise.resolve()).then(() => this.drive(id)).catch((e: Error) => {
+      if (!isTransient(e)) return this.fail(id, e.message);
+      // A storage hiccup: the run's record is unchanged, so the same step is simply tried again.
+      this.p.log(`run ${id}: ${e.message}; retrying in 2 s`);
+      setTimeout(() => void this.advance(id), 2000).unref();
+    });
+    this.chains.set(id, next);
+    void next.then(() => this.chains.get(id) === next && this.chains.delete(id));
+    return next;
+  }
+
+  /** Resolves once every advance queued so far has finished (for an orderly shutdown). */
+  async idle(): Promise<void> {
+    await Promise.all(this.chains.values());
+  }
+
+  async fail(id: string, message: string): Promise<void> {
+    if (!(await this.p.state.runs.stop(id, 'FAILED', message))) return;
+    this.p.log(`run ${id} failed: ${message}`);
+    await this.events.emit(id, 'STATUS', { message });
+  }
+
+  async cancel(id: string): Promise<RunRecord> {
+    const run = await this.runs.get(id);
+    if (!ACTIVE.includes(run.status) || !(await this.p.state.runs.stop(id, 'CANCELLED'))) {
+      throw conflict(`run ${id} is ${(await this.runs.get(id)).status}; only a running run can be cancelled`);
+    }
+    await this.events.emit(id, 'STATUS', { message: 'cancelled' });
+    return this.runs.get(id);
+  }
+
+  private async drive(id: string): Promise<void> {
+    for (;;) {
+      const run = await this.runs.get(id);
+      if (run.status === 'PREPARING') await this.prepare(run);
+      else if (run.status === 'RUNNING') await this.finishRound(run);
+      else if (run.status === 'FINALIZING') await this.finish(run);
+      else return;
+      const after = await this.runs.get(id);
+      if (after.status === run.status && after.round === run.round) return;
+    }
+  }
+
+  private async prepare(run: RunRecord): Promise<void> {
+    const configured = await this.stages[run.spec.kind].configure(run);
+    if (!configured) {
+      await this.p.state.runs.skipRounds(run.id);
+      return;
+    }
+    const { plan } = configured;
+    if (!(await this.p.state.runs.start(run.id, configured, shardWindows(plan.rounds[0], plan.shardsPerRound)))) return;
+    await this.events.emit(run.id, 'STATUS', { message: `${plan.rounds.length} rounds of up to ${plan.rounds[0][1] - plan.rounds[0][0]} steps, ${plan.shardsPerRound} shards each` });
+  }
+
+  /** When every shard of the current round is done: aggregate, evaluate at epoch ends, next round. */
+  private async finishRound(run: RunRecord): Promise<void> {
+    const shards = await this.p.state.shards.ofRun(run.id, run.round);
+    if (shards.length === 0 || shards.some((s) => s.status !== 'DONE')) return;
+    const stages = this.stages[run.spec.kind];
+    const plan = need(run.plan, 'plan', run);
+    const state = await stages.aggregate(run, shards);
+    const [, to] = plan.rounds[run.round];
+    const metric: MetricPoint = { step: to, epoch: to / plan.stepsPerEpoch, round: run.round, trainLoss: weightedLoss(shards), at: new Date().toISOString() };
+    const evaluation = evaluatesAfter(plan, run.round) ? await stages.evaluate(run, state) : undefined;
+    const point: MetricPoint = evaluation ? { ...metric, testAccuracy: evaluation.accuracy, testLoss: evaluation.loss } : metric;
+    const last = run.round + 1 >= plan.rounds.length;
+    const next = last ? [] : shardWindows(plan.rounds[run.round + 1], plan.shardsPerRound);
+    if (!(await this.p.state.runs.completeRound(run.id, run.round, { state, step: to, metric: point, finishing: last }, next))) return;
+    const acc = evaluation ? `, test top-1 ${(evaluation.accuracy * 100).toFixed(2)}%` : '';
+    await this.events.emit(run.id, evaluation ? 'EVALUATION' : 'ROUND', {
+      trainLoss: point.trainLoss, testAccuracy: evaluation?.accuracy, testLoss: evaluation?.loss,
+      message: `round ${run.round + 1}/${plan.rounds.length} aggregated from ${shards.length} shards${acc}`,
+    });
+  }
+
+  private async finish(run: RunRecord): Promise<void> {
+    const f = await this.stages[run.spec.kind].finish(run);
+    const blob = await this.p.blobs.put(keys.delta(run.id), f.delta.bytes);
+    const delta = {
+      id: randomUUID(), runId: run.id, blob, tensors: f.delta.tensors, tunedParams: f.delta.tunedParams, dtype: 'F32' as const, mergedModelId: null, createdAt: new Date(),
+    };
+    const succeeded = await this.p.state.runs.succeed(run.id, { accuracy: f.accuracy, loss: f.loss, tunedParams: f.delta.tunedParams, report: f.report, delta, profile: f.profile });
+    if (!succeeded) return this.p.blobs.remove(blob.key); // cancelled meanwhile: nothing is recorded
+    this.p.log(`run ${run.id} succeeded: top-1 ${(f.accuracy * 100).toFixed(2)}%, delta ${(blob.bytes / 1024).toFixed(1)} KiB`);
+    await this.events.emit(run.id, 'STATUS', { testAccuracy: f.accuracy, testLoss: f.loss ?? undefined, message: f.message });
+  }
+}
+
+function weightedLoss(shards: readonly ShardRecord[]): number | undefined {
+  const reported = shards.filter((s) => s.loss !== null);
+  if (!reported.length) return undefined;
+  const steps = reported.reduce((n, s) => n + (s.toStep - s.fromStep), 0);
+  return reported.reduce((a, s) => a + s.loss! * (s.toStep - s.fromStep), 0) / steps;
+}

@@ -1,0 +1,36 @@
+// A run kind's stages, as Flower's Strategy: the scheduler does the I/O and the transitions, the
+// stages do the work of each step. configure (PREPARING: the plan and the first state) ->
+// aggregate each round's shard updates -> evaluate at epoch ends -> finish (FINALIZING: the delta
+// and what the run reports). A kind without rounds (a soup) configures nothing and only finishes.
+import type { Normalization } from '../../engine';
+import type { AngleProfileRecord, BlobRef, Plan, RunKind, RunRecord, ShardRecord, SoupReport, StoredBlob, StoredStrategy } from '../state/records';
+
+export interface Configured {
+  readonly plan: Plan;
+  readonly state: StoredBlob;
+  readonly normalization: Normalization;
+}
+
+export interface Finished {
+  /** The delta file (safetensors) and what it holds. */
+  readonly delta: { readonly bytes: Uint8Array; readonly tensors: number; readonly tunedParams: number };
+  readonly accuracy: number;
+  readonly loss: number | null;
+  readonly report?: SoupReport;
+  /** An angle probe's profile and the strategy it derived. */
+  readonly profile?: { readonly record: AngleProfileRecord; readonly strategy: StoredStrategy };
+  /** What the run's last event says. */
+  readonly message: string;
+}
+
+export interface RunStages {
+  /** The plan and round 0's state; null for a kind without rounds. */
+  configure(run: RunRecord): Promise<Configured | null>;
+  /** The next round's state from this round's accepted shard updates. */
+  aggregate(run: RunRecord, shards: readonly ShardRecord[]): Promise<StoredBlob>;
+  /** Test top-1 and loss of a state. */
+  evaluate(run: RunRecord, state: BlobRef): Promise<{ readonly accuracy: number; readonly loss: number }>;
+  finish(run: RunRecord): Promise<Finished>;
+}
+
+export type StagesByKind = { readonly [K in RunKind]: RunStages };

@@ -1,0 +1,77 @@
+// FINETUNE's stages: round 0 is the base's tuned tensors with zero moments; each round averages
+// its shards' updates (FedAvg over tensors and AdamW moments, weighted by samples); the finish is
+// the engine's, on the compute thread: base + delta rounded, scored, written.
+import { TrainingState, fedAvg, inspect, parseState, serializeState, tunedShapes } from '../../engine';
+import { keys } from '../../storage';
+import { trainOptionsOf } from '../../protocol/run-options';
+import type { RunBasis } from '../compute/jobs';
+import type { Platform } from '../platform';
+import { BlobRef, DatasetRecord, RunRecord, ShardRecord, StoredBlob, TrainingSpec } from '../state/records';
+import { modelConfig } from '../catalog/models';
+import { makePlan } from './plan';
+import type { Configured, Finished, RunStages } from './stages';
+
+/** The training part of a run's spec; a soup has none. */
+export function trainingSpec(run: RunRecord): TrainingSpec {
+  if (run.spec.kind === 'SOUP') throw new Error(`run ${run.id} is a soup: it has no training`);
+  return run.spec;
+}
+
+export function need<T>(value: T | null, what: string, run: RunRecord): T {
+  if (value === null) throw new Error(`run ${run.id} (${run.status}) has no ${what}`);
+  return value;
+}
+
+export const blobsOf = (d: DatasetRecord, split: 'train' | 'test'): BlobRef[] => d.shards.filter((s) => s.split === split).map(({ key, sha256 }) => ({ key, sha256 }));
+
+export class TrainingStages implements RunStages {
+  constructor(protected readonly p: Platform) {}
+
+  protected async basis(run: RunRecord): Promise<{ basis: RunBasis; dataset: DatasetRecord }> {
+    const model = await this.p.state.models.byIdOrName(run.modelId);
+    const dataset = await this.p.state.datasets.byIdOrName(run.datasetId);
+    if (!model || !dataset) throw new Error(`run ${run.id}: its ${model ? 'dataset' : 'model'} is no longer registered`);
+    const options = trainOptionsOf(trainingSpec(run).options);
+    return { basis: { runId: run.id, model: model.blob, numClasses: run.numClasses, strategy: run.strategy, options }, dataset };
+  }
+
+  async configure(run: RunRecord): Promise<Configured> {
+    const { basis, dataset } = await this.basis(run);
+    const plan = makePlan(trainingSpec(run).options, dataset.trainCount);
+    const prepared = await this.p.compute.call('prepare', { ...basis, train: blobsOf(dataset, 'train') });
+    const state = await this.p.blobs.put(keys.runState(run.id, 0), prepared.state);
+    return { plan, state, normalization: prepared.normalization };
+  }
+
+  async aggregate(run: RunRecord, shards: readonly ShardRecord[]): Promise<StoredBlob> {
+    const model = await this.p.state.models.byIdOrName(run.modelId);
+    if (!model) throw new Error(`run ${run.id}: its model is no longer registered`);
+    const config = modelConfig(model, run.numClasses);
+    const expected = tunedShapes(config, inspect(run.strategy, config).tuned);
+    const updates: TrainingState[] = [];
+    for (const s of shards) {
+      const result = need(s.result, `result for shard ${s.round}.${s.index}`, run);
+      updates.push(parseState(await this.p.blobs.get(result.key, result.sha256), expected, result.key));
+    }
+    const next = fedAvg(updates, { run: run.id, round: run.round + 1 });
+    return this.p.blobs.put(keys.runState(run.id, run.round + 1), serializeState(next));
+  }
+
+  async evaluate(run: RunRecord, state: BlobRef): Promise<{ accuracy: number; loss: number }> {
+    const { basis, dataset } = await this.basis(run);
+    return this.p.compute.call('evaluate', { ...basis, state, test: blobsOf(dataset, 'test'), normalization: need(run.normalization, 'normalization', run) });
+  }
+
+  async finish(run: RunRecord): Promise<Finished> {
+    const { basis, dataset } = await this.basis(run);
+    const plan = need(run.plan, 'plan', run);
+    const r = await this.p.compute.call('finalize', {
+      ...basis, state: need(run.state, 'state', run), test: blobsOf(dataset, 'test'), normalization: need(run.normalization, 'normalization', run),
+      training: { run: run.id, data: dataset.name, ...trainingSpec(run).options, trainImages: plan.trainImages, steps: plan.totalSteps, rounds: plan.rounds.length },
+    });
+    return {
+      delta: { bytes: r.delta, tensors: r.tensors, tunedParams: r.tunedParams }, accuracy: r.accuracy, loss: r.loss,
+      message: `delta ${(r.delta.length / 1024).toFixed(1)} KiB, ${r.tensors} tensors`,
+    };
+  }
+}

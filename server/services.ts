@@ -1,0 +1,50 @@
+// The services, wired once: each takes the platform and the services it calls, so the arrows
+// between them are visible here (no service reaches another through a mutable reference).
+import type { Platform } from './platform';
+import { Datasets } from './catalog/datasets';
+import { Models } from './catalog/models';
+import { Uploads } from './catalog/uploads';
+import { AngleProbeStages } from './runs/angle-probe';
+import { RunCreation } from './runs/create';
+import { Deltas } from './runs/deltas';
+import { RunEvents } from './runs/events';
+import { RunQueries } from './runs/queries';
+import { Scheduler } from './runs/scheduler';
+import { SoupStages } from './runs/soup';
+import { Strategies } from './runs/strategies';
+import { TrainingStages } from './runs/training';
+import { Completion } from './shards/completion';
+import { Leases } from './shards/leases';
+import { Workers } from './shards/workers';
+
+export interface Services {
+  readonly platform: Platform;
+  readonly uploads: Uploads;
+  readonly models: Models;
+  readonly datasets: Datasets;
+  readonly runs: RunQueries;
+  readonly creation: RunCreation;
+  readonly scheduler: Scheduler;
+  readonly strategies: Strategies;
+  readonly deltas: Deltas;
+  readonly workers: Workers;
+  readonly leases: Leases;
+  readonly completion: Completion;
+}
+
+export function createServices(platform: Platform): Services {
+  const uploads = new Uploads(platform);
+  const models = new Models(platform, uploads);
+  const datasets = new Datasets(platform, uploads);
+  const runs = new RunQueries(platform);
+  const events = new RunEvents(platform.state, platform.log);
+  const scheduler = new Scheduler(platform, {
+    FINETUNE: new TrainingStages(platform), ANGLE_PROBE: new AngleProbeStages(platform), SOUP: new SoupStages(platform, events),
+  }, events, runs);
+  const strategies = new Strategies(platform, models, runs);
+  const workers = new Workers(platform);
+  const creation = new RunCreation(platform, models, datasets, strategies, workers, scheduler, events, runs);
+  const leases = new Leases(platform, workers, runs, scheduler, events);
+  const completion = new Completion(platform, workers, leases, scheduler, events);
+  return { platform, uploads, models, datasets, runs, creation, scheduler, strategies, deltas: new Deltas(platform, models, runs), workers, leases, completion };
+}

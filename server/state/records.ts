@@ -1,0 +1,224 @@
+// The platform's state as typed records: what the repositories take and return, decoded and
+// validated once when read. Blobs live in object storage; records only name them.
+import type { LayerAngle, Normalization, Strategy, VitConfig } from '../../engine';
+import type { RunOptions } from '../../protocol/run-options';
+
+export interface BlobRef {
+  readonly key: string;
+  readonly sha256: string;
+}
+
+export interface StoredBlob extends BlobRef {
+  readonly bytes: number;
+}
+
+export interface Page<T> {
+  readonly items: T[];
+  readonly total: number;
+  readonly hasMore: boolean;
+}
+
+export const page = <T>(items: T[], total: number, offset: number): Page<T> => ({ items, total, hasMore: offset + items.length < total });
+
+export interface ModelRecord {
+  readonly id: string;
+  readonly name: string;
+  readonly config: VitConfig;
+  readonly params: number;
+  /** SHA-256 of the canonical weights: what deltas name as their base. */
+  readonly weightsSha256: string;
+  readonly blob: StoredBlob;
+  readonly source: string;
+  readonly createdAt: Date;
+}
+
+export interface DatasetShard extends StoredBlob {
+  readonly split: 'train' | 'test';
+  readonly count: number;
+}
+
+export interface DatasetRecord {
+  readonly id: string;
+  readonly name: string;
+  readonly classes: number;
+  readonly height: number;
+  readonly width: number;
+  readonly channels: number;
+  readonly trainCount: number;
+  readonly testCount: number;
+  readonly shards: readonly DatasetShard[];
+  readonly source: string;
+  readonly createdAt: Date;
+}
+
+export interface UploadRecord {
+  readonly id: string;
+  readonly key: string;
+  readonly filename: string;
+  readonly declaredBytes: number;
+  readonly createdAt: Date;
+}
+
+export type RunKind = 'FINETUNE' | 'ANGLE_PROBE' | 'SOUP';
+export type RunStatus = 'PREPARING' | 'RUNNING' | 'FINALIZING' | 'SUCCEEDED' | 'FAILED' | 'CANCELLED';
+export const ACTIVE: readonly RunStatus[] = ['PREPARING', 'RUNNING', 'FINALIZING'];
+
+/** A run's schedule: rounds never cross an epoch end, so each epoch ends with an evaluation. */
+export interface Plan {
+  readonly trainImages: number;
+  readonly stepsPerEpoch: number;
+  readonly totalSteps: number;
+  readonly shardsPerRound: number;
+  /** [from, to) global steps of each round. */
+  readonly rounds: readonly (readonly [number, number])[];
+}
+
+export interface MetricPoint {
+  readonly step: number;
+  readonly epoch: number;
+  readonly round: number;
+  readonly trainLoss?: number;
+  readonly testAccuracy?: number;
+  readonly testLoss?: number;
+  readonly at: string;
+}
+
+export interface AngleSelectionSpec {
+  readonly direction: 'largest' | 'smallest';
+  readonly topK?: number;
+  readonly budget?: number;
+  readonly name?: string;
+}
+
+export interface SoupSpec {
+  readonly method: 'uniform' | 'greedy';
+  readonly runs: readonly string[];
+  readonly heldOut?: number;
+}
+
+export interface SoupReport {
+  readonly method: 'uniform' | 'greedy';
+  readonly heldOutImages: number;
+  readonly testImages: number;
+  readonly heldOut: number;
+  readonly test: number;
+  readonly ingredients: readonly { readonly label: string; readonly heldOut: number; readonly test: number }[];
+  readonly steps?: readonly { readonly label: string; readonly score: number; readonly kept: boolean }[];
+}
+
+/** What kind of run, with what only that kind has. */
+export type RunSpec =
+  | { readonly kind: 'FINETUNE'; readonly options: RunOptions }
+  | { readonly kind: 'ANGLE_PROBE'; readonly options: RunOptions; readonly selection: AngleSelectionSpec }
+  | { readonly kind: 'SOUP'; readonly soup: SoupSpec; readonly report?: SoupReport };
+
+export type TrainingSpec = Extract<RunSpec, { options: RunOptions }>;
+
+export interface RunRecord {
+  readonly id: string;
+  readonly spec: RunSpec;
+  readonly modelId: string;
+  readonly datasetId: string;
+  readonly strategy: Strategy;
+  readonly strategyName: string;
+  readonly status: RunStatus;
+  readonly plan: Plan | null;
+  readonly round: number;
+  readonly step: number;
+  /** The current round's starting state (tuned tensors + AdamW moments). */
+  readonly state: BlobRef | null;
+  readonly normalization: Normalization | null;
+  readonly numClasses: number;
+  readonly tunedParams: number | null;
+  readonly totalParams: number | null;
+  /** Bytes a worker holds for a shard: four copies of the model (weights, gradients, two moments) and the training split. */
+  readonly memoryNeed: number;
+  readonly metrics: readonly MetricPoint[];
+  readonly accuracy: number | null;
+  readonly loss: number | null;
+  readonly deltaId: string | null;
+  readonly error: string | null;
+  readonly createdAt: Date;
+  readonly updatedAt: Date;
+  readonly finishedAt: Date | null;
+}
+
+export type ShardStatus = 'PENDING' | 'LEASED' | 'DONE' | 'CANCELLED';
+
+export interface ShardRecord {
+  readonly id: string;
+  readonly runId: string;
+  readonly round: number;
+  readonly index: number;
+  readonly fromStep: number;
+  readonly toStep: number;
+  readonly status: ShardStatus;
+  readonly workerId: string | null;
+  readonly leaseUntil: Date | null;
+  /** Leases granted so far; the current lease is attempt `attempts`. */
+  readonly attempts: number;
+  readonly stepsDone: number;
+  readonly result: BlobRef | null;
+  readonly loss: number | null;
+  readonly imagesPerSecond: number | null;
+  /** Why earlier attempts did not count. */
+  readonly rejections: readonly string[];
+  readonly createdAt: Date;
+  readonly completedAt: Date | null;
+}
+
+/** A shard to create: its place in the round and its step window. */
+export interface NewShard {
+  readonly index: number;
+  readonly fromStep: number;
+  readonly toStep: number;
+}
+
+export interface WorkerRecord {
+  readonly id: string;
+  readonly name: string;
+  readonly kind: 'node' | 'browser';
+  readonly backend: string;
+  readonly lastSeen: Date;
+  readonly shardsDone: number;
+  readonly samples: number;
+  readonly imagesPerSecond: number | null;
+  readonly currentShard: string | null;
+  readonly createdAt: Date;
+}
+
+export interface DeltaRecord {
+  readonly id: string;
+  readonly runId: string;
+  readonly blob: StoredBlob;
+  readonly tensors: number;
+  readonly tunedParams: number;
+  readonly dtype: 'F32' | 'F16';
+  readonly mergedModelId: string | null;
+  readonly createdAt: Date;
+}
+
+/** A strategy stored under a name (an angle probe's, or derived from its profile). */
+export interface StoredStrategy {
+  readonly name: string;
+  readonly strategy: Strategy;
+  readonly modelId: string | null;
+  readonly source: string;
+  readonly createdAt: Date;
+}
+
+export interface AngleProfileRecord {
+  readonly id: string;
+  readonly runId: string;
+  readonly modelId: string;
+  readonly datasetId: string;
+  /** The probe's budget: steps, epochs, batch size, lr, training images. */
+  readonly probe: Readonly<Record<string, number | undefined>>;
+  readonly angles: readonly LayerAngle[];
+  /** Per-tensor angles in degrees; null where a zero tensor has no direction. */
+  readonly tensorAngles: Readonly<Record<string, number | null>>;
+  readonly direction: 'largest' | 'smallest';
+  readonly topK: number;
+  readonly strategyName: string;
+  readonly createdAt: Date;
+}

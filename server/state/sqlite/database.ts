@@ -1,0 +1,95 @@
+// The SQLite database under the data directory, its schema as numbered migrations (the version
+// is SQLite's user_version): a database of any earlier version is brought up to date at start.
+import Database from 'better-sqlite3';
+import { join } from 'node:path';
+
+export type Db = Database.Database;
+
+const TABLES = `
+CREATE TABLE IF NOT EXISTS models (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, config TEXT NOT NULL, params INTEGER NOT NULL,
+  weights_sha256 TEXT NOT NULL, blob_key TEXT NOT NULL, blob_sha256 TEXT NOT NULL, bytes INTEGER NOT NULL,
+  source TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS datasets (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, classes INTEGER NOT NULL, height INTEGER NOT NULL, width INTEGER NOT NULL,
+  channels INTEGER NOT NULL, train_count INTEGER NOT NULL, test_count INTEGER NOT NULL, shards TEXT NOT NULL,
+  source TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+  id TEXT PRIMARY KEY, model_id TEXT NOT NULL, dataset_id TEXT NOT NULL, strategy TEXT NOT NULL, strategy_name TEXT NOT NULL,
+  hyper TEXT NOT NULL, plan TEXT, status TEXT NOT NULL, round INTEGER NOT NULL DEFAULT 0, step INTEGER NOT NULL DEFAULT 0,
+  state_key TEXT, state_sha256 TEXT, normalization TEXT, num_classes INTEGER, tuned_params INTEGER, total_params INTEGER,
+  metrics TEXT NOT NULL DEFAULT '[]', accuracy REAL, loss REAL, delta_id TEXT, error TEXT,
+  created_at TEXT NOT NULL, updated_at TEXT NOT NULL, finished_at TEXT);
+CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
+CREATE TABLE IF NOT EXISTS shards (
+  id TEXT PRIMARY KEY, run_id TEXT NOT NULL, round INTEGER NOT NULL, idx INTEGER NOT NULL,
+  from_step INTEGER NOT NULL, to_step INTEGER NOT NULL, status TEXT NOT NULL, worker_id TEXT, lease_until INTEGER,
+  attempts INTEGER NOT NULL DEFAULT 0, steps_done INTEGER NOT NULL DEFAULT 0, result_key TEXT, result_sha256 TEXT,
+  loss REAL, images_per_second REAL, rejections TEXT NOT NULL DEFAULT '[]', created_at TEXT NOT NULL, completed_at TEXT,
+  UNIQUE (run_id, round, idx));
+CREATE INDEX IF NOT EXISTS shards_status ON shards(status);
+CREATE TABLE IF NOT EXISTS workers (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL, backend TEXT NOT NULL, last_seen INTEGER NOT NULL,
+  shards_done INTEGER NOT NULL DEFAULT 0, samples INTEGER NOT NULL DEFAULT 0, images_per_second REAL,
+  current_shard TEXT, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS deltas (
+  id TEXT PRIMARY KEY, run_id TEXT NOT NULL UNIQUE, key TEXT NOT NULL, sha256 TEXT NOT NULL, bytes INTEGER NOT NULL,
+  tensors INTEGER NOT NULL, tuned_params INTEGER NOT NULL, dtype TEXT NOT NULL, merged_model_id TEXT, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS strategies (
+  name TEXT PRIMARY KEY, spec TEXT NOT NULL, model_id TEXT, source TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS angle_profiles (
+  id TEXT PRIMARY KEY, run_id TEXT NOT NULL UNIQUE, model_id TEXT NOT NULL, dataset_id TEXT NOT NULL, probe TEXT NOT NULL,
+  angles TEXT NOT NULL, tensor_angles TEXT NOT NULL, direction TEXT NOT NULL, top_k INTEGER NOT NULL, strategy_name TEXT NOT NULL,
+  created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS uploads (
+  id TEXT PRIMARY KEY, key TEXT NOT NULL, filename TEXT NOT NULL, declared_bytes INTEGER NOT NULL, created_at TEXT NOT NULL);
+`;
+
+const columns = (db: Db, table: string): Set<string> => new Set((db.prepare(`PRAGMA table_info(${table})`).all() as { name: string }[]).map((c) => c.name));
+
+/** Migration i brings a database from version i to i + 1. */
+const MIGRATIONS: ((db: Db) => void)[] = [
+  // 1: the tables, and the run columns added before versions were numbered.
+  (db) => {
+    db.exec(TABLES);
+    const have = columns(db, 'runs');
+    if (!have.has('kind')) db.exec("ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'FINETUNE'");
+    if (!have.has('spec')) db.exec('ALTER TABLE runs ADD COLUMN spec TEXT');
+    if (!have.has('report')) db.exec('ALTER TABLE runs ADD COLUMN report TEXT');
+  },
+  // 2: hyper-parameters under the engine's option names (evalLimit -> testLimit), none for soups;
+  // the memory a run's shard needs as a column, so a lease can filter on it in one statement.
+  (db) => {
+    db.exec(`UPDATE runs SET hyper = json_set(json_remove(hyper, '$.evalLimit'), '$.testLimit', json_extract(hyper, '$.evalLimit'))
+      WHERE json_extract(hyper, '$.evalLimit') IS NOT NULL`);
+    db.exec("UPDATE runs SET hyper = '{}' WHERE kind = 'SOUP'");
+    db.exec('ALTER TABLE runs ADD COLUMN memory_need INTEGER NOT NULL DEFAULT 0');
+    db.exec(`UPDATE runs SET memory_need = 4 * (SELECT bytes FROM models m WHERE m.id = runs.model_id)
+      + (SELECT COALESCE(SUM(json_extract(s.value, '$.bytes')), 0) FROM datasets d, json_each(d.shards) s
+         WHERE d.id = runs.dataset_id AND json_extract(s.value, '$.split') = 'train')`);
+    db.exec('CREATE INDEX IF NOT EXISTS shards_run ON shards(run_id, round)');
+  },
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+export function openDatabase(dataDir: string): Db {
+  const db = new Database(join(dataDir, 'partune.sqlite'));
+  db.pragma('journal_mode = WAL');
+  db.pragma('busy_timeout = 5000');
+  migrate(db);
+  return db;
+}
+
+export function migrate(db: Db): void {
+  const version = db.pragma('user_version', { simple: true }) as number;
+  if (version > SCHEMA_VERSION) throw new Error(`the database is at schema version ${version}, newer than this server's ${SCHEMA_VERSION}: upgrade partune`);
+  for (let v = version; v < SCHEMA_VERSION; v++) {
+    db.transaction(() => {
+      MIGRATIONS[v](db);
+      db.pragma(`user_version = ${v + 1}`);
+    })();
+  }
+}
+
+export const nowIso = (): string => new Date().toISOString();

@@ -1,0 +1,216 @@
+// SQLite rows <-> records. Every row is decoded here, once, JSON columns included: a row that does
+// not decode is an error naming its table, id and column, never an empty default.
+import { z } from 'zod';
+import { parseStrategy, parseVitConfig } from '../../../engine';
+import { decode, normalizationSchema, parsedBy } from '../../../protocol/decode';
+import { parseRunOptions } from '../../../protocol/run-options';
+import type {
+  AngleProfileRecord, DatasetRecord, DeltaRecord, ModelRecord, RunRecord, RunSpec, ShardRecord, StoredStrategy, UploadRecord, WorkerRecord,
+} from '../records';
+
+/** A JSON text column holding what `schema` accepts. */
+const json = <T>(schema: z.ZodType<T, unknown>) =>
+  z.string().transform((text, ctx): unknown => {
+    try {
+      return JSON.parse(text);
+    } catch {
+      ctx.addIssue({ code: 'custom', message: 'is not JSON' });
+      return z.NEVER;
+    }
+  }).pipe(schema);
+
+const int = z.number().int();
+const count = int.min(0);
+const date = z.string().transform((s, ctx) => {
+  const d = new Date(s);
+  if (Number.isNaN(d.getTime())) ctx.addIssue({ code: 'custom', message: `'${s}' is not a time` });
+  return d;
+});
+const millis = int.transform((ms) => new Date(ms));
+const strategy = parsedBy(parseStrategy);
+const tuple = z.tuple([count, count]);
+
+const planSchema = z.object({
+  trainImages: count, stepsPerEpoch: int.min(1), totalSteps: int.min(1), shardsPerRound: int.min(1), rounds: z.array(tuple).min(1),
+});
+const metricSchema = z.object({
+  step: count, epoch: z.number(), round: count, trainLoss: z.number().optional(), testAccuracy: z.number().optional(),
+  testLoss: z.number().optional(), at: z.string(),
+});
+const selectionSchema = z.object({
+  direction: z.enum(['largest', 'smallest']), topK: count.optional(), budget: count.optional(), name: z.string().optional(),
+});
+const soupSpecSchema = z.object({ method: z.enum(['uniform', 'greedy']), runs: z.array(z.string()).min(1), heldOut: int.min(1).optional() });
+const scores = z.object({ label: z.string(), heldOut: z.number(), test: z.number() });
+const soupReportSchema = z.object({
+  method: z.enum(['uniform', 'greedy']), heldOutImages: count, testImages: count, heldOut: z.number(), test: z.number(), ingredients: z.array(scores),
+  steps: z.array(z.object({ label: z.string(), score: z.number(), kept: z.boolean() })).optional(),
+});
+
+const runRow = z.object({
+  id: z.string(), kind: z.enum(['FINETUNE', 'ANGLE_PROBE', 'SOUP']), model_id: z.string(), dataset_id: z.string(),
+  strategy: json(strategy), strategy_name: z.string(), hyper: json(z.record(z.string(), z.unknown())), spec: z.string().nullable(),
+  report: z.string().nullable(), plan: json(planSchema).nullable(),
+  status: z.enum(['PREPARING', 'RUNNING', 'FINALIZING', 'SUCCEEDED', 'FAILED', 'CANCELLED']), round: count, step: count,
+  state_key: z.string().nullable(), state_sha256: z.string().nullable(), normalization: json(normalizationSchema).nullable(),
+  num_classes: int.min(1), tuned_params: count.nullable(), total_params: count.nullable(), memory_need: count,
+  metrics: json(z.array(metricSchema)), accuracy: z.number().nullable(), loss: z.number().nullable(), delta_id: z.string().nullable(),
+  error: z.string().nullable(), created_at: date, updated_at: date, finished_at: date.nullable(),
+});
+
+export function decodeRun(row: unknown): RunRecord {
+  const what = `runs row ${(row as { id?: string })?.id}`;
+  const r = decode(runRow, row, what);
+  const column = <T>(name: string, schema: z.ZodType<T, unknown>, text: string | null): T => decode(json(schema), text, `${what}: ${name}`);
+  const options = (): ReturnType<typeof parseRunOptions> => decode(parsedBy((raw) => parseRunOptions(raw)), r.hyper, `${what}: hyper`);
+  let spec: RunSpec;
+  if (r.kind === 'FINETUNE') spec = { kind: 'FINETUNE', options: options() };
+  else if (r.kind === 'ANGLE_PROBE') spec = { kind: 'ANGLE_PROBE', options: options(), selection: column('spec', selectionSchema, r.spec) };
+  else {
+    spec = { kind: 'SOUP', soup: column('spec', soupSpecSchema, r.spec), report: r.report === null ? undefined : column('report', soupReportSchema, r.report) };
+  }
+  return {
+    id: r.id, spec, modelId: r.model_id, datasetId: r.dataset_id, strategy: r.strategy, strategyName: r.strategy_name, status: r.status,
+    plan: r.plan, round: r.round, step: r.step, state: r.state_key && r.state_sha256 ? { key: r.state_key, sha256: r.state_sha256 } : null,
+    normalization: r.normalization, numClasses: r.num_classes, tunedParams: r.tuned_params, totalParams: r.total_params, memoryNeed: r.memory_need,
+    metrics: r.metrics, accuracy: r.accuracy, loss: r.loss, deltaId: r.delta_id, error: r.error, createdAt: r.created_at, updatedAt: r.updated_at,
+    finishedAt: r.finished_at,
+  };
+}
+
+export function encodeRun(run: RunRecord): Record<string, unknown> {
+  const { spec } = run;
+  return {
+    id: run.id, kind: spec.kind, model_id: run.modelId, dataset_id: run.datasetId, strategy: JSON.stringify(run.strategy), strategy_name: run.strategyName,
+    hyper: JSON.stringify(spec.kind === 'SOUP' ? {} : spec.options), spec: JSON.stringify(spec.kind === 'FINETUNE' ? null : spec.kind === 'SOUP' ? spec.soup : spec.selection),
+    report: spec.kind === 'SOUP' && spec.report ? JSON.stringify(spec.report) : null, plan: run.plan && JSON.stringify(run.plan), status: run.status,
+    round: run.round, step: run.step, state_key: run.state?.key ?? null, state_sha256: run.state?.sha256 ?? null,
+    normalization: run.normalization && JSON.stringify(run.normalization), num_classes: run.numClasses, tuned_params: run.tunedParams,
+    total_params: run.totalParams, memory_need: run.memoryNeed, metrics: JSON.stringify(run.metrics), accuracy: run.accuracy, loss: run.loss,
+    delta_id: run.deltaId, error: run.error, created_at: run.createdAt.toISOString(), updated_at: run.updatedAt.toISOString(),
+    finished_at: run.finishedAt?.toISOString() ?? null,
+  };
+}
+
+const shardRow = z.object({
+  id: z.string(), run_id: z.string(), round: count, idx: count, from_step: count, to_step: count,
+  status: z.enum(['PENDING', 'LEASED', 'DONE', 'CANCELLED']), worker_id: z.string().nullable(), lease_until: millis.nullable(), attempts: count,
+  steps_done: count, result_key: z.string().nullable(), result_sha256: z.string().nullable(), loss: z.number().nullable(),
+  images_per_second: z.number().nullable(), rejections: json(z.array(z.string())), created_at: date, completed_at: date.nullable(),
+});
+
+export function decodeShard(row: unknown): ShardRecord {
+  const r = decode(shardRow, row, `shards row ${(row as { id?: string })?.id}`);
+  return {
+    id: r.id, runId: r.run_id, round: r.round, index: r.idx, fromStep: r.from_step, toStep: r.to_step, status: r.status, workerId: r.worker_id,
+    leaseUntil: r.lease_until, attempts: r.attempts, stepsDone: r.steps_done,
+    result: r.result_key && r.result_sha256 ? { key: r.result_key, sha256: r.result_sha256 } : null, loss: r.loss, imagesPerSecond: r.images_per_second,
+    rejections: r.rejections, createdAt: r.created_at, completedAt: r.completed_at,
+  };
+}
+
+const modelRow = z.object({
+  id: z.string(), name: z.string(), config: json(parsedBy(parseVitConfig)), params: count, weights_sha256: z.string(), blob_key: z.string(),
+  blob_sha256: z.string(), bytes: count, source: z.string(), created_at: date,
+});
+
+export function decodeModel(row: unknown): ModelRecord {
+  const r = decode(modelRow, row, `models row ${(row as { id?: string })?.id}`);
+  return {
+    id: r.id, name: r.name, config: r.config, params: r.params, weightsSha256: r.weights_sha256,
+    blob: { key: r.blob_key, sha256: r.blob_sha256, bytes: r.bytes }, source: r.source, createdAt: r.created_at,
+  };
+}
+
+export const encodeModel = (m: ModelRecord): Record<string, unknown> => ({
+  id: m.id, name: m.name, config: JSON.stringify(m.config), params: m.params, weights_sha256: m.weightsSha256, blob_key: m.blob.key,
+  blob_sha256: m.blob.sha256, bytes: m.blob.bytes, source: m.source, created_at: m.createdAt.toISOString(),
+});
+
+const datasetShard = z.object({ split: z.enum(['train', 'test']), key: z.string(), sha256: z.string(), count: count, bytes: count });
+const datasetRow = z.object({
+  id: z.string(), name: z.string(), classes: int.min(1), height: int.min(1), width: int.min(1), channels: int.min(1), train_count: count,
+  test_count: count, shards: json(z.array(datasetShard)), source: z.string(), created_at: date,
+});
+
+export function decodeDataset(row: unknown): DatasetRecord {
+  const r = decode(datasetRow, row, `datasets row ${(row as { id?: string })?.id}`);
+  return {
+    id: r.id, name: r.name, classes: r.classes, height: r.height, width: r.width, channels: r.channels, trainCount: r.train_count,
+    testCount: r.test_count, shards: r.shards, source: r.source, createdAt: r.created_at,
+  };
+}
+
+export const encodeDataset = (d: DatasetRecord): Record<string, unknown> => ({
+  id: d.id, name: d.name, classes: d.classes, height: d.height, width: d.width, channels: d.channels, train_count: d.trainCount,
+  test_count: d.testCount, shards: JSON.stringify(d.shards), source: d.source, created_at: d.createdAt.toISOString(),
+});
+
+const uploadRow = z.object({ id: z.string(), key: z.string(), filename: z.string(), declared_bytes: count, created_at: date });
+
+export function decodeUpload(row: unknown): UploadRecord {
+  const r = decode(uploadRow, row, `uploads row ${(row as { id?: string })?.id}`);
+  return { id: r.id, key: r.key, filename: r.filename, declaredBytes: r.declared_bytes, createdAt: r.created_at };
+}
+
+const workerRow = z.object({
+  id: z.string(), name: z.string(), kind: z.enum(['node', 'browser']), backend: z.string(), last_seen: millis, shards_done: count, samples: count,
+  images_per_second: z.number().nullable(), current_shard: z.string().nullable(), created_at: date,
+});
+
+export function decodeWorker(row: unknown): WorkerRecord {
+  const r = decode(workerRow, row, `workers row ${(row as { id?: string })?.id}`);
+  return {
+    id: r.id, name: r.name, kind: r.kind, backend: r.backend, lastSeen: r.last_seen, shardsDone: r.shards_done, samples: r.samples,
+    imagesPerSecond: r.images_per_second, currentShard: r.current_shard, createdAt: r.created_at,
+  };
+}
+
+const deltaRow = z.object({
+  id: z.string(), run_id: z.string(), key: z.string(), sha256: z.string(), bytes: count, tensors: count, tuned_params: count,
+  dtype: z.enum(['F32', 'F16']), merged_model_id: z.string().nullable(), created_at: date,
+});
+
+export function decodeDelta(row: unknown): DeltaRecord {
+  const r = decode(deltaRow, row, `deltas row ${(row as { id?: string })?.id}`);
+  return {
+    id: r.id, runId: r.run_id, blob: { key: r.key, sha256: r.sha256, bytes: r.bytes }, tensors: r.tensors, tunedParams: r.tuned_params,
+    dtype: r.dtype, mergedModelId: r.merged_model_id, createdAt: r.created_at,
+  };
+}
+
+export const encodeDelta = (d: DeltaRecord): Record<string, unknown> => ({
+  id: d.id, run_id: d.runId, key: d.blob.key, sha256: d.blob.sha256, bytes: d.blob.bytes, tensors: d.tensors, tuned_params: d.tunedParams,
+  dtype: d.dtype, merged_model_id: d.mergedModelId, created_at: d.createdAt.toISOString(),
+});
+
+const strategyRow = z.object({ name: z.string(), spec: json(strategy), model_id: z.string().nullable(), source: z.string(), created_at: date });
+
+export function decodeStoredStrategy(row: unknown): StoredStrategy {
+  const r = decode(strategyRow, row, `strategies row ${(row as { name?: string })?.name}`);
+  return { name: r.name, strategy: r.spec, modelId: r.model_id, source: r.source, createdAt: r.created_at };
+}
+
+export const encodeStoredStrategy = (s: StoredStrategy): Record<string, unknown> => ({
+  name: s.name, spec: JSON.stringify(s.strategy), model_id: s.modelId, source: s.source, created_at: s.createdAt.toISOString(),
+});
+
+const layerAngle = z.object({ kind: z.enum(['attn', 'ffn']), block: count, degrees: z.number(), params: count });
+const profileRow = z.object({
+  id: z.string(), run_id: z.string(), model_id: z.string(), dataset_id: z.string(), probe: json(z.record(z.string(), z.number().optional())),
+  angles: json(z.array(layerAngle)), tensor_angles: json(z.record(z.string(), z.number().nullable())), direction: z.enum(['largest', 'smallest']),
+  top_k: count, strategy_name: z.string(), created_at: date,
+});
+
+export function decodeProfile(row: unknown): AngleProfileRecord {
+  const r = decode(profileRow, row, `angle_profiles row ${(row as { id?: string })?.id}`);
+  return {
+    id: r.id, runId: r.run_id, modelId: r.model_id, datasetId: r.dataset_id, probe: r.probe, angles: r.angles, tensorAngles: r.tensor_angles,
+    direction: r.direction, topK: r.top_k, strategyName: r.strategy_name, createdAt: r.created_at,
+  };
+}
+
+export const encodeProfile = (p: AngleProfileRecord): Record<string, unknown> => ({
+  id: p.id, run_id: p.runId, model_id: p.modelId, dataset_id: p.datasetId, probe: JSON.stringify(p.probe), angles: JSON.stringify(p.angles),
+  tensor_angles: JSON.stringify(p.tensorAngles), direction: p.direction, top_k: p.topK, strategy_name: p.strategyName, created_at: p.createdAt.toISOString(),
+});

@@ -1,0 +1,141 @@
+// The state store: one repository per aggregate, typed records in and out, every conditional
+// transition one operation (atomic in the implementation: a transaction or a guarded UPDATE).
+// Services never see SQL; the SQLite store (sqlite/) is one implementation, and another (say
+// PostgreSQL, with SELECT ... FOR UPDATE SKIP LOCKED for leases) implements the same interfaces.
+import type { Normalization } from '../../engine';
+import type {
+  AngleProfileRecord, BlobRef, DatasetRecord, DeltaRecord, MetricPoint, ModelRecord, NewShard, Page, Plan, RunKind, RunRecord, RunStatus,
+  ShardRecord, SoupReport, StoredStrategy, UploadRecord, WorkerRecord,
+} from './records';
+
+export interface StateStore {
+  readonly models: ModelRepository;
+  readonly datasets: DatasetRepository;
+  readonly uploads: UploadRepository;
+  readonly runs: RunRepository;
+  readonly shards: ShardRepository;
+  readonly workers: WorkerRepository;
+  readonly results: ResultRepository;
+  close(): Promise<void>;
+}
+
+export interface ModelRepository {
+  /** False when the name is taken. */
+  insert(model: ModelRecord): Promise<boolean>;
+  byIdOrName(idOrName: string): Promise<ModelRecord | undefined>;
+  list(search: string | undefined, first: number, offset: number): Promise<Page<ModelRecord>>;
+}
+
+export interface DatasetRepository {
+  /** False when the name is taken. */
+  insert(dataset: DatasetRecord): Promise<boolean>;
+  byIdOrName(idOrName: string): Promise<DatasetRecord | undefined>;
+  list(search: string | undefined, first: number, offset: number): Promise<Page<DatasetRecord>>;
+}
+
+export interface UploadRepository {
+  insert(upload: UploadRecord): Promise<void>;
+  get(id: string): Promise<UploadRecord | undefined>;
+}
+
+export interface RunFilter {
+  readonly status?: RunStatus;
+  readonly kind?: RunKind;
+  readonly modelId?: string;
+  readonly datasetId?: string;
+}
+
+/** What a run records when its first round is configured. */
+export interface RunStart {
+  readonly plan: Plan;
+  readonly state: BlobRef;
+  readonly normalization: Normalization;
+}
+
+/** A round's outcome: the next state, the step reached, its metric point; `finishing` after the last. */
+export interface RoundOutcome {
+  readonly state: BlobRef;
+  readonly step: number;
+  readonly metric: MetricPoint;
+  readonly finishing: boolean;
+}
+
+/** What a run records when it succeeds, with its delta and, for a probe, its profile and strategy. */
+export interface RunSuccess {
+  readonly accuracy: number;
+  readonly loss: number | null;
+  readonly tunedParams: number;
+  readonly report?: SoupReport;
+  readonly delta: DeltaRecord;
+  readonly profile?: { readonly record: AngleProfileRecord; readonly strategy: StoredStrategy };
+}
+
+export interface RunRepository {
+  insert(run: RunRecord): Promise<void>;
+  get(id: string): Promise<RunRecord | undefined>;
+  /** Newest first. */
+  list(filter: RunFilter, first: number, offset: number): Promise<Page<RunRecord>>;
+  /** Ids of runs that are PREPARING, RUNNING or FINALIZING. */
+  unfinished(): Promise<string[]>;
+  /** PREPARING -> RUNNING at round 0 with its shards; false when the run is no longer PREPARING (cancelled). */
+  start(id: string, start: RunStart, shards: readonly NewShard[]): Promise<boolean>;
+  /** PREPARING -> FINALIZING for kinds without rounds; false when no longer PREPARING. */
+  skipRounds(id: string): Promise<boolean>;
+  /** RUNNING at `round` -> the next round (its shards created) or FINALIZING; false when the run moved on or stopped. */
+  completeRound(id: string, round: number, outcome: RoundOutcome, nextShards: readonly NewShard[]): Promise<boolean>;
+  /** FINALIZING -> SUCCEEDED with everything it records; false when no longer FINALIZING (cancelled). */
+  succeed(id: string, success: RunSuccess): Promise<boolean>;
+  /** An active run -> CANCELLED or FAILED, its pending and leased shards cancelled; false when it had already ended. */
+  stop(id: string, status: 'CANCELLED' | 'FAILED', error?: string): Promise<boolean>;
+}
+
+/** How a shard went back to the queue (or not). */
+export type Release = 'requeued' | 'exhausted' | 'lost';
+
+export interface ShardRepository {
+  get(id: string): Promise<ShardRecord | undefined>;
+  ofRun(runId: string, round?: number): Promise<ShardRecord[]>;
+  /** Steps the round's shards have done (finished shards count whole). */
+  stepsDone(runId: string, round: number): Promise<number>;
+  /**
+   * Leases the oldest pending shard of a running run's current round whose run fits `memoryBudget`
+   * (bytes; undefined: any) to the worker, as one more attempt.
+   */
+  leaseOldest(workerId: string, memoryBudget: number | undefined, leaseUntil: Date): Promise<ShardRecord | undefined>;
+  /** Extends a lease still held by `workerId` at `attempt`; false when it is not. */
+  renew(id: string, workerId: string, attempt: number, stepsDone: number, leaseUntil: Date): Promise<boolean>;
+  /** LEASED by `workerId` at `attempt` -> DONE with its result, the worker credited; false when the lease is gone. */
+  complete(id: string, workerId: string, attempt: number, result: { readonly update: BlobRef; readonly loss: number; readonly imagesPerSecond: number; readonly samples: number }): Promise<boolean>;
+  /**
+   * A lease held by `workerId` at `attempt` ends without a result (rejected, given back): the shard
+   * is pending again, or cancelled once `maxAttempts` leases have failed.
+   */
+  release(id: string, workerId: string, attempt: number, reason: string, maxAttempts: number): Promise<Release>;
+  /** Leases past their time end the same way; returns the shards released and how. */
+  expire(now: Date, maxAttempts: number): Promise<{ readonly shard: ShardRecord; readonly release: Exclude<Release, 'lost'> }[]>;
+}
+
+export interface WorkerRepository {
+  insert(worker: WorkerRecord): Promise<void>;
+  /** The worker, marked seen now. */
+  touch(id: string, now: Date): Promise<WorkerRecord | undefined>;
+  /** Newest first, seen after `since` (undefined: all). */
+  list(since: Date | undefined, first: number, offset: number): Promise<Page<WorkerRecord>>;
+  countSeenSince(since: Date): Promise<number>;
+}
+
+/** What finished runs leave: deltas, stored strategies, angle profiles. */
+export interface ResultRepository {
+  deltaOfRun(runId: string): Promise<DeltaRecord | undefined>;
+  /** By delta id or run id. */
+  delta(id: string): Promise<DeltaRecord | undefined>;
+  setMergedModel(deltaId: string, modelId: string): Promise<void>;
+  strategy(name: string): Promise<StoredStrategy | undefined>;
+  /** Newest first; of one model when given. */
+  strategies(modelId?: string): Promise<StoredStrategy[]>;
+  /** False when the name is taken. */
+  insertStrategy(strategy: StoredStrategy): Promise<boolean>;
+  profiles(filter: { readonly modelId?: string; readonly datasetId?: string }): Promise<AngleProfileRecord[]>;
+  /** By profile id or probe run id. */
+  profile(id: string): Promise<AngleProfileRecord | undefined>;
+}
