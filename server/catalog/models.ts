@@ -4,10 +4,11 @@ import { existsSync, readFileSync } from 'node:fs';
 import { VitConfig, parseVitConfig } from '../../engine';
 import { keys } from '../../storage';
 import { ComputeError } from '../compute';
-import { badInput, conflict, notFound } from '../errors';
+import { badInput } from '../errors';
 import type { Platform } from '../platform';
-import { ModelRecord, Page, StoredBlob } from '../state/records';
-import { Uploads, checkName } from './uploads';
+import { ModelRecord, StoredBlob } from '../state/records';
+import { NamedCatalog } from './named';
+import { Uploads } from './uploads';
 
 /** The model's architecture with the run's head. */
 export const modelConfig = (model: ModelRecord, numClasses: number): VitConfig => parseVitConfig({ ...model.config, numClasses });
@@ -19,23 +20,9 @@ export interface CanonicalModel {
   readonly canonical: Uint8Array;
 }
 
-export class Models {
-  constructor(private readonly p: Platform, private readonly uploads: Uploads) {}
-
-  async get(idOrName: string): Promise<ModelRecord> {
-    const model = await this.p.state.models.byIdOrName(idOrName);
-    if (!model) throw notFound(`model '${idOrName}' not found`);
-    return model;
-  }
-
-  list(search: string | undefined, first: number, offset: number): Promise<Page<ModelRecord>> {
-    return this.p.state.models.list(search, first, offset);
-  }
-
-  /** A name a new model may take: well formed and free. */
-  async checkNewName(name: string): Promise<void> {
-    checkName(name);
-    if (await this.p.state.models.byIdOrName(name)) throw conflict(`a model named '${name}' exists`);
+export class Models extends NamedCatalog<ModelRecord> {
+  constructor(private readonly p: Platform, private readonly uploads: Uploads) {
+    super(p.state.models, 'model');
   }
 
   async register(input: { name: string; uploadId?: string | null; path?: string | null; config?: unknown }): Promise<ModelRecord> {
@@ -60,7 +47,7 @@ export class Models {
     const model: ModelRecord = {
       id: randomUUID(), name, config: parseVitConfig(m.config), params: m.params, weightsSha256: m.weightsSha256, blob, source, createdAt: new Date(),
     };
-    if (!(await this.p.state.models.insert(model))) throw conflict(`a model named '${name}' exists`);
+    await this.insert(model);
     this.p.log(`model '${name}' registered: ${m.params.toLocaleString('en-US')} parameters, weights ${m.weightsSha256.slice(0, 12)}`);
     return model;
   }

@@ -31,6 +31,11 @@ export class Compute {
     this.start();
   }
 
+  /** Jobs sent to the running thread and not answered yet. */
+  get jobsInFlight(): number {
+    return this.pending.size;
+  }
+
   /** The running thread (a health check may watch it; a test may kill it). */
   get thread(): Worker {
     return this.worker;

@@ -19,19 +19,17 @@ export interface StateStore {
   close(): Promise<void>;
 }
 
-export interface ModelRepository {
+/** Things with unique names (models, datasets). */
+export interface NamedRepository<T> {
   /** False when the name is taken. */
-  insert(model: ModelRecord): Promise<boolean>;
-  byIdOrName(idOrName: string): Promise<ModelRecord | undefined>;
-  list(search: string | undefined, first: number, offset: number): Promise<Page<ModelRecord>>;
+  insert(record: T): Promise<boolean>;
+  byIdOrName(idOrName: string): Promise<T | undefined>;
+  /** Newest first, optionally those whose name contains `search`. */
+  list(search: string | undefined, first: number, offset: number): Promise<Page<T>>;
 }
 
-export interface DatasetRepository {
-  /** False when the name is taken. */
-  insert(dataset: DatasetRecord): Promise<boolean>;
-  byIdOrName(idOrName: string): Promise<DatasetRecord | undefined>;
-  list(search: string | undefined, first: number, offset: number): Promise<Page<DatasetRecord>>;
-}
+export type ModelRepository = NamedRepository<ModelRecord>;
+export type DatasetRepository = NamedRepository<DatasetRecord>;
 
 export interface UploadRepository {
   insert(upload: UploadRecord): Promise<void>;

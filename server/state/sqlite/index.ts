@@ -1,7 +1,7 @@
 // The SQLite state store: the embedded default, one file under the data directory.
 import type { StateStore } from '../store';
 import { openDatabase } from './database';
-import { SqliteDatasets, SqliteModels, SqliteUploads } from './catalog';
+import { SqliteUploads, sqliteDatasets, sqliteModels } from './catalog';
 import { SqliteRuns } from './runs';
 import { SqliteShards } from './shards';
 import { SqliteWorkers } from './workers';
@@ -10,7 +10,7 @@ import { SqliteResults } from './results';
 export function openSqliteState(dataDir: string): StateStore {
   const db = openDatabase(dataDir);
   return {
-    models: new SqliteModels(db), datasets: new SqliteDatasets(db), uploads: new SqliteUploads(db), runs: new SqliteRuns(db),
+    models: sqliteModels(db), datasets: sqliteDatasets(db), uploads: new SqliteUploads(db), runs: new SqliteRuns(db),
     shards: new SqliteShards(db), workers: new SqliteWorkers(db), results: new SqliteResults(db),
     async close() {
       db.close();

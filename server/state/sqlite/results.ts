@@ -2,7 +2,7 @@
 import type { ResultRepository } from '../store';
 import { AngleProfileRecord, DeltaRecord, StoredStrategy } from '../records';
 import { Db } from './database';
-import { decodeDelta, decodeProfile, decodeStoredStrategy, encodeStoredStrategy } from './rows';
+import { decodeDelta, decodeStoredStrategy, encodeStoredStrategy, profileRows } from './rows';
 
 export class SqliteResults implements ResultRepository {
   constructor(private readonly db: Db) {}
@@ -44,11 +44,11 @@ export class SqliteResults implements ResultRepository {
     if (filter.modelId) (where.push('model_id = ?'), args.push(filter.modelId));
     if (filter.datasetId) (where.push('dataset_id = ?'), args.push(filter.datasetId));
     const rows = this.db.prepare(`SELECT * FROM angle_profiles ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at DESC`).all(...args);
-    return rows.map(decodeProfile);
+    return rows.map(profileRows.decode);
   }
 
   async profile(id: string): Promise<AngleProfileRecord | undefined> {
     const row = this.db.prepare('SELECT * FROM angle_profiles WHERE id = ? OR run_id = ?').get(id, id);
-    return row === undefined ? undefined : decodeProfile(row);
+    return row === undefined ? undefined : profileRows.decode(row);
   }
 }

@@ -19,6 +19,20 @@ const json = <T>(schema: z.ZodType<T, unknown>) =>
     }
   }).pipe(schema);
 
+/**
+ * A table whose columns are its record's fields in snake case, objects as JSON and times as ISO
+ * text: decoded and encoded field by field.
+ */
+function flatTable<T>(table: string, schema: z.ZodType<T, unknown>): { decode: (row: unknown) => T; encode: (record: T) => Record<string, unknown> } {
+  const camel = (k: string): string => k.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+  const snake = (k: string): string => k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+  const column = (v: unknown): unknown => (v instanceof Date ? v.toISOString() : v !== null && typeof v === 'object' ? JSON.stringify(v) : v);
+  return {
+    decode: (row) => decode(schema, Object.fromEntries(Object.entries(row as object).map(([k, v]) => [camel(k), v])), `${table} row ${(row as { id?: string }).id}`),
+    encode: (record) => Object.fromEntries(Object.entries(record as object).map(([k, v]) => [snake(k), column(v)])),
+  };
+}
+
 const int = z.number().int();
 const count = int.min(0);
 const date = z.string().transform((s, ctx) => {
@@ -128,30 +142,13 @@ export const encodeModel = (m: ModelRecord): Record<string, unknown> => ({
 });
 
 const datasetShard = z.object({ split: z.enum(['train', 'test']), key: z.string(), sha256: z.string(), count: count, bytes: count });
-const datasetRow = z.object({
-  id: z.string(), name: z.string(), classes: int.min(1), height: int.min(1), width: int.min(1), channels: int.min(1), train_count: count,
-  test_count: count, shards: json(z.array(datasetShard)), source: z.string(), created_at: date,
-});
 
-export function decodeDataset(row: unknown): DatasetRecord {
-  const r = decode(datasetRow, row, `datasets row ${(row as { id?: string })?.id}`);
-  return {
-    id: r.id, name: r.name, classes: r.classes, height: r.height, width: r.width, channels: r.channels, trainCount: r.train_count,
-    testCount: r.test_count, shards: r.shards, source: r.source, createdAt: r.created_at,
-  };
-}
+export const datasetRows = flatTable<DatasetRecord>('datasets', z.object({
+  id: z.string(), name: z.string(), classes: int.min(1), height: int.min(1), width: int.min(1), channels: int.min(1), trainCount: count,
+  testCount: count, shards: json(z.array(datasetShard)), source: z.string(), createdAt: date,
+}));
 
-export const encodeDataset = (d: DatasetRecord): Record<string, unknown> => ({
-  id: d.id, name: d.name, classes: d.classes, height: d.height, width: d.width, channels: d.channels, train_count: d.trainCount,
-  test_count: d.testCount, shards: JSON.stringify(d.shards), source: d.source, created_at: d.createdAt.toISOString(),
-});
-
-const uploadRow = z.object({ id: z.string(), key: z.string(), filename: z.string(), declared_bytes: count, created_at: date });
-
-export function decodeUpload(row: unknown): UploadRecord {
-  const r = decode(uploadRow, row, `uploads row ${(row as { id?: string })?.id}`);
-  return { id: r.id, key: r.key, filename: r.filename, declaredBytes: r.declared_bytes, createdAt: r.created_at };
-}
+export const uploadRows = flatTable<UploadRecord>('uploads', z.object({ id: z.string(), key: z.string(), filename: z.string(), declaredBytes: count, createdAt: date }));
 
 const workerRow = z.object({
   id: z.string(), name: z.string(), kind: z.enum(['node', 'browser']), backend: z.string(), last_seen: millis, shards_done: count, samples: count,
@@ -196,21 +193,9 @@ export const encodeStoredStrategy = (s: StoredStrategy): Record<string, unknown>
 });
 
 const layerAngle = z.object({ kind: z.enum(['attn', 'ffn']), block: count, degrees: z.number(), params: count });
-const profileRow = z.object({
-  id: z.string(), run_id: z.string(), model_id: z.string(), dataset_id: z.string(), probe: json(z.record(z.string(), z.number().optional())),
-  angles: json(z.array(layerAngle)), tensor_angles: json(z.record(z.string(), z.number().nullable())), direction: z.enum(['largest', 'smallest']),
-  top_k: count, strategy_name: z.string(), created_at: date,
-});
 
-export function decodeProfile(row: unknown): AngleProfileRecord {
-  const r = decode(profileRow, row, `angle_profiles row ${(row as { id?: string })?.id}`);
-  return {
-    id: r.id, runId: r.run_id, modelId: r.model_id, datasetId: r.dataset_id, probe: r.probe, angles: r.angles, tensorAngles: r.tensor_angles,
-    direction: r.direction, topK: r.top_k, strategyName: r.strategy_name, createdAt: r.created_at,
-  };
-}
-
-export const encodeProfile = (p: AngleProfileRecord): Record<string, unknown> => ({
-  id: p.id, run_id: p.runId, model_id: p.modelId, dataset_id: p.datasetId, probe: JSON.stringify(p.probe), angles: JSON.stringify(p.angles),
-  tensor_angles: JSON.stringify(p.tensorAngles), direction: p.direction, top_k: p.topK, strategy_name: p.strategyName, created_at: p.createdAt.toISOString(),
-});
+export const profileRows = flatTable<AngleProfileRecord>('angle_profiles', z.object({
+  id: z.string(), runId: z.string(), modelId: z.string(), datasetId: z.string(), probe: json(z.record(z.string(), z.number().optional())),
+  angles: json(z.array(layerAngle)), tensorAngles: json(z.record(z.string(), z.number().nullable())), direction: z.enum(['largest', 'smallest']),
+  topK: count, strategyName: z.string(), createdAt: date,
+}));

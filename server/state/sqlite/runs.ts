@@ -4,7 +4,7 @@ import { randomUUID } from 'node:crypto';
 import type { RoundOutcome, RunFilter, RunRepository, RunStart, RunSuccess } from '../store';
 import { NewShard, Page, RunRecord, page } from '../records';
 import { Db, nowIso } from './database';
-import { decodeRun, encodeDelta, encodeProfile, encodeRun, encodeStoredStrategy } from './rows';
+import { decodeRun, encodeDelta, encodeRun, encodeStoredStrategy, profileRows } from './rows';
 
 const ACTIVE_SQL = "('PREPARING', 'RUNNING', 'FINALIZING')";
 
@@ -86,7 +86,7 @@ export class SqliteRuns implements RunRepository {
           .run(encodeStoredStrategy(s.profile.strategy));
         this.db.prepare(`INSERT OR REPLACE INTO angle_profiles (id, run_id, model_id, dataset_id, probe, angles, tensor_angles, direction, top_k, strategy_name,
           created_at) VALUES (@id, @run_id, @model_id, @dataset_id, @probe, @angles, @tensor_angles, @direction, @top_k, @strategy_name, @created_at)`)
-          .run(encodeProfile(s.profile.record));
+          .run(profileRows.encode(s.profile.record));
       }
       this.db.prepare(`INSERT OR REPLACE INTO deltas (id, run_id, key, sha256, bytes, tensors, tuned_params, dtype, merged_model_id, created_at)
         VALUES (@id, @run_id, @key, @sha256, @bytes, @tensors, @tuned_params, @dtype, @merged_model_id, @created_at)`).run(encodeDelta(s.delta));

@@ -1,0 +1,184 @@
+// The SQLite state store against a real database file: rows are decoded once and a bad one is an
+// error naming where it went wrong; every conditional transition refuses a stale caller; a
+// database from before the schema was versioned is migrated in place.
+import Database from 'better-sqlite3';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseVitConfig, preset } from '../engine';
+import { DecodeError } from '../protocol/decode';
+import { parseRunOptions } from '../protocol/run-options';
+import type { DatasetRecord, ModelRecord, RunRecord } from '../server/state/records';
+import { SCHEMA_VERSION } from '../server/state/sqlite/database';
+import { openSqliteState } from '../server/state/sqlite';
+import type { StateStore } from '../server/state/store';
+
+const MB = 2 ** 20;
+
+function model(id: string, bytes = 10 * MB): ModelRecord {
+  return {
+    id, name: `m-${id}`, config: preset('vit_micro_patch4_28'), params: 1, weightsSha256: 'w', blob: { key: `k-${id}`, sha256: 's', bytes },
+    source: 'test', createdAt: new Date(),
+  };
+}
+
+const dataset: DatasetRecord = {
+  id: 'd', name: 'digits', classes: 10, height: 28, width: 28, channels: 1, trainCount: 100, testCount: 10, source: 'test', createdAt: new Date(),
+  shards: [{ split: 'train', key: 'tr', sha256: 'a', count: 100, bytes: 5 * MB }, { split: 'test', key: 'te', sha256: 'b', count: 10, bytes: MB }],
+};
+
+function run(id: string, modelId: string, at: number, memoryNeed = 0): RunRecord {
+  return {
+    id, spec: { kind: 'FINETUNE', options: parseRunOptions({ epochs: 1, testLimit: 5 }) }, modelId, datasetId: 'd', strategy: { kind: 'preset', name: 'attn-only' },
+    strategyName: 'attn-only', status: 'PREPARING', plan: null, round: 0, step: 0, state: null, normalization: null, numClasses: 10, tunedParams: 5,
+    totalParams: 9, memoryNeed, metrics: [], accuracy: null, loss: null, deltaId: null, error: null, createdAt: new Date(at), updatedAt: new Date(at), finishedAt: null,
+  };
+}
+
+const plan = { trainImages: 100, stepsPerEpoch: 3, totalSteps: 3, shardsPerRound: 1, rounds: [[0, 3]] as [number, number][] };
+const start = { plan, state: { key: 'state-0', sha256: 'x' }, normalization: { mean: [0.5], std: [0.25] } };
+const oneShard = [{ index: 0, fromStep: 0, toStep: 3 }];
+
+describe('SQLite state store', () => {
+  let dir: string;
+  let state: StateStore;
+  const worker = { id: 'w1', name: 'w1', kind: 'node' as const, backend: 'wasm', lastSeen: new Date(), shardsDone: 0, samples: 0, imagesPerSecond: null, currentShard: null, createdAt: new Date() };
+
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'partune-state-'));
+    state = openSqliteState(dir);
+    await state.models.insert(model('m'));
+    await state.datasets.insert(dataset);
+    await state.workers.insert(worker);
+  });
+  afterEach(() => state.close());
+
+  it('round-trips records, JSON columns included', async () => {
+    const r = run('r1', 'm', 1);
+    await state.runs.insert(r);
+    expect(await state.runs.get('r1')).toEqual(r);
+    const stored = model('n');
+    await state.models.insert(stored);
+    expect(await state.models.byIdOrName('m-n')).toEqual(stored);
+    expect((await state.datasets.byIdOrName('digits'))!.shards).toEqual(dataset.shards);
+    expect(await state.models.insert({ ...model('other'), name: 'm-n' })).toBe(false); // the name is taken
+  });
+
+  it('a row that does not decode is an error naming its table, id and column', async () => {
+    await state.runs.insert(run('r1', 'm', 1));
+    const db = new Database(join(dir, 'partune.sqlite'));
+    db.prepare(`UPDATE runs SET hyper = '{"epochs": 0}' WHERE id = 'r1'`).run();
+    await expect(state.runs.get('r1')).rejects.toThrow(new DecodeError('runs row r1: hyper: the number of epochs must be an integer from 1 to 10000 (got 0)'));
+    db.prepare(`UPDATE runs SET hyper = '{}', metrics = 'not json' WHERE id = 'r1'`).run();
+    await expect(state.runs.get('r1')).rejects.toThrow('runs row r1: metrics: is not JSON');
+    db.prepare(`UPDATE runs SET metrics = '[]', status = 'LOST' WHERE id = 'r1'`).run();
+    await expect(state.runs.list({}, 10, 0)).rejects.toThrow(/runs row r1: status: /);
+    db.prepare(`UPDATE models SET config = '{}' WHERE id = 'm'`).run();
+    await expect(state.models.byIdOrName('m')).rejects.toThrow(/models row m: config: /);
+    db.close();
+  });
+
+  it('transitions refuse a run that moved on: a cancel wins over a late start, round or success', async () => {
+    await state.runs.insert(run('r1', 'm', 1));
+    expect(await state.runs.stop('r1', 'CANCELLED')).toBe(true);
+    expect(await state.runs.start('r1', start, oneShard)).toBe(false);
+    expect(await state.shards.ofRun('r1')).toEqual([]);
+    expect(await state.runs.stop('r1', 'FAILED', 'late')).toBe(false);
+
+    await state.runs.insert(run('r2', 'm', 2));
+    expect(await state.runs.start('r2', start, oneShard)).toBe(true);
+    const outcome = { state: { key: 'state-1', sha256: 'y' }, step: 3, metric: { step: 3, epoch: 1, round: 0, at: 'now' }, finishing: true };
+    expect(await state.runs.completeRound('r2', 1, outcome, [])).toBe(false); // not at round 1
+    expect(await state.runs.completeRound('r2', 0, outcome, [])).toBe(true);
+    expect(await state.runs.completeRound('r2', 0, outcome, [])).toBe(false); // applied once
+    const after = (await state.runs.get('r2'))!;
+    expect([after.status, after.round, after.metrics]).toEqual(['FINALIZING', 1, [outcome.metric]]);
+    expect(await state.runs.stop('r2', 'CANCELLED')).toBe(true);
+    const delta = { id: 'delta', runId: 'r2', blob: { key: 'k', sha256: 's', bytes: 1 }, tensors: 1, tunedParams: 1, dtype: 'F32' as const, mergedModelId: null, createdAt: new Date() };
+    expect(await state.runs.succeed('r2', { accuracy: 1, loss: 0, tunedParams: 1, delta })).toBe(false);
+    expect(await state.results.deltaOfRun('r2')).toBeUndefined();
+  });
+
+  it('leases the oldest pending shard that fits the memory budget, as one more attempt', async () => {
+    await state.models.insert(model('big', 100 * MB));
+    await state.runs.insert(run('big', 'big', 1, 405 * MB));
+    await state.runs.insert(run('small', 'm', 2, 45 * MB));
+    for (const id of ['big', 'small']) await state.runs.start(id, start, oneShard);
+    const until = new Date(Date.now() + 60_000);
+    expect((await state.shards.leaseOldest('w1', 100 * MB, until))!.runId).toBe('small');
+    expect(await state.shards.leaseOldest('w1', 100 * MB, until)).toBeUndefined();
+    const big = (await state.shards.leaseOldest('w1', undefined, until))!;
+    expect([big.runId, big.status, big.workerId, big.attempts]).toEqual(['big', 'LEASED', 'w1', 1]);
+  });
+
+  it('a lease ends once: completion by its holder only, twice counts once; failures and expiries count attempts', async () => {
+    await state.runs.insert(run('r1', 'm', 1));
+    await state.runs.start('r1', start, oneShard);
+    const until = new Date(Date.now() + 60_000);
+    const first = (await state.shards.leaseOldest('w1', undefined, until))!;
+    const result = { update: { key: 'u', sha256: 'h' }, loss: 1, imagesPerSecond: 2, samples: 96 };
+    expect(await state.shards.complete(first.id, 'w2', 1, result)).toBe(false); // not the holder
+    expect(await state.shards.complete(first.id, 'w1', 2, result)).toBe(false); // not this attempt
+    expect(await state.shards.release(first.id, 'w1', 1, 'attempt 1 failed', 3)).toBe('requeued');
+    expect(await state.shards.release(first.id, 'w1', 1, 'attempt 1 failed again', 3)).toBe('lost');
+    await state.shards.leaseOldest('w1', undefined, new Date(Date.now() - 1)); // attempt 2, already lapsed
+    expect((await state.shards.expire(new Date(), 3)).map((e) => e.release)).toEqual(['requeued']);
+    await state.shards.leaseOldest('w1', undefined, until); // attempt 3
+    expect(await state.shards.complete(first.id, 'w1', 3, result)).toBe(true);
+    expect(await state.shards.complete(first.id, 'w1', 3, result)).toBe(false);
+    const done = (await state.shards.get(first.id))!;
+    expect([done.status, done.attempts, done.rejections]).toEqual(['DONE', 3, ['attempt 1 failed', 'attempt 2: lease expired (worker w1 silent)']]);
+    const w = (await state.workers.touch('w1', new Date()))!;
+    expect([w.shardsDone, w.samples, w.currentShard]).toEqual([1, 96, null]);
+  });
+
+  it('a shard whose leases keep lapsing is cancelled at the last attempt, not re-issued forever', async () => {
+    await state.runs.insert(run('r1', 'm', 1));
+    await state.runs.start('r1', start, oneShard);
+    const releases = [];
+    for (let i = 0; i < 3; i++) {
+      await state.shards.leaseOldest('w1', undefined, new Date(Date.now() - 1));
+      releases.push(...(await state.shards.expire(new Date(), 3)).map((e) => e.release));
+    }
+    expect(releases).toEqual(['requeued', 'requeued', 'exhausted']);
+    expect((await state.shards.ofRun('r1'))[0].status).toBe('CANCELLED');
+    expect(await state.shards.leaseOldest('w1', undefined, new Date(Date.now() + 60_000))).toBeUndefined();
+  });
+});
+
+describe('SQLite migrations', () => {
+  it('bring a database from before versioned migrations up to date: option names, memory need', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'partune-legacy-'));
+    const db = new Database(join(dir, 'partune.sqlite'));
+    // The tables as the first releases made them (no kind, spec, report or memory_need column).
+    db.exec(`CREATE TABLE models (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, config TEXT NOT NULL, params INTEGER NOT NULL, weights_sha256 TEXT NOT NULL,
+        blob_key TEXT NOT NULL, blob_sha256 TEXT NOT NULL, bytes INTEGER NOT NULL, source TEXT NOT NULL, created_at TEXT NOT NULL);
+      CREATE TABLE datasets (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, classes INTEGER NOT NULL, height INTEGER NOT NULL, width INTEGER NOT NULL,
+        channels INTEGER NOT NULL, train_count INTEGER NOT NULL, test_count INTEGER NOT NULL, shards TEXT NOT NULL, source TEXT NOT NULL, created_at TEXT NOT NULL);
+      CREATE TABLE runs (id TEXT PRIMARY KEY, model_id TEXT NOT NULL, dataset_id TEXT NOT NULL, strategy TEXT NOT NULL, strategy_name TEXT NOT NULL,
+        hyper TEXT NOT NULL, plan TEXT, status TEXT NOT NULL, round INTEGER NOT NULL DEFAULT 0, step INTEGER NOT NULL DEFAULT 0, state_key TEXT, state_sha256 TEXT,
+        normalization TEXT, num_classes INTEGER, tuned_params INTEGER, total_params INTEGER, metrics TEXT NOT NULL DEFAULT '[]', accuracy REAL, loss REAL,
+        delta_id TEXT, error TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, finished_at TEXT);`);
+    const config = JSON.stringify(parseVitConfig(preset('vit_micro_patch4_28')));
+    db.prepare(`INSERT INTO models VALUES ('m', 'micro', ?, 1, 'w', 'k', 's', ${10 * MB}, 'test', '2026-01-01T00:00:00.000Z')`).run(config);
+    db.prepare(`INSERT INTO datasets VALUES ('d', 'digits', 10, 28, 28, 1, 100, 10, ?, 'test', '2026-01-01T00:00:00.000Z')`).run(JSON.stringify(dataset.shards));
+    db.prepare(`INSERT INTO runs (id, model_id, dataset_id, strategy, strategy_name, hyper, status, num_classes, created_at, updated_at)
+      VALUES ('r1', 'm', 'd', '{"kind":"preset","name":"attn-only"}', 'attn-only', ?, 'SUCCEEDED', 10, '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z')`)
+      .run(JSON.stringify({ epochs: 2, batchSize: 32, lr: 0.001, minLr: 1e-6, weightDecay: 0.05, labelSmoothing: 0.1, clipGrad: 1, seed: 0, cropPadding: 0,
+        flip: false, stepsPerRound: 8, shardsPerRound: 1, trainLimit: 64, evalLimit: 40, normalize: 'auto' }));
+    db.close();
+
+    const state = openSqliteState(dir);
+    const r = (await state.runs.get('r1'))!;
+    expect(r.spec.kind).toBe('FINETUNE');
+    expect(r.spec.kind === 'FINETUNE' && [r.spec.options.testLimit, r.spec.options.trainLimit, r.spec.options.epochs]).toEqual([40, 64, 2]);
+    expect(r.memoryNeed).toBe(4 * 10 * MB + 5 * MB);
+    await state.close();
+    const check = new Database(join(dir, 'partune.sqlite'));
+    expect(check.pragma('user_version', { simple: true })).toBe(SCHEMA_VERSION);
+    check.close();
+    const again = openSqliteState(dir); // an up-to-date database opens unchanged
+    expect((await again.runs.get('r1'))!.memoryNeed).toBe(r.memoryNeed);
+    await again.close();
+  });
+});
