@@ -4,6 +4,8 @@ import { parseArgs } from 'node:util';
 import { anglesCommand } from './angles';
 import { soupCommand } from './soup';
 import { datasetImportCommand, deltaDownloadCommand, deltaMergeCommand, modelRegisterCommand, runCommand, serveCommand, workerCommand } from './platform';
+import { TRAIN_OPTION_NAMES, TRAIN_OPTION_SPECS } from '../engine';
+import { flagOf } from './options';
 import { Options, convertCommand, deltaApplyCommand, deltaInfoCommand, evalCommand, finetuneCommand, strategiesCommand } from './commands';
 
 const USAGE = `usage:
@@ -44,15 +46,16 @@ const USAGE = `usage:
           --blas auto|off|PATH  --threads N   (wasm: matrix products on the machine's BLAS, e.g. OpenBLAS;
                                                N threads, default every core, split among serve's workers)`;
 
+// Every training option is a flag of its own name (engine/train/options.ts): --batch-size, --flip, ...
+const TRAIN_FLAGS = TRAIN_OPTION_NAMES.map((name) => [flagOf(name).slice(2), TRAIN_OPTION_SPECS[name].kind === 'bool'] as const);
 const VALUE_FLAGS = [
-  'checkpoint', 'config', 'arch', 'data', 'split', 'limit', 'strategy', 'out', 'epochs', 'lr', 'min-lr', 'batch-size',
-  'train-limit', 'test-limit', 'seed', 'head', 'crop-padding', 'weight-decay', 'label-smoothing', 'warmup-steps',
-  'clip-grad', 'delta-dtype', 'merged-out', 'normalize', 'delta', 'dtype', 'classes', 'backend', 'prefix-cache',
-  'prefix-cache-mib', 'max-steps', 'probe-epochs', 'probe-steps', 'top-k', 'budget', 'direction', 'method', 'deltas', 'val-limit',
+  ...TRAIN_FLAGS.filter(([, bool]) => !bool).map(([flag]) => flag),
+  'checkpoint', 'config', 'arch', 'data', 'split', 'limit', 'strategy', 'out', 'head', 'delta-dtype', 'merged-out', 'delta', 'dtype', 'classes',
+  'backend', 'prefix-cache', 'prefix-cache-mib', 'probe-epochs', 'probe-steps', 'top-k', 'budget', 'direction', 'method', 'deltas', 'val-limit',
   'compare-probe-epochs', 'port', 'data-dir', 'workers', 'server', 'token', 'name', 'max-shards', 'model', 'dataset', 'format', 'path',
   'steps-per-round', 'shards-per-round', 'run', 'memory-mib', 'blas', 'threads',
 ];
-const BOOL_FLAGS = ['json', 'quiet', 'adapt', 'flip', 'help', 'wait'];
+const BOOL_FLAGS = [...TRAIN_FLAGS.filter(([, bool]) => bool).map(([flag]) => flag), 'json', 'quiet', 'adapt', 'help', 'wait'];
 
 async function main(argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
