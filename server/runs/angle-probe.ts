@@ -1,9 +1,9 @@
 // ANGLE_PROBE's stages: a full fine-tuning run like any other, which finishes with its angle
 // profile (Ye et al. 2023's fine-tuned angles) and the strategy of the top-K layers per group.
 import { randomUUID } from 'node:crypto';
-import type { RunRecord } from '../state/records';
+import { RunRecord, need, trainingSpec } from '../state/records';
 import type { Finished } from './stages';
-import { TrainingStages, need, trainingSpec } from './training';
+import { TrainingStages } from './training';
 
 export const probeStrategyName = (run: { id: string }, direction: string, name?: string): string => name ?? `angle-${direction}-${run.id.slice(0, 8)}`;
 

@@ -6,12 +6,11 @@ import { randomUUID } from 'node:crypto';
 import { isTransient, keys } from '../../storage';
 import { conflict } from '../errors';
 import type { Platform } from '../platform';
-import { ACTIVE, MetricPoint, RunRecord, ShardRecord } from '../state/records';
+import { MetricPoint, RunRecord, ShardRecord, need } from '../state/records';
 import { RunEvents } from './events';
 import { evaluatesAfter, shardWindows } from './plan';
 import { RunQueries } from './queries';
 import type { StagesByKind } from './stages';
-import { need } from './training';
 
 export class Scheduler {
   private readonly chains = new Map<string, Promise<void>>();
@@ -50,8 +49,7 @@ export class Scheduler {
   }
 
   async cancel(id: string): Promise<RunRecord> {
-    const run = await this.runs.get(id);
-    if (!ACTIVE.includes(run.status) || !(await this.p.state.runs.stop(id, 'CANCELLED'))) {
+    if (!(await this.p.state.runs.stop(id, 'CANCELLED'))) {
       throw conflict(`run ${id} is ${(await this.runs.get(id)).status}; only a running run can be cancelled`);
     }
     await this.events.emit(id, 'STATUS', { message: 'cancelled' });

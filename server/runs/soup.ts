@@ -1,10 +1,9 @@
 // SOUP's stages: no rounds; the finish averages the ingredients' deltas (uniform, or greedy on a
 // held-out half of the test split) on the compute thread and scores the soup.
-import { BlobRef, RunRecord, ShardRecord, StoredBlob } from '../state/records';
+import { BlobRef, RunRecord, ShardRecord, StoredBlob, blobsOf, need } from '../state/records';
 import type { Platform } from '../platform';
 import type { Finished, RunStages } from './stages';
 import { RunEvents } from './events';
-import { blobsOf, need } from './training';
 
 export class SoupStages implements RunStages {
   constructor(private readonly p: Platform, private readonly events: RunEvents) {}

@@ -6,23 +6,10 @@ import { keys } from '../../storage';
 import { trainOptionsOf } from '../../protocol/run-options';
 import type { RunBasis } from '../compute/jobs';
 import type { Platform } from '../platform';
-import { BlobRef, DatasetRecord, RunRecord, ShardRecord, StoredBlob, TrainingSpec } from '../state/records';
+import { BlobRef, DatasetRecord, RunRecord, ShardRecord, StoredBlob, blobsOf, need, trainingSpec } from '../state/records';
 import { modelConfig } from '../catalog/models';
 import { makePlan } from './plan';
 import type { Configured, Finished, RunStages } from './stages';
-
-/** The training part of a run's spec; a soup has none. */
-export function trainingSpec(run: RunRecord): TrainingSpec {
-  if (run.spec.kind === 'SOUP') throw new Error(`run ${run.id} is a soup: it has no training`);
-  return run.spec;
-}
-
-export function need<T>(value: T | null, what: string, run: RunRecord): T {
-  if (value === null) throw new Error(`run ${run.id} (${run.status}) has no ${what}`);
-  return value;
-}
-
-export const blobsOf = (d: DatasetRecord, split: 'train' | 'test'): BlobRef[] => d.shards.filter((s) => s.split === split).map(({ key, sha256 }) => ({ key, sha256 }));
 
 export class TrainingStages implements RunStages {
   constructor(protected readonly p: Platform) {}

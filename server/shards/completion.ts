@@ -7,10 +7,9 @@ import { keys, sha256 } from '../../storage';
 import { modelConfig } from '../catalog/models';
 import { badInput, conflict } from '../errors';
 import type { Platform } from '../platform';
-import { RunRecord, ShardRecord } from '../state/records';
+import { RunRecord, ShardRecord, trainingSpec } from '../state/records';
 import { RunEvents } from '../runs/events';
 import { Scheduler } from '../runs/scheduler';
-import { trainingSpec } from '../runs/training';
 import { Leases } from './leases';
 import { Workers } from './workers';
 

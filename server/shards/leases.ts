@@ -7,11 +7,10 @@ import { trainOptionsOf } from '../../protocol/run-options';
 import { keys } from '../../storage';
 import { notFound } from '../errors';
 import type { Platform } from '../platform';
-import { RunRecord, ShardRecord } from '../state/records';
+import { RunRecord, ShardRecord, need, trainingSpec } from '../state/records';
 import { RunEvents } from '../runs/events';
 import { RunQueries } from '../runs/queries';
 import { Scheduler } from '../runs/scheduler';
-import { trainingSpec, need } from '../runs/training';
 import { Workers } from './workers';
 
 export const MAX_ATTEMPTS = 5;

@@ -51,6 +51,9 @@ export interface DatasetRecord {
   readonly createdAt: Date;
 }
 
+/** A dataset's shards of one split, as blobs to fetch. */
+export const blobsOf = (d: DatasetRecord, split: 'train' | 'test'): BlobRef[] => d.shards.filter((s) => s.split === split).map(({ key, sha256 }) => ({ key, sha256 }));
+
 export interface UploadRecord {
   readonly id: string;
   readonly key: string;
@@ -61,7 +64,6 @@ export interface UploadRecord {
 
 export type RunKind = 'FINETUNE' | 'ANGLE_PROBE' | 'SOUP';
 export type RunStatus = 'PREPARING' | 'RUNNING' | 'FINALIZING' | 'SUCCEEDED' | 'FAILED' | 'CANCELLED';
-export const ACTIVE: readonly RunStatus[] = ['PREPARING', 'RUNNING', 'FINALIZING'];
 
 /** A run's schedule: rounds never cross an epoch end, so each epoch ends with an evaluation. */
 export interface Plan {
@@ -113,6 +115,18 @@ export type RunSpec =
   | { readonly kind: 'SOUP'; readonly soup: SoupSpec; readonly report?: SoupReport };
 
 export type TrainingSpec = Extract<RunSpec, { options: RunOptions }>;
+
+/** The training part of a run's spec; a soup has none. */
+export function trainingSpec(run: RunRecord): TrainingSpec {
+  if (run.spec.kind === 'SOUP') throw new Error(`run ${run.id} is a soup: it has no training`);
+  return run.spec;
+}
+
+/** A field its status guarantees (a RUNNING run's plan, say); missing, the record is inconsistent. */
+export function need<T>(value: T | null, what: string, run: RunRecord): T {
+  if (value === null) throw new Error(`run ${run.id} (${run.status}) has no ${what}`);
+  return value;
+}
 
 export interface RunRecord {
   readonly id: string;
