@@ -1,7 +1,7 @@
 // Models, datasets and uploads in SQLite.
 import type { DatasetRepository, ModelRepository, UploadRepository } from '../store';
 import { DatasetRecord, ModelRecord, Page, UploadRecord, page } from '../records';
-import { Db } from './database';
+import { Db, prepared } from './database';
 import { datasetRows, decodeModel, encodeModel, uploadRows } from './rows';
 
 /** A table of named things (models, datasets): unique names, looked up by id or name, listed newest first. */
@@ -15,11 +15,11 @@ class SqliteNamed<T extends { id: string }> {
   async insert(record: T): Promise<boolean> {
     const row = this.encodeRow(record);
     const cols = Object.keys(row);
-    return this.db.prepare(`INSERT OR IGNORE INTO ${this.table} (${cols.join(', ')}) VALUES (${cols.map((c) => `@${c}`).join(', ')})`).run(row).changes > 0;
+    return prepared(this.db, `INSERT OR IGNORE INTO ${this.table} (${cols.join(', ')}) VALUES (${cols.map((c) => `@${c}`).join(', ')})`).run(row).changes > 0;
   }
 
   async byIdOrName(idOrName: string): Promise<T | undefined> {
-    const row = this.db.prepare(`SELECT * FROM ${this.table} WHERE id = ? OR name = ? ORDER BY id = ? DESC LIMIT 1`).get(idOrName, idOrName, idOrName);
+    const row = prepared(this.db, `SELECT * FROM ${this.table} WHERE id = ? OR name = ? ORDER BY id = ? DESC LIMIT 1`).get(idOrName, idOrName, idOrName);
     return row === undefined ? undefined : this.decodeRow(row);
   }
 
@@ -27,8 +27,8 @@ class SqliteNamed<T extends { id: string }> {
   async list(search: string | undefined, first: number, offset: number): Promise<Page<T>> {
     const where = search ? "WHERE name LIKE ? ESCAPE '\\'" : '';
     const args = search ? [`%${search.replace(/[\\%_]/g, (c) => `\\${c}`)}%`] : [];
-    const rows = this.db.prepare(`SELECT * FROM ${this.table} ${where} ORDER BY created_at DESC LIMIT ? OFFSET ?`).all(...args, first, offset);
-    const total = (this.db.prepare(`SELECT COUNT(*) AS n FROM ${this.table} ${where}`).get(...args) as { n: number }).n;
+    const rows = prepared(this.db, `SELECT * FROM ${this.table} ${where} ORDER BY created_at DESC LIMIT ? OFFSET ?`).all(...args, first, offset);
+    const total = (prepared(this.db, `SELECT COUNT(*) AS n FROM ${this.table} ${where}`).get(...args) as { n: number }).n;
     return page(rows.map(this.decodeRow), total, offset);
   }
 }
@@ -40,11 +40,11 @@ export class SqliteUploads implements UploadRepository {
   constructor(private readonly db: Db) {}
 
   async insert(u: UploadRecord): Promise<void> {
-    this.db.prepare('INSERT INTO uploads (id, key, filename, declared_bytes, created_at) VALUES (@id, @key, @filename, @declared_bytes, @created_at)').run(uploadRows.encode(u));
+    prepared(this.db, 'INSERT INTO uploads (id, key, filename, declared_bytes, created_at) VALUES (@id, @key, @filename, @declared_bytes, @created_at)').run(uploadRows.encode(u));
   }
 
   async get(id: string): Promise<UploadRecord | undefined> {
-    const row = this.db.prepare('SELECT * FROM uploads WHERE id = ?').get(id);
+    const row = prepared(this.db, 'SELECT * FROM uploads WHERE id = ?').get(id);
     return row === undefined ? undefined : uploadRows.decode(row);
   }
 }

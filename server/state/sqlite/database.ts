@@ -93,3 +93,14 @@ export function migrate(db: Db): void {
 }
 
 export const nowIso = (): string => new Date().toISOString();
+
+const statements = new WeakMap<Db, Map<string, Database.Statement>>();
+
+/** The statement for `sql`, compiled once per database (the repositories' SQL is a small fixed set). */
+export function prepared(db: Db, sql: string): Database.Statement {
+  let cache = statements.get(db);
+  if (!cache) statements.set(db, (cache = new Map()));
+  let statement = cache.get(sql);
+  if (!statement) cache.set(sql, (statement = db.prepare(sql)));
+  return statement;
+}

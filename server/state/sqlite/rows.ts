@@ -5,7 +5,7 @@ import { parseStrategy, parseVitConfig } from '../../../engine';
 import { decode, normalizationSchema, parsedBy } from '../../../protocol/decode';
 import { parseRunOptions } from '../../../protocol/run-options';
 import type {
-  AngleProfileRecord, DatasetRecord, DeltaRecord, ModelRecord, RunRecord, RunSpec, ShardRecord, StoredStrategy, UploadRecord, WorkerRecord,
+  AngleProfileRecord, DatasetRecord, DeltaRecord, MetricPoint, ModelRecord, RunRecord, RunSpec, ShardRecord, StoredStrategy, UploadRecord, WorkerRecord,
 } from '../records';
 
 /** A JSON text column holding what `schema` accepts. */
@@ -42,15 +42,21 @@ const date = z.string().transform((s, ctx) => {
 });
 const millis = int.transform((ms) => new Date(ms));
 const strategy = parsedBy(parseStrategy);
-const tuple = z.tuple([count, count]);
+/**
+ * A list that grows with a run (its rounds, its metric points), checked by a plain loop: rows are
+ * read on every request, and zod's per-element checks would cost a run of 1,000 rounds milliseconds.
+ */
+const listOf = <T>(ok: (v: Record<string, unknown> & unknown[]) => boolean, what: string) =>
+  z.custom<T[]>((v) => Array.isArray(v) && v.every((e) => typeof e === 'object' && e !== null && ok(e)), { message: `must be a list of ${what}` });
+const isCount = (v: unknown): boolean => Number.isInteger(v) && (v as number) >= 0;
+const isOptionalNumber = (v: unknown): boolean => v === undefined || typeof v === 'number';
 
 const planSchema = z.object({
-  trainImages: count, stepsPerEpoch: int.min(1), totalSteps: int.min(1), shardsPerRound: int.min(1), rounds: z.array(tuple).min(1),
+  trainImages: count, stepsPerEpoch: int.min(1), totalSteps: int.min(1), shardsPerRound: int.min(1),
+  rounds: listOf<[number, number]>((r) => r.length === 2 && isCount(r[0]) && isCount(r[1]) && (r[0] as number) < (r[1] as number), '[from, to) step windows'),
 });
-const metricSchema = z.object({
-  step: count, epoch: z.number(), round: count, trainLoss: z.number().optional(), testAccuracy: z.number().optional(),
-  testLoss: z.number().optional(), at: z.string(),
-});
+const metricsSchema = listOf<MetricPoint>((m) => isCount(m.step) && typeof m.epoch === 'number' && isCount(m.round) && typeof m.at === 'string'
+  && isOptionalNumber(m.trainLoss) && isOptionalNumber(m.testAccuracy) && isOptionalNumber(m.testLoss), 'metric points');
 const selectionSchema = z.object({
   direction: z.enum(['largest', 'smallest']), topK: count.optional(), budget: count.optional(), name: z.string().optional(),
 });
@@ -68,7 +74,7 @@ const runRow = z.object({
   status: z.enum(['PREPARING', 'RUNNING', 'FINALIZING', 'SUCCEEDED', 'FAILED', 'CANCELLED']), round: count, step: count,
   state_key: z.string().nullable(), state_sha256: z.string().nullable(), normalization: json(normalizationSchema).nullable(),
   num_classes: int.min(1), tuned_params: count.nullable(), total_params: count.nullable(), memory_need: count,
-  metrics: json(z.array(metricSchema)), accuracy: z.number().nullable(), loss: z.number().nullable(), delta_id: z.string().nullable(),
+  metrics: json(metricsSchema), accuracy: z.number().nullable(), loss: z.number().nullable(), delta_id: z.string().nullable(),
   error: z.string().nullable(), created_at: date, updated_at: date, finished_at: date.nullable(),
 });
 

@@ -3,7 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import type { RoundOutcome, RunFilter, RunRepository, RunStart, RunSuccess } from '../store';
 import { NewShard, Page, RunRecord, page } from '../records';
-import { Db, nowIso } from './database';
+import { Db, nowIso, prepared } from './database';
 import { decodeRun, encodeDelta, encodeRun, encodeStoredStrategy, profileRows } from './rows';
 
 const ACTIVE_SQL = "('PREPARING', 'RUNNING', 'FINALIZING')";
@@ -14,11 +14,11 @@ export class SqliteRuns implements RunRepository {
   async insert(run: RunRecord): Promise<void> {
     const row = encodeRun(run);
     const cols = Object.keys(row);
-    this.db.prepare(`INSERT INTO runs (${cols.join(', ')}) VALUES (${cols.map((c) => `@${c}`).join(', ')})`).run(row);
+    prepared(this.db, `INSERT INTO runs (${cols.join(', ')}) VALUES (${cols.map((c) => `@${c}`).join(', ')})`).run(row);
   }
 
   async get(id: string): Promise<RunRecord | undefined> {
-    const row = this.db.prepare('SELECT * FROM runs WHERE id = ?').get(id);
+    const row = prepared(this.db, 'SELECT * FROM runs WHERE id = ?').get(id);
     return row === undefined ? undefined : decodeRun(row);
   }
 
@@ -33,24 +33,24 @@ export class SqliteRuns implements RunRepository {
     by('model_id', filter.modelId);
     by('dataset_id', filter.datasetId);
     const w = where.length ? `WHERE ${where.join(' AND ')}` : '';
-    const rows = this.db.prepare(`SELECT * FROM runs ${w} ORDER BY created_at DESC LIMIT ? OFFSET ?`).all(...args, first, offset);
-    const total = (this.db.prepare(`SELECT COUNT(*) AS n FROM runs ${w}`).get(...args) as { n: number }).n;
+    const rows = prepared(this.db, `SELECT * FROM runs ${w} ORDER BY created_at DESC LIMIT ? OFFSET ?`).all(...args, first, offset);
+    const total = (prepared(this.db, `SELECT COUNT(*) AS n FROM runs ${w}`).get(...args) as { n: number }).n;
     return page(rows.map(decodeRun), total, offset);
   }
 
   async unfinished(): Promise<string[]> {
-    return (this.db.prepare(`SELECT id FROM runs WHERE status IN ${ACTIVE_SQL} ORDER BY created_at`).all() as { id: string }[]).map((r) => r.id);
+    return (prepared(this.db, `SELECT id FROM runs WHERE status IN ${ACTIVE_SQL} ORDER BY created_at`).all() as { id: string }[]).map((r) => r.id);
   }
 
   private insertShards(runId: string, round: number, shards: readonly NewShard[]): void {
-    const insert = this.db.prepare(`INSERT OR IGNORE INTO shards (id, run_id, round, idx, from_step, to_step, status, created_at)
+    const insert = prepared(this.db, `INSERT OR IGNORE INTO shards (id, run_id, round, idx, from_step, to_step, status, created_at)
       VALUES (?, ?, ?, ?, ?, ?, 'PENDING', ?)`);
     for (const s of shards) insert.run(randomUUID(), runId, round, s.index, s.fromStep, s.toStep, nowIso());
   }
 
   async start(id: string, start: RunStart, shards: readonly NewShard[]): Promise<boolean> {
     return this.db.transaction(() => {
-      const changed = this.db.prepare(`UPDATE runs SET status = 'RUNNING', plan = ?, state_key = ?, state_sha256 = ?, normalization = ?, round = 0, step = 0,
+      const changed = prepared(this.db, `UPDATE runs SET status = 'RUNNING', plan = ?, state_key = ?, state_sha256 = ?, normalization = ?, round = 0, step = 0,
         updated_at = ? WHERE id = ? AND status = 'PREPARING'`)
         .run(JSON.stringify(start.plan), start.state.key, start.state.sha256, JSON.stringify(start.normalization), nowIso(), id).changes > 0;
       if (changed) this.insertShards(id, 0, shards);
@@ -59,12 +59,12 @@ export class SqliteRuns implements RunRepository {
   }
 
   async skipRounds(id: string): Promise<boolean> {
-    return this.db.prepare("UPDATE runs SET status = 'FINALIZING', updated_at = ? WHERE id = ? AND status = 'PREPARING'").run(nowIso(), id).changes > 0;
+    return prepared(this.db, "UPDATE runs SET status = 'FINALIZING', updated_at = ? WHERE id = ? AND status = 'PREPARING'").run(nowIso(), id).changes > 0;
   }
 
   async completeRound(id: string, round: number, outcome: RoundOutcome, nextShards: readonly NewShard[]): Promise<boolean> {
     return this.db.transaction(() => {
-      const changed = this.db.prepare(`UPDATE runs SET round = ?, step = ?, state_key = ?, state_sha256 = ?, metrics = json_insert(metrics, '$[#]', json(?)),
+      const changed = prepared(this.db, `UPDATE runs SET round = ?, step = ?, state_key = ?, state_sha256 = ?, metrics = json_insert(metrics, '$[#]', json(?)),
         status = ?, updated_at = ? WHERE id = ? AND status = 'RUNNING' AND round = ?`)
         .run(round + 1, outcome.step, outcome.state.key, outcome.state.sha256, JSON.stringify(outcome.metric), outcome.finishing ? 'FINALIZING' : 'RUNNING',
           nowIso(), id, round).changes > 0;
@@ -76,19 +76,19 @@ export class SqliteRuns implements RunRepository {
   async succeed(id: string, s: RunSuccess): Promise<boolean> {
     return this.db.transaction(() => {
       const report = s.report ? JSON.stringify(s.report) : null;
-      const changed = this.db.prepare(`UPDATE runs SET status = 'SUCCEEDED', accuracy = ?, loss = ?, tuned_params = ?, report = COALESCE(?, report),
+      const changed = prepared(this.db, `UPDATE runs SET status = 'SUCCEEDED', accuracy = ?, loss = ?, tuned_params = ?, report = COALESCE(?, report),
         delta_id = ?, updated_at = ?, finished_at = ? WHERE id = ? AND status = 'FINALIZING'`)
         .run(s.accuracy, s.loss, s.tunedParams, report, s.delta.id, nowIso(), nowIso(), id).changes > 0;
       if (!changed) return false;
       if (s.profile) {
         // The probe's own strategy: a name reserved when it started, replaced if taken meanwhile.
-        this.db.prepare('INSERT OR REPLACE INTO strategies (name, spec, model_id, source, created_at) VALUES (@name, @spec, @model_id, @source, @created_at)')
+        prepared(this.db, 'INSERT OR REPLACE INTO strategies (name, spec, model_id, source, created_at) VALUES (@name, @spec, @model_id, @source, @created_at)')
           .run(encodeStoredStrategy(s.profile.strategy));
-        this.db.prepare(`INSERT OR REPLACE INTO angle_profiles (id, run_id, model_id, dataset_id, probe, angles, tensor_angles, direction, top_k, strategy_name,
+        prepared(this.db, `INSERT OR REPLACE INTO angle_profiles (id, run_id, model_id, dataset_id, probe, angles, tensor_angles, direction, top_k, strategy_name,
           created_at) VALUES (@id, @run_id, @model_id, @dataset_id, @probe, @angles, @tensor_angles, @direction, @top_k, @strategy_name, @created_at)`)
           .run(profileRows.encode(s.profile.record));
       }
-      this.db.prepare(`INSERT OR REPLACE INTO deltas (id, run_id, key, sha256, bytes, tensors, tuned_params, dtype, merged_model_id, created_at)
+      prepared(this.db, `INSERT OR REPLACE INTO deltas (id, run_id, key, sha256, bytes, tensors, tuned_params, dtype, merged_model_id, created_at)
         VALUES (@id, @run_id, @key, @sha256, @bytes, @tensors, @tuned_params, @dtype, @merged_model_id, @created_at)`).run(encodeDelta(s.delta));
       return true;
     })();
@@ -96,9 +96,9 @@ export class SqliteRuns implements RunRepository {
 
   async stop(id: string, status: 'CANCELLED' | 'FAILED', error?: string): Promise<boolean> {
     return this.db.transaction(() => {
-      const changed = this.db.prepare(`UPDATE runs SET status = ?, error = ?, updated_at = ?, finished_at = ? WHERE id = ? AND status IN ${ACTIVE_SQL}`)
+      const changed = prepared(this.db, `UPDATE runs SET status = ?, error = ?, updated_at = ?, finished_at = ? WHERE id = ? AND status IN ${ACTIVE_SQL}`)
         .run(status, error ?? null, nowIso(), nowIso(), id).changes > 0;
-      if (changed) this.db.prepare("UPDATE shards SET status = 'CANCELLED' WHERE run_id = ? AND status IN ('PENDING', 'LEASED')").run(id);
+      if (changed) prepared(this.db, "UPDATE shards SET status = 'CANCELLED' WHERE run_id = ? AND status IN ('PENDING', 'LEASED')").run(id);
       return changed;
     })();
   }

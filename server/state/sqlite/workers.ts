@@ -1,31 +1,31 @@
 // Workers in SQLite.
 import type { WorkerRepository } from '../store';
 import { Page, WorkerRecord, page } from '../records';
-import { Db } from './database';
+import { Db, prepared } from './database';
 import { decodeWorker } from './rows';
 
 export class SqliteWorkers implements WorkerRepository {
   constructor(private readonly db: Db) {}
 
   async insert(w: WorkerRecord): Promise<void> {
-    this.db.prepare(`INSERT INTO workers (id, name, kind, backend, last_seen, shards_done, samples, images_per_second, current_shard, created_at)
+    prepared(this.db, `INSERT INTO workers (id, name, kind, backend, last_seen, shards_done, samples, images_per_second, current_shard, created_at)
       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
       .run(w.id, w.name, w.kind, w.backend, w.lastSeen.getTime(), w.shardsDone, w.samples, w.imagesPerSecond, w.currentShard, w.createdAt.toISOString());
   }
 
   async touch(id: string, now: Date): Promise<WorkerRecord | undefined> {
-    this.db.prepare('UPDATE workers SET last_seen = ? WHERE id = ?').run(now.getTime(), id);
-    const row = this.db.prepare('SELECT * FROM workers WHERE id = ?').get(id);
+    prepared(this.db, 'UPDATE workers SET last_seen = ? WHERE id = ?').run(now.getTime(), id);
+    const row = prepared(this.db, 'SELECT * FROM workers WHERE id = ?').get(id);
     return row === undefined ? undefined : decodeWorker(row);
   }
 
   async list(since: Date | undefined, first: number, offset: number): Promise<Page<WorkerRecord>> {
     const after = since?.getTime() ?? 0;
-    const rows = this.db.prepare('SELECT * FROM workers WHERE last_seen > ? ORDER BY created_at DESC LIMIT ? OFFSET ?').all(after, first, offset);
+    const rows = prepared(this.db, 'SELECT * FROM workers WHERE last_seen > ? ORDER BY created_at DESC LIMIT ? OFFSET ?').all(after, first, offset);
     return page(rows.map(decodeWorker), await this.countSeenSince(new Date(after)), offset);
   }
 
   async countSeenSince(since: Date): Promise<number> {
-    return (this.db.prepare('SELECT COUNT(*) AS n FROM workers WHERE last_seen > ?').get(since.getTime()) as { n: number }).n;
+    return (prepared(this.db, 'SELECT COUNT(*) AS n FROM workers WHERE last_seen > ?').get(since.getTime()) as { n: number }).n;
   }
 }
