@@ -71,7 +71,9 @@ describe('SQLite state store', () => {
     await expect(state.runs.get('r1')).rejects.toThrow(new DecodeError('runs row r1: hyper: the number of epochs must be an integer from 1 to 10000 (got 0)'));
     db.prepare(`UPDATE runs SET hyper = '{}', metrics = 'not json' WHERE id = 'r1'`).run();
     await expect(state.runs.get('r1')).rejects.toThrow('runs row r1: metrics: is not JSON');
-    db.prepare(`UPDATE runs SET metrics = '[]', status = 'LOST' WHERE id = 'r1'`).run();
+    db.prepare(`UPDATE runs SET metrics = '[]', plan = '{"trainImages": 64, "stepsPerEpoch": 2, "totalSteps": 2, "shardsPerRound": 1, "rounds": [[2, 0]]}' WHERE id = 'r1'`).run();
+    await expect(state.runs.get('r1')).rejects.toThrow('runs row r1: plan.rounds: must be a list of [from, to) step windows');
+    db.prepare(`UPDATE runs SET plan = NULL, status = 'LOST' WHERE id = 'r1'`).run();
     await expect(state.runs.list({}, 10, 0)).rejects.toThrow(/runs row r1: status: /);
     db.prepare(`UPDATE models SET config = '{}' WHERE id = 'm'`).run();
     await expect(state.models.byIdOrName('m')).rejects.toThrow(/models row m: config: /);

@@ -1,6 +1,6 @@
 // Fetches blobs by presigned URL, checks their SHA-256, and keeps parsed results by hash so a
 // worker downloads a run's model and data once, not once per shard.
-export interface Download { readonly url: string; readonly sha256: string; readonly bytes: number }
+import type { Download } from '../protocol/shard-job';
 
 export async function sha256Hex(bytes: Uint8Array): Promise<string> {
   const digest = await crypto.subtle.digest('SHA-256', bytes as Uint8Array<ArrayBuffer>);
