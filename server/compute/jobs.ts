@@ -8,11 +8,11 @@ import {
   withNewHead, withTuned,
 } from '../../engine';
 import { BlobStore } from '../../storage';
+import type { BlobRef } from '../state/records';
 
 /** The job's input is at fault (not the server): the caller answers BAD_USER_INPUT. */
 export class InputError extends Error {}
 
-export interface BlobRef { readonly key: string; readonly sha256: string }
 
 /** What every job of a run starts from: the model with a fresh head for the run's classes. */
 export interface RunBasis {
