@@ -1,5 +1,3 @@
 // A GraphQL document as its text, carrying the types of its result and variables (generated into
 // operations.ts by schema/codegen.ts). Clients send the text; TypeScript checks what goes in and out.
 export type TypedDocument<Result, Variables> = string & { readonly __operation?: (variables: Variables) => Result };
-
-export type ResultOf<D> = D extends TypedDocument<infer R, unknown> ? R : never;

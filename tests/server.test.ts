@@ -8,12 +8,11 @@ import { join } from 'node:path';
 import { countParams, exportCheckpoint, initParams, preset, toHost } from '../engine';
 import { EmbeddedS3, startEmbeddedS3 } from '../storage';
 import type { RunningServer } from '../server/app';
+import { openSqliteState } from '../server/state/sqlite';
 import { GqlResult, gql } from '../node/local-platform';
 import { useBackend } from './helpers';
 
-// eslint-disable-next-line @typescript-eslint/no-require-imports
 const { startServer } = require('../dist/server/app') as typeof import('../server/app');
-// eslint-disable-next-line @typescript-eslint/no-require-imports
 const { loadConfig } = require('../dist/server/config') as typeof import('../server/config');
 
 jest.setTimeout(120_000);
@@ -81,5 +80,32 @@ describe('the server in-process', () => {
     expect(log.find((l) => l.startsWith(`internal error ${ref}`))).toMatch(/ECONNREFUSED/);
     const named = await register('bad name!', uploadId); // the user's error is still theirs
     expect(named.errors?.[0].extensions?.code).toBe('BAD_USER_INPUT');
+  });
+});
+
+describe('stopping the server', () => {
+  it('leaves a run whose step was cut short by the shutdown to resume at the next start, not failed', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'partune-stop-'));
+    const config = loadConfig({}, { dataDir: dir, port: 0 });
+    const server = await startServer(config, () => undefined);
+    await useBackend('wasm');
+    const c = preset('vit_micro_patch4_28');
+    const bytes = exportCheckpoint(await toHost(initParams(c, 0)), c);
+    const created = await gql(server.url, config.adminToken, 'mutation($b: Int!) { createUpload(filename: "m.safetensors", bytes: $b) { id url } }', { b: bytes.length });
+    await fetch(created.data!.createUpload.url, { method: 'PUT', body: bytes as Uint8Array<ArrayBuffer> });
+    const admin = (query: string, variables: Record<string, unknown>): Promise<GqlResult<Record<string, any>>> => gql(server.url, config.adminToken, query, variables);
+    await admin('mutation($i: RegisterModelInput!) { registerModel(input: $i) { id } }', { i: { name: 'micro', uploadId: created.data!.createUpload.id } });
+    await admin('mutation($i: ImportDatasetInput!) { importDataset(input: $i) { id } }', { i: { name: 'digits', format: 'MNIST_PACKAGE', trainLimit: 256, testLimit: 64 } });
+    const compute = server.services.platform.compute;
+    const started = await admin('mutation($i: StartRunInput!) { startRun(input: $i) { id } }', { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only' } });
+    for (let i = 0; compute.jobsInFlight === 0; i++) {
+      if (i > 400) throw new Error("the run's preparation never reached the compute thread");
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await server.close(); // the preparation is in flight
+    const state = openSqliteState(dir);
+    const run = (await state.runs.get(started.data!.startRun.id))!;
+    await state.close();
+    expect([run.status, run.error]).toEqual(['PREPARING', null]);
   });
 });

@@ -42,7 +42,7 @@ export const TRAIN_DEFAULTS: TrainOptions = {
 };
 
 type Spec =
-  | { readonly kind: 'int'; readonly min: number; readonly max: number; readonly optional?: true; readonly meaning: string }
+  | { readonly kind: 'int'; readonly min: number; readonly max: number; readonly meaning: string }
   | { readonly kind: 'real'; readonly min: number; readonly max: number; readonly meaning: string }
   | { readonly kind: 'bool'; readonly meaning: string }
   | { readonly kind: 'choice'; readonly choices: readonly string[]; readonly meaning: string };
@@ -50,19 +50,19 @@ type Spec =
 /** Every option: its type, bounds and meaning (what errors and help texts call it). */
 export const TRAIN_OPTION_SPECS: { readonly [K in keyof TrainOptions]-?: Spec } = {
   epochs: { kind: 'int', min: 1, max: 10_000, meaning: 'the number of epochs' },
-  maxSteps: { kind: 'int', min: 1, max: 100_000_000, optional: true, meaning: 'the step limit' },
+  maxSteps: { kind: 'int', min: 1, max: 100_000_000, meaning: 'the step limit' },
   batchSize: { kind: 'int', min: 1, max: 4096, meaning: 'the batch size' },
   lr: { kind: 'real', min: 0, max: 10, meaning: 'the learning rate' },
   minLr: { kind: 'real', min: 0, max: 10, meaning: 'the final learning rate' },
-  warmupSteps: { kind: 'int', min: 0, max: 100_000_000, optional: true, meaning: 'the warm-up length in steps' },
+  warmupSteps: { kind: 'int', min: 0, max: 100_000_000, meaning: 'the warm-up length in steps' },
   weightDecay: { kind: 'real', min: 0, max: 10, meaning: 'the weight decay' },
   labelSmoothing: { kind: 'real', min: 0, max: 0.99, meaning: 'the label smoothing' },
   clipGrad: { kind: 'real', min: 0, max: 1e6, meaning: 'the gradient-norm clip' },
   seed: { kind: 'int', min: 0, max: 2 ** 31 - 1, meaning: 'the seed' },
   cropPadding: { kind: 'int', min: 0, max: 64, meaning: 'the random-crop padding' },
   flip: { kind: 'bool', meaning: 'random flipping' },
-  trainLimit: { kind: 'int', min: 1, max: 2 ** 31 - 1, optional: true, meaning: 'the number of training images' },
-  testLimit: { kind: 'int', min: 1, max: 2 ** 31 - 1, optional: true, meaning: 'the number of test images' },
+  trainLimit: { kind: 'int', min: 1, max: 2 ** 31 - 1, meaning: 'the number of training images' },
+  testLimit: { kind: 'int', min: 1, max: 2 ** 31 - 1, meaning: 'the number of test images' },
   normalize: { kind: 'choice', choices: ['auto', 'model', 'dataset'], meaning: 'the normalisation' },
 };
 

@@ -35,7 +35,7 @@ export class Models extends NamedCatalog<ModelRecord> {
     try {
       m = await this.p.compute.call('importModel', { bytes, config: input.config ?? undefined, source });
     } catch (e) {
-      if (e instanceof ComputeError && e.cause === 'input') throw badInput(`checkpoint ${source}: ${e.message}`);
+      if (e instanceof ComputeError && e.fault === 'input') throw badInput(`checkpoint ${source}: ${e.message}`);
       throw e;
     }
     return this.add(input.name, m, source);

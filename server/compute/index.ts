@@ -9,15 +9,20 @@ type Op = 'importModel' | 'prepare' | 'evaluate' | 'finalize' | 'merge' | 'angle
 type Args<K extends Op> = Jobs[K] extends (a: infer A, ...rest: never[]) => unknown ? A : never;
 type Result<K extends Op> = Jobs[K] extends (...a: never[]) => Promise<infer R> ? R : never;
 
-/** A failed job. `input`: the job's input was at fault (a corrupt checkpoint); `internal`: the server's. */
+/**
+ * A failed job, by whose fault: `input`, the job's input (a corrupt checkpoint); `internal`, the
+ * server's; `shutdown`, none (the server stopped; the work is done again at the next start).
+ */
+export type Fault = 'input' | 'internal' | 'shutdown';
+
 export class ComputeError extends Error {
-  constructor(message: string, readonly cause: 'input' | 'internal') {
+  constructor(message: string, readonly fault: Fault) {
     super(message);
   }
 }
 
 interface Pending { resolve: (v: unknown) => void; reject: (e: Error) => void; progress?: (m: string) => void }
-type Answer = { id: number; progress: string } | { id: number; ok: true; result: unknown } | { id: number; ok: false; error: string; cause: 'input' | 'internal' };
+type Answer = { id: number; progress: string } | { id: number; ok: true; result: unknown } | { id: number; ok: false; error: string; fault: 'input' | 'internal' };
 
 export class Compute {
   private worker!: Worker;
@@ -52,21 +57,24 @@ export class Compute {
       if ('progress' in m) return p?.progress?.(m.progress);
       held.delete(m.id);
       if (m.ok) p?.resolve(m.result);
-      else p?.reject(new ComputeError(m.error, m.cause));
+      else p?.reject(new ComputeError(m.error, m.fault));
     });
     worker.on('error', (e) => this.log(`compute thread error: ${e.stack ?? e.message}`));
     worker.on('exit', (code) => {
       const lost = [...held.values()];
       held.clear();
+      if (this.closing) {
+        for (const p of lost) p.reject(new ComputeError('the server stopped during this job', 'shutdown'));
+        return;
+      }
       for (const p of lost) p.reject(new ComputeError(`the compute thread stopped (exit code ${code}) during this job`, 'internal'));
-      if (this.closing) return;
       this.log(`compute thread exited (code ${code}) with ${lost.length} job(s); starting a new one`);
       this.start();
     });
   }
 
   call<K extends Op>(op: K, args: Args<K>, progress?: (m: string) => void): Promise<Result<K>> {
-    if (this.closing) return Promise.reject(new ComputeError('the server is shutting down', 'internal'));
+    if (this.closing) return Promise.reject(new ComputeError('the server is shutting down', 'shutdown'));
     const id = this.next++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, progress });

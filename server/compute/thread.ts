@@ -22,7 +22,7 @@ parentPort!.on('message', (msg: { id: number; op: Op; args: never }) => {
       parentPort!.postMessage({ id: msg.id, ok: true, result });
     } catch (e) {
       const error = e instanceof Error ? e.message : String(e);
-      parentPort!.postMessage({ id: msg.id, ok: false, error, cause: e instanceof InputError ? 'input' : 'internal' });
+      parentPort!.postMessage({ id: msg.id, ok: false, error, fault: e instanceof InputError ? 'input' : 'internal' });
     }
   });
 });

@@ -7,7 +7,7 @@ import { Datasets } from '../catalog/datasets';
 import { Models, modelConfig } from '../catalog/models';
 import { badInput } from '../errors';
 import type { Platform } from '../platform';
-import { AngleSelectionSpec, DatasetRecord, ModelRecord, RunRecord, RunSpec, SoupSpec } from '../state/records';
+import { AngleSelectionSpec, DatasetRecord, ModelRecord, RunRecord, RunSpec, SoupSpec, TrainingSpec } from '../state/records';
 import { RunEvents } from './events';
 import { makePlan } from './plan';
 import { RunQueries } from './queries';
@@ -48,7 +48,7 @@ export class RunCreation {
     return this.startTraining({ ...input, strategy: 'full' }, { kind: 'ANGLE_PROBE', options: runOptions(hyper, defaultShards), selection });
   }
 
-  private async startTraining(input: { model: string; dataset: string; strategy: string }, spec: Extract<RunSpec, { options: RunOptions }>): Promise<RunRecord> {
+  private async startTraining(input: { model: string; dataset: string; strategy: string }, spec: TrainingSpec): Promise<RunRecord> {
     const model = await this.models.get(input.model);
     const dataset = await this.datasets.get(input.dataset);
     const strategy = await this.strategies.resolve(input.strategy);

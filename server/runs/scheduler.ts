@@ -4,6 +4,7 @@
 // where its record says it stands; a cancel that lands mid-step wins (the transition is refused).
 import { randomUUID } from 'node:crypto';
 import { isTransient, keys } from '../../storage';
+import { ComputeError } from '../compute';
 import { conflict } from '../errors';
 import type { Platform } from '../platform';
 import { MetricPoint, RunRecord, ShardRecord, need } from '../state/records';
@@ -27,6 +28,8 @@ export class Scheduler {
   /** Moves a run on as far as its stored state allows; one advance at a time per run. */
   advance(id: string): Promise<void> {
     const next = (this.chains.get(id) ?? Promise.resolve()).then(() => this.drive(id)).catch((e: Error) => {
+      // The server stopping mid-step is not the run's failure: its record is unchanged, resumeAll picks it up.
+      if (e instanceof ComputeError && e.fault === 'shutdown') return this.p.log(`run ${id}: stopped mid-step; it resumes at the next start`);
       if (!isTransient(e)) return this.fail(id, e.message);
       // A storage hiccup: the run's record is unchanged, so the same step is simply tried again.
       this.p.log(`run ${id}: ${e.message}; retrying in 2 s`);
