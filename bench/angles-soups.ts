@@ -15,7 +15,7 @@ async function main(): Promise<void> {
     process.stderr.write('angles-soups: needs ../shared/data/vit-mnist-500k and dataset-fashion-mnist\n');
     process.exit(1);
   }
-  const server = await startServer();
+  const server = await startServer({ PARTUNE_IMPORT_ROOTS: '/usr/share/datasets' });
   const workers: WorkerProcess[] = [startWorker(server, 'w1'), startWorker(server, 'w2')];
   const log = (line: string): void => void process.stderr.write(`[angles-soups] ${line}\n`);
   try {
@@ -29,7 +29,7 @@ async function main(): Promise<void> {
     const result = async (id: string): Promise<Record<string, unknown>> => {
       const run = await waitForRun(server, id, 3_600_000);
       if (run.status !== 'SUCCEEDED') throw new Error(`run ${id} ${run.status}: ${run.error}`);
-      const { run: r } = await ok(server.url, undefined, `query($id: ID!) { run(id: $id) { id strategyName tunedParameters totalParameters accuracy createdAt finishedAt delta { bytes } } }`, { id });
+      const { run: r } = await ok(server.url, server.admin, `query($id: ID!) { run(id: $id) { id strategyName tunedParameters totalParameters accuracy createdAt finishedAt delta { bytes } } }`, { id });
       log(`${r.strategyName}: ${(100 * r.accuracy).toFixed(2)}%`);
       return { ...r, seconds: (Date.parse(r.finishedAt) - Date.parse(r.createdAt)) / 1000 };
     };
@@ -54,7 +54,7 @@ async function main(): Promise<void> {
     for (const method of ['GREEDY', 'UNIFORM']) {
       const { createSoup } = await ok(server.url, server.admin, 'mutation($i: CreateSoupInput!) { createSoup(input: $i) { id } }', { i: { runs: partial, method } });
       await waitForRun(server, createSoup.id, 3_600_000);
-      const { run } = await ok(server.url, undefined, `query($id: ID!) { run(id: $id) { soup { method heldOutImages testImages heldOut test ingredients { runId heldOut test } steps { runId score kept } } } }`, { id: createSoup.id });
+      const { run } = await ok(server.url, server.admin, `query($id: ID!) { run(id: $id) { soup { method heldOutImages testImages heldOut test ingredients { runId heldOut test } steps { runId score kept } } } }`, { id: createSoup.id });
       soups[method.toLowerCase()] = run.soup;
       log(`${method.toLowerCase()} soup: held-out ${(100 * run.soup.heldOut).toFixed(2)}%, test ${(100 * run.soup.test).toFixed(2)}%`);
     }

@@ -28,7 +28,7 @@ async function pollLoad(server: ServerProcess, runId: string, clients: number, s
     while (Date.now() < end) {
       const t0 = performance.now();
       try {
-        const res = await fetch(server.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+        const res = await fetch(server.url, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${server.admin}` }, body });
         const json = (await res.json()) as { errors?: unknown };
         if (json.errors) errors++;
       } catch {
@@ -86,7 +86,7 @@ async function main(): Promise<void> {
   } else {
     process.stderr.write('[platform-bench] the vit-mnist-500k case is skipped (--quick, or ../shared/data or dataset-fashion-mnist absent)\n');
   }
-  const server = await startServer();
+  const server = await startServer({ PARTUNE_IMPORT_ROOTS: '/usr/share/datasets' });
   const workers: WorkerProcess[] = [];
   try {
     for (const s of setups) await register(server, s);

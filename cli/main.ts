@@ -26,12 +26,13 @@ const USAGE = `usage:
                [--val-limit N] [--json]
   partune strategies [--arch NAME | --config C] [--classes K] [--json]
 
-  platform (GraphQL server, workers, S3 storage):
+  platform (GraphQL server, workers, blob storage):
   partune serve [--port P] [--data-dir DIR] [--workers N] [--backend B]
   partune worker --server URL --token WORKER_TOKEN [--name N] [--backend B] [--max-shards N] [--memory-mib M]
   partune model register --name N --checkpoint F [--config C]          (client commands take
   partune dataset import --name N --format idx|cifar10|mnist-package    --server URL, default
-                         [--path DIR] [--train-limit N] [--test-limit N]  http://127.0.0.1:4000/graphql,
+                         [--path DIR (uploaded) | --server-path DIR]      http://127.0.0.1:4000/graphql,
+                         [--train-limit N] [--test-limit N]
   partune run --model M --dataset D --strategy S [--epochs E] [--lr LR]  and --token, default the
               [--batch-size B] [--steps-per-round N] [--shards-per-round K] local server's admin token)
               [--train-limit N] [--test-limit N] [--seed S] [--wait] [--out DELTA] [--json]
@@ -52,7 +53,7 @@ const VALUE_FLAGS = [
   ...TRAIN_FLAGS.filter(([, bool]) => !bool).map(([flag]) => flag),
   'checkpoint', 'config', 'arch', 'data', 'split', 'limit', 'strategy', 'out', 'head', 'delta-dtype', 'merged-out', 'delta', 'dtype', 'classes',
   'backend', 'prefix-cache', 'prefix-cache-mib', 'probe-epochs', 'probe-steps', 'top-k', 'budget', 'direction', 'method', 'deltas', 'val-limit',
-  'compare-probe-epochs', 'port', 'data-dir', 'workers', 'server', 'token', 'name', 'max-shards', 'model', 'dataset', 'format', 'path',
+  'compare-probe-epochs', 'port', 'data-dir', 'workers', 'server', 'token', 'name', 'max-shards', 'model', 'dataset', 'format', 'path', 'server-path',
   'steps-per-round', 'shards-per-round', 'run', 'memory-mib', 'blas', 'threads',
 ];
 const BOOL_FLAGS = [...TRAIN_FLAGS.filter(([, bool]) => bool).map(([flag]) => flag), 'json', 'quiet', 'adapt', 'help', 'wait'];

@@ -3,7 +3,7 @@
 // follow a run, download a delta).
 import { spawn, ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { availableParallelism, hostname } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { createClient } from 'graphql-ws';
@@ -110,13 +110,24 @@ export async function modelRegisterCommand(o: Options): Promise<Record<string, u
 
 const FORMATS: readonly DatasetFormat[] = ['IDX', 'CIFAR10', 'MNIST_PACKAGE'];
 
+/** The regular files a local dataset path names: the file, or the files directly in the directory. */
+function datasetFiles(path: string): string[] {
+  if (!existsSync(path)) throw new Error(`${path} not found`);
+  if (statSync(path).isFile()) return [path];
+  const files = readdirSync(path).map((f) => join(path, f)).filter((f) => statSync(f).isFile());
+  if (!files.length) throw new Error(`${path} holds no files`);
+  return files;
+}
+
+/** --path: local files, uploaded; --server-path: a path the server reads itself (under its PARTUNE_IMPORT_ROOTS). */
 export async function datasetImportCommand(o: Options): Promise<Record<string, unknown>> {
   const c = client(o);
   const format = need(o, 'format').toUpperCase().replace('-', '_') as DatasetFormat;
   if (!FORMATS.includes(format)) throw new Error('--format must be idx, cifar10 or mnist-package');
-  const path = str(o, 'path');
+  const local = str(o, 'path');
+  const uploads = local ? await Promise.all(datasetFiles(local).map(async (f) => ({ uploadId: await uploadFile(c, f) }))) : undefined;
   const { importDataset: d } = await c.request(ImportDataset, {
-    input: { name: need(o, 'name'), format, path: path && resolve(path), trainLimit: optionalInt(o, 'train-limit'), testLimit: optionalInt(o, 'test-limit') },
+    input: { name: need(o, 'name'), format, path: str(o, 'server-path'), uploads, trainLimit: optionalInt(o, 'train-limit'), testLimit: optionalInt(o, 'test-limit') },
   });
   say(o, `dataset ${d.name} (${d.id}): ${d.trainImages} train / ${d.testImages} test images, ${d.classes} classes`);
   return { command: 'dataset import', ...d };

@@ -2,7 +2,7 @@
 // runEvents subscription, with loss and accuracy curves, and a form that shows what a strategy
 // tunes (parameters, delta size) before a run starts.
 import { createClient } from 'graphql-ws';
-import { Catalog, CatalogResult, ModelStrategies, OnlineWorkers, RecentRuns, RecentRunsResult, RunProgress, StartRun } from '../protocol/operations';
+import { Catalog, CatalogResult, DeltaLinks, ModelStrategies, OnlineWorkers, RecentRuns, RecentRunsResult, RunProgress, StartRun } from '../protocol/operations';
 import { RUN_DEFAULTS } from '../protocol/run-options';
 import { GraphQLClient } from '../worker/client';
 import { subscribe as subscribeTo } from '../worker/ws-client';
@@ -95,8 +95,15 @@ function plot(run: Run): string {
     <text x="${L + 4}" y="${H - 3}" fill="#2f6fdf">train loss</text><text x="${L + 58}" y="${H - 3}" fill="#1f8a4c">test top-1</text></svg>`;
 }
 
+/** Delta download links need a read (or the admin) token; without one the page shows sizes and digests. */
+async function deltaLinks(): Promise<Map<string, string>> {
+  if (!token()) return new Map();
+  const d = await api().request(DeltaLinks, {}).catch(() => undefined);
+  return new Map((d?.runs.items ?? []).flatMap((r) => (r.delta ? [[r.id, r.delta.downloadUrl] as [string, string]] : [])));
+}
+
 async function loadRuns(): Promise<void> {
-  const d = await api().request(RecentRuns, {});
+  const [d, links] = await Promise.all([api().request(RecentRuns, {}), deltaLinks()]);
   $('summary').textContent = `${d.runs.total} runs`;
   $('runs').innerHTML = d.runs.items.map((r) => `<div class="run" data-run="${r.id}" data-status="${r.status}">
     <div>
@@ -106,20 +113,28 @@ async function loadRuns(): Promise<void> {
       <progress value="${r.progress}" max="1"></progress>
       <div class="meta">${n(r.step)} / ${n(r.totalSteps)} steps</div>
       ${r.accuracy !== null ? `<div class="acc" data-accuracy="${r.accuracy}">top-1 ${(100 * r.accuracy).toFixed(2)}%</div>` : ''}
-      ${r.delta ? `<a href="${esc(r.delta.downloadUrl)}" download>delta (${size(r.delta.bytes)})</a>` : ''}
+      ${r.delta ? `<div class="meta">${links.has(r.id) ? `<a href="${esc(links.get(r.id)!)}" download>delta</a>` : 'delta'} (${size(r.delta.bytes)}), SHA-256 <code class="sha" title="check the download against it">${r.delta.sha256}</code></div>` : ''}
       ${r.error ? `<div class="meta" style="color:var(--bad)">${esc(r.error)}</div>` : ''}
     </div>
     <div>${plot(r)}</div></div>`).join('') || 'none yet';
 }
 
 async function loadWorkers(): Promise<void> {
+  if (!token()) {
+    $('workers').innerHTML = '<tr><td colspan="5">a read token (or the admin token) shows the workers</td></tr>';
+    return;
+  }
   const d = await api().request(OnlineWorkers, {});
-  $('workers').innerHTML = d.workers.items.map((w) => `<tr><td>${esc(w.name)}</td><td>${w.kind}</td><td>${esc(w.backend)}</td><td>${w.shardsDone}</td><td>${w.imagesPerSecond?.toFixed(1) ?? '-'}</td></tr>`).join('')
+  const state = (w: { trusted: boolean; quarantined: boolean; strikes: number }): string => (w.quarantined ? ' (quarantined)' : w.trusted ? '' : ' (volunteer)');
+  $('workers').innerHTML = d.workers.items.map((w) => `<tr data-quarantined="${w.quarantined}"><td>${esc(w.name)}${state(w)}</td><td>${w.kind}</td><td>${esc(w.backend)}</td><td>${w.shardsDone}</td><td>${w.imagesPerSecond?.toFixed(1) ?? '-'}</td></tr>`).join('')
     || '<tr><td colspan="5">no worker online: run <code>partune worker</code> or open /worker</td></tr>';
 }
 
 function subscribe(): void {
-  const ws = createClient({ url: `${location.origin.replace(/^http/, 'ws')}/graphql`, retryAttempts: Infinity, shouldRetry: () => true });
+  const ws = createClient({
+    url: `${location.origin.replace(/^http/, 'ws')}/graphql`, retryAttempts: Infinity, shouldRetry: () => true,
+    connectionParams: () => (token() ? { authorization: `Bearer ${token()}` } : {}),
+  });
   let pending: ReturnType<typeof setTimeout> | undefined;
   subscribeTo(ws, RunProgress, {}, {
     next: () => {
@@ -144,6 +159,7 @@ async function main(): Promise<void> {
   $('model').addEventListener('change', () => void loadStrategies());
   $('dataset').addEventListener('change', () => void loadStrategies());
   $('strategy').addEventListener('change', preview);
+  $('token').addEventListener('change', () => void Promise.all([loadRuns(), loadWorkers()]).catch(() => undefined));
   $('start').addEventListener('submit', (e) => void start(e));
   await loadCatalog();
   await Promise.all([loadRuns(), loadWorkers()]);

@@ -43,9 +43,9 @@ async function main(): Promise<void> {
   // Shards whose model and data would not fit are left to other workers.
   const memoryMiB = Number(params.get('memoryMiB') ?? 1024);
   show('memory', `${memoryMiB.toLocaleString()} MiB`);
-  const transport = new WsGraphQLClient(server.replace(/^http/, 'ws'), token, (status) => show('connection', status));
+  const connect = (t: string): WsGraphQLClient => new WsGraphQLClient(server.replace(/^http/, 'ws'), t, (status) => show('connection', status));
   const worker = new PartuneWorker({
-    server, token, transport, memoryBudget: memoryMiB * 2 ** 20, name: params.get('name') ?? `browser-${Math.random().toString(36).slice(2, 8)}`, kind: 'browser', backend: backend.name,
+    server, token, connect, memoryBudget: memoryMiB * 2 ** 20, name: params.get('name') ?? `browser-${Math.random().toString(36).slice(2, 8)}`, kind: 'browser', backend: backend.name,
     signal: controller.signal, log,
     onProgress: (p) => {
       show('run', `${p.runId.slice(0, 8)} shard ${p.shard.slice(0, 8)}`);
@@ -65,7 +65,6 @@ async function main(): Promise<void> {
     show('state', 'stopped');
   } finally {
     clearInterval(timer);
-    await transport.dispose();
     document.body.dataset.state = 'stopped';
   }
 }

@@ -29,11 +29,11 @@ async function free(port: number): Promise<boolean> {
   });
 }
 
-/** A port p with p + 1 free too (the embedded S3 server takes p + 1). */
-export async function freePortPair(): Promise<number> {
+/** A free port on 127.0.0.1. */
+export async function freePort(): Promise<number> {
   for (;;) {
     const p = 20000 + Math.floor(Math.random() * 30000);
-    if ((await free(p)) && (await free(p + 1))) return p;
+    if (await free(p)) return p;
   }
 }
 
@@ -67,7 +67,7 @@ async function waitForLine(log: string[], pattern: RegExp, child: ChildProcess, 
 }
 
 export async function startServer(env: NodeJS.ProcessEnv = {}, dataDir = mkdtempSync(join(tmpdir(), 'partune-test-'))): Promise<ServerProcess> {
-  const port = await freePortPair();
+  const port = await freePort();
   const log: string[] = [];
   const args = ['serve', '--workers', '0', '--port', String(port), '--data-dir', dataDir];
   const launch = async (): Promise<ChildProcess> => {
@@ -149,12 +149,18 @@ export async function uploadBytes(server: ServerProcess, filename: string, bytes
   return createUpload.id;
 }
 
+/** A worker registered by hand (tests that speak the shard protocol themselves): its id and credential. */
+export async function registerWorker(server: ServerProcess, name: string, kind: 'node' | 'browser' = 'node', token = server.worker): Promise<{ id: string; credential: string }> {
+  const { registerWorker: r } = await ok(server.url, token, 'mutation($n: String!, $k: String!) { registerWorker(name: $n, kind: $k, backend: "none") { worker { id } credential } }', { n: name, k: kind });
+  return { id: r.worker.id, credential: r.credential };
+}
+
 export const RUN_QUERY = `query($id: ID!) { run(id: $id) { id status error accuracy loss step totalSteps progress round
   metrics { step testAccuracy trainLoss } shards { id round index status attempt workerId rejections } delta { id bytes tensors sha256 downloadUrl } } }`;
 
 export async function waitForRun(server: ServerProcess, id: string, timeoutMs = 180_000): Promise<Record<string, any>> {
   return waitFor(`run ${id} to finish`, async () => {
-    const r = await gql(server.url, undefined, RUN_QUERY, { id }).catch(() => undefined); // the server may be restarting
+    const r = await gql(server.url, server.admin, RUN_QUERY, { id }).catch(() => undefined); // the server may be restarting
     const run = r?.data?.run;
     return run && ['SUCCEEDED', 'FAILED', 'CANCELLED'].includes(run.status) ? run : undefined;
   }, timeoutMs, 500);

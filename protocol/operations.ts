@@ -54,6 +54,7 @@ export interface StartRunInput {
   dataset: string;
   hyperParameters?: HyperParametersInput | null;
   model: string;
+  public?: boolean | null;
   strategy: string;
 }
 
@@ -69,11 +70,14 @@ export const VolunteerToken = "mutation VolunteerToken($invitation: String) {\n 
 
 export interface RegisterWorkerResult {
   registerWorker: {
-    id: string;
+    worker: {
+      id: string;
+    };
+    credential: string;
   };
 }
 export interface RegisterWorkerVariables { name: string; kind: string; backend: string; }
-export const RegisterWorker = "mutation RegisterWorker($name: String!, $kind: String!, $backend: String!) {\n  registerWorker(name: $name, kind: $kind, backend: $backend) {\n    id\n  }\n}" as TypedDocument<RegisterWorkerResult, RegisterWorkerVariables>;
+export const RegisterWorker = "mutation RegisterWorker($name: String!, $kind: String!, $backend: String!) {\n  registerWorker(name: $name, kind: $kind, backend: $backend) {\n    worker {\n      id\n    }\n    credential\n  }\n}" as TypedDocument<RegisterWorkerResult, RegisterWorkerVariables>;
 
 export interface ClaimShardResult {
   claimShard: {
@@ -102,8 +106,8 @@ export interface ClaimShardResult {
     uploadUrl: string;
   } | null;
 }
-export interface ClaimShardVariables { workerId: string; memoryBudget?: number | null; }
-export const ClaimShard = "mutation ClaimShard($workerId: ID!, $memoryBudget: Float) {\n  claimShard(workerId: $workerId, memoryBudget: $memoryBudget) {\n    shard {\n      id\n      round\n      index\n      attempt\n    }\n    job\n    model {\n      url\n      sha256\n      bytes\n    }\n    train {\n      url\n      sha256\n      bytes\n    }\n    state {\n      url\n      sha256\n      bytes\n    }\n    uploadUrl\n  }\n}" as TypedDocument<ClaimShardResult, ClaimShardVariables>;
+export interface ClaimShardVariables { memoryBudget?: number | null; }
+export const ClaimShard = "mutation ClaimShard($memoryBudget: Float) {\n  claimShard(memoryBudget: $memoryBudget) {\n    shard {\n      id\n      round\n      index\n      attempt\n    }\n    job\n    model {\n      url\n      sha256\n      bytes\n    }\n    train {\n      url\n      sha256\n      bytes\n    }\n    state {\n      url\n      sha256\n      bytes\n    }\n    uploadUrl\n  }\n}" as TypedDocument<ClaimShardResult, ClaimShardVariables>;
 
 export interface HeartbeatResult {
   heartbeat: {
@@ -111,8 +115,8 @@ export interface HeartbeatResult {
     reason: string | null;
   };
 }
-export interface HeartbeatVariables { workerId: string; shardId: string; attempt: number; stepsDone: number; loss?: number | null; }
-export const Heartbeat = "mutation Heartbeat($workerId: ID!, $shardId: ID!, $attempt: Int!, $stepsDone: Int!, $loss: Float) {\n  heartbeat(\n    workerId: $workerId\n    shardId: $shardId\n    attempt: $attempt\n    stepsDone: $stepsDone\n    loss: $loss\n  ) {\n    cancelled\n    reason\n  }\n}" as TypedDocument<HeartbeatResult, HeartbeatVariables>;
+export interface HeartbeatVariables { shardId: string; attempt: number; stepsDone: number; loss?: number | null; }
+export const Heartbeat = "mutation Heartbeat($shardId: ID!, $attempt: Int!, $stepsDone: Int!, $loss: Float) {\n  heartbeat(\n    shardId: $shardId\n    attempt: $attempt\n    stepsDone: $stepsDone\n    loss: $loss\n  ) {\n    cancelled\n    reason\n  }\n}" as TypedDocument<HeartbeatResult, HeartbeatVariables>;
 
 export interface CompleteShardResult {
   completeShard: {
@@ -120,14 +124,14 @@ export interface CompleteShardResult {
     status: ShardStatus;
   };
 }
-export interface CompleteShardVariables { workerId: string; shardId: string; attempt: number; loss: number; imagesPerSecond: number; }
-export const CompleteShard = "mutation CompleteShard($workerId: ID!, $shardId: ID!, $attempt: Int!, $loss: Float!, $imagesPerSecond: Float!) {\n  completeShard(\n    workerId: $workerId\n    shardId: $shardId\n    attempt: $attempt\n    loss: $loss\n    imagesPerSecond: $imagesPerSecond\n  ) {\n    id\n    status\n  }\n}" as TypedDocument<CompleteShardResult, CompleteShardVariables>;
+export interface CompleteShardVariables { shardId: string; attempt: number; loss: number; imagesPerSecond: number; }
+export const CompleteShard = "mutation CompleteShard($shardId: ID!, $attempt: Int!, $loss: Float!, $imagesPerSecond: Float!) {\n  completeShard(\n    shardId: $shardId\n    attempt: $attempt\n    loss: $loss\n    imagesPerSecond: $imagesPerSecond\n  ) {\n    id\n    status\n  }\n}" as TypedDocument<CompleteShardResult, CompleteShardVariables>;
 
 export interface FailShardResult {
   failShard: boolean;
 }
-export interface FailShardVariables { workerId: string; shardId: string; attempt: number; message: string; }
-export const FailShard = "mutation FailShard($workerId: ID!, $shardId: ID!, $attempt: Int!, $message: String!) {\n  failShard(\n    workerId: $workerId\n    shardId: $shardId\n    attempt: $attempt\n    message: $message\n  )\n}" as TypedDocument<FailShardResult, FailShardVariables>;
+export interface FailShardVariables { shardId: string; attempt: number; message: string; }
+export const FailShard = "mutation FailShard($shardId: ID!, $attempt: Int!, $message: String!) {\n  failShard(shardId: $shardId, attempt: $attempt, message: $message)\n}" as TypedDocument<FailShardResult, FailShardVariables>;
 
 export interface CreateUploadResult {
   createUpload: {
@@ -301,13 +305,26 @@ export interface RecentRunsResult {
       };
       delta: {
         bytes: number;
-        downloadUrl: string;
+        sha256: string;
       } | null;
     }>;
   };
 }
 export interface RecentRunsVariables {  }
-export const RecentRuns = "query RecentRuns {\n  runs(first: 20) {\n    total\n    items {\n      id\n      kind\n      status\n      strategyName\n      tunedParameters\n      totalParameters\n      progress\n      step\n      totalSteps\n      accuracy\n      error\n      createdAt\n      metrics {\n        step\n        trainLoss\n        testAccuracy\n      }\n      model {\n        name\n      }\n      dataset {\n        name\n      }\n      delta {\n        bytes\n        downloadUrl\n      }\n    }\n  }\n}" as TypedDocument<RecentRunsResult, RecentRunsVariables>;
+export const RecentRuns = "query RecentRuns {\n  runs(first: 20) {\n    total\n    items {\n      id\n      kind\n      status\n      strategyName\n      tunedParameters\n      totalParameters\n      progress\n      step\n      totalSteps\n      accuracy\n      error\n      createdAt\n      metrics {\n        step\n        trainLoss\n        testAccuracy\n      }\n      model {\n        name\n      }\n      dataset {\n        name\n      }\n      delta {\n        bytes\n        sha256\n      }\n    }\n  }\n}" as TypedDocument<RecentRunsResult, RecentRunsVariables>;
+
+export interface DeltaLinksResult {
+  runs: {
+    items: Array<{
+      id: string;
+      delta: {
+        downloadUrl: string;
+      } | null;
+    }>;
+  };
+}
+export interface DeltaLinksVariables {  }
+export const DeltaLinks = "query DeltaLinks {\n  runs(first: 20) {\n    items {\n      id\n      delta {\n        downloadUrl\n      }\n    }\n  }\n}" as TypedDocument<DeltaLinksResult, DeltaLinksVariables>;
 
 export interface OnlineWorkersResult {
   workers: {
@@ -318,8 +335,11 @@ export interface OnlineWorkersResult {
       shardsDone: number;
       imagesPerSecond: number | null;
       online: boolean;
+      trusted: boolean;
+      strikes: number;
+      quarantined: boolean;
     }>;
   };
 }
 export interface OnlineWorkersVariables {  }
-export const OnlineWorkers = "query OnlineWorkers {\n  workers(online: true) {\n    items {\n      name\n      kind\n      backend\n      shardsDone\n      imagesPerSecond\n      online\n    }\n  }\n}" as TypedDocument<OnlineWorkersResult, OnlineWorkersVariables>;
+export const OnlineWorkers = "query OnlineWorkers {\n  workers(online: true) {\n    items {\n      name\n      kind\n      backend\n      shardsDone\n      imagesPerSecond\n      online\n      trusted\n      strikes\n      quarantined\n    }\n  }\n}" as TypedDocument<OnlineWorkersResult, OnlineWorkersVariables>;

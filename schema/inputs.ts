@@ -56,6 +56,7 @@ export class StartRunInput {
   @Field({ description: 'Dataset id or name' }) dataset!: string;
   @Field({ description: 'A preset (attn-only, ffn-only, first-half, ...) or a custom strategy as JSON' }) strategy!: string;
   @Field(() => HyperParametersInput, { nullable: true }) hyperParameters?: HyperParametersInput;
+  @Field({ nullable: true, description: 'Anyone may follow its progress (a volunteer page); default false' }) public?: boolean;
 }
 
 @InputType()

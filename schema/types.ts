@@ -1,5 +1,5 @@
 // The API's object types. Resolvers fill them from rows; nested objects come from field resolvers.
-import { Field, Float, ID, Int, ObjectType, registerEnumType } from 'type-graphql';
+import { Authorized, Field, Float, ID, Int, ObjectType, registerEnumType } from 'type-graphql';
 import { GraphQLJSON } from 'graphql-scalars';
 
 export enum RunKind { FINETUNE = 'FINETUNE', ANGLE_PROBE = 'ANGLE_PROBE', SOUP = 'SOUP' }
@@ -28,7 +28,7 @@ export class Model {
   @Field(() => Int) numClasses!: number;
   @Field({ description: 'SHA-256 of the canonical weights: what deltas name as their base' }) weightsSha256!: string;
   @Field(() => Int) bytes!: number;
-  @Field() source!: string;
+  @Authorized('READER') @Field({ description: 'Where it came from (a server path or an upload); readers only' }) source!: string;
   @Field() createdAt!: Date;
 }
 
@@ -51,7 +51,7 @@ export class Dataset {
   @Field(() => Int) trainImages!: number;
   @Field(() => Int) testImages!: number;
   @Field(() => [DatasetShardInfo]) shards!: DatasetShardInfo[];
-  @Field() source!: string;
+  @Authorized('READER') @Field({ description: 'Where it came from (a server path or uploads); readers only' }) source!: string;
   @Field() createdAt!: Date;
 }
 
@@ -158,6 +158,7 @@ export class Run {
   @Field(() => Float, { nullable: true, description: 'Top-1 of base + delta on the test split' }) accuracy?: number;
   @Field(() => Float, { nullable: true }) loss?: number;
   @Field({ nullable: true }) error?: string;
+  @Field({ description: 'Anyone may follow its progress (not its shards, workers or delta URL)' }) public!: boolean;
   @Field() createdAt!: Date;
   @Field() updatedAt!: Date;
   @Field({ nullable: true }) finishedAt?: Date;
@@ -177,6 +178,15 @@ export class Worker {
   @Field(() => Int) samples!: number;
   @Field(() => Float, { nullable: true }) imagesPerSecond?: number;
   @Field(() => ID, { nullable: true }) currentShard?: string;
+  @Field({ description: "Registered with the admin's or the shared worker token (not a volunteer)" }) trusted!: boolean;
+  @Field(() => Int, { description: 'Leases it failed, had rejected or had revoked' }) strikes!: number;
+  @Field({ description: 'Past its strikes: it may claim no more shards' }) quarantined!: boolean;
+}
+
+@ObjectType({ description: "A registered worker and its credential: the bearer token of every shard-protocol call it makes" })
+export class WorkerRegistration {
+  @Field(() => Worker) worker!: Worker;
+  @Field() credential!: string;
 }
 
 @ObjectType()

@@ -1,6 +1,6 @@
-// The server: GraphQL over HTTP and graphql-ws on one port, object storage (embedded S3 unless
-// configured), the state store (SQLite), the compute thread, and the lease clock. `startServer`
-// wires them and returns a handle.
+// The server: GraphQL over HTTP and graphql-ws on one port, the blob store (local files behind
+// signed URLs on the same port, unless S3 is configured), the state store (SQLite), the compute
+// thread, and the clocks (leases, unused uploads). `startServer` wires them and returns a handle.
 import 'reflect-metadata';
 import { createServer } from 'node:http';
 import { dirname, join } from 'node:path';
@@ -9,64 +9,70 @@ import { ApolloServer } from '@apollo/server';
 import { expressMiddleware } from '@as-integrations/express5';
 import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
 import { WebSocketServer } from 'ws';
-import { useServer } from 'graphql-ws/use/ws';
-import { EmbeddedS3, S3BlobStore, S3Config, startEmbeddedS3 } from '../storage';
+import { LocalBlobStore, S3BlobStore, blobHandler } from '../storage';
 import { ServerConfig } from './config';
 import { Compute } from './compute';
+import { blobStoreSpec, openBlobStore } from './blob-store-spec';
 import { formatError } from './errors';
 import { Platform } from './platform';
 import { Services, createServices } from './services';
 import { openSqliteState } from './state/sqlite';
-import { Context, roleOf } from './resolvers/context';
+import { Context, callerOf } from './resolvers/context';
 import { partuneSchema } from './schema';
-import { limitsPlugin } from './limits';
+import { QueryLimits, limitsPlugin } from './limits';
+import { originAllowed, serveSocket } from './socket';
 
 export interface RunningServer {
   readonly url: string;
   readonly wsUrl: string;
-  readonly s3Endpoint: string;
   readonly services: Services;
   close(): Promise<void>;
 }
 
+/** Request bodies (queries and variables) larger than this are refused before parsing. */
+const MAX_BODY = '256kb';
+
 export async function startServer(config: ServerConfig, log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): Promise<RunningServer> {
-  let embedded: EmbeddedS3 | undefined;
-  let s3: S3Config;
-  if (config.s3) {
-    s3 = { ...config.s3, bucket: config.bucket, region: config.region };
-  } else {
-    embedded = await startEmbeddedS3(join(config.dataDir, 's3'), config.bucket, embeddedPort(config.port));
-    s3 = { endpoint: embedded.endpoint, accessKey: 'S3RVER', secretKey: 'S3RVER', bucket: config.bucket, region: config.region };
-  }
-  const blobs = new S3BlobStore(s3);
-  await blobs.ensureBucket();
+  const app = express();
+  app.disable('x-powered-by');
+  const http = createServer(app);
+  await new Promise<void>((resolve, reject) => http.listen(config.port, config.host, resolve).once('error', reject));
+  const port = (http.address() as { port: number }).port;
+  const origin = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${port}`;
+  const url = `${origin}/graphql`;
+
+  const spec = blobStoreSpec(config, origin);
+  const blobs = openBlobStore(spec);
+  if (blobs instanceof S3BlobStore) await blobs.ensureBucket();
   const state = openSqliteState(config.dataDir);
-  const compute = new Compute(s3, log);
+  const compute = new Compute(spec, log);
   const platform: Platform = { config, state, blobs, compute, log };
   const services = createServices(platform);
+  const limits: QueryLimits = { maxDepth: config.maxQueryDepth, maxComplexity: config.maxQueryComplexity, maxTokens: 4000, maxFragments: 64 };
+  const allowed = (o: string | undefined, host: string | undefined): boolean => originAllowed(o, host, config.allowedOrigins);
+  const contextOf = (authorization: string | undefined, client: string | undefined): Context => ({ ...callerOf(authorization, config), client: client ?? 'unknown', services });
 
   const schema = partuneSchema();
-  const app = express();
-  const http = createServer(app);
-  const wss = new WebSocketServer({ server: http, path: '/graphql' });
-  const wsCleanup = useServer({
-    schema,
-    context: (ctx): Context => ({ role: roleOf(ctx.connectionParams?.authorization as string | undefined, platform), services }),
-    onNext: (_ctx, _id, _payload, _args, result) => (result.errors ? { ...result, errors: result.errors.map((e) => formatError(e.toJSON(), e, log)) } : undefined),
-  }, wss);
+  const wss = new WebSocketServer({
+    server: http, path: '/graphql', maxPayload: 256 * 1024,
+    verifyClient: ({ origin, req }: { origin?: string; req: { headers: { host?: string } } }) => allowed(origin, req.headers.host),
+  });
+  const socket = serveSocket(wss, schema, limits, (params, request) => contextOf(params?.authorization as string | undefined, request.socket.remoteAddress), log);
   const apollo = new ApolloServer<Context>({
     schema,
     introspection: true,
     includeStacktraceInErrorResponses: false,
+    parseOptions: { maxTokens: limits.maxTokens },
     formatError: (formatted, error) => formatError(formatted, error, log),
     plugins: [
       ApolloServerPluginDrainHttpServer({ httpServer: http }),
-      { async serverWillStart() { return { async drainServer() { await wsCleanup.dispose(); } }; } },
-      limitsPlugin(schema, config.maxQueryDepth, config.maxQueryComplexity),
+      { async serverWillStart() { return { async drainServer() { await socket.dispose(); } }; } },
+      limitsPlugin(schema, limits),
     ],
   });
   await apollo.start();
   app.get('/healthz', (_req, res) => void res.json({ ok: true }));
+  if (blobs instanceof LocalBlobStore) app.use('/blobs', blobHandler({ store: blobs, secret: config.secret, allowOrigin: allowed }));
   // The edge-worker page; cross-origin isolated so the wasm backend may use threads.
   const isolate: express.RequestHandler = (_req, res, next) => {
     res.setHeader('Cross-Origin-Opener-Policy', 'same-origin');
@@ -79,34 +85,36 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
   app.use('/worker', isolate, express.static(edgeDir, { index: false }));
   app.get('/', (_req, res) => res.sendFile(join(edgeDir, 'dashboard.html')));
   app.get('/dashboard.js', (_req, res) => res.sendFile(join(edgeDir, 'dashboard.js')));
-  app.use('/graphql', express.json({ limit: '1mb' }), expressMiddleware(apollo, {
-    context: async ({ req }) => ({ role: roleOf(req.headers.authorization, platform), services }),
+  // Browsers may call the API only from the server's own pages and the configured origins.
+  app.use('/graphql', (req, res, next) => (allowed(req.headers.origin, req.headers.host) ? next() : void res.status(403).json({
+    errors: [{ message: `origin ${req.headers.origin} may not call this API (PARTUNE_ALLOWED_ORIGINS)`, extensions: { code: 'FORBIDDEN' } }],
+  })));
+  app.use('/graphql', express.json({ limit: MAX_BODY }), expressMiddleware(apollo, {
+    context: async ({ req }) => contextOf(req.headers.authorization, req.socket.remoteAddress),
   }));
-  await new Promise<void>((resolve, reject) => http.listen(config.port, config.host, resolve).once('error', reject));
-  const port = (http.address() as { port: number }).port;
-  const url = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${port}/graphql`;
+  // A body too large or not JSON: a GraphQL error, not an HTML page.
+  app.use('/graphql', ((err, _req, res, next) => {
+    const status = (err as { status?: number }).status;
+    if (!status || status >= 500) return next(err);
+    res.status(status).json({ errors: [{ message: status === 413 ? `request body over ${MAX_BODY}` : `malformed request: ${(err as Error).message}`, extensions: { code: status === 413 ? 'PAYLOAD_TOO_LARGE' : 'BAD_REQUEST' } }] });
+  }) as express.ErrorRequestHandler);
 
-  const leaseClock = setInterval(() => void services.leases.expire().catch((e: Error) => log(`lease clock: ${e.message}`)), 1000);
+  const clock = setInterval(() => void services.leases.expire().catch((e: Error) => log(`lease clock: ${e.message}`)), 1000);
+  const uploadClock = setInterval(() => void services.uploads.expire().catch((e: Error) => log(`upload clock: ${e.message}`)), Math.min(60, config.uploadTtlSeconds) * 1000);
+  await services.uploads.expire();
   const resumed = await services.scheduler.resumeAll();
-  log(`partune server: ${url} (storage ${blobs.description}${embedded ? ', embedded' : ''}; data ${config.dataDir})`);
+  log(`partune server: ${url} (storage ${blobs.description}; data ${config.dataDir})`);
   if (resumed) log(`resuming ${resumed} unfinished run(s)`);
 
   return {
-    url, wsUrl: url.replace(/^http/, 'ws'), s3Endpoint: s3.endpoint, services,
+    url, wsUrl: url.replace(/^http/, 'ws'), services,
     async close() {
-      clearInterval(leaseClock);
+      clearInterval(clock);
+      clearInterval(uploadClock);
       await apollo.stop();
       await compute.close();
       await services.scheduler.idle().catch(() => undefined);
       await state.close();
-      await embedded?.close();
     },
   };
-}
-
-/** The embedded S3 port: stable across restarts (presigned URLs held by workers stay valid). */
-function embeddedPort(serverPort: number): number {
-  const fromEnv = process.env.PARTUNE_S3_PORT;
-  if (fromEnv) return Number(fromEnv);
-  return serverPort ? serverPort + 1 : 0;
 }

@@ -1,5 +1,5 @@
-// Server settings from the environment, parsed once. With none set: the embedded S3 server and
-// SQLite under ./partune-data, tokens generated and kept there.
+// Server settings from the environment, parsed once. With none set: blobs and SQLite under
+// ./partune-data, tokens and the signing secret generated and kept there.
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -14,11 +14,31 @@ export interface ServerConfig {
   readonly region: string;
   readonly adminToken: string;
   readonly workerToken: string;
+  /** Signs blob URLs, worker credentials, volunteer and read tokens. */
+  readonly secret: string;
+  /** The server's URL as browsers reach it, when a proxy sits in front (PARTUNE_PUBLIC_URL). */
+  readonly publicUrl?: string;
+  /** Origins besides the server's own whose pages may use the API socket and the blob store. */
+  readonly allowedOrigins: readonly string[];
+  /** Directories `registerModel`/`importDataset` may read server paths under; none: uploads only. */
+  readonly importRoots: readonly string[];
   /** When set, browser volunteers must present it to get a token. */
   readonly invitation?: string;
   readonly leaseSeconds: number;
+  /** A lease whose steps do not advance for this long is revoked. */
+  readonly stallSeconds: number;
+  /** The longest a shard may be held by a worker whose speed is not known yet. */
+  readonly maxShardSeconds: number;
+  /** Failures, rejections and revoked leases after which a volunteer may claim no more. */
+  readonly quarantineStrikes: number;
+  /** Volunteer tokens and registrations per client address per minute. */
+  readonly volunteersPerMinute: number;
   readonly urlSeconds: number;
   readonly uploadMaxBytes: number;
+  /** Uploads not used within this long are deleted. */
+  readonly uploadTtlSeconds: number;
+  /** The most optimizer steps one run may plan. */
+  readonly maxRunSteps: number;
   readonly maxQueryDepth: number;
   readonly maxQueryComplexity: number;
 }
@@ -32,13 +52,18 @@ function number(env: NodeJS.ProcessEnv, key: string, fallback: number): number {
 }
 
 /** Tokens from the environment, else the ones this data directory was given at its first start. */
-function tokens(dataDir: string, env: NodeJS.ProcessEnv): { admin: string; worker: string } {
+function tokens(dataDir: string, env: NodeJS.ProcessEnv): { admin: string; worker: string; secret: string } {
   const file = join(dataDir, 'tokens.json');
-  const stored = existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as { admin: string; worker: string }) : undefined;
-  const fresh = stored ?? { admin: `adm_${randomBytes(18).toString('base64url')}`, worker: `wrk_${randomBytes(18).toString('base64url')}` };
-  if (!stored) writeFileSync(file, JSON.stringify(fresh), { mode: 0o600 });
-  return { admin: env.PARTUNE_ADMIN_TOKEN || fresh.admin, worker: env.PARTUNE_WORKER_TOKEN || fresh.worker };
+  const stored = existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as { admin: string; worker: string; secret?: string }) : undefined;
+  const fresh = {
+    admin: stored?.admin ?? `adm_${randomBytes(18).toString('base64url')}`, worker: stored?.worker ?? `wrk_${randomBytes(18).toString('base64url')}`,
+    secret: stored?.secret ?? randomBytes(32).toString('base64url'),
+  };
+  if (!stored?.secret) writeFileSync(file, JSON.stringify(fresh), { mode: 0o600 });
+  return { admin: env.PARTUNE_ADMIN_TOKEN || fresh.admin, worker: env.PARTUNE_WORKER_TOKEN || fresh.worker, secret: env.PARTUNE_SECRET || fresh.secret };
 }
+
+const list = (raw: string | undefined, separator: RegExp): string[] => (raw ?? '').split(separator).map((s) => s.trim()).filter(Boolean);
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Partial<ServerConfig> = {}): ServerConfig {
   const dataDir = resolve(overrides.dataDir ?? env.PARTUNE_DATA_DIR ?? 'partune-data');
@@ -55,10 +80,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     region: env.S3_REGION ?? 'us-east-1',
     adminToken: t.admin,
     workerToken: t.worker,
+    secret: t.secret,
+    publicUrl: env.PARTUNE_PUBLIC_URL?.replace(/\/+$/, '') || undefined,
+    allowedOrigins: list(env.PARTUNE_ALLOWED_ORIGINS, /[,\s]+/),
+    importRoots: list(env.PARTUNE_IMPORT_ROOTS, /[:,]/).map((p) => resolve(p)),
     invitation: env.PARTUNE_INVITATION || undefined,
     leaseSeconds: number(env, 'PARTUNE_LEASE_SECONDS', 60),
+    stallSeconds: number(env, 'PARTUNE_STALL_SECONDS', 300),
+    maxShardSeconds: number(env, 'PARTUNE_MAX_SHARD_SECONDS', 3600),
+    quarantineStrikes: number(env, 'PARTUNE_QUARANTINE_STRIKES', 3),
+    volunteersPerMinute: number(env, 'PARTUNE_VOLUNTEERS_PER_MINUTE', 20),
     urlSeconds: number(env, 'PARTUNE_URL_SECONDS', 900),
     uploadMaxBytes: number(env, 'PARTUNE_UPLOAD_MAX_MB', 1024) * 2 ** 20,
+    uploadTtlSeconds: number(env, 'PARTUNE_UPLOAD_TTL_SECONDS', 86_400),
+    maxRunSteps: number(env, 'PARTUNE_MAX_RUN_STEPS', 1_000_000),
     maxQueryDepth: number(env, 'PARTUNE_MAX_QUERY_DEPTH', 8),
     maxQueryComplexity: number(env, 'PARTUNE_MAX_QUERY_COMPLEXITY', 2000),
     ...overrides,

@@ -10,10 +10,11 @@ export const notFound = make('NOT_FOUND');
 export const unauthenticated = make('UNAUTHENTICATED');
 export const forbidden = make('FORBIDDEN');
 export const conflict = make('CONFLICT');
+export const rateLimited = make('RATE_LIMITED');
 
 /** Codes that describe the request, not the server: passed on as they are. */
 const CLIENT_CODES = new Set([
-  'BAD_USER_INPUT', 'NOT_FOUND', 'UNAUTHENTICATED', 'FORBIDDEN', 'CONFLICT', 'QUERY_TOO_COMPLEX', 'GRAPHQL_PARSE_FAILED',
+  'BAD_USER_INPUT', 'NOT_FOUND', 'UNAUTHENTICATED', 'FORBIDDEN', 'CONFLICT', 'RATE_LIMITED', 'TOO_MANY_OPERATIONS', 'QUERY_TOO_COMPLEX', 'GRAPHQL_PARSE_FAILED',
   'GRAPHQL_VALIDATION_FAILED', 'BAD_REQUEST', 'PERSISTED_QUERY_NOT_FOUND', 'PERSISTED_QUERY_NOT_SUPPORTED', 'OPERATION_RESOLUTION_FAILURE',
 ]);
 

@@ -1,48 +1,113 @@
-// Query depth and complexity limits: a client cannot ask for unbounded nesting or fan-out.
-import { ASTNode, FragmentDefinitionNode, GraphQLError, GraphQLSchema, Kind, OperationDefinitionNode, SelectionSetNode, getNullableType, isListType } from 'graphql';
+// What one GraphQL document may cost, checked the same way over HTTP and graphql-ws before it
+// runs: its size (tokens, fragments), depth and complexity. The walk visits each fragment once
+// (its cost is memoised), so a chain of fragments that each spread the next twice costs time
+// linear in the document, not exponential.
+import {
+  DocumentNode, FieldNode, FragmentDefinitionNode, GraphQLCompositeType, GraphQLError, GraphQLSchema, Kind, OperationDefinitionNode, SelectionSetNode,
+  getNamedType, getNullableType, isCompositeType, isListType, isInterfaceType, isObjectType,
+} from 'graphql';
+import { getArgumentValues } from 'graphql/execution/values';
 import { ApolloServerPlugin } from '@apollo/server';
-import { getComplexity, simpleEstimator } from 'graphql-query-complexity';
 
-function depth(set: SelectionSetNode | undefined, fragments: Record<string, FragmentDefinitionNode>, seen: Set<string>): number {
-  if (!set) return 0;
-  let max = 0;
-  for (const s of set.selections) {
-    if (s.kind === Kind.FIELD) max = Math.max(max, s.name.value.startsWith('__') ? 0 : 1 + depth(s.selectionSet, fragments, seen));
-    else if (s.kind === Kind.INLINE_FRAGMENT) max = Math.max(max, depth(s.selectionSet, fragments, seen));
-    else if (!seen.has(s.name.value)) max = Math.max(max, depth(fragments[s.name.value]?.selectionSet, fragments, new Set([...seen, s.name.value])));
-  }
-  return max;
+export interface QueryLimits {
+  readonly maxDepth: number;
+  readonly maxComplexity: number;
+  /** Lexical tokens in a document: bounds parsing and validation (graphql-js `maxTokens`). */
+  readonly maxTokens: number;
+  readonly maxFragments: number;
 }
 
-export function limitsPlugin(schema: GraphQLSchema, maxDepth: number, maxComplexity: number): ApolloServerPlugin {
+export const limitError = (message: string): GraphQLError => new GraphQLError(message, { extensions: { code: 'QUERY_TOO_COMPLEX', http: { status: 400 } } });
+
+/** Meta fields answer from the schema: `__typename` is free, a whole `__schema` or `__type` is not. */
+const META_COST = 100;
+
+interface Cost { readonly depth: number; readonly complexity: number }
+
+class CostWalk {
+  private readonly fragments = new Map<string, FragmentDefinitionNode>();
+  private readonly memo = new Map<string, Cost>();
+  private readonly inProgress = new Set<string>();
+
+  constructor(private readonly schema: GraphQLSchema, document: DocumentNode, private readonly variables: Record<string, unknown>) {
+    for (const d of document.definitions) if (d.kind === Kind.FRAGMENT_DEFINITION) this.fragments.set(d.name.value, d);
+  }
+
+  selectionSet(set: SelectionSetNode | undefined, parent: GraphQLCompositeType): Cost {
+    if (!set) return { depth: 0, complexity: 0 };
+    let depth = 0;
+    let complexity = 0;
+    for (const s of set.selections) {
+      let c: Cost;
+      if (s.kind === Kind.FIELD) c = this.field(s, parent);
+      else if (s.kind === Kind.INLINE_FRAGMENT) c = this.selectionSet(s.selectionSet, this.condition(s.typeCondition?.name.value) ?? parent);
+      else c = this.fragment(s.name.value);
+      depth = Math.max(depth, c.depth);
+      complexity += c.complexity;
+    }
+    return { depth, complexity };
+  }
+
+  private condition(name: string | undefined): GraphQLCompositeType | undefined {
+    const t = name ? this.schema.getType(name) : undefined;
+    return t && isCompositeType(t) ? t : undefined;
+  }
+
+  private fragment(name: string): Cost {
+    const known = this.memo.get(name);
+    if (known) return known;
+    const f = this.fragments.get(name);
+    const type = this.condition(f?.typeCondition.name.value);
+    if (!f || !type || this.inProgress.has(name)) throw limitError(`fragment ${name} is unknown or spreads itself`);
+    this.inProgress.add(name);
+    const cost = this.selectionSet(f.selectionSet, type);
+    this.inProgress.delete(name);
+    this.memo.set(name, cost);
+    return cost;
+  }
+
+  private field(node: FieldNode, parent: GraphQLCompositeType): Cost {
+    const name = node.name.value;
+    if (name === '__typename') return { depth: 0, complexity: 0 };
+    if (name.startsWith('__')) return { depth: 0, complexity: META_COST };
+    const def = isObjectType(parent) || isInterfaceType(parent) ? parent.getFields()[name] : undefined;
+    if (!def) throw limitError(`unknown field ${parent.name}.${name}`);
+    const named = getNamedType(def.type);
+    const child = isCompositeType(named) ? this.selectionSet(node.selectionSet, named) : { depth: 0, complexity: 0 };
+    let first: unknown;
+    try {
+      first = def.args.some((a) => a.name === 'first') ? getArgumentValues(def, node, this.variables).first : undefined;
+    } catch (e) {
+      throw new GraphQLError((e as Error).message, { extensions: { code: 'BAD_USER_INPUT', http: { status: 400 } } });
+    }
+    // A page of `first` items costs `first` times its selection (its `items` list is that page);
+    // any other list is assumed to hold ten.
+    const fanOut = typeof first === 'number' ? first : name !== 'items' && isListType(getNullableType(def.type)) ? 10 : 1;
+    return { depth: 1 + child.depth, complexity: 1 + fanOut * child.complexity };
+  }
+}
+
+/** Throws QUERY_TOO_COMPLEX (or BAD_USER_INPUT for a bad variable) when the operation costs too much. */
+export function checkCost(schema: GraphQLSchema, document: DocumentNode, operation: OperationDefinitionNode, variables: Record<string, unknown> | undefined, limits: QueryLimits): void {
+  const fragments = document.definitions.filter((d) => d.kind === Kind.FRAGMENT_DEFINITION).length;
+  if (fragments > limits.maxFragments) throw limitError(`${fragments} fragments exceed the limit of ${limits.maxFragments}`);
+  const root = schema.getRootType(operation.operation);
+  if (!root) throw limitError(`this schema has no ${operation.operation} type`);
+  const cost = new CostWalk(schema, document, variables ?? {}).selectionSet(operation.selectionSet, root);
+  if (cost.depth > limits.maxDepth) throw limitError(`query depth ${cost.depth} exceeds the limit of ${limits.maxDepth}`);
+  if (cost.complexity > limits.maxComplexity) {
+    throw limitError(`query complexity ${cost.complexity} exceeds the limit of ${limits.maxComplexity}: ask for fewer items (first) or fields`);
+  }
+}
+
+export function limitsPlugin(schema: GraphQLSchema, limits: QueryLimits): ApolloServerPlugin {
   return {
     async requestDidStart() {
       return {
         async didResolveOperation({ request, document, operation }) {
-          const fragments = Object.fromEntries(document.definitions.filter((d): d is FragmentDefinitionNode => d.kind === Kind.FRAGMENT_DEFINITION).map((d) => [d.name.value, d]));
-          const d = depth((operation as OperationDefinitionNode).selectionSet, fragments, new Set());
-          if (d > maxDepth) throw limitError(`query depth ${d} exceeds the limit of ${maxDepth}`);
-          let complexity: number;
-          try {
-            complexity = getComplexity({
-              schema, query: document as ASTNode as never, operationName: request.operationName ?? undefined, variables: request.variables,
-              estimators: [
-                // A page of `first` items costs `first` times its selection (its `items` list is that
-                // page); any other list is assumed to hold ten.
-                ({ args, childComplexity }) => (typeof args.first === 'number' ? 1 + args.first * childComplexity : undefined),
-                ({ field, childComplexity }) => (field.name !== 'items' && isListType(getNullableType(field.type)) ? 1 + 10 * childComplexity : undefined),
-                simpleEstimator({ defaultComplexity: 1 }),
-              ],
-            });
-          } catch (e) {
-            // It coerces the variables first: a bad variable is the client's error.
-            throw new GraphQLError((e as Error).message, { extensions: { code: 'BAD_USER_INPUT', http: { status: 400 } } });
-          }
-          if (complexity > maxComplexity) throw limitError(`query complexity ${complexity} exceeds the limit of ${maxComplexity}: ask for fewer items (first) or fields`);
+          checkCost(schema, document, operation as OperationDefinitionNode, request.variables, limits);
         },
       };
     },
   };
 }
-
-const limitError = (message: string): GraphQLError => new GraphQLError(message, { extensions: { code: 'QUERY_TOO_COMPLEX', http: { status: 400 } } });

@@ -21,8 +21,11 @@ export interface BlobStore {
    * server (Node workers); otherwise for browsers and API clients (S3_PUBLIC_ENDPOINT).
    */
   presignGet(key: string, seconds: number, internal?: boolean): Promise<string>;
-  /** A URL that allows a PUT of this key for `seconds`. */
-  presignPut(key: string, seconds: number, internal?: boolean): Promise<string>;
+  /**
+   * A URL that allows a PUT of this key for `seconds`, of at most `maxBytes` where the store can
+   * bind it (the local store cuts a longer body off; S3 stores are checked after the upload).
+   */
+  presignPut(key: string, seconds: number, internal?: boolean, maxBytes?: number): Promise<string>;
 }
 
 export const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');

@@ -1,5 +1,8 @@
-// Object storage: one BlobStore interface, an S3 implementation, and the embedded S3 server.
+// Object storage: one BlobStore interface; blobs on the local disk behind signed URLs (the
+// embedded default) and any S3 API (MinIO, AWS) for deployments.
 export * from './blob-store';
 export * from './s3';
-export * from './embedded';
+export * from './local';
+export * from './signed-url';
 export * from './keys';
+export * from './blob-http';

@@ -99,6 +99,7 @@ export class S3BlobStore implements BlobStore {
     return (internal ? this.client : this.signer).presignedGetObject(this.config.bucket, key, seconds);
   }
 
+  /** S3 cannot bind a size to a presigned PUT: the server checks the size after the upload. */
   presignPut(key: string, seconds: number, internal = false): Promise<string> {
     return (internal ? this.client : this.signer).presignedPutObject(this.config.bucket, key, seconds);
   }

@@ -26,7 +26,7 @@ describe('angle probes and soups on the platform', () => {
   const finished = async (id: string, query?: string): Promise<Record<string, any>> => {
     const done = await waitForRun(server, id);
     expect({ id, status: done.status, error: done.error }).toEqual({ id, status: 'SUCCEEDED', error: null });
-    return query ? (await ok(server.url, undefined, query, { id })).run : done;
+    return query ? (await ok(server.url, server.admin, query, { id })).run : done;
   };
 
   beforeAll(async () => {
@@ -71,7 +71,7 @@ describe('angle probes and soups on the platform', () => {
 
     const id = await start('micro-angle-s2');
     const run = await finished(id);
-    const { run: r } = await ok(server.url, undefined, 'query($id: ID!) { run(id: $id) { strategyName tunedParameters } }', { id });
+    const { run: r } = await ok(server.url, server.admin, 'query($id: ID!) { run(id: $id) { strategyName tunedParameters } }', { id });
     expect(r).toEqual({ strategyName: 'micro-angle-s2', tunedParameters: p.strategy.tunedParameters });
     expect(run.accuracy).toBeGreaterThan(0);
 

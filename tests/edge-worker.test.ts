@@ -59,7 +59,7 @@ suite('edge worker in headless Chromium', () => {
       { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { epochs: 2, stepsPerRound: 8, shardsPerRound: 1 } } });
     const run = await waitForRun(server, startRun.id);
     expect(run.status).toBe('SUCCEEDED');
-    const { workers } = await ok(server.url, undefined, '{ workers { items { name kind backend shardsDone samples imagesPerSecond } } }');
+    const { workers } = await ok(server.url, server.admin, '{ workers { items { name kind backend shardsDone samples imagesPerSecond } } }');
     expect(workers.items).toEqual([expect.objectContaining({ name: 'tab-1', kind: 'browser', backend: 'wasm', shardsDone: 8, samples: 64 * 32 })]);
     await waitFor('the page to count its shards', async () => (await page.getAttribute('body', 'data-shards')) === '8', 10_000);
     expect(await page.textContent('#samples')).toMatch(/2,048 images in 8 shards/);
@@ -95,10 +95,10 @@ suite('edge worker in headless Chromium', () => {
         { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: hyper } })).startRun.id;
       const id = await start();
       const ids = async (): Promise<Record<string, string>> =>
-        Object.fromEntries((await ok(server.url, undefined, '{ workers(online: true) { items { id name } } }')).workers.items.map((w: any) => [w.name, w.id]));
+        Object.fromEntries((await ok(server.url, server.admin, '{ workers(online: true) { items { id name } } }')).workers.items.map((w: any) => [w.name, w.id]));
       const held = await waitFor('tab-b to hold a shard', async () => {
         const w = await ids();
-        const { run } = await ok(server.url, undefined, RUN_QUERY, { id });
+        const { run } = await ok(server.url, server.admin, RUN_QUERY, { id });
         return run.shards.find((sh: any) => sh.status === 'LEASED' && sh.workerId === w['tab-b'] && sh.round >= 1);
       }, 120_000, 100);
       await tabs[1].close(); // mid-shard: its lease lapses and the shard is re-issued
@@ -107,7 +107,7 @@ suite('edge worker in headless Chromium', () => {
       const retried = run.shards.find((sh: any) => sh.id === held.id);
       expect(retried.attempt).toBeGreaterThanOrEqual(2);
       expect(retried.rejections.join(' ')).toMatch(/lease expired/);
-      const { workers } = await ok(server.url, undefined, '{ workers { items { name kind shardsDone } } }');
+      const { workers } = await ok(server.url, server.admin, '{ workers { items { name kind shardsDone } } }');
       const done = Object.fromEntries(workers.items.map((w: any) => [w.name, w.shardsDone]));
       expect(done['node-1']).toBeGreaterThan(0);
       expect(done['tab-a']).toBeGreaterThan(0);
@@ -162,7 +162,7 @@ suite('edge worker in headless Chromium', () => {
       await card.locator('progress').waitFor();
       await page.waitForFunction(() => document.querySelector('.run')?.getAttribute('data-status') === 'SUCCEEDED', null, { timeout: 180_000 });
       const runId = await card.getAttribute('data-run');
-      const { run } = await ok(server.url, undefined, 'query($id: ID!) { run(id: $id) { accuracy metrics { testAccuracy } } }', { id: runId });
+      const { run } = await ok(server.url, server.admin, 'query($id: ID!) { run(id: $id) { accuracy metrics { testAccuracy } } }', { id: runId });
       await page.waitForFunction((a) => document.querySelector('.run .acc')?.getAttribute('data-accuracy') === String(a), run.accuracy, { timeout: 10_000 });
       expect(await card.locator('.acc').textContent()).toBe(`top-1 ${(100 * run.accuracy).toFixed(2)}%`);
       expect(await card.locator('svg circle').count()).toBe(2); // one evaluation per epoch
@@ -178,11 +178,11 @@ suite('edge worker in headless Chromium', () => {
   it('volunteer tokens: minted for browsers, refused for other kinds and for admin work', async () => {
     const { volunteerToken } = await ok(server.url, undefined, 'mutation { volunteerToken }');
     expect(volunteerToken).toMatch(/^vol_/);
-    const node = await gql(server.url, volunteerToken, 'mutation { registerWorker(name: "x", kind: "node", backend: "wasm") { id } }');
+    const node = await gql(server.url, volunteerToken, 'mutation { registerWorker(name: "x", kind: "node", backend: "wasm") { worker { id } } }');
     expect(node.errors?.[0].extensions?.code).toBe('BAD_USER_INPUT');
     const admin = await gql(server.url, volunteerToken, 'mutation { cancelRun(id: "x") { id } }');
     expect(admin.errors?.[0].extensions?.code).toBe('FORBIDDEN');
-    const forged = await gql(server.url, `${volunteerToken.slice(0, -2)}xx`, 'mutation { registerWorker(name: "x", kind: "browser", backend: "wasm") { id } }');
+    const forged = await gql(server.url, `${volunteerToken.slice(0, -2)}xx`, 'mutation { registerWorker(name: "x", kind: "browser", backend: "wasm") { worker { id } } }');
     expect(forged.errors?.[0].extensions?.code).toBe('UNAUTHENTICATED');
   });
 });

@@ -8,7 +8,7 @@ import { gzipSync } from 'node:zlib';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
 import { TrainingState, parseDelta, parseSafetensors, parseState, serializeState } from '../engine';
-import { RUN_QUERY, ServerProcess, WorkerProcess, cliJson, gql, ok, startServer, startWorker, uploadBytes, waitFor, waitForRun } from '../node/local-platform';
+import { RUN_QUERY, ServerProcess, WorkerProcess, cliJson, gql, ok, registerWorker, startServer, startWorker, uploadBytes, waitFor, waitForRun } from '../node/local-platform';
 
 jest.setTimeout(300_000);
 
@@ -53,7 +53,7 @@ describe('one server, one worker at a time', () => {
   const workers: WorkerProcess[] = [];
 
   beforeAll(async () => {
-    server = await startServer();
+    server = await startServer({ PARTUNE_IMPORT_ROOTS: tmp });
     await setUp(server);
   });
   afterAll(async () => {
@@ -64,7 +64,7 @@ describe('one server, one worker at a time', () => {
   it('one shard per round reproduces single-process fine-tuning bit for bit; progress arrives by subscription', async () => {
     workers.push(startWorker(server, 'w1'));
     const events: Record<string, any>[] = [];
-    const ws = createClient({ url: server.url.replace('http', 'ws'), webSocketImpl: WebSocket });
+    const ws = createClient({ url: server.url.replace('http', 'ws'), webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${server.admin}` } });
     ws.subscribe({ query: 'subscription { runEvents { runId kind status step totalSteps progress trainLoss testAccuracy message } }' }, {
       next: (m) => void events.push(m.data!.runEvents as Record<string, any>), error: () => undefined, complete: () => undefined,
     });
@@ -99,7 +99,7 @@ describe('one server, one worker at a time', () => {
     expect(mergeDelta.weightsSha256).toBe((await cliJson(['convert', '--checkpoint', merged, '--out', join(tmp, 'merged-timm.safetensors')])).sha256);
 
     // A stored delta altered behind the server's back is refused on download, and no file is written.
-    const stored = join(server.dataDir, 's3', 'partune', 'deltas', `${id}.safetensors._S3rver_object`);
+    const stored = join(server.dataDir, 'blobs', 'objects', 'deltas', `${id}.safetensors`);
     const original = readFileSync(stored);
     writeFileSync(stored, Buffer.from(original.map((b, i) => (i === original.length - 1 ? b ^ 0xff : b))));
     const download = (out: string): Promise<Record<string, any>> => cliJson(['delta', 'download', '--server', server.url, '--token', server.admin, '--run', id, '--out', out]);
@@ -133,7 +133,7 @@ describe('one server, one worker at a time', () => {
     expect(again.errors?.[0].extensions?.code).toBe('CONFLICT');
     // The run was cancelled while being prepared: let the preparation finish, it must not revive it.
     await new Promise((r) => setTimeout(r, 3000));
-    const { runs } = await ok(server.url, undefined, '{ runs(filter: { status: CANCELLED }) { total items { id shards { status } } } }');
+    const { runs } = await ok(server.url, server.admin, '{ runs(filter: { status: CANCELLED }) { total items { id shards { status } } } }');
     expect(runs.items.map((r: any) => r.id)).toEqual([startRun.id]);
     expect(runs.items[0].shards.filter((sh: any) => !['CANCELLED', 'DONE'].includes(sh.status))).toEqual([]); // nothing left to lease
   });
@@ -141,16 +141,14 @@ describe('one server, one worker at a time', () => {
   it('rejects a NaN update, a wrong shape and an update for another shard; the run still gets the right result', async () => {
     await workers[0].kill();
     const id = await startRun(server, HYPER);
-    const { registerWorker } = await ok(server.url, server.worker, 'mutation { registerWorker(name: "liar", kind: "node", backend: "none") { id } }');
-    const claim = async (): Promise<Record<string, any>> => {
-      const a = await waitFor('a shard', async () => (await ok(server.url, server.worker, `mutation($w: ID!) { claimShard(workerId: $w) { shard { id attempt } uploadUrl state { url } } }`, { w: registerWorker.id })).claimShard);
-      return a;
-    };
-    const complete = (a: Record<string, any>) => gql(server.url, server.worker, 'mutation($w: ID!, $s: ID!, $a: Int!) { completeShard(workerId: $w, shardId: $s, attempt: $a, loss: 1, imagesPerSecond: 1) { id } }',
-      { w: registerWorker.id, s: a.shard.id, a: a.shard.attempt });
+    const liar = (await registerWorker(server, 'liar')).credential;
+    const claim = (): Promise<Record<string, any>> =>
+      waitFor('a shard', async () => (await ok(server.url, liar, 'mutation { claimShard { shard { id attempt } uploadUrl state { url } } }')).claimShard);
+    const complete = (a: Record<string, any>) => gql(server.url, liar, 'mutation($s: ID!, $a: Int!) { completeShard(shardId: $s, attempt: $a, loss: 1, imagesPerSecond: 1) { id } }',
+      { s: a.shard.id, a: a.shard.attempt });
     // A worker whose memory budget the run's model and data exceed is passed over.
-    await waitFor('the run to be running', async () => (await ok(server.url, undefined, RUN_QUERY, { id })).run.status === 'RUNNING');
-    const tight = await ok(server.url, server.worker, 'mutation($w: ID!) { claimShard(workerId: $w, memoryBudget: 100000) { shard { id } } }', { w: registerWorker.id });
+    await waitFor('the run to be running', async () => (await ok(server.url, server.admin, RUN_QUERY, { id })).run.status === 'RUNNING');
+    const tight = await ok(server.url, liar, 'mutation { claimShard(memoryBudget: 100000) { shard { id } } }');
     expect(tight.claimShard).toBeNull();
     const lie = async (spoil: (s: TrainingState) => TrainingState): Promise<string> => {
       const a = await claim();
@@ -180,9 +178,9 @@ describe('one server, one worker at a time', () => {
 
     const held = await claim(); // attempt 4, then let the lease lapse into a real worker's hands
     expect(held.shard.attempt).toBe(4);
-    const other = await gql(server.url, server.worker, 'mutation($w: ID!, $s: ID!) { completeShard(workerId: $w, shardId: $s, attempt: 1, loss: 1, imagesPerSecond: 1) { id } }', { w: registerWorker.id, s: held.shard.id });
+    const other = await gql(server.url, liar, 'mutation($s: ID!) { completeShard(shardId: $s, attempt: 1, loss: 1, imagesPerSecond: 1) { id } }', { s: held.shard.id });
     expect(other.errors?.[0].extensions?.code).toBe('CONFLICT');
-    await ok(server.url, server.worker, 'mutation($w: ID!, $s: ID!) { failShard(workerId: $w, shardId: $s, attempt: 4, message: "giving up") }', { w: registerWorker.id, s: held.shard.id });
+    await ok(server.url, liar, 'mutation($s: ID!) { failShard(shardId: $s, attempt: 4, message: "giving up") }', { s: held.shard.id });
 
     workers.push(startWorker(server, 'w2'));
     const run = await waitForRun(server, id);
@@ -226,8 +224,9 @@ describe('one server, one worker at a time', () => {
     const upload = 'mutation($b: Int!) { createUpload(filename: "big.safetensors", bytes: $b) { id url } }';
     expect(await code(server.admin, upload, { b: 2 ** 31 - 1 })).toEqual(['BAD_USER_INPUT', expect.stringMatching(/exceeds the limit/)]);
     const small = await ok(server.url, server.admin, upload, { b: 100 });
-    await fetch(small.createUpload.url, { method: 'PUT', body: new Uint8Array(5000) });
-    expect(await code(server.admin, register, { i: { name: 'liar', uploadId: small.createUpload.id } })).toEqual(['BAD_USER_INPUT', expect.stringMatching(/more than the 100 bytes declared/)]);
+    // A body larger than declared is cut off at the door: nothing is kept.
+    expect((await fetch(small.createUpload.url, { method: 'PUT', body: new Uint8Array(5000) })).status).toBe(413);
+    expect(await code(server.admin, register, { i: { name: 'liar', uploadId: small.createUpload.id } })).toEqual(['BAD_USER_INPUT', expect.stringMatching(/has no bytes yet/)]);
 
     const deep = `{ runs { items { delta { run { delta { run { delta { run { delta { id } } } } } } } } } }`;
     expect((await code(undefined, deep))[0]).toBe('QUERY_TOO_COMPLEX');
@@ -261,8 +260,8 @@ describe('two workers, failures', () => {
   it('a killed worker loses nothing: its shard is re-issued and the run completes', async () => {
     const id = await startRun(server, hyper);
     const a = await waitFor('worker a to hold a shard', async () => {
-      const { run } = await ok(server.url, undefined, RUN_QUERY, { id });
-      const { workers: ws } = await ok(server.url, undefined, '{ workers { items { id name currentShard } } }');
+      const { run } = await ok(server.url, server.admin, RUN_QUERY, { id });
+      const { workers: ws } = await ok(server.url, server.admin, '{ workers { items { id name currentShard } } }');
       const wa = ws.items.find((w: any) => w.name === 'a');
       return run.shards.find((s: any) => s.status === 'LEASED' && s.workerId === wa?.id && s.round >= 1);
     }, 120_000, 100);
@@ -278,7 +277,7 @@ describe('two workers, failures', () => {
 
   it('a server restarted mid-run resumes it; the result equals an uninterrupted run', async () => {
     const id = await startRun(server, hyper);
-    await waitFor('round 2', async () => (await gql(server.url, undefined, RUN_QUERY, { id })).data?.run.round >= 2, 120_000, 100);
+    await waitFor('round 2', async () => (await gql(server.url, server.admin, RUN_QUERY, { id })).data?.run.round >= 2, 120_000, 100);
     await server.stop('SIGKILL');
     await new Promise((r) => setTimeout(r, 1000));
     await server.restart();

@@ -1,33 +1,37 @@
 // The shard protocol's guarded transitions against a real `partune serve` process, driven over
 // GraphQL by hand (no worker process): a lease ends once however its completions interleave, and
-// leases that keep lapsing end the run instead of re-issuing its shard forever.
-import { mkdtempSync, readFileSync } from 'node:fs';
+// leases of a trusted worker that keep lapsing end the run instead of re-issuing its shard forever.
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect, parseState, parseVitConfig, preset, presetStrategy, serializeState, tunedShapes } from '../engine';
-import { GqlResult, ServerProcess, cliJson, gql, ok, startServer, uploadBytes, waitFor } from '../node/local-platform';
+import { GqlResult, ServerProcess, cliJson, gql, ok, registerWorker, startServer, uploadBytes, waitFor } from '../node/local-platform';
 
 jest.setTimeout(120_000);
 
 const tmp = mkdtempSync(join(tmpdir(), 'partune-protocol-'));
 const MICRO = join(tmp, 'micro.safetensors');
-const CLAIM = 'mutation($w: ID!) { claimShard(workerId: $w) { shard { id attempt round } job uploadUrl state { url } } }';
+const CLAIM = 'mutation { claimShard { shard { id attempt round } job uploadUrl state { url } } }';
 
-async function setUp(server: ServerProcess): Promise<string> {
+async function setUp(server: ServerProcess, hyper: Record<string, unknown> = { epochs: 1, stepsPerRound: 8, shardsPerRound: 1 }): Promise<string> {
   const uploadId = await uploadBytes(server, 'micro.safetensors', readFileSync(MICRO));
   await ok(server.url, server.admin, 'mutation($i: RegisterModelInput!) { registerModel(input: $i) { id } }', { i: { name: 'micro', uploadId } });
   await ok(server.url, server.admin, 'mutation($i: ImportDatasetInput!) { importDataset(input: $i) { id } }',
     { i: { name: 'digits', format: 'MNIST_PACKAGE', trainLimit: 256, testLimit: 64 } });
   const { startRun } = await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }',
-    { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { epochs: 1, stepsPerRound: 8, shardsPerRound: 1 } } });
+    { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: hyper } });
   return startRun.id;
 }
 
-const register = async (server: ServerProcess): Promise<string> =>
-  (await ok(server.url, server.worker, 'mutation { registerWorker(name: "by-hand", kind: "node", backend: "none") { id } }')).registerWorker.id;
+/** A valid update for a claimed shard: the round's state as it is, labelled for the shard. */
+async function noOpUpdate(a: Record<string, any>, samples: number): Promise<Uint8Array> {
+  const config = parseVitConfig({ ...preset('vit_micro_patch4_28'), numClasses: 10 });
+  const start = parseState(new Uint8Array(await (await fetch(a.state.url)).arrayBuffer()), tunedShapes(config, inspect(presetStrategy('attn-only'), config).tuned));
+  return serializeState({ ...start, label: { run: a.job.runId, round: a.shard.round, shard: a.shard.id, samples } });
+}
 
-const claim = (server: ServerProcess, workerId: string): Promise<Record<string, any>> =>
-  waitFor('a shard', async () => (await ok(server.url, server.worker, CLAIM, { w: workerId })).claimShard, 30_000);
+const claim = (server: ServerProcess, credential: string): Promise<Record<string, any>> =>
+  waitFor('a shard', async () => (await ok(server.url, credential, CLAIM)).claimShard, 30_000);
 
 beforeAll(async () => {
   await cliJson(['convert', '--checkpoint', 'random:vit_micro_patch4_28', '--out', MICRO]);
@@ -40,37 +44,60 @@ describe('the shard protocol', () => {
   it('two completions of one lease at once are accepted once: the worker is credited once', async () => {
     server = await startServer();
     await setUp(server);
-    const workerId = await register(server);
-    const a = await claim(server, workerId);
-    // A valid update: the round's state as it is, labelled for this shard (8 steps of 32 images).
-    const config = parseVitConfig({ ...preset('vit_micro_patch4_28'), numClasses: 10 });
-    const start = parseState(new Uint8Array(await (await fetch(a.state.url)).arrayBuffer()), tunedShapes(config, inspect(presetStrategy('attn-only'), config).tuned));
-    const update = serializeState({ ...start, label: { run: a.job.runId, round: 0, shard: a.shard.id, samples: 256 } });
+    const { id: workerId, credential } = await registerWorker(server, 'by-hand');
+    const a = await claim(server, credential);
+    const update = await noOpUpdate(a, 8 * 32);
     expect((await fetch(a.uploadUrl, { method: 'PUT', body: update as Uint8Array<ArrayBuffer> })).ok).toBe(true);
-    const complete = (): Promise<GqlResult<Record<string, any>>> => gql(server.url, server.worker,
-      'mutation($w: ID!, $s: ID!, $a: Int!) { completeShard(workerId: $w, shardId: $s, attempt: $a, loss: 1, imagesPerSecond: 5) { status } }',
-      { w: workerId, s: a.shard.id, a: a.shard.attempt });
+    const complete = (): Promise<GqlResult<Record<string, any>>> => gql(server.url, credential,
+      'mutation($s: ID!, $a: Int!) { completeShard(shardId: $s, attempt: $a, loss: 1, imagesPerSecond: 5) { status } }', { s: a.shard.id, a: a.shard.attempt });
     const answers = await Promise.all([complete(), complete(), complete()]);
     expect(answers.map((r) => r.errors ?? r.data!.completeShard.status)).toEqual(['DONE', 'DONE', 'DONE']);
-    const { workers } = await ok(server.url, undefined, '{ workers { items { id shardsDone samples } } }');
+    const { workers } = await ok(server.url, server.admin, '{ workers { items { id shardsDone samples } } }');
     expect(workers.items.find((w: { id: string }) => w.id === workerId)).toEqual({ id: workerId, shardsDone: 1, samples: 256 });
   });
 
-  it('a shard whose leases keep lapsing fails its run after five attempts', async () => {
+  it('an accepted update whose stored bytes no longer match re-issues its shard; the run goes on', async () => {
+    server = await startServer();
+    const runId = await setUp(server, { maxSteps: 8, stepsPerRound: 8, shardsPerRound: 2 });
+    const { credential } = await registerWorker(server, 'by-hand');
+    const complete = async (a: Record<string, any>): Promise<void> => {
+      expect((await fetch(a.uploadUrl, { method: 'PUT', body: (await noOpUpdate(a, 4 * 32)) as Uint8Array<ArrayBuffer> })).status).toBe(200);
+      await ok(server.url, credential, 'mutation($s: ID!, $a: Int!) { completeShard(shardId: $s, attempt: $a, loss: 1, imagesPerSecond: 5) { status } }', { s: a.shard.id, a: a.shard.attempt });
+    };
+    const first = await claim(server, credential);
+    const second = await claim(server, credential);
+    await complete(first);
+    // The first update's accepted copy rots on disk before the round is aggregated.
+    const updates = join(server.dataDir, 'blobs', 'objects', 'updates');
+    const [file] = readdirSync(updates);
+    writeFileSync(join(updates, file), Buffer.from('rotten'));
+    await complete(second);
+    const again = await claim(server, credential);
+    expect([again.shard.id, again.shard.attempt]).toEqual([first.shard.id, 2]);
+    await complete(again);
+    const run = await waitFor('the run to end', async () => {
+      const { run: r } = await ok(server.url, server.admin, 'query($id: ID!) { run(id: $id) { status shards { rejections } } }', { id: runId });
+      return ['SUCCEEDED', 'FAILED'].includes(r.status) && r;
+    }, 60_000);
+    expect(run.status).toBe('SUCCEEDED');
+    expect(run.shards.flatMap((s: { rejections: string[] }) => s.rejections)).toEqual([expect.stringMatching(/update of shard 0\.0 is unusable \(object '.*' is corrupt: SHA-256/)]);
+  });
+
+  it('a shard whose leases by a trusted worker keep lapsing fails its run after five attempts', async () => {
     server = await startServer({ PARTUNE_LEASE_SECONDS: '1' });
     const runId = await setUp(server);
-    const workerId = await register(server);
+    const { credential } = await registerWorker(server, 'by-hand');
     for (let attempt = 1; attempt <= 5; attempt++) {
-      expect((await claim(server, workerId)).shard.attempt).toBe(attempt);
+      expect((await claim(server, credential)).shard.attempt).toBe(attempt);
       await new Promise((r) => setTimeout(r, 1300)); // silent: no heartbeat, the lease lapses
     }
     const run = await waitFor('the run to fail', async () => {
-      const { run: r } = await ok(server.url, undefined, 'query($id: ID!) { run(id: $id) { status error shards { status rejections } } }', { id: runId });
+      const { run: r } = await ok(server.url, server.admin, 'query($id: ID!) { run(id: $id) { status error shards { status rejections } } }', { id: runId });
       return r.status === 'FAILED' && r;
     }, 10_000);
-    expect(run.error).toMatch(/shard 0\.0 failed 5 times; last: attempt 5: lease expired/);
+    expect(run.error).toMatch(/shard 0\.0 failed 5 times \(5 by trusted workers, 1 distinct workers\); last: attempt 5: lease expired/);
     expect(run.shards.map((s: { status: string }) => s.status)).toEqual(['CANCELLED']);
     expect(run.shards[0].rejections).toHaveLength(5);
-    expect((await ok(server.url, server.worker, CLAIM, { w: workerId })).claimShard).toBeNull();
+    expect((await ok(server.url, credential, CLAIM)).claimShard).toBeNull();
   });
 });

@@ -6,7 +6,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { countParams, exportCheckpoint, initParams, preset, toHost } from '../engine';
-import { EmbeddedS3, startEmbeddedS3 } from '../storage';
+import { EmbeddedS3, startEmbeddedS3 } from './support/s3-peer';
 import type { RunningServer } from '../server/app';
 import { openSqliteState } from '../server/state/sqlite';
 import { GqlResult, gql } from '../node/local-platform';

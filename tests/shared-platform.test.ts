@@ -21,7 +21,7 @@ describeIfExists(both, 'platform end to end on the third-party model (vit-mnist-
   const tmp = mkdtempSync(join(tmpdir(), 'partune-e2e-'));
 
   beforeAll(async () => {
-    server = await startServer();
+    server = await startServer({ PARTUNE_IMPORT_ROOTS: FASHION_MNIST_DIR });
     workers.push(startWorker(server, 'node-1'), startWorker(server, 'node-2'));
   });
   afterAll(async () => {
@@ -41,7 +41,7 @@ describeIfExists(both, 'platform end to end on the third-party model (vit-mnist-
     expect(importDataset).toMatchObject({ classes: 10, trainImages: 2048, testImages: 1000 });
 
     const events: Record<string, any>[] = [];
-    const ws = createClient({ url: server.url.replace('http', 'ws'), webSocketImpl: WebSocket });
+    const ws = createClient({ url: server.url.replace('http', 'ws'), webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${server.admin}` } });
     ws.subscribe({ query: 'subscription { runEvents { runId kind status progress trainLoss testAccuracy message } }' }, {
       next: (m) => void events.push(m.data!.runEvents as Record<string, any>), error: () => undefined, complete: () => undefined,
     });
@@ -55,7 +55,7 @@ describeIfExists(both, 'platform end to end on the third-party model (vit-mnist-
     const mine = events.filter((e) => e.runId === startRun.id);
     expect(mine.filter((e) => e.kind === 'SHARD').length).toBeGreaterThan(4);
     expect(mine.at(-1)).toMatchObject({ status: 'SUCCEEDED', progress: 1 });
-    const { workers: ws2 } = await ok(server.url, undefined, '{ workers { items { name shardsDone samples imagesPerSecond } } }');
+    const { workers: ws2 } = await ok(server.url, server.admin, '{ workers { items { name shardsDone samples imagesPerSecond } } }');
     for (const w of ws2.items) expect(w.shardsDone).toBeGreaterThan(0); // both took part
 
     const deltaFile = join(tmp, 'delta.safetensors');

@@ -31,18 +31,24 @@ function run(id: string, modelId: string, at: number, memoryNeed = 0): RunRecord
   return {
     id, spec: { kind: 'FINETUNE', options: parseRunOptions({ epochs: 1, testLimit: 5 }) }, modelId, datasetId: 'd', strategy: { kind: 'preset', name: 'attn-only' },
     strategyName: 'attn-only', status: 'PREPARING', plan: null, round: 0, step: 0, state: null, normalization: null, numClasses: 10, tunedParams: 5,
-    totalParams: 9, memoryNeed, metrics: [], accuracy: null, loss: null, deltaId: null, error: null, createdAt: new Date(at), updatedAt: new Date(at), finishedAt: null,
+    totalParams: 9, memoryNeed, metrics: [], accuracy: null, loss: null, deltaId: null, error: null, public: false, createdAt: new Date(at), updatedAt: new Date(at), finishedAt: null,
   };
 }
 
 const plan = { trainImages: 100, stepsPerEpoch: 3, totalSteps: 3, shardsPerRound: 1, rounds: [[0, 3]] as [number, number][] };
 const start = { plan, state: { key: 'state-0', sha256: 'x' }, normalization: { mean: [0.5], std: [0.25] } };
 const oneShard = [{ index: 0, fromStep: 0, toStep: 3 }];
+const budget = { distinctWorkers: 3, trustedFailures: 3, quarantineStrikes: 2 };
+const FAR = new Date(0);
+const trustedW1 = { id: 'w1', trusted: true };
 
 describe('SQLite state store', () => {
   let dir: string;
   let state: StateStore;
-  const worker = { id: 'w1', name: 'w1', kind: 'node' as const, backend: 'wasm', lastSeen: new Date(), shardsDone: 0, samples: 0, imagesPerSecond: null, currentShard: null, createdAt: new Date() };
+  const worker = {
+    id: 'w1', name: 'w1', kind: 'node' as const, backend: 'wasm', lastSeen: new Date(), shardsDone: 0, samples: 0, imagesPerSecond: null, currentShard: null,
+    trusted: true, strikes: 0, quarantinedAt: null, createdAt: new Date(),
+  };
 
   beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), 'partune-state-'));
@@ -107,9 +113,9 @@ describe('SQLite state store', () => {
     await state.runs.insert(run('small', 'm', 2, 45 * MB));
     for (const id of ['big', 'small']) await state.runs.start(id, start, oneShard);
     const until = new Date(Date.now() + 60_000);
-    expect((await state.shards.leaseOldest('w1', 100 * MB, until))!.runId).toBe('small');
-    expect(await state.shards.leaseOldest('w1', 100 * MB, until)).toBeUndefined();
-    const big = (await state.shards.leaseOldest('w1', undefined, until))!;
+    expect((await state.shards.leaseOldest(trustedW1, 100 * MB, until, new Date()))!.runId).toBe('small');
+    expect(await state.shards.leaseOldest(trustedW1, 100 * MB, until, new Date())).toBeUndefined();
+    const big = (await state.shards.leaseOldest(trustedW1, undefined, until, new Date()))!;
     expect([big.runId, big.status, big.workerId, big.attempts]).toEqual(['big', 'LEASED', 'w1', 1]);
   });
 
@@ -117,34 +123,81 @@ describe('SQLite state store', () => {
     await state.runs.insert(run('r1', 'm', 1));
     await state.runs.start('r1', start, oneShard);
     const until = new Date(Date.now() + 60_000);
-    const first = (await state.shards.leaseOldest('w1', undefined, until))!;
+    const first = (await state.shards.leaseOldest(trustedW1, undefined, until, new Date()))!;
     const result = { update: { key: 'u', sha256: 'h' }, loss: 1, imagesPerSecond: 2, samples: 96 };
     expect(await state.shards.complete(first.id, 'w2', 1, result)).toBe(false); // not the holder
     expect(await state.shards.complete(first.id, 'w1', 2, result)).toBe(false); // not this attempt
-    expect(await state.shards.release(first.id, 'w1', 1, 'attempt 1 failed', 3)).toBe('requeued');
-    expect(await state.shards.release(first.id, 'w1', 1, 'attempt 1 failed again', 3)).toBe('lost');
-    await state.shards.leaseOldest('w1', undefined, new Date(Date.now() - 1)); // attempt 2, already lapsed
-    expect((await state.shards.expire(new Date(), 3)).map((e) => e.release)).toEqual(['requeued']);
-    await state.shards.leaseOldest('w1', undefined, until); // attempt 3
+    expect(await state.shards.release(first.id, 'w1', 1, 'attempt 1 failed', budget)).toBe('requeued');
+    expect(await state.shards.release(first.id, 'w1', 1, 'attempt 1 failed again', budget)).toBe('lost');
+    await state.shards.leaseOldest(trustedW1, undefined, new Date(Date.now() - 1), new Date()); // attempt 2, already lapsed
+    expect((await state.shards.expire(new Date(), FAR, budget)).map((e) => e.release)).toEqual(['requeued']);
+    await state.shards.leaseOldest(trustedW1, undefined, until, new Date()); // attempt 3
+    expect(await state.shards.lastSpeed('r1', 'w1')).toBeUndefined();
     expect(await state.shards.complete(first.id, 'w1', 3, result)).toBe(true);
     expect(await state.shards.complete(first.id, 'w1', 3, result)).toBe(false);
+    expect([await state.shards.lastSpeed('r1', 'w1'), await state.shards.lastSpeed('r1', 'w2')]).toEqual([2, undefined]); // what a deadline is measured by
     const done = (await state.shards.get(first.id))!;
-    expect([done.status, done.attempts, done.rejections]).toEqual(['DONE', 3, ['attempt 1 failed', 'attempt 2: lease expired (worker w1 silent)']]);
+    expect([done.status, done.attempts, done.rejections]).toEqual(['DONE', 3, ['attempt 1 failed', 'attempt 2: lease expired (worker w1)']]);
     const w = (await state.workers.touch('w1', new Date()))!;
     expect([w.shardsDone, w.samples, w.currentShard]).toEqual([1, 96, null]);
   });
 
-  it('a shard whose leases keep lapsing is cancelled at the last attempt, not re-issued forever', async () => {
+  it('a shard whose leases by a trusted worker keep lapsing is cancelled at its budget, not re-issued forever', async () => {
     await state.runs.insert(run('r1', 'm', 1));
     await state.runs.start('r1', start, oneShard);
     const releases = [];
     for (let i = 0; i < 3; i++) {
-      await state.shards.leaseOldest('w1', undefined, new Date(Date.now() - 1));
-      releases.push(...(await state.shards.expire(new Date(), 3)).map((e) => e.release));
+      await state.shards.leaseOldest(trustedW1, undefined, new Date(Date.now() - 1), new Date());
+      releases.push(...(await state.shards.expire(new Date(), FAR, budget)).map((e) => e.release));
     }
     expect(releases).toEqual(['requeued', 'requeued', 'exhausted']);
     expect((await state.shards.ofRun('r1'))[0].status).toBe('CANCELLED');
-    expect(await state.shards.leaseOldest('w1', undefined, new Date(Date.now() + 60_000))).toBeUndefined();
+    expect(await state.shards.leaseOldest(trustedW1, undefined, new Date(Date.now() + 60_000), new Date())).toBeUndefined();
+  });
+
+  it('volunteers: a failure never reaches a volunteer twice, fails no run alone, and quarantines at the strike budget', async () => {
+    await state.runs.insert(run('r1', 'm', 1));
+    await state.runs.start('r1', start, oneShard);
+    const until = new Date(Date.now() + 60_000);
+    for (const id of ['v1', 'v2', 'v3', 'v4']) await state.workers.insert({ ...worker, id, name: id, trusted: false });
+    for (const id of ['v1', 'v2', 'v3']) {
+      const s = (await state.shards.leaseOldest({ id, trusted: false }, undefined, until, new Date()))!;
+      expect(await state.shards.release(s.id, id, s.attempts, `${id} gave up`, budget)).toBe('requeued');
+      expect(await state.shards.leaseOldest({ id, trusted: false }, undefined, until, new Date())).toBeUndefined(); // not the one it failed
+    }
+    const again = (await state.shards.get((await state.shards.ofRun('r1'))[0].id))!;
+    expect([again.status, again.failedBy, again.trustedFailures]).toEqual(['PENDING', ['v1', 'v2', 'v3'], 0]);
+    // A trusted failure on top of three distinct ones exhausts it.
+    const s = (await state.shards.leaseOldest(trustedW1, undefined, until, new Date()))!;
+    expect(await state.shards.release(s.id, 'w1', s.attempts, 'trusted gave up', budget)).toBe('exhausted');
+    // v1's second strike quarantines it; a trusted worker is never quarantined.
+    await state.runs.insert(run('r2', 'm', 2));
+    await state.runs.start('r2', start, oneShard);
+    const t = (await state.shards.leaseOldest({ id: 'v1', trusted: false }, undefined, until, new Date()))!;
+    await state.shards.release(t.id, 'v1', t.attempts, 'again', budget);
+    const v1 = (await state.workers.touch('v1', new Date()))!;
+    expect([v1.strikes, v1.quarantinedAt instanceof Date]).toEqual([2, true]);
+    expect((await state.workers.touch('w1', new Date()))!.quarantinedAt).toBeNull();
+  });
+
+  it('a lease without progress since the stall time, or past its deadline, ends; progress keeps it', async () => {
+    await state.runs.insert(run('r1', 'm', 1));
+    await state.runs.start('r1', start, oneShard);
+    const t0 = new Date(Date.now() - 10_000);
+    const until = new Date(Date.now() + 60_000);
+    const s = (await state.shards.leaseOldest(trustedW1, undefined, until, t0))!;
+    expect(await state.shards.renew(s.id, 'w1', 1, 0, until, new Date())).toBe(true); // alive, but no step done
+    expect(await state.shards.expire(new Date(), new Date(t0.getTime() - 1), budget)).toEqual([]);
+    expect(await state.shards.renew(s.id, 'w1', 1, 2, until, new Date())).toBe(true); // two steps: progress now
+    expect(await state.shards.expire(new Date(), new Date(Date.now() - 5_000), budget)).toEqual([]);
+    const stalled = await state.shards.expire(new Date(Date.now() + 10_000), new Date(Date.now() + 5_000), budget);
+    expect(stalled.map((e) => e.shard.rejections.at(-1))).toEqual([expect.stringMatching(/^attempt 1: no progress for \d+ s: lease revoked/)]);
+    const next = (await state.shards.leaseOldest(trustedW1, undefined, until, new Date()))!;
+    await state.shards.setDeadline(next.id, 'w1', 2, new Date(Date.now() + 1_000));
+    expect(await state.shards.renew(next.id, 'w1', 2, 3, until, new Date())).toBe(true);
+    expect((await state.shards.get(next.id))!.leaseUntil!.getTime()).toBeLessThanOrEqual(Date.now() + 1_000); // never past the deadline
+    const overdue = await state.shards.expire(new Date(Date.now() + 2_000), FAR, budget);
+    expect(overdue.map((e) => e.shard.rejections.at(-1))).toEqual([expect.stringMatching(/^attempt 2: held past its deadline/)]);
   });
 });
 

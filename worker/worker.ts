@@ -25,14 +25,17 @@ export interface WorkerOptions {
   readonly maxShards?: number;
   /** Take only shards whose model and data fit in this many bytes (a browser tab's budget). */
   readonly memoryBudget?: number;
-  /** The connection to use; default: GraphQL over HTTP to `server`. */
-  readonly transport?: GraphQLTransport;
+  /** Opens a connection that presents `token`; default: GraphQL over HTTP to `server`. */
+  readonly connect?: (token: string) => Closable;
 }
+
+type Closable = GraphQLTransport & { dispose?(): Promise<void> };
 
 class LeaseLost extends Error {}
 
 export class PartuneWorker {
-  private readonly client: GraphQLTransport;
+  /** Speaks as this worker once registered: its credential is the bearer token. */
+  private client!: Closable;
   private readonly checkpoints = new BlobCache<Checkpoint>(2);
   private readonly datasets = new BlobCache<Dataset>(2);
   private readonly log: (line: string) => void;
@@ -42,15 +45,29 @@ export class PartuneWorker {
 
   constructor(private readonly o: WorkerOptions) {
     this.log = o.log ?? (() => undefined);
-    this.client = o.transport ?? new GraphQLClient(o.server, o.token, { log: this.log, signal: o.signal });
+  }
+
+  private open(token: string): Closable {
+    return this.o.connect ? this.o.connect(token) : new GraphQLClient(this.o.server, token, { log: this.log, signal: this.o.signal });
   }
 
   async run(): Promise<void> {
-    this.id = (await this.client.request(RegisterWorker, { name: this.o.name, kind: this.o.kind, backend: this.o.backend })).registerWorker.id;
+    const joining = this.open(this.o.token);
+    const { registerWorker } = await joining.request(RegisterWorker, { name: this.o.name, kind: this.o.kind, backend: this.o.backend }).finally(() => joining.dispose?.());
+    this.id = registerWorker.worker.id;
+    this.client = this.open(registerWorker.credential);
     this.log(`worker ${this.id} registered (${this.o.backend})`);
+    try {
+      await this.work();
+    } finally {
+      await this.client.dispose?.();
+    }
+  }
+
+  private async work(): Promise<void> {
     let idle = 0;
     while (!this.o.signal?.aborted && !(this.o.maxShards && this.shardsDone >= this.o.maxShards)) {
-      const { claimShard: claimed } = await this.client.request(ClaimShard, { workerId: this.id, memoryBudget: this.o.memoryBudget ?? null });
+      const { claimShard: claimed } = await this.client.request(ClaimShard, { memoryBudget: this.o.memoryBudget ?? null });
       if (!claimed) {
         await sleep(Math.min(this.o.pollMs ?? 1000, 250 * 2 ** Math.min(idle++, 3)), this.o.signal);
         continue;
@@ -61,7 +78,7 @@ export class PartuneWorker {
         job = decodeShardJob(claimed.job);
       } catch (e) {
         this.log(`shard ${claimed.shard.round}.${claimed.shard.index}: ${(e as Error).message}; giving it back`);
-        await this.client.request(FailShard, { workerId: this.id, shardId: claimed.shard.id, attempt: claimed.shard.attempt, message: (e as Error).message }).catch(() => undefined);
+        await this.client.request(FailShard, { shardId: claimed.shard.id, attempt: claimed.shard.attempt, message: (e as Error).message }).catch(() => undefined);
         continue;
       }
       await this.execute({ ...claimed, job });
@@ -76,7 +93,7 @@ export class PartuneWorker {
     const progress = { done: 0, loss: NaN, lost: undefined as string | undefined };
     const beat = setInterval(() => {
       this.client.request(Heartbeat, {
-        workerId: this.id, shardId: a.shard.id, attempt: job.attempt, stepsDone: progress.done, loss: Number.isFinite(progress.loss) ? progress.loss : null,
+        shardId: a.shard.id, attempt: job.attempt, stepsDone: progress.done, loss: Number.isFinite(progress.loss) ? progress.loss : null,
       }).then(({ heartbeat }) => {
         if (heartbeat.cancelled) progress.lost = heartbeat.reason ?? 'cancelled';
       }, (e: Error) => this.log(`heartbeat failed: ${e.message}`));
@@ -123,7 +140,7 @@ export class PartuneWorker {
       const done = progress.done;
       await upload(a.uploadUrl, serializeState(result));
       const ips = done > 1 ? ipsSum / (done - 1) : 0;
-      await this.client.request(CompleteShard, { workerId: this.id, shardId: a.shard.id, attempt: job.attempt, loss: lossSum / done, imagesPerSecond: ips });
+      await this.client.request(CompleteShard, { shardId: a.shard.id, attempt: job.attempt, loss: lossSum / done, imagesPerSecond: ips });
       this.shardsDone++;
       this.samples += result.label.samples ?? 0;
       this.log(`${label}: done, loss ${(lossSum / done).toFixed(4)}, ${ips.toFixed(1)} img/s`);
@@ -135,7 +152,7 @@ export class PartuneWorker {
       const message = (e as Error).message;
       this.log(`${label}: failed: ${message}`);
       if (e instanceof GraphQLRequestError) return; // the server refused the result; it has re-issued the shard
-      await this.client.request(FailShard, { workerId: this.id, shardId: a.shard.id, attempt: job.attempt, message }).catch(() => undefined);
+      await this.client.request(FailShard, { shardId: a.shard.id, attempt: job.attempt, message }).catch(() => undefined);
     } finally {
       clearInterval(beat);
     }

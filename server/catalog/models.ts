@@ -1,6 +1,5 @@
 // Models: checkpoints validated on the compute thread, stored canonically (timm names, F32).
 import { randomUUID } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
 import { VitConfig, parseVitConfig } from '../../engine';
 import { keys } from '../../storage';
 import { ComputeError } from '../compute';
@@ -8,6 +7,7 @@ import { badInput } from '../errors';
 import type { Platform } from '../platform';
 import { ModelRecord, StoredBlob } from '../state/records';
 import { NamedCatalog } from './named';
+import { readServerFile } from './server-paths';
 import { Uploads } from './uploads';
 
 /** The model's architecture with the run's head. */
@@ -30,7 +30,7 @@ export class Models extends NamedCatalog<ModelRecord> {
     if (Boolean(input.uploadId) === Boolean(input.path)) throw badInput('give exactly one of uploadId or path');
     const { bytes, source } = input.uploadId
       ? { bytes: (await this.uploads.bytes(input.uploadId)).bytes, source: `upload ${input.uploadId}` }
-      : { bytes: readServerFile(input.path!), source: input.path! };
+      : { bytes: readServerFile(this.p.config, input.path!), source: input.path! };
     let m: CanonicalModel;
     try {
       m = await this.p.compute.call('importModel', { bytes, config: input.config ?? undefined, source });
@@ -38,7 +38,9 @@ export class Models extends NamedCatalog<ModelRecord> {
       if (e instanceof ComputeError && e.fault === 'input') throw badInput(`checkpoint ${source}: ${e.message}`);
       throw e;
     }
-    return this.add(input.name, m, source);
+    const model = await this.add(input.name, m, source);
+    if (input.uploadId) await this.uploads.used(input.uploadId);
+    return model;
   }
 
   /** Stores a canonical checkpoint and registers it under `name`. */
@@ -51,9 +53,4 @@ export class Models extends NamedCatalog<ModelRecord> {
     this.p.log(`model '${name}' registered: ${m.params.toLocaleString('en-US')} parameters, weights ${m.weightsSha256.slice(0, 12)}`);
     return model;
   }
-}
-
-function readServerFile(path: string): Uint8Array {
-  if (!existsSync(path)) throw badInput(`path ${path} does not exist on the server`);
-  return new Uint8Array(readFileSync(path));
 }

@@ -1,6 +1,8 @@
-// Uploads: the client PUTs bytes to a presigned URL, then names the upload in a mutation.
+// Uploads: the client PUTs bytes to a signed URL (at most the size it declared), then names the
+// upload in a mutation. The bytes live under the upload's id; the file name is only a label
+// (sanitised), used as the file's name when a dataset reader needs one. An upload is deleted once
+// used, and an unused one after PARTUNE_UPLOAD_TTL_SECONDS.
 import { randomUUID } from 'node:crypto';
-import { basename } from 'node:path';
 import { keys } from '../../storage';
 import { badInput, notFound } from '../errors';
 import type { Platform } from '../platform';
@@ -8,31 +10,60 @@ import { UploadRecord } from '../state/records';
 
 export const mib = (b: number): string => (b < 2 ** 20 ? `${b} bytes` : `${(b / 2 ** 20).toFixed(1)} MiB`);
 
+/** A file name as a label: one path segment of printable characters, not `.` or `..`, at most 128 bytes. */
+export function checkFilename(filename: string): string {
+  const name = filename.replace(/^.*[\\/]/, '');
+  if (name === '' || name === '.' || name === '..' || /[\u0000-\u001f\u007f]/.test(name) || Buffer.byteLength(name) > 128) {
+    throw badInput(`file name '${filename.replace(/[\u0000-\u001f\u007f]/g, '?').slice(0, 64)}' is not usable: one name of printable characters, not '.' or '..', at most 128 bytes`);
+  }
+  return name;
+}
+
 export class Uploads {
   constructor(private readonly p: Platform) {}
 
   async create(filename: string, bytes: number): Promise<{ upload: UploadRecord; url: string; expiresAt: Date }> {
     const max = this.p.config.uploadMaxBytes;
+    const name = checkFilename(filename);
     if (!Number.isInteger(bytes) || bytes <= 0) throw badInput('bytes must be a positive integer');
     if (bytes > max) throw badInput(`an upload of ${mib(bytes)} exceeds the limit of ${mib(max)} (PARTUNE_UPLOAD_MAX_MB)`);
     const id = randomUUID();
-    const upload: UploadRecord = { id, key: keys.upload(id), filename: basename(filename), declaredBytes: bytes, createdAt: new Date() };
+    const upload: UploadRecord = { id, key: keys.upload(id), filename: name, declaredBytes: bytes, createdAt: new Date() };
     await this.p.state.uploads.insert(upload);
     const seconds = this.p.config.urlSeconds;
-    return { upload, url: await this.p.blobs.presignPut(upload.key, seconds), expiresAt: new Date(Date.now() + seconds * 1000) };
+    return { upload, url: await this.p.blobs.presignPut(upload.key, seconds, false, bytes), expiresAt: new Date(Date.now() + seconds * 1000) };
   }
 
   /** An upload's bytes, refusing one that is missing or larger than it declared. */
   async bytes(id: string): Promise<{ bytes: Uint8Array; filename: string }> {
     const upload = await this.p.state.uploads.get(id);
-    if (!upload) throw notFound(`upload ${id} not found`);
+    if (!upload) throw notFound(`upload ${id} not found (uploads are used once, and expire)`);
     const info = await this.p.blobs.stat(upload.key);
     if (!info) throw badInput(`upload ${id} (${upload.filename}) has no bytes yet: PUT the file to its URL first`);
     if (info.bytes > upload.declaredBytes || info.bytes > this.p.config.uploadMaxBytes) {
-      await this.p.blobs.remove(upload.key);
+      await this.discard(upload);
       throw badInput(`upload ${id} is ${mib(info.bytes)}, more than the ${mib(upload.declaredBytes)} declared (limit ${mib(this.p.config.uploadMaxBytes)}); it was discarded`);
     }
     return { bytes: await this.p.blobs.get(upload.key), filename: upload.filename };
+  }
+
+  /** After its bytes were stored as what they became (a model, a dataset's shards). */
+  async used(id: string): Promise<void> {
+    const upload = await this.p.state.uploads.get(id);
+    if (upload) await this.discard(upload);
+  }
+
+  private async discard(upload: UploadRecord): Promise<void> {
+    await this.p.blobs.remove(upload.key);
+    await this.p.state.uploads.remove(upload.id);
+  }
+
+  /** Deletes uploads older than the TTL; returns how many. */
+  async expire(now = Date.now()): Promise<number> {
+    const stale = await this.p.state.uploads.olderThan(new Date(now - this.p.config.uploadTtlSeconds * 1000));
+    for (const u of stale) await this.discard(u);
+    if (stale.length) this.p.log(`${stale.length} unused upload(s) expired`);
+    return stale.length;
   }
 }
 

@@ -2,7 +2,7 @@
 // thread that dies fails the jobs it held with a clear error and is replaced, so later calls work.
 import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
-import { S3Config } from '../../storage';
+import type { BlobStoreSpec } from '../blob-store-spec';
 import type { Jobs } from './jobs';
 
 type Op = 'importModel' | 'prepare' | 'evaluate' | 'finalize' | 'merge' | 'angles' | 'soup';
@@ -32,7 +32,7 @@ export class Compute {
   /** Threads started so far (1 + restarts). */
   starts = 0;
 
-  constructor(private readonly s3: S3Config, private readonly log: (line: string) => void = () => undefined) {
+  constructor(private readonly blobs: BlobStoreSpec, private readonly log: (line: string) => void = () => undefined) {
     this.start();
   }
 
@@ -47,7 +47,7 @@ export class Compute {
   }
 
   private start(): void {
-    const worker = new Worker(join(__dirname, 'thread.js'), { workerData: { s3: this.s3 } });
+    const worker = new Worker(join(__dirname, 'thread.js'), { workerData: { blobs: this.blobs } });
     this.worker = worker;
     this.starts++;
     const held = new Map<number, Pending>();

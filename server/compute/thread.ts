@@ -2,14 +2,14 @@
 // (one wasm instance, and the cores are shared with the workers).
 import { parentPort, workerData } from 'node:worker_threads';
 import { selectBackend } from '../../node/backend';
-import { S3BlobStore, S3Config } from '../../storage';
+import { BlobStoreSpec, openBlobStore } from '../blob-store-spec';
 import { InputError, Jobs } from './jobs';
 
 type Op = 'importModel' | 'prepare' | 'evaluate' | 'finalize' | 'merge' | 'angles' | 'soup';
 
 const ready = (async () => {
   await selectBackend('wasm', { threads: 1 });
-  return new Jobs(new S3BlobStore(workerData.s3 as S3Config));
+  return new Jobs(openBlobStore(workerData.blobs as BlobStoreSpec));
 })();
 
 let queue: Promise<unknown> = Promise.resolve();

@@ -1,42 +1,64 @@
-// Per-request context: who is calling (from the bearer token) and the services.
+// Per-request context: who is calling (from the bearer token) and the services. Tokens other than
+// the admin's and the shared worker token are signed, not stored: `<kind>_<id>.<HMAC of kind:id>`
+// under the server's secret, so a server restart or another replica verifies them alike.
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { AuthChecker } from 'type-graphql';
-import { Platform } from '../platform';
+import type { ServerConfig } from '../config';
 import { Services } from '../services';
 import { forbidden, unauthenticated } from '../errors';
 
-/** VOLUNTEER: a browser tab's token, minted by `volunteerToken`; it may run the shard protocol only. */
-export type Role = 'ADMIN' | 'WORKER' | 'VOLUNTEER';
+/**
+ * ADMIN: everything. READER: reads runs, shards, workers, deltas and server paths (a token the admin
+ * issues). WORKER (the shared token of admin-run Node workers) and VOLUNTEER (a browser tab's) may
+ * only register a worker; the credential that returns is REGISTERED_WORKER: that worker's shard protocol.
+ */
+export type Role = 'ADMIN' | 'READER' | 'WORKER' | 'VOLUNTEER' | 'REGISTERED_WORKER';
 
 export interface Context {
   readonly role: Role | null;
+  /** The worker a REGISTERED_WORKER credential names. */
+  readonly workerId: string | null;
+  /** The client's address, for rate limits. */
+  readonly client: string;
   readonly services: Services;
 }
 
-const sign = (id: string, p: Platform): string => createHmac('sha256', p.config.workerToken).update(`volunteer:${id}`).digest('base64url');
+type Signed = 'volunteer' | 'reader' | 'worker';
+const PREFIX: Record<Signed, string> = { volunteer: 'vol', reader: 'rd', worker: 'wkc' };
+const ROLE: Record<Signed, Role> = { volunteer: 'VOLUNTEER', reader: 'READER', worker: 'REGISTERED_WORKER' };
 
-/** A fresh volunteer token, verifiable without storing it: `vol_<id>.<HMAC of id under the worker token>`. */
-export function mintVolunteerToken(p: Platform): string {
-  const id = randomBytes(9).toString('base64url');
-  return `vol_${id}.${sign(id, p)}`;
+const sign = (kind: Signed, id: string, secret: string): string => createHmac('sha256', secret).update(`${kind}:${id}`).digest('base64url');
+
+export function mintToken(kind: Signed, config: ServerConfig, id = randomBytes(9).toString('base64url')): string {
+  return `${PREFIX[kind]}_${id}.${sign(kind, id, config.secret)}`;
 }
 
-export function roleOf(authorization: string | undefined, p: Platform): Role | null {
+export function callerOf(authorization: string | undefined, config: ServerConfig): { role: Role | null; workerId: string | null } {
   const token = authorization?.replace(/^Bearer\s+/i, '').trim();
-  if (!token) return null;
-  if (token === p.config.adminToken) return 'ADMIN';
-  if (token === p.config.workerToken) return 'WORKER';
-  const m = /^vol_([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)$/.exec(token);
-  if (m) {
-    const [expected, given] = [Buffer.from(sign(m[1], p)), Buffer.from(m[2])];
-    if (expected.length === given.length && timingSafeEqual(expected, given)) return 'VOLUNTEER';
-  }
-  return null;
+  const none = { role: null, workerId: null };
+  if (!token) return none;
+  if (token === config.adminToken) return { role: 'ADMIN', workerId: null };
+  if (token === config.workerToken) return { role: 'WORKER', workerId: null };
+  const m = /^(vol|rd|wkc)_([A-Za-z0-9_-]{1,64})\.([A-Za-z0-9_-]+)$/.exec(token);
+  if (!m) return none;
+  const kind = (Object.keys(PREFIX) as Signed[]).find((k) => PREFIX[k] === m[1])!;
+  const [expected, given] = [Buffer.from(sign(kind, m[2], config.secret)), Buffer.from(m[3])];
+  if (expected.length !== given.length || !timingSafeEqual(expected, given)) return none;
+  return { role: ROLE[kind], workerId: kind === 'worker' ? m[2] : null };
 }
 
-/** Admin may do everything; a worker token only the shard protocol. */
+/** Admin may do everything; other roles what the operation lists. */
 export const authChecker: AuthChecker<Context, Role> = ({ context }, roles) => {
-  if (!context.role) throw unauthenticated('this operation needs a token: send "Authorization: Bearer <token>" (the server prints its admin and worker tokens at start)');
+  if (!context.role) throw unauthenticated('this needs a token: send "Authorization: Bearer <token>" (the server prints its admin and worker tokens at start)');
   if (context.role === 'ADMIN' || roles.includes(context.role)) return true;
-  throw forbidden(`a ${context.role.toLowerCase()} token may not do this; use the admin token`);
+  throw forbidden(`a ${context.role.toLowerCase().replace('_', ' ')} token may not do this`);
 };
+
+/** Whether the caller may read what only readers may (shards, workers, delta URLs, server paths). */
+export const canRead = (ctx: Context): boolean => ctx.role === 'ADMIN' || ctx.role === 'READER';
+
+/** The worker a shard-protocol call acts as: exactly the one its credential names. */
+export function actingWorker(ctx: Context): string {
+  if (ctx.role !== 'REGISTERED_WORKER' || !ctx.workerId) throw forbidden('the shard protocol takes a worker credential: call registerWorker and use the credential it returns');
+  return ctx.workerId;
+}

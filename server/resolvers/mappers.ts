@@ -29,7 +29,7 @@ export const toRun = (r: RunRecord, progress: Progress): T.Run => make(T.Run, {
   status: r.status as T.RunStatus, strategyName: r.strategyName, strategy: r.strategy, hyperParameters: r.spec.kind === 'SOUP' ? undefined : r.spec.options,
   plan: r.plan ?? undefined, tunedParameters: r.tunedParams ?? undefined, totalParameters: r.totalParams ?? undefined, round: r.round, ...progress,
   metrics: r.metrics.map((m) => make(T.MetricPoint, { ...m, at: new Date(m.at) })),
-  accuracy: r.accuracy ?? undefined, loss: r.loss ?? undefined, error: r.error ?? undefined,
+  accuracy: r.accuracy ?? undefined, loss: r.loss ?? undefined, error: r.error ?? undefined, public: r.public,
   createdAt: r.createdAt, updatedAt: r.updatedAt, finishedAt: r.finishedAt ?? undefined, modelId: r.modelId, datasetId: r.datasetId,
 });
 
@@ -41,7 +41,8 @@ export const toShard = (r: ShardRecord): T.Shard => make(T.Shard, {
 
 export const toWorker = (r: WorkerRecord, online: boolean): T.Worker => make(T.Worker, {
   id: r.id, name: r.name, kind: r.kind, backend: r.backend, online, lastSeen: r.lastSeen, shardsDone: r.shardsDone,
-  samples: r.samples, imagesPerSecond: r.imagesPerSecond ?? undefined, currentShard: r.currentShard ?? undefined,
+  samples: r.samples, imagesPerSecond: r.imagesPerSecond ?? undefined, currentShard: r.currentShard ?? undefined, trusted: r.trusted,
+  strikes: r.strikes, quarantined: r.quarantinedAt !== null,
 });
 
 export const toDelta = (r: DeltaRecord): T.Delta => make(T.Delta, {

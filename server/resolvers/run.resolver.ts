@@ -7,6 +7,8 @@ import type { RunEventPayload } from '../events';
 import type { RunRecord } from '../state/records';
 import type { Services } from '../services';
 import type { Context } from './context';
+import { canRead, mintToken } from './context';
+import { forbidden } from '../errors';
 import { pageArgs } from './catalog.resolver';
 import { toDataset, toDelta, toModel, toRun, toShard } from './mappers';
 
@@ -20,21 +22,22 @@ export function hyperOf(input: HyperParametersInput | undefined | null): Record<
 
 @Resolver(() => T.Run)
 export class RunResolver {
-  @Query(() => T.RunPage)
-  async runs(@Ctx() { services }: Context, @Arg('filter', () => RunFilter, { nullable: true }) filter?: RunFilter,
+  @Query(() => T.RunPage, { description: 'Readers see every run; anyone else the public ones' })
+  async runs(@Ctx() ctx: Context, @Arg('filter', () => RunFilter, { nullable: true }) filter?: RunFilter,
     @Arg('first', () => Int, { defaultValue: 20 }) first = 20, @Arg('offset', () => Int, { defaultValue: 0 }) offset = 0): Promise<T.RunPage> {
     pageArgs(first, offset);
+    const { services } = ctx;
     const f = {
-      status: filter?.status ?? undefined, kind: filter?.kind ?? undefined, modelId: filter?.model ? (await services.models.get(filter.model)).id : undefined,
+      publicOnly: !canRead(ctx), status: filter?.status ?? undefined, kind: filter?.kind ?? undefined, modelId: filter?.model ? (await services.models.get(filter.model)).id : undefined,
       datasetId: filter?.dataset ? (await services.datasets.get(filter.dataset)).id : undefined,
     };
     const p = await services.runs.list(f, first, offset);
     return Object.assign(new T.RunPage(), { ...p, items: await Promise.all(p.items.map((r) => runOf(services, r))) });
   }
 
-  @Query(() => T.Run)
-  async run(@Ctx() { services }: Context, @Arg('id', () => ID) id: string): Promise<T.Run> {
-    return runOf(services, await services.runs.get(id));
+  @Query(() => T.Run, { description: 'Readers may read any run; anyone else a public one' })
+  async run(@Ctx() ctx: Context, @Arg('id', () => ID) id: string): Promise<T.Run> {
+    return runOf(ctx.services, await readableRun(ctx, id));
   }
 
   @FieldResolver(() => T.Model)
@@ -53,7 +56,8 @@ export class RunResolver {
     return d && toDelta(d);
   }
 
-  @FieldResolver(() => [T.Shard], { description: 'All shards, or one round\'s' })
+  @Authorized('READER')
+  @FieldResolver(() => [T.Shard], { description: 'All shards, or one round\'s (readers only: they name workers)' })
   async shards(@Ctx() { services }: Context, @Root() run: T.Run, @Arg('round', () => Int, { nullable: true }) round?: number): Promise<T.Shard[]> {
     return (await services.platform.state.shards.ofRun(run.id, round ?? undefined)).map(toShard);
   }
@@ -61,7 +65,23 @@ export class RunResolver {
   @Authorized()
   @Mutation(() => T.Run)
   async startRun(@Ctx() { services }: Context, @Arg('input') input: StartRunInput): Promise<T.Run> {
-    return runOf(services, await services.creation.start({ model: input.model, dataset: input.dataset, strategy: input.strategy, hyper: hyperOf(input.hyperParameters) }));
+    const run = await services.creation.start({ model: input.model, dataset: input.dataset, strategy: input.strategy, hyper: hyperOf(input.hyperParameters) });
+    if (input.public) await services.platform.state.runs.setPublic(run.id, true);
+    return runOf(services, await services.runs.get(run.id));
+  }
+
+  @Authorized()
+  @Mutation(() => T.Run, { description: 'Lets anyone follow a run\'s progress (a volunteer page), or stops that' })
+  async setRunPublic(@Ctx() { services }: Context, @Arg('id', () => ID) id: string, @Arg('public') value: boolean): Promise<T.Run> {
+    await services.runs.get(id);
+    await services.platform.state.runs.setPublic(id, value);
+    return runOf(services, await services.runs.get(id));
+  }
+
+  @Authorized()
+  @Mutation(() => String, { description: 'A token that reads runs, shards, workers, delta URLs and server paths, and changes nothing' })
+  issueReadToken(@Ctx() { services }: Context): string {
+    return mintToken('reader', services.platform.config);
   }
 
   @Authorized()
@@ -79,22 +99,33 @@ export class RunResolver {
 
   @Subscription(() => T.RunEvent, {
     topics: RUN_EVENTS,
-    filter: ({ payload, args }: { payload: RunEventPayload; args: { runId?: string } }) => !args.runId || payload.runId === args.runId,
-    description: 'Progress, rounds, evaluations and warnings of one run (or all)',
+    filter: async ({ payload, args, context }: { payload: RunEventPayload; args: { runId?: string }; context: Context }) =>
+      (!args.runId || payload.runId === args.runId) && (canRead(context) || Boolean((await context.services.platform.state.runs.get(payload.runId))?.public)),
+    description: 'Progress, rounds, evaluations and warnings of one run (or all); others than readers get public runs\' progress without messages',
   })
-  runEvents(@Root() payload: RunEventPayload, @Arg('runId', () => ID, { nullable: true }) _runId?: string): T.RunEvent {
-    return Object.assign(new T.RunEvent(), payload);
+  runEvents(@Ctx() ctx: Context, @Root() payload: RunEventPayload, @Arg('runId', () => ID, { nullable: true }) _runId?: string): T.RunEvent {
+    return Object.assign(new T.RunEvent(), canRead(ctx) ? payload : { ...payload, message: undefined });
   }
+}
+
+/** The run, if the caller may read it: readers any, others a public one. */
+async function readableRun(ctx: Context, id: string): Promise<RunRecord> {
+  const run = await ctx.services.runs.get(id);
+  if (!run.public && !canRead(ctx)) throw forbidden(`run ${id} is not public: reading it takes the admin token or a read token (issueReadToken)`);
+  return run;
 }
 
 @Resolver(() => T.Delta)
 export class DeltaResolver {
-  @Query(() => T.Delta, { description: 'By delta id or run id' })
-  async delta(@Ctx() { services }: Context, @Arg('id', () => ID) id: string): Promise<T.Delta> {
-    return toDelta(await services.deltas.get(id));
+  @Query(() => T.Delta, { description: 'By delta id or run id; a public run\'s for anyone' })
+  async delta(@Ctx() ctx: Context, @Arg('id', () => ID) id: string): Promise<T.Delta> {
+    const delta = await ctx.services.deltas.get(id);
+    await readableRun(ctx, delta.runId);
+    return toDelta(delta);
   }
 
-  @FieldResolver(() => String, { description: 'A short-lived presigned GET URL of the safetensors file' })
+  @Authorized('READER')
+  @FieldResolver(() => String, { description: 'A short-lived signed GET URL of the safetensors file (readers only); check it against sha256' })
   async downloadUrl(@Ctx() { services }: Context, @Root() delta: T.Delta): Promise<string> {
     return services.platform.blobs.presignGet(delta.key, services.platform.config.urlSeconds);
   }

@@ -1,15 +1,18 @@
-// Workers and the shard protocol (worker and volunteer tokens).
+// Workers and the shard protocol. Registering takes the shared worker token (a trusted Node worker)
+// or a volunteer token (a browser tab) and returns the worker's credential; every protocol call
+// is made with that credential and acts as exactly that worker.
 import { Arg, Authorized, Ctx, Float, ID, Int, Mutation, Query, Resolver } from 'type-graphql';
 import * as T from '../../schema/types';
 import type { Context } from './context';
-import { mintVolunteerToken } from './context';
+import { actingWorker, mintToken } from './context';
 import { badInput, forbidden } from '../errors';
 import { pageArgs } from './catalog.resolver';
 import { toShard, toWorker } from './mappers';
 
 @Resolver(() => T.Worker)
 export class WorkerResolver {
-  @Query(() => T.WorkerPage)
+  @Authorized('READER')
+  @Query(() => T.WorkerPage, { description: 'Readers only' })
   async workers(@Ctx() { services }: Context, @Arg('online', { defaultValue: false }) online: boolean,
     @Arg('first', () => Int, { defaultValue: 20 }) first = 20, @Arg('offset', () => Int, { defaultValue: 0 }) offset = 0): Promise<T.WorkerPage> {
     pageArgs(first, offset);
@@ -18,46 +21,51 @@ export class WorkerResolver {
   }
 
   @Authorized('WORKER', 'VOLUNTEER')
-  @Mutation(() => T.Worker)
-  async registerWorker(@Ctx() { services, role }: Context, @Arg('name') name: string, @Arg('kind') kind: string, @Arg('backend') backend: string): Promise<T.Worker> {
-    if (role === 'VOLUNTEER' && kind !== 'browser') throw badInput("a volunteer token registers browser workers only (kind: 'browser')");
-    return toWorker(await services.workers.register(name, kind, backend), true);
+  @Mutation(() => T.WorkerRegistration, { description: 'A worker joins; keep the credential: the shard protocol takes it as the bearer token' })
+  async registerWorker(@Ctx() { services, role, client }: Context, @Arg('name') name: string, @Arg('kind') kind: string,
+    @Arg('backend') backend: string): Promise<T.WorkerRegistration> {
+    const trusted = role !== 'VOLUNTEER';
+    if (!trusted) {
+      if (kind !== 'browser') throw badInput("a volunteer token registers browser workers only (kind: 'browser')");
+      services.workers.admitVolunteer(client);
+    }
+    const worker = await services.workers.register(name, kind, backend, trusted);
+    return Object.assign(new T.WorkerRegistration(), { worker: toWorker(worker, true), credential: mintToken('worker', services.platform.config, worker.id) });
   }
 
-  @Mutation(() => String, { description: 'A token for a browser tab to volunteer as a worker; PARTUNE_INVITATION, when set, must be given' })
-  volunteerToken(@Ctx() { services }: Context, @Arg('invitation', () => String, { nullable: true }) invitation?: string): string {
+  @Mutation(() => String, { description: 'A token for a browser tab to volunteer as a worker (rate-limited per address); PARTUNE_INVITATION, when set, must be given' })
+  volunteerToken(@Ctx() { services, client }: Context, @Arg('invitation', () => String, { nullable: true }) invitation?: string): string {
     const required = services.platform.config.invitation;
     if (required && invitation !== required) throw forbidden('this server takes volunteers by invitation: open the worker page with ?invitation=CODE');
-    return mintVolunteerToken(services.platform);
+    services.workers.admitVolunteer(client);
+    return mintToken('volunteer', services.platform.config);
   }
 
-  @Authorized('WORKER', 'VOLUNTEER')
+  @Authorized('REGISTERED_WORKER')
   @Mutation(() => T.ShardAssignment, { nullable: true, description: 'Leases the next pending shard that fits the memory budget (bytes); null when there is none' })
-  async claimShard(@Ctx() { services }: Context, @Arg('workerId', () => ID) workerId: string,
-    @Arg('memoryBudget', () => Float, { nullable: true }) memoryBudget?: number): Promise<T.ShardAssignment | null> {
-    const a = await services.leases.claim(workerId, memoryBudget ?? undefined);
+  async claimShard(@Ctx() ctx: Context, @Arg('memoryBudget', () => Float, { nullable: true }) memoryBudget?: number): Promise<T.ShardAssignment | null> {
+    const a = await ctx.services.leases.claim(actingWorker(ctx), memoryBudget ?? undefined);
     return a && Object.assign(new T.ShardAssignment(), { ...a.assignment, shard: toShard(a.shard), leaseUntil: a.leaseUntil });
   }
 
-  @Authorized('WORKER', 'VOLUNTEER')
-  @Mutation(() => T.Heartbeat, { description: 'Extends the lease; says whether to stop' })
-  async heartbeat(@Ctx() { services }: Context, @Arg('workerId', () => ID) workerId: string, @Arg('shardId', () => ID) shardId: string,
-    @Arg('attempt', () => Int) attempt: number, @Arg('stepsDone', () => Int) stepsDone: number,
-    @Arg('loss', () => Float, { nullable: true }) loss?: number): Promise<T.Heartbeat> {
-    return Object.assign(new T.Heartbeat(), await services.leases.heartbeat(workerId, shardId, attempt, stepsDone, loss ?? undefined));
+  @Authorized('REGISTERED_WORKER')
+  @Mutation(() => T.Heartbeat, { description: 'Reports the steps done and extends the lease (never past its deadline); says whether to stop' })
+  async heartbeat(@Ctx() ctx: Context, @Arg('shardId', () => ID) shardId: string, @Arg('attempt', () => Int) attempt: number,
+    @Arg('stepsDone', () => Int) stepsDone: number, @Arg('loss', () => Float, { nullable: true }) loss?: number): Promise<T.Heartbeat> {
+    return Object.assign(new T.Heartbeat(), await ctx.services.leases.heartbeat(actingWorker(ctx), shardId, attempt, stepsDone, loss ?? undefined));
   }
 
-  @Authorized('WORKER', 'VOLUNTEER')
+  @Authorized('REGISTERED_WORKER')
   @Mutation(() => T.Shard, { description: 'After the update is uploaded: validates and accepts it (idempotent)' })
-  async completeShard(@Ctx() { services }: Context, @Arg('workerId', () => ID) workerId: string, @Arg('shardId', () => ID) shardId: string,
-    @Arg('attempt', () => Int) attempt: number, @Arg('loss', () => Float) loss: number, @Arg('imagesPerSecond', () => Float) imagesPerSecond: number): Promise<T.Shard> {
-    return toShard(await services.completion.complete(workerId, shardId, attempt, loss, imagesPerSecond));
+  async completeShard(@Ctx() ctx: Context, @Arg('shardId', () => ID) shardId: string, @Arg('attempt', () => Int) attempt: number,
+    @Arg('loss', () => Float) loss: number, @Arg('imagesPerSecond', () => Float) imagesPerSecond: number): Promise<T.Shard> {
+    return toShard(await ctx.services.completion.complete(actingWorker(ctx), shardId, attempt, loss, imagesPerSecond));
   }
 
-  @Authorized('WORKER', 'VOLUNTEER')
-  @Mutation(() => Boolean, { description: 'Gives a shard back after an error; it is re-issued' })
-  async failShard(@Ctx() { services }: Context, @Arg('workerId', () => ID) workerId: string, @Arg('shardId', () => ID) shardId: string,
-    @Arg('attempt', () => Int) attempt: number, @Arg('message') message: string): Promise<boolean> {
-    return services.leases.fail(workerId, shardId, attempt, message);
+  @Authorized('REGISTERED_WORKER')
+  @Mutation(() => Boolean, { description: 'Gives a shard back after an error; it is re-issued (a strike against this worker)' })
+  async failShard(@Ctx() ctx: Context, @Arg('shardId', () => ID) shardId: string, @Arg('attempt', () => Int) attempt: number,
+    @Arg('message') message: string): Promise<boolean> {
+    return ctx.services.leases.fail(actingWorker(ctx), shardId, attempt, message);
   }
 }

@@ -32,8 +32,7 @@ export class RunCreation {
   ) {}
 
   async start(input: { model: string; dataset: string; strategy: string; hyper: Record<string, unknown> }): Promise<RunRecord> {
-    const defaultShards = Math.max(1, await this.workers.onlineCount());
-    return this.startTraining(input, { kind: 'FINETUNE', options: runOptions(input.hyper, defaultShards) });
+    return this.startTraining(input, { kind: 'FINETUNE', options: runOptions(input.hyper, await this.defaultShards()) });
   }
 
   /** Full fine-tuning for a short budget, run by workers like any run; it ends with an angle profile and a stored strategy. */
@@ -43,9 +42,14 @@ export class RunCreation {
     if (selection.name !== undefined) await this.strategies.checkNewName(selection.name);
     const config = modelConfig(await this.models.get(input.model), (await this.datasets.get(input.dataset)).classes);
     if (selection.topK !== undefined && (!Number.isInteger(selection.topK) || selection.topK < 0 || selection.topK > config.depth)) throw badInput(`topK must be 0..${config.depth}`);
-    const defaultShards = Math.max(1, await this.workers.onlineCount());
+    const defaultShards = await this.defaultShards();
     const hyper = { ...input.hyper, epochs: input.probeEpochs ?? input.hyper.epochs ?? 1, maxSteps: input.probeSteps ?? input.hyper.maxSteps };
     return this.startTraining({ ...input, strategy: 'full' }, { kind: 'ANGLE_PROBE', options: runOptions(hyper, defaultShards), selection });
+  }
+
+  /** One shard per worker a plan can count on (registrations alone do not count), at most 16. */
+  private async defaultShards(): Promise<number> {
+    return Math.min(16, Math.max(1, await this.workers.provenCount()));
   }
 
   private async startTraining(input: { model: string; dataset: string; strategy: string }, spec: TrainingSpec): Promise<RunRecord> {
@@ -63,12 +67,14 @@ export class RunCreation {
     } catch (e) {
       throw badInput(`strategy: ${(e as Error).message}`);
     }
+    // A split smaller than one batch, or a plan too large to keep, is refused now, not later.
     try {
-      makePlan(spec.options, dataset.trainCount); // a split smaller than one batch is refused now, not later
+      makePlan(spec.options, dataset.trainCount, this.p.config.maxRunSteps);
     } catch (e) {
       if (e instanceof OptionError) throw badInput(`hyperParameters.${e.option}: ${e.message}`);
       throw e;
     }
+    if (spec.options.shardsPerRound > 64) throw badInput(`hyperParameters.shardsPerRound: at most 64 shards per round (got ${spec.options.shardsPerRound})`);
     const run = this.record(model, dataset, spec, { strategy, strategyName: tuned.strategy, tunedParams: tuned.tunedParams, totalParams: tuned.totalParams });
     this.p.log(`run ${run.id} (${spec.kind.toLowerCase()}): ${tuned.strategy} on ${model.name} -> ${dataset.name}, ${tuned.tunedParams.toLocaleString('en-US')} tuned parameters`);
     return this.insert(run, 'run created');
@@ -108,7 +114,7 @@ export class RunCreation {
     return {
       id: randomUUID(), spec, modelId: model.id, datasetId: dataset.id, ...s, status: 'PREPARING', plan: null, round: 0, step: 0, state: null,
       normalization: null, numClasses: dataset.classes, memoryNeed: 4 * model.blob.bytes + trainBytes, metrics: [], accuracy: null, loss: null,
-      deltaId: null, error: null, createdAt: at, updatedAt: at, finishedAt: null,
+      deltaId: null, error: null, public: false, createdAt: at, updatedAt: at, finishedAt: null,
     };
   }
 

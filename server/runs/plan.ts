@@ -4,8 +4,12 @@ import { OptionError, trainingSchedule } from '../../engine';
 import type { RunOptions } from '../../protocol/run-options';
 import type { NewShard, Plan } from '../state/records';
 
-export function makePlan(o: RunOptions, trainCount: number): Plan {
+/** A plan of at most `maxSteps` optimizer steps (PARTUNE_MAX_RUN_STEPS), checked before any round is built. */
+export function makePlan(o: RunOptions, trainCount: number, maxSteps = Infinity): Plan {
   const { trainImages, stepsPerEpoch, totalSteps } = trainingSchedule(o, trainCount);
+  if (!(totalSteps <= maxSteps)) {
+    throw new OptionError(o.maxSteps !== undefined ? 'maxSteps' : 'epochs', `${totalSteps} steps exceed this server's limit of ${maxSteps} per run (PARTUNE_MAX_RUN_STEPS)`);
+  }
   if (Math.ceil(totalSteps / o.stepsPerRound) + Math.ceil(totalSteps / stepsPerEpoch) > 1_000_000) {
     throw new OptionError('stepsPerRound', `${totalSteps} steps in rounds of ${o.stepsPerRound} make too many rounds: take more steps per round`);
   }

@@ -11,7 +11,7 @@ import { MetricPoint, RunRecord, ShardRecord, need } from '../state/records';
 import { RunEvents } from './events';
 import { evaluatesAfter, shardWindows } from './plan';
 import { RunQueries } from './queries';
-import type { StagesByKind } from './stages';
+import { LostUpdate, StagesByKind } from './stages';
 
 export class Scheduler {
   private readonly chains = new Map<string, Promise<void>>();
@@ -88,7 +88,14 @@ export class Scheduler {
     if (shards.length === 0 || shards.some((s) => s.status !== 'DONE')) return;
     const stages = this.stages[run.spec.kind];
     const plan = need(run.plan, 'plan', run);
-    const state = await stages.aggregate(run, shards);
+    let state;
+    try {
+      state = await stages.aggregate(run, shards);
+    } catch (e) {
+      if (!(e instanceof LostUpdate)) throw e;
+      if (await this.p.state.shards.reopen(e.shard.id, `${e.message}: re-issued`)) await this.events.emit(run.id, 'WARNING', { message: `${e.message}; the shard is re-issued` });
+      return;
+    }
     const [, to] = plan.rounds[run.round];
     const metric: MetricPoint = { step: to, epoch: to / plan.stepsPerEpoch, round: run.round, trainLoss: weightedLoss(shards), at: new Date().toISOString() };
     const evaluation = evaluatesAfter(plan, run.round) ? await stages.evaluate(run, state) : undefined;

@@ -33,4 +33,11 @@ export interface RunStages {
   finish(run: RunRecord): Promise<Finished>;
 }
 
+/** A shard's accepted update can no longer be read intact: the shard is done again, not the run failed. */
+export class LostUpdate extends Error {
+  constructor(readonly shard: ShardRecord, reason: string) {
+    super(`the update of shard ${shard.round}.${shard.index} is unusable (${reason})`);
+  }
+}
+
 export type StagesByKind = { readonly [K in RunKind]: RunStages };

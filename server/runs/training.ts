@@ -2,14 +2,14 @@
 // its shards' updates (FedAvg over tensors and AdamW moments, weighted by samples); the finish is
 // the engine's, on the compute thread: base + delta rounded, scored, written.
 import { TrainingState, fedAvg, inspect, parseState, serializeState, tunedShapes } from '../../engine';
-import { keys } from '../../storage';
+import { IntegrityError, keys } from '../../storage';
 import { trainOptionsOf } from '../../protocol/run-options';
 import type { RunBasis } from '../compute/jobs';
 import type { Platform } from '../platform';
 import { BlobRef, DatasetRecord, RunRecord, ShardRecord, StoredBlob, blobsOf, need, trainingSpec } from '../state/records';
 import { modelConfig } from '../catalog/models';
 import { makePlan } from './plan';
-import type { Configured, Finished, RunStages } from './stages';
+import { Configured, Finished, LostUpdate, RunStages } from './stages';
 
 export class TrainingStages implements RunStages {
   constructor(protected readonly p: Platform) {}
@@ -38,7 +38,14 @@ export class TrainingStages implements RunStages {
     const updates: TrainingState[] = [];
     for (const s of shards) {
       const result = need(s.result, `result for shard ${s.round}.${s.index}`, run);
-      updates.push(parseState(await this.p.blobs.get(result.key, result.sha256), expected, result.key));
+      let bytes: Uint8Array;
+      try {
+        bytes = await this.p.blobs.get(result.key, result.sha256);
+      } catch (e) {
+        if (e instanceof IntegrityError || ['NoSuchKey', 'NotFound'].includes((e as { code?: string }).code ?? '')) throw new LostUpdate(s, (e as Error).message);
+        throw e;
+      }
+      updates.push(parseState(bytes, expected, result.key));
     }
     const next = fedAvg(updates, { run: run.id, round: run.round + 1 });
     return this.p.blobs.put(keys.runState(run.id, run.round + 1), serializeState(next));

@@ -1,13 +1,14 @@
-// A shard's completion: the update uploaded to the shard's URL is checked (its tensors, shapes,
-// dtype, finite values and label) and accepted once; a repeated completion is a no-op, a rejected
-// update ends the lease and the shard is re-issued.
+// A shard's completion: the update uploaded to the lease's slot is checked (its tensors, shapes,
+// dtype, finite values and label), copied to a content-addressed key no worker can write, and
+// accepted once; a repeated completion is a no-op, a rejected update ends the lease (a strike
+// against its worker) and the shard is re-issued.
 import { inspect, parseState, tunedShapes } from '../../engine';
 import { expectedUpdateLabel } from '../../protocol/shard-job';
 import { keys, sha256 } from '../../storage';
 import { modelConfig } from '../catalog/models';
 import { badInput, conflict } from '../errors';
 import type { Platform } from '../platform';
-import { RunRecord, ShardRecord, trainingSpec } from '../state/records';
+import { RunRecord, ShardRecord, need, trainingSpec } from '../state/records';
 import { RunEvents } from '../runs/events';
 import { Scheduler } from '../runs/scheduler';
 import { Leases } from './leases';
@@ -26,33 +27,38 @@ export class Completion {
     const h = await this.leases.held(workerId, shardId, attempt);
     if ('lost' in h) throw conflict(`shard ${shardId}: ${h.lost}; its result is not used`);
     const { shard, run } = h;
-    const key = keys.shardUpdate(run.id, shard.id, attempt);
-    let digest: string;
+    const slot = keys.shardUpload(run.id, shard.id, attempt);
+    let accepted: { key: string; sha256: string };
     try {
-      digest = await this.check(run, shard, key, loss);
+      if (!(imagesPerSecond >= 0 && imagesPerSecond < 1e6)) throw new Error(`reported speed ${imagesPerSecond} img/s`);
+      const bytes = await this.check(run, shard, slot, loss);
+      accepted = await this.p.blobs.put(keys.update(sha256(bytes)), bytes);
     } catch (e) {
       const reason = `attempt ${attempt} by worker ${workerId}: update rejected: ${(e as Error).message}`;
       await this.leases.release(workerId, shard, reason);
       throw badInput(`update rejected: ${(e as Error).message}; the shard is re-issued`);
     }
     const samples = (shard.toStep - shard.fromStep) * trainingSpec(run).options.batchSize;
-    const accepted = await this.p.state.shards.complete(shard.id, workerId, attempt, { update: { key, sha256: digest }, loss, imagesPerSecond, samples });
+    const done = await this.p.state.shards.complete(shard.id, workerId, attempt, { update: accepted, loss, imagesPerSecond, samples });
     const after = (await this.p.state.shards.get(shard.id))!;
     // Another completion of the same lease may have been accepted while this one was checked.
-    if (!accepted && !(after.status === 'DONE' && after.workerId === workerId && after.attempts === attempt)) {
+    if (!done && !(after.status === 'DONE' && after.workerId === workerId && after.attempts === attempt)) {
       throw conflict(`shard ${shardId}: the lease ended while the update was checked; its result is not used`);
     }
-    if (accepted) {
+    if (done) {
       await this.events.emit(run.id, 'SHARD', { trainLoss: loss, message: `shard ${shard.round}.${shard.index} done by worker ${workerId} (${imagesPerSecond.toFixed(1)} img/s)` });
       void this.scheduler.advance(run.id);
     }
     return after;
   }
 
-  /** The update's digest once it is the right tensors for this shard; throws saying what is wrong. */
-  private async check(run: RunRecord, shard: ShardRecord, key: string, loss: number): Promise<string> {
+  /** The update's bytes once they are the right tensors for this shard; throws saying what is wrong. */
+  private async check(run: RunRecord, shard: ShardRecord, key: string, loss: number): Promise<Uint8Array> {
     if (!Number.isFinite(loss)) throw new Error(`reported loss ${loss}`);
-    if (!(await this.p.blobs.stat(key))) throw new Error("nothing was uploaded to the shard's URL");
+    const info = await this.p.blobs.stat(key);
+    if (!info) throw new Error("nothing was uploaded to the shard's URL");
+    const stateBytes = (await this.p.blobs.stat(need(run.state, 'state', run).key))?.bytes ?? 0;
+    if (info.bytes > 2 * stateBytes + 65_536) throw new Error(`the upload has ${info.bytes} bytes, far more than a state of this run's tensors`);
     const bytes = await this.p.blobs.get(key);
     const model = await this.p.state.models.byIdOrName(run.modelId);
     if (!model) throw new Error(`run ${run.id}: its model is no longer registered`);
@@ -62,6 +68,6 @@ export class Completion {
     for (const k of ['run', 'round', 'shard', 'samples'] as const) {
       if (update.label[k] !== want[k]) throw new Error(`it claims ${k} ${update.label[k]}, this shard is ${k} ${want[k]}`);
     }
-    return sha256(bytes);
+    return bytes;
   }
 }

@@ -1,23 +1,41 @@
-// Workers: Node processes (admin-started, worker token) and browser tabs (volunteer tokens).
+// Workers: Node processes (registered with the admin's or the shared worker token: trusted) and
+// browser tabs (volunteer tokens: untrusted, rate-limited, quarantined after too many strikes).
+// Registering returns the worker's own credential; the shard protocol speaks only with it.
 import { randomUUID } from 'node:crypto';
-import { badInput, notFound } from '../errors';
+import { badInput, forbidden, notFound, rateLimited } from '../errors';
 import type { Platform } from '../platform';
-import { Page, WorkerRecord } from '../state/records';
+import { RateLimit } from '../rate-limit';
+import { FailureBudget, Page, WorkerRecord } from '../state/records';
 
 /** A worker seen within this long counts as online. */
 export const ONLINE_MS = 30_000;
 
 export class Workers {
-  constructor(private readonly p: Platform) {}
+  private readonly volunteers: RateLimit;
 
-  async register(name: string, kind: string, backend: string): Promise<WorkerRecord> {
+  constructor(private readonly p: Platform) {
+    this.volunteers = new RateLimit(p.config.volunteersPerMinute);
+  }
+
+  get budget(): FailureBudget {
+    return { distinctWorkers: 3, trustedFailures: 5, quarantineStrikes: this.p.config.quarantineStrikes };
+  }
+
+  /** A volunteer token or registration from `client`; refused past the rate limit. */
+  admitVolunteer(client: string): void {
+    if (!this.volunteers.take(client)) {
+      throw rateLimited(`more than ${this.p.config.volunteersPerMinute} volunteer tokens or registrations a minute from this address; try again later`);
+    }
+  }
+
+  async register(name: string, kind: string, backend: string, trusted: boolean): Promise<WorkerRecord> {
     if (kind !== 'node' && kind !== 'browser') throw badInput("kind must be 'node' or 'browser'");
     const worker: WorkerRecord = {
       id: randomUUID(), name: name.slice(0, 80), kind, backend: backend.slice(0, 80), lastSeen: new Date(), shardsDone: 0, samples: 0,
-      imagesPerSecond: null, currentShard: null, createdAt: new Date(),
+      imagesPerSecond: null, currentShard: null, trusted, strikes: 0, quarantinedAt: null, createdAt: new Date(),
     };
     await this.p.state.workers.insert(worker);
-    this.p.log(`worker ${worker.name} (${kind}, ${worker.backend}) joined`);
+    this.p.log(`worker ${worker.name} (${kind}, ${worker.backend}${trusted ? '' : ', volunteer'}) joined`);
     return worker;
   }
 
@@ -28,12 +46,20 @@ export class Workers {
     return worker;
   }
 
+  /** The worker, if it may still claim work. */
+  async active(id: string): Promise<WorkerRecord> {
+    const worker = await this.seen(id);
+    if (worker.quarantinedAt) throw forbidden(`worker ${id} is quarantined after ${worker.strikes} failed, rejected or revoked leases; it may claim no more shards`);
+    return worker;
+  }
+
   list(onlineOnly: boolean, first: number, offset: number): Promise<Page<WorkerRecord>> {
     return this.p.state.workers.list(onlineOnly ? new Date(Date.now() - ONLINE_MS) : undefined, first, offset);
   }
 
-  onlineCount(): Promise<number> {
-    return this.p.state.workers.countSeenSince(new Date(Date.now() - ONLINE_MS));
+  /** Workers online that a plan may count on: trusted ones, and volunteers that have done a shard. */
+  provenCount(): Promise<number> {
+    return this.p.state.workers.countProvenSince(new Date(Date.now() - ONLINE_MS));
   }
 
   isOnline(w: WorkerRecord): boolean {

@@ -152,6 +152,8 @@ export interface RunRecord {
   readonly loss: number | null;
   readonly deltaId: string | null;
   readonly error: string | null;
+  /** Anyone may follow its progress (not its shards, workers or delta). */
+  readonly public: boolean;
   readonly createdAt: Date;
   readonly updatedAt: Date;
   readonly finishedAt: Date | null;
@@ -177,8 +179,25 @@ export interface ShardRecord {
   readonly imagesPerSecond: number | null;
   /** Why earlier attempts did not count. */
   readonly rejections: readonly string[];
+  /** Distinct workers whose leases of it ended without a result. */
+  readonly failedBy: readonly string[];
+  /** Leases by trusted workers that ended without a result. */
+  readonly trustedFailures: number;
+  /** When the current lease last advanced its steps. */
+  readonly progressAt: Date | null;
+  /** The current lease ends by then whatever its heartbeats. */
+  readonly deadline: Date | null;
   readonly createdAt: Date;
   readonly completedAt: Date | null;
+}
+
+/** When a shard that keeps failing fails its run: enough distinct workers, at least one trusted. */
+export interface FailureBudget {
+  readonly distinctWorkers: number;
+  /** A trusted worker's repeated failures count on their own (a job that kills every worker). */
+  readonly trustedFailures: number;
+  /** Strikes (failures, rejections, revoked leases) after which an untrusted worker is quarantined. */
+  readonly quarantineStrikes: number;
 }
 
 /** A shard to create: its place in the round and its step window. */
@@ -198,6 +217,11 @@ export interface WorkerRecord {
   readonly samples: number;
   readonly imagesPerSecond: number | null;
   readonly currentShard: string | null;
+  /** Registered with the admin's or the shared worker token (not a volunteer). */
+  readonly trusted: boolean;
+  readonly strikes: number;
+  /** Set once its strikes passed the budget: it may claim no more. */
+  readonly quarantinedAt: Date | null;
   readonly createdAt: Date;
 }
 

@@ -4,7 +4,7 @@
 // PostgreSQL, with SELECT ... FOR UPDATE SKIP LOCKED for leases) implements the same interfaces.
 import type { Normalization } from '../../engine';
 import type {
-  AngleProfileRecord, BlobRef, DatasetRecord, DeltaRecord, MetricPoint, ModelRecord, NewShard, Page, Plan, RunKind, RunRecord, RunStatus,
+  AngleProfileRecord, BlobRef, DatasetRecord, DeltaRecord, FailureBudget, MetricPoint, ModelRecord, NewShard, Page, Plan, RunKind, RunRecord, RunStatus,
   ShardRecord, SoupReport, StoredStrategy, UploadRecord, WorkerRecord,
 } from './records';
 
@@ -34,9 +34,14 @@ export type DatasetRepository = NamedRepository<DatasetRecord>;
 export interface UploadRepository {
   insert(upload: UploadRecord): Promise<void>;
   get(id: string): Promise<UploadRecord | undefined>;
+  remove(id: string): Promise<void>;
+  /** Uploads created before `before` (not used: used ones are removed). */
+  olderThan(before: Date): Promise<UploadRecord[]>;
 }
 
 export interface RunFilter {
+  /** Only public runs. */
+  readonly publicOnly?: boolean;
   readonly status?: RunStatus;
   readonly kind?: RunKind;
   readonly modelId?: string;
@@ -85,6 +90,7 @@ export interface RunRepository {
   succeed(id: string, success: RunSuccess): Promise<boolean>;
   /** An active run -> CANCELLED or FAILED, its pending and leased shards cancelled; false when it had already ended. */
   stop(id: string, status: 'CANCELLED' | 'FAILED', error?: string): Promise<boolean>;
+  setPublic(id: string, value: boolean): Promise<void>;
 }
 
 /** How a shard went back to the queue (or not). */
@@ -97,20 +103,34 @@ export interface ShardRepository {
   stepsDone(runId: string, round: number): Promise<number>;
   /**
    * Leases the oldest pending shard of a running run's current round whose run fits `memoryBudget`
-   * (bytes; undefined: any) to the worker, as one more attempt.
+   * (bytes; undefined: any) to the worker, as one more attempt; an untrusted worker never gets a
+   * shard it failed before.
    */
-  leaseOldest(workerId: string, memoryBudget: number | undefined, leaseUntil: Date): Promise<ShardRecord | undefined>;
-  /** Extends a lease still held by `workerId` at `attempt`; false when it is not. */
-  renew(id: string, workerId: string, attempt: number, stepsDone: number, leaseUntil: Date): Promise<boolean>;
+  leaseOldest(worker: { readonly id: string; readonly trusted: boolean }, memoryBudget: number | undefined, leaseUntil: Date, now: Date): Promise<ShardRecord | undefined>;
+  /** The speed (img/s) the worker reported for its latest shard of this run, if it did one. */
+  lastSpeed(runId: string, workerId: string): Promise<number | undefined>;
+  /** Sets the time by which the lease ends whatever its heartbeats. */
+  setDeadline(id: string, workerId: string, attempt: number, deadline: Date): Promise<void>;
+  /**
+   * Extends a lease still held by `workerId` at `attempt` (never past its deadline), noting progress
+   * when `stepsDone` grew; false when it is not held.
+   */
+  renew(id: string, workerId: string, attempt: number, stepsDone: number, leaseUntil: Date, now: Date): Promise<boolean>;
   /** LEASED by `workerId` at `attempt` -> DONE with its result, the worker credited; false when the lease is gone. */
   complete(id: string, workerId: string, attempt: number, result: { readonly update: BlobRef; readonly loss: number; readonly imagesPerSecond: number; readonly samples: number }): Promise<boolean>;
   /**
-   * A lease held by `workerId` at `attempt` ends without a result (rejected, given back): the shard
-   * is pending again, or cancelled once `maxAttempts` leases have failed.
+   * A lease held by `workerId` at `attempt` ends without a result (rejected, given back): the
+   * worker takes a strike (quarantined past the budget), the shard is pending again, or cancelled
+   * once its failures exhaust the budget.
    */
-  release(id: string, workerId: string, attempt: number, reason: string, maxAttempts: number): Promise<Release>;
-  /** Leases past their time end the same way; returns the shards released and how. */
-  expire(now: Date, maxAttempts: number): Promise<{ readonly shard: ShardRecord; readonly release: Exclude<Release, 'lost'> }[]>;
+  release(id: string, workerId: string, attempt: number, reason: string, budget: FailureBudget): Promise<Release>;
+  /**
+   * Leases past their time or deadline, or without progress since `stalledBefore`, end the same way;
+   * returns the shards released and how.
+   */
+  expire(now: Date, stalledBefore: Date, budget: FailureBudget): Promise<{ readonly shard: ShardRecord; readonly release: Exclude<Release, 'lost'> }[]>;
+  /** A DONE shard of a running round whose stored result is unusable -> PENDING again. */
+  reopen(id: string, reason: string): Promise<boolean>;
 }
 
 export interface WorkerRepository {
@@ -120,6 +140,8 @@ export interface WorkerRepository {
   /** Newest first, seen after `since` (undefined: all). */
   list(since: Date | undefined, first: number, offset: number): Promise<Page<WorkerRecord>>;
   countSeenSince(since: Date): Promise<number>;
+  /** Workers seen since `since` that have earned a place in a plan: trusted, or with a shard done and not quarantined. */
+  countProvenSince(since: Date): Promise<number>;
 }
 
 /** What finished runs leave: deltas, stored strategies, angle profiles. */

@@ -47,4 +47,12 @@ export class SqliteUploads implements UploadRepository {
     const row = prepared(this.db, 'SELECT * FROM uploads WHERE id = ?').get(id);
     return row === undefined ? undefined : uploadRows.decode(row);
   }
+
+  async remove(id: string): Promise<void> {
+    prepared(this.db, 'DELETE FROM uploads WHERE id = ?').run(id);
+  }
+
+  async olderThan(before: Date): Promise<UploadRecord[]> {
+    return prepared(this.db, 'SELECT * FROM uploads WHERE created_at < ? LIMIT 1000').all(before.toISOString()).map(uploadRows.decode);
+  }
 }

@@ -69,6 +69,20 @@ const MIGRATIONS: ((db: Db) => void)[] = [
          WHERE d.id = runs.dataset_id AND json_extract(s.value, '$.split') = 'train')`);
     db.exec('CREATE INDEX IF NOT EXISTS shards_run ON shards(run_id, round)');
   },
+  // 3: who may be trusted: workers know whether an admin token registered them, their strikes and
+  // quarantine; shards know which workers failed them, and leases their last progress and deadline;
+  // runs may be public.
+  (db) => {
+    db.exec(`ALTER TABLE workers ADD COLUMN trusted INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE workers ADD COLUMN strikes INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE workers ADD COLUMN quarantined_at INTEGER;
+      ALTER TABLE shards ADD COLUMN failed_by TEXT NOT NULL DEFAULT '[]';
+      ALTER TABLE shards ADD COLUMN trusted_failures INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE shards ADD COLUMN progress_at INTEGER;
+      ALTER TABLE shards ADD COLUMN deadline INTEGER;
+      ALTER TABLE runs ADD COLUMN public INTEGER NOT NULL DEFAULT 0;
+      CREATE INDEX IF NOT EXISTS uploads_created ON uploads(created_at);`);
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -41,6 +41,8 @@ const date = z.string().transform((s, ctx) => {
   return d;
 });
 const millis = int.transform((ms) => new Date(ms));
+/** SQLite's booleans: 0 or 1. */
+const flag = z.union([z.literal(0), z.literal(1)]).transform((b) => b === 1);
 const strategy = parsedBy(parseStrategy);
 /**
  * A list that grows with a run (its rounds, its metric points), checked by a plain loop: rows are
@@ -75,7 +77,7 @@ const runRow = z.object({
   state_key: z.string().nullable(), state_sha256: z.string().nullable(), normalization: json(normalizationSchema).nullable(),
   num_classes: int.min(1), tuned_params: count.nullable(), total_params: count.nullable(), memory_need: count,
   metrics: json(metricsSchema), accuracy: z.number().nullable(), loss: z.number().nullable(), delta_id: z.string().nullable(),
-  error: z.string().nullable(), created_at: date, updated_at: date, finished_at: date.nullable(),
+  error: z.string().nullable(), public: flag, created_at: date, updated_at: date, finished_at: date.nullable(),
 });
 
 export function decodeRun(row: unknown): RunRecord {
@@ -93,8 +95,8 @@ export function decodeRun(row: unknown): RunRecord {
     id: r.id, spec, modelId: r.model_id, datasetId: r.dataset_id, strategy: r.strategy, strategyName: r.strategy_name, status: r.status,
     plan: r.plan, round: r.round, step: r.step, state: r.state_key && r.state_sha256 ? { key: r.state_key, sha256: r.state_sha256 } : null,
     normalization: r.normalization, numClasses: r.num_classes, tunedParams: r.tuned_params, totalParams: r.total_params, memoryNeed: r.memory_need,
-    metrics: r.metrics, accuracy: r.accuracy, loss: r.loss, deltaId: r.delta_id, error: r.error, createdAt: r.created_at, updatedAt: r.updated_at,
-    finishedAt: r.finished_at,
+    metrics: r.metrics, accuracy: r.accuracy, loss: r.loss, deltaId: r.delta_id, error: r.error, public: r.public, createdAt: r.created_at,
+    updatedAt: r.updated_at, finishedAt: r.finished_at,
   };
 }
 
@@ -107,7 +109,7 @@ export function encodeRun(run: RunRecord): Record<string, unknown> {
     round: run.round, step: run.step, state_key: run.state?.key ?? null, state_sha256: run.state?.sha256 ?? null,
     normalization: run.normalization && JSON.stringify(run.normalization), num_classes: run.numClasses, tuned_params: run.tunedParams,
     total_params: run.totalParams, memory_need: run.memoryNeed, metrics: JSON.stringify(run.metrics), accuracy: run.accuracy, loss: run.loss,
-    delta_id: run.deltaId, error: run.error, created_at: run.createdAt.toISOString(), updated_at: run.updatedAt.toISOString(),
+    delta_id: run.deltaId, error: run.error, public: run.public ? 1 : 0, created_at: run.createdAt.toISOString(), updated_at: run.updatedAt.toISOString(),
     finished_at: run.finishedAt?.toISOString() ?? null,
   };
 }
@@ -116,7 +118,8 @@ const shardRow = z.object({
   id: z.string(), run_id: z.string(), round: count, idx: count, from_step: count, to_step: count,
   status: z.enum(['PENDING', 'LEASED', 'DONE', 'CANCELLED']), worker_id: z.string().nullable(), lease_until: millis.nullable(), attempts: count,
   steps_done: count, result_key: z.string().nullable(), result_sha256: z.string().nullable(), loss: z.number().nullable(),
-  images_per_second: z.number().nullable(), rejections: json(z.array(z.string())), created_at: date, completed_at: date.nullable(),
+  images_per_second: z.number().nullable(), rejections: json(z.array(z.string())), failed_by: json(z.array(z.string())), trusted_failures: count,
+  progress_at: millis.nullable(), deadline: millis.nullable(), created_at: date, completed_at: date.nullable(),
 });
 
 export function decodeShard(row: unknown): ShardRecord {
@@ -125,7 +128,8 @@ export function decodeShard(row: unknown): ShardRecord {
     id: r.id, runId: r.run_id, round: r.round, index: r.idx, fromStep: r.from_step, toStep: r.to_step, status: r.status, workerId: r.worker_id,
     leaseUntil: r.lease_until, attempts: r.attempts, stepsDone: r.steps_done,
     result: r.result_key && r.result_sha256 ? { key: r.result_key, sha256: r.result_sha256 } : null, loss: r.loss, imagesPerSecond: r.images_per_second,
-    rejections: r.rejections, createdAt: r.created_at, completedAt: r.completed_at,
+    rejections: r.rejections, failedBy: r.failed_by, trustedFailures: r.trusted_failures, progressAt: r.progress_at, deadline: r.deadline,
+    createdAt: r.created_at, completedAt: r.completed_at,
   };
 }
 
@@ -158,14 +162,16 @@ export const uploadRows = flatTable<UploadRecord>('uploads', z.object({ id: z.st
 
 const workerRow = z.object({
   id: z.string(), name: z.string(), kind: z.enum(['node', 'browser']), backend: z.string(), last_seen: millis, shards_done: count, samples: count,
-  images_per_second: z.number().nullable(), current_shard: z.string().nullable(), created_at: date,
+  images_per_second: z.number().nullable(), current_shard: z.string().nullable(), trusted: flag, strikes: count, quarantined_at: millis.nullable(),
+  created_at: date,
 });
 
 export function decodeWorker(row: unknown): WorkerRecord {
   const r = decode(workerRow, row, `workers row ${(row as { id?: string })?.id}`);
   return {
     id: r.id, name: r.name, kind: r.kind, backend: r.backend, lastSeen: r.last_seen, shardsDone: r.shards_done, samples: r.samples,
-    imagesPerSecond: r.images_per_second, currentShard: r.current_shard, createdAt: r.created_at,
+    imagesPerSecond: r.images_per_second, currentShard: r.current_shard, trusted: r.trusted, strikes: r.strikes, quarantinedAt: r.quarantined_at,
+    createdAt: r.created_at,
   };
 }
 

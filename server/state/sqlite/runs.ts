@@ -17,6 +17,10 @@ export class SqliteRuns implements RunRepository {
     prepared(this.db, `INSERT INTO runs (${cols.join(', ')}) VALUES (${cols.map((c) => `@${c}`).join(', ')})`).run(row);
   }
 
+  async setPublic(id: string, value: boolean): Promise<void> {
+    prepared(this.db, 'UPDATE runs SET public = ? WHERE id = ?').run(value ? 1 : 0, id);
+  }
+
   async get(id: string): Promise<RunRecord | undefined> {
     const row = prepared(this.db, 'SELECT * FROM runs WHERE id = ?').get(id);
     return row === undefined ? undefined : decodeRun(row);
@@ -32,6 +36,7 @@ export class SqliteRuns implements RunRepository {
     by('kind', filter.kind);
     by('model_id', filter.modelId);
     by('dataset_id', filter.datasetId);
+    if (filter.publicOnly) where.push('public = 1');
     const w = where.length ? `WHERE ${where.join(' AND ')}` : '';
     const rows = prepared(this.db, `SELECT * FROM runs ${w} ORDER BY created_at DESC LIMIT ? OFFSET ?`).all(...args, first, offset);
     const total = (prepared(this.db, `SELECT COUNT(*) AS n FROM runs ${w}`).get(...args) as { n: number }).n;

@@ -8,9 +8,10 @@ export class SqliteWorkers implements WorkerRepository {
   constructor(private readonly db: Db) {}
 
   async insert(w: WorkerRecord): Promise<void> {
-    prepared(this.db, `INSERT INTO workers (id, name, kind, backend, last_seen, shards_done, samples, images_per_second, current_shard, created_at)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-      .run(w.id, w.name, w.kind, w.backend, w.lastSeen.getTime(), w.shardsDone, w.samples, w.imagesPerSecond, w.currentShard, w.createdAt.toISOString());
+    prepared(this.db, `INSERT INTO workers (id, name, kind, backend, last_seen, shards_done, samples, images_per_second, current_shard, trusted, strikes,
+      quarantined_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+      .run(w.id, w.name, w.kind, w.backend, w.lastSeen.getTime(), w.shardsDone, w.samples, w.imagesPerSecond, w.currentShard, w.trusted ? 1 : 0, w.strikes,
+        w.quarantinedAt?.getTime() ?? null, w.createdAt.toISOString());
   }
 
   async touch(id: string, now: Date): Promise<WorkerRecord | undefined> {
@@ -23,6 +24,11 @@ export class SqliteWorkers implements WorkerRepository {
     const after = since?.getTime() ?? 0;
     const rows = prepared(this.db, 'SELECT * FROM workers WHERE last_seen > ? ORDER BY created_at DESC LIMIT ? OFFSET ?').all(after, first, offset);
     return page(rows.map(decodeWorker), await this.countSeenSince(new Date(after)), offset);
+  }
+
+  async countProvenSince(since: Date): Promise<number> {
+    return (prepared(this.db, 'SELECT COUNT(*) AS n FROM workers WHERE last_seen > ? AND (trusted = 1 OR (shards_done > 0 AND quarantined_at IS NULL))')
+      .get(since.getTime()) as { n: number }).n;
   }
 
   async countSeenSince(since: Date): Promise<number> {

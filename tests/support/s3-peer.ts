@@ -1,5 +1,5 @@
-// The default object store: an S3-protocol server (s3rver) in-process on 127.0.0.1 over a local
-// directory, so that a single machine runs the same code paths as a MinIO deployment.
+// An S3-protocol peer for tests (s3rver, in-process on 127.0.0.1 over a directory): the S3
+// BlobStore's code paths without a MinIO. It checks no signatures, so it is never the server's store.
 import type { AddressInfo } from 'node:net';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import S3rver from 's3rver';

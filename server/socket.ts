@@ -1,0 +1,63 @@
+// GraphQL over graphql-ws with the same limits as HTTP: each operation is parsed with the token
+// cap, validated and costed before it runs; a socket holds at most MAX_OPERATIONS at once, its
+// messages at most the WebSocketServer's maxPayload. Only the server's own pages and configured
+// origins may open one (clients that send no Origin, such as Node workers, are not browsers).
+import type { IncomingMessage } from 'node:http';
+import { GraphQLError, GraphQLSchema, getOperationAST, parse, validate } from 'graphql';
+import type { WebSocketServer } from 'ws';
+import { useServer } from 'graphql-ws/use/ws';
+import { formatError } from './errors';
+import { QueryLimits, checkCost } from './limits';
+import type { Context } from './resolvers/context';
+
+const MAX_OPERATIONS = 32;
+
+/** Whether a browser page at `origin` may call: the server's own (same host) or a configured one. */
+export function originAllowed(origin: string | undefined, host: string | undefined, allowed: readonly string[]): boolean {
+  if (!origin) return true;
+  if (allowed.includes(origin)) return true;
+  try {
+    return new URL(origin).host === host;
+  } catch {
+    return false;
+  }
+}
+
+export function serveSocket(
+  wss: WebSocketServer, schema: GraphQLSchema, limits: QueryLimits,
+  context: (params: Record<string, unknown> | undefined, request: IncomingMessage) => Context, log: (line: string) => void,
+): { dispose(): Promise<void> } {
+  const active = new WeakMap<object, Set<string>>();
+  const refuse = (message: string, code: string): GraphQLError[] => [new GraphQLError(message, { extensions: { code } })];
+  const cleanup = useServer<Record<string, unknown> | undefined, { request: IncomingMessage }>({
+    schema,
+    onSubscribe: (ctx, id, payload) => {
+      const ops = active.get(ctx) ?? new Set<string>();
+      active.set(ctx, ops);
+      if (ops.size >= MAX_OPERATIONS) return refuse(`at most ${MAX_OPERATIONS} operations at once on one socket`, 'TOO_MANY_OPERATIONS');
+      let document;
+      try {
+        document = parse(payload.query, { maxTokens: limits.maxTokens });
+      } catch (e) {
+        return [e instanceof GraphQLError ? new GraphQLError(e.message, { extensions: { code: 'GRAPHQL_PARSE_FAILED' } }) : new GraphQLError(String(e))];
+      }
+      const invalid = validate(schema, document);
+      if (invalid.length) return invalid.map((e) => new GraphQLError(e.message, { extensions: { code: 'GRAPHQL_VALIDATION_FAILED' } }));
+      const operation = getOperationAST(document, payload.operationName);
+      if (!operation) return refuse('no operation to run: name one (operationName)', 'BAD_USER_INPUT');
+      try {
+        checkCost(schema, document, operation, payload.variables ?? undefined, limits);
+      } catch (e) {
+        return [e as GraphQLError];
+      }
+      ops.add(id);
+      return {
+        schema, document, operationName: payload.operationName, variableValues: payload.variables,
+        contextValue: context(ctx.connectionParams, ctx.extra.request),
+      };
+    },
+    onComplete: (ctx, id) => void active.get(ctx)?.delete(id),
+    onNext: (_ctx, _id, _payload, _args, result) => (result.errors ? { ...result, errors: result.errors.map((e) => formatError(e.toJSON(), e, log)) } : undefined),
+  }, wss);
+  return { dispose: async () => cleanup.dispose() };
+}

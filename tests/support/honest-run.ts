@@ -1,0 +1,61 @@
+// What every abuse test measures an attack against: a real `partune serve`, one honest (trusted)
+// Node worker process, and an honest run whose delta must come out bit for bit as `partune
+// finetune` makes it in a single process, whatever the attacker did meanwhile.
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseDelta } from '../../engine';
+import { ServerProcess, WorkerProcess, cliJson, ok, startServer, startWorker, uploadBytes, waitForRun } from '../../node/local-platform';
+
+export const HYPER = { epochs: 2, batchSize: 32, stepsPerRound: 8, shardsPerRound: 1, seed: 0 };
+
+export interface HonestRun {
+  readonly server: ServerProcess;
+  readonly worker: WorkerProcess;
+  readonly runId: string;
+  readonly tmp: string;
+  /** Waits for the run and checks it against the single-process reference. */
+  finish(): Promise<{ status: string; identical: boolean; accuracy: number; reference: number }>;
+  close(): Promise<void>;
+}
+
+const tensors = (bytes: Uint8Array): Map<string, Buffer> => new Map([...parseDelta(bytes).tensors].map(([k, t]) => [k, Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength)]));
+
+export async function startHonestRun(env: NodeJS.ProcessEnv = {}): Promise<HonestRun> {
+  const tmp = mkdtempSync(join(tmpdir(), 'partune-abuse-'));
+  const micro = join(tmp, 'micro.safetensors');
+  await cliJson(['convert', '--checkpoint', 'random:vit_micro_patch4_28', '--out', micro]);
+  const referencePath = join(tmp, 'reference.safetensors');
+  const reference = cliJson(['finetune', '--checkpoint', micro, '--data', 'mnist', '--strategy', 'attn-only', '--train-limit', '1024', '--test-limit', '400',
+    '--epochs', '2', '--batch-size', '32', '--seed', '0', '--backend', 'wasm', '--out', referencePath]);
+  const server = await startServer({ PARTUNE_LEASE_SECONDS: '4', PARTUNE_STALL_SECONDS: '6', PARTUNE_IMPORT_ROOTS: tmp, ...env });
+  const uploadId = await uploadBytes(server, 'micro.safetensors', readFileSync(micro));
+  await ok(server.url, server.admin, 'mutation($i: RegisterModelInput!) { registerModel(input: $i) { id } }', { i: { name: 'micro', uploadId } });
+  await ok(server.url, server.admin, 'mutation($i: ImportDatasetInput!) { importDataset(input: $i) { id } }',
+    { i: { name: 'digits', format: 'MNIST_PACKAGE', trainLimit: 1024, testLimit: 400 } });
+  const worker = startWorker(server, 'honest');
+  const { startRun } = await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }',
+    { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: HYPER } });
+  return {
+    server, worker, runId: startRun.id, tmp,
+    async finish() {
+      const run = await waitForRun(server, startRun.id, 300_000);
+      const ref = await reference;
+      if (run.status !== 'SUCCEEDED') return { status: run.status, identical: false, accuracy: NaN, reference: ref.accuracy };
+      const ours = tensors(new Uint8Array(await (await fetch(run.delta.downloadUrl)).arrayBuffer()));
+      const theirs = tensors(new Uint8Array(readFileSync(referencePath)));
+      const identical = ours.size === theirs.size && [...ours].every(([k, v]) => theirs.has(k) && v.equals(theirs.get(k)!));
+      return { status: run.status, identical, accuracy: run.accuracy, reference: ref.accuracy };
+    },
+    async close() {
+      await worker.kill();
+      await server.stop();
+    },
+  };
+}
+
+/** The server process's resident memory in MiB (Linux). */
+export function residentMiB(server: ServerProcess): number {
+  const status = readFileSync(`/proc/${server.proc.pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) / 1024;
+}
