@@ -185,6 +185,23 @@ describe('who may read what', () => {
     expect(await anonymous('query($id: ID!) { run(id: $id) { shards { workerId } } }')).toBe('UNAUTHENTICATED');
   });
 
+  it("anonymous subscribers get public runs' progress only, without messages", async () => {
+    const client = createClient({ url: wsUrl(), webSocketImpl: WebSocket, retryAttempts: 0 });
+    const events: { runId: string; status: string; message: string | null }[] = [];
+    client.subscribe({ query: 'subscription { runEvents { runId status message } }' }, {
+      next: (m) => void events.push((m.data as any).runEvents), error: () => undefined, complete: () => undefined,
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    const start = async (pub: boolean): Promise<string> => (await ok(h.server.url, h.server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }',
+      { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { maxSteps: 8 }, public: pub } })).startRun.id;
+    const [open, closed] = [await start(true), await start(false)];
+    for (const id of [open, closed]) await ok(h.server.url, h.server.admin, 'mutation($id: ID!) { cancelRun(id: $id) { id } }', { id });
+    await waitFor('the public run\'s cancellation', async () => events.some((e) => e.runId === open && e.status === 'CANCELLED'), 10_000, 100);
+    await client.dispose();
+    expect(events.filter((e) => e.runId === closed)).toEqual([]);
+    expect(events.filter((e) => e.runId === open || e.runId === h.runId).every((e) => e.message === null)).toBe(true);
+  });
+
   it('300 ghost volunteers are rate-limited and do not inflate the next plan', async () => {
     const answers = await Promise.all(Array.from({ length: 300 }, () => gql<{ volunteerToken: string }>(h.server.url, undefined, 'mutation { volunteerToken }')));
     const tokens = answers.flatMap((r) => (r.data ? [r.data.volunteerToken] : []));
