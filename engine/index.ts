@@ -28,5 +28,6 @@ export * from './tuning/angles';
 export * from './aggregate/soup';
 export * from './weights/state';
 export * from './aggregate/fedavg';
+export * from './aggregate/reach';
 export * from './train/shard';
 export * from './aggregate/soup-report';

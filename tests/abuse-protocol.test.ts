@@ -76,6 +76,32 @@ describe('a hostile volunteer during an honest run', () => {
     expect(lost.reason).toMatch(/no progress for \d+ s: lease revoked/);
   });
 
+  it('updates no AdamW steps could make (scaled, sign-flipped, zeroed, noise) are rejected, naming the worker', async () => {
+    const config = parseVitConfig({ ...preset('vit_micro_patch4_28'), numClasses: 10 });
+    const shapes = tunedShapes(config, inspect(presetStrategy('attn-only'), config).tuned);
+    let seed = 7;
+    const noise = (): number => ((seed = (seed * 16807) % 2147483647) / 2147483647 - 0.5) * 0.2;
+    const lies: [string, (x: number) => number][] = [['x100', (x) => 100 * x], ['sign', (x) => -x], ['zeros', () => 0], ['noise', (x) => x + noise()]];
+    const ids: string[] = [];
+    for (const [name, spoil] of lies) {
+      const { volunteerToken } = await ok(h.server.url, undefined, 'mutation { volunteerToken }');
+      const liar = await registerWorker(h.server, `liar-${name}`, 'browser', volunteerToken);
+      ids.push(liar.id);
+      const a = await claim(liar.credential);
+      // Its form is perfect: the round's state, moved on by the shard's step count and labelled for it.
+      const start = parseState(new Uint8Array(await (await fetch(a.state.url)).arrayBuffer()), shapes);
+      const steps = a.job.window.to - a.job.window.from;
+      const params = new Map([...start.params].map(([k, t]) => [k, { shape: t.shape, data: Float32Array.from(t.data, spoil) }]));
+      const update = serializeState({ params, optimizer: { ...start.optimizer, step: start.optimizer.step + steps }, label: { run: h.runId, round: a.shard.round, shard: a.shard.id, samples: steps * 32 } });
+      expect((await fetch(a.uploadUrl, { method: 'PUT', body: update as Uint8Array<ArrayBuffer> })).status).toBe(200);
+      const r = await gql(h.server.url, liar.credential, 'mutation($s: ID!, $a: Int!) { completeShard(shardId: $s, attempt: $a, loss: 0.5, imagesPerSecond: 100) { id } }', { s: a.shard.id, a: a.shard.attempt });
+      expect({ name, code: errorCode(r), message: r.errors?.[0].message }).toEqual({ name, code: 'BAD_USER_INPUT', message: expect.stringMatching(/not what \d+ AdamW steps from the round's state can make: .* moved/) });
+    }
+    const { run } = await ok(h.server.url, h.server.admin, 'query($id: ID!) { run(id: $id) { shards { rejections } } }', { id: h.runId });
+    const reasons = run.shards.flatMap((s: { rejections: string[] }) => s.rejections);
+    for (const id of ids) expect(reasons.some((r: string) => r.includes(`by worker ${id}: update rejected: not what`))).toBe(true);
+  });
+
   it('the honest run completes with the same delta as without the attacker; the server stayed small', async () => {
     const result = await h.finish();
     expect(result).toEqual({ status: 'SUCCEEDED', identical: true, accuracy: result.reference, reference: result.reference });
@@ -127,7 +153,8 @@ describe('the blob store checks who is asking', () => {
     const a = await claim(credential);
     const config = parseVitConfig({ ...preset('vit_micro_patch4_28'), numClasses: 10 });
     const start = parseState(new Uint8Array(await (await fetch(a.state.url)).arrayBuffer()), tunedShapes(config, inspect(presetStrategy('attn-only'), config).tuned));
-    const update = serializeState({ ...start, label: { run: startRun.id, round: 0, shard: a.shard.id, samples: 256 } });
+    // A lazy update (no movement, the step count advanced) is within AdamW's reach: it is accepted.
+    const update = serializeState({ ...start, optimizer: { ...start.optimizer, step: start.optimizer.step + 8 }, label: { run: startRun.id, round: 0, shard: a.shard.id, samples: 256 } });
     expect((await fetch(a.uploadUrl, { method: 'PUT', body: update as Uint8Array<ArrayBuffer> })).status).toBe(200);
     expect((await fetch(a.uploadUrl, { method: 'PUT', body: update as Uint8Array<ArrayBuffer> })).status).toBe(200); // a retried upload, same bytes
     await ok(h.server.url, credential, 'mutation($s: ID!, $a: Int!) { completeShard(shardId: $s, attempt: $a, loss: 1, imagesPerSecond: 5) { status } }', { s: a.shard.id, a: a.shard.attempt });

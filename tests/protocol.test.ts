@@ -23,11 +23,12 @@ async function setUp(server: ServerProcess, hyper: Record<string, unknown> = { e
   return startRun.id;
 }
 
-/** A valid update for a claimed shard: the round's state as it is, labelled for the shard. */
+/** A valid update for a claimed shard: the round's state unmoved, its step count advanced by the shard's steps, labelled for the shard. */
 async function noOpUpdate(a: Record<string, any>, samples: number): Promise<Uint8Array> {
   const config = parseVitConfig({ ...preset('vit_micro_patch4_28'), numClasses: 10 });
   const start = parseState(new Uint8Array(await (await fetch(a.state.url)).arrayBuffer()), tunedShapes(config, inspect(presetStrategy('attn-only'), config).tuned));
-  return serializeState({ ...start, label: { run: a.job.runId, round: a.shard.round, shard: a.shard.id, samples } });
+  const steps = a.job.window.to - a.job.window.from;
+  return serializeState({ ...start, optimizer: { ...start.optimizer, step: start.optimizer.step + steps }, label: { run: a.job.runId, round: a.shard.round, shard: a.shard.id, samples } });
 }
 
 const claim = (server: ServerProcess, credential: string): Promise<Record<string, any>> =>

@@ -1,20 +1,23 @@
 // A shard's completion: the update uploaded to the lease's slot is checked (its tensors, shapes,
-// dtype, finite values and label), copied to a content-addressed key no worker can write, and
+// dtype, finite values, label, and that AdamW's steps could reach it from the round's state),
+// copied to a content-addressed key no worker can write, and
 // accepted once; a repeated completion is a no-op, a rejected update ends the lease (a strike
 // against its worker) and the shard is re-issued.
-import { inspect, parseState, tunedShapes } from '../../engine';
+import { ADAMW_DEFAULTS, TrainingState, beyondReach, inspect, lrAt, parseState, trainingSchedule, tunedShapes } from '../../engine';
 import { expectedUpdateLabel } from '../../protocol/shard-job';
 import { keys, sha256 } from '../../storage';
 import { modelConfig } from '../catalog/models';
 import { badInput, conflict } from '../errors';
 import type { Platform } from '../platform';
-import { RunRecord, ShardRecord, need, trainingSpec } from '../state/records';
+import { BlobRef, RunRecord, ShardRecord, need, trainingSpec } from '../state/records';
 import { RunEvents } from '../runs/events';
 import { Scheduler } from '../runs/scheduler';
 import { Leases } from './leases';
 import { Workers } from './workers';
 
 export class Completion {
+  private readonly starts = new Map<string, Promise<TrainingState>>();
+
   constructor(
     private readonly p: Platform, private readonly workers: Workers, private readonly leases: Leases, private readonly scheduler: Scheduler,
     private readonly events: RunEvents,
@@ -63,11 +66,31 @@ export class Completion {
     const model = await this.p.state.models.byIdOrName(run.modelId);
     if (!model) throw new Error(`run ${run.id}: its model is no longer registered`);
     const config = modelConfig(model, run.numClasses);
-    const update = parseState(bytes, tunedShapes(config, inspect(run.strategy, config).tuned), 'update');
-    const want = expectedUpdateLabel({ runId: run.id, round: shard.round, shardId: shard.id, window: { from: shard.fromStep, to: shard.toStep }, options: trainingSpec(run).options });
+    const shapes = tunedShapes(config, inspect(run.strategy, config).tuned);
+    const update = parseState(bytes, shapes, 'update');
+    const { options } = trainingSpec(run);
+    const want = expectedUpdateLabel({ runId: run.id, round: shard.round, shardId: shard.id, window: { from: shard.fromStep, to: shard.toStep }, options });
     for (const k of ['run', 'round', 'shard', 'samples'] as const) {
       if (update.label[k] !== want[k]) throw new Error(`it claims ${k} ${update.label[k]}, this shard is ${k} ${want[k]}`);
     }
+    const plan = need(run.plan, 'plan', run);
+    const schedule = trainingSchedule(options, plan.trainImages);
+    const lrs = Array.from({ length: shard.toStep - shard.fromStep }, (_, j) =>
+      lrAt({ baseLr: options.lr, minLr: options.minLr, warmupSteps: schedule.warmupSteps, totalSteps: schedule.totalSteps }, shard.fromStep + j));
+    const why = beyondReach(await this.roundStart(need(run.state, 'state', run), shapes), update, { lrs, adamw: { ...ADAMW_DEFAULTS, weightDecay: options.weightDecay } });
+    if (why) throw new Error(`not what ${lrs.length} AdamW steps from the round's state can make: ${why}`);
     return bytes;
+  }
+
+  /** The round's starting state, parsed once for all its shards. */
+  private roundStart(ref: BlobRef, shapes: ReadonlyMap<string, readonly number[]>): Promise<TrainingState> {
+    let state = this.starts.get(ref.sha256);
+    if (!state) {
+      state = this.p.blobs.get(ref.key, ref.sha256).then((b) => parseState(b, shapes, ref.key));
+      state.catch(() => this.starts.delete(ref.sha256));
+      this.starts.set(ref.sha256, state);
+      while (this.starts.size > 4) this.starts.delete(this.starts.keys().next().value!);
+    }
+    return state;
   }
 }

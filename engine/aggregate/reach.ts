@@ -1,0 +1,68 @@
+// How far AdamW can move a state in a given number of steps, and a check that an update stays
+// within it. Adam's step is bounded whatever the gradients: with m and v the moments,
+// |m| <= K sqrt(v) where K = (1 - b1) / sqrt((1 - b2)(1 - b1^2 / b2)) (Cauchy-Schwarz over the
+// moments' geometric sums; a sample-weighted mean of states keeps it), so a coordinate moves at
+// most lr (K sqrt(1 - b2^t) / (1 - b1^t) + wd |p|) at step t. An update that moved further, kept
+// a different step count, or whose moments could not follow from the start's, was not produced by
+// those steps: a scaled, sign-flipped, zeroed or noisy update is caught without training again.
+import { AdamWOptions } from '../train/adamw';
+import { decays } from '../vit/groups';
+import { HostWeights } from '../weights/checkpoint';
+import { TrainingState } from '../weights/state';
+
+/** Relative slack on every bound, for float rounding in the steps themselves. */
+const SLACK = 1.05;
+
+export interface Reach {
+  /** The learning rate of each step the update claims to have taken, in order. */
+  readonly lrs: readonly number[];
+  readonly adamw: AdamWOptions;
+}
+
+/** Why `update` cannot be `reach.lrs.length` AdamW steps from `start`, or null when it can. */
+export function beyondReach(start: TrainingState, update: TrainingState, reach: Reach): string | null {
+  const { beta1, beta2, weightDecay } = reach.adamw;
+  const steps = reach.lrs.length;
+  if (update.optimizer.step !== start.optimizer.step + steps) {
+    return `its optimizer is at step ${update.optimizer.step}; ${steps} steps from ${start.optimizer.step} reach ${start.optimizer.step + steps}`;
+  }
+  const k = (1 - beta1) / Math.sqrt((1 - beta2) * (1 - (beta1 * beta1) / beta2));
+  for (const [name, p0] of start.params) {
+    const p = update.params.get(name)!;
+    const m0 = start.optimizer.expAvg.get(name)!;
+    const v0 = start.optimizer.expAvgSq.get(name)!;
+    const m = update.optimizer.expAvg.get(name)!;
+    const v = update.optimizer.expAvgSq.get(name)!;
+    const ratio = Math.max(k, largestRatio(m0, v0));
+    const wd = decays(name, p0.shape) ? weightDecay : 0;
+    // allowed |p - p0| = a + c |p0|, by the recursion D' = D (1 + lr wd) + lr (wd |p0| + B_t).
+    let a = 0;
+    let c = 0;
+    reach.lrs.forEach((lr, j) => {
+      const t = start.optimizer.step + j + 1;
+      const bound = (ratio * Math.sqrt(1 - beta2 ** t)) / (1 - beta1 ** t);
+      a = a * (1 + lr * wd) + lr * bound;
+      c = c * (1 + lr * wd) + lr * wd;
+    });
+    const vFloor = beta2 ** steps / SLACK;
+    for (let i = 0; i < p0.data.length; i++) {
+      const moved = Math.abs(p.data[i] - p0.data[i]);
+      const allowed = SLACK * (a + c * Math.abs(p0.data[i])) + 1e-6 * Math.abs(p0.data[i]);
+      if (!(moved <= allowed)) return `${name}[${i}] moved ${moved.toExponential(3)}, more than ${steps} AdamW steps can (${allowed.toExponential(3)})`;
+      if (!(v.data[i] >= v0.data[i] * vFloor)) return `exp_avg_sq ${name}[${i}] fell from ${v0.data[i].toExponential(3)} to ${v.data[i].toExponential(3)}, faster than beta2 decays it`;
+      if (!(Math.abs(m.data[i]) <= SLACK * ratio * Math.sqrt(v.data[i]) + 1e-30)) {
+        return `exp_avg ${name}[${i}] = ${m.data[i].toExponential(3)} is larger than its second moment allows`;
+      }
+    }
+  }
+  return null;
+}
+
+/** max |m| / sqrt(v) over a tensor (a zero second moment needs a zero first moment). */
+function largestRatio(m: HostWeights extends Map<string, infer W> ? W : never, v: typeof m): number {
+  let r = 0;
+  for (let i = 0; i < m.data.length; i++) {
+    if (v.data[i] > 0) r = Math.max(r, Math.abs(m.data[i]) / Math.sqrt(v.data[i]));
+  }
+  return r;
+}

@@ -1,0 +1,70 @@
+// AdamW's reach: updates that real steps produced (the engine's own shards, through the file
+// format) are within it; updates a liar makes from them (scaled, sign-flipped, zeroed, noise of
+// the right size, doctored moments, a wrong step count, more steps than claimed) are not.
+import {
+  ADAMW_DEFAULTS, Dataset, TrainingState, beyondReach, initParams, inspect, lrAt, parseState, parseTrainOptions, presetStrategy, runShard, serializeState,
+  toHost, trainingSchedule, tunedShapes, withNewHead,
+} from '../engine';
+import { HostWeights } from '../engine/weights/checkpoint';
+import { TOY, useBackend } from './helpers';
+
+beforeAll(() => useBackend('wasm'));
+
+function toyData(n: number): Dataset {
+  const px = 8 * 8 * 3;
+  const images = Uint8Array.from({ length: n * px }, (_, i) => (i * 131 + Math.floor(i / px) * 17) % 256);
+  const labels = Uint8Array.from({ length: n }, (_, i) => i % 3);
+  return { name: 'toy', images, labels, count: n, height: 8, width: 8, channels: 3, classes: 3, flipInvariant: true };
+}
+
+const map = (w: HostWeights, f: (x: number, i: number) => number): HostWeights =>
+  new Map([...w].map(([k, t]) => [k, { shape: t.shape, data: Float32Array.from(t.data, f) }]));
+
+describe("AdamW's reach", () => {
+  const options = parseTrainOptions({ epochs: 2, batchSize: 8, lr: 1e-3, seed: 3, warmupSteps: 2 }); // the default lr: 9 steps reach about 0.05
+  const data = toyData(48);
+  const schedule = trainingSchedule(options, data.count);
+  const lrs = (from: number, to: number): number[] =>
+    Array.from({ length: to - from }, (_, j) => lrAt({ baseLr: options.lr, minLr: options.minLr, warmupSteps: schedule.warmupSteps, totalSteps: schedule.totalSteps }, from + j));
+  const reach = (from: number, to: number) => ({ lrs: lrs(from, to), adamw: { ...ADAMW_DEFAULTS, weightDecay: options.weightDecay } });
+  const windows: [number, number][] = [[0, 3], [3, 12]];
+  const honest: { start: TrainingState; update: TrainingState; window: [number, number] }[] = [];
+
+  beforeAll(async () => {
+    const base = await withNewHead({ config: TOY, weights: await toHost(initParams(TOY, 2)), naming: 'timm', sha256: 'x' }, 3, 0);
+    const strategy = presetStrategy('attn-only');
+    const tuned = inspect(strategy, TOY).tuned;
+    const shapes = tunedShapes(TOY, tuned);
+    const zeros = new Map(tuned.map((n) => [n, { shape: base.weights.get(n)!.shape, data: new Float32Array(base.weights.get(n)!.data.length) }]));
+    let start: TrainingState = { label: { run: 'r', round: 0 }, params: new Map(tuned.map((n) => [n, base.weights.get(n)!])), optimizer: { step: 0, expAvg: zeros, expAvgSq: zeros } };
+    for (const [round, window] of windows.entries()) {
+      const gen = runShard({ base, numClasses: 3, strategy, train: data, normalization: { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] }, options, window: { from: window[0], to: window[1] }, start, label: { run: 'r', round } });
+      let next = await gen.next();
+      while (!next.done) next = await gen.next();
+      const update = parseState(serializeState(next.value), shapes);
+      honest.push({ start, update, window });
+      start = update;
+    }
+  });
+
+  it('holds every honest shard, from a zero state and from a trained one', () => {
+    for (const { start, update, window } of honest) expect({ window, why: beyondReach(start, update, reach(...window)) }).toEqual({ window, why: null });
+  });
+
+  it('refuses what a liar makes of them, saying what moved too far', () => {
+    const { start, update, window } = honest[1];
+    const lie = (changes: Partial<TrainingState> & { moments?: Partial<TrainingState['optimizer']> }): string | null =>
+      beyondReach(start, { ...update, ...changes, optimizer: { ...update.optimizer, ...changes.moments } }, reach(...window));
+    let seed = 1;
+    const noise = (): number => ((seed = (seed * 16807) % 2147483647) / 2147483647 - 0.5) * 0.2;
+    expect(lie({ params: map(update.params, (x) => 100 * x) })).toMatch(/moved .* more than 9 AdamW steps can/);
+    expect(lie({ params: map(update.params, (x) => -x) })).toMatch(/moved/);
+    expect(lie({ params: map(update.params, () => 0) })).toMatch(/moved/);
+    expect(lie({ params: map(update.params, (x) => x + noise()) })).toMatch(/moved/);
+    expect(lie({ moments: { expAvgSq: map(update.optimizer.expAvgSq, (x) => x * 1e-4) } })).toMatch(/exp_avg(_sq)? .*(fell|larger)/);
+    expect(lie({ moments: { expAvg: map(update.optimizer.expAvg, (x) => 50 * x + 1e-3) } })).toMatch(/exp_avg .* larger than its second moment allows/);
+    expect(lie({ moments: { step: update.optimizer.step + 1 } })).toMatch(/optimizer is at step 13; 9 steps from 3 reach 12/);
+    // Nine real steps claimed as two: moved too far for two.
+    expect(beyondReach(start, { ...update, optimizer: { ...update.optimizer, step: start.optimizer.step + 2 } }, reach(3, 5))).toMatch(/moved/);
+  });
+});
