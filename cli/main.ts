@@ -35,6 +35,7 @@ const USAGE = `usage:
                          [--train-limit N] [--test-limit N]
   partune run --model M --dataset D --strategy S [--epochs E] [--lr LR]  and --token, default the
               [--batch-size B] [--steps-per-round N] [--shards-per-round K] local server's admin token)
+              [--aggregation fedavg|median|trimmed-mean|centered-clip]
               [--train-limit N] [--test-limit N] [--seed S] [--wait] [--out DELTA] [--json]
   partune delta download --run RUN_ID --out DELTA
   partune delta merge --run RUN_ID --name MODEL       (base + delta, registered as a new model)
@@ -53,7 +54,7 @@ const VALUE_FLAGS = [
   ...TRAIN_FLAGS.filter(([, bool]) => !bool).map(([flag]) => flag),
   'checkpoint', 'config', 'arch', 'data', 'split', 'limit', 'strategy', 'out', 'head', 'delta-dtype', 'merged-out', 'delta', 'dtype', 'classes',
   'backend', 'prefix-cache', 'prefix-cache-mib', 'probe-epochs', 'probe-steps', 'top-k', 'budget', 'direction', 'method', 'deltas', 'val-limit',
-  'compare-probe-epochs', 'port', 'data-dir', 'workers', 'server', 'token', 'name', 'max-shards', 'model', 'dataset', 'format', 'path', 'server-path',
+  'compare-probe-epochs', 'port', 'data-dir', 'workers', 'server', 'token', 'name', 'max-shards', 'model', 'dataset', 'format', 'path', 'server-path', 'aggregation',
   'steps-per-round', 'shards-per-round', 'run', 'memory-mib', 'blas', 'threads',
 ];
 const BOOL_FLAGS = [...TRAIN_FLAGS.filter(([, bool]) => bool).map(([flag]) => flag), 'json', 'quiet', 'adapt', 'help', 'wait'];

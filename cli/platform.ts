@@ -14,7 +14,7 @@ import { PartuneWorker } from '../worker/worker';
 import { GraphQLClient } from '../worker/client';
 import { subscribe } from '../worker/ws-client';
 import {
-  CreateUpload, DatasetFormat, DeltaDownload, HyperParametersInput, ImportDataset, MergeDelta, Normalize, RegisterModel, RunProgress, RunResult,
+  Aggregation, CreateUpload, DatasetFormat, DeltaDownload, HyperParametersInput, ImportDataset, MergeDelta, Normalize, RegisterModel, RunProgress, RunResult,
   RunResultResult, StartRun,
 } from '../protocol/operations';
 import { Options, need, num, optionalInt, say, selectBackendFrom, str } from './commands';
@@ -136,7 +136,10 @@ export async function datasetImportCommand(o: Options): Promise<Record<string, u
 /** The run's options as given by flags: the engine's (--epochs, --test-limit, ...) and the rounds'. */
 function runOptionsFrom(o: Options): HyperParametersInput {
   const given = givenTrainOptions(o) as HyperParametersInput;
-  return { ...given, stepsPerRound: optionalInt(o, 'steps-per-round'), shardsPerRound: optionalInt(o, 'shards-per-round'), normalize: given.normalize?.toUpperCase() as Normalize | undefined };
+  return {
+    ...given, stepsPerRound: optionalInt(o, 'steps-per-round'), shardsPerRound: optionalInt(o, 'shards-per-round'), normalize: given.normalize?.toUpperCase() as Normalize | undefined,
+    aggregation: str(o, 'aggregation')?.toUpperCase().replace('-', '_') as Aggregation | undefined,
+  };
 }
 
 export async function runCommand(o: Options): Promise<Record<string, unknown>> {

@@ -29,5 +29,6 @@ export * from './aggregate/soup';
 export * from './weights/state';
 export * from './aggregate/fedavg';
 export * from './aggregate/reach';
+export * from './aggregate/robust';
 export * from './train/shard';
 export * from './aggregate/soup-report';

@@ -2,7 +2,7 @@
 import { Field, Float, ID, InputType, Int } from 'type-graphql';
 import { GraphQLJSON } from 'graphql-scalars';
 import type { RunOptions } from '../protocol/run-options';
-import { AngleDirection, DatasetFormat, Normalize, RunKind, RunStatus, SoupMethod } from './types';
+import { Aggregation, AngleDirection, DatasetFormat, Normalize, RunKind, RunStatus, SoupMethod } from './types';
 
 @InputType()
 export class RegisterModelInput {
@@ -48,6 +48,7 @@ export class HyperParametersInput implements Partial<Record<keyof RunOptions, un
   @Field(() => Normalize, { nullable: true }) normalize?: Normalize;
   @Field(() => Int, { nullable: true, description: 'Optimizer steps per round (default 50)' }) stepsPerRound?: number;
   @Field(() => Int, { nullable: true, description: 'Shards per round (default: workers online)' }) shardsPerRound?: number;
+  @Field(() => Aggregation, { nullable: true, description: 'How a round with several shards is combined (default FEDAVG)' }) aggregation?: Aggregation;
 }
 
 @InputType()

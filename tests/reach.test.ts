@@ -21,7 +21,7 @@ const map = (w: HostWeights, f: (x: number, i: number) => number): HostWeights =
   new Map([...w].map(([k, t]) => [k, { shape: t.shape, data: Float32Array.from(t.data, f) }]));
 
 describe("AdamW's reach", () => {
-  const options = parseTrainOptions({ epochs: 2, batchSize: 8, lr: 1e-3, seed: 3, warmupSteps: 2 }); // the default lr: 9 steps reach about 0.05
+  const options = parseTrainOptions({ epochs: 2, batchSize: 8, lr: 1e-3, seed: 3, warmupSteps: 2 }); // the default lr: 9 steps reach about 0.1
   const data = toyData(48);
   const schedule = trainingSchedule(options, data.count);
   const lrs = (from: number, to: number): number[] =>
@@ -56,7 +56,7 @@ describe("AdamW's reach", () => {
     const lie = (changes: Partial<TrainingState> & { moments?: Partial<TrainingState['optimizer']> }): string | null =>
       beyondReach(start, { ...update, ...changes, optimizer: { ...update.optimizer, ...changes.moments } }, reach(...window));
     let seed = 1;
-    const noise = (): number => ((seed = (seed * 16807) % 2147483647) / 2147483647 - 0.5) * 0.2;
+    const noise = (): number => ((seed = (seed * 16807) % 2147483647) / 2147483647 - 0.5) * 0.4;
     expect(lie({ params: map(update.params, (x) => 100 * x) })).toMatch(/moved .* more than 9 AdamW steps can/);
     expect(lie({ params: map(update.params, (x) => -x) })).toMatch(/moved/);
     expect(lie({ params: map(update.params, () => 0) })).toMatch(/moved/);

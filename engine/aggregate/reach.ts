@@ -33,7 +33,7 @@ export function beyondReach(start: TrainingState, update: TrainingState, reach: 
     const v0 = start.optimizer.expAvgSq.get(name)!;
     const m = update.optimizer.expAvg.get(name)!;
     const v = update.optimizer.expAvgSq.get(name)!;
-    const ratio = Math.max(k, largestRatio(m0, v0));
+    const ratio = Math.hypot(k, largestRatio(m0, v0));
     const wd = decays(name, p0.shape) ? weightDecay : 0;
     // allowed |p - p0| = a + c |p0|, by the recursion D' = D (1 + lr wd) + lr (wd |p0| + B_t).
     let a = 0;

@@ -41,6 +41,14 @@ export class WorkerResolver {
     return mintToken('volunteer', services.platform.config);
   }
 
+  @Authorized()
+  @Mutation(() => T.Worker, { description: 'Quarantines a worker now: it may claim no more, and the shard it holds is re-issued' })
+  async banWorker(@Ctx() { services }: Context, @Arg('id', () => ID) id: string): Promise<T.Worker> {
+    const worker = await services.workers.ban(id);
+    if (worker.currentShard) await services.leases.drop(id, worker.currentShard, 'its worker was banned');
+    return toWorker({ ...worker, currentShard: null }, services.workers.isOnline(worker));
+  }
+
   @Authorized('REGISTERED_WORKER')
   @Mutation(() => T.ShardAssignment, { nullable: true, description: 'Leases the next pending shard that fits the memory budget (bytes); null when there is none' })
   async claimShard(@Ctx() ctx: Context, @Arg('memoryBudget', () => Float, { nullable: true }) memoryBudget?: number): Promise<T.ShardAssignment | null> {

@@ -1,7 +1,8 @@
-// FINETUNE's stages: round 0 is the base's tuned tensors with zero moments; each round averages
-// its shards' updates (FedAvg over tensors and AdamW moments, weighted by samples); the finish is
-// the engine's, on the compute thread: base + delta rounded, scored, written.
-import { TrainingState, fedAvg, inspect, parseState, serializeState, tunedShapes } from '../../engine';
+// FINETUNE's stages: round 0 is the base's tuned tensors with zero moments; each round combines
+// its shards' updates by the run's aggregation (FedAvg over tensors and AdamW moments, weighted by
+// samples, or a robust rule); the finish is the engine's, on the compute thread: base + delta
+// rounded, scored, written.
+import { TrainingState, aggregate, fedAvg, inspect, parseState, serializeState, tunedShapes } from '../../engine';
 import { IntegrityError, keys } from '../../storage';
 import { trainOptionsOf } from '../../protocol/run-options';
 import type { RunBasis } from '../compute/jobs';
@@ -47,7 +48,13 @@ export class TrainingStages implements RunStages {
       }
       updates.push(parseState(bytes, expected, result.key));
     }
-    const next = fedAvg(updates, { run: run.id, round: run.round + 1 });
+    const rule = trainingSpec(run).options.aggregation;
+    const label = { run: run.id, round: run.round + 1 };
+    if (rule === 'FEDAVG') return this.p.blobs.put(keys.runState(run.id, run.round + 1), serializeState(fedAvg(updates, label)));
+    const round = need(run.state, 'state', run);
+    const start = parseState(await this.p.blobs.get(round.key, round.sha256), expected, 'round state');
+    const { state: next, screened } = aggregate(rule, start, updates, label);
+    if (screened.length) this.p.log(`run ${run.id} round ${run.round}: ${rule} set aside shard(s) ${screened.map((i) => `${shards[i].round}.${shards[i].index}`).join(', ')} (moved over 3x the median)`);
     return this.p.blobs.put(keys.runState(run.id, run.round + 1), serializeState(next));
   }
 

@@ -133,6 +133,12 @@ export class Leases {
     return this.release(workerId, h.shard, `attempt ${attempt} by worker ${workerId} failed: ${message.slice(0, 500)}`);
   }
 
+  /** Ends the lease a worker holds on a shard, if it still does (a ban). */
+  async drop(workerId: string, shardId: string, reason: string): Promise<void> {
+    const shard = await this.p.state.shards.get(shardId);
+    if (shard?.status === 'LEASED' && shard.workerId === workerId) await this.release(workerId, shard, `attempt ${shard.attempts}: ${reason} (worker ${workerId})`);
+  }
+
   /** Ends lapsed, stalled and overdue leases; run by a timer and before each claim and heartbeat. */
   async expire(): Promise<number> {
     const now = new Date();

@@ -53,6 +53,14 @@ export class Workers {
     return worker;
   }
 
+  /** An admin's ban: the worker is quarantined now, whatever its strikes. */
+  async ban(id: string): Promise<WorkerRecord> {
+    const worker = await this.p.state.workers.quarantine(id, new Date());
+    if (!worker) throw notFound(`worker ${id} not found`);
+    this.p.log(`worker ${worker.name} (${id}) banned`);
+    return worker;
+  }
+
   list(onlineOnly: boolean, first: number, offset: number): Promise<Page<WorkerRecord>> {
     return this.p.state.workers.list(onlineOnly ? new Date(Date.now() - ONLINE_MS) : undefined, first, offset);
   }

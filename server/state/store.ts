@@ -140,6 +140,8 @@ export interface WorkerRepository {
   /** Newest first, seen after `since` (undefined: all). */
   list(since: Date | undefined, first: number, offset: number): Promise<Page<WorkerRecord>>;
   countSeenSince(since: Date): Promise<number>;
+  /** Quarantines a worker now (an admin's ban), if it was not already; the worker, or undefined. */
+  quarantine(id: string, at: Date): Promise<WorkerRecord | undefined>;
   /** Workers seen since `since` that have earned a place in a plan: trusted, or with a shard done and not quarantined. */
   countProvenSince(since: Date): Promise<number>;
 }

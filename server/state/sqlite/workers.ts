@@ -26,6 +26,12 @@ export class SqliteWorkers implements WorkerRepository {
     return page(rows.map(decodeWorker), await this.countSeenSince(new Date(after)), offset);
   }
 
+  async quarantine(id: string, at: Date): Promise<WorkerRecord | undefined> {
+    prepared(this.db, 'UPDATE workers SET quarantined_at = COALESCE(quarantined_at, ?) WHERE id = ?').run(at.getTime(), id);
+    const row = prepared(this.db, 'SELECT * FROM workers WHERE id = ?').get(id);
+    return row === undefined ? undefined : decodeWorker(row);
+  }
+
   async countProvenSince(since: Date): Promise<number> {
     return (prepared(this.db, 'SELECT COUNT(*) AS n FROM workers WHERE last_seen > ? AND (trusted = 1 OR (shards_done > 0 AND quarantined_at IS NULL))')
       .get(since.getTime()) as { n: number }).n;
