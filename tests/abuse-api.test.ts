@@ -202,18 +202,23 @@ describe('who may read what', () => {
     expect(events.filter((e) => e.runId === open || e.runId === h.runId).every((e) => e.message === null)).toBe(true);
   });
 
+  it("an admin's ban quarantines a volunteer at once; no other token may ban", async () => {
+    const { volunteerToken } = await ok(h.server.url, undefined, 'mutation { volunteerToken }');
+    const { registerWorker: r } = await ok(h.server.url, volunteerToken, 'mutation { registerWorker(name: "banned", kind: "browser", backend: "none") { worker { id quarantined } credential } }');
+    expect(r.worker.quarantined).toBe(false);
+    expect(code(await gql(h.server.url, h.server.worker, 'mutation($id: ID!) { banWorker(id: $id) { id } }', { id: r.worker.id }))).toBe('FORBIDDEN');
+    expect((await ok(h.server.url, h.server.admin, 'mutation($id: ID!) { banWorker(id: $id) { quarantined } }', { id: r.worker.id })).banWorker).toEqual({ quarantined: true });
+    const claim = await gql(h.server.url, r.credential, 'mutation { claimShard { shard { id } } }');
+    expect([code(claim), claim.errors?.[0].message]).toEqual(['FORBIDDEN', expect.stringMatching(/quarantined/)]);
+  });
+
   it('300 ghost volunteers are rate-limited and do not inflate the next plan', async () => {
     const answers = await Promise.all(Array.from({ length: 300 }, () => gql<{ volunteerToken: string }>(h.server.url, undefined, 'mutation { volunteerToken }')));
     const tokens = answers.flatMap((r) => (r.data ? [r.data.volunteerToken] : []));
     expect(tokens.length).toBeLessThanOrEqual(2 * 20); // 20 a minute per address; a minute boundary may fall inside
     expect(answers.filter((r) => code(r) === 'RATE_LIMITED')).toHaveLength(300 - tokens.length);
-    const registered = await Promise.all(tokens.map((t, i) => gql<any>(h.server.url, t, `mutation { registerWorker(name: "ghost-${i}", kind: "browser", backend: "none") { worker { id } credential } }`)));
+    const registered = await Promise.all(tokens.map((t, i) => gql(h.server.url, t, `mutation { registerWorker(name: "ghost-${i}", kind: "browser", backend: "none") { worker { id } } }`)));
     expect(registered.every((r) => !r.errors || code(r) === 'RATE_LIMITED')).toBe(true);
-    // An admin bans one: it is shown quarantined and may claim no more.
-    const ghost = registered.find((r) => r.data)!.data.registerWorker;
-    expect((await ok(h.server.url, h.server.admin, 'mutation($id: ID!) { banWorker(id: $id) { quarantined } }', { id: ghost.worker.id })).banWorker).toEqual({ quarantined: true });
-    expect(code(await gql(h.server.url, ghost.credential, 'mutation { claimShard { shard { id } } }'))).toBe('FORBIDDEN');
-    expect(code(await gql(h.server.url, h.server.worker, 'mutation($id: ID!) { banWorker(id: $id) { id } }', { id: ghost.worker.id }))).toBe('FORBIDDEN');
     const { startRun } = await ok(h.server.url, h.server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }',
       { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { maxSteps: 8 } } });
     const plan = await ok(h.server.url, h.server.admin, 'query($id: ID!) { run(id: $id) { hyperParameters } }', { id: startRun.id });
