@@ -9,7 +9,7 @@ import { ApolloServer } from '@apollo/server';
 import { expressMiddleware } from '@as-integrations/express5';
 import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
 import { WebSocketServer } from 'ws';
-import { LocalBlobStore, S3BlobStore, blobHandler } from '../storage';
+import { LocalBlobStore, S3BlobStore, adoptS3rverObjects, blobHandler } from '../storage';
 import { ServerConfig } from './config';
 import { Compute } from './compute';
 import { blobStoreSpec, openBlobStore } from './blob-store-spec';
@@ -44,6 +44,10 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
   const spec = blobStoreSpec(config, origin);
   const blobs = openBlobStore(spec);
   if (blobs instanceof S3BlobStore) await blobs.ensureBucket();
+  if (blobs instanceof LocalBlobStore) {
+    const adopted = await adoptS3rverObjects(join(config.dataDir, 's3', config.bucket), blobs);
+    if (adopted) log(`moved ${adopted} object(s) from the former embedded S3 directory into ${blobs.description}`);
+  }
   const state = openSqliteState(config.dataDir);
   const compute = new Compute(spec, log);
   const platform: Platform = { config, state, blobs, compute, log };

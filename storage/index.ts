@@ -6,3 +6,4 @@ export * from './local';
 export * from './signed-url';
 export * from './keys';
 export * from './blob-http';
+export * from './legacy';
