@@ -84,6 +84,20 @@ describe('the shard protocol', () => {
     expect(run.shards.flatMap((s: { rejections: string[] }) => s.rejections)).toEqual([expect.stringMatching(/update of shard 0\.0 is unusable \(object '.*' is corrupt: SHA-256/)]);
   });
 
+  it("a banned worker's lease ends at once and its shard is re-issued to another", async () => {
+    server = await startServer();
+    const runId = await setUp(server);
+    const banned = await registerWorker(server, 'to-ban');
+    const a = await claim(server, banned.credential);
+    await ok(server.url, server.admin, 'mutation($id: ID!) { banWorker(id: $id) { quarantined currentShard } }', { id: banned.id });
+    const { run } = await ok(server.url, server.admin, 'query($id: ID!) { run(id: $id) { shards { id status rejections } } }', { id: runId });
+    expect(run.shards).toEqual([{ id: a.shard.id, status: 'PENDING', rejections: [`attempt 1: its worker was banned (worker ${banned.id})`] }]);
+    const beat = await gql(server.url, banned.credential, 'mutation($s: ID!) { heartbeat(shardId: $s, attempt: 1, stepsDone: 1) { cancelled } }', { s: a.shard.id });
+    expect(beat.data).toEqual({ heartbeat: { cancelled: true } });
+    const other = await registerWorker(server, 'other');
+    expect((await claim(server, other.credential)).shard).toEqual({ id: a.shard.id, attempt: 2, round: 0 });
+  });
+
   it('a shard whose leases by a trusted worker keep lapsing fails its run after five attempts', async () => {
     server = await startServer({ PARTUNE_LEASE_SECONDS: '1' });
     const runId = await setUp(server);
