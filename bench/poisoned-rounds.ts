@@ -4,8 +4,8 @@
 // and the round is combined by the rule under test. Used by `bench:trust` and the robust
 // aggregation test.
 import {
-  Aggregation, Checkpoint, Dataset, Normalization, TrainingState, aggregate, beyondReach, channelStats, evaluateWeights, initParams, inspect, lrAt,
-  parseTrainOptions, preset, presetStrategy, runShard, selectData, toHost, trainingSchedule, withNewHead, withTuned, ADAMW_DEFAULTS,
+  Aggregation, Checkpoint, Dataset, Normalization, TrainingState, aggregate, beyondReach, channelStats, evaluateWeights, initParams, inspect,
+  parseTrainOptions, preset, presetStrategy, reachOf, runShard, selectData, toHost, withNewHead, withTuned,
 } from '../engine';
 import { loadData } from '../node/data';
 import { makePlan, shardWindows } from '../server/runs/plan';
@@ -43,7 +43,6 @@ export async function poisonedRun(s: Setting, p: PoisonedRun): Promise<{ accurac
   const options = parseRunOptions({ ...HYPER, shardsPerRound: p.shards, aggregation: p.rule });
   const train = trainOptionsOf(options);
   const plan = makePlan(options, s.train.count);
-  const schedule = trainingSchedule(train, s.train.count);
   const strategy = presetStrategy('full');
   const tuned = inspect(strategy, s.base.config).tuned;
   const zeros = new Map(tuned.map((n) => [n, { shape: s.base.weights.get(n)!.shape, data: new Float32Array(s.base.weights.get(n)!.data.length) }]));
@@ -63,8 +62,7 @@ export async function poisonedRun(s: Setting, p: PoisonedRun): Promise<{ accurac
           return [k, { shape: t.shape, data: Float32Array.from(t.data, (x, i) => p0[i] + p.factor * (x - p0[i])) }];
         }));
         update = { ...update, params };
-        const lrs = Array.from({ length: w.toStep - w.fromStep }, (_, j) => lrAt({ baseLr: train.lr, minLr: train.minLr, warmupSteps: schedule.warmupSteps, totalSteps: schedule.totalSteps }, w.fromStep + j));
-        if (beyondReach(state, update, { lrs, adamw: { ...ADAMW_DEFAULTS, weightDecay: train.weightDecay } }) === null) passedReach++;
+        if (beyondReach(state, update, reachOf(train, s.train.count, w.fromStep, w.toStep)) === null) passedReach++;
       }
       updates.push(update);
     }

@@ -3,21 +3,14 @@
 // update is refused with the tensor named.
 import * as tf from '@tensorflow/tfjs';
 import {
-  Dataset, TrainingState, TrainableVit, fedAvg, parseTrainOptions, initParams, packDataset, parseState, presetStrategy, serializeState, toHost, train,
+  TrainingState, TrainableVit, fedAvg, parseTrainOptions, initParams, packDataset, parseState, presetStrategy, serializeState, toHost, train,
   tunedShapes, unpackDataset, weightedMean, withNewHead, runShard, inspect,
 } from '../engine';
 import { makePlan, shardWindows } from '../server/runs/plan';
 import { parseRunOptions } from '../protocol/run-options';
-import { TOY, useBackend } from './helpers';
+import { TOY, toyData, useBackend } from './helpers';
 
 beforeAll(() => useBackend('wasm'));
-
-function toyData(n: number): Dataset {
-  const px = 8 * 8 * 3;
-  const images = Uint8Array.from({ length: n * px }, (_, i) => (i * 131 + Math.floor(i / px) * 17) % 256);
-  const labels = Uint8Array.from({ length: n }, (_, i) => i % 3);
-  return { name: 'toy', images, labels, count: n, height: 8, width: 8, channels: 3, classes: 3, flipInvariant: true };
-}
 
 const w = (...v: number[]) => new Map([['x', { shape: [v.length], data: Float32Array.from(v) }]]);
 

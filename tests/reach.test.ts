@@ -2,31 +2,21 @@
 // format) are within it; updates a liar makes from them (scaled, sign-flipped, zeroed, noise of
 // the right size, doctored moments, a wrong step count, more steps than claimed) are not.
 import {
-  ADAMW_DEFAULTS, Dataset, TrainingState, beyondReach, initParams, inspect, lrAt, parseState, parseTrainOptions, presetStrategy, runShard, serializeState,
-  toHost, trainingSchedule, tunedShapes, withNewHead,
+  TrainingState, beyondReach, initParams, inspect, parseState, parseTrainOptions, presetStrategy, reachOf, runShard, serializeState, toHost, tunedShapes,
+  withNewHead,
 } from '../engine';
 import { HostWeights } from '../engine/weights/checkpoint';
-import { TOY, useBackend } from './helpers';
+import { TOY, toyData, useBackend } from './helpers';
 
 beforeAll(() => useBackend('wasm'));
-
-function toyData(n: number): Dataset {
-  const px = 8 * 8 * 3;
-  const images = Uint8Array.from({ length: n * px }, (_, i) => (i * 131 + Math.floor(i / px) * 17) % 256);
-  const labels = Uint8Array.from({ length: n }, (_, i) => i % 3);
-  return { name: 'toy', images, labels, count: n, height: 8, width: 8, channels: 3, classes: 3, flipInvariant: true };
-}
 
 const map = (w: HostWeights, f: (x: number, i: number) => number): HostWeights =>
   new Map([...w].map(([k, t]) => [k, { shape: t.shape, data: Float32Array.from(t.data, f) }]));
 
 describe("AdamW's reach", () => {
-  const options = parseTrainOptions({ epochs: 2, batchSize: 8, lr: 1e-3, seed: 3, warmupSteps: 2 }); // the default lr: 9 steps reach about 0.1
+  const options = parseTrainOptions({ epochs: 2, batchSize: 8, lr: 1e-3, seed: 3, warmupSteps: 2 }); // the default lr
   const data = toyData(48);
-  const schedule = trainingSchedule(options, data.count);
-  const lrs = (from: number, to: number): number[] =>
-    Array.from({ length: to - from }, (_, j) => lrAt({ baseLr: options.lr, minLr: options.minLr, warmupSteps: schedule.warmupSteps, totalSteps: schedule.totalSteps }, from + j));
-  const reach = (from: number, to: number) => ({ lrs: lrs(from, to), adamw: { ...ADAMW_DEFAULTS, weightDecay: options.weightDecay } });
+  const reach = (from: number, to: number) => reachOf(options, data.count, from, to);
   const windows: [number, number][] = [[0, 3], [3, 12]];
   const honest: { start: TrainingState; update: TrainingState; window: [number, number] }[] = [];
 

@@ -5,7 +5,9 @@
 // most lr (K sqrt(1 - b2^t) / (1 - b1^t) + wd |p|) at step t. An update that moved further, kept
 // a different step count, or whose moments could not follow from the start's, was not produced by
 // those steps: a scaled, sign-flipped, zeroed or noisy update is caught without training again.
-import { AdamWOptions } from '../train/adamw';
+import { ADAMW_DEFAULTS, AdamWOptions } from '../train/adamw';
+import { TrainOptions, trainingSchedule } from '../train/options';
+import { lrAt } from '../train/schedule';
 import { decays } from '../vit/groups';
 import { HostWeights } from '../weights/checkpoint';
 import { TrainingState } from '../weights/state';
@@ -17,6 +19,13 @@ export interface Reach {
   /** The learning rate of each step the update claims to have taken, in order. */
   readonly lrs: readonly number[];
   readonly adamw: AdamWOptions;
+}
+
+/** The reach of global steps [from, to) of a run with these options on `trainImages` images. */
+export function reachOf(o: TrainOptions, trainImages: number, from: number, to: number): Reach {
+  const { warmupSteps, totalSteps } = trainingSchedule(o, trainImages);
+  const schedule = { baseLr: o.lr, minLr: o.minLr, warmupSteps, totalSteps };
+  return { lrs: Array.from({ length: to - from }, (_, j) => lrAt(schedule, from + j)), adamw: { ...ADAMW_DEFAULTS, weightDecay: o.weightDecay } };
 }
 
 /** Why `update` cannot be `reach.lrs.length` AdamW steps from `start`, or null when it can. */

@@ -1,9 +1,9 @@
 // A shard's completion: the update uploaded to the lease's slot is checked (its tensors, shapes,
 // dtype, finite values, label, and that AdamW's steps could reach it from the round's state),
-// copied to a content-addressed key no worker can write, and
-// accepted once; a repeated completion is a no-op, a rejected update ends the lease (a strike
-// against its worker) and the shard is re-issued.
-import { ADAMW_DEFAULTS, TrainingState, beyondReach, inspect, lrAt, parseState, trainingSchedule, tunedShapes } from '../../engine';
+// copied to a content-addressed key no worker can write, and accepted once; a repeated completion
+// is a no-op, a rejected update ends the lease (a strike against its worker) and the shard is
+// re-issued.
+import { TrainingState, beyondReach, inspect, parseState, reachOf, tunedShapes } from '../../engine';
 import { expectedUpdateLabel } from '../../protocol/shard-job';
 import { keys, sha256 } from '../../storage';
 import { modelConfig } from '../catalog/models';
@@ -73,12 +73,9 @@ export class Completion {
     for (const k of ['run', 'round', 'shard', 'samples'] as const) {
       if (update.label[k] !== want[k]) throw new Error(`it claims ${k} ${update.label[k]}, this shard is ${k} ${want[k]}`);
     }
-    const plan = need(run.plan, 'plan', run);
-    const schedule = trainingSchedule(options, plan.trainImages);
-    const lrs = Array.from({ length: shard.toStep - shard.fromStep }, (_, j) =>
-      lrAt({ baseLr: options.lr, minLr: options.minLr, warmupSteps: schedule.warmupSteps, totalSteps: schedule.totalSteps }, shard.fromStep + j));
-    const why = beyondReach(await this.roundStart(need(run.state, 'state', run), shapes), update, { lrs, adamw: { ...ADAMW_DEFAULTS, weightDecay: options.weightDecay } });
-    if (why) throw new Error(`not what ${lrs.length} AdamW steps from the round's state can make: ${why}`);
+    const reach = reachOf(options, need(run.plan, 'plan', run).trainImages, shard.fromStep, shard.toStep);
+    const why = beyondReach(await this.roundStart(need(run.state, 'state', run), shapes), update, reach);
+    if (why) throw new Error(`not what ${reach.lrs.length} AdamW steps from the round's state can make: ${why}`);
     return bytes;
   }
 

@@ -98,7 +98,6 @@ export class Leases {
 
   async heartbeat(workerId: string, shardId: string, attempt: number, stepsDone: number, loss: number | undefined): Promise<{ cancelled: boolean; reason?: string; leaseUntil?: Date }> {
     await this.workers.seen(workerId);
-    await this.expire();
     const h = await this.held(workerId, shardId, attempt);
     if ('lost' in h) return { cancelled: true, reason: h.lost };
     const now = new Date();
@@ -107,8 +106,7 @@ export class Leases {
       return { cancelled: true, reason: 'the lease ended and the shard was re-issued' };
     }
     await this.events.emit(h.run.id, 'SHARD', { trainLoss: Number.isFinite(loss) ? loss : undefined });
-    const renewed = await this.p.state.shards.get(shardId);
-    return { cancelled: false, leaseUntil: renewed?.leaseUntil ?? leaseUntil };
+    return { cancelled: false, leaseUntil: h.shard.deadline && h.shard.deadline < leaseUntil ? h.shard.deadline : leaseUntil };
   }
 
   /** The lease ends without a result (the worker failed, or its update was rejected). */
@@ -139,7 +137,7 @@ export class Leases {
     if (shard?.status === 'LEASED' && shard.workerId === workerId) await this.release(workerId, shard, `attempt ${shard.attempts}: ${reason} (worker ${workerId})`);
   }
 
-  /** Ends lapsed, stalled and overdue leases; run by a timer and before each claim and heartbeat. */
+  /** Ends lapsed, stalled and overdue leases; run by the server's one-second clock and before each claim. */
   async expire(): Promise<number> {
     const now = new Date();
     const stalledBefore = new Date(now.getTime() - this.p.config.stallSeconds * 1000);
