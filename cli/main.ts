@@ -36,6 +36,7 @@ const USAGE = `usage:
   partune run --model M --dataset D --strategy S [--epochs E] [--lr LR]  and --token, default the
               [--batch-size B] [--steps-per-round N] [--shards-per-round K] local server's admin token)
               [--aggregation fedavg|median|trimmed-mean|centered-clip]
+              [--verification none|spot-check|quorum] [--quorum Q] [--spot-check-rate P]
               [--train-limit N] [--test-limit N] [--seed S] [--wait] [--out DELTA] [--json]
   partune delta download --run RUN_ID --out DELTA
   partune delta merge --run RUN_ID --name MODEL       (base + delta, registered as a new model)
@@ -55,7 +56,7 @@ const VALUE_FLAGS = [
   'checkpoint', 'config', 'arch', 'data', 'split', 'limit', 'strategy', 'out', 'head', 'delta-dtype', 'merged-out', 'delta', 'dtype', 'classes',
   'backend', 'prefix-cache', 'prefix-cache-mib', 'probe-epochs', 'probe-steps', 'top-k', 'budget', 'direction', 'method', 'deltas', 'val-limit',
   'compare-probe-epochs', 'port', 'data-dir', 'workers', 'server', 'token', 'name', 'max-shards', 'model', 'dataset', 'format', 'path', 'server-path', 'aggregation',
-  'steps-per-round', 'shards-per-round', 'run', 'memory-mib', 'blas', 'threads',
+  'steps-per-round', 'shards-per-round', 'verification', 'quorum', 'spot-check-rate', 'run', 'memory-mib', 'blas', 'threads',
 ];
 const BOOL_FLAGS = [...TRAIN_FLAGS.filter(([, bool]) => bool).map(([flag]) => flag), 'json', 'quiet', 'adapt', 'help', 'wait'];
 

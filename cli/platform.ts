@@ -14,7 +14,7 @@ import { PartuneWorker } from '../worker/worker';
 import { GraphQLClient } from '../worker/client';
 import { subscribe } from '../worker/ws-client';
 import {
-  Aggregation, CreateUpload, DatasetFormat, DeltaDownload, HyperParametersInput, ImportDataset, MergeDelta, Normalize, RegisterModel, RunProgress, RunResult,
+  Aggregation, CreateUpload, DatasetFormat, DeltaDownload, HyperParametersInput, ImportDataset, MergeDelta, Normalize, RegisterModel, RunProgress, RunResult, Verification,
   RunResultResult, StartRun,
 } from '../protocol/operations';
 import { Options, need, num, optionalInt, say, selectBackendFrom, str } from './commands';
@@ -63,13 +63,13 @@ export async function serveCommand(o: Options): Promise<Record<string, unknown>>
 
 export async function workerCommand(o: Options): Promise<Record<string, unknown>> {
   const backend = await selectBackendFrom(o);
-  say(o, `[worker ${str(o, 'name') ?? process.pid}] backend: ${backend.name} (${backend.detail})`);
+  say(o, `[worker ${str(o, 'name') ?? process.pid}] backend: ${backend.name} (${backend.detail}); kernel class ${backend.kernelClass}`);
   const controller = new AbortController();
   process.once('SIGTERM', () => controller.abort());
   process.once('SIGINT', () => controller.abort());
   const worker = new PartuneWorker({
     server: need(o, 'server'), token: str(o, 'token') ?? process.env.PARTUNE_WORKER_TOKEN ?? need(o, 'token'),
-    name: str(o, 'name') ?? `${hostname()}-${process.pid}`, kind: 'node', backend: backend.name,
+    name: str(o, 'name') ?? `${hostname()}-${process.pid}`, kind: 'node', backend: backend.name, kernelClass: backend.kernelClass,
     log: (line) => say(o, `[worker ${str(o, 'name') ?? process.pid}] ${line}`), signal: controller.signal,
     maxShards: optionalInt(o, 'max-shards'),
     memoryBudget: str(o, 'memory-mib') === undefined ? undefined : num(o, 'memory-mib', 0, true) * 2 ** 20,
@@ -139,6 +139,9 @@ function runOptionsFrom(o: Options): HyperParametersInput {
   return {
     ...given, stepsPerRound: optionalInt(o, 'steps-per-round'), shardsPerRound: optionalInt(o, 'shards-per-round'), normalize: given.normalize?.toUpperCase() as Normalize | undefined,
     aggregation: str(o, 'aggregation')?.toUpperCase().replace('-', '_') as Aggregation | undefined,
+    verification: str(o, 'verification')?.toUpperCase().replace('-', '_') as Verification | undefined,
+    quorum: optionalInt(o, 'quorum'),
+    spotCheckRate: str(o, 'spot-check-rate') === undefined ? undefined : num(o, 'spot-check-rate', 0),
   };
 }
 

@@ -46,6 +46,7 @@ async function main(): Promise<void> {
   const connect = (t: string): WsGraphQLClient => new WsGraphQLClient(server.replace(/^http/, 'ws'), t, (status) => show('connection', status));
   const worker = new PartuneWorker({
     server, token, connect, memoryBudget: memoryMiB * 2 ** 20, name: params.get('name') ?? `browser-${Math.random().toString(36).slice(2, 8)}`, kind: 'browser', backend: backend.name,
+    kernelClass: backend.kernelClass,
     signal: controller.signal, log,
     onProgress: (p) => {
       show('run', `${p.runId.slice(0, 8)} shard ${p.shard.slice(0, 8)}`);

@@ -2,7 +2,8 @@
 // Optional backends are loaded only if installed: none of them is a hard dependency.
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
-import { installWasmKernels } from '../engine';
+import { cpus } from 'node:os';
+import { installWasmKernels, kernelClass } from '../engine';
 import { NativeBlasOptions, installNativeBlas } from '../native';
 
 export const BACKENDS = ['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
@@ -11,6 +12,8 @@ export type BackendChoice = (typeof BACKENDS)[number];
 export interface BackendInfo {
   readonly name: string;
   readonly detail: string;
+  /** Results of one kernel class are bit-identical (engine/kernel-class.ts). */
+  readonly kernelClass: string;
 }
 
 function tryRequire(name: string): boolean {
@@ -49,13 +52,17 @@ export async function selectBackend(choice: BackendChoice = 'auto', native: Nati
   if (!BACKENDS.includes(choice)) throw new Error(`unknown backend '${choice}'; choose one of ${BACKENDS.join(', ')}`);
   if (choice === 'auto' || choice === 'tensorflow') {
     const pkg = await loadTensorflow();
-    if (pkg) return { name: 'tensorflow', detail: `libtensorflow via ${pkg}` };
+    // Eigen picks its kernels by CPU: the model is part of the class.
+    if (pkg) return { name: 'tensorflow', detail: `libtensorflow via ${pkg}`, kernelClass: await kernelClass(`${pkg}/${cpus()[0]?.model ?? 'cpu'}`) };
     if (choice === 'tensorflow') throw new Error('neither @tensorflow/tfjs-node-gpu nor @tensorflow/tfjs-node is installed');
   }
-  if (choice === 'webgpu') return { name: 'webgpu', detail: await loadWebgpu() };
+  if (choice === 'webgpu') {
+    const detail = await loadWebgpu();
+    return { name: 'webgpu', detail, kernelClass: await kernelClass('dawn') };
+  }
   if (choice === 'cpu') {
     await tf.setBackend('cpu');
-    return { name: 'cpu', detail: 'pure JavaScript (slow; for reference)' };
+    return { name: 'cpu', detail: 'pure JavaScript (slow; for reference)', kernelClass: await kernelClass() };
   }
   await installWasmKernels();
   const blas = installNativeBlas(native);
@@ -64,5 +71,7 @@ export async function selectBackend(choice: BackendChoice = 'auto', native: Nati
   const products = blas.active
     ? `products on ${blas.library.split(' ').slice(0, 2).join(' ')}, ${blas.threads} thread${blas.threads > 1 ? 's' : ''}`
     : `XNNPACK + SIMD kernels; native BLAS: ${blas.reason}`;
-  return { name: 'wasm', detail: `WebAssembly (${products}), ${choice === 'auto' ? 'no tfjs-node installed' : 'requested'}` };
+  // OpenBLAS's configuration names its build and the core it picked: both order the sums.
+  const device = blas.active ? `blas:${blas.library}/t${blas.threads}` : undefined;
+  return { name: 'wasm', detail: `WebAssembly (${products}), ${choice === 'auto' ? 'no tfjs-node installed' : 'requested'}`, kernelClass: await kernelClass(device) };
 }

@@ -18,11 +18,14 @@ export interface HyperParametersInput {
   maxSteps?: number | null;
   minLr?: number | null;
   normalize?: Normalize | null;
+  quorum?: number | null;
   seed?: number | null;
   shardsPerRound?: number | null;
+  spotCheckRate?: number | null;
   stepsPerRound?: number | null;
   testLimit?: number | null;
   trainLimit?: number | null;
+  verification?: Verification | null;
   warmupSteps?: number | null;
   weightDecay?: number | null;
 }
@@ -64,6 +67,10 @@ export interface StartRunInput {
 export interface UploadedFile {
   uploadId: string;
 }
+
+export type Verification = 'NONE' | 'QUORUM' | 'SPOT_CHECK';
+
+export type WorkerTrust = 'EARNED' | 'QUARANTINED' | 'REGISTERED' | 'UNTRUSTED';
 
 export interface VolunteerTokenResult {
   volunteerToken: string;
@@ -127,8 +134,8 @@ export interface CompleteShardResult {
     status: ShardStatus;
   };
 }
-export interface CompleteShardVariables { shardId: string; attempt: number; loss: number; imagesPerSecond: number; }
-export const CompleteShard = "mutation CompleteShard($shardId: ID!, $attempt: Int!, $loss: Float!, $imagesPerSecond: Float!) {\n  completeShard(\n    shardId: $shardId\n    attempt: $attempt\n    loss: $loss\n    imagesPerSecond: $imagesPerSecond\n  ) {\n    id\n    status\n  }\n}" as TypedDocument<CompleteShardResult, CompleteShardVariables>;
+export interface CompleteShardVariables { shardId: string; attempt: number; loss: number; imagesPerSecond: number; kernelClass: string; }
+export const CompleteShard = "mutation CompleteShard($shardId: ID!, $attempt: Int!, $loss: Float!, $imagesPerSecond: Float!, $kernelClass: String!) {\n  completeShard(\n    shardId: $shardId\n    attempt: $attempt\n    loss: $loss\n    imagesPerSecond: $imagesPerSecond\n    kernelClass: $kernelClass\n  ) {\n    id\n    status\n  }\n}" as TypedDocument<CompleteShardResult, CompleteShardVariables>;
 
 export interface FailShardResult {
   failShard: boolean;
@@ -341,8 +348,13 @@ export interface OnlineWorkersResult {
       trusted: boolean;
       strikes: number;
       quarantined: boolean;
+      trust: WorkerTrust;
+      agreed: number;
+      disagreed: number;
+      streak: number;
+      kernelClass: string | null;
     }>;
   };
 }
 export interface OnlineWorkersVariables {  }
-export const OnlineWorkers = "query OnlineWorkers {\n  workers(online: true) {\n    items {\n      name\n      kind\n      backend\n      shardsDone\n      imagesPerSecond\n      online\n      trusted\n      strikes\n      quarantined\n    }\n  }\n}" as TypedDocument<OnlineWorkersResult, OnlineWorkersVariables>;
+export const OnlineWorkers = "query OnlineWorkers {\n  workers(online: true) {\n    items {\n      name\n      kind\n      backend\n      shardsDone\n      imagesPerSecond\n      online\n      trusted\n      strikes\n      quarantined\n      trust\n      agreed\n      disagreed\n      streak\n      kernelClass\n    }\n  }\n}" as TypedDocument<OnlineWorkersResult, OnlineWorkersVariables>;

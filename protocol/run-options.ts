@@ -4,6 +4,14 @@
 import { OptionError, TRAIN_DEFAULTS, TRAIN_OPTION_NAMES, TrainOptions, parseTrainOptions } from '../engine/train/options';
 import { AGGREGATIONS, Aggregation } from '../engine/aggregate/robust';
 
+/**
+ * How a shard's result is verified before a round uses it. NONE: the bound checks alone. SPOT_CHECK:
+ * an untrusted worker's result must be matched by another worker's; a trusted worker's is checked
+ * at a rate that decays with its record. QUORUM: every shard goes to `quorum` workers from the start.
+ */
+export const VERIFICATIONS = ['NONE', 'SPOT_CHECK', 'QUORUM'] as const;
+export type Verification = (typeof VERIFICATIONS)[number];
+
 export interface RunOptions extends TrainOptions {
   /** Optimizer steps per round, split among the round's shards. */
   readonly stepsPerRound: number;
@@ -11,9 +19,17 @@ export interface RunOptions extends TrainOptions {
   readonly shardsPerRound: number;
   /** How a round's shards are combined: FEDAVG, or a rule that tolerates a minority of bad updates. */
   readonly aggregation: Aggregation;
+  readonly verification: Verification;
+  /** Agreeing results a shard needs under QUORUM (and workers it is issued to at once). */
+  readonly quorum: number;
+  /** The least rate at which a trusted worker's results are checked under SPOT_CHECK. */
+  readonly spotCheckRate: number;
 }
 
-export const RUN_DEFAULTS = { ...TRAIN_DEFAULTS, stepsPerRound: 50, aggregation: 'FEDAVG' } as const;
+export const RUN_DEFAULTS = { ...TRAIN_DEFAULTS, stepsPerRound: 50, aggregation: 'FEDAVG', verification: 'SPOT_CHECK', quorum: 2, spotCheckRate: 0.05 } as const;
+
+/** Options of the platform alone: how a run is cut up and checked, not what a worker trains. */
+const PLATFORM_OPTIONS = new Set(['stepsPerRound', 'shardsPerRound', 'aggregation', 'verification', 'quorum', 'spotCheckRate']);
 
 const ROUND_OPTIONS = {
   stepsPerRound: 'the steps per round',
@@ -25,7 +41,7 @@ export function parseRunOptions(raw: unknown, defaultShards = 1): RunOptions {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new OptionError('', 'run options must be an object of named values');
   const given = raw as Record<string, unknown>;
   const train: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(given)) if (!(k in ROUND_OPTIONS) && k !== 'aggregation') train[k] = v;
+  for (const [k, v] of Object.entries(given)) if (!PLATFORM_OPTIONS.has(k)) train[k] = v;
   const options = parseTrainOptions(train);
   const count = (name: keyof typeof ROUND_OPTIONS, fallback: number): number => {
     const v = given[name] ?? fallback;
@@ -34,8 +50,15 @@ export function parseRunOptions(raw: unknown, defaultShards = 1): RunOptions {
   };
   const aggregation = given.aggregation ?? RUN_DEFAULTS.aggregation;
   if (!AGGREGATIONS.includes(aggregation as Aggregation)) throw new OptionError('aggregation', `the aggregation must be one of ${AGGREGATIONS.join(', ')} (got ${String(aggregation)})`);
+  const verification = given.verification ?? RUN_DEFAULTS.verification;
+  if (!VERIFICATIONS.includes(verification as Verification)) throw new OptionError('verification', `the verification must be one of ${VERIFICATIONS.join(', ')} (got ${String(verification)})`);
+  const quorum = given.quorum ?? RUN_DEFAULTS.quorum;
+  if (typeof quorum !== 'number' || !Number.isInteger(quorum) || quorum < 2 || quorum > 5) throw new OptionError('quorum', `the quorum must be an integer from 2 to 5 (got ${String(quorum)})`);
+  const rate = given.spotCheckRate ?? RUN_DEFAULTS.spotCheckRate;
+  if (typeof rate !== 'number' || !(rate >= 0 && rate <= 1)) throw new OptionError('spotCheckRate', `the spot-check rate must be from 0 to 1 (got ${String(rate)})`);
   return Object.freeze({
     ...options, stepsPerRound: count('stepsPerRound', RUN_DEFAULTS.stepsPerRound), shardsPerRound: count('shardsPerRound', defaultShards), aggregation: aggregation as Aggregation,
+    verification: verification as Verification, quorum, spotCheckRate: rate,
   });
 }
 

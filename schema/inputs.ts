@@ -2,7 +2,7 @@
 import { Field, Float, ID, InputType, Int } from 'type-graphql';
 import { GraphQLJSON } from 'graphql-scalars';
 import type { RunOptions } from '../protocol/run-options';
-import { Aggregation, AngleDirection, DatasetFormat, Normalize, RunKind, RunStatus, SoupMethod } from './types';
+import { Aggregation, AngleDirection, DatasetFormat, Normalize, RunKind, RunStatus, SoupMethod, Verification } from './types';
 
 @InputType()
 export class RegisterModelInput {
@@ -49,6 +49,9 @@ export class HyperParametersInput implements Partial<Record<keyof RunOptions, un
   @Field(() => Int, { nullable: true, description: 'Optimizer steps per round (default 50)' }) stepsPerRound?: number;
   @Field(() => Int, { nullable: true, description: 'Shards per round (default: workers online)' }) shardsPerRound?: number;
   @Field(() => Aggregation, { nullable: true, description: 'How a round with several shards is combined (default FEDAVG)' }) aggregation?: Aggregation;
+  @Field(() => Verification, { nullable: true, description: 'How shard results are verified (default SPOT_CHECK)' }) verification?: Verification;
+  @Field(() => Int, { nullable: true, description: 'Agreeing results a shard needs under QUORUM (2 to 5, default 2)' }) quorum?: number;
+  @Field(() => Float, { nullable: true, description: "The least rate at which a trusted worker's results are checked under SPOT_CHECK (default 0.05)" }) spotCheckRate?: number;
 }
 
 @InputType()

@@ -11,6 +11,9 @@ export enum RunEventKind { STATUS = 'STATUS', ROUND = 'ROUND', SHARD = 'SHARD', 
 export enum DatasetFormat { IDX = 'IDX', CIFAR10 = 'CIFAR10', MNIST_PACKAGE = 'MNIST_PACKAGE' }
 export enum Normalize { AUTO = 'auto', MODEL = 'model', DATASET = 'dataset' }
 export enum Aggregation { FEDAVG = 'FEDAVG', MEDIAN = 'MEDIAN', TRIMMED_MEAN = 'TRIMMED_MEAN', CENTERED_CLIP = 'CENTERED_CLIP' }
+export enum Verification { NONE = 'NONE', SPOT_CHECK = 'SPOT_CHECK', QUORUM = 'QUORUM' }
+export enum ShardVerdict { ACCEPTED = 'ACCEPTED', AGREED = 'AGREED', OUTVOTED = 'OUTVOTED' }
+export enum WorkerTrust { REGISTERED = 'REGISTERED', EARNED = 'EARNED', UNTRUSTED = 'UNTRUSTED', QUARANTINED = 'QUARANTINED' }
 registerEnumType(RunKind, { name: 'RunKind', description: 'FINETUNE: a partial fine-tuning; ANGLE_PROBE: full fine-tuning whose angles pick a strategy; SOUP: an average of deltas' });
 registerEnumType(AngleDirection, { name: 'AngleDirection', description: 'largest: the paper\'s choice for harder tasks; smallest: for easier ones' });
 registerEnumType(SoupMethod, { name: 'SoupMethod' });
@@ -21,6 +24,15 @@ registerEnumType(DatasetFormat, { name: 'DatasetFormat', description: 'IDX: MNIS
 registerEnumType(Aggregation, {
   name: 'Aggregation',
   description: "FEDAVG: the sample-weighted mean; MEDIAN, TRIMMED_MEAN (a quarter off each end), CENTERED_CLIP (each shard's move clipped to the median move): tolerate a minority of bad shards, after setting aside moves over 3x the median",
+});
+registerEnumType(Verification, {
+  name: 'Verification',
+  description: "NONE: bound checks only; SPOT_CHECK (default): an untrusted worker's result must be matched by another worker's, a trusted worker's is checked at a rate decaying with its record; QUORUM: every shard goes to `quorum` workers",
+});
+registerEnumType(ShardVerdict, { name: 'ShardVerdict', description: 'ACCEPTED: the result the round uses; AGREED: matched it; OUTVOTED: a minority result, rejected' });
+registerEnumType(WorkerTrust, {
+  name: 'WorkerTrust',
+  description: 'REGISTERED: by the admin or shared worker token, never outvoted; EARNED: 10 agreed results in a row; UNTRUSTED: its results need a second opinion; QUARANTINED: it may claim no more',
 });
 registerEnumType(Normalize, { name: 'Normalize', description: "auto: the model's declared preprocessing, else the training split's statistics" });
 
@@ -116,6 +128,10 @@ export class Shard {
   @Field(() => Float, { nullable: true }) imagesPerSecond?: number;
   @Field(() => [String], { description: 'Why earlier attempts did not count' }) rejections!: string[];
   @Field({ nullable: true }) leaseUntil?: Date;
+  @Field(() => Int, { description: 'Which replica of the shard at (round, index): 0 first' }) replica!: number;
+  @Field(() => Int, { description: 'Agreeing results the shard needs' }) need!: number;
+  @Field(() => ShardVerdict, { nullable: true }) verdict?: ShardVerdict;
+  @Field({ nullable: true, description: 'What computed the result, as its worker reported it' }) kernelClass?: string;
 }
 
 @ObjectType()
@@ -186,6 +202,11 @@ export class Worker {
   @Field({ description: "Registered with the admin's or the shared worker token (not a volunteer)" }) trusted!: boolean;
   @Field(() => Int, { description: 'Leases it failed, had rejected or had revoked' }) strikes!: number;
   @Field({ description: 'Past its strikes: it may claim no more shards' }) quarantined!: boolean;
+  @Field(() => WorkerTrust) trust!: WorkerTrust;
+  @Field(() => Int, { description: "Results that matched other workers'" }) agreed!: number;
+  @Field(() => Int, { description: 'Results outvoted by other workers\'' }) disagreed!: number;
+  @Field(() => Int, { description: 'Agreed results since its last disagreement' }) streak!: number;
+  @Field({ nullable: true, description: 'The kernel class of its latest result' }) kernelClass?: string;
 }
 
 @ObjectType({ description: "A registered worker and its credential: the bearer token of every shard-protocol call it makes" })

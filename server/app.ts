@@ -103,7 +103,10 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
     res.status(status).json({ errors: [{ message: status === 413 ? `request body over ${MAX_BODY}` : `malformed request: ${(err as Error).message}`, extensions: { code: status === 413 ? 'PAYLOAD_TOO_LARGE' : 'BAD_REQUEST' } }] });
   }) as express.ErrorRequestHandler);
 
-  const clock = setInterval(() => void services.leases.expire().catch((e: Error) => log(`lease clock: ${e.message}`)), 1000);
+  const clock = setInterval(() => {
+    void services.leases.expire().catch((e: Error) => log(`lease clock: ${e.message}`));
+    void services.verification.dropUnclaimedChecks().catch((e: Error) => log(`verification clock: ${e.message}`));
+  }, 1000);
   const uploadClock = setInterval(() => void services.uploads.expire().catch((e: Error) => log(`upload clock: ${e.message}`)), Math.min(60, config.uploadTtlSeconds) * 1000);
   await services.uploads.expire();
   const resumed = await services.scheduler.resumeAll();

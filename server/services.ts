@@ -15,6 +15,8 @@ import { Strategies } from './runs/strategies';
 import { TrainingStages } from './runs/training';
 import { Completion } from './shards/completion';
 import { Leases } from './shards/leases';
+import { RunTensors } from './shards/run-tensors';
+import { Verification } from './shards/verification';
 import { Workers } from './shards/workers';
 
 export interface Services {
@@ -30,6 +32,7 @@ export interface Services {
   readonly workers: Workers;
   readonly leases: Leases;
   readonly completion: Completion;
+  readonly verification: Verification;
 }
 
 export function createServices(platform: Platform): Services {
@@ -44,7 +47,9 @@ export function createServices(platform: Platform): Services {
   const strategies = new Strategies(platform, models, runs);
   const workers = new Workers(platform);
   const creation = new RunCreation(platform, models, datasets, strategies, workers, scheduler, events, runs);
-  const leases = new Leases(platform, workers, runs, scheduler, events);
-  const completion = new Completion(platform, workers, leases, scheduler, events);
-  return { platform, uploads, models, datasets, runs, creation, scheduler, strategies, deltas: new Deltas(platform, models, runs), workers, leases, completion };
+  const tensors = new RunTensors(platform);
+  const verification = new Verification(platform, workers, tensors, scheduler, events);
+  const leases = new Leases(platform, workers, runs, scheduler, verification, events);
+  const completion = new Completion(platform, workers, leases, tensors, verification, events);
+  return { platform, uploads, models, datasets, runs, creation, scheduler, strategies, deltas: new Deltas(platform, models, runs), workers, leases, completion, verification };
 }

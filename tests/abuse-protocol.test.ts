@@ -36,7 +36,7 @@ describe('a hostile volunteer during an honest run', () => {
     const vars = { s: honest.id, a: honest.attempt };
     const calls = [
       'mutation($s: ID!, $a: Int!) { heartbeat(shardId: $s, attempt: $a, stepsDone: 1) { cancelled } }',
-      'mutation($s: ID!, $a: Int!) { completeShard(shardId: $s, attempt: $a, loss: 0.1, imagesPerSecond: 9999) { id } }',
+      'mutation($s: ID!, $a: Int!) { completeShard(shardId: $s, attempt: $a, loss: 0.1, imagesPerSecond: 9999, kernelClass: "wasm-xnnpack-simd") { id } }',
       'mutation($s: ID!, $a: Int!) { failShard(shardId: $s, attempt: $a, message: "x") }',
     ];
     for (const q of calls) expect(errorCode(await gql(h.server.url, spoofer, q, vars))).toBe('FORBIDDEN');
@@ -73,7 +73,8 @@ describe('a hostile volunteer during an honest run', () => {
       return heartbeat.cancelled && heartbeat;
     }, 30_000, 1000);
     expect((Date.now() - started) / 1000).toBeLessThan(12); // PARTUNE_STALL_SECONDS=6, checked every second
-    expect(lost.reason).toMatch(/no progress for \d+ s: lease revoked/);
+    // Unless the honest worker's replica of the same shard settled it first.
+    expect(lost.reason).toMatch(/no progress for \d+ s: lease revoked|other replicas settled the shard/);
   });
 
   it('updates no AdamW steps could make (scaled, sign-flipped, zeroed, noise) are rejected, naming the worker', async () => {
@@ -94,7 +95,7 @@ describe('a hostile volunteer during an honest run', () => {
       const params = new Map([...start.params].map(([k, t]) => [k, { shape: t.shape, data: Float32Array.from(t.data, spoil) }]));
       const update = serializeState({ params, optimizer: { ...start.optimizer, step: start.optimizer.step + steps }, label: { run: h.runId, round: a.shard.round, shard: a.shard.id, samples: steps * 32 } });
       expect((await fetch(a.uploadUrl, { method: 'PUT', body: update as Uint8Array<ArrayBuffer> })).status).toBe(200);
-      const r = await gql(h.server.url, liar.credential, 'mutation($s: ID!, $a: Int!) { completeShard(shardId: $s, attempt: $a, loss: 0.5, imagesPerSecond: 100) { id } }', { s: a.shard.id, a: a.shard.attempt });
+      const r = await gql(h.server.url, liar.credential, 'mutation($s: ID!, $a: Int!) { completeShard(shardId: $s, attempt: $a, loss: 0.5, imagesPerSecond: 100, kernelClass: "wasm-xnnpack-simd") { id } }', { s: a.shard.id, a: a.shard.attempt });
       expect({ name, code: errorCode(r), message: r.errors?.[0].message }).toEqual({ name, code: 'BAD_USER_INPUT', message: expect.stringMatching(/not what \d+ AdamW steps from the round's state can make: .* moved/) });
     }
     const { run } = await ok(h.server.url, h.server.admin, 'query($id: ID!) { run(id: $id) { shards { rejections } } }', { id: h.runId });
@@ -157,7 +158,7 @@ describe('the blob store checks who is asking', () => {
     const update = serializeState({ ...start, optimizer: { ...start.optimizer, step: start.optimizer.step + 8 }, label: { run: startRun.id, round: 0, shard: a.shard.id, samples: 256 } });
     expect((await fetch(a.uploadUrl, { method: 'PUT', body: update as Uint8Array<ArrayBuffer> })).status).toBe(200);
     expect((await fetch(a.uploadUrl, { method: 'PUT', body: update as Uint8Array<ArrayBuffer> })).status).toBe(200); // a retried upload, same bytes
-    await ok(h.server.url, credential, 'mutation($s: ID!, $a: Int!) { completeShard(shardId: $s, attempt: $a, loss: 1, imagesPerSecond: 5) { status } }', { s: a.shard.id, a: a.shard.attempt });
+    await ok(h.server.url, credential, 'mutation($s: ID!, $a: Int!) { completeShard(shardId: $s, attempt: $a, loss: 1, imagesPerSecond: 5, kernelClass: "wasm-xnnpack-simd") { status } }', { s: a.shard.id, a: a.shard.attempt });
     const garbage = new Uint8Array(update.length).fill(7);
     expect((await fetch(a.uploadUrl, { method: 'PUT', body: garbage })).status).toBe(409);
     const run = await waitFor('the run to end', async () => {

@@ -144,7 +144,7 @@ describe('one server, one worker at a time', () => {
     const liar = (await registerWorker(server, 'liar')).credential;
     const claim = (): Promise<Record<string, any>> =>
       waitFor('a shard', async () => (await ok(server.url, liar, 'mutation { claimShard { shard { id attempt } uploadUrl state { url } } }')).claimShard);
-    const complete = (a: Record<string, any>) => gql(server.url, liar, 'mutation($s: ID!, $a: Int!) { completeShard(shardId: $s, attempt: $a, loss: 1, imagesPerSecond: 1) { id } }',
+    const complete = (a: Record<string, any>) => gql(server.url, liar, 'mutation($s: ID!, $a: Int!) { completeShard(shardId: $s, attempt: $a, loss: 1, imagesPerSecond: 1, kernelClass: "wasm-xnnpack-simd") { id } }',
       { s: a.shard.id, a: a.shard.attempt });
     // A worker whose memory budget the run's model and data exceed is passed over.
     await waitFor('the run to be running', async () => (await ok(server.url, server.admin, RUN_QUERY, { id })).run.status === 'RUNNING');
@@ -178,7 +178,7 @@ describe('one server, one worker at a time', () => {
 
     const held = await claim(); // attempt 4, then let the lease lapse into a real worker's hands
     expect(held.shard.attempt).toBe(4);
-    const other = await gql(server.url, liar, 'mutation($s: ID!) { completeShard(shardId: $s, attempt: 1, loss: 1, imagesPerSecond: 1) { id } }', { s: held.shard.id });
+    const other = await gql(server.url, liar, 'mutation($s: ID!) { completeShard(shardId: $s, attempt: 1, loss: 1, imagesPerSecond: 1, kernelClass: "wasm-xnnpack-simd") { id } }', { s: held.shard.id });
     expect(other.errors?.[0].extensions?.code).toBe('CONFLICT');
     await ok(server.url, liar, 'mutation($s: ID!) { failShard(shardId: $s, attempt: 4, message: "giving up") }', { s: held.shard.id });
 

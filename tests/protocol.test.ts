@@ -50,7 +50,7 @@ describe('the shard protocol', () => {
     const update = await noOpUpdate(a, 8 * 32);
     expect((await fetch(a.uploadUrl, { method: 'PUT', body: update as Uint8Array<ArrayBuffer> })).ok).toBe(true);
     const complete = (): Promise<GqlResult<Record<string, any>>> => gql(server.url, credential,
-      'mutation($s: ID!, $a: Int!) { completeShard(shardId: $s, attempt: $a, loss: 1, imagesPerSecond: 5) { status } }', { s: a.shard.id, a: a.shard.attempt });
+      'mutation($s: ID!, $a: Int!) { completeShard(shardId: $s, attempt: $a, loss: 1, imagesPerSecond: 5, kernelClass: "wasm-xnnpack-simd") { status } }', { s: a.shard.id, a: a.shard.attempt });
     const answers = await Promise.all([complete(), complete(), complete()]);
     expect(answers.map((r) => r.errors ?? r.data!.completeShard.status)).toEqual(['DONE', 'DONE', 'DONE']);
     const { workers } = await ok(server.url, server.admin, '{ workers { items { id shardsDone samples } } }');
@@ -63,7 +63,7 @@ describe('the shard protocol', () => {
     const { credential } = await registerWorker(server, 'by-hand');
     const complete = async (a: Record<string, any>): Promise<void> => {
       expect((await fetch(a.uploadUrl, { method: 'PUT', body: (await noOpUpdate(a, 4 * 32)) as Uint8Array<ArrayBuffer> })).status).toBe(200);
-      await ok(server.url, credential, 'mutation($s: ID!, $a: Int!) { completeShard(shardId: $s, attempt: $a, loss: 1, imagesPerSecond: 5) { status } }', { s: a.shard.id, a: a.shard.attempt });
+      await ok(server.url, credential, 'mutation($s: ID!, $a: Int!) { completeShard(shardId: $s, attempt: $a, loss: 1, imagesPerSecond: 5, kernelClass: "wasm-xnnpack-simd") { status } }', { s: a.shard.id, a: a.shard.attempt });
     };
     const first = await claim(server, credential);
     const second = await claim(server, credential);

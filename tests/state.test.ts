@@ -37,17 +37,19 @@ function run(id: string, modelId: string, at: number, memoryNeed = 0): RunRecord
 
 const plan = { trainImages: 100, stepsPerEpoch: 3, totalSteps: 3, shardsPerRound: 1, rounds: [[0, 3]] as [number, number][] };
 const start = { plan, state: { key: 'state-0', sha256: 'x' }, normalization: { mean: [0.5], std: [0.25] } };
-const oneShard = [{ index: 0, fromStep: 0, toStep: 3 }];
+const oneShard = [{ index: 0, replica: 0, need: 1, fromStep: 0, toStep: 3 }];
 const budget = { distinctWorkers: 3, trustedFailures: 3, quarantineStrikes: 2 };
 const FAR = new Date(0);
-const trustedW1 = { id: 'w1', trusted: true };
+const trustedW1 = { id: 'w1', trusted: true, address: '10.0.0.1' };
+const volunteer = (id: string, address = '10.0.0.9') => ({ id, trusted: false, address });
 
 describe('SQLite state store', () => {
   let dir: string;
   let state: StateStore;
   const worker = {
     id: 'w1', name: 'w1', kind: 'node' as const, backend: 'wasm', lastSeen: new Date(), shardsDone: 0, samples: 0, imagesPerSecond: null, currentShard: null,
-    trusted: true, strikes: 0, quarantinedAt: null, createdAt: new Date(),
+    trusted: true, strikes: 0, quarantinedAt: null, address: '10.0.0.1', agreed: 0, disagreed: 0, streak: 0, demoted: false, kernelClass: null,
+    createdAt: new Date(),
   };
 
   beforeEach(async () => {
@@ -124,7 +126,7 @@ describe('SQLite state store', () => {
     await state.runs.start('r1', start, oneShard);
     const until = new Date(Date.now() + 60_000);
     const first = (await state.shards.leaseOldest(trustedW1, undefined, until, new Date()))!;
-    const result = { update: { key: 'u', sha256: 'h' }, loss: 1, imagesPerSecond: 2, samples: 96 };
+    const result = { update: { key: 'u', sha256: 'h' }, digest: 'd', kernelClass: 'wasm-xnnpack-simd', loss: 1, imagesPerSecond: 2, samples: 96 };
     expect(await state.shards.complete(first.id, 'w2', 1, result)).toBe(false); // not the holder
     expect(await state.shards.complete(first.id, 'w1', 2, result)).toBe(false); // not this attempt
     expect(await state.shards.release(first.id, 'w1', 1, 'attempt 1 failed', budget)).toBe('requeued');
@@ -161,9 +163,9 @@ describe('SQLite state store', () => {
     const until = new Date(Date.now() + 60_000);
     for (const id of ['v1', 'v2', 'v3', 'v4']) await state.workers.insert({ ...worker, id, name: id, trusted: false });
     for (const id of ['v1', 'v2', 'v3']) {
-      const s = (await state.shards.leaseOldest({ id, trusted: false }, undefined, until, new Date()))!;
+      const s = (await state.shards.leaseOldest(volunteer(id), undefined, until, new Date()))!;
       expect(await state.shards.release(s.id, id, s.attempts, `${id} gave up`, budget)).toBe('requeued');
-      expect(await state.shards.leaseOldest({ id, trusted: false }, undefined, until, new Date())).toBeUndefined(); // not the one it failed
+      expect(await state.shards.leaseOldest(volunteer(id), undefined, until, new Date())).toBeUndefined(); // not the one it failed
     }
     const again = (await state.shards.get((await state.shards.ofRun('r1'))[0].id))!;
     expect([again.status, again.failedBy, again.trustedFailures]).toEqual(['PENDING', ['v1', 'v2', 'v3'], 0]);
@@ -173,11 +175,57 @@ describe('SQLite state store', () => {
     // v1's second strike quarantines it; a trusted worker is never quarantined.
     await state.runs.insert(run('r2', 'm', 2));
     await state.runs.start('r2', start, oneShard);
-    const t = (await state.shards.leaseOldest({ id: 'v1', trusted: false }, undefined, until, new Date()))!;
+    const t = (await state.shards.leaseOldest(volunteer('v1'), undefined, until, new Date()))!;
     await state.shards.release(t.id, 'v1', t.attempts, 'again', budget);
     const v1 = (await state.workers.touch('v1', new Date()))!;
     expect([v1.strikes, v1.quarantinedAt instanceof Date]).toEqual([2, true]);
     expect((await state.workers.touch('w1', new Date()))!.quarantinedAt).toBeNull();
+  });
+
+  it('replicas: never two of one index to a worker or to two volunteers of one address; a verdict settles the index at once', async () => {
+    await state.runs.insert(run('r1', 'm', 1));
+    const quorum = [0, 1, 2].map((replica) => ({ index: 0, replica, need: 2, fromStep: 0, toStep: 3 }));
+    await state.runs.start('r1', start, quorum);
+    for (const [id, address] of [['v1', '10.0.0.9'], ['v2', '10.0.0.9'], ['v3', '10.0.0.7']]) await state.workers.insert({ ...worker, id, name: id, trusted: false, address });
+    const until = new Date(Date.now() + 60_000);
+    const a = (await state.shards.leaseOldest(volunteer('v1'), undefined, until, new Date()))!;
+    expect(await state.shards.leaseOldest(volunteer('v1'), undefined, until, new Date())).toBeUndefined(); // its own index
+    expect(await state.shards.leaseOldest(volunteer('v2'), undefined, until, new Date())).toBeUndefined(); // v1's address
+    const b = (await state.shards.leaseOldest(volunteer('v3', '10.0.0.7'), undefined, until, new Date()))!;
+    const c = (await state.shards.leaseOldest(trustedW1, undefined, until, new Date()))!; // registered workers share hosts freely
+    expect([a.replica, b.replica, c.replica]).toEqual([0, 1, 2]);
+    const result = (digest: string) => ({ update: { key: `u-${digest}`, sha256: digest }, digest, kernelClass: 'k', loss: 1, imagesPerSecond: 2, samples: 96 });
+    expect(await state.shards.complete(a.id, 'v1', 1, result('lie'))).toBe(true);
+    expect(await state.shards.complete(b.id, 'v3', 1, result('honest'))).toBe(true);
+    const settlement = { runId: 'r1', round: 0, index: 0, accept: b.id, agreed: [], credit: ['v3'], outvoted: [{ id: a.id, reason: 'attempt 1 by worker v1: outvoted' }] };
+    expect(await state.shards.settle(settlement, budget)).toBe(true);
+    expect(await state.shards.settle(settlement, budget)).toBe(false); // judged once
+    const rows = await state.shards.ofIndex('r1', 0, 0);
+    expect(rows.map((r) => [r.status, r.verdict])).toEqual([['DONE', 'OUTVOTED'], ['DONE', 'ACCEPTED'], ['CANCELLED', null]]);
+    expect(rows[0].rejections).toEqual(['attempt 1 by worker v1: outvoted']);
+    expect(await state.shards.addReplica(rows[1], 2)).toBeUndefined(); // settled: no more replicas
+    const [v1, v3, w1] = await Promise.all(['v1', 'v3', 'w1'].map(async (id) => (await state.workers.get(id))!));
+    expect([v1.disagreed, v1.streak, v1.strikes, v3.agreed, v3.streak, w1.currentShard]).toEqual([1, 0, 1, 1, 1, null]);
+  });
+
+  it('replicas: an index takes at most 8; an outvoted worker\'s unchecked results are judged again', async () => {
+    await state.runs.insert(run('r1', 'm', 1));
+    await state.runs.start('r1', start, oneShard);
+    const [first] = await state.shards.ofRun('r1');
+    for (let i = 1; i < 8; i++) expect(typeof (await state.shards.addReplica(first, 2))).toBe('object');
+    expect(await state.shards.addReplica(first, 2)).toBe('limit');
+    expect((await state.shards.ofIndex('r1', 0, 0)).map((r) => r.need)).toEqual([1, 2, 2, 2, 2, 2, 2, 2]);
+
+    await state.runs.insert(run('r2', 'm', 2));
+    await state.runs.start('r2', start, oneShard);
+    await state.shards.leaseOldest(trustedW1, undefined, new Date(Date.now() + 60_000), new Date()); // r1's first replica
+    const s = (await state.shards.leaseOldest(trustedW1, undefined, new Date(Date.now() + 60_000), new Date()))!;
+    expect(s.runId).toBe('r2');
+    await state.shards.complete(s.id, 'w1', 1, { update: { key: 'u', sha256: 'h' }, digest: 'd', kernelClass: 'k', loss: 1, imagesPerSecond: 2, samples: 96 });
+    expect(await state.shards.settle({ runId: 'r2', round: 0, index: 0, accept: s.id, agreed: [], credit: [], outvoted: [] }, budget)).toBe(true);
+    const again = await state.shards.reverify('w1');
+    expect(again.map((r) => [r.id, r.verdict, r.need])).toEqual([[s.id, null, 2]]);
+    expect(await state.shards.reverify('w1')).toEqual([]);
   });
 
   it('a lease without progress since the stall time, or past its deadline, ends; progress keeps it', async () => {

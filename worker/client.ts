@@ -18,8 +18,13 @@ export interface ClientOptions {
 
 export const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
   new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
+    const wake = (): void => {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', wake);
+      resolve();
+    };
+    const t = setTimeout(wake, ms);
+    signal?.addEventListener('abort', wake, { once: true });
   });
 
 export class GraphQLClient {

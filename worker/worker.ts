@@ -16,6 +16,8 @@ export interface WorkerOptions {
   readonly name: string;
   readonly kind: 'node' | 'browser';
   readonly backend: string;
+  /** Reported with every result: results of one class must be bit-identical (engine/kernel-class.ts). */
+  readonly kernelClass: string;
   readonly log?: (line: string) => void;
   /** Progress within the current shard, for a UI. */
   readonly onProgress?: (p: { runId: string; shard: string; step: number; steps: number; loss: number; imagesPerSecond: number }) => void;
@@ -140,7 +142,7 @@ export class PartuneWorker {
       const done = progress.done;
       await upload(a.uploadUrl, serializeState(result));
       const ips = done > 1 ? ipsSum / (done - 1) : 0;
-      await this.client.request(CompleteShard, { shardId: a.shard.id, attempt: job.attempt, loss: lossSum / done, imagesPerSecond: ips });
+      await this.client.request(CompleteShard, { shardId: a.shard.id, attempt: job.attempt, loss: lossSum / done, imagesPerSecond: ips, kernelClass: this.o.kernelClass });
       this.shardsDone++;
       this.samples += result.label.samples ?? 0;
       this.log(`${label}: done, loss ${(lossSum / done).toFixed(4)}, ${ips.toFixed(1)} img/s`);

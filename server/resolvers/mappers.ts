@@ -1,7 +1,7 @@
 // Records -> API objects.
 import * as T from '../../schema/types';
-import type {
-  AngleProfileRecord, DatasetRecord, DeltaRecord, ModelRecord, RunRecord, ShardRecord, SoupReport, StoredStrategy, WorkerRecord,
+import {
+  AngleProfileRecord, DatasetRecord, DeltaRecord, ModelRecord, RunRecord, ShardRecord, SoupReport, StoredStrategy, WorkerRecord, trustOf,
 } from '../state/records';
 import type { Progress } from '../runs/queries';
 
@@ -36,13 +36,15 @@ export const toRun = (r: RunRecord, progress: Progress): T.Run => make(T.Run, {
 export const toShard = (r: ShardRecord): T.Shard => make(T.Shard, {
   id: r.id, runId: r.runId, round: r.round, index: r.index, fromStep: r.fromStep, toStep: r.toStep, status: r.status as T.ShardStatus,
   workerId: r.workerId ?? undefined, attempt: r.attempts, stepsDone: r.stepsDone, loss: r.loss ?? undefined,
-  imagesPerSecond: r.imagesPerSecond ?? undefined, rejections: [...r.rejections], leaseUntil: r.leaseUntil ?? undefined,
+  imagesPerSecond: r.imagesPerSecond ?? undefined, rejections: [...r.rejections], leaseUntil: r.leaseUntil ?? undefined, replica: r.replica, need: r.need,
+  verdict: (r.verdict ?? undefined) as T.ShardVerdict | undefined, kernelClass: r.kernelClass ?? undefined,
 });
 
 export const toWorker = (r: WorkerRecord, online: boolean): T.Worker => make(T.Worker, {
   id: r.id, name: r.name, kind: r.kind, backend: r.backend, online, lastSeen: r.lastSeen, shardsDone: r.shardsDone,
   samples: r.samples, imagesPerSecond: r.imagesPerSecond ?? undefined, currentShard: r.currentShard ?? undefined, trusted: r.trusted,
-  strikes: r.strikes, quarantined: r.quarantinedAt !== null,
+  strikes: r.strikes, quarantined: r.quarantinedAt !== null, trust: trustOf(r) as T.WorkerTrust, agreed: r.agreed, disagreed: r.disagreed, streak: r.streak,
+  kernelClass: r.kernelClass ?? undefined,
 });
 
 export const toDelta = (r: DeltaRecord): T.Delta => make(T.Delta, {

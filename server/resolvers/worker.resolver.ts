@@ -29,7 +29,7 @@ export class WorkerResolver {
       if (kind !== 'browser') throw badInput("a volunteer token registers browser workers only (kind: 'browser')");
       services.workers.admitVolunteer(client);
     }
-    const worker = await services.workers.register(name, kind, backend, trusted);
+    const worker = await services.workers.register(name, kind, backend, trusted, client);
     return Object.assign(new T.WorkerRegistration(), { worker: toWorker(worker, true), credential: mintToken('worker', services.platform.config, worker.id) });
   }
 
@@ -66,8 +66,9 @@ export class WorkerResolver {
   @Authorized('REGISTERED_WORKER')
   @Mutation(() => T.Shard, { description: 'After the update is uploaded: validates and accepts it (idempotent)' })
   async completeShard(@Ctx() ctx: Context, @Arg('shardId', () => ID) shardId: string, @Arg('attempt', () => Int) attempt: number,
-    @Arg('loss', () => Float) loss: number, @Arg('imagesPerSecond', () => Float) imagesPerSecond: number): Promise<T.Shard> {
-    return toShard(await ctx.services.completion.complete(actingWorker(ctx), shardId, attempt, loss, imagesPerSecond));
+    @Arg('loss', () => Float) loss: number, @Arg('imagesPerSecond', () => Float) imagesPerSecond: number,
+    @Arg('kernelClass', { description: 'What computed it (e.g. wasm-xnnpack-simd): results of one class must be bit-identical' }) kernelClass: string): Promise<T.Shard> {
+    return toShard(await ctx.services.completion.complete(actingWorker(ctx), shardId, attempt, loss, imagesPerSecond, kernelClass));
   }
 
   @Authorized('REGISTERED_WORKER')

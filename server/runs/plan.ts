@@ -23,12 +23,21 @@ export function makePlan(o: RunOptions, trainCount: number, maxSteps = Infinity)
   return { trainImages, stepsPerEpoch, totalSteps, shardsPerRound: o.shardsPerRound, rounds };
 }
 
-/** A round's steps as contiguous windows, one per shard (never more shards than steps). */
-export function shardWindows(round: readonly [number, number], shards: number): NewShard[] {
+/**
+ * A round's steps as contiguous windows, one per shard (never more shards than steps), each issued
+ * as `replicas` replicas that must agree (a QUORUM run's quorum; else 1).
+ */
+export function shardWindows(round: readonly [number, number], shards: number, replicas = 1): NewShard[] {
   const [from, to] = round;
   const n = Math.min(shards, to - from);
-  return Array.from({ length: n }, (_, k) => ({ index: k, fromStep: from + Math.floor(((to - from) * k) / n), toStep: from + Math.floor(((to - from) * (k + 1)) / n) }));
+  return Array.from({ length: n * replicas }, (_, i) => {
+    const k = Math.floor(i / replicas);
+    return { index: k, replica: i % replicas, need: replicas, fromStep: from + Math.floor(((to - from) * k) / n), toStep: from + Math.floor(((to - from) * (k + 1)) / n) };
+  });
 }
+
+/** Replicas each shard is issued as when its round begins. */
+export const replicasOf = (o: RunOptions): number => (o.verification === 'QUORUM' ? o.quorum : 1);
 
 /** Evaluate after a round that ends an epoch or the run. */
 export const evaluatesAfter = (plan: Plan, round: number): boolean => {

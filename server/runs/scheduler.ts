@@ -7,9 +7,9 @@ import { isTransient, keys } from '../../storage';
 import { ComputeError } from '../compute';
 import { conflict } from '../errors';
 import type { Platform } from '../platform';
-import { MetricPoint, RunRecord, ShardRecord, need } from '../state/records';
+import { MetricPoint, RunRecord, ShardRecord, need, trainingSpec } from '../state/records';
 import { RunEvents } from './events';
-import { evaluatesAfter, shardWindows } from './plan';
+import { evaluatesAfter, replicasOf, shardWindows } from './plan';
 import { RunQueries } from './queries';
 import { LostUpdate, StagesByKind } from './stages';
 
@@ -78,14 +78,19 @@ export class Scheduler {
       return;
     }
     const { plan } = configured;
-    if (!(await this.p.state.runs.start(run.id, configured, shardWindows(plan.rounds[0], plan.shardsPerRound)))) return;
+    if (!(await this.p.state.runs.start(run.id, configured, this.shardsOf(run, plan.rounds[0], plan.shardsPerRound)))) return;
     await this.events.emit(run.id, 'STATUS', { message: `${plan.rounds.length} rounds of up to ${plan.rounds[0][1] - plan.rounds[0][0]} steps, ${plan.shardsPerRound} shards each` });
   }
 
-  /** When every shard of the current round is done: aggregate, evaluate at epoch ends, next round. */
+  /** A round's shards, each issued as as many replicas as the run's verification starts with. */
+  private shardsOf(run: RunRecord, round: readonly [number, number], shards: number) {
+    return run.spec.kind === 'SOUP' ? shardWindows(round, shards) : shardWindows(round, shards, replicasOf(trainingSpec(run).options));
+  }
+
+  /** When every shard of the current round has an accepted result: aggregate, evaluate at epoch ends, next round. */
   private async finishRound(run: RunRecord): Promise<void> {
-    const shards = await this.p.state.shards.ofRun(run.id, run.round);
-    if (shards.length === 0 || shards.some((s) => s.status !== 'DONE')) return;
+    const shards = accepted(await this.p.state.shards.ofRun(run.id, run.round));
+    if (!shards) return;
     const stages = this.stages[run.spec.kind];
     const plan = need(run.plan, 'plan', run);
     let state;
@@ -101,7 +106,7 @@ export class Scheduler {
     const evaluation = evaluatesAfter(plan, run.round) ? await stages.evaluate(run, state) : undefined;
     const point: MetricPoint = evaluation ? { ...metric, testAccuracy: evaluation.accuracy, testLoss: evaluation.loss } : metric;
     const last = run.round + 1 >= plan.rounds.length;
-    const next = last ? [] : shardWindows(plan.rounds[run.round + 1], plan.shardsPerRound);
+    const next = last ? [] : this.shardsOf(run, plan.rounds[run.round + 1], plan.shardsPerRound);
     if (!(await this.p.state.runs.completeRound(run.id, run.round, { state, step: to, metric: point, finishing: last }, next))) return;
     const acc = evaluation ? `, test top-1 ${(evaluation.accuracy * 100).toFixed(2)}%` : '';
     await this.events.emit(run.id, evaluation ? 'EVALUATION' : 'ROUND', {
@@ -121,6 +126,14 @@ export class Scheduler {
     this.p.log(`run ${run.id} succeeded: top-1 ${(f.accuracy * 100).toFixed(2)}%, delta ${(blob.bytes / 1024).toFixed(1)} KiB`);
     await this.events.emit(run.id, 'STATUS', { testAccuracy: f.accuracy, testLoss: f.loss ?? undefined, message: f.message });
   }
+}
+
+/** The accepted replica of each index, in index order; undefined while an index has none. */
+function accepted(replicas: readonly ShardRecord[]): ShardRecord[] | undefined {
+  const byIndex = new Map<number, ShardRecord | undefined>();
+  for (const r of replicas) byIndex.set(r.index, r.verdict === 'ACCEPTED' ? r : byIndex.get(r.index));
+  const out = [...byIndex.entries()].sort(([a], [b]) => a - b).map(([, r]) => r);
+  return out.length > 0 && out.every((r) => r !== undefined) ? (out as ShardRecord[]) : undefined;
 }
 
 function weightedLoss(shards: readonly ShardRecord[]): number | undefined {

@@ -12,6 +12,7 @@ import { RunRecord, ShardRecord, need, trainingSpec } from '../state/records';
 import { RunEvents } from '../runs/events';
 import { RunQueries } from '../runs/queries';
 import { Scheduler } from '../runs/scheduler';
+import { Verification } from './verification';
 import { Workers } from './workers';
 
 /** A deadline allows this many times the steps at the worker's last measured speed. */
@@ -23,7 +24,7 @@ export type Held = { readonly shard: ShardRecord; readonly run: RunRecord } | { 
 export class Leases {
   constructor(
     private readonly p: Platform, private readonly workers: Workers, private readonly runs: RunQueries, private readonly scheduler: Scheduler,
-    private readonly events: RunEvents,
+    private readonly verification: Verification, private readonly events: RunEvents,
   ) {}
 
   /** Leases the oldest pending shard whose run fits the worker's memory budget (bytes), if any. */
@@ -38,6 +39,7 @@ export class Leases {
     const deadline = this.deadline(await this.p.state.shards.lastSpeed(run.id, worker.id), run, leased, now);
     await this.p.state.shards.setDeadline(leased.id, worker.id, leased.attempts, deadline);
     const shard = { ...leased, deadline, leaseUntil: new Date(Math.min(leaseUntil.getTime(), deadline.getTime())) };
+    await this.verification.leased(run, shard, worker);
     const assignment = await this.assignment(run, shard, worker.kind === 'node');
     await this.events.emit(run.id, 'SHARD', { message: `shard ${shard.round}.${shard.index} (steps ${shard.fromStep}-${shard.toStep}) leased to worker ${workerId}` });
     return { shard, leaseUntil: shard.leaseUntil, assignment };
@@ -88,7 +90,8 @@ export class Leases {
     if (!shard) throw notFound(`shard ${shardId} not found`);
     if (shard.workerId !== null && shard.workerId !== workerId && shard.attempts === attempt) throw forbidden(`shard ${shardId} is leased to another worker`);
     const run = await this.runs.get(shard.runId);
-    if (shard.status === 'CANCELLED' || run.status === 'CANCELLED') return { lost: 'the run was cancelled' };
+    if (run.status === 'CANCELLED') return { lost: 'the run was cancelled' };
+    if (shard.status === 'CANCELLED') return { lost: 'other replicas settled the shard' };
     if (shard.status !== 'LEASED' || shard.workerId !== workerId || shard.attempts !== attempt) {
       const why = shard.rejections.find((r) => r.startsWith(`attempt ${attempt}:`) || r.startsWith(`attempt ${attempt} `));
       return { lost: why ? `the lease ended (${why}) and the shard was re-issued` : 'the lease ended and the shard was re-issued' };

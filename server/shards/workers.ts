@@ -28,11 +28,12 @@ export class Workers {
     }
   }
 
-  async register(name: string, kind: string, backend: string, trusted: boolean): Promise<WorkerRecord> {
+  async register(name: string, kind: string, backend: string, trusted: boolean, address: string): Promise<WorkerRecord> {
     if (kind !== 'node' && kind !== 'browser') throw badInput("kind must be 'node' or 'browser'");
     const worker: WorkerRecord = {
       id: randomUUID(), name: name.slice(0, 80), kind, backend: backend.slice(0, 80), lastSeen: new Date(), shardsDone: 0, samples: 0,
-      imagesPerSecond: null, currentShard: null, trusted, strikes: 0, quarantinedAt: null, createdAt: new Date(),
+      imagesPerSecond: null, currentShard: null, trusted, strikes: 0, quarantinedAt: null, address: address.slice(0, 64), agreed: 0, disagreed: 0, streak: 0,
+      demoted: false, kernelClass: null, createdAt: new Date(),
     };
     await this.p.state.workers.insert(worker);
     this.p.log(`worker ${worker.name} (${kind}, ${worker.backend}${trusted ? '' : ', volunteer'}) joined`);

@@ -161,11 +161,27 @@ export interface RunRecord {
 
 export type ShardStatus = 'PENDING' | 'LEASED' | 'DONE' | 'CANCELLED';
 
+/** A replica's result as judged against its siblings': the one used, one that matched it, or a minority. */
+export type Verdict = 'ACCEPTED' | 'AGREED' | 'OUTVOTED';
+
+/**
+ * One replica of a shard: the unit of work at (round, index) leased to one worker at a time. A
+ * shard under verification has several replicas; the round uses the ACCEPTED one of each index.
+ */
 export interface ShardRecord {
   readonly id: string;
   readonly runId: string;
   readonly round: number;
   readonly index: number;
+  /** 0 for the first; replicas are numbered as they are issued. */
+  readonly replica: number;
+  /** Agreeing results the index needs before one is accepted (1: none beyond the bound checks). */
+  readonly need: number;
+  readonly verdict: Verdict | null;
+  /** What the worker said computed the result (engine/kernel-class.ts). */
+  readonly kernelClass: string | null;
+  /** SHA-256 over the result's tensors and step, not its label: equal for equal computations. */
+  readonly digest: string | null;
   readonly fromStep: number;
   readonly toStep: number;
   readonly status: ShardStatus;
@@ -200,9 +216,11 @@ export interface FailureBudget {
   readonly quarantineStrikes: number;
 }
 
-/** A shard to create: its place in the round and its step window. */
+/** A shard replica to create: its place in the round, its step window, the agreement it needs. */
 export interface NewShard {
   readonly index: number;
+  readonly replica: number;
+  readonly need: number;
   readonly fromStep: number;
   readonly toStep: number;
 }
@@ -222,8 +240,31 @@ export interface WorkerRecord {
   readonly strikes: number;
   /** Set once its strikes passed the budget: it may claim no more. */
   readonly quarantinedAt: Date | null;
+  /** The address it registered from: volunteers of one address never verify each other. */
+  readonly address: string;
+  /** Results that matched, and that were outvoted by, other workers'. */
+  readonly agreed: number;
+  readonly disagreed: number;
+  /** Agreements since its last disagreement: volunteers earn trust with EARNED_TRUST_STREAK of them. */
+  readonly streak: number;
+  /** A registered worker outvoted once: checked like a volunteer until it earns trust again. */
+  readonly demoted: boolean;
+  readonly kernelClass: string | null;
   readonly createdAt: Date;
 }
+
+/** Consecutive agreed results after which a worker is trusted (BOINC's adaptive replication uses 10). */
+export const EARNED_TRUST_STREAK = 10;
+
+export type Trust = 'REGISTERED' | 'EARNED' | 'UNTRUSTED' | 'QUARANTINED';
+
+export function trustOf(w: WorkerRecord): Trust {
+  if (w.quarantinedAt) return 'QUARANTINED';
+  if (w.trusted && !w.demoted) return 'REGISTERED';
+  return w.streak >= EARNED_TRUST_STREAK ? 'EARNED' : 'UNTRUSTED';
+}
+
+export const isTrusted = (w: WorkerRecord): boolean => trustOf(w) === 'REGISTERED' || trustOf(w) === 'EARNED';
 
 export interface DeltaRecord {
   readonly id: string;

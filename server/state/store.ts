@@ -96,17 +96,46 @@ export interface RunRepository {
 /** How a shard went back to the queue (or not). */
 export type Release = 'requeued' | 'exhausted' | 'lost';
 
+/** A checked result, as a replica records it. */
+export interface ShardResult {
+  readonly update: BlobRef;
+  /** Over its tensors and step: replicas that computed the same thing have the same digest. */
+  readonly digest: string;
+  readonly kernelClass: string;
+  readonly loss: number;
+  readonly imagesPerSecond: number;
+  readonly samples: number;
+}
+
+/** The verdicts on an index's results, applied at once. */
+export interface Settlement {
+  readonly runId: string;
+  readonly round: number;
+  readonly index: number;
+  /** The result the round uses; absent when one was accepted before (a late replica). */
+  readonly accept?: string;
+  /** Results that matched the accepted one. */
+  readonly agreed: readonly string[];
+  /** Workers whose agreement counts toward their trust. */
+  readonly credit: readonly string[];
+  /** Results in a minority, with why: a disagreement and a strike against their workers. */
+  readonly outvoted: readonly { readonly id: string; readonly reason: string }[];
+}
+
 export interface ShardRepository {
   get(id: string): Promise<ShardRecord | undefined>;
   ofRun(runId: string, round?: number): Promise<ShardRecord[]>;
-  /** Steps the round's shards have done (finished shards count whole). */
+  /** The replicas of one index, in the order they were issued. */
+  ofIndex(runId: string, round: number, index: number): Promise<ShardRecord[]>;
+  /** Steps the round's shards have done (finished shards count whole; an index counts its furthest replica). */
   stepsDone(runId: string, round: number): Promise<number>;
   /**
    * Leases the oldest pending shard of a running run's current round whose run fits `memoryBudget`
    * (bytes; undefined: any) to the worker, as one more attempt; an untrusted worker never gets a
-   * shard it failed before.
+   * shard it failed before. A worker never holds two replicas of one index, nor do two untrusted
+   * workers of one address.
    */
-  leaseOldest(worker: { readonly id: string; readonly trusted: boolean }, memoryBudget: number | undefined, leaseUntil: Date, now: Date): Promise<ShardRecord | undefined>;
+  leaseOldest(worker: { readonly id: string; readonly trusted: boolean; readonly address: string }, memoryBudget: number | undefined, leaseUntil: Date, now: Date): Promise<ShardRecord | undefined>;
   /** The speed (img/s) the worker reported for its latest shard of this run, if it did one. */
   lastSpeed(runId: string, workerId: string): Promise<number | undefined>;
   /** Sets the time by which the lease ends whatever its heartbeats. */
@@ -117,7 +146,26 @@ export interface ShardRepository {
    */
   renew(id: string, workerId: string, attempt: number, stepsDone: number, leaseUntil: Date, now: Date): Promise<boolean>;
   /** LEASED by `workerId` at `attempt` -> DONE with its result, the worker credited; false when the lease is gone. */
-  complete(id: string, workerId: string, attempt: number, result: { readonly update: BlobRef; readonly loss: number; readonly imagesPerSecond: number; readonly samples: number }): Promise<boolean>;
+  complete(id: string, workerId: string, attempt: number, result: ShardResult): Promise<boolean>;
+  /**
+   * Another replica of `of`'s index, its result needing `need` agreeing results; undefined when the
+   * index is settled or its round is over, 'limit' when it has as many replicas as allowed.
+   */
+  addReplica(of: ShardRecord, need: number): Promise<ShardRecord | 'limit' | undefined>;
+  /** Sets how many agreeing results the held replica's result will need (decided at its lease). */
+  setNeed(id: string, workerId: string, attempt: number, need: number): Promise<void>;
+  /**
+   * Applies verdicts; once the index has an accepted result its open replicas are cancelled.
+   * False when the result to accept is no longer a candidate (judged already).
+   */
+  settle(settlement: Settlement, budget: FailureBudget): Promise<boolean>;
+  /**
+   * Trusted workers' results under a SPOT_CHECK that no other worker has taken up since before
+   * `completedBefore` (the checking replicas all still pending).
+   */
+  unclaimedChecks(completedBefore: Date): Promise<ShardRecord[]>;
+  /** The worker's results accepted without a second opinion in running rounds, put back under judgement (need 2). */
+  reverify(workerId: string): Promise<ShardRecord[]>;
   /**
    * A lease held by `workerId` at `attempt` ends without a result (rejected, given back): the
    * worker takes a strike (quarantined past the budget), the shard is pending again, or cancelled
@@ -129,12 +177,15 @@ export interface ShardRepository {
    * returns the shards released and how.
    */
   expire(now: Date, stalledBefore: Date, budget: FailureBudget): Promise<{ readonly shard: ShardRecord; readonly release: Exclude<Release, 'lost'> }[]>;
-  /** A DONE shard of a running round whose stored result is unusable -> PENDING again. */
+  /** A DONE shard of a running round whose stored result is unusable -> PENDING again (the replicas that agreed with it judged anew). */
   reopen(id: string, reason: string): Promise<boolean>;
 }
 
 export interface WorkerRepository {
   insert(worker: WorkerRecord): Promise<void>;
+  get(id: string): Promise<WorkerRecord | undefined>;
+  /** Trusted workers (registered and never outvoted, or with an earned streak) other than `except`, seen after `since`, not quarantined. */
+  countTrustedOthersSince(since: Date, except: string): Promise<number>;
   /** The worker, marked seen now. */
   touch(id: string, now: Date): Promise<WorkerRecord | undefined>;
   /** Newest first, seen after `since` (undefined: all). */

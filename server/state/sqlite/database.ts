@@ -83,6 +83,35 @@ const MIGRATIONS: ((db: Db) => void)[] = [
       ALTER TABLE runs ADD COLUMN public INTEGER NOT NULL DEFAULT 0;
       CREATE INDEX IF NOT EXISTS uploads_created ON uploads(created_at);`);
   },
+  // 4: verified compute. A shard may have several replicas (so the table is rebuilt without its
+  // one-row-per-index key); each records what it needs, its verdict, kernel class and digest.
+  // Workers record their address, agreements and trust. Finished shards were accepted as they were.
+  (db) => {
+    db.exec(`CREATE TABLE shards_v4 (
+        id TEXT PRIMARY KEY, run_id TEXT NOT NULL, round INTEGER NOT NULL, idx INTEGER NOT NULL, replica INTEGER NOT NULL DEFAULT 0,
+        need INTEGER NOT NULL DEFAULT 1, verdict TEXT, kernel_class TEXT, digest TEXT,
+        from_step INTEGER NOT NULL, to_step INTEGER NOT NULL, status TEXT NOT NULL, worker_id TEXT, lease_until INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0, steps_done INTEGER NOT NULL DEFAULT 0, result_key TEXT, result_sha256 TEXT,
+        loss REAL, images_per_second REAL, rejections TEXT NOT NULL DEFAULT '[]', created_at TEXT NOT NULL, completed_at TEXT,
+        failed_by TEXT NOT NULL DEFAULT '[]', trusted_failures INTEGER NOT NULL DEFAULT 0, progress_at INTEGER, deadline INTEGER,
+        UNIQUE (run_id, round, idx, replica));
+      INSERT INTO shards_v4 (id, run_id, round, idx, verdict, from_step, to_step, status, worker_id, lease_until, attempts, steps_done, result_key,
+        result_sha256, loss, images_per_second, rejections, created_at, completed_at, failed_by, trusted_failures, progress_at, deadline)
+      SELECT id, run_id, round, idx, CASE WHEN status = 'DONE' THEN 'ACCEPTED' END, from_step, to_step, status, worker_id, lease_until, attempts,
+        steps_done, result_key, result_sha256, loss, images_per_second, rejections, created_at, completed_at, failed_by, trusted_failures,
+        progress_at, deadline FROM shards;
+      DROP TABLE shards;
+      ALTER TABLE shards_v4 RENAME TO shards;
+      CREATE INDEX shards_status ON shards(status);
+      CREATE INDEX shards_run ON shards(run_id, round, idx);
+      CREATE INDEX shards_worker ON shards(worker_id);
+      ALTER TABLE workers ADD COLUMN address TEXT NOT NULL DEFAULT '';
+      ALTER TABLE workers ADD COLUMN agreed INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE workers ADD COLUMN disagreed INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE workers ADD COLUMN streak INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE workers ADD COLUMN demoted INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE workers ADD COLUMN kernel_class TEXT;`);
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

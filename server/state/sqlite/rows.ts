@@ -115,7 +115,8 @@ export function encodeRun(run: RunRecord): Record<string, unknown> {
 }
 
 const shardRow = z.object({
-  id: z.string(), run_id: z.string(), round: count, idx: count, from_step: count, to_step: count,
+  id: z.string(), run_id: z.string(), round: count, idx: count, replica: count, need: int.min(1), verdict: z.enum(['ACCEPTED', 'AGREED', 'OUTVOTED']).nullable(),
+  kernel_class: z.string().nullable(), digest: z.string().nullable(), from_step: count, to_step: count,
   status: z.enum(['PENDING', 'LEASED', 'DONE', 'CANCELLED']), worker_id: z.string().nullable(), lease_until: millis.nullable(), attempts: count,
   steps_done: count, result_key: z.string().nullable(), result_sha256: z.string().nullable(), loss: z.number().nullable(),
   images_per_second: z.number().nullable(), rejections: json(z.array(z.string())), failed_by: json(z.array(z.string())), trusted_failures: count,
@@ -125,7 +126,8 @@ const shardRow = z.object({
 export function decodeShard(row: unknown): ShardRecord {
   const r = decode(shardRow, row, `shards row ${(row as { id?: string })?.id}`);
   return {
-    id: r.id, runId: r.run_id, round: r.round, index: r.idx, fromStep: r.from_step, toStep: r.to_step, status: r.status, workerId: r.worker_id,
+    id: r.id, runId: r.run_id, round: r.round, index: r.idx, replica: r.replica, need: r.need, verdict: r.verdict, kernelClass: r.kernel_class,
+    digest: r.digest, fromStep: r.from_step, toStep: r.to_step, status: r.status, workerId: r.worker_id,
     leaseUntil: r.lease_until, attempts: r.attempts, stepsDone: r.steps_done,
     result: r.result_key && r.result_sha256 ? { key: r.result_key, sha256: r.result_sha256 } : null, loss: r.loss, imagesPerSecond: r.images_per_second,
     rejections: r.rejections, failedBy: r.failed_by, trustedFailures: r.trusted_failures, progressAt: r.progress_at, deadline: r.deadline,
@@ -163,7 +165,7 @@ export const uploadRows = flatTable<UploadRecord>('uploads', z.object({ id: z.st
 const workerRow = z.object({
   id: z.string(), name: z.string(), kind: z.enum(['node', 'browser']), backend: z.string(), last_seen: millis, shards_done: count, samples: count,
   images_per_second: z.number().nullable(), current_shard: z.string().nullable(), trusted: flag, strikes: count, quarantined_at: millis.nullable(),
-  created_at: date,
+  address: z.string(), agreed: count, disagreed: count, streak: count, demoted: flag, kernel_class: z.string().nullable(), created_at: date,
 });
 
 export function decodeWorker(row: unknown): WorkerRecord {
@@ -171,6 +173,7 @@ export function decodeWorker(row: unknown): WorkerRecord {
   return {
     id: r.id, name: r.name, kind: r.kind, backend: r.backend, lastSeen: r.last_seen, shardsDone: r.shards_done, samples: r.samples,
     imagesPerSecond: r.images_per_second, currentShard: r.current_shard, trusted: r.trusted, strikes: r.strikes, quarantinedAt: r.quarantined_at,
+    address: r.address, agreed: r.agreed, disagreed: r.disagreed, streak: r.streak, demoted: r.demoted, kernelClass: r.kernel_class,
     createdAt: r.created_at,
   };
 }

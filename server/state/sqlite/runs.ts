@@ -48,9 +48,9 @@ export class SqliteRuns implements RunRepository {
   }
 
   private insertShards(runId: string, round: number, shards: readonly NewShard[]): void {
-    const insert = prepared(this.db, `INSERT OR IGNORE INTO shards (id, run_id, round, idx, from_step, to_step, status, created_at)
-      VALUES (?, ?, ?, ?, ?, ?, 'PENDING', ?)`);
-    for (const s of shards) insert.run(randomUUID(), runId, round, s.index, s.fromStep, s.toStep, nowIso());
+    const insert = prepared(this.db, `INSERT OR IGNORE INTO shards (id, run_id, round, idx, replica, need, from_step, to_step, status, created_at)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', ?)`);
+    for (const s of shards) insert.run(randomUUID(), runId, round, s.index, s.replica, s.need, s.fromStep, s.toStep, nowIso());
   }
 
   async start(id: string, start: RunStart, shards: readonly NewShard[]): Promise<boolean> {

@@ -1,6 +1,6 @@
 // Workers in SQLite.
 import type { WorkerRepository } from '../store';
-import { Page, WorkerRecord, page } from '../records';
+import { EARNED_TRUST_STREAK, Page, WorkerRecord, page } from '../records';
 import { Db, prepared } from './database';
 import { decodeWorker } from './rows';
 
@@ -9,9 +9,19 @@ export class SqliteWorkers implements WorkerRepository {
 
   async insert(w: WorkerRecord): Promise<void> {
     prepared(this.db, `INSERT INTO workers (id, name, kind, backend, last_seen, shards_done, samples, images_per_second, current_shard, trusted, strikes,
-      quarantined_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+      quarantined_at, address, agreed, disagreed, streak, demoted, kernel_class, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
       .run(w.id, w.name, w.kind, w.backend, w.lastSeen.getTime(), w.shardsDone, w.samples, w.imagesPerSecond, w.currentShard, w.trusted ? 1 : 0, w.strikes,
-        w.quarantinedAt?.getTime() ?? null, w.createdAt.toISOString());
+        w.quarantinedAt?.getTime() ?? null, w.address, w.agreed, w.disagreed, w.streak, w.demoted ? 1 : 0, w.kernelClass, w.createdAt.toISOString());
+  }
+
+  async get(id: string): Promise<WorkerRecord | undefined> {
+    const row = prepared(this.db, 'SELECT * FROM workers WHERE id = ?').get(id);
+    return row === undefined ? undefined : decodeWorker(row);
+  }
+
+  async countTrustedOthersSince(since: Date, except: string): Promise<number> {
+    return (prepared(this.db, `SELECT COUNT(*) AS n FROM workers WHERE last_seen > ? AND id != ? AND quarantined_at IS NULL
+      AND ((trusted = 1 AND demoted = 0) OR streak >= ?)`).get(since.getTime(), except, EARNED_TRUST_STREAK) as { n: number }).n;
   }
 
   async touch(id: string, now: Date): Promise<WorkerRecord | undefined> {

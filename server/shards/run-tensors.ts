@@ -1,0 +1,52 @@
+// The tensors a run's shards are judged by: the tuned shapes its updates must have, its round's
+// starting state, and parsed results, each read once and kept while they are in use.
+import { createHash } from 'node:crypto';
+import { TrainingState, inspect, parseState, tunedShapes } from '../../engine';
+import { modelConfig } from '../catalog/models';
+import type { Platform } from '../platform';
+import { BlobRef, RunRecord, need } from '../state/records';
+
+/** SHA-256 over a state's tensors (names, shapes, bytes) and optimizer step: not its label. */
+export function digestOf(s: TrainingState): string {
+  const h = createHash('sha256');
+  h.update(`step ${s.optimizer.step}\n`);
+  for (const [group, tensors] of [['param', s.params], ['exp_avg', s.optimizer.expAvg], ['exp_avg_sq', s.optimizer.expAvgSq]] as const) {
+    for (const name of [...tensors.keys()].sort()) {
+      const t = tensors.get(name)!;
+      h.update(`${group}/${name} [${t.shape.join(',')}]\n`);
+      h.update(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+    }
+  }
+  return h.digest('hex');
+}
+
+export class RunTensors {
+  private readonly cache = new Map<string, Promise<TrainingState>>();
+
+  constructor(private readonly p: Platform) {}
+
+  /** Name -> shape of every tensor the run tunes. */
+  async shapes(run: RunRecord): Promise<Map<string, readonly number[]>> {
+    const model = await this.p.state.models.byIdOrName(run.modelId);
+    if (!model) throw new Error(`run ${run.id}: its model is no longer registered`);
+    const config = modelConfig(model, run.numClasses);
+    return tunedShapes(config, inspect(run.strategy, config).tuned);
+  }
+
+  /** The current round's starting state. */
+  async roundStart(run: RunRecord): Promise<TrainingState> {
+    return this.read(need(run.state, 'state', run), await this.shapes(run));
+  }
+
+  /** A stored state or update, parsed once while it is among the last few read. */
+  read(ref: BlobRef, shapes: ReadonlyMap<string, readonly number[]>): Promise<TrainingState> {
+    let state = this.cache.get(ref.sha256);
+    if (!state) {
+      state = this.p.blobs.get(ref.key, ref.sha256).then((b) => parseState(b, shapes, ref.key));
+      state.catch(() => this.cache.delete(ref.sha256));
+      this.cache.set(ref.sha256, state);
+      while (this.cache.size > 6) this.cache.delete(this.cache.keys().next().value!);
+    }
+    return state;
+  }
+}
