@@ -3,55 +3,54 @@
 // classes (XNNPACK vs a BLAS, WebGL, WebGPU) the sums are ordered differently and the updates
 // drift apart by rounding, which training then amplifies. The distance is measured relative to
 // how far the shard moved each tensor, so it means the same for a large and a small step.
-import { HostWeights } from '../weights/checkpoint';
 import { TrainingState } from '../weights/state';
 
 /**
- * The largest cross-class distance an honest pair may show (bench/results/kernel-drift-*.json:
- * the worst pair measured, 64-step shards, stays about two orders of magnitude below it), while
- * every lie the trust bench plays (scaled, reversed, zeroed, noised, replayed) is at 0.5 or more.
+ * The largest cross-class distance an honest pair may show. Measured (bench/results/kernel-drift-*):
+ * XNNPACK against OpenBLAS (and OpenBLAS on 1 against 2 threads), micro ViT from step 0, at most
+ * 5.3e-4 for shards of up to 64 steps of attn-only and 16 of full fine-tuning, 19x below this;
+ * every lie the trust bench plays (scaled, reversed, zeroed, noised, replayed) is at 0.75 or more.
+ * Full fine-tuning from a random init for 64 steps diverges (0.51): rounding noise in parameters whose
+ * true gradient is zero (the key bias) is amplified by Adam and then by training itself.
  */
-export const CROSS_CLASS_TOLERANCE = 0.05;
+export const CROSS_CLASS_TOLERANCE = 0.01;
 
 /** Reported losses of the same shard across classes: the same images, rounding apart. */
 export const LOSS_TOLERANCE = 0.02;
 
 export interface UpdateDistance {
-  /** The largest per-tensor relative L2 distance of the two moves (0: identical). */
+  /** The relative L2 distance of the two moves of the tuned parameters (0: identical). */
   readonly relative: number;
-  /** Where it is largest, e.g. `exp_avg/blocks.0.attn.qkv.weight`. */
+  /** The tensor contributing most to the difference. */
   readonly tensor: string;
 }
 
-function groupDistance(prefix: string, start: HostWeights, a: HostWeights, b: HostWeights, worst: { relative: number; tensor: string }): void {
-  for (const [name, s] of start) {
-    const x = a.get(name)!.data;
-    const y = b.get(name)!.data;
-    let diff = 0;
-    let moveA = 0;
-    let moveB = 0;
-    for (let i = 0; i < s.data.length; i++) {
-      const d = x[i] - y[i];
-      const ma = x[i] - s.data[i];
-      const mb = y[i] - s.data[i];
-      diff += d * d;
-      moveA += ma * ma;
-      moveB += mb * mb;
-    }
-    const move = Math.sqrt(Math.max(moveA, moveB));
-    const relative = diff === 0 ? 0 : move === 0 ? Infinity : Math.sqrt(diff) / move;
-    if (relative > worst.relative) Object.assign(worst, { relative, tensor: prefix + name });
-  }
-}
-
-/** How far apart two updates of one shard are, relative to their moves from the round's `start`. */
+/**
+ * How far apart two updates of one shard are: the L2 norm of their difference over all tuned
+ * parameters, relative to the larger of their moves from the round's `start`. Moments are not
+ * compared across classes: a first moment is a recent gradient, not a sum of steps, so its drift is
+ * not bounded by the move (the reach check bounds them instead); within a class they are bit-compared.
+ */
 export function updateDistance(start: TrainingState, a: TrainingState, b: TrainingState): UpdateDistance {
   if (a.optimizer.step !== b.optimizer.step) return { relative: Infinity, tensor: 'optimizer step' };
-  const worst = { relative: 0, tensor: '' };
-  groupDistance('param/', start.params, a.params, b.params, worst);
-  groupDistance('exp_avg/', start.optimizer.expAvg, a.optimizer.expAvg, b.optimizer.expAvg, worst);
-  groupDistance('exp_avg_sq/', start.optimizer.expAvgSq, a.optimizer.expAvgSq, b.optimizer.expAvgSq, worst);
-  return worst;
+  let diff = 0;
+  let moveA = 0;
+  let moveB = 0;
+  let worst = { share: -1, tensor: '' };
+  for (const [name, s] of start.params) {
+    const x = a.params.get(name)!.data;
+    const y = b.params.get(name)!.data;
+    let d = 0;
+    for (let i = 0; i < s.data.length; i++) {
+      d += (x[i] - y[i]) ** 2;
+      moveA += (x[i] - s.data[i]) ** 2;
+      moveB += (y[i] - s.data[i]) ** 2;
+    }
+    diff += d;
+    if (d > worst.share) worst = { share: d, tensor: name };
+  }
+  const move = Math.sqrt(Math.max(moveA, moveB));
+  return { relative: diff === 0 ? 0 : move === 0 ? Infinity : Math.sqrt(diff) / move, tensor: worst.tensor };
 }
 
 /** Why two reported losses of one shard cannot both be honest (across classes), or null. */

@@ -148,7 +148,7 @@ export class Verification {
     const [start, x, y] = await Promise.all([this.tensors.roundStart(run), this.tensors.read(need(a.result, 'result', run), shapes), this.tensors.read(need(b.result, 'result', run), shapes)]);
     const d = updateDistance(start, x, y);
     if (d.relative > CROSS_CLASS_TOLERANCE) {
-      return `it differs from worker ${b.workerId}'s (${b.kernelClass}) by ${d.relative.toPrecision(3)} relative L2 in ${d.tensor}, over the ${CROSS_CLASS_TOLERANCE} allowed across kernel classes`;
+      return `it differs from worker ${b.workerId}'s (${b.kernelClass}) by ${d.relative.toPrecision(3)} relative L2 (most in ${d.tensor}), over the ${CROSS_CLASS_TOLERANCE} allowed across kernel classes`;
     }
     const losses = a.loss !== null && b.loss !== null ? lossesDisagree(a.loss, b.loss) : null;
     return losses && `${losses} (worker ${b.workerId})`;
