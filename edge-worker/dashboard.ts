@@ -121,13 +121,17 @@ async function loadRuns(): Promise<void> {
 
 async function loadWorkers(): Promise<void> {
   if (!token()) {
-    $('workers').innerHTML = '<tr><td colspan="5">a read token (or the admin token) shows the workers</td></tr>';
+    $('workers').innerHTML = '<tr><td colspan="6">a read token (or the admin token) shows the workers</td></tr>';
     return;
   }
   const d = await api().request(OnlineWorkers, {});
-  const state = (w: { trusted: boolean; quarantined: boolean; strikes: number }): string => (w.quarantined ? ' (quarantined)' : w.trusted ? '' : ' (volunteer)');
-  $('workers').innerHTML = d.workers.items.map((w) => `<tr data-quarantined="${w.quarantined}"><td>${esc(w.name)}${state(w)}</td><td>${w.kind}</td><td>${esc(w.backend)}</td><td>${w.shardsDone}</td><td>${w.imagesPerSecond?.toFixed(1) ?? '-'}</td></tr>`).join('')
-    || '<tr><td colspan="5">no worker online: run <code>partune worker</code> or open /worker</td></tr>';
+  const state = (w: { trusted: boolean; quarantined: boolean }): string => (w.quarantined ? ' (quarantined)' : w.trusted ? '' : ' (volunteer)');
+  // Trust as the verifier sees it: agreed / outvoted results, strikes, and the kernel class compared on.
+  const record = (w: { trust: string; agreed: number; disagreed: number; strikes: number }): string =>
+    `${w.trust.toLowerCase()}: ${w.agreed} agreed, ${w.disagreed} outvoted, ${w.strikes} strikes`;
+  $('workers').innerHTML = d.workers.items.map((w) => `<tr data-quarantined="${w.quarantined}" data-trust="${w.trust}"><td>${esc(w.name)}${state(w)}</td><td>${w.kind}</td>`
+    + `<td title="${esc(w.kernelClass ?? '')}">${esc(w.backend)}</td><td>${w.shardsDone}</td><td>${w.imagesPerSecond?.toFixed(1) ?? '-'}</td><td>${record(w)}</td></tr>`).join('')
+    || '<tr><td colspan="6">no worker online: run <code>partune worker</code> or open /worker</td></tr>';
 }
 
 function subscribe(): void {

@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Browser, chromium } from 'playwright-core';
-import { parseDelta } from '../engine';
+import { STATE_KEY, parseDelta, parseSafetensors, serializeSafetensors } from '../engine';
 import { CLI, RUN_QUERY, ServerProcess, WorkerProcess, cliJson, gql, ok, startServer, startWorker, uploadBytes, waitFor, waitForRun } from '../node/local-platform';
 
 jest.setTimeout(300_000);
@@ -120,6 +120,47 @@ suite('edge worker in headless Chromium', () => {
     } finally {
       await node.kill();
       await tabs[0].close();
+    }
+  });
+
+  it('a lying tab (its uploads\' moments forged on the wire) is outvoted under QUORUM; the run equals a single process', async () => {
+    const nodes = [startWorker(server, 'node-q1', ['--blas', 'off']), startWorker(server, 'node-q2', ['--blas', 'off'])];
+    const page = await browser.newPage();
+    const forged: string[] = [];
+    // Same parameters, first moments zeroed: within every bound, only a replica's digest tells.
+    await page.route(/\/blobs\/runs\/.*\/uploads\//, async (route) => {
+      if (route.request().method() !== 'PUT') return route.continue();
+      const file = parseSafetensors(new Uint8Array(route.request().postDataBuffer()!));
+      const tensors = new Map([...file.tensors].map(([k, t]) => [k, { shape: t.shape, data: k.startsWith('exp_avg/') ? new Float32Array(t.data.length) : t.data }]));
+      forged.push(JSON.parse(file.metadata[STATE_KEY]).shard);
+      await route.continue({ postData: Buffer.from(serializeSafetensors(tensors, { dtype: 'F32', metadata: file.metadata })) });
+    });
+    try {
+      await page.goto(`${server.url.replace('/graphql', '')}/worker?backend=wasm&name=tab-liar`);
+      await page.waitForFunction(() => document.body.dataset.state === 'working', null, { timeout: 60_000 });
+      const { startRun } = await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }',
+        { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { epochs: 2, stepsPerRound: 8, shardsPerRound: 1, verification: 'QUORUM' } } });
+      const run = await waitForRun(server, startRun.id);
+      expect(run.status).toBe('SUCCEEDED');
+      const reference = join(tmp, 'single-quorum.safetensors');
+      await cliJson(['finetune', '--checkpoint', micro, '--data', 'mnist', '--strategy', 'attn-only', '--train-limit', '1024', '--test-limit', '400', '--epochs', '2',
+        '--backend', 'wasm', '--blas', 'off', '--out', reference]);
+      const ours = parseDelta(new Uint8Array(await (await fetch(run.delta.downloadUrl)).arrayBuffer()));
+      for (const [k, t] of parseDelta(new Uint8Array(readFileSync(reference))).tensors) {
+        expect(Buffer.compare(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength), Buffer.from(ours.tensors.get(k)!.data.buffer, ours.tensors.get(k)!.data.byteOffset, ours.tensors.get(k)!.data.byteLength))).toBe(0);
+      }
+      const { workers } = await ok(server.url, server.admin, '{ workers(first: 100) { items { id name trust agreed disagreed } } }');
+      const liar = workers.items.find((w: { name: string }) => w.name === 'tab-liar');
+      const { run: detail } = await ok(server.url, server.admin, 'query($id: ID!) { run(id: $id) { shards { id verdict workerId rejections } } }', { id: startRun.id });
+      const judged = detail.shards.filter((r: { id: string; verdict: string | null }) => forged.includes(r.id) && r.verdict === 'OUTVOTED');
+      expect(judged.length).toBeGreaterThan(0);
+      for (const r of judged) expect(r.rejections.join(' ')).toMatch(new RegExp(`by worker ${liar.id}: outvoted: its tensors differ .* on the same kernel class \\(wasm-xnnpack-simd\\)`));
+      expect(detail.shards.filter((r: { workerId: string; verdict: string | null }) => r.workerId === liar.id && (r.verdict === 'ACCEPTED' || r.verdict === 'AGREED'))).toEqual([]);
+      expect([liar.trust, liar.agreed, liar.disagreed]).toEqual([expect.stringMatching(/UNTRUSTED|QUARANTINED/), 0, judged.length]);
+      process.stderr.write(`[edge] lying tab: ${forged.length} forged uploads, ${judged.length} outvoted, the rest refused as late\n`);
+    } finally {
+      await Promise.all(nodes.map((n) => n.kill()));
+      await page.close();
     }
   });
 

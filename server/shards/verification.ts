@@ -50,11 +50,17 @@ export class Verification {
   }
 
   /**
-   * A spot check of a trusted worker that no other worker took up within the stall window is
-   * dropped, and the result accepted as it is: a check must not hold a round when the only other
-   * trusted worker left. An untrusted worker's result always waits for its second opinion.
+   * Run by the server's clock. Results left waiting by a lease that ended without a result are
+   * judged again. A spot check of a trusted worker that no other worker took up within the stall
+   * window is dropped, and the result accepted as it is: a check must not hold a round when the
+   * only other trusted worker left. An untrusted worker's result always waits for its second opinion.
    */
-  async dropUnclaimedChecks(): Promise<void> {
+  async sweep(): Promise<void> {
+    // Results that waited for a lease that ended without a result are judged now.
+    for (const row of await this.p.state.shards.awaitingJudgement()) {
+      const run = await this.p.state.runs.get(row.runId);
+      if (run) await this.judge(run, row);
+    }
     const stall = this.p.config.stallSeconds;
     for (const row of await this.p.state.shards.unclaimedChecks(new Date(Date.now() - stall * 1000))) {
       const run = await this.p.state.runs.get(row.runId);
@@ -92,6 +98,9 @@ export class Verification {
     const needOf = (g: ShardRecord[]): number => Math.max(...g.map((r) => r.need));
     const acceptable = (g: ShardRecord[]): boolean => g.length >= needOf(g) && (needOf(g) <= 1 || g.some(trusted) || addresses(g) > needOf(g));
     const best = groups.filter(acceptable).sort((a, b) => b.length - a.length || Number(b.some(trusted)) - Number(a.some(trusted)))[0];
+    // A result that needs no second opinion still waits for a replica being computed (the worker
+    // it checks), so that worker is judged too; a lease ends by its deadline at the latest.
+    if (best && needOf(best) <= 1 && rows.some((r) => r.status === 'LEASED')) return;
     if (!best) {
       if (rows.some((r) => r.status === 'PENDING' || r.status === 'LEASED')) return;
       const needed = Math.max(...groups.map(needOf));
