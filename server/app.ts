@@ -105,7 +105,7 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
 
   const clock = setInterval(() => {
     void services.leases.expire().catch((e: Error) => log(`lease clock: ${e.message}`));
-    void services.verification.sweep().catch((e: Error) => log(`verification clock: ${e.message}`));
+    void services.verification.dropUnclaimedChecks().catch((e: Error) => log(`verification clock: ${e.message}`));
   }, 1000);
   const uploadClock = setInterval(() => void services.uploads.expire().catch((e: Error) => log(`upload clock: ${e.message}`)), Math.min(60, config.uploadTtlSeconds) * 1000);
   await services.uploads.expire();

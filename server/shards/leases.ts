@@ -118,6 +118,7 @@ export class Leases {
     if (release === 'lost') return false;
     await this.events.emit(shard.runId, 'WARNING', { message: `shard ${shard.round}.${shard.index}: ${reason}` });
     if (release === 'exhausted') await this.exhausted(shard.id, reason);
+    await this.verification.released(shard);
     return true;
   }
 
@@ -149,6 +150,7 @@ export class Leases {
       const reason = shard.rejections[shard.rejections.length - 1];
       await this.events.emit(shard.runId, 'WARNING', { message: `shard ${shard.round}.${shard.index}: ${reason}; ${release === 'exhausted' ? 'no attempts left' : 're-issued'}` });
       if (release === 'exhausted') await this.exhausted(shard.id, reason);
+      await this.verification.released(shard);
     }
     return expired.length;
   }

@@ -49,18 +49,19 @@ export class Verification {
     if (!open.length && typeof (await this.p.state.shards.addReplica(shard, 1)) === 'object') await this.note(shard, `a replica is issued to check worker ${worker.id}`);
   }
 
+  /** A lease of the shard ended without a result: results that waited for it are judged now. */
+  async released(shard: ShardRecord): Promise<void> {
+    const run = await this.p.state.runs.get(shard.runId);
+    if (run?.status === 'RUNNING' && run.round === shard.round) await this.judge(run, shard);
+  }
+
   /**
-   * Run by the server's clock. Results left waiting by a lease that ended without a result are
-   * judged again. A spot check of a trusted worker that no other worker took up within the stall
-   * window is dropped, and the result accepted as it is: a check must not hold a round when the
-   * only other trusted worker left. An untrusted worker's result always waits for its second opinion.
+   * Run by the server's clock. A spot check of a trusted worker that no other worker took up within
+   * the stall window is dropped, and the result accepted as it is: a check must not hold a round
+   * when the only other trusted worker left. An untrusted worker's result always waits for its
+   * second opinion.
    */
-  async sweep(): Promise<void> {
-    // Results that waited for a lease that ended without a result are judged now.
-    for (const row of await this.p.state.shards.awaitingJudgement()) {
-      const run = await this.p.state.runs.get(row.runId);
-      if (run) await this.judge(run, row);
-    }
+  async dropUnclaimedChecks(): Promise<void> {
     const stall = this.p.config.stallSeconds;
     for (const row of await this.p.state.shards.unclaimedChecks(new Date(Date.now() - stall * 1000))) {
       const run = await this.p.state.runs.get(row.runId);
@@ -85,6 +86,7 @@ export class Verification {
   private async decide(run: RunRecord, shard: ShardRecord): Promise<void> {
     const rows = await this.p.state.shards.ofIndex(run.id, shard.round, shard.index);
     const results = rows.filter((r) => r.status === 'DONE' && r.verdict !== 'OUTVOTED');
+    if (!results.length) return;
     const workers = new Map<string, WorkerRecord>();
     for (const r of results) {
       const w = await this.p.state.workers.get(r.workerId!);

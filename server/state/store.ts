@@ -159,8 +159,6 @@ export interface ShardRepository {
    * False when the result to accept is no longer a candidate (judged already).
    */
   settle(settlement: Settlement, budget: FailureBudget): Promise<boolean>;
-  /** One unjudged result of each index of a running round that has no replica leased now. */
-  awaitingJudgement(): Promise<ShardRecord[]>;
   /**
    * Trusted workers' results under a SPOT_CHECK that no other worker has taken up since before
    * `completedBefore` (the checking replicas all still pending).

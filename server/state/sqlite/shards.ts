@@ -135,13 +135,6 @@ export class SqliteShards implements ShardRepository {
     })();
   }
 
-  async awaitingJudgement(): Promise<ShardRecord[]> {
-    return prepared(this.db, `SELECT s.* FROM shards s JOIN runs r ON r.id = s.run_id
-      WHERE s.status = 'DONE' AND s.verdict IS NULL AND r.status = 'RUNNING' AND r.round = s.round
-        AND NOT EXISTS (SELECT 1 FROM shards o WHERE o.run_id = s.run_id AND o.round = s.round AND o.idx = s.idx
-          AND (o.status = 'LEASED' OR o.verdict = 'ACCEPTED' OR (o.status = 'DONE' AND o.verdict IS NULL AND o.replica < s.replica)))`).all().map(decodeShard);
-  }
-
   async unclaimedChecks(completedBefore: Date): Promise<ShardRecord[]> {
     return prepared(this.db, `SELECT s.* FROM shards s JOIN runs r ON r.id = s.run_id JOIN workers w ON w.id = s.worker_id
       WHERE s.status = 'DONE' AND s.verdict IS NULL AND s.need = 2 AND s.completed_at < ? AND r.status = 'RUNNING' AND r.round = s.round
