@@ -3,7 +3,7 @@
 // trains the same shard windows in its own process (wasm with XNNPACK, twice: one class must be
 // bit-identical to itself; wasm with the native BLAS on one and on two threads); the parent
 // compares every pair with the verifier's own distance. Writes bench/results/kernel-drift-<date>.json.
-// Run: npm run build && node dist/bench/kernel-drift.js
+// Run: npm run bench:drift
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
