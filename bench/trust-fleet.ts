@@ -76,8 +76,12 @@ export async function fleetRun(server: ServerProcess, f: FleetRun, firstAddress:
     liesTold: volunteers.flatMap(liesOf).length,
     liesAccepted: rows.filter((r) => (r.verdict === 'ACCEPTED' || r.verdict === 'AGREED') && liarIds.has(r.workerId)).length,
     outvoted: reasons.filter((r) => r.includes('outvoted')).length, rejectedByBounds: reasons.filter((r) => r.includes('update rejected')).length,
-    delta: new Map([...parseDelta(delta).tensors].map(([k, t]) => [k, Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength)])),
+    delta: deltaTensors(delta),
   };
 }
+
+/** A delta's tensors as raw bytes, to compare bit for bit. */
+export const deltaTensors = (bytes: Uint8Array): Map<string, Buffer> =>
+  new Map([...parseDelta(bytes).tensors].map(([k, t]) => [k, Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength)]));
 
 export const sameDelta = (a: Map<string, Buffer>, b: Map<string, Buffer>): boolean => a.size === b.size && [...a].every(([k, v]) => b.get(k)?.equals(v));

@@ -6,10 +6,11 @@
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { inspect, parseDelta, parseState, parseVitConfig, preset, presetStrategy, serializeState, tunedShapes } from '../engine';
+import { inspect, parseState, parseVitConfig, preset, presetStrategy, serializeState, tunedShapes } from '../engine';
 import { ServerProcess, WorkerProcess, cliJson, ok, startServer, startWorker, uploadBytes, waitFor, waitForRun } from '../node/local-platform';
 import { liesOf, startVolunteer } from '../bench/fleet';
 import { AddressedClient } from '../bench/fleet-worker';
+import { deltaTensors, sameDelta } from '../bench/trust-fleet';
 import type { TypedDocument } from '../protocol/typed-document';
 
 jest.setTimeout(600_000);
@@ -36,11 +37,8 @@ async function startRun(hyper: Record<string, unknown>): Promise<string> {
 async function tensorsOf(runId: string): Promise<Map<string, Buffer>> {
   const run = await waitForRun(server, runId, 500_000);
   expect([run.status, run.error]).toEqual(['SUCCEEDED', null]);
-  const bytes = new Uint8Array(await (await fetch(run.delta.downloadUrl)).arrayBuffer());
-  return new Map([...parseDelta(bytes).tensors].map(([k, t]) => [k, Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength)]));
+  return deltaTensors(new Uint8Array(await (await fetch(run.delta.downloadUrl)).arrayBuffer()));
 }
-
-const identical = (a: Map<string, Buffer>, b: Map<string, Buffer>): boolean => a.size === b.size && [...a].every(([k, v]) => b.get(k)?.equals(v));
 
 const rowsOf = async (runId: string): Promise<Row[]> => (await ok(server.url, server.admin, SHARDS, { id: runId })).run.shards;
 
@@ -98,7 +96,7 @@ describe('a fleet with liars, under QUORUM', () => {
     const waiting = await waitFor('a third replica', async () => { const r = await rowsOf(runId); return r.length === 3 && r; }, 30_000);
     expect(waiting.map((r) => [r.replica, r.status, r.verdict])).toEqual([[0, 'DONE', null], [1, 'DONE', null], [2, 'PENDING', null]]);
     processes.push(startWorker(server, 'trusted-3'), startWorker(server, 'trusted-4'));
-    expect(identical(await tensorsOf(runId), reference.collusion)).toBe(true);
+    expect(sameDelta(await tensorsOf(runId), reference.collusion)).toBe(true);
     const rows = await rowsOf(runId);
     const outvoted = rows.filter((r) => r.verdict === 'OUTVOTED');
     expect(outvoted.map((r) => r.workerId).sort()).toEqual(colluders.map((c) => c.id).sort());
@@ -115,7 +113,7 @@ describe('a fleet with liars, under QUORUM', () => {
     const liars = ['127.0.0.6', '127.0.0.7'].map((a, i) => startVolunteer(server, a, `liar-${i}`, 'cycle', 3 * i));
     processes.push(...honest, ...liars);
     const runId = await startRun({ ...FLEET_RUN, verification: 'QUORUM', quorum: 2 });
-    expect(identical(await tensorsOf(runId), reference.fleet)).toBe(true);
+    expect(sameDelta(await tensorsOf(runId), reference.fleet)).toBe(true);
 
     const rows = await rowsOf(runId);
     const workers = await workersById();

@@ -22,15 +22,21 @@ export function digestOf(s: TrainingState): string {
 
 export class RunTensors {
   private readonly cache = new Map<string, Promise<TrainingState>>();
+  private readonly shapesOf = new Map<string, Map<string, readonly number[]>>();
 
   constructor(private readonly p: Platform) {}
 
-  /** Name -> shape of every tensor the run tunes. */
+  /** Name -> shape of every tensor the run tunes (fixed for its life: kept for the last few runs). */
   async shapes(run: RunRecord): Promise<Map<string, readonly number[]>> {
+    const known = this.shapesOf.get(run.id);
+    if (known) return known;
     const model = await this.p.state.models.byIdOrName(run.modelId);
     if (!model) throw new Error(`run ${run.id}: its model is no longer registered`);
     const config = modelConfig(model, run.numClasses);
-    return tunedShapes(config, inspect(run.strategy, config).tuned);
+    const shapes = tunedShapes(config, inspect(run.strategy, config).tuned);
+    this.shapesOf.set(run.id, shapes);
+    while (this.shapesOf.size > 16) this.shapesOf.delete(this.shapesOf.keys().next().value!);
+    return shapes;
   }
 
   /** The current round's starting state. */

@@ -4,7 +4,7 @@
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseDelta } from '../../engine';
+import { deltaTensors, sameDelta } from '../../bench/trust-fleet';
 import { ServerProcess, WorkerProcess, cliJson, ok, startServer, startWorker, uploadBytes, waitForRun } from '../../node/local-platform';
 
 // One shard per round: bit-identical to one process whatever the round's length; short rounds
@@ -21,7 +21,6 @@ export interface HonestRun {
   close(): Promise<void>;
 }
 
-const tensors = (bytes: Uint8Array): Map<string, Buffer> => new Map([...parseDelta(bytes).tensors].map(([k, t]) => [k, Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength)]));
 
 export async function startHonestRun(env: NodeJS.ProcessEnv = {}): Promise<HonestRun> {
   const tmp = mkdtempSync(join(tmpdir(), 'partune-abuse-'));
@@ -44,9 +43,8 @@ export async function startHonestRun(env: NodeJS.ProcessEnv = {}): Promise<Hones
       const run = await waitForRun(server, startRun.id, 300_000);
       const ref = await reference;
       if (run.status !== 'SUCCEEDED') return { status: run.status, identical: false, accuracy: NaN, reference: ref.accuracy };
-      const ours = tensors(new Uint8Array(await (await fetch(run.delta.downloadUrl)).arrayBuffer()));
-      const theirs = tensors(new Uint8Array(readFileSync(referencePath)));
-      const identical = ours.size === theirs.size && [...ours].every(([k, v]) => theirs.has(k) && v.equals(theirs.get(k)!));
+      const ours = deltaTensors(new Uint8Array(await (await fetch(run.delta.downloadUrl)).arrayBuffer()));
+      const identical = sameDelta(ours, deltaTensors(new Uint8Array(readFileSync(referencePath))));
       return { status: run.status, identical, accuracy: run.accuracy, reference: ref.accuracy };
     },
     async close() {
