@@ -1,9 +1,8 @@
 // Volunteer worker processes for the trust bench and the red-team test (bench/fleet-worker.ts),
 // each from its own loopback address, honest or lying.
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import type { ServerProcess, WorkerProcess } from '../node/local-platform';
+import { ServerProcess, WorkerProcess, asWorkerProcess, spawnLogged } from '../node/local-platform';
 
 // Built next to this file, or under dist/ when this file runs from source (the tests).
 const SCRIPT = existsSync(join(__dirname, 'fleet-worker.js')) ? join(__dirname, 'fleet-worker.js') : join(__dirname, '..', 'dist', 'bench', 'fleet-worker.js');
@@ -11,18 +10,7 @@ const SCRIPT = existsSync(join(__dirname, 'fleet-worker.js')) ? join(__dirname, 
 /** A volunteer process at `address` (any of 127.0.0.0/8 on Linux); `lie`: none, cycle (from the `offset`th mode), collude or one mode. */
 export function startVolunteer(server: ServerProcess, address: string, name: string, lie = 'none', offset = 0): WorkerProcess {
   const log: string[] = [];
-  const proc = spawn(process.execPath, [SCRIPT, '--server', server.url, '--address', address, '--name', name, '--lie', lie, '--offset', String(offset)], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const keep = (b: Buffer): void => void log.push(...b.toString().split('\n').filter(Boolean));
-  proc.stdout.on('data', keep);
-  proc.stderr.on('data', keep);
-  return {
-    proc, log,
-    kill: (signal = 'SIGKILL') => new Promise<void>((resolve) => {
-      if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
-      proc.once('exit', () => resolve());
-      proc.kill(signal);
-    }),
-  };
+  return asWorkerProcess(spawnLogged(['--server', server.url, '--address', address, '--name', name, '--lie', lie, '--offset', String(offset)], {}, log, SCRIPT), log);
 }
 
 /** The lies a volunteer told, from its log. */

@@ -49,8 +49,9 @@ export interface ServerProcess {
   restart(): Promise<void>;
 }
 
-function spawnLogged(args: string[], env: NodeJS.ProcessEnv, log: string[]): ChildProcess {
-  const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+/** Runs `script` (the CLI by default) under this Node, its output kept in `log` line by line. */
+export function spawnLogged(args: string[], env: NodeJS.ProcessEnv, log: string[], script = CLI): ChildProcess {
+  const child = spawn(process.execPath, [script, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const keep = (b: Buffer): void => void log.push(...b.toString().split('\n').filter(Boolean));
   child.stdout!.on('data', keep);
   child.stderr!.on('data', keep);
@@ -101,9 +102,8 @@ export interface WorkerProcess {
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
-export function startWorker(server: ServerProcess, name: string, extra: string[] = []): WorkerProcess {
-  const log: string[] = [];
-  const proc = spawnLogged(['worker', '--server', server.url, '--token', server.worker, '--name', name, '--backend', 'wasm', ...extra], {}, log);
+/** A worker child process with its log, and a kill that resolves once it exited. */
+export function asWorkerProcess(proc: ChildProcess, log: string[]): WorkerProcess {
   return {
     proc, log,
     kill: (signal = 'SIGKILL') => new Promise<void>((resolve) => {
@@ -112,6 +112,11 @@ export function startWorker(server: ServerProcess, name: string, extra: string[]
       proc.kill(signal);
     }),
   };
+}
+
+export function startWorker(server: ServerProcess, name: string, extra: string[] = []): WorkerProcess {
+  const log: string[] = [];
+  return asWorkerProcess(spawnLogged(['worker', '--server', server.url, '--token', server.worker, '--name', name, '--backend', 'wasm', ...extra], {}, log), log);
 }
 
 export interface GqlResult<T> { data?: T; errors?: { message: string; extensions?: { code?: string } }[] }

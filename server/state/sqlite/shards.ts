@@ -3,7 +3,7 @@
 import type { Release, Settlement, ShardRepository, ShardResult } from '../store';
 import { EARNED_TRUST_STREAK, FailureBudget, ShardRecord } from '../records';
 import { randomUUID } from 'node:crypto';
-import { Db, nowIso, prepared } from './database';
+import { Db, TRUSTED_WORKER, nowIso, prepared } from './database';
 import { decodeShard } from './rows';
 
 const HELD = "status = 'LEASED' AND worker_id = ? AND attempts = ?";
@@ -138,16 +138,16 @@ export class SqliteShards implements ShardRepository {
   async unclaimedChecks(completedBefore: Date): Promise<ShardRecord[]> {
     return prepared(this.db, `SELECT s.* FROM shards s JOIN runs r ON r.id = s.run_id JOIN workers w ON w.id = s.worker_id
       WHERE s.status = 'DONE' AND s.verdict IS NULL AND s.need = 2 AND s.completed_at < ? AND r.status = 'RUNNING' AND r.round = s.round
-        AND json_extract(r.hyper, '$.verification') = 'SPOT_CHECK' AND w.quarantined_at IS NULL AND ((w.trusted = 1 AND w.demoted = 0) OR w.streak >= ?)
+        AND json_extract(r.hyper, '$.verification') = 'SPOT_CHECK' AND w.quarantined_at IS NULL AND ${TRUSTED_WORKER}
         AND NOT EXISTS (SELECT 1 FROM shards o WHERE o.run_id = s.run_id AND o.round = s.round AND o.idx = s.idx AND o.id != s.id
           AND (o.status = 'LEASED' OR (o.status = 'DONE' AND COALESCE(o.verdict, '') != 'OUTVOTED')))`)
       .all(completedBefore.toISOString(), EARNED_TRUST_STREAK).map(decodeShard);
   }
 
   async reverify(workerId: string): Promise<ShardRecord[]> {
-    return this.db.transaction(() => prepared(this.db, `UPDATE shards SET verdict = NULL, need = 2 WHERE worker_id = ? AND verdict = 'ACCEPTED' AND need = 1
+    return prepared(this.db, `UPDATE shards SET verdict = NULL, need = 2 WHERE worker_id = ? AND verdict = 'ACCEPTED' AND need = 1
         AND EXISTS (SELECT 1 FROM runs r WHERE r.id = shards.run_id AND r.status = 'RUNNING' AND r.round = shards.round) RETURNING *`)
-      .all(workerId).map(decodeShard))();
+      .all(workerId).map(decodeShard);
   }
 
   /** The release of one lease; run inside a transaction. */

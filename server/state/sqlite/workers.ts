@@ -1,7 +1,7 @@
 // Workers in SQLite.
 import type { WorkerRepository } from '../store';
 import { EARNED_TRUST_STREAK, Page, WorkerRecord, page } from '../records';
-import { Db, prepared } from './database';
+import { Db, TRUSTED_WORKER, prepared } from './database';
 import { decodeWorker } from './rows';
 
 export class SqliteWorkers implements WorkerRepository {
@@ -20,8 +20,8 @@ export class SqliteWorkers implements WorkerRepository {
   }
 
   async countTrustedOthersSince(since: Date, except: string): Promise<number> {
-    return (prepared(this.db, `SELECT COUNT(*) AS n FROM workers WHERE last_seen > ? AND id != ? AND quarantined_at IS NULL
-      AND ((trusted = 1 AND demoted = 0) OR streak >= ?)`).get(since.getTime(), except, EARNED_TRUST_STREAK) as { n: number }).n;
+    return (prepared(this.db, `SELECT COUNT(*) AS n FROM workers w WHERE w.last_seen > ? AND w.id != ? AND w.quarantined_at IS NULL
+      AND ${TRUSTED_WORKER}`).get(since.getTime(), except, EARNED_TRUST_STREAK) as { n: number }).n;
   }
 
   async touch(id: string, now: Date): Promise<WorkerRecord | undefined> {
