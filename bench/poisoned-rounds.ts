@@ -10,7 +10,7 @@ import {
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { openCheckpoint, readConfig } from '../node/checkpoints';
-import { loadData } from '../node/data';
+import { FASHION_MNIST_DIR, loadData } from '../node/data';
 import { makePlan, shardWindows } from '../server/runs/plan';
 import { parseRunOptions, trainOptionsOf } from '../protocol/run-options';
 
@@ -47,7 +47,7 @@ const SHARED_MODEL = join(__dirname, '..', '..', '..', 'shared', 'data', 'vit-mn
 
 /** The third-party vit-mnist-500k, attn-only on Fashion-MNIST (2,048 to train on, 1,000 to test); undefined without it. */
 export async function pretrainedFashion(): Promise<Setting | undefined> {
-  if (!existsSync(join(SHARED_MODEL, 'model.safetensors'))) return undefined;
+  if (!existsSync(join(SHARED_MODEL, 'model.safetensors')) || !existsSync(FASHION_MNIST_DIR)) return undefined;
   const model = await openCheckpoint(join(SHARED_MODEL, 'model.safetensors'), { config: readConfig({ config: join(SHARED_MODEL, 'config.json') }) });
   const base = await withNewHead(model, 10, 0);
   const { train, test } = selectData(loadData('fashion-mnist'), parseTrainOptions({ trainLimit: 2048, testLimit: 1000 }));

@@ -28,11 +28,21 @@ it('TRIMMED_MEAN drops a quarter at each end: of 8 values the two largest and tw
   expect(values(aggregate('TRIMMED_MEAN', start, [1, 2, 3].map((x) => state([x, 0])), label).state)).toEqual([2, 0]); // one of three each end
 });
 
-it('CENTERED_CLIP scales each move to at most the median move: (1.5, 2), (0, 1), (1, 0) -> (1.6, 1.8) / 3', () => {
-  const r = aggregate('CENTERED_CLIP', start, [state([1.5, 2]), state([0, 1]), state([1, 0])], label);
-  expect(values(r.state)[0]).toBeCloseTo(1.6 / 3, 6);
-  expect(values(r.state)[1]).toBeCloseTo(1.8 / 3, 6);
-  expect(r.screened).toEqual([]); // 2.5 is not over 3 x the median 1
+it('CENTERED_CLIP iterates from the median to the mean when no update is beyond the median distance', () => {
+  // median (0, 0); distances 1, 1, 0 -> tau 1; nothing clipped, so one step reaches the mean and stays
+  const r = aggregate('CENTERED_CLIP', start, [state([1, 0]), state([0, 1]), state([0, 0])], label);
+  expect(values(r.state)[0]).toBeCloseTo(1 / 3, 6);
+  expect(values(r.state)[1]).toBeCloseTo(1 / 3, 6);
+});
+
+it("CENTERED_CLIP bounds an outlier's pull: (1, 0), (2, 0), (5, 0) -> (2, 0) where the mean is (8/3, 0)", () => {
+  // median (2, 0); distances 1, 0, 3 -> tau 1; clipped moves -1, 0, +1 cancel
+  const r = aggregate('CENTERED_CLIP', start, [state([1, 0], [1, 0], [1, 1]), state([2, 0], [2, 0], [2, 2]), state([5, 0], [5, 0], [8, 8])], label);
+  expect(values(r.state)).toEqual([2, 0]);
+  expect(values(r.state, 'expAvg')).toEqual([2, 0]); // the moments move with their update's scale
+  // second moments 1, 2, 8 with scales 1, 1, 1/3: v <- v + ((1 - v) + (2 - v) + (8 - v) / 3) / 3 = 2v/9 + 17/9, from 2, three times
+  expect(values(r.state, 'expAvgSq')[0]).toBeCloseTo(589 / 243, 6);
+  expect(r.screened).toEqual([]); // 5 is not over 3 x the median move 2
 });
 
 it('screening sets aside a move over three times the median; FEDAVG keeps everything', () => {

@@ -1,8 +1,7 @@
 // Aggregation rules for a round of several shards that tolerate a minority of bad updates, as in
 // Flower (FedMedian, FedTrimmedAvg) and DISCO (centered clipping, Karimireddy et al. 2021):
-// coordinate-wise median, trimmed mean, and clipping each shard's move from the round's start to
-// the median move's length. Before a robust rule, shards whose move is over SCREEN times the
-// median move are set aside. Parameters and both AdamW moments go through the same rule; every
+// coordinate-wise median, trimmed mean, and centered clipping around the median. Before a robust
+// rule, shards whose move is over SCREEN times the median move are set aside. Parameters and both AdamW moments go through the same rule; every
 // result is a mean, median or convex mix of the shards' values, so second moments stay >= 0.
 import { HostWeights } from '../weights/checkpoint';
 import { TrainingState } from '../weights/state';
@@ -84,22 +83,38 @@ export function aggregate(rule: Aggregation, start: TrainingState, updates: read
   const kept = updates.filter((_, i) => !screened.includes(i));
   if (rule === 'MEDIAN') return { state: perGroup(kept, label, (groups) => coordinatewise(groups, sortedMedian)), screened };
   if (rule === 'TRIMMED_MEAN') return { state: perGroup(kept, label, (groups) => coordinatewise(groups, trimmedMean)), screened };
-  // CENTERED_CLIP: start + mean of each move, scaled to at most the median move's length.
-  const keptLengths = lengths.filter((_, i) => !screened.includes(i));
-  const radius = median([...keptLengths].sort((a, b) => a - b));
-  const scale = keptLengths.map((l) => (l > radius && l > 0 ? radius / l : 1));
-  const state = perGroup(kept, label, (groups, pick) => {
-    const center = pick(start);
-    const out: HostWeights = new Map();
-    for (const [name, c] of center) {
-      const acc = Float64Array.from(c.data);
-      groups.forEach((g, k) => {
-        const x = g.get(name)!.data;
-        for (let i = 0; i < acc.length; i++) acc[i] += (scale[k] * (x[i] - c.data[i])) / groups.length;
-      });
-      out.set(name, { shape: [...c.shape], data: Float32Array.from(acc) });
-    }
-    return out;
-  });
-  return { state, screened };
+  return { state: centeredClip(kept, label), screened };
+}
+
+/** CENTERED_CLIP's iterations from the median (Karimireddy et al. 2021 find 1-3 enough from a good centre). */
+export const CLIP_ITERATIONS = 3;
+
+/**
+ * Centered clipping: from the coordinate-wise median v, CLIP_ITERATIONS times
+ * v <- v + mean_i clip(x_i - v, tau), tau the median distance of the updates' parameters to the
+ * median. Each update's moments move with its parameters' scale, so they stay convex mixes.
+ */
+function centeredClip(updates: readonly TrainingState[], label: TrainingState['label']): TrainingState {
+  let center = perGroup(updates, label, (groups) => coordinatewise(groups, sortedMedian));
+  const tau = median(updates.map((u) => moveLength(center, u)).sort((a, b) => a - b));
+  for (let l = 0; l < CLIP_ITERATIONS; l++) {
+    const from = center;
+    const scale = updates.map((u) => {
+      const d = moveLength(from, u);
+      return d > tau ? tau / d : 1;
+    });
+    center = perGroup(updates, label, (groups, pick) => {
+      const out: HostWeights = new Map();
+      for (const [name, c] of pick(from)) {
+        const acc = Float64Array.from(c.data);
+        groups.forEach((g, k) => {
+          const x = g.get(name)!.data;
+          for (let i = 0; i < acc.length; i++) acc[i] += (scale[k] * (x[i] - c.data[i])) / groups.length;
+        });
+        out.set(name, { shape: [...c.shape], data: Float32Array.from(acc) });
+      }
+      return out;
+    });
+  }
+  return center;
 }
