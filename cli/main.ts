@@ -27,7 +27,7 @@ const USAGE = `usage:
   partune strategies [--arch NAME | --config C] [--classes K] [--json]
 
   platform (GraphQL server, workers, blob storage):
-  partune serve [--port P] [--data-dir DIR] [--workers N] [--backend B]
+  partune serve [--port P] [--data-dir DIR] [--state postgres://...] [--workers N] [--backend B]
   partune worker --server URL --token WORKER_TOKEN [--name N] [--backend B] [--max-shards N] [--memory-mib M]
   partune model register --name N --checkpoint F [--config C]          (client commands take
   partune dataset import --name N --format idx|cifar10|mnist-package    --server URL, default
@@ -56,7 +56,7 @@ const VALUE_FLAGS = [
   'checkpoint', 'config', 'arch', 'data', 'split', 'limit', 'strategy', 'out', 'head', 'delta-dtype', 'merged-out', 'delta', 'dtype', 'classes',
   'backend', 'prefix-cache', 'prefix-cache-mib', 'probe-epochs', 'probe-steps', 'top-k', 'budget', 'direction', 'method', 'deltas', 'val-limit',
   'compare-probe-epochs', 'port', 'data-dir', 'workers', 'server', 'token', 'name', 'max-shards', 'model', 'dataset', 'format', 'path', 'server-path', 'aggregation',
-  'steps-per-round', 'shards-per-round', 'verification', 'quorum', 'spot-check-rate', 'run', 'memory-mib', 'blas', 'threads',
+  'steps-per-round', 'shards-per-round', 'verification', 'quorum', 'spot-check-rate', 'run', 'memory-mib', 'blas', 'threads', 'state',
 ];
 const BOOL_FLAGS = [...TRAIN_FLAGS.filter(([, bool]) => bool).map(([flag]) => flag), 'json', 'quiet', 'adapt', 'help', 'wait'];
 

@@ -22,7 +22,7 @@ import { givenTrainOptions } from './options';
 import { ProgressBar } from './progress';
 
 export async function serveCommand(o: Options): Promise<Record<string, unknown>> {
-  const config = loadConfig(process.env, {
+  const config = loadConfig({ ...process.env, ...(str(o, 'state') ? { PARTUNE_STATE: str(o, 'state') } : {}) }, {
     ...(str(o, 'port') ? { port: num(o, 'port', 4000, true) } : {}),
     ...(str(o, 'data-dir') ? { dataDir: str(o, 'data-dir') } : {}),
   });

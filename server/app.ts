@@ -16,7 +16,7 @@ import { blobStoreSpec, openBlobStore } from './blob-store-spec';
 import { formatError } from './errors';
 import { Platform } from './platform';
 import { Services, createServices } from './services';
-import { openSqliteState } from './state/sqlite';
+import { openState } from './state/open';
 import { Context, callerOf } from './resolvers/context';
 import { partuneSchema } from './schema';
 import { QueryLimits, limitsPlugin } from './limits';
@@ -48,7 +48,7 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
     const adopted = await adoptS3rverObjects(join(config.dataDir, 's3', config.bucket), blobs);
     if (adopted) log(`moved ${adopted} object(s) from the former embedded S3 directory into ${blobs.description}`);
   }
-  const state = openSqliteState(config.dataDir);
+  const state = await openState(config);
   const compute = new Compute(spec, log);
   const platform: Platform = { config, state, blobs, compute, log };
   const services = createServices(platform);

@@ -6,6 +6,8 @@ import { join, resolve } from 'node:path';
 
 export interface ServerConfig {
   readonly dataDir: string;
+  /** Where state lives: a postgres:// URL shared by replicas (PARTUNE_STATE), or undefined: SQLite under dataDir. */
+  readonly state?: string;
   readonly host: string;
   readonly port: number;
   /** External S3 (MinIO, AWS); undefined: the embedded server. */
@@ -71,8 +73,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
   const external = env.S3_ENDPOINT;
   if (external && !(env.S3_ACCESS_KEY && env.S3_SECRET_KEY)) throw new Error('S3_ENDPOINT is set: S3_ACCESS_KEY and S3_SECRET_KEY are needed too');
   const t = tokens(dataDir, env);
+  const state = env.PARTUNE_STATE || undefined;
+  if (state && !/^postgres(ql)?:\/\//.test(state)) throw new Error(`PARTUNE_STATE must be a postgres:// URL (got '${state}'); unset, state is SQLite under the data directory`);
   return {
     dataDir,
+    state,
     host: env.HOST ?? '127.0.0.1',
     port: number(env, 'PORT', 4000),
     s3: external ? { endpoint: external, accessKey: env.S3_ACCESS_KEY!, secretKey: env.S3_SECRET_KEY!, publicEndpoint: env.S3_PUBLIC_ENDPOINT || undefined } : undefined,

@@ -1,6 +1,6 @@
-// The SQLite state store against a real database file: rows are decoded once and a bad one is an
-// error naming where it went wrong; every conditional transition refuses a stale caller; a
-// database from before the schema was versioned is migrated in place.
+// Both state stores, the same suite: SQLite on a real database file and PostgreSQL on a real
+// server. Rows are decoded once and a bad one is an error naming where it went wrong; every
+// conditional transition refuses a stale caller; databases are migrated in place.
 import Database from 'better-sqlite3';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,6 +12,10 @@ import type { DatasetRecord, ModelRecord, RunRecord } from '../server/state/reco
 import { SCHEMA_VERSION } from '../server/state/sqlite/database';
 import { openSqliteState } from '../server/state/sqlite';
 import type { StateStore } from '../server/state/store';
+import { openPostgresState } from '../server/state/postgres';
+import { PG_SCHEMA_VERSION } from '../server/state/postgres/database';
+import { postgresForThisFile } from './support/postgres';
+import pg from 'pg';
 
 const MB = 2 ** 20;
 
@@ -43,9 +47,49 @@ const FAR = new Date(0);
 const trustedW1 = { id: 'w1', trusted: true, address: '10.0.0.1' };
 const volunteer = (id: string, address = '10.0.0.9') => ({ id, trusted: false, address });
 
-describe('SQLite state store', () => {
-  let dir: string;
+/** A store on a fresh database, and a way to write to that database behind the store's back. */
+interface Opened {
+  readonly state: StateStore;
+  raw(sql: string): Promise<void>;
+}
+
+const postgres = postgresForThisFile();
+
+async function rawPg(url: string, sql: string): Promise<void> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query(sql);
+  } finally {
+    await client.end();
+  }
+}
+
+const STORES: [string, (() => Promise<Opened>) | string][] = [
+  ['SQLite', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'partune-state-'));
+    return {
+      state: openSqliteState(dir),
+      async raw(sql) {
+        const db = new Database(join(dir, 'partune.sqlite'));
+        db.exec(sql);
+        db.close();
+      },
+    };
+  }],
+  ['PostgreSQL', postgres.skip ?? (async () => {
+    const url = await postgres.database();
+    return { state: await openPostgresState(url), raw: (sql) => rawPg(url, sql) };
+  })],
+];
+
+describe.each(STORES)('%s state store', (_name, open) => {
+  if (typeof open === 'string') {
+    it.skip(`skipped: ${open}`, () => undefined);
+    return;
+  }
   let state: StateStore;
+  let raw: Opened['raw'];
   const worker = {
     id: 'w1', name: 'w1', kind: 'node' as const, backend: 'wasm', lastSeen: new Date(), shardsDone: 0, samples: 0, imagesPerSecond: null, currentShard: null,
     trusted: true, strikes: 0, quarantinedAt: null, address: '10.0.0.1', agreed: 0, disagreed: 0, streak: 0, demoted: false, kernelClass: null,
@@ -53,8 +97,7 @@ describe('SQLite state store', () => {
   };
 
   beforeEach(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'partune-state-'));
-    state = openSqliteState(dir);
+    ({ state, raw } = await open());
     await state.models.insert(model('m'));
     await state.datasets.insert(dataset);
     await state.workers.insert(worker);
@@ -74,18 +117,16 @@ describe('SQLite state store', () => {
 
   it('a row that does not decode is an error naming its table, id and column', async () => {
     await state.runs.insert(run('r1', 'm', 1));
-    const db = new Database(join(dir, 'partune.sqlite'));
-    db.prepare(`UPDATE runs SET hyper = '{"epochs": 0}' WHERE id = 'r1'`).run();
+    await raw(`UPDATE runs SET hyper = '{"epochs": 0}' WHERE id = 'r1'`);
     await expect(state.runs.get('r1')).rejects.toThrow(new DecodeError('runs row r1: hyper: the number of epochs must be an integer from 1 to 10000 (got 0)'));
-    db.prepare(`UPDATE runs SET hyper = '{}', metrics = 'not json' WHERE id = 'r1'`).run();
+    await raw(`UPDATE runs SET hyper = '{}', metrics = 'not json' WHERE id = 'r1'`);
     await expect(state.runs.get('r1')).rejects.toThrow('runs row r1: metrics: is not JSON');
-    db.prepare(`UPDATE runs SET metrics = '[]', plan = '{"trainImages": 64, "stepsPerEpoch": 2, "totalSteps": 2, "shardsPerRound": 1, "rounds": [[2, 0]]}' WHERE id = 'r1'`).run();
+    await raw(`UPDATE runs SET metrics = '[]', plan = '{"trainImages": 64, "stepsPerEpoch": 2, "totalSteps": 2, "shardsPerRound": 1, "rounds": [[2, 0]]}' WHERE id = 'r1'`);
     await expect(state.runs.get('r1')).rejects.toThrow('runs row r1: plan.rounds: must be a list of [from, to) step windows');
-    db.prepare(`UPDATE runs SET plan = NULL, status = 'LOST' WHERE id = 'r1'`).run();
+    await raw(`UPDATE runs SET plan = NULL, status = 'LOST' WHERE id = 'r1'`);
     await expect(state.runs.list({}, 10, 0)).rejects.toThrow(/runs row r1: status: /);
-    db.prepare(`UPDATE models SET config = '{}' WHERE id = 'm'`).run();
+    await raw(`UPDATE models SET config = '{}' WHERE id = 'm'`);
     await expect(state.models.byIdOrName('m')).rejects.toThrow(/models row m: config: /);
-    db.close();
   });
 
   it('transitions refuse a run that moved on: a cancel wins over a late start, round or success', async () => {
@@ -298,5 +339,50 @@ describe('SQLite migrations', () => {
     const again = openSqliteState(dir); // an up-to-date database opens unchanged
     expect((await again.runs.get('r1'))!.memoryNeed).toBe(r.memoryNeed);
     await again.close();
+  });
+});
+
+(postgres.skip ? describe.skip : describe)('PostgreSQL shared by replicas', () => {
+  it('replicas opening one new database at once migrate it once; a newer schema is refused', async () => {
+    const url = await postgres.database();
+    const replicas = await Promise.all([1, 2, 3].map(() => openPostgresState(url)));
+    await replicas[0].models.insert(model('m'));
+    expect((await replicas[2].models.byIdOrName('m'))!.id).toBe('m');
+    await Promise.all(replicas.map((r) => r.close()));
+    await rawPg(url, `UPDATE partune_schema SET version = ${PG_SCHEMA_VERSION + 1}`);
+    await expect(openPostgresState(url)).rejects.toThrow(`the database is at schema version ${PG_SCHEMA_VERSION + 1}, newer than this server's ${PG_SCHEMA_VERSION}`);
+  });
+
+  it('leases racing from two replicas hand out every shard exactly once', async () => {
+    const url = await postgres.database();
+    const [a, b] = await Promise.all([openPostgresState(url), openPostgresState(url)]);
+    await a.models.insert(model('m'));
+    await a.datasets.insert(dataset);
+    const workers = Array.from({ length: 8 }, (_, i) => ({ id: `w${i}`, trusted: true, address: `10.0.0.${i}` }));
+    for (const w of workers) {
+      await a.workers.insert({
+        id: w.id, name: w.id, kind: 'node', backend: 'wasm', lastSeen: new Date(), shardsDone: 0, samples: 0, imagesPerSecond: null, currentShard: null,
+        trusted: true, strikes: 0, quarantinedAt: null, address: w.address, agreed: 0, disagreed: 0, streak: 0, demoted: false, kernelClass: null, createdAt: new Date(),
+      });
+    }
+    await a.runs.insert(run('r', 'm', 1));
+    const shards = Array.from({ length: 40 }, (_, i) => ({ index: i, replica: 0, need: 1, fromStep: i, toStep: i + 1 }));
+    await a.runs.start('r', start, shards);
+    const until = new Date(Date.now() + 60_000);
+    const leased: string[] = [];
+    // Each worker claims through its own replica until nothing is left, all at once.
+    await Promise.all(workers.map(async (w, i) => {
+      const replica = i % 2 ? a : b;
+      for (;;) {
+        const s = await replica.shards.leaseOldest(w, undefined, until, new Date());
+        if (!s) return;
+        leased.push(s.id);
+        expect(await replica.shards.complete(s.id, w.id, s.attempts, { update: { key: `u${s.index}`, sha256: 'x' }, digest: 'd', kernelClass: 'cpu', loss: 1, imagesPerSecond: 1, samples: 1 })).toBe(true);
+      }
+    }));
+    expect(leased.length).toBe(40);
+    expect(new Set(leased).size).toBe(40);
+    expect((await a.shards.ofRun('r')).every((s) => s.status === 'DONE' && s.attempts === 1)).toBe(true);
+    await Promise.all([a.close(), b.close()]);
   });
 });

@@ -1,12 +1,19 @@
-// SQLite rows <-> records. Every row is decoded here, once, JSON columns included: a row that does
-// not decode is an error naming its table, id and column, never an empty default.
+// Rows <-> records, the same row shape in every store (JSON and ISO times as text, epoch
+// milliseconds as integers, flags as 0/1). Every row is decoded here, once, JSON columns included: a
+// row that does not decode is an error naming its table, id and column, never an empty default.
 import { z } from 'zod';
-import { parseStrategy, parseVitConfig } from '../../../engine';
-import { decode, normalizationSchema, parsedBy } from '../../../protocol/decode';
-import { parseRunOptions } from '../../../protocol/run-options';
+import { parseStrategy, parseVitConfig } from '../../engine';
+import { decode, normalizationSchema, parsedBy } from '../../protocol/decode';
+import { parseRunOptions } from '../../protocol/run-options';
+import { EARNED_TRUST_STREAK } from './records';
 import type {
   AngleProfileRecord, DatasetRecord, DeltaRecord, MetricPoint, ModelRecord, RunRecord, RunSpec, ShardRecord, StoredStrategy, UploadRecord, WorkerRecord,
-} from '../records';
+} from './records';
+
+export const nowIso = (): string => new Date().toISOString();
+
+/** records.ts's isTrusted as SQL (both stores) over a workers row `w`, quarantine aside. */
+export const TRUSTED_WORKER = `((w.trusted = 1 AND w.demoted = 0) OR w.streak >= ${EARNED_TRUST_STREAK})`;
 
 /** A JSON text column holding what `schema` accepts. */
 const json = <T>(schema: z.ZodType<T, unknown>) =>
@@ -41,7 +48,7 @@ const date = z.string().transform((s, ctx) => {
   return d;
 });
 const millis = int.transform((ms) => new Date(ms));
-/** SQLite's booleans: 0 or 1. */
+/** Booleans: 0 or 1. */
 const flag = z.union([z.literal(0), z.literal(1)]).transform((b) => b === 1);
 const strategy = parsedBy(parseStrategy);
 /**

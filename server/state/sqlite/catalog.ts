@@ -2,7 +2,7 @@
 import type { DatasetRepository, ModelRepository, UploadRepository } from '../store';
 import { DatasetRecord, ModelRecord, Page, UploadRecord, page } from '../records';
 import { Db, prepared } from './database';
-import { datasetRows, decodeModel, encodeModel, uploadRows } from './rows';
+import { datasetRows, decodeModel, encodeModel, uploadRows } from '../rows';
 
 /** A table of named things (models, datasets): unique names, looked up by id or name, listed newest first. */
 class SqliteNamed<T extends { id: string }> {

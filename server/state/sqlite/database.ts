@@ -135,11 +135,6 @@ export function migrate(db: Db): void {
   }
 }
 
-export const nowIso = (): string => new Date().toISOString();
-
-/** records.ts's isTrusted as SQL over a workers row `w` (its one parameter: EARNED_TRUST_STREAK), quarantine aside. */
-export const TRUSTED_WORKER = '((w.trusted = 1 AND w.demoted = 0) OR w.streak >= ?)';
-
 const statements = new WeakMap<Db, Map<string, Database.Statement>>();
 
 /** The statement for `sql`, compiled once per database (the repositories' SQL is a small fixed set). */

@@ -2,7 +2,7 @@
 import type { ResultRepository } from '../store';
 import { AngleProfileRecord, DeltaRecord, StoredStrategy } from '../records';
 import { Db, prepared } from './database';
-import { decodeDelta, decodeStoredStrategy, encodeStoredStrategy, profileRows } from './rows';
+import { decodeDelta, decodeStoredStrategy, encodeStoredStrategy, profileRows } from '../rows';
 
 export class SqliteResults implements ResultRepository {
   constructor(private readonly db: Db) {}

@@ -3,8 +3,8 @@
 import { randomUUID } from 'node:crypto';
 import type { RoundOutcome, RunFilter, RunRepository, RunStart, RunSuccess } from '../store';
 import { NewShard, Page, RunRecord, page } from '../records';
-import { Db, nowIso, prepared } from './database';
-import { decodeRun, encodeDelta, encodeRun, encodeStoredStrategy, profileRows } from './rows';
+import { Db, prepared } from './database';
+import { decodeRun, encodeDelta, encodeRun, encodeStoredStrategy, nowIso, profileRows } from '../rows';
 
 const ACTIVE_SQL = "('PREPARING', 'RUNNING', 'FINALIZING')";
 

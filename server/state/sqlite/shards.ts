@@ -1,10 +1,10 @@
 // Shards and their leases in SQLite. Every lease transition is guarded by (status, worker,
 // attempt): a stale or duplicated call from a worker changes nothing and says so.
 import type { Release, Settlement, ShardRepository, ShardResult } from '../store';
-import { EARNED_TRUST_STREAK, FailureBudget, ShardRecord } from '../records';
+import { FailureBudget, ShardRecord } from '../records';
 import { randomUUID } from 'node:crypto';
-import { Db, TRUSTED_WORKER, nowIso, prepared } from './database';
-import { decodeShard } from './rows';
+import { Db, prepared } from './database';
+import { TRUSTED_WORKER, decodeShard, nowIso } from '../rows';
 
 const HELD = "status = 'LEASED' AND worker_id = ? AND attempts = ?";
 const INDEX = 'run_id = ? AND round = ? AND idx = ?';
@@ -141,7 +141,7 @@ export class SqliteShards implements ShardRepository {
         AND json_extract(r.hyper, '$.verification') = 'SPOT_CHECK' AND w.quarantined_at IS NULL AND ${TRUSTED_WORKER}
         AND NOT EXISTS (SELECT 1 FROM shards o WHERE o.run_id = s.run_id AND o.round = s.round AND o.idx = s.idx AND o.id != s.id
           AND (o.status = 'LEASED' OR (o.status = 'DONE' AND COALESCE(o.verdict, '') != 'OUTVOTED')))`)
-      .all(completedBefore.toISOString(), EARNED_TRUST_STREAK).map(decodeShard);
+      .all(completedBefore.toISOString()).map(decodeShard);
   }
 
   async reverify(workerId: string): Promise<ShardRecord[]> {

@@ -1,8 +1,8 @@
 // Workers in SQLite.
 import type { WorkerRepository } from '../store';
-import { EARNED_TRUST_STREAK, Page, WorkerRecord, page } from '../records';
-import { Db, TRUSTED_WORKER, prepared } from './database';
-import { decodeWorker } from './rows';
+import { Page, WorkerRecord, page } from '../records';
+import { Db, prepared } from './database';
+import { TRUSTED_WORKER, decodeWorker } from '../rows';
 
 export class SqliteWorkers implements WorkerRepository {
   constructor(private readonly db: Db) {}
@@ -21,7 +21,7 @@ export class SqliteWorkers implements WorkerRepository {
 
   async countTrustedOthersSince(since: Date, except: string): Promise<number> {
     return (prepared(this.db, `SELECT COUNT(*) AS n FROM workers w WHERE w.last_seen > ? AND w.id != ? AND w.quarantined_at IS NULL
-      AND ${TRUSTED_WORKER}`).get(since.getTime(), except, EARNED_TRUST_STREAK) as { n: number }).n;
+      AND ${TRUSTED_WORKER}`).get(since.getTime(), except) as { n: number }).n;
   }
 
   async touch(id: string, now: Date): Promise<WorkerRecord | undefined> {

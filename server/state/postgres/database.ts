@@ -1,0 +1,163 @@
+// The PostgreSQL database shared by every server replica: a connection pool, the schema as
+// numbered migrations applied at start under an advisory lock (replicas starting together migrate
+// once), and transactions retried when PostgreSQL aborts one for a deadlock or a serialization
+// conflict. Rows have the SQLite store's shape (rows.ts decodes both): JSON and ISO times as text
+// (times in the C collation, so text order is time order), epoch milliseconds as BIGINT read as
+// numbers, flags as 0/1.
+import { createHash } from 'node:crypto';
+import pg from 'pg';
+
+export type Queryable = pg.Pool | pg.PoolClient;
+
+const TABLES = `
+CREATE TABLE models (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, config TEXT NOT NULL, params BIGINT NOT NULL,
+  weights_sha256 TEXT NOT NULL, blob_key TEXT NOT NULL, blob_sha256 TEXT NOT NULL, bytes BIGINT NOT NULL,
+  source TEXT NOT NULL, created_at TEXT COLLATE "C" NOT NULL);
+CREATE TABLE datasets (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, classes INTEGER NOT NULL, height INTEGER NOT NULL, width INTEGER NOT NULL,
+  channels INTEGER NOT NULL, train_count INTEGER NOT NULL, test_count INTEGER NOT NULL, shards TEXT NOT NULL,
+  source TEXT NOT NULL, created_at TEXT COLLATE "C" NOT NULL);
+CREATE TABLE runs (
+  id TEXT PRIMARY KEY, kind TEXT NOT NULL, model_id TEXT NOT NULL, dataset_id TEXT NOT NULL, strategy TEXT NOT NULL,
+  strategy_name TEXT NOT NULL, hyper TEXT NOT NULL, spec TEXT, report TEXT, plan TEXT, status TEXT NOT NULL,
+  round INTEGER NOT NULL DEFAULT 0, step INTEGER NOT NULL DEFAULT 0, state_key TEXT, state_sha256 TEXT, normalization TEXT,
+  num_classes INTEGER, tuned_params BIGINT, total_params BIGINT, memory_need BIGINT NOT NULL DEFAULT 0,
+  metrics TEXT NOT NULL DEFAULT '[]', accuracy DOUBLE PRECISION, loss DOUBLE PRECISION, delta_id TEXT, error TEXT,
+  public SMALLINT NOT NULL DEFAULT 0, created_at TEXT COLLATE "C" NOT NULL, updated_at TEXT COLLATE "C" NOT NULL,
+  finished_at TEXT COLLATE "C");
+CREATE INDEX runs_status ON runs(status);
+CREATE TABLE shards (
+  id TEXT PRIMARY KEY, run_id TEXT NOT NULL, round INTEGER NOT NULL, idx INTEGER NOT NULL, replica INTEGER NOT NULL DEFAULT 0,
+  need INTEGER NOT NULL DEFAULT 1, verdict TEXT, kernel_class TEXT, digest TEXT,
+  from_step INTEGER NOT NULL, to_step INTEGER NOT NULL, status TEXT NOT NULL, worker_id TEXT, lease_until BIGINT,
+  attempts INTEGER NOT NULL DEFAULT 0, steps_done INTEGER NOT NULL DEFAULT 0, result_key TEXT, result_sha256 TEXT,
+  loss DOUBLE PRECISION, images_per_second DOUBLE PRECISION, rejections TEXT NOT NULL DEFAULT '[]',
+  created_at TEXT COLLATE "C" NOT NULL, completed_at TEXT COLLATE "C",
+  failed_by TEXT NOT NULL DEFAULT '[]', trusted_failures INTEGER NOT NULL DEFAULT 0, progress_at BIGINT, deadline BIGINT,
+  UNIQUE (run_id, round, idx, replica));
+CREATE INDEX shards_status ON shards(status);
+CREATE INDEX shards_worker ON shards(worker_id);
+-- One accepted result per index, whatever replicas race to settle it.
+CREATE UNIQUE INDEX shards_accepted ON shards(run_id, round, idx) WHERE verdict = 'ACCEPTED';
+CREATE TABLE workers (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL, backend TEXT NOT NULL, last_seen BIGINT NOT NULL,
+  shards_done INTEGER NOT NULL DEFAULT 0, samples BIGINT NOT NULL DEFAULT 0, images_per_second DOUBLE PRECISION,
+  current_shard TEXT, trusted SMALLINT NOT NULL DEFAULT 0, strikes INTEGER NOT NULL DEFAULT 0, quarantined_at BIGINT,
+  address TEXT NOT NULL DEFAULT '', agreed INTEGER NOT NULL DEFAULT 0, disagreed INTEGER NOT NULL DEFAULT 0,
+  streak INTEGER NOT NULL DEFAULT 0, demoted SMALLINT NOT NULL DEFAULT 0, kernel_class TEXT, created_at TEXT COLLATE "C" NOT NULL);
+CREATE INDEX workers_last_seen ON workers(last_seen);
+CREATE TABLE deltas (
+  id TEXT PRIMARY KEY, run_id TEXT NOT NULL UNIQUE, key TEXT NOT NULL, sha256 TEXT NOT NULL, bytes BIGINT NOT NULL,
+  tensors INTEGER NOT NULL, tuned_params BIGINT NOT NULL, dtype TEXT NOT NULL, merged_model_id TEXT, created_at TEXT COLLATE "C" NOT NULL);
+CREATE TABLE strategies (
+  name TEXT PRIMARY KEY, spec TEXT NOT NULL, model_id TEXT, source TEXT NOT NULL, created_at TEXT COLLATE "C" NOT NULL);
+CREATE TABLE angle_profiles (
+  id TEXT PRIMARY KEY, run_id TEXT NOT NULL UNIQUE, model_id TEXT NOT NULL, dataset_id TEXT NOT NULL, probe TEXT NOT NULL,
+  angles TEXT NOT NULL, tensor_angles TEXT NOT NULL, direction TEXT NOT NULL, top_k INTEGER NOT NULL, strategy_name TEXT NOT NULL,
+  created_at TEXT COLLATE "C" NOT NULL);
+CREATE TABLE uploads (
+  id TEXT PRIMARY KEY, key TEXT NOT NULL, filename TEXT NOT NULL, declared_bytes BIGINT NOT NULL, created_at TEXT COLLATE "C" NOT NULL);
+CREATE INDEX uploads_created ON uploads(created_at);
+`;
+
+/** Migration i brings a database from version i to i + 1 (version 1 is the SQLite store's version 4). */
+const MIGRATIONS: string[] = [TABLES];
+
+export const PG_SCHEMA_VERSION = MIGRATIONS.length;
+
+/** Any constant: the advisory lock replicas take while migrating. */
+const MIGRATION_LOCK = 7_420_115;
+
+// BIGINT columns (times in ms, byte counts) and COUNT(*) as numbers: every value stays below 2^53.
+const INT8 = 20;
+const types = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+    oid === INT8 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
+};
+
+export async function openPool(url: string): Promise<pg.Pool> {
+  const pool = new pg.Pool({ connectionString: url, max: 10, types, connectionTimeoutMillis: 10_000 });
+  // An idle connection's error (the server restarted) must not crash the process: the pool replaces it.
+  pool.on('error', () => undefined);
+  try {
+    await migrate(pool);
+  } catch (e) {
+    await pool.end();
+    throw e;
+  }
+  return pool;
+}
+
+export async function migrate(pool: pg.Pool): Promise<void> {
+  const client = await pool.connect();
+  try {
+    await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
+    await client.query('CREATE TABLE IF NOT EXISTS partune_schema (version INTEGER NOT NULL)');
+    const row = (await client.query<{ version: number }>('SELECT version FROM partune_schema')).rows[0];
+    if (!row) await client.query('INSERT INTO partune_schema (version) VALUES (0)');
+    const version = row?.version ?? 0;
+    if (version > PG_SCHEMA_VERSION) throw new Error(`the database is at schema version ${version}, newer than this server's ${PG_SCHEMA_VERSION}: upgrade partune`);
+    for (let v = version; v < PG_SCHEMA_VERSION; v++) {
+      await client.query('BEGIN');
+      try {
+        await client.query(MIGRATIONS[v]);
+        await client.query('UPDATE partune_schema SET version = $1', [v + 1]);
+        await client.query('COMMIT');
+      } catch (e) {
+        await client.query('ROLLBACK');
+        throw e;
+      }
+    }
+  } finally {
+    await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => undefined);
+    client.release();
+  }
+}
+
+const names = new Map<string, string>();
+
+/** A named statement per SQL text, so each connection parses and plans it once. */
+function statement(sql: string, values: readonly unknown[]): pg.QueryConfig {
+  let name = names.get(sql);
+  if (!name) names.set(sql, (name = `p${createHash('sha1').update(sql).digest('hex').slice(0, 20)}`));
+  return { name, text: sql, values: values as unknown[] };
+}
+
+export async function all<T = Record<string, unknown>>(db: Queryable, sql: string, ...values: unknown[]): Promise<T[]> {
+  return (await db.query(statement(sql, values))).rows as T[];
+}
+
+export async function first<T = Record<string, unknown>>(db: Queryable, sql: string, ...values: unknown[]): Promise<T | undefined> {
+  return (await all<T>(db, sql, ...values))[0];
+}
+
+/** Rows changed. */
+export async function run(db: Queryable, sql: string, ...values: unknown[]): Promise<number> {
+  return (await db.query(statement(sql, values))).rowCount ?? 0;
+}
+
+/** Runs a statement built with its values (an INSERT of a record's row); rows changed. */
+export async function execute(db: Queryable, [sql, values]: [string, unknown[]]): Promise<number> {
+  return run(db, sql, ...values);
+}
+
+/** PostgreSQL's codes for a transaction it aborted to break a deadlock or a serialization conflict: safe to run again. */
+const RETRYABLE = new Set(['40P01', '40001']);
+
+export async function transaction<T>(pool: pg.Pool, body: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    const client = await pool.connect();
+    try {
+      await client.query('BEGIN');
+      const result = await body(client);
+      await client.query('COMMIT');
+      return result;
+    } catch (e) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      if (attempt >= 5 || !RETRYABLE.has((e as { code?: string }).code ?? '')) throw e;
+    } finally {
+      client.release();
+    }
+  }
+}

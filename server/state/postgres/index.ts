@@ -1,0 +1,19 @@
+// The PostgreSQL state store: one database shared by any number of server replicas.
+import type { StateStore } from '../store';
+import { PgUploads, pgDatasets, pgModels } from './catalog';
+import { openPool } from './database';
+import { PgResults } from './results';
+import { PgRuns } from './runs';
+import { PgShards } from './shards';
+import { PgWorkers } from './workers';
+
+export async function openPostgresState(url: string): Promise<StateStore> {
+  const pool = await openPool(url);
+  return {
+    models: pgModels(pool), datasets: pgDatasets(pool), uploads: new PgUploads(pool), runs: new PgRuns(pool),
+    shards: new PgShards(pool), workers: new PgWorkers(pool), results: new PgResults(pool),
+    async close() {
+      await pool.end();
+    },
+  };
+}

@@ -1,0 +1,53 @@
+// Workers in PostgreSQL.
+import type pg from 'pg';
+import type { WorkerRepository } from '../store';
+import { Page, WorkerRecord, page } from '../records';
+import { TRUSTED_WORKER, decodeWorker } from '../rows';
+import { all, first, run } from './database';
+
+export class PgWorkers implements WorkerRepository {
+  constructor(private readonly pool: pg.Pool) {}
+
+  async insert(w: WorkerRecord): Promise<void> {
+    await run(this.pool, `INSERT INTO workers (id, name, kind, backend, last_seen, shards_done, samples, images_per_second, current_shard, trusted, strikes,
+      quarantined_at, address, agreed, disagreed, streak, demoted, kernel_class, created_at)
+      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)`,
+    w.id, w.name, w.kind, w.backend, w.lastSeen.getTime(), w.shardsDone, w.samples, w.imagesPerSecond, w.currentShard, w.trusted ? 1 : 0, w.strikes,
+    w.quarantinedAt?.getTime() ?? null, w.address, w.agreed, w.disagreed, w.streak, w.demoted ? 1 : 0, w.kernelClass, w.createdAt.toISOString());
+  }
+
+  async get(id: string): Promise<WorkerRecord | undefined> {
+    const row = await first(this.pool, 'SELECT * FROM workers WHERE id = $1', id);
+    return row === undefined ? undefined : decodeWorker(row);
+  }
+
+  async countTrustedOthersSince(since: Date, except: string): Promise<number> {
+    return (await first<{ n: number }>(this.pool, `SELECT COUNT(*) AS n FROM workers w WHERE w.last_seen > $1 AND w.id != $2 AND w.quarantined_at IS NULL
+      AND ${TRUSTED_WORKER}`, since.getTime(), except))!.n;
+  }
+
+  async touch(id: string, now: Date): Promise<WorkerRecord | undefined> {
+    const row = await first(this.pool, 'UPDATE workers SET last_seen = $1 WHERE id = $2 RETURNING *', now.getTime(), id);
+    return row === undefined ? undefined : decodeWorker(row);
+  }
+
+  async list(since: Date | undefined, count: number, offset: number): Promise<Page<WorkerRecord>> {
+    const after = since?.getTime() ?? 0;
+    const rows = await all(this.pool, 'SELECT * FROM workers WHERE last_seen > $1 ORDER BY created_at DESC LIMIT $2 OFFSET $3', after, count, offset);
+    return page(rows.map(decodeWorker), await this.countSeenSince(new Date(after)), offset);
+  }
+
+  async quarantine(id: string, at: Date): Promise<WorkerRecord | undefined> {
+    const row = await first(this.pool, 'UPDATE workers SET quarantined_at = COALESCE(quarantined_at, $1) WHERE id = $2 RETURNING *', at.getTime(), id);
+    return row === undefined ? undefined : decodeWorker(row);
+  }
+
+  async countProvenSince(since: Date): Promise<number> {
+    return (await first<{ n: number }>(this.pool, 'SELECT COUNT(*) AS n FROM workers WHERE last_seen > $1 AND (trusted = 1 OR (shards_done > 0 AND quarantined_at IS NULL))',
+      since.getTime()))!.n;
+  }
+
+  async countSeenSince(since: Date): Promise<number> {
+    return (await first<{ n: number }>(this.pool, 'SELECT COUNT(*) AS n FROM workers WHERE last_seen > $1', since.getTime()))!.n;
+  }
+}
