@@ -1,6 +1,7 @@
 // The server: GraphQL over HTTP and graphql-ws on one port, the blob store (local files behind
-// signed URLs on the same port, unless S3 is configured), the state store (SQLite), the compute
-// thread, and the clocks (leases, unused uploads). `startServer` wires them and returns a handle.
+// signed URLs on the same port, unless S3 is configured), the state store (SQLite, or PostgreSQL
+// with standbys), the compute thread, and the clocks (leases, unused uploads). `startServer` wires
+// them and returns a handle.
 import 'reflect-metadata';
 import { createServer } from 'node:http';
 import { dirname, join } from 'node:path';
@@ -33,10 +34,24 @@ export interface RunningServer {
 const MAX_BODY = '256kb';
 
 export async function startServer(config: ServerConfig, log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): Promise<RunningServer> {
+  const state = await openState(config);
+  // A standby neither listens nor drives until the server before it is gone.
+  await state.holdDriver({
+    waiting: () => log('standing by: another server drives the runs in this database; taking over when it stops'),
+    lost: (why) => {
+      log(`lost the driver lock (${why}): exiting so that another server drives the runs`);
+      process.exit(1);
+    },
+  });
   const app = express();
   app.disable('x-powered-by');
   const http = createServer(app);
-  await new Promise<void>((resolve, reject) => http.listen(config.port, config.host, resolve).once('error', reject));
+  try {
+    await new Promise<void>((resolve, reject) => http.listen(config.port, config.host, resolve).once('error', reject));
+  } catch (e) {
+    await state.close();
+    throw e;
+  }
   const port = (http.address() as { port: number }).port;
   const origin = `http://${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${port}`;
   const url = `${origin}/graphql`;
@@ -48,7 +63,6 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
     const adopted = await adoptS3rverObjects(join(config.dataDir, 's3', config.bucket), blobs);
     if (adopted) log(`moved ${adopted} object(s) from the former embedded S3 directory into ${blobs.description}`);
   }
-  const state = await openState(config);
   const compute = new Compute(spec, log);
   const platform: Platform = { config, state, blobs, compute, log };
   const services = createServices(platform);
@@ -110,7 +124,8 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
   const uploadClock = setInterval(() => void services.uploads.expire().catch((e: Error) => log(`upload clock: ${e.message}`)), Math.min(60, config.uploadTtlSeconds) * 1000);
   await services.uploads.expire();
   const resumed = await services.scheduler.resumeAll();
-  log(`partune server: ${url} (storage ${blobs.description}; data ${config.dataDir})`);
+  const stateDescription = config.state ? `PostgreSQL ${config.state.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@')}` : `SQLite in ${config.dataDir}`;
+  log(`partune server: ${url} (storage ${blobs.description}; state ${stateDescription}; data ${config.dataDir})`);
   if (resumed) log(`resuming ${resumed} unfinished run(s)`);
 
   return {

@@ -16,7 +16,19 @@ export interface StateStore {
   readonly shards: ShardRepository;
   readonly workers: WorkerRepository;
   readonly results: ResultRepository;
+  /**
+   * Resolves once this process may drive runs: at once for SQLite (one server per file); for
+   * PostgreSQL when it holds the database's driver lock, which a server that dies gives up with
+   * its connection (a standby then takes over). `lost` is called if the lock is lost later.
+   */
+  holdDriver(events: DriverEvents): Promise<void>;
   close(): Promise<void>;
+}
+
+export interface DriverEvents {
+  /** Another server holds the lock: this one waits. */
+  waiting(): void;
+  lost(why: string): void;
 }
 
 /** Things with unique names (models, datasets). */

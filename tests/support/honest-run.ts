@@ -16,8 +16,8 @@ export interface HonestRun {
   readonly worker: WorkerProcess;
   readonly runId: string;
   readonly tmp: string;
-  /** Waits for the run and checks it against the single-process reference. */
-  finish(): Promise<{ status: string; identical: boolean; accuracy: number; reference: number }>;
+  /** Waits for the run (through `via`, by default the server it started on) and checks it against the single-process reference. */
+  finish(via?: ServerProcess): Promise<{ status: string; identical: boolean; accuracy: number; reference: number }>;
   close(): Promise<void>;
 }
 
@@ -39,8 +39,8 @@ export async function startHonestRun(env: NodeJS.ProcessEnv = {}): Promise<Hones
     { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: HYPER } });
   return {
     server, worker, runId: startRun.id, tmp,
-    async finish() {
-      const run = await waitForRun(server, startRun.id, 300_000);
+    async finish(via = server) {
+      const run = await waitForRun(via, startRun.id, 300_000);
       const ref = await reference;
       if (run.status !== 'SUCCEEDED') return { status: run.status, identical: false, accuracy: NaN, reference: ref.accuracy };
       const ours = deltaTensors(new Uint8Array(await (await fetch(run.delta.downloadUrl)).arrayBuffer()));

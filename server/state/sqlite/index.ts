@@ -12,6 +12,7 @@ export function openSqliteState(dataDir: string): StateStore {
   return {
     models: sqliteModels(db), datasets: sqliteDatasets(db), uploads: new SqliteUploads(db), runs: new SqliteRuns(db),
     shards: new SqliteShards(db), workers: new SqliteWorkers(db), results: new SqliteResults(db),
+    async holdDriver() {},
     async close() {
       db.close();
     },
