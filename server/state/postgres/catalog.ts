@@ -3,13 +3,7 @@ import type pg from 'pg';
 import type { DatasetRepository, ModelRepository, UploadRepository } from '../store';
 import { DatasetRecord, ModelRecord, Page, UploadRecord, page } from '../records';
 import { datasetRows, decodeModel, encodeModel, uploadRows } from '../rows';
-import { all, execute, first, run } from './database';
-
-/** An INSERT of a row's columns as $1..$n, and its values. */
-export function insertRow(table: string, row: Record<string, unknown>, tail = ''): [string, unknown[]] {
-  const cols = Object.keys(row);
-  return [`INSERT INTO ${table} (${cols.join(', ')}) VALUES (${cols.map((_, i) => `$${i + 1}`).join(', ')}) ${tail}`, Object.values(row)];
-}
+import { all, execute, first, insertRow, run } from './database';
 
 /** A table of named things (models, datasets): unique names, looked up by id or name, listed newest first. */
 class PgNamed<T extends { id: string }> {

@@ -137,6 +137,12 @@ export async function run(db: Queryable, sql: string, ...values: unknown[]): Pro
   return (await db.query(statement(sql, values))).rowCount ?? 0;
 }
 
+/** An INSERT of a row's columns as $1..$n, and its values. */
+export function insertRow(table: string, row: Record<string, unknown>, tail = ''): [string, unknown[]] {
+  const cols = Object.keys(row);
+  return [`INSERT INTO ${table} (${cols.join(', ')}) VALUES (${cols.map((_, i) => `$${i + 1}`).join(', ')}) ${tail}`, Object.values(row)];
+}
+
 /** Runs a statement built with its values (an INSERT of a record's row); rows changed. */
 export async function execute(db: Queryable, [sql, values]: [string, unknown[]]): Promise<number> {
   return run(db, sql, ...values);

@@ -3,8 +3,7 @@ import type pg from 'pg';
 import type { ResultRepository } from '../store';
 import { AngleProfileRecord, DeltaRecord, StoredStrategy } from '../records';
 import { decodeDelta, decodeStoredStrategy, encodeStoredStrategy, profileRows } from '../rows';
-import { insertRow } from './catalog';
-import { all, execute, first, run } from './database';
+import { all, execute, first, insertRow, run } from './database';
 
 export class PgResults implements ResultRepository {
   constructor(private readonly pool: pg.Pool) {}

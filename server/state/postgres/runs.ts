@@ -6,8 +6,7 @@ import type pg from 'pg';
 import type { RoundOutcome, RunFilter, RunRepository, RunStart, RunSuccess } from '../store';
 import { NewShard, Page, RunRecord, page } from '../records';
 import { decodeRun, encodeDelta, encodeRun, encodeStoredStrategy, nowIso, profileRows } from '../rows';
-import { insertRow } from './catalog';
-import { Queryable, all, execute, first, run, transaction } from './database';
+import { Queryable, all, execute, first, insertRow, run, transaction } from './database';
 
 const ACTIVE_SQL = "('PREPARING', 'RUNNING', 'FINALIZING')";
 
