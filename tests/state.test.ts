@@ -353,6 +353,29 @@ describe('SQLite migrations', () => {
     await expect(openPostgresState(url)).rejects.toThrow(`the database is at schema version ${PG_SCHEMA_VERSION + 1}, newer than this server's ${PG_SCHEMA_VERSION}`);
   });
 
+  it('a connection PostgreSQL ends is a passing error, a bad statement is not; the store carries on after losing its connections', async () => {
+    const url = await postgres.database();
+    const state = await openPostgresState(url);
+    await state.models.insert(model('m'));
+    const victim = new pg.Client({ connectionString: url });
+    await victim.connect();
+    victim.on('error', () => undefined);
+    const lost = victim.query('SELECT pg_sleep(30)').then(() => undefined, (e: unknown) => e);
+    await new Promise((r) => setTimeout(r, 200));
+    await rawPg(url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'");
+    const error = await lost;
+    expect((error as { code?: string }).code).toBe('57P01'); // terminated by an administrator: what a restarting server does
+    expect(state.transient(error)).toBe(true);
+    const bad = await rawPg(url, 'SELEC 1').then(() => undefined, (e: unknown) => e);
+    expect(state.transient(bad)).toBe(false);
+    await victim.end().catch(() => undefined);
+
+    await rawPg(url, 'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()');
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await state.models.byIdOrName('m'))!.id).toBe('m'); // the pool opened a new connection
+    await state.close();
+  });
+
   it('leases racing from two replicas hand out every shard exactly once', async () => {
     const url = await postgres.database();
     const [a, b] = await Promise.all([openPostgresState(url), openPostgresState(url)]);

@@ -30,8 +30,8 @@ export class Scheduler {
     const next = (this.chains.get(id) ?? Promise.resolve()).then(() => this.drive(id)).catch((e: Error) => {
       // The server stopping mid-step is not the run's failure: its record is unchanged, resumeAll picks it up.
       if (e instanceof ComputeError && e.fault === 'shutdown') return this.p.log(`run ${id}: stopped mid-step; it resumes at the next start`);
-      if (!isTransient(e)) return this.fail(id, e.message);
-      // A storage hiccup: the run's record is unchanged, so the same step is simply tried again.
+      if (!isTransient(e) && !this.p.state.transient(e)) return this.fail(id, e.message);
+      // A storage or database hiccup: the run's record is unchanged, so the same step is simply tried again.
       this.p.log(`run ${id}: ${e.message}; retrying in 2 s`);
       setTimeout(() => void this.advance(id), 2000).unref();
     });

@@ -22,6 +22,8 @@ export interface StateStore {
    * its connection (a standby then takes over). `lost` is called if the lock is lost later.
    */
   holdDriver(events: DriverEvents): Promise<void>;
+  /** Whether an error the store threw is passing (a lost connection, a busy database): the same operation may simply be tried again. */
+  transient(e: unknown): boolean;
   close(): Promise<void>;
 }
 

@@ -148,6 +148,16 @@ export async function execute(db: Queryable, [sql, values]: [string, unknown[]])
   return run(db, sql, ...values);
 }
 
+/**
+ * A connection lost or refused (PostgreSQL restarting, a network cut, no free connection): the
+ * pool opens a new one for the next query.
+ */
+export function isTransientDbError(e: unknown): boolean {
+  const { code, message } = e as { code?: string; message?: string };
+  return (code !== undefined && (code.startsWith('08') || ['57P01', '57P02', '57P03', '53300', 'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT'].includes(code)))
+    || /Connection terminated|timeout exceeded when trying to connect/i.test(message ?? '');
+}
+
 /** PostgreSQL's codes for a transaction it aborted to break a deadlock or a serialization conflict: safe to run again. */
 const RETRYABLE = new Set(['40P01', '40001']);
 

@@ -1,7 +1,7 @@
 // The PostgreSQL state store: one database shared by any number of server replicas.
 import type { StateStore } from '../store';
 import { PgUploads, pgDatasets, pgModels } from './catalog';
-import { openPool } from './database';
+import { isTransientDbError, openPool } from './database';
 import { holdDriverLock } from './driver';
 import { PgResults } from './results';
 import { PgRuns } from './runs';
@@ -17,6 +17,7 @@ export async function openPostgresState(url: string): Promise<StateStore> {
     async holdDriver(events) {
       driver ??= await holdDriverLock(url, events);
     },
+    transient: isTransientDbError,
     async close() {
       await driver?.release();
       await pool.end();

@@ -13,6 +13,7 @@ export function openSqliteState(dataDir: string): StateStore {
     models: sqliteModels(db), datasets: sqliteDatasets(db), uploads: new SqliteUploads(db), runs: new SqliteRuns(db),
     shards: new SqliteShards(db), workers: new SqliteWorkers(db), results: new SqliteResults(db),
     async holdDriver() {},
+    transient: (e) => ['SQLITE_BUSY', 'SQLITE_LOCKED'].includes((e as { code?: string }).code ?? ''),
     async close() {
       db.close();
     },
