@@ -74,7 +74,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
   if (external && !(env.S3_ACCESS_KEY && env.S3_SECRET_KEY)) throw new Error('S3_ENDPOINT is set: S3_ACCESS_KEY and S3_SECRET_KEY are needed too');
   const t = tokens(dataDir, env);
   const state = env.PARTUNE_STATE || undefined;
-  if (state && !/^postgres(ql)?:\/\//.test(state)) throw new Error(`PARTUNE_STATE must be a postgres:// URL (got '${state}'); unset, state is SQLite under the data directory`);
+  if (state && !/^postgres(ql)?:\/\//.test(state)) throw new Error('PARTUNE_STATE must be a postgres:// URL; unset, state is SQLite under the data directory');
   return {
     dataDir,
     state,
