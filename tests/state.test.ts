@@ -14,7 +14,7 @@ import { openSqliteState } from '../server/state/sqlite';
 import type { StateStore } from '../server/state/store';
 import { openPostgresState } from '../server/state/postgres';
 import { PG_SCHEMA_VERSION } from '../server/state/postgres/database';
-import { postgresForThisFile } from './support/postgres';
+import { postgresForThisFile, sqlOn } from './support/postgres';
 import pg from 'pg';
 
 const MB = 2 ** 20;
@@ -55,16 +55,6 @@ interface Opened {
 
 const postgres = postgresForThisFile();
 
-async function rawPg(url: string, sql: string): Promise<void> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    await client.query(sql);
-  } finally {
-    await client.end();
-  }
-}
-
 const STORES: [string, (() => Promise<Opened>) | string][] = [
   ['SQLite', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'partune-state-'));
@@ -79,7 +69,7 @@ const STORES: [string, (() => Promise<Opened>) | string][] = [
   }],
   ['PostgreSQL', postgres.skip ?? (async () => {
     const url = await postgres.database();
-    return { state: await openPostgresState(url), raw: (sql) => rawPg(url, sql) };
+    return { state: await openPostgresState(url), raw: (sql) => sqlOn(url, sql) };
   })],
 ];
 
@@ -349,7 +339,7 @@ describe('SQLite migrations', () => {
     await replicas[0].models.insert(model('m'));
     expect((await replicas[2].models.byIdOrName('m'))!.id).toBe('m');
     await Promise.all(replicas.map((r) => r.close()));
-    await rawPg(url, `UPDATE partune_schema SET version = ${PG_SCHEMA_VERSION + 1}`);
+    await sqlOn(url, `UPDATE partune_schema SET version = ${PG_SCHEMA_VERSION + 1}`);
     await expect(openPostgresState(url)).rejects.toThrow(`the database is at schema version ${PG_SCHEMA_VERSION + 1}, newer than this server's ${PG_SCHEMA_VERSION}`);
   });
 
@@ -362,15 +352,15 @@ describe('SQLite migrations', () => {
     victim.on('error', () => undefined);
     const lost = victim.query('SELECT pg_sleep(30)').then(() => undefined, (e: unknown) => e);
     await new Promise((r) => setTimeout(r, 200));
-    await rawPg(url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'");
+    await sqlOn(url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'");
     const error = await lost;
     expect((error as { code?: string }).code).toBe('57P01'); // terminated by an administrator: what a restarting server does
     expect(state.transient(error)).toBe(true);
-    const bad = await rawPg(url, 'SELEC 1').then(() => undefined, (e: unknown) => e);
+    const bad = await sqlOn(url, 'SELEC 1').then(() => undefined, (e: unknown) => e);
     expect(state.transient(bad)).toBe(false);
     await victim.end().catch(() => undefined);
 
-    await rawPg(url, 'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()');
+    await sqlOn(url, 'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()');
     await new Promise((r) => setTimeout(r, 300));
     expect((await state.models.byIdOrName('m'))!.id).toBe('m'); // the pool opened a new connection
     await state.close();

@@ -28,6 +28,17 @@ export function postgresUnavailable(): string | undefined {
   return typeof bin === 'string' ? undefined : bin.reason;
 }
 
+/** Runs one statement on its own connection (behind a store's back, or as the cluster's admin). */
+export async function sqlOn(url: string, sql: string): Promise<void> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query(sql);
+  } finally {
+    await client.end();
+  }
+}
+
 async function freePort(): Promise<number> {
   const server = createServer();
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -59,13 +70,7 @@ export async function startPostgres(): Promise<PostgresCluster> {
   return {
     async database() {
       const name = `t_${randomBytes(6).toString('hex')}`;
-      const client = new pg.Client({ connectionString: admin });
-      await client.connect();
-      try {
-        await client.query(`CREATE DATABASE ${name}`);
-      } finally {
-        await client.end();
-      }
+      await sqlOn(admin, `CREATE DATABASE ${name}`);
       return `postgres://postgres@127.0.0.1:${port}/${name}`;
     },
     stop() {
