@@ -105,6 +105,25 @@ describe.each(STORES)('%s state store', (_name, open) => {
     expect(await state.models.insert({ ...model('other'), name: 'm-n' })).toBe(false); // the name is taken
   });
 
+  it('lists runs newest first by status, kind, model and visibility, with the total that matches', async () => {
+    await state.models.insert(model('other'));
+    await state.runs.insert(run('old', 'm', 1));
+    await state.runs.insert(run('new', 'other', 2));
+    await state.runs.insert(run('stopped', 'm', 3));
+    await state.runs.stop('stopped', 'CANCELLED');
+    await state.runs.setPublic('old', true);
+    const ids = async (filter: Parameters<StateStore['runs']['list']>[0], first = 10, offset = 0): Promise<[string[], number]> => {
+      const p = await state.runs.list(filter, first, offset);
+      return [p.items.map((r) => r.id), p.total];
+    };
+    expect(await ids({})).toEqual([['stopped', 'new', 'old'], 3]);
+    expect(await ids({ modelId: 'm' })).toEqual([['stopped', 'old'], 2]);
+    expect(await ids({ modelId: 'm', status: 'PREPARING' })).toEqual([['old'], 1]);
+    expect(await ids({ publicOnly: true, kind: 'FINETUNE', datasetId: 'd' })).toEqual([['old'], 1]);
+    expect(await ids({ kind: 'SOUP' })).toEqual([[], 0]);
+    expect(await ids({}, 1, 1)).toEqual([['new'], 3]);
+  });
+
   it('a row that does not decode is an error naming its table, id and column', async () => {
     await state.runs.insert(run('r1', 'm', 1));
     await raw(`UPDATE runs SET hyper = '{"epochs": 0}' WHERE id = 'r1'`);

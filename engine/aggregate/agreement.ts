@@ -2,7 +2,7 @@
 // the same float operations in the same order, so their updates are equal bit for bit; across
 // classes (XNNPACK vs a BLAS, WebGL, WebGPU) the sums are ordered differently and the updates
 // drift apart by rounding, which training then amplifies. The distance is measured relative to
-// how far the shard moved each tensor, so it means the same for a large and a small step.
+// how far the shard moved its tuned parameters, so it means the same for a large and a small step.
 import { TrainingState } from '../weights/state';
 
 /**

@@ -1,8 +1,9 @@
 // Aggregation rules for a round of several shards that tolerate a minority of bad updates, as in
 // Flower (FedMedian, FedTrimmedAvg) and DISCO (centered clipping, Karimireddy et al. 2021):
 // coordinate-wise median, trimmed mean, and centered clipping around the median. Before a robust
-// rule, shards whose move is over SCREEN times the median move are set aside. Parameters and both AdamW moments go through the same rule; every
-// result is a mean, median or convex mix of the shards' values, so second moments stay >= 0.
+// rule, shards whose move is over SCREEN times the median move are set aside. Parameters and both
+// AdamW moments go through the same rule; every result is a mean, median or convex mix of the
+// shards' values, so second moments stay >= 0.
 import { HostWeights } from '../weights/checkpoint';
 import { TrainingState } from '../weights/state';
 import { fedAvg } from './fedavg';
@@ -96,13 +97,12 @@ export const CLIP_ITERATIONS = 3;
  */
 function centeredClip(updates: readonly TrainingState[], label: TrainingState['label']): TrainingState {
   let center = perGroup(updates, label, (groups) => coordinatewise(groups, sortedMedian));
-  const tau = median(updates.map((u) => moveLength(center, u)).sort((a, b) => a - b));
+  let distances = updates.map((u) => moveLength(center, u));
+  const tau = median([...distances].sort((a, b) => a - b));
   for (let l = 0; l < CLIP_ITERATIONS; l++) {
     const from = center;
-    const scale = updates.map((u) => {
-      const d = moveLength(from, u);
-      return d > tau ? tau / d : 1;
-    });
+    if (l > 0) distances = updates.map((u) => moveLength(from, u));
+    const scale = distances.map((d) => (d > tau ? tau / d : 1));
     center = perGroup(updates, label, (groups, pick) => {
       const out: HostWeights = new Map();
       for (const [name, c] of pick(from)) {

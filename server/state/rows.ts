@@ -6,11 +6,25 @@ import { parseStrategy, parseVitConfig } from '../../engine';
 import { decode, normalizationSchema, parsedBy } from '../../protocol/decode';
 import { parseRunOptions } from '../../protocol/run-options';
 import { EARNED_TRUST_STREAK } from './records';
+import type { RunFilter } from './store';
 import type {
   AngleProfileRecord, DatasetRecord, DeltaRecord, MetricPoint, ModelRecord, RunRecord, RunSpec, ShardRecord, StoredStrategy, UploadRecord, WorkerRecord,
 } from './records';
 
 export const nowIso = (): string => new Date().toISOString();
+
+/**
+ * A run filter as a WHERE clause (empty when it filters nothing) and its values, in both stores'
+ * SQL; `param(i)` writes the i-th placeholder, counting from 1.
+ */
+export function runFilterSql(filter: RunFilter, param: (i: number) => string): { where: string; args: string[] } {
+  const conditions: string[] = [];
+  const args: string[] = [];
+  const columns = [['status', filter.status], ['kind', filter.kind], ['model_id', filter.modelId], ['dataset_id', filter.datasetId]] as const;
+  for (const [column, value] of columns) if (value !== undefined) (args.push(value), conditions.push(`${column} = ${param(args.length)}`));
+  if (filter.publicOnly) conditions.push('public = 1');
+  return { where: conditions.length ? `WHERE ${conditions.join(' AND ')}` : '', args };
+}
 
 /** records.ts's isTrusted as SQL (both stores) over a workers row `w`, quarantine aside. */
 export const TRUSTED_WORKER = `((w.trusted = 1 AND w.demoted = 0) OR w.streak >= ${EARNED_TRUST_STREAK})`;

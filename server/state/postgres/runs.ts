@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import type { RoundOutcome, RunFilter, RunRepository, RunStart, RunSuccess } from '../store';
 import { NewShard, Page, RunRecord, page } from '../records';
-import { decodeRun, encodeDelta, encodeRun, encodeStoredStrategy, nowIso, profileRows } from '../rows';
+import { decodeRun, encodeDelta, encodeRun, encodeStoredStrategy, nowIso, profileRows, runFilterSql } from '../rows';
 import { Queryable, all, execute, first, insertRow, run, transaction } from './database';
 
 const ACTIVE_SQL = "('PREPARING', 'RUNNING', 'FINALIZING')";
@@ -33,17 +33,7 @@ export class PgRuns implements RunRepository {
   }
 
   async list(filter: RunFilter, count: number, offset: number): Promise<Page<RunRecord>> {
-    const where: string[] = [];
-    const args: unknown[] = [];
-    const by = (column: string, value: string | undefined): void => {
-      if (value !== undefined) (args.push(value), where.push(`${column} = $${args.length}`));
-    };
-    by('status', filter.status);
-    by('kind', filter.kind);
-    by('model_id', filter.modelId);
-    by('dataset_id', filter.datasetId);
-    if (filter.publicOnly) where.push('public = 1');
-    const w = where.length ? `WHERE ${where.join(' AND ')}` : '';
+    const { where: w, args } = runFilterSql(filter, (i) => `$${i}`);
     const n = args.length;
     const rows = await all(this.pool, `SELECT * FROM runs ${w} ORDER BY created_at DESC LIMIT $${n + 1} OFFSET $${n + 2}`, ...args, count, offset);
     const total = (await first<{ n: number }>(this.pool, `SELECT COUNT(*) AS n FROM runs ${w}`, ...args))!.n;

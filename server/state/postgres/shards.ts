@@ -10,7 +10,7 @@ import { FailureBudget, ShardRecord } from '../records';
 import { TRUSTED_WORKER, decodeShard, nowIso } from '../rows';
 import { Queryable, all, first, run, transaction } from './database';
 
-/** Parameters $2, $3 and $4 are the worker, the attempt and (first) the shard id. */
+/** A lease still held: $1 the shard, $2 its worker, $3 the attempt. */
 const HELD = "id = $1 AND status = 'LEASED' AND worker_id = $2 AND attempts = $3";
 const INDEX = 'run_id = $1 AND round = $2 AND idx = $3';
 /** Replicas an index may have before the run fails for want of agreement. */

@@ -4,7 +4,7 @@ import { randomUUID } from 'node:crypto';
 import type { RoundOutcome, RunFilter, RunRepository, RunStart, RunSuccess } from '../store';
 import { NewShard, Page, RunRecord, page } from '../records';
 import { Db, prepared } from './database';
-import { decodeRun, encodeDelta, encodeRun, encodeStoredStrategy, nowIso, profileRows } from '../rows';
+import { decodeRun, encodeDelta, encodeRun, encodeStoredStrategy, nowIso, profileRows, runFilterSql } from '../rows';
 
 const ACTIVE_SQL = "('PREPARING', 'RUNNING', 'FINALIZING')";
 
@@ -27,17 +27,7 @@ export class SqliteRuns implements RunRepository {
   }
 
   async list(filter: RunFilter, first: number, offset: number): Promise<Page<RunRecord>> {
-    const where: string[] = [];
-    const args: unknown[] = [];
-    const by = (column: string, value: string | undefined): void => {
-      if (value !== undefined) (where.push(`${column} = ?`), args.push(value));
-    };
-    by('status', filter.status);
-    by('kind', filter.kind);
-    by('model_id', filter.modelId);
-    by('dataset_id', filter.datasetId);
-    if (filter.publicOnly) where.push('public = 1');
-    const w = where.length ? `WHERE ${where.join(' AND ')}` : '';
+    const { where: w, args } = runFilterSql(filter, () => '?');
     const rows = prepared(this.db, `SELECT * FROM runs ${w} ORDER BY created_at DESC LIMIT ? OFFSET ?`).all(...args, first, offset);
     const total = (prepared(this.db, `SELECT COUNT(*) AS n FROM runs ${w}`).get(...args) as { n: number }).n;
     return page(rows.map(decodeRun), total, offset);
