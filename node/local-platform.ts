@@ -47,8 +47,6 @@ export interface ServerProcess {
   log: string[];
   stop(signal?: NodeJS.Signals): Promise<void>;
   restart(): Promise<void>;
-  /** Resolves once the server listens (a standby: once it has taken over). */
-  serving(timeoutMs?: number): Promise<void>;
 }
 
 /** Runs `script` (the CLI by default) under this Node, its output kept in `log` line by line. */
@@ -69,14 +67,14 @@ async function waitForLine(log: string[], pattern: RegExp, child: ChildProcess, 
   }
 }
 
-export async function startServer(env: NodeJS.ProcessEnv = {}, dataDir = mkdtempSync(join(tmpdir(), 'partune-test-')), opts: { standby?: boolean } = {}): Promise<ServerProcess> {
+export async function startServer(env: NodeJS.ProcessEnv = {}, dataDir = mkdtempSync(join(tmpdir(), 'partune-test-'))): Promise<ServerProcess> {
   const port = await freePort();
   const log: string[] = [];
   const args = ['serve', '--workers', '0', '--port', String(port), '--data-dir', dataDir];
   const launch = async (): Promise<ChildProcess> => {
     const from = log.length;
     const proc = spawnLogged(args, env, log);
-    await waitForLine(log, opts.standby ? /standing by/ : /partune server: http/, proc, from);
+    await waitForLine(log, /partune server: http/, proc, from);
     return proc;
   };
   const proc = await launch();
@@ -94,7 +92,6 @@ export async function startServer(env: NodeJS.ProcessEnv = {}, dataDir = mkdtemp
       log.push('--- restart ---');
       server.proc = await launch();
     },
-    serving: (timeoutMs) => waitForLine(log, /partune server: http/, server.proc, 0, timeoutMs),
   };
   return server;
 }

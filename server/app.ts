@@ -1,9 +1,9 @@
 // The server: GraphQL over HTTP and graphql-ws on one port, the blob store (local files behind
 // signed URLs on the same port, unless S3 is configured), the state store (SQLite, or PostgreSQL
-// with standbys), the compute thread, and the clocks (leases, unused uploads). `startServer` wires
-// them and returns a handle.
+// shared by any number of replicas), the compute thread, and the clocks (leases, runs no replica
+// drives, unused uploads). `startServer` wires them and returns a handle.
 import 'reflect-metadata';
-import { createServer } from 'node:http';
+import { IncomingMessage, createServer } from 'node:http';
 import { dirname, join } from 'node:path';
 import express from 'express';
 import { ApolloServer } from '@apollo/server';
@@ -14,10 +14,12 @@ import { LocalBlobStore, S3BlobStore, adoptS3rverObjects, blobHandler } from '..
 import { ServerConfig } from './config';
 import { Compute } from './compute';
 import { blobStoreSpec, openBlobStore } from './blob-store-spec';
+import { clientAddress } from './client-address';
 import { formatError } from './errors';
 import { Platform } from './platform';
 import { Services, createServices } from './services';
 import { openState } from './state/open';
+import { deliver } from './runs/events';
 import { Context, callerOf } from './resolvers/context';
 import { partuneSchema } from './schema';
 import { QueryLimits, limitsPlugin } from './limits';
@@ -35,14 +37,21 @@ const MAX_BODY = '256kb';
 
 export async function startServer(config: ServerConfig, log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): Promise<RunningServer> {
   const state = await openState(config);
-  // A standby neither listens nor drives until the server before it is gone.
-  await state.holdDriver({
-    waiting: () => log('standing by: another server drives the runs in this database; taking over when it stops'),
-    lost: (why) => {
-      log(`lost the driver lock (${why}): exiting so that another server drives the runs`);
-      process.exit(1);
-    },
-  });
+  let services: Services | undefined;
+  try {
+    await state.coordination.start({
+      message: deliver,
+      nudge: (runId) => services?.scheduler.nudged(runId),
+      lost: (why) => {
+        // Its run locks are gone with the connection: another replica drives those runs now.
+        log(`lost the coordination connection (${why}): exiting so that no run has two drivers`);
+        process.exit(1);
+      },
+    });
+  } catch (e) {
+    await state.close();
+    throw e;
+  }
   const app = express();
   app.disable('x-powered-by');
   const http = createServer(app);
@@ -65,17 +74,20 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
   }
   const compute = new Compute(spec, log);
   const platform: Platform = { config, state, blobs, compute, log };
-  const services = createServices(platform);
+  services = createServices(platform);
+  const { scheduler } = services;
   const limits: QueryLimits = { maxDepth: config.maxQueryDepth, maxComplexity: config.maxQueryComplexity, maxTokens: 4000, maxFragments: 64 };
   const allowed = (o: string | undefined, host: string | undefined): boolean => originAllowed(o, host, config.allowedOrigins);
-  const contextOf = (authorization: string | undefined, client: string | undefined): Context => ({ ...callerOf(authorization, config), client: client ?? 'unknown', services });
+  const contextOf = (authorization: string | undefined, request: IncomingMessage): Context => ({
+    ...callerOf(authorization, config), client: clientAddress(request.socket.remoteAddress, request.headers, config.trustedProxies), services: services!,
+  });
 
   const schema = partuneSchema();
   const wss = new WebSocketServer({
     server: http, path: '/graphql', maxPayload: 256 * 1024,
     verifyClient: ({ origin, req }: { origin?: string; req: { headers: { host?: string } } }) => allowed(origin, req.headers.host),
   });
-  const socket = serveSocket(wss, schema, limits, (params, request) => contextOf(params?.authorization as string | undefined, request.socket.remoteAddress), log);
+  const socket = serveSocket(wss, schema, limits, (params, request) => contextOf(params?.authorization as string | undefined, request), log);
   const apollo = new ApolloServer<Context>({
     schema,
     introspection: true,
@@ -108,7 +120,7 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
     errors: [{ message: `origin ${req.headers.origin} may not call this API (PARTUNE_ALLOWED_ORIGINS)`, extensions: { code: 'FORBIDDEN' } }],
   })));
   app.use('/graphql', express.json({ limit: MAX_BODY }), expressMiddleware(apollo, {
-    context: async ({ req }) => contextOf(req.headers.authorization, req.socket.remoteAddress),
+    context: async ({ req }) => contextOf(req.headers.authorization, req),
   }));
   // A body too large or not JSON: a GraphQL error, not an HTML page.
   app.use('/graphql', ((err, _req, res, next) => {
@@ -117,16 +129,20 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
     res.status(status).json({ errors: [{ message: status === 413 ? `request body over ${MAX_BODY}` : `malformed request: ${(err as Error).message}`, extensions: { code: status === 413 ? 'PAYLOAD_TOO_LARGE' : 'BAD_REQUEST' } }] });
   }) as express.ErrorRequestHandler);
 
+  let adopting: Promise<void> | undefined;
+  const adopt = (): Promise<void> => (adopting ??= scheduler.adopt().then((adopted) => {
+    if (adopted) log(`driving ${adopted} unfinished run(s) no server was driving`);
+  }).finally(() => (adopting = undefined)));
   const clock = setInterval(() => {
     void services.leases.expire().catch((e: Error) => log(`lease clock: ${e.message}`));
     void services.verification.dropUnclaimedChecks().catch((e: Error) => log(`verification clock: ${e.message}`));
+    void adopt().catch((e: Error) => log(`run clock: ${e.message}`));
   }, 1000);
   const uploadClock = setInterval(() => void services.uploads.expire().catch((e: Error) => log(`upload clock: ${e.message}`)), Math.min(60, config.uploadTtlSeconds) * 1000);
   await services.uploads.expire();
-  const resumed = await services.scheduler.resumeAll();
   const stateDescription = config.state ? `PostgreSQL ${config.state.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@')}` : `SQLite in ${config.dataDir}`;
   log(`partune server: ${url} (storage ${blobs.description}; state ${stateDescription}; data ${config.dataDir})`);
-  if (resumed) log(`resuming ${resumed} unfinished run(s)`);
+  await adopt();
 
   return {
     url, wsUrl: url.replace(/^http/, 'ws'), services,
@@ -135,7 +151,8 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
       clearInterval(uploadClock);
       await apollo.stop();
       await compute.close();
-      await services.scheduler.idle().catch(() => undefined);
+      await adopting?.catch(() => undefined);
+      await scheduler.idle().catch(() => undefined);
       await state.close();
     },
   };

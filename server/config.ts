@@ -20,6 +20,8 @@ export interface ServerConfig {
   readonly secret: string;
   /** The server's URL as browsers reach it, when a proxy sits in front (PARTUNE_PUBLIC_URL). */
   readonly publicUrl?: string;
+  /** Reverse proxies in front of the server (addresses) whose X-Forwarded-For names the client. */
+  readonly trustedProxies: readonly string[];
   /** Origins besides the server's own whose pages may use the API socket and the blob store. */
   readonly allowedOrigins: readonly string[];
   /** Directories `registerModel`/`importDataset` may read server paths under; none: uploads only. */
@@ -88,6 +90,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     secret: t.secret,
     publicUrl: env.PARTUNE_PUBLIC_URL?.replace(/\/+$/, '') || undefined,
     allowedOrigins: list(env.PARTUNE_ALLOWED_ORIGINS, /[,\s]+/),
+    trustedProxies: list(env.PARTUNE_TRUSTED_PROXIES, /[,\s]+/),
     importRoots: list(env.PARTUNE_IMPORT_ROOTS, /[:,]/).map((p) => resolve(p)),
     invitation: env.PARTUNE_INVITATION || undefined,
     leaseSeconds: number(env, 'PARTUNE_LEASE_SECONDS', 60),

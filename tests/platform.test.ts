@@ -290,7 +290,7 @@ describe.each(storesUnderTest())('state in $name', (store) => {
       await server.stop('SIGKILL');
       await new Promise((r) => setTimeout(r, 1000));
       await server.restart();
-      await waitFor('the resume message', async () => /resuming 1 unfinished run/.test(server.log.join('\n')), 10_000, 100);
+      await waitFor('the resume message', async () => /driving 1 unfinished run/.test(server.log.join('\n')), 10_000, 100);
       const run = await waitForRun(server, id);
       expect(run.status).toBe('SUCCEEDED');
       expect(run.metrics.filter((m: any) => m.testAccuracy !== null)).toHaveLength(2);

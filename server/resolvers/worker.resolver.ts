@@ -27,17 +27,17 @@ export class WorkerResolver {
     const trusted = role !== 'VOLUNTEER';
     if (!trusted) {
       if (kind !== 'browser') throw badInput("a volunteer token registers browser workers only (kind: 'browser')");
-      services.workers.admitVolunteer(client);
+      await services.workers.admitVolunteer(client);
     }
     const worker = await services.workers.register(name, kind, backend, trusted, client);
     return Object.assign(new T.WorkerRegistration(), { worker: toWorker(worker, true), credential: mintToken('worker', services.platform.config, worker.id) });
   }
 
   @Mutation(() => String, { description: 'A token for a browser tab to volunteer as a worker (rate-limited per address); PARTUNE_INVITATION, when set, must be given' })
-  volunteerToken(@Ctx() { services, client }: Context, @Arg('invitation', () => String, { nullable: true }) invitation?: string): string {
+  async volunteerToken(@Ctx() { services, client }: Context, @Arg('invitation', () => String, { nullable: true }) invitation?: string): Promise<string> {
     const required = services.platform.config.invitation;
     if (required && invitation !== required) throw forbidden('this server takes volunteers by invitation: open the worker page with ?invitation=CODE');
-    services.workers.admitVolunteer(client);
+    await services.workers.admitVolunteer(client);
     return mintToken('volunteer', services.platform.config);
   }
 

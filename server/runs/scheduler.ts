@@ -1,7 +1,10 @@
 // The run lifecycle: PREPARING -> RUNNING (round after round) -> FINALIZING -> SUCCEEDED, driven
 // for every kind by one loop that asks the kind's stages for the work and persists each
-// transition before the next begins. After a restart `resumeAll` picks up each unfinished run
-// where its record says it stands; a cancel that lands mid-step wins (the transition is refused).
+// transition before the next begins. Each run is driven by one server replica at a time (the one
+// holding its lock in the store's coordination); `adopt`, at start and every second, takes up the
+// unfinished runs no replica drives (after a restart, or a replica's death) where their records
+// say they stand. A replica that is not the run's driver nudges the driver instead. A cancel that
+// lands mid-step wins (the transition is refused).
 import { randomUUID } from 'node:crypto';
 import { isTransient, keys } from '../../storage';
 import { ComputeError } from '../compute';
@@ -18,17 +21,33 @@ export class Scheduler {
 
   constructor(private readonly p: Platform, private readonly stages: StagesByKind, private readonly events: RunEvents, private readonly runs: RunQueries) {}
 
-  /** Picks up every unfinished run (at start, after a restart); returns how many. */
-  async resumeAll(): Promise<number> {
-    const ids = await this.p.state.runs.unfinished();
-    for (const id of ids) void this.advance(id);
-    return ids.length;
+  /** Takes up the unfinished runs no replica drives, and lets go of the ended ones; returns how many it took up. */
+  async adopt(): Promise<number> {
+    const { coordination } = this.p.state;
+    const unfinished = await this.p.state.runs.unfinished();
+    const open = new Set(unfinished);
+    for (const id of coordination.driven()) if (!open.has(id) && !this.chains.has(id)) await coordination.letGo(id);
+    let adopted = 0;
+    for (const id of unfinished) {
+      if (coordination.drives(id) || !(await coordination.drive(id))) continue;
+      adopted++;
+      void this.advance(id);
+    }
+    return adopted;
   }
 
-  /** Moves a run on as far as its stored state allows; one advance at a time per run. */
+  /** A nudge from another replica: moves the run on if this replica drives it. */
+  nudged(id: string): void {
+    if (this.p.state.coordination.drives(id)) void this.advance(id);
+  }
+
+  /**
+   * Moves a run on as far as its stored state allows, one advance at a time per run, on the replica
+   * that drives it: here when this one does or may take it, else by nudging the one that does.
+   */
   advance(id: string): Promise<void> {
     const next = (this.chains.get(id) ?? Promise.resolve()).then(() => this.drive(id)).catch((e: Error) => {
-      // The server stopping mid-step is not the run's failure: its record is unchanged, resumeAll picks it up.
+      // The server stopping mid-step is not the run's failure: its record is unchanged, the next driver picks it up.
       if (e instanceof ComputeError && e.fault === 'shutdown') return this.p.log(`run ${id}: stopped mid-step; it resumes at the next start`);
       if (!isTransient(e) && !this.p.state.transient(e)) return this.fail(id, e.message);
       // A storage or database hiccup: the run's record is unchanged, so the same step is simply tried again.
@@ -60,12 +79,13 @@ export class Scheduler {
   }
 
   private async drive(id: string): Promise<void> {
+    if (!(await this.p.state.coordination.drive(id))) return this.p.state.coordination.nudge(id);
     for (;;) {
       const run = await this.runs.get(id);
       if (run.status === 'PREPARING') await this.prepare(run);
       else if (run.status === 'RUNNING') await this.finishRound(run);
       else if (run.status === 'FINALIZING') await this.finish(run);
-      else return;
+      else return this.p.state.coordination.letGo(id);
       const after = await this.runs.get(id);
       if (after.status === run.status && after.round === run.round) return;
     }

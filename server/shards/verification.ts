@@ -26,8 +26,6 @@ export const spotCheckRate = (w: WorkerRecord, floor: number): number =>
   Math.max(floor, 1 / (w.streak + 1 + (w.trusted && !w.demoted ? EARNED_TRUST_STREAK : 0)));
 
 export class Verification {
-  private readonly chains = new Map<string, Promise<void>>();
-
   constructor(
     private readonly p: Platform, private readonly workers: Workers, private readonly tensors: RunTensors, private readonly scheduler: Scheduler,
     private readonly events: RunEvents,
@@ -75,15 +73,14 @@ export class Verification {
     }
   }
 
-  /** After a replica's result is stored: the verdicts on its index, once enough results are in. One index at a time. */
+  /**
+   * After a replica's result is stored: the verdicts on its index, once enough results are in. One
+   * judgement of an index at a time, across server replicas (two would each add a replica).
+   */
   judge(run: RunRecord, shard: ShardRecord): Promise<void> {
-    const key = `${shard.runId}/${shard.round}/${shard.index}`;
-    const next = (this.chains.get(key) ?? Promise.resolve()).then(() => this.decide(run, shard)).catch((e: Error) => {
+    return this.p.state.coordination.exclusive(`judge/${shard.runId}/${shard.round}/${shard.index}`, () => this.decide(run, shard)).catch((e: Error) => {
       this.p.log(`run ${run.id} shard ${shard.round}.${shard.index}: not judged: ${e.message}`);
     });
-    this.chains.set(key, next);
-    void next.then(() => this.chains.get(key) === next && this.chains.delete(key));
-    return next;
   }
 
   private async decide(run: RunRecord, shard: ShardRecord): Promise<void> {

@@ -4,26 +4,21 @@
 import { randomUUID } from 'node:crypto';
 import { badInput, forbidden, notFound, rateLimited } from '../errors';
 import type { Platform } from '../platform';
-import { RateLimit } from '../rate-limit';
 import { FailureBudget, Page, WorkerRecord } from '../state/records';
 
 /** A worker seen within this long counts as online. */
 export const ONLINE_MS = 30_000;
 
 export class Workers {
-  private readonly volunteers: RateLimit;
-
-  constructor(private readonly p: Platform) {
-    this.volunteers = new RateLimit(p.config.volunteersPerMinute);
-  }
+  constructor(private readonly p: Platform) {}
 
   get budget(): FailureBudget {
     return { distinctWorkers: 3, trustedFailures: 5, quarantineStrikes: this.p.config.quarantineStrikes };
   }
 
-  /** A volunteer token or registration from `client`; refused past the rate limit. */
-  admitVolunteer(client: string): void {
-    if (!this.volunteers.take(client)) {
+  /** A volunteer token or registration from `client`; refused past the rate limit (counted across every server replica). */
+  async admitVolunteer(client: string): Promise<void> {
+    if (!(await this.p.state.admissions.take(client, this.p.config.volunteersPerMinute, new Date()))) {
       throw rateLimited(`more than ${this.p.config.volunteersPerMinute} volunteer tokens or registrations a minute from this address; try again later`);
     }
   }

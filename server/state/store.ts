@@ -1,7 +1,7 @@
 // The state store: one repository per aggregate, typed records in and out, every conditional
 // transition one operation (atomic in the implementation: a transaction or a guarded UPDATE).
-// Services never see SQL; the SQLite store (sqlite/) is one implementation, and another (say
-// PostgreSQL, with SELECT ... FOR UPDATE SKIP LOCKED for leases) implements the same interfaces.
+// Services never see SQL: the SQLite store (sqlite/) serves one process, the PostgreSQL store
+// (postgres/) any number of server replicas, which divide the runs through its coordination.
 import type { Normalization } from '../../engine';
 import type {
   AngleProfileRecord, BlobRef, DatasetRecord, DeltaRecord, FailureBudget, MetricPoint, ModelRecord, NewShard, Page, Plan, RunKind, RunRecord, RunStatus,
@@ -16,21 +16,48 @@ export interface StateStore {
   readonly shards: ShardRepository;
   readonly workers: WorkerRepository;
   readonly results: ResultRepository;
-  /**
-   * Resolves once this process may drive runs: at once for SQLite (one server per file); for
-   * PostgreSQL when it holds the database's driver lock, which a server that dies gives up with
-   * its connection (a standby then takes over). `lost` is called if the lock is lost later.
-   */
-  holdDriver(events: DriverEvents): Promise<void>;
+  readonly coordination: Coordination;
+  /** Counts a client's admissions per minute, across every replica of the store. */
+  readonly admissions: AdmissionCounter;
   /** Whether an error the store threw is passing (a lost connection, a busy database): the same operation may simply be tried again. */
   transient(e: unknown): boolean;
   close(): Promise<void>;
 }
 
-export interface DriverEvents {
-  /** Another server holds the lock: this one waits. */
-  waiting(): void;
+/**
+ * How the servers sharing the store divide the work: each run is driven by one of them at a time
+ * (the one holding its lock; a server that dies gives its runs up with its connection), events
+ * reach the subscribers of every server, and judgements that must not overlap take turns. For
+ * SQLite the one process is all of them.
+ */
+export interface Coordination {
+  /** Starts listening to the other servers; `lost` if this one can no longer coordinate (it must stop driving). */
+  start(on: CoordinationHandlers): Promise<void>;
+  /** Takes the run's lock unless another server holds it; true while this server drives the run. */
+  drive(runId: string): Promise<boolean>;
+  /** Whether this server drives the run (without asking the database). */
+  drives(runId: string): boolean;
+  /** Runs this server drives. */
+  driven(): string[];
+  /** Gives up driving a run (it ended). */
+  letGo(runId: string): Promise<void>;
+  /** Delivers a message to every server's `message` handler, this one's included, in the order sent. */
+  broadcast(message: string): Promise<void>;
+  /** Asks the server driving the run to move it on (its `nudge` handler). */
+  nudge(runId: string): Promise<void>;
+  /** Runs `work` while no other call with the same key runs, on this server or another. */
+  exclusive<T>(key: string, work: () => Promise<T>): Promise<T>;
+}
+
+export interface CoordinationHandlers {
+  message(message: string): void;
+  nudge(runId: string): void;
   lost(why: string): void;
+}
+
+export interface AdmissionCounter {
+  /** Counts one more admission of `key` this minute; false once it has had `perMinute`. */
+  take(key: string, perMinute: number, now: Date): Promise<boolean>;
 }
 
 /** Things with unique names (models, datasets). */

@@ -62,7 +62,11 @@ CREATE INDEX uploads_created ON uploads(created_at);
 `;
 
 /** Migration i brings a database from version i to i + 1 (version 1 is the SQLite store's version 4). */
-const MIGRATIONS: string[] = [TABLES];
+const MIGRATIONS: string[] = [
+  TABLES,
+  // 2: volunteer admissions counted in the database, so every replica sees the same count.
+  'CREATE TABLE admissions (key TEXT NOT NULL, minute BIGINT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (key, minute))',
+];
 
 export const PG_SCHEMA_VERSION = MIGRATIONS.length;
 

@@ -2,24 +2,22 @@
 import type { StateStore } from '../store';
 import { PgUploads, pgDatasets, pgModels } from './catalog';
 import { isTransientDbError, openPool } from './database';
-import { holdDriverLock } from './driver';
+import { PgCoordination } from './coordination';
 import { PgResults } from './results';
 import { PgRuns } from './runs';
 import { PgShards } from './shards';
-import { PgWorkers } from './workers';
+import { PgAdmissions, PgWorkers } from './workers';
 
 export async function openPostgresState(url: string): Promise<StateStore> {
   const pool = await openPool(url);
-  let driver: { release(): Promise<void> } | undefined;
+  const coordination = new PgCoordination(url, pool);
   return {
     models: pgModels(pool), datasets: pgDatasets(pool), uploads: new PgUploads(pool), runs: new PgRuns(pool),
     shards: new PgShards(pool), workers: new PgWorkers(pool), results: new PgResults(pool),
-    async holdDriver(events) {
-      driver ??= await holdDriverLock(url, events);
-    },
+    coordination, admissions: new PgAdmissions(pool),
     transient: isTransientDbError,
     async close() {
-      await driver?.release();
+      await coordination.close();
       await pool.end();
     },
   };

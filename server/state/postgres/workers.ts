@@ -1,6 +1,6 @@
-// Workers in PostgreSQL.
+// Workers in PostgreSQL, and the volunteer admissions counted per client address.
 import type pg from 'pg';
-import type { WorkerRepository } from '../store';
+import type { AdmissionCounter, WorkerRepository } from '../store';
 import { Page, WorkerRecord, page } from '../records';
 import { TRUSTED_WORKER, decodeWorker } from '../rows';
 import { all, first, run } from './database';
@@ -49,5 +49,23 @@ export class PgWorkers implements WorkerRepository {
 
   async countSeenSince(since: Date): Promise<number> {
     return (await first<{ n: number }>(this.pool, 'SELECT COUNT(*) AS n FROM workers WHERE last_seen > $1', since.getTime()))!.n;
+  }
+}
+
+/** Admissions per key and minute in one table, so replicas share the limit; past minutes are pruned as each new one starts. */
+export class PgAdmissions implements AdmissionCounter {
+  private window = 0;
+
+  constructor(private readonly pool: pg.Pool) {}
+
+  async take(key: string, perMinute: number, now: Date): Promise<boolean> {
+    const window = Math.floor(now.getTime() / 60_000);
+    if (window !== this.window) {
+      this.window = window;
+      await run(this.pool, 'DELETE FROM admissions WHERE minute < $1', window);
+    }
+    const row = await first<{ n: number }>(this.pool, `INSERT INTO admissions (key, minute, n) VALUES ($1, $2, 1)
+      ON CONFLICT (key, minute) DO UPDATE SET n = admissions.n + 1 RETURNING n`, key, window);
+    return row!.n <= perMinute;
   }
 }

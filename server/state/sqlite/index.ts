@@ -1,5 +1,6 @@
 // The SQLite state store: the embedded default, one file under the data directory.
 import type { StateStore } from '../store';
+import { InProcessAdmissions, InProcessCoordination } from '../in-process';
 import { openDatabase } from './database';
 import { SqliteUploads, sqliteDatasets, sqliteModels } from './catalog';
 import { SqliteRuns } from './runs';
@@ -12,7 +13,7 @@ export function openSqliteState(dataDir: string): StateStore {
   return {
     models: sqliteModels(db), datasets: sqliteDatasets(db), uploads: new SqliteUploads(db), runs: new SqliteRuns(db),
     shards: new SqliteShards(db), workers: new SqliteWorkers(db), results: new SqliteResults(db),
-    async holdDriver() {},
+    coordination: new InProcessCoordination(), admissions: new InProcessAdmissions(),
     transient: (e) => ['SQLITE_BUSY', 'SQLITE_LOCKED'].includes((e as { code?: string }).code ?? ''),
     async close() {
       db.close();

@@ -1,0 +1,131 @@
+// How server replicas share the work: each run driven by one replica at a time, messages reaching
+// every replica in order, turns that never overlap across replicas, one volunteer limit for all;
+// and the client address the limits count, read through a trusted proxy only.
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { clientAddress } from '../server/client-address';
+import { openPostgresState } from '../server/state/postgres';
+import { openSqliteState } from '../server/state/sqlite';
+import type { CoordinationHandlers, StateStore } from '../server/state/store';
+import { postgresForThisFile, sqlOn } from './support/postgres';
+
+const postgres = postgresForThisFile();
+
+interface Heard { messages: string[]; nudges: string[]; lost: string[] }
+
+async function started(state: StateStore): Promise<Heard> {
+  const heard: Heard = { messages: [], nudges: [], lost: [] };
+  const on: CoordinationHandlers = { message: (m) => heard.messages.push(m), nudge: (r) => heard.nudges.push(r), lost: (w) => heard.lost.push(w) };
+  await state.coordination.start(on);
+  return heard;
+}
+
+const until = async (what: string, probe: () => boolean, ms = 5000): Promise<void> => {
+  for (const end = Date.now() + ms; !probe(); await new Promise((r) => setTimeout(r, 10))) if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+};
+
+/** Runs two 100 ms works per key through `a` and `b` at once; returns the most that overlapped. */
+async function overlap(a: StateStore, b: StateStore, key: string): Promise<number> {
+  let inside = 0;
+  let most = 0;
+  const work = async (): Promise<void> => {
+    most = Math.max(most, ++inside);
+    await new Promise((r) => setTimeout(r, 100));
+    inside--;
+  };
+  await Promise.all([a.coordination.exclusive(key, work), b.coordination.exclusive(key, work), a.coordination.exclusive(key, work)]);
+  return most;
+}
+
+describe('one process on SQLite', () => {
+  it('drives every run, hears its own messages, takes turns per key, counts admissions per minute', async () => {
+    const state = openSqliteState(mkdtempSync(join(tmpdir(), 'partune-coord-')));
+    const heard = await started(state);
+    expect(await state.coordination.drive('r1')).toBe(true);
+    expect(state.coordination.driven()).toEqual(['r1']);
+    await state.coordination.letGo('r1');
+    expect(state.coordination.drives('r1')).toBe(false);
+    await state.coordination.broadcast('one');
+    await state.coordination.broadcast('two');
+    expect(heard.messages).toEqual(['one', 'two']);
+    expect(await overlap(state, state, 'k')).toBe(1);
+    const now = new Date('2026-01-01T00:00:10Z');
+    expect(await Promise.all([1, 2, 3, 4].map(() => state.admissions.take('10.0.0.1', 3, now)))).toEqual([true, true, true, false]);
+    expect(await state.admissions.take('10.0.0.2', 3, now)).toBe(true);
+    expect(await state.admissions.take('10.0.0.1', 3, new Date(now.getTime() + 60_000))).toBe(true);
+    await state.close();
+  });
+});
+
+(postgres.skip ? describe.skip : describe)('replicas on one PostgreSQL', () => {
+  let a: StateStore;
+  let b: StateStore;
+  let url: string;
+  beforeEach(async () => {
+    url = await postgres.database();
+    [a, b] = await Promise.all([openPostgresState(url), openPostgresState(url)]);
+  });
+  afterEach(async () => {
+    await Promise.all([a.close(), b.close()]);
+  });
+
+  it('a run is driven by one replica until it lets go or its connection ends; then another takes it', async () => {
+    await Promise.all([started(a), started(b)]);
+    expect(await Promise.all([a.coordination.drive('r1'), a.coordination.drive('r1')])).toEqual([true, true]);
+    expect(await b.coordination.drive('r1')).toBe(false);
+    expect(await b.coordination.drive('r2')).toBe(true);
+    await a.coordination.letGo('r1'); // once, though taken twice: no lock is left behind
+    expect(await b.coordination.drive('r1')).toBe(true);
+    expect(await a.coordination.drive('r3')).toBe(true);
+    await a.close(); // a replica that stops or dies gives its runs up
+    expect(await b.coordination.drive('r3')).toBe(true);
+    a = await openPostgresState(url);
+  });
+
+  it('a message reaches every replica in the order sent; a nudge reaches the run\'s driver', async () => {
+    const [heardA, heardB] = await Promise.all([started(a), started(b)]);
+    const sent = Array.from({ length: 20 }, (_, i) => `m${i}`);
+    for (const m of sent) await a.coordination.broadcast(m);
+    await b.coordination.nudge('r1');
+    await until('every message', () => heardA.messages.length === 20 && heardB.messages.length === 20 && heardA.nudges.length === 1);
+    expect(heardA.messages).toEqual(sent);
+    expect(heardB.messages).toEqual(sent);
+    expect(heardA.nudges).toEqual(['r1']);
+    await expect(a.coordination.broadcast('x'.repeat(8000))).rejects.toThrow(/over NOTIFY's limit/);
+  });
+
+  it('turns with one key never overlap across replicas; other keys do not wait', async () => {
+    await Promise.all([started(a), started(b)]);
+    const [same, other] = await Promise.all([overlap(a, b, 'judge/r/0/0'), (async () => {
+      const t = Date.now();
+      await b.coordination.exclusive('judge/r/0/1', async () => undefined);
+      return Date.now() - t;
+    })()]);
+    expect(same).toBe(1);
+    expect(other).toBeLessThan(100);
+  });
+
+  it('volunteer admissions are counted once across replicas', async () => {
+    const now = new Date('2026-01-01T00:00:10Z');
+    expect([await a.admissions.take('10.0.0.1', 3, now), await b.admissions.take('10.0.0.1', 3, now), await a.admissions.take('10.0.0.1', 3, now)]).toEqual([true, true, true]);
+    expect(await b.admissions.take('10.0.0.1', 3, now)).toBe(false);
+    expect(await b.admissions.take('10.0.0.1', 3, new Date(now.getTime() + 60_000))).toBe(true);
+  });
+
+  it('a replica whose coordination connection ends is told, so it stops driving', async () => {
+    const heard = await started(a);
+    await sqlOn(url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'partune coordination' AND datname = current_database()");
+    await until('the loss', () => heard.lost.length > 0);
+  });
+});
+
+describe('the client address', () => {
+  const proxies = ['10.0.0.2', '10.0.0.3'];
+  it('is the peer unless the peer is a trusted proxy; then the nearest untrusted hop of X-Forwarded-For', () => {
+    expect(clientAddress('::ffff:198.51.100.7', { 'x-forwarded-for': '1.2.3.4' }, proxies)).toBe('198.51.100.7'); // a client's own header is not believed
+    expect(clientAddress('10.0.0.2', { 'x-forwarded-for': '1.2.3.4, 198.51.100.7' }, proxies)).toBe('198.51.100.7');
+    expect(clientAddress('10.0.0.2', { 'x-forwarded-for': '198.51.100.7, 10.0.0.3' }, proxies)).toBe('198.51.100.7');
+    expect(clientAddress('10.0.0.2', {}, proxies)).toBe('10.0.0.2');
+  });
+});
