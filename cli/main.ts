@@ -3,6 +3,7 @@
 import { parseArgs } from 'node:util';
 import { anglesCommand } from './angles';
 import { soupCommand } from './soup';
+import { storageServeCommand } from './storage';
 import { datasetImportCommand, deltaDownloadCommand, deltaMergeCommand, modelRegisterCommand, runCommand, serveCommand, workerCommand } from './platform';
 import { TRAIN_OPTION_NAMES, TRAIN_OPTION_SPECS } from '../engine';
 import { flagOf } from './options';
@@ -28,6 +29,7 @@ const USAGE = `usage:
 
   platform (GraphQL server, workers, blob storage):
   partune serve [--port P] [--data-dir DIR] [--state postgres://...] [--workers N] [--backend B]
+  partune storage serve [--port P] [--data-dir DIR]   (blobs for server replicas: PARTUNE_BLOB_URL)
   partune worker --server URL --token WORKER_TOKEN [--name N] [--backend B] [--max-shards N] [--memory-mib M]
   partune model register --name N --checkpoint F [--config C]          (client commands take
   partune dataset import --name N --format idx|cifar10|mnist-package    --server URL, default
@@ -87,6 +89,7 @@ async function main(argv: string[]): Promise<void> {
   else if (command === 'delta' && sub === 'download') result = await deltaDownloadCommand(o);
   else if (command === 'delta' && sub === 'merge') result = await deltaMergeCommand(o);
   else if (command === 'serve') result = await serveCommand(o);
+  else if (command === 'storage' && sub === 'serve') result = await storageServeCommand(o);
   else if (command === 'worker') result = await workerCommand(o);
   else if (command === 'model' && sub === 'register') result = await modelRegisterCommand(o);
   else if (command === 'dataset' && sub === 'import') result = await datasetImportCommand(o);

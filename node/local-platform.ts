@@ -78,9 +78,11 @@ export async function startServer(env: NodeJS.ProcessEnv = {}, dataDir = mkdtemp
     return proc;
   };
   const proc = await launch();
-  const tokens = JSON.parse(readFileSync(join(dataDir, 'tokens.json'), 'utf8')) as { admin: string; worker: string };
+  const stored = JSON.parse(readFileSync(join(dataDir, 'tokens.json'), 'utf8')) as { admin: string; worker: string };
+  const admin = env.PARTUNE_ADMIN_TOKEN ?? stored.admin;
+  const worker = env.PARTUNE_WORKER_TOKEN ?? stored.worker;
   const server: ServerProcess = {
-    url: `http://127.0.0.1:${port}/graphql`, port, dataDir, admin: tokens.admin, worker: tokens.worker, proc, log,
+    url: `http://127.0.0.1:${port}/graphql`, port, dataDir, admin, worker, proc, log,
     async stop(signal = 'SIGTERM') {
       if (server.proc.exitCode !== null || server.proc.signalCode !== null) return;
       await new Promise<void>((resolve) => {
@@ -94,6 +96,25 @@ export async function startServer(env: NodeJS.ProcessEnv = {}, dataDir = mkdtemp
     },
   };
   return server;
+}
+
+export interface StorageProcess {
+  /** For the servers' PARTUNE_BLOB_URL. */
+  readonly url: string;
+  readonly log: string[];
+  stop(): Promise<void>;
+}
+
+/** `partune storage serve` on a free port, checking URLs against `secret`. */
+export async function startStorage(secret: string, dataDir = mkdtempSync(join(tmpdir(), 'partune-storage-')), env: NodeJS.ProcessEnv = {}): Promise<StorageProcess> {
+  const port = await freePort();
+  const log: string[] = [];
+  const proc = spawnLogged(['storage', 'serve', '--port', String(port), '--data-dir', dataDir], { PARTUNE_SECRET: secret, ...env }, log);
+  await waitForLine(log, /partune storage: http/, proc);
+  return {
+    url: `http://127.0.0.1:${port}`, log,
+    stop: () => new Promise<void>((resolve) => (proc.exitCode !== null ? resolve() : (proc.once('exit', () => resolve()), proc.kill('SIGTERM')))),
+  };
 }
 
 export interface WorkerProcess {

@@ -10,6 +10,8 @@ export interface ServerConfig {
   readonly state?: string;
   readonly host: string;
   readonly port: number;
+  /** A `partune storage serve` shared by replicas (PARTUNE_BLOB_URL, and as browsers reach it PARTUNE_BLOB_PUBLIC_URL). */
+  readonly blobServer?: { readonly url: string; readonly publicUrl?: string };
   /** External S3 (MinIO, AWS); undefined: the embedded server. */
   readonly s3?: { endpoint: string; accessKey: string; secretKey: string; publicEndpoint?: string };
   readonly bucket: string;
@@ -74,6 +76,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
   mkdirSync(dataDir, { recursive: true });
   const external = env.S3_ENDPOINT;
   if (external && !(env.S3_ACCESS_KEY && env.S3_SECRET_KEY)) throw new Error('S3_ENDPOINT is set: S3_ACCESS_KEY and S3_SECRET_KEY are needed too');
+  const blobUrl = env.PARTUNE_BLOB_URL?.replace(/\/+$/, '') || undefined;
+  if (blobUrl && external) throw new Error('PARTUNE_BLOB_URL and S3_ENDPOINT name two blob stores: set one');
+  if (blobUrl && !/^https?:\/\//.test(blobUrl)) throw new Error(`PARTUNE_BLOB_URL must be an http(s) URL (got '${blobUrl}')`);
   const t = tokens(dataDir, env);
   const state = env.PARTUNE_STATE || undefined;
   if (state && !/^postgres(ql)?:\/\//.test(state)) throw new Error('PARTUNE_STATE must be a postgres:// URL; unset, state is SQLite under the data directory');
@@ -82,6 +87,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     state,
     host: env.HOST ?? '127.0.0.1',
     port: number(env, 'PORT', 4000),
+    blobServer: blobUrl ? { url: blobUrl, publicUrl: env.PARTUNE_BLOB_PUBLIC_URL?.replace(/\/+$/, '') || undefined } : undefined,
     s3: external ? { endpoint: external, accessKey: env.S3_ACCESS_KEY!, secretKey: env.S3_SECRET_KEY!, publicEndpoint: env.S3_PUBLIC_ENDPOINT || undefined } : undefined,
     bucket: env.S3_BUCKET ?? 'partune',
     region: env.S3_REGION ?? 'us-east-1',

@@ -1,6 +1,7 @@
-// The local store's HTTP face, mounted on the server's port: GET/HEAD/PUT of one key, each checked
-// against its signed URL. A PUT streams to a temporary file, is cut off past its signed size, and
-// is write-once: the same bytes again succeed (a retried upload), other bytes are refused.
+// The local store's HTTP face, mounted on the server's port (or served alone by `partune storage
+// serve`): GET/HEAD/PUT/DELETE of one key, each checked against its signed URL. A PUT streams to a
+// temporary file, is cut off past its signed size, and is write-once unless its grant says
+// replace: the same bytes again succeed (a retried upload), other bytes are refused.
 import { createReadStream, createWriteStream, rmSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -39,12 +40,15 @@ export function blobHandler(o: BlobHttpOptions): (req: IncomingMessage, res: Ser
     const verdict = verifyRequest(o.secret, req.method ?? '', key, url.searchParams);
     if (!verdict.ok) return refuse(res, verdict.status, verdict.reason);
     if (verdict.grant.method === 'GET') return void serve(o.store, key, req, res, refuse);
+    if (verdict.grant.method === 'DELETE') {
+      return void o.store.remove(key).then(() => (res.writeHead(204), res.end()), (e: Error) => refuse(res, 500, `storage failure: ${e.message}`));
+    }
     const max = verdict.grant.maxBytes ?? Infinity;
     const declared = Number(req.headers['content-length']);
     if (Number.isFinite(declared) && declared > max) return refuse(res, 413, `body of ${declared} bytes exceeds the ${max} this URL allows`);
     if (writing.has(key)) return refuse(res, 409, 'another upload to this key is in progress');
     writing.add(key);
-    void receive(o.store, key, max, req).then(
+    void receive(o.store, key, max, verdict.grant.replace === true, req).then(
       (r) => (r.status === 200 ? (res.writeHead(200, { etag: `"${r.sha256}"`, 'x-sha256': r.sha256 }), res.end()) : refuse(res, r.status, r.reason)),
       (e: Error) => refuse(res, 500, `storage failure: ${e.message}`),
     ).finally(() => writing.delete(key));
@@ -64,7 +68,7 @@ async function serve(store: LocalBlobStore, key: string, req: IncomingMessage, r
 
 type Received = { status: 200; sha256: string } | { status: 409 | 413 | 400; reason: string };
 
-async function receive(store: LocalBlobStore, key: string, max: number, req: IncomingMessage): Promise<Received> {
+async function receive(store: LocalBlobStore, key: string, max: number, replace: boolean, req: IncomingMessage): Promise<Received> {
   const temp = store.tempPath();
   const hash = createHash('sha256');
   let bytes = 0;
@@ -87,7 +91,7 @@ async function receive(store: LocalBlobStore, key: string, max: number, req: Inc
     if (!complete) return { status: 413, reason: `body exceeds the ${max} bytes this URL allows; nothing was kept` };
     const digest = hash.digest('hex');
     const existing = await store.stat(key);
-    if (existing) {
+    if (existing && !replace) {
       return existing.sha256 === digest ? { status: 200, sha256: digest } : { status: 409, reason: 'this key was already written with other bytes; it is immutable' };
     }
     store.commit(key, temp, digest, statSync(temp).size);

@@ -7,3 +7,5 @@ export * from './signed-url';
 export * from './keys';
 export * from './blob-http';
 export * from './legacy';
+export * from './remote';
+export * from './blob-server';

@@ -1,19 +1,22 @@
 // URLs that carry their own permission: one method on one key until a time, for at most so many
 // bytes, signed with the server's secret (HMAC-SHA256). The blob server checks every request
-// against its signature; nothing else opens a blob.
+// against its signature; nothing else opens a blob. Workers get GET and write-once PUT grants;
+// only holders of the secret (the servers) sign DELETE and PUTs that replace an object.
 import { createHmac, timingSafeEqual } from 'node:crypto';
 
 export interface UrlGrant {
-  readonly method: 'GET' | 'PUT';
+  readonly method: 'GET' | 'PUT' | 'DELETE';
   readonly key: string;
   /** Unix time in seconds. */
   readonly expires: number;
   /** PUT only: the largest body accepted. */
   readonly maxBytes?: number;
+  /** PUT only: the body may replace an object with other bytes (the store's owner writing). */
+  readonly replace?: boolean;
 }
 
 const signature = (secret: string, g: UrlGrant): string =>
-  createHmac('sha256', secret).update(`${g.method}\n${g.key}\n${g.expires}\n${g.maxBytes ?? ''}`).digest('base64url');
+  createHmac('sha256', secret).update(`${g.method}\n${g.key}\n${g.expires}\n${g.maxBytes ?? ''}${g.replace ? '\nreplace' : ''}`).digest('base64url');
 
 /** Keys are paths of safe segments: no empty, dot or dot-dot segment can reach outside the store. */
 export function isSafeKey(key: string): boolean {
@@ -21,7 +24,9 @@ export function isSafeKey(key: string): boolean {
 }
 
 export function signUrl(base: string, secret: string, g: UrlGrant): string {
-  const q = new URLSearchParams({ expires: String(g.expires), ...(g.maxBytes === undefined ? {} : { max: String(g.maxBytes) }), sig: signature(secret, g) });
+  const q = new URLSearchParams({
+    expires: String(g.expires), ...(g.maxBytes === undefined ? {} : { max: String(g.maxBytes) }), ...(g.replace ? { replace: '1' } : {}), sig: signature(secret, g),
+  });
   return `${base}/${g.key}?${q}`;
 }
 
@@ -35,9 +40,9 @@ export function verifyRequest(secret: string, method: string, key: string, query
   const expires = Number(query.get('expires'));
   if (!sig || !Number.isInteger(expires)) return { ok: false, status: 403, reason: 'unsigned request: ask the server for a URL' };
   const granted = method === 'HEAD' ? 'GET' : method;
-  if (granted !== 'GET' && granted !== 'PUT') return { ok: false, status: 403, reason: `method ${method} is never granted` };
+  if (granted !== 'GET' && granted !== 'PUT' && granted !== 'DELETE') return { ok: false, status: 403, reason: `method ${method} is never granted` };
   const max = query.get('max');
-  const grant: UrlGrant = { method: granted, key, expires, ...(max === null ? {} : { maxBytes: Number(max) }) };
+  const grant: UrlGrant = { method: granted, key, expires, ...(max === null ? {} : { maxBytes: Number(max) }), ...(query.get('replace') === '1' ? { replace: true } : {}) };
   const expected = Buffer.from(signature(secret, grant));
   const given = Buffer.from(sig);
   if (expected.length !== given.length || !timingSafeEqual(expected, given)) return { ok: false, status: 403, reason: 'signature does not match this method, key and expiry' };

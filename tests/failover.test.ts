@@ -1,9 +1,10 @@
-// Server replicas sharing one PostgreSQL database: each run is driven by one of them, workers and
+// Server replicas sharing one PostgreSQL database and one blob store (`partune storage serve`),
+// each with a data directory of its own: each run is driven by one of them, workers and
 // subscribers may use either, and when the driving replica is killed outright the other takes the
 // run over and completes it bit for bit as one process makes it.
 import { Client, createClient } from 'graphql-ws';
 import WebSocket from 'ws';
-import { ServerProcess, WorkerProcess, startServer, startWorker, waitFor, ok, RUN_QUERY } from '../node/local-platform';
+import { ServerProcess, StorageProcess, WorkerProcess, startServer, startStorage, startWorker, waitFor, ok, RUN_QUERY } from '../node/local-platform';
 import { HonestRun, startHonestRun } from './support/honest-run';
 import { postgresForThisFile } from './support/postgres';
 
@@ -24,20 +25,24 @@ function subscribe(server: ServerProcess, events: Event[]): Client {
   let honest: HonestRun | undefined;
   let replica: ServerProcess | undefined;
   let worker: WorkerProcess | undefined;
+  let storage: StorageProcess | undefined;
   const sockets: Client[] = [];
   afterAll(async () => {
     await Promise.all(sockets.map((s) => s.dispose()));
     await worker?.kill();
     await replica?.stop();
     await honest?.close();
+    await storage?.stop();
   });
 
   it('a run driven by one replica, worked and watched through both, survives its driver being killed, bit-identical to one process', async () => {
-    const env = { PARTUNE_STATE: await postgres.database() };
+    const shared = { PARTUNE_SECRET: 'replicas-share-this-secret', PARTUNE_ADMIN_TOKEN: 'adm_replicas', PARTUNE_WORKER_TOKEN: 'wrk_replicas' };
+    storage = await startStorage(shared.PARTUNE_SECRET);
+    const env = { ...shared, PARTUNE_STATE: await postgres.database(), PARTUNE_BLOB_URL: storage.url };
     honest = await startHonestRun(env);
     const { runId, server: driver } = honest;
-    // Same database, same data directory (the embedded blob store and the tokens): a second replica, serving at once.
-    replica = await startServer({ PARTUNE_LEASE_SECONDS: '4', PARTUNE_STALL_SECONDS: '6', ...env }, driver.dataDir);
+    // The same database, blob store, secret and tokens: a second replica, serving at once.
+    replica = await startServer({ PARTUNE_LEASE_SECONDS: '4', PARTUNE_STALL_SECONDS: '6', ...env });
     worker = startWorker(replica, 'on-replica');
     const onDriver: Event[] = [];
     const onReplica: Event[] = [];
