@@ -95,6 +95,7 @@ export interface ClaimShardResult {
       id: string;
       round: number;
       index: number;
+      replica: number;
       attempt: number;
     };
     job: unknown;
@@ -116,8 +117,8 @@ export interface ClaimShardResult {
     uploadUrl: string;
   } | null;
 }
-export interface ClaimShardVariables { memoryBudget?: number | null; }
-export const ClaimShard = "mutation ClaimShard($memoryBudget: Float) {\n  claimShard(memoryBudget: $memoryBudget) {\n    shard {\n      id\n      round\n      index\n      attempt\n    }\n    job\n    model {\n      url\n      sha256\n      bytes\n    }\n    train {\n      url\n      sha256\n      bytes\n    }\n    state {\n      url\n      sha256\n      bytes\n    }\n    uploadUrl\n  }\n}" as TypedDocument<ClaimShardResult, ClaimShardVariables>;
+export interface ClaimShardVariables { memoryBudget?: number | null; wait?: number | null; }
+export const ClaimShard = "mutation ClaimShard($memoryBudget: Float, $wait: Int) {\n  claimShard(memoryBudget: $memoryBudget, wait: $wait) {\n    shard {\n      id\n      round\n      index\n      replica\n      attempt\n    }\n    job\n    model {\n      url\n      sha256\n      bytes\n    }\n    train {\n      url\n      sha256\n      bytes\n    }\n    state {\n      url\n      sha256\n      bytes\n    }\n    uploadUrl\n  }\n}" as TypedDocument<ClaimShardResult, ClaimShardVariables>;
 
 export interface HeartbeatResult {
   heartbeat: {

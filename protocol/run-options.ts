@@ -26,6 +26,9 @@ export interface RunOptions extends TrainOptions {
   readonly spotCheckRate: number;
 }
 
+/** A round's updates are held together to aggregate them: this many at most. */
+export const MAX_SHARDS_PER_ROUND = 64;
+
 export const RUN_DEFAULTS = { ...TRAIN_DEFAULTS, stepsPerRound: 50, aggregation: 'FEDAVG', verification: 'SPOT_CHECK', quorum: 2, spotCheckRate: 0.05 } as const;
 
 /** Options of the platform alone: how a run is cut up and checked, not what a worker trains. */

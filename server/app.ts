@@ -1,6 +1,6 @@
 // The server: GraphQL over HTTP and graphql-ws on one port, the blob store (local files behind
 // signed URLs on the same port, unless S3 is configured), the state store (SQLite, or PostgreSQL
-// shared by any number of replicas), the compute thread, and the clocks (leases, runs no replica
+// shared by any number of replicas), the compute threads, and the clocks (leases, runs no replica
 // drives, unused uploads). `startServer` wires them and returns a handle.
 import 'reflect-metadata';
 import { IncomingMessage, createServer } from 'node:http';
@@ -40,7 +40,7 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
   let services: Services | undefined;
   try {
     await state.coordination.start({
-      message: deliver,
+      message: (m) => deliver(m, (shards) => services?.leases.wake(shards)),
       nudge: (runId) => services?.scheduler.nudged(runId),
       lost: (why) => {
         // Its run locks are gone with the connection: another replica drives those runs now.
@@ -72,8 +72,9 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
     const adopted = await adoptS3rverObjects(join(config.dataDir, 's3', config.bucket), blobs);
     if (adopted) log(`moved ${adopted} object(s) from the former embedded S3 directory into ${blobs.description}`);
   }
-  const compute = new Compute(spec, log);
-  const platform: Platform = { config, state, blobs, compute, log };
+  const compute = new Compute('runs', spec, log);
+  const shardCompute = new Compute('shards', spec, log);
+  const platform: Platform = { config, state, blobs, compute, shardCompute, log };
   services = createServices(platform);
   const { scheduler } = services;
   const limits: QueryLimits = { maxDepth: config.maxQueryDepth, maxComplexity: config.maxQueryComplexity, maxTokens: 4000, maxFragments: 64 };
@@ -149,8 +150,9 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
     async close() {
       clearInterval(clock);
       clearInterval(uploadClock);
+      services!.leases.stopWaiting();
       await apollo.stop();
-      await compute.close();
+      await Promise.all([compute.close(), shardCompute.close()]);
       await adopting?.catch(() => undefined);
       await scheduler.idle().catch(() => undefined);
       await state.close();

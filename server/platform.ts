@@ -1,4 +1,4 @@
-// What every service shares: settings, the state store, object storage, the compute thread, the log.
+// What every service shares: settings, the state store, object storage, the compute threads, the log.
 import { BlobStore } from '../storage';
 import { Compute } from './compute';
 import { ServerConfig } from './config';
@@ -8,6 +8,8 @@ export interface Platform {
   readonly config: ServerConfig;
   readonly state: StateStore;
   readonly blobs: BlobStore;
-  readonly compute: Compute;
+  readonly compute: Compute<'runs'>;
+  /** Update checks and aggregation. */
+  readonly shardCompute: Compute<'shards'>;
   readonly log: (line: string) => void;
 }

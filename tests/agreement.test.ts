@@ -1,7 +1,7 @@
 // Whether two updates of one shard agree: the distance across kernel classes against hand-computed
 // cases, and the digest that compares them within a class (tensors and step, not the label).
 import { TrainingState, lossesDisagree, updateDistance } from '../engine';
-import { digestOf } from '../server/shards/run-tensors';
+import { digestOf } from '../server/compute/shard-jobs';
 
 const t = (...v: number[]) => ({ shape: [v.length], data: Float32Array.from(v) });
 const state = (w: number[], b: number[], step = 4, m = [0, 0]): TrainingState => ({

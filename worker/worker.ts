@@ -35,6 +35,9 @@ type Closable = GraphQLTransport & { dispose?(): Promise<void> };
 
 class LeaseLost extends Error {}
 
+/** How long a claim waits on the server for work before it answers null. */
+const CLAIM_WAIT_SECONDS = 20;
+
 export class PartuneWorker {
   /** Speaks as this worker once registered: its credential is the bearer token. */
   private client!: Closable;
@@ -58,6 +61,8 @@ export class PartuneWorker {
     const { registerWorker } = await joining.request(RegisterWorker, { name: this.o.name, kind: this.o.kind, backend: this.o.backend }).finally(() => joining.dispose?.());
     this.id = registerWorker.worker.id;
     this.client = this.open(registerWorker.credential);
+    // A stop answers a claim waiting on the server at once (over a socket, by closing it).
+    this.o.signal?.addEventListener('abort', () => void this.client.dispose?.(), { once: true });
     this.log(`worker ${this.id} registered (${this.o.backend})`);
     try {
       await this.work();
@@ -69,7 +74,13 @@ export class PartuneWorker {
   private async work(): Promise<void> {
     let idle = 0;
     while (!this.o.signal?.aborted && !(this.o.maxShards && this.shardsDone >= this.o.maxShards)) {
-      const { claimShard: claimed } = await this.client.request(ClaimShard, { memoryBudget: this.o.memoryBudget ?? null });
+      let claimed;
+      try {
+        ({ claimShard: claimed } = await this.client.request(ClaimShard, { memoryBudget: this.o.memoryBudget ?? null, wait: CLAIM_WAIT_SECONDS }));
+      } catch (e) {
+        if (this.o.signal?.aborted) return; // stopped while the claim waited
+        throw e;
+      }
       if (!claimed) {
         await sleep(Math.min(this.o.pollMs ?? 1000, 250 * 2 ** Math.min(idle++, 3)), this.o.signal);
         continue;

@@ -25,7 +25,7 @@ export class WsGraphQLClient implements GraphQLTransport {
           } else data = r.data as R;
         },
         error: (e) => reject(e instanceof Error ? e : new Error(Array.isArray(e) ? e.map((x) => x.message).join('; ') : String((e as CloseEvent)?.reason ?? e))),
-        complete: () => (data === undefined ? undefined : resolve(data)),
+        complete: () => (data === undefined ? reject(new Error('the socket closed before the answer came')) : resolve(data)),
       });
     });
   }

@@ -8,6 +8,7 @@ import { actingWorker, mintToken } from './context';
 import { badInput, forbidden } from '../errors';
 import { pageArgs } from './catalog.resolver';
 import { toShard, toWorker } from './mappers';
+import { MAX_CLAIM_WAIT_SECONDS } from '../shards/leases';
 
 @Resolver(() => T.Worker)
 export class WorkerResolver {
@@ -50,9 +51,13 @@ export class WorkerResolver {
   }
 
   @Authorized('REGISTERED_WORKER')
-  @Mutation(() => T.ShardAssignment, { nullable: true, description: 'Leases the next pending shard that fits the memory budget (bytes); null when there is none' })
-  async claimShard(@Ctx() ctx: Context, @Arg('memoryBudget', () => Float, { nullable: true }) memoryBudget?: number): Promise<T.ShardAssignment | null> {
-    const a = await ctx.services.leases.claim(actingWorker(ctx), memoryBudget ?? undefined);
+  @Mutation(() => T.ShardAssignment, {
+    nullable: true,
+    description: `Leases the next pending shard that fits the memory budget (bytes); when there is none, waits up to \`wait\` seconds (at most ${MAX_CLAIM_WAIT_SECONDS}) for one, then answers null`,
+  })
+  async claimShard(@Ctx() ctx: Context, @Arg('memoryBudget', () => Float, { nullable: true }) memoryBudget?: number,
+    @Arg('wait', () => Int, { defaultValue: 0 }) wait?: number): Promise<T.ShardAssignment | null> {
+    const a = await ctx.services.leases.claim(actingWorker(ctx), memoryBudget ?? undefined, wait ?? 0);
     return a && Object.assign(new T.ShardAssignment(), { ...a.assignment, shard: toShard(a.shard), leaseUntil: a.leaseUntil });
   }
 

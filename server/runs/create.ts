@@ -2,7 +2,7 @@
 // record exists), the record inserted, the scheduler told.
 import { randomUUID } from 'node:crypto';
 import { OptionError, inspect } from '../../engine';
-import { RunOptions, parseRunOptions } from '../../protocol/run-options';
+import { MAX_SHARDS_PER_ROUND, RunOptions, parseRunOptions } from '../../protocol/run-options';
 import { Datasets } from '../catalog/datasets';
 import { Models, modelConfig } from '../catalog/models';
 import { badInput } from '../errors';
@@ -74,7 +74,9 @@ export class RunCreation {
       if (e instanceof OptionError) throw badInput(`hyperParameters.${e.option}: ${e.message}`);
       throw e;
     }
-    if (spec.options.shardsPerRound > 64) throw badInput(`hyperParameters.shardsPerRound: at most 64 shards per round (got ${spec.options.shardsPerRound})`);
+    if (spec.options.shardsPerRound > MAX_SHARDS_PER_ROUND) {
+      throw badInput(`hyperParameters.shardsPerRound: at most ${MAX_SHARDS_PER_ROUND} shards per round (got ${spec.options.shardsPerRound})`);
+    }
     const run = this.record(model, dataset, spec, { strategy, strategyName: tuned.strategy, tunedParams: tuned.tunedParams, totalParams: tuned.totalParams });
     this.p.log(`run ${run.id} (${spec.kind.toLowerCase()}): ${tuned.strategy} on ${model.name} -> ${dataset.name}, ${tuned.tunedParams.toLocaleString('en-US')} tuned parameters`);
     return this.insert(run, 'run created');

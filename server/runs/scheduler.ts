@@ -98,7 +98,9 @@ export class Scheduler {
       return;
     }
     const { plan } = configured;
-    if (!(await this.p.state.runs.start(run.id, configured, this.shardsOf(run, plan.rounds[0], plan.shardsPerRound)))) return;
+    const shards = this.shardsOf(run, plan.rounds[0], plan.shardsPerRound);
+    if (!(await this.p.state.runs.start(run.id, configured, shards))) return;
+    await this.events.shardsAvailable(shards.length);
     await this.events.emit(run.id, 'STATUS', { message: `${plan.rounds.length} rounds of up to ${plan.rounds[0][1] - plan.rounds[0][0]} steps, ${plan.shardsPerRound} shards each` });
   }
 
@@ -118,7 +120,10 @@ export class Scheduler {
       state = await stages.aggregate(run, shards);
     } catch (e) {
       if (!(e instanceof LostUpdate)) throw e;
-      if (await this.p.state.shards.reopen(e.shard.id, `${e.message}: re-issued`)) await this.events.emit(run.id, 'WARNING', { message: `${e.message}; the shard is re-issued` });
+      if (await this.p.state.shards.reopen(e.shard.id, `${e.message}: re-issued`)) {
+        await this.events.emit(run.id, 'WARNING', { message: `${e.message}; the shard is re-issued` });
+        await this.events.shardsAvailable(1);
+      }
       return;
     }
     const [, to] = plan.rounds[run.round];
@@ -128,6 +133,7 @@ export class Scheduler {
     const last = run.round + 1 >= plan.rounds.length;
     const next = last ? [] : this.shardsOf(run, plan.rounds[run.round + 1], plan.shardsPerRound);
     if (!(await this.p.state.runs.completeRound(run.id, run.round, { state, step: to, metric: point, finishing: last }, next))) return;
+    await this.events.shardsAvailable(next.length);
     const acc = evaluation ? `, test top-1 ${(evaluation.accuracy * 100).toFixed(2)}%` : '';
     await this.events.emit(run.id, evaluation ? 'EVALUATION' : 'ROUND', {
       trainLoss: point.trainLoss, testAccuracy: evaluation?.accuracy, testLoss: evaluation?.loss,

@@ -1,9 +1,9 @@
 // FINETUNE's stages: round 0 is the base's tuned tensors with zero moments; each round combines
 // its shards' updates by the run's aggregation (FedAvg over tensors and AdamW moments, weighted by
-// samples, or a robust rule); the finish is the engine's, on the compute thread: base + delta
-// rounded, scored, written.
-import { TrainingState, aggregate, fedAvg, inspect, parseState, serializeState, tunedShapes } from '../../engine';
-import { IntegrityError, keys } from '../../storage';
+// samples, or a robust rule) on the shards' compute thread; the finish is the engine's, on the
+// runs' compute thread: base + delta rounded, scored, written.
+import { inspect, tunedShapes } from '../../engine';
+import { keys } from '../../storage';
 import { trainOptionsOf } from '../../protocol/run-options';
 import type { RunBasis } from '../compute/jobs';
 import type { Platform } from '../platform';
@@ -31,31 +31,19 @@ export class TrainingStages implements RunStages {
     return { plan, state, normalization: prepared.normalization };
   }
 
+  /** On the shards' compute thread; an update that cannot be read is a LostUpdate (its shard is re-issued). */
   async aggregate(run: RunRecord, shards: readonly ShardRecord[]): Promise<StoredBlob> {
     const model = await this.p.state.models.byIdOrName(run.modelId);
     if (!model) throw new Error(`run ${run.id}: its model is no longer registered`);
     const config = modelConfig(model, run.numClasses);
-    const expected = tunedShapes(config, inspect(run.strategy, config).tuned);
-    const updates: TrainingState[] = [];
-    for (const s of shards) {
-      const result = need(s.result, `result for shard ${s.round}.${s.index}`, run);
-      let bytes: Uint8Array;
-      try {
-        bytes = await this.p.blobs.get(result.key, result.sha256);
-      } catch (e) {
-        if (e instanceof IntegrityError || ['NoSuchKey', 'NotFound'].includes((e as { code?: string }).code ?? '')) throw new LostUpdate(s, (e as Error).message);
-        throw e;
-      }
-      updates.push(parseState(bytes, expected, result.key));
-    }
     const rule = trainingSpec(run).options.aggregation;
-    const label = { run: run.id, round: run.round + 1 };
-    if (rule === 'FEDAVG') return this.p.blobs.put(keys.runState(run.id, run.round + 1), serializeState(fedAvg(updates, label)));
-    const round = need(run.state, 'state', run);
-    const start = parseState(await this.p.blobs.get(round.key, round.sha256), expected, 'round state');
-    const { state: next, screened } = aggregate(rule, start, updates, label);
-    if (screened.length) this.p.log(`run ${run.id} round ${run.round}: ${rule} set aside shard(s) ${screened.map((i) => `${shards[i].round}.${shards[i].index}`).join(', ')} (moved over 3x the median)`);
-    return this.p.blobs.put(keys.runState(run.id, run.round + 1), serializeState(next));
+    const r = await this.p.shardCompute.call('aggregate', {
+      rule, start: need(run.state, 'state', run), updates: shards.map((s) => need(s.result, `result for shard ${s.round}.${s.index}`, run)),
+      shapes: tunedShapes(config, inspect(run.strategy, config).tuned), label: { run: run.id, round: run.round + 1 }, out: keys.runState(run.id, run.round + 1),
+    });
+    if ('lost' in r) throw new LostUpdate(shards[r.lost], r.reason);
+    if (r.screened.length) this.p.log(`run ${run.id} round ${run.round}: ${rule} set aside shard(s) ${r.screened.map((i) => `${shards[i].round}.${shards[i].index}`).join(', ')} (moved over 3x the median)`);
+    return r.state;
   }
 
   async evaluate(run: RunRecord, state: BlobRef): Promise<{ accuracy: number; loss: number }> {

@@ -12,25 +12,60 @@ import { RunRecord, ShardRecord, need, trainingSpec } from '../state/records';
 import { RunEvents } from '../runs/events';
 import { RunQueries } from '../runs/queries';
 import { Scheduler } from '../runs/scheduler';
+import { ClaimWaiters } from './claim-waiters';
 import { Verification } from './verification';
 import { Workers } from './workers';
 
 /** A deadline allows this many times the steps at the worker's last measured speed. */
 const SPEED_SLACK = 4;
+/** The longest a claim waits for work before it answers null (within any proxy's read timeout). */
+export const MAX_CLAIM_WAIT_SECONDS = 25;
+
+export interface Claimed { readonly shard: ShardRecord; readonly leaseUntil: Date; readonly assignment: Assignment }
 
 /** A lease's end as the worker sees it: still held, or lost (and why). */
 export type Held = { readonly shard: ShardRecord; readonly run: RunRecord } | { readonly lost: string };
 
 export class Leases {
+  private readonly waiters = new ClaimWaiters();
+
   constructor(
     private readonly p: Platform, private readonly workers: Workers, private readonly runs: RunQueries, private readonly scheduler: Scheduler,
     private readonly verification: Verification, private readonly events: RunEvents,
   ) {}
 
-  /** Leases the oldest pending shard whose run fits the worker's memory budget (bytes), if any. */
-  async claim(workerId: string, memoryBudget?: number): Promise<{ shard: ShardRecord; leaseUntil: Date; assignment: Assignment } | null> {
+  /**
+   * Leases the oldest pending shard whose run fits the worker's memory budget (bytes); when there is
+   * none, waits up to `waitSeconds` for one to become claimable before answering null.
+   */
+  async claim(workerId: string, memoryBudget?: number, waitSeconds = 0): Promise<Claimed | null> {
+    const until = Date.now() + Math.min(Math.max(0, waitSeconds), MAX_CLAIM_WAIT_SECONDS) * 1000;
+    for (;;) {
+      const ticket = Date.now() < until && !this.waiters.stopped ? this.waiters.ticket(until - Date.now()) : undefined;
+      const claimed = await this.claimNow(workerId, memoryBudget).catch((e: unknown) => {
+        ticket?.cancel();
+        throw e;
+      });
+      if (claimed || !ticket) {
+        ticket?.cancel();
+        return claimed;
+      }
+      await ticket.woken;
+    }
+  }
+
+  /** Shards became claimable (a signal from any replica): wakes about that many waiting claims. */
+  wake(shards: number): void {
+    this.waiters.wake(shards);
+  }
+
+  /** The server stops: waiting claims answer null now. */
+  stopWaiting(): void {
+    this.waiters.close();
+  }
+
+  private async claimNow(workerId: string, memoryBudget: number | undefined): Promise<Claimed | null> {
     const worker = await this.workers.active(workerId);
-    await this.expire();
     const now = new Date();
     const leaseUntil = new Date(now.getTime() + this.p.config.leaseSeconds * 1000);
     const leased = await this.p.state.shards.leaseOldest(worker, memoryBudget, leaseUntil, now);
@@ -41,7 +76,7 @@ export class Leases {
     const shard = { ...leased, deadline, leaseUntil: new Date(Math.min(leaseUntil.getTime(), deadline.getTime())) };
     await this.verification.leased(run, shard, worker);
     const assignment = await this.assignment(run, shard, worker.kind === 'node');
-    await this.events.emit(run.id, 'SHARD', { message: `shard ${shard.round}.${shard.index} (steps ${shard.fromStep}-${shard.toStep}) leased to worker ${workerId}` });
+    await this.events.emit(run.id, 'SHARD', { message: `shard ${shard.round}.${shard.index} (steps ${shard.fromStep}-${shard.toStep}) leased to worker ${workerId}` }, run);
     return { shard, leaseUntil: shard.leaseUntil, assignment };
   }
 
@@ -108,7 +143,7 @@ export class Leases {
     if (!(await this.p.state.shards.renew(shardId, workerId, attempt, Math.floor(stepsDone), leaseUntil, now))) {
       return { cancelled: true, reason: 'the lease ended and the shard was re-issued' };
     }
-    await this.events.emit(h.run.id, 'SHARD', { trainLoss: Number.isFinite(loss) ? loss : undefined });
+    await this.events.progress(h.run.id, Number.isFinite(loss) ? loss : undefined);
     return { cancelled: false, leaseUntil: h.shard.deadline && h.shard.deadline < leaseUntil ? h.shard.deadline : leaseUntil };
   }
 
@@ -118,6 +153,7 @@ export class Leases {
     if (release === 'lost') return false;
     await this.events.emit(shard.runId, 'WARNING', { message: `shard ${shard.round}.${shard.index}: ${reason}` });
     if (release === 'exhausted') await this.exhausted(shard.id, reason);
+    else await this.events.shardsAvailable(1);
     await this.verification.released(shard);
     return true;
   }
@@ -141,7 +177,7 @@ export class Leases {
     if (shard?.status === 'LEASED' && shard.workerId === workerId) await this.release(workerId, shard, `attempt ${shard.attempts}: ${reason} (worker ${workerId})`);
   }
 
-  /** Ends lapsed, stalled and overdue leases; run by the server's one-second clock and before each claim. */
+  /** Ends lapsed, stalled and overdue leases; run by the server's one-second clock (a lapsed shard is claimable within a second). */
   async expire(): Promise<number> {
     const now = new Date();
     const stalledBefore = new Date(now.getTime() - this.p.config.stallSeconds * 1000);
@@ -152,6 +188,7 @@ export class Leases {
       if (release === 'exhausted') await this.exhausted(shard.id, reason);
       await this.verification.released(shard);
     }
+    await this.events.shardsAvailable(expired.filter((e) => e.release === 'requeued').length);
     return expired.length;
   }
 }

@@ -1,24 +1,9 @@
 // The tensors a run's shards are judged by: the tuned shapes its updates must have, its round's
 // starting state, and parsed results, each read once and kept while they are in use.
-import { createHash } from 'node:crypto';
 import { TrainingState, inspect, parseState, tunedShapes } from '../../engine';
 import { modelConfig } from '../catalog/models';
 import type { Platform } from '../platform';
 import { BlobRef, RunRecord, need } from '../state/records';
-
-/** SHA-256 over a state's tensors (names, shapes, bytes) and optimizer step: not its label. */
-export function digestOf(s: TrainingState): string {
-  const h = createHash('sha256');
-  h.update(`step ${s.optimizer.step}\n`);
-  for (const [group, tensors] of [['param', s.params], ['exp_avg', s.optimizer.expAvg], ['exp_avg_sq', s.optimizer.expAvgSq]] as const) {
-    for (const name of [...tensors.keys()].sort()) {
-      const t = tensors.get(name)!;
-      h.update(`${group}/${name} [${t.shape.join(',')}]\n`);
-      h.update(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
-    }
-  }
-  return h.digest('hex');
-}
 
 export class RunTensors {
   private readonly cache = new Map<string, Promise<TrainingState>>();

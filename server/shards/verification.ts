@@ -44,7 +44,7 @@ export class Verification {
     await this.p.state.shards.setNeed(shard.id, worker.id, shard.attempts, checked ? 2 : 1);
     if (!checked) return;
     const open = (await this.p.state.shards.ofIndex(run.id, shard.round, shard.index)).filter((r) => r.id !== shard.id && (r.status === 'PENDING' || r.status === 'LEASED'));
-    if (!open.length && typeof (await this.p.state.shards.addReplica(shard, 1)) === 'object') await this.note(shard, `a replica is issued to check worker ${worker.id}`);
+    if (!open.length && typeof (await this.p.state.shards.addReplica(shard, 1)) === 'object') await this.issued(shard, `a replica is issued to check worker ${worker.id}`);
   }
 
   /** A lease of the shard ended without a result: results that waited for it are judged now. */
@@ -111,7 +111,7 @@ export class Verification {
         await this.scheduler.fail(run.id, `shard ${shard.round}.${shard.index}: ${rows.length} replicas and no ${needed} of them agree (${groups.map((g) => g.length).join(' + ')})`);
       } else if (added) {
         const why = groups.length > 1 ? `${groups.length} different results` : `${results.length} agreeing result(s), not enough without a trusted worker`;
-        await this.note(shard, `${why}; another replica is issued`);
+        await this.issued(shard, `${why}; another replica is issued`);
       }
       return;
     }
@@ -177,10 +177,16 @@ export class Verification {
     for (const { row, why } of outvoted) {
       await this.events.emit(run.id, 'WARNING', { message: `shard ${shard.round}.${shard.index}: worker ${row.workerId} outvoted: ${why}` });
       for (const again of await this.p.state.shards.reverify(row.workerId!)) {
-        if (typeof (await this.p.state.shards.addReplica(again, 2)) === 'object') await this.note(again, `worker ${row.workerId} was outvoted elsewhere: its result is checked again`);
+        if (typeof (await this.p.state.shards.addReplica(again, 2)) === 'object') await this.issued(again, `worker ${row.workerId} was outvoted elsewhere: its result is checked again`);
       }
     }
     return true;
+  }
+
+  /** A new replica of the shard's index is pending: said, and signalled to the waiting claims. */
+  private async issued(shard: ShardRecord, message: string): Promise<void> {
+    await this.note(shard, message);
+    await this.events.shardsAvailable(1);
   }
 
   private note(shard: ShardRecord, message: string): Promise<void> {

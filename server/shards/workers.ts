@@ -8,6 +8,8 @@ import { FailureBudget, Page, WorkerRecord } from '../state/records';
 
 /** A worker seen within this long counts as online. */
 export const ONLINE_MS = 30_000;
+/** A worker's last-seen time is written at most this often: every request reads it, few need to write it. */
+const SEEN_PRECISION_MS = 5_000;
 
 export class Workers {
   constructor(private readonly p: Platform) {}
@@ -35,9 +37,11 @@ export class Workers {
     return worker;
   }
 
-  /** The worker, marked seen now. */
+  /** The worker, marked seen now (to within SEEN_PRECISION_MS). */
   async seen(id: string): Promise<WorkerRecord> {
-    const worker = await this.p.state.workers.touch(id, new Date());
+    const now = new Date();
+    const known = await this.p.state.workers.get(id);
+    const worker = known && now.getTime() - known.lastSeen.getTime() < SEEN_PRECISION_MS ? known : await this.p.state.workers.touch(id, now);
     if (!worker) throw notFound(`worker ${id} is not registered (register again)`);
     return worker;
   }

@@ -4,11 +4,11 @@
 import { z } from 'zod';
 import { parseStrategy, parseVitConfig } from '../../engine';
 import { decode, normalizationSchema, parsedBy } from '../../protocol/decode';
-import { parseRunOptions } from '../../protocol/run-options';
+import { RunOptions, parseRunOptions } from '../../protocol/run-options';
 import { EARNED_TRUST_STREAK } from './records';
 import type { RunFilter } from './store';
 import type {
-  AngleProfileRecord, DatasetRecord, DeltaRecord, MetricPoint, ModelRecord, RunRecord, RunSpec, ShardRecord, StoredStrategy, UploadRecord, WorkerRecord,
+  AngleProfileRecord, DatasetRecord, DeltaRecord, MetricPoint, ModelRecord, Plan, RunRecord, RunSpec, ShardRecord, StoredStrategy, UploadRecord, WorkerRecord,
 } from './records';
 
 export const nowIso = (): string => new Date().toISOString();
@@ -92,20 +92,41 @@ const soupReportSchema = z.object({
 
 const runRow = z.object({
   id: z.string(), kind: z.enum(['FINETUNE', 'ANGLE_PROBE', 'SOUP']), model_id: z.string(), dataset_id: z.string(),
-  strategy: json(strategy), strategy_name: z.string(), hyper: json(z.record(z.string(), z.unknown())), spec: z.string().nullable(),
-  report: z.string().nullable(), plan: json(planSchema).nullable(),
+  strategy: json(strategy), strategy_name: z.string(), hyper: z.string(), spec: z.string().nullable(),
+  report: z.string().nullable(), plan: z.string().nullable(),
   status: z.enum(['PREPARING', 'RUNNING', 'FINALIZING', 'SUCCEEDED', 'FAILED', 'CANCELLED']), round: count, step: count,
   state_key: z.string().nullable(), state_sha256: z.string().nullable(), normalization: json(normalizationSchema).nullable(),
   num_classes: int.min(1), tuned_params: count.nullable(), total_params: count.nullable(), memory_need: count,
-  metrics: json(metricsSchema), accuracy: z.number().nullable(), loss: z.number().nullable(), delta_id: z.string().nullable(),
+  metrics: z.string(), accuracy: z.number().nullable(), loss: z.number().nullable(), delta_id: z.string().nullable(),
   error: z.string().nullable(), public: flag, created_at: date, updated_at: date, finished_at: date.nullable(),
 });
+
+const planColumn = z.object({ plan: json(planSchema) });
+const metricsColumn = z.object({ metrics: json(metricsSchema) });
+const plans = new Map<string, Plan>();
+const metricLists = new Map<string, MetricPoint[]>();
+const runOptions = new Map<string, RunOptions>();
+
+function remember<T>(cache: Map<string, T>, text: string, value: T): T {
+  if (cache.size >= 64) cache.delete(cache.keys().next().value!);
+  cache.set(text, value);
+  return value;
+}
+
+/**
+ * A run's plan (a window per round) and metrics (a point per round) grow with its length, and
+ * every request about the run reads them and its options: each distinct text is decoded once,
+ * among the last few.
+ */
+function decodedOnce<T>(cache: Map<string, T>, column: z.ZodType<Record<string, T>, unknown>, name: string, text: string, what: string): T {
+  return cache.get(text) ?? remember(cache, text, decode(column, { [name]: text }, what)[name]);
+}
 
 export function decodeRun(row: unknown): RunRecord {
   const what = `runs row ${(row as { id?: string })?.id}`;
   const r = decode(runRow, row, what);
   const column = <T>(name: string, schema: z.ZodType<T, unknown>, text: string | null): T => decode(json(schema), text, `${what}: ${name}`);
-  const options = (): ReturnType<typeof parseRunOptions> => decode(parsedBy((raw) => parseRunOptions(raw)), r.hyper, `${what}: hyper`);
+  const options = (): RunOptions => runOptions.get(r.hyper) ?? remember(runOptions, r.hyper, decode(json(parsedBy((raw) => parseRunOptions(raw))), r.hyper, `${what}: hyper`));
   let spec: RunSpec;
   if (r.kind === 'FINETUNE') spec = { kind: 'FINETUNE', options: options() };
   else if (r.kind === 'ANGLE_PROBE') spec = { kind: 'ANGLE_PROBE', options: options(), selection: column('spec', selectionSchema, r.spec) };
@@ -114,9 +135,9 @@ export function decodeRun(row: unknown): RunRecord {
   }
   return {
     id: r.id, spec, modelId: r.model_id, datasetId: r.dataset_id, strategy: r.strategy, strategyName: r.strategy_name, status: r.status,
-    plan: r.plan, round: r.round, step: r.step, state: r.state_key && r.state_sha256 ? { key: r.state_key, sha256: r.state_sha256 } : null,
+    plan: r.plan === null ? null : decodedOnce(plans, planColumn, 'plan', r.plan, what), round: r.round, step: r.step, state: r.state_key && r.state_sha256 ? { key: r.state_key, sha256: r.state_sha256 } : null,
     normalization: r.normalization, numClasses: r.num_classes, tunedParams: r.tuned_params, totalParams: r.total_params, memoryNeed: r.memory_need,
-    metrics: r.metrics, accuracy: r.accuracy, loss: r.loss, deltaId: r.delta_id, error: r.error, public: r.public, createdAt: r.created_at,
+    metrics: decodedOnce(metricLists, metricsColumn, 'metrics', r.metrics, what), accuracy: r.accuracy, loss: r.loss, deltaId: r.delta_id, error: r.error, public: r.public, createdAt: r.created_at,
     updatedAt: r.updated_at, finishedAt: r.finished_at,
   };
 }

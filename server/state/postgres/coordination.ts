@@ -1,12 +1,11 @@
 // Replicas sharing one PostgreSQL database divide the runs by session advisory locks, one per run,
 // held on a connection of each replica's own: a replica killed outright gives its runs up at once
 // (one cut off by the network within the keepalive time below) and another takes them over. The
-// same connection LISTENs for the events and nudges every replica NOTIFYs, and holds the turns
-// that keep two replicas from judging one shard at once.
+// same connection sends and LISTENs for the events and nudges every replica NOTIFYs (in the order
+// sent), and holds the turns that keep two replicas from judging one shard at once.
 import pg from 'pg';
 import { KeyedTurns } from '../in-process';
 import type { Coordination, CoordinationHandlers } from '../store';
-import { run } from './database';
 
 /** Lock namespaces (the first key of the two-key advisory locks); distinct from the migration lock. */
 const RUN_LOCKS = 7_420_116;
@@ -23,7 +22,7 @@ export class PgCoordination implements Coordination {
   private readonly turns = new KeyedTurns();
   private closing = false;
 
-  constructor(url: string, private readonly pool: pg.Pool) {
+  constructor(url: string) {
     this.client = new pg.Client({ connectionString: url, keepAlive: true, application_name: 'partune coordination' });
   }
 
@@ -37,6 +36,8 @@ export class PgCoordination implements Coordination {
     await this.client.connect();
     // PostgreSQL notices a vanished replica within ~11 s instead of the system's default two hours.
     await this.client.query('SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3');
+    // Its only writes are notifications, which nothing replays after a crash: no need to wait for the disk.
+    await this.client.query('SET synchronous_commit = off');
     await this.client.query(`LISTEN ${MESSAGES}; LISTEN ${NUDGES}`);
   }
 
@@ -65,11 +66,11 @@ export class PgCoordination implements Coordination {
 
   async broadcast(message: string): Promise<void> {
     if (Buffer.byteLength(message) > MAX_MESSAGE) throw new Error(`a message of ${Buffer.byteLength(message)} bytes is over NOTIFY's limit`);
-    await run(this.pool, 'SELECT pg_notify($1, $2)', MESSAGES, message);
+    await this.client.query('SELECT pg_notify($1, $2)', [MESSAGES, message]);
   }
 
   async nudge(runId: string): Promise<void> {
-    await run(this.pool, 'SELECT pg_notify($1, $2)', NUDGES, runId);
+    await this.client.query('SELECT pg_notify($1, $2)', [NUDGES, runId]);
   }
 
   /** One turn per key in this process; across processes, the key's lock, polled so that waiting holds no connection. */

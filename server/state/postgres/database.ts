@@ -80,8 +80,12 @@ const types = {
     oid === INT8 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
 };
 
+/** Connections per replica: enough for a round's claims and completions in flight at once. */
+const POOL_SIZE = 20;
+const LIVENESS_POOL_SIZE = 4;
+
 export async function openPool(url: string): Promise<pg.Pool> {
-  const pool = new pg.Pool({ connectionString: url, max: 10, types, connectionTimeoutMillis: 10_000 });
+  const pool = new pg.Pool({ connectionString: url, max: POOL_SIZE, types, connectionTimeoutMillis: 10_000 });
   // An idle connection's error (the server restarted) must not crash the process: the pool replaces it.
   pool.on('error', () => undefined);
   try {
@@ -90,6 +94,18 @@ export async function openPool(url: string): Promise<pg.Pool> {
     await pool.end();
     throw e;
   }
+  return pool;
+}
+
+/**
+ * Connections for liveness writes only (a worker last seen, a lease renewed by a heartbeat), which
+ * commit without waiting for the disk: a crash of PostgreSQL may lose the last fraction of a second
+ * of them, which reads as a worker that went quiet (its lease lapses and the shard is re-issued),
+ * while a fleet's heartbeats no longer queue for the WAL flush ahead of claims and completions.
+ */
+export function openLivenessPool(url: string): pg.Pool {
+  const pool = new pg.Pool({ connectionString: url, max: LIVENESS_POOL_SIZE, types, connectionTimeoutMillis: 10_000, options: '-c synchronous_commit=off' });
+  pool.on('error', () => undefined);
   return pool;
 }
 

@@ -18,7 +18,8 @@ const MAX_REPLICAS = 8;
 const appendReason = (param: string): string => `rejections = (rejections::jsonb || to_jsonb(${param}::text))::text`;
 
 export class PgShards implements ShardRepository {
-  constructor(private readonly pool: pg.Pool) {}
+  /** `liveness`: for heartbeats' renewals (openLivenessPool). */
+  constructor(private readonly pool: pg.Pool, private readonly liveness: pg.Pool) {}
 
   async get(id: string): Promise<ShardRecord | undefined> {
     return read(this.pool, id);
@@ -41,23 +42,22 @@ export class PgShards implements ShardRepository {
       FROM shards WHERE run_id = $1 AND round = $2 AND status != 'CANCELLED' GROUP BY idx) per_index`, runId, round))!.n;
   }
 
+  /** One statement (one round trip, one commit): a fleet's claims arrive together when a round opens. */
   async leaseOldest(worker: { id: string; trusted: boolean; address: string }, memoryBudget: number | undefined, leaseUntil: Date, now: Date): Promise<ShardRecord | undefined> {
-    return transaction(this.pool, async (db) => {
-      // Never two replicas of an index to one worker, nor to two volunteers of one address.
-      const next = await first<{ id: string }>(db, `SELECT s.id FROM shards s JOIN runs r ON r.id = s.run_id
+    // Never two replicas of an index to one worker, nor to two volunteers of one address.
+    const row = await first(this.pool, `WITH next AS (SELECT s.id FROM shards s JOIN runs r ON r.id = s.run_id
         WHERE s.status = 'PENDING' AND r.status = 'RUNNING' AND s.round = r.round AND ($1::bigint IS NULL OR r.memory_need <= $1::bigint)
           AND ($2 OR NOT (s.failed_by::jsonb ? $3))
           AND NOT EXISTS (SELECT 1 FROM shards o JOIN workers w ON w.id = o.worker_id
             WHERE o.run_id = s.run_id AND o.round = s.round AND o.idx = s.idx AND o.id != s.id
               AND (w.id = $3 OR (NOT $2 AND w.trusted = 0 AND w.address = $4)))
-        ORDER BY r.created_at, s.round, s.idx, s.replica LIMIT 1 FOR UPDATE OF s SKIP LOCKED`,
-      memoryBudget ?? null, worker.trusted, worker.id, worker.address);
-      if (!next) return undefined;
-      await run(db, `UPDATE shards SET status = 'LEASED', worker_id = $1, lease_until = $2, attempts = attempts + 1, steps_done = 0, progress_at = $3,
-        deadline = NULL WHERE id = $4`, worker.id, leaseUntil.getTime(), now.getTime(), next.id);
-      await run(db, 'UPDATE workers SET current_shard = $1 WHERE id = $2', next.id, worker.id);
-      return read(db, next.id);
-    });
+        ORDER BY r.created_at, s.round, s.idx, s.replica LIMIT 1 FOR UPDATE OF s SKIP LOCKED),
+      leased AS (UPDATE shards SET status = 'LEASED', worker_id = $3, lease_until = $5, attempts = attempts + 1, steps_done = 0, progress_at = $6,
+        deadline = NULL WHERE id = (SELECT id FROM next) RETURNING *),
+      holder AS (UPDATE workers SET current_shard = leased.id FROM leased WHERE workers.id = $3)
+      SELECT * FROM leased`,
+    memoryBudget ?? null, worker.trusted, worker.id, worker.address, leaseUntil.getTime(), now.getTime());
+    return row === undefined ? undefined : decodeShard(row);
   }
 
   async lastSpeed(runId: string, workerId: string): Promise<number | undefined> {
@@ -72,7 +72,7 @@ export class PgShards implements ShardRepository {
 
   async renew(id: string, workerId: string, attempt: number, stepsDone: number, leaseUntil: Date, now: Date): Promise<boolean> {
     const steps = 'LEAST(to_step - from_step, GREATEST(0, $4::int))';
-    return (await run(this.pool, `UPDATE shards SET lease_until = LEAST($5::bigint, COALESCE(deadline, $5::bigint)),
+    return (await run(this.liveness, `UPDATE shards SET lease_until = LEAST($5::bigint, COALESCE(deadline, $5::bigint)),
         progress_at = CASE WHEN ${steps} > steps_done THEN $6::bigint ELSE progress_at END, steps_done = GREATEST(steps_done, ${steps})
       WHERE ${HELD}`, id, workerId, attempt, stepsDone, leaseUntil.getTime(), now.getTime())) > 0;
   }

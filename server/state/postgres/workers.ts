@@ -6,7 +6,8 @@ import { TRUSTED_WORKER, decodeWorker } from '../rows';
 import { all, first, run } from './database';
 
 export class PgWorkers implements WorkerRepository {
-  constructor(private readonly pool: pg.Pool) {}
+  /** `liveness`: for last-seen times (openLivenessPool). */
+  constructor(private readonly pool: pg.Pool, private readonly liveness: pg.Pool) {}
 
   async insert(w: WorkerRecord): Promise<void> {
     await run(this.pool, `INSERT INTO workers (id, name, kind, backend, last_seen, shards_done, samples, images_per_second, current_shard, trusted, strikes,
@@ -27,7 +28,7 @@ export class PgWorkers implements WorkerRepository {
   }
 
   async touch(id: string, now: Date): Promise<WorkerRecord | undefined> {
-    const row = await first(this.pool, 'UPDATE workers SET last_seen = $1 WHERE id = $2 RETURNING *', now.getTime(), id);
+    const row = await first(this.liveness, 'UPDATE workers SET last_seen = $1 WHERE id = $2 RETURNING *', now.getTime(), id);
     return row === undefined ? undefined : decodeWorker(row);
   }
 
