@@ -79,8 +79,8 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
   const { scheduler } = services;
   const limits: QueryLimits = { maxDepth: config.maxQueryDepth, maxComplexity: config.maxQueryComplexity, maxTokens: 4000, maxFragments: 64 };
   const allowed = (o: string | undefined, host: string | undefined): boolean => originAllowed(o, host, config.allowedOrigins);
-  const contextOf = (authorization: string | undefined, request: IncomingMessage): Context => ({
-    ...callerOf(authorization, config), client: clientAddress(request.socket.remoteAddress, request.headers, config.trustedProxies), services: services!,
+  const contextOf = (authorization: string | undefined, request: IncomingMessage, gone: AbortSignal): Context => ({
+    ...callerOf(authorization, config), client: clientAddress(request.socket.remoteAddress, request.headers, config.trustedProxies), gone, services: services!,
   });
 
   const schema = partuneSchema();
@@ -88,7 +88,7 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
     server: http, path: '/graphql', maxPayload: 256 * 1024,
     verifyClient: ({ origin, req }: { origin?: string; req: { headers: { host?: string } } }) => allowed(origin, req.headers.host),
   });
-  const socket = serveSocket(wss, schema, limits, (params, request) => contextOf(params?.authorization as string | undefined, request), log);
+  const socket = serveSocket(wss, schema, limits, (params, request, gone) => contextOf(params?.authorization as string | undefined, request, gone), log);
   const apollo = new ApolloServer<Context>({
     schema,
     introspection: true,
@@ -121,7 +121,11 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
     errors: [{ message: `origin ${req.headers.origin} may not call this API (PARTUNE_ALLOWED_ORIGINS)`, extensions: { code: 'FORBIDDEN' } }],
   })));
   app.use('/graphql', express.json({ limit: MAX_BODY }), expressMiddleware(apollo, {
-    context: async ({ req }) => contextOf(req.headers.authorization, req),
+    context: async ({ req, res }) => {
+      const gone = new AbortController();
+      res.once('close', () => gone.abort());
+      return contextOf(req.headers.authorization, req, gone.signal);
+    },
   }));
   // A body too large or not JSON: a GraphQL error, not an HTML page.
   app.use('/graphql', ((err, _req, res, next) => {

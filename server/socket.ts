@@ -27,9 +27,11 @@ export function originAllowed(origin: string | undefined, host: string | undefin
 
 export function serveSocket(
   wss: WebSocketServer, schema: GraphQLSchema, limits: QueryLimits,
-  context: (params: Record<string, unknown> | undefined, request: IncomingMessage) => Context, log: (line: string) => void,
+  context: (params: Record<string, unknown> | undefined, request: IncomingMessage, gone: AbortSignal) => Context, log: (line: string) => void,
 ): { dispose(): Promise<void> } {
-  const active = new WeakMap<object, Set<string>>();
+  /** Each socket's running operations, each with the signal its context carries. */
+  const active = new WeakMap<object, Map<string, AbortController>>();
+  const endAll = (ctx: object): void => active.get(ctx)?.forEach((c) => c.abort());
   const refuse = (message: string, code: string): GraphQLError[] => [new GraphQLError(message, { extensions: { code } })];
   const documents = new Map<string, DocumentNode>();
   /** The query parsed (with the token cap) and validated against the schema, which depends on nothing else. */
@@ -51,7 +53,7 @@ export function serveSocket(
   const cleanup = useServer<Record<string, unknown> | undefined, { request: IncomingMessage }>({
     schema,
     onSubscribe: (ctx, id, payload) => {
-      const ops = active.get(ctx) ?? new Set<string>();
+      const ops = active.get(ctx) ?? new Map<string, AbortController>();
       active.set(ctx, ops);
       if (ops.size >= MAX_OPERATIONS) return refuse(`at most ${MAX_OPERATIONS} operations at once on one socket`, 'TOO_MANY_OPERATIONS');
       const document = checked(payload.query);
@@ -63,13 +65,19 @@ export function serveSocket(
       } catch (e) {
         return [e as GraphQLError];
       }
-      ops.add(id);
+      const gone = new AbortController();
+      ops.set(id, gone);
       return {
         schema, document, operationName: payload.operationName, variableValues: payload.variables,
-        contextValue: context(ctx.connectionParams, ctx.extra.request),
+        contextValue: context(ctx.connectionParams, ctx.extra.request, gone.signal),
       };
     },
-    onComplete: (ctx, id) => void active.get(ctx)?.delete(id),
+    onComplete: (ctx, id) => {
+      active.get(ctx)?.get(id)?.abort();
+      active.get(ctx)?.delete(id);
+    },
+    onDisconnect: (ctx) => endAll(ctx),
+    onClose: (ctx) => endAll(ctx),
     onNext: (_ctx, _id, _payload, _args, result) => (result.errors ? { ...result, errors: result.errors.map((e) => formatError(e.toJSON(), e, log)) } : undefined),
   }, wss);
   return { dispose: async () => cleanup.dispose() };

@@ -11,7 +11,8 @@ import { HonestRun, residentMiB, startHonestRun } from './support/honest-run';
 jest.setTimeout(300_000);
 
 let h: HonestRun;
-const CLAIM = 'mutation { claimShard { shard { id attempt round } job uploadUrl state { url } } }';
+// Attackers wait for work as honest workers do: a claim that only polls loses every shard to them.
+const CLAIM = 'mutation { claimShard(wait: 20) { shard { id attempt round } job uploadUrl state { url } } }';
 
 beforeAll(async () => {
   h = await startHonestRun({ PARTUNE_QUARANTINE_STRIKES: '3' });

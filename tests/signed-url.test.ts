@@ -25,7 +25,9 @@ it('refuses every alteration, another secret, expiry and unsigned requests', () 
   };
   const altered = (name: string, value: string): URLSearchParams => new URLSearchParams({ ...Object.fromEntries(query), [name]: value });
   expect(reason('GET', key, query)).toMatch(/signature does not match/);
-  expect(reason('DELETE', key, query)).toMatch(/never granted/);
+  expect(reason('DELETE', key, query)).toMatch(/signature does not match/);
+  expect(reason('POST', key, query)).toMatch(/never granted/);
+  expect(reason('PUT', key, altered('replace', '1'))).toMatch(/signature does not match/); // a write-once grant cannot be made to replace
   expect(reason('PUT', 'runs/r1/uploads/other.safetensors', query)).toMatch(/signature does not match/);
   expect(reason('PUT', key, altered('max', '1000000'))).toMatch(/signature does not match/);
   expect(reason('PUT', key, altered('expires', String(now + 3600)))).toMatch(/signature does not match/);

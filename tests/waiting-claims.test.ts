@@ -1,6 +1,7 @@
 // Claims that wait for work: an idle worker asks once and is answered when shards open, not by
 // asking every second; a signal for n shards wakes about n waiting claims, the longest waiting
-// first; a stopping server answers every waiting claim at once.
+// first; a claim whose client went away takes nothing; a stopping server answers every waiting
+// claim at once.
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -38,6 +39,7 @@ describe('a waiting claim on a real server', () => {
   let server: RunningServer;
   let admin: string;
   let worker: string;
+  let ghost: string;
   beforeAll(async () => {
     const dir = mkdtempSync(join(tmpdir(), 'partune-claims-'));
     const config = loadConfig({}, { dataDir: dir, port: 0 });
@@ -50,13 +52,15 @@ describe('a waiting claim on a real server', () => {
     await fetch(createUpload.url, { method: 'PUT', body: micro as Uint8Array<ArrayBuffer> });
     await ok(server.url, admin, 'mutation($i: RegisterModelInput!) { registerModel(input: $i) { id } }', { i: { name: 'micro', uploadId: createUpload.id } });
     await ok(server.url, admin, 'mutation($i: ImportDatasetInput!) { importDataset(input: $i) { id } }', { i: { name: 'digits', format: 'MNIST_PACKAGE', trainLimit: 256, testLimit: 64 } });
-    const { registerWorker } = await ok(server.url, config.workerToken, 'mutation { registerWorker(name: "w", kind: "node", backend: "none") { credential } }');
-    worker = registerWorker.credential;
+    const register = async (name: string): Promise<string> =>
+      (await ok(server.url, config.workerToken, 'mutation($n: String!) { registerWorker(name: $n, kind: "node", backend: "none") { credential } }', { n: name })).registerWorker.credential;
+    worker = await register('w');
+    ghost = await register('ghost');
   });
   afterAll(() => server?.close());
 
-  const claim = async (wait: number): Promise<{ shard: { round: number } } | null> =>
-    (await ok(server.url, worker, 'mutation($w: Int) { claimShard(wait: $w) { shard { round } } }', { w: wait })).claimShard;
+  const CLAIM = 'mutation($w: Int) { claimShard(wait: $w) { shard { round attempt } } }';
+  const claim = async (wait: number): Promise<{ shard: { round: number; attempt: number } } | null> => (await ok(server.url, worker, CLAIM, { w: wait })).claimShard;
 
   it('answers null at the end of its wait when there is no work', async () => {
     const t = Date.now();
@@ -65,13 +69,21 @@ describe('a waiting claim on a real server', () => {
     expect(Date.now() - t).toBeLessThan(5000);
   });
 
-  it('answers as soon as a run opens its shards, long before its wait ends', async () => {
+  it('answers as soon as a run opens its shards, long before its wait ends; a claim whose client left takes nothing', async () => {
+    // The ghost waits longest, so it would be woken first, but its client hangs up.
+    const hangUp = new AbortController();
+    const ghostClaim = fetch(server.url, {
+      method: 'POST', signal: hangUp.signal, headers: { 'content-type': 'application/json', authorization: `Bearer ${ghost}` }, body: JSON.stringify({ query: CLAIM, variables: { w: 20 } }),
+    }).catch(() => 'hung up');
+    await new Promise((r) => setTimeout(r, 200));
+    hangUp.abort();
+    expect(await ghostClaim).toBe('hung up');
     const t = Date.now();
     const waiting = claim(20);
     await new Promise((r) => setTimeout(r, 300));
     await ok(server.url, admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }',
       { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { epochs: 1, batchSize: 32, shardsPerRound: 1 } } });
-    expect((await waiting)?.shard.round).toBe(0);
+    expect((await waiting)?.shard).toEqual({ round: 0, attempt: 1 });
     expect(Date.now() - t).toBeLessThan(10_000);
   });
 

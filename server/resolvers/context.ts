@@ -20,6 +20,8 @@ export interface Context {
   readonly workerId: string | null;
   /** The client's address, for rate limits. */
   readonly client: string;
+  /** Aborted when the client goes away (its request closed, its socket or operation ended): a waiting claim then takes nothing. */
+  readonly gone: AbortSignal;
   readonly services: Services;
 }
 

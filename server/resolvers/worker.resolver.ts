@@ -57,7 +57,7 @@ export class WorkerResolver {
   })
   async claimShard(@Ctx() ctx: Context, @Arg('memoryBudget', () => Float, { nullable: true }) memoryBudget?: number,
     @Arg('wait', () => Int, { defaultValue: 0 }) wait?: number): Promise<T.ShardAssignment | null> {
-    const a = await ctx.services.leases.claim(actingWorker(ctx), memoryBudget ?? undefined, wait ?? 0);
+    const a = await ctx.services.leases.claim(actingWorker(ctx), memoryBudget ?? undefined, wait ?? 0, ctx.gone);
     return a && Object.assign(new T.ShardAssignment(), { ...a.assignment, shard: toShard(a.shard), leaseUntil: a.leaseUntil });
   }
 

@@ -19,17 +19,19 @@ export class ClaimWaiters {
     return this.closed;
   }
 
-  /** Taken before looking for a shard, so that a signal while looking is not missed. */
-  ticket(ms: number): Ticket {
+  /** Taken before looking for a shard, so that a signal while looking is not missed; `gone` ends it too. */
+  ticket(ms: number, gone?: AbortSignal): Ticket {
     let wake!: () => void;
     const woken = new Promise<void>((resolve) => {
       const timer = setTimeout(() => wake(), ms);
       wake = () => {
         clearTimeout(timer);
+        gone?.removeEventListener('abort', wake);
         this.queue.delete(wake);
         resolve();
       };
     });
+    gone?.addEventListener('abort', wake, { once: true });
     if (this.closed) wake();
     else this.queue.add(wake);
     return { woken, cancel: wake };

@@ -36,12 +36,14 @@ export class Leases {
 
   /**
    * Leases the oldest pending shard whose run fits the worker's memory budget (bytes); when there is
-   * none, waits up to `waitSeconds` for one to become claimable before answering null.
+   * none, waits up to `waitSeconds` for one to become claimable before answering null. A client
+   * that goes away while waiting (`gone`) takes nothing: a dead worker must not hold a shard.
    */
-  async claim(workerId: string, memoryBudget?: number, waitSeconds = 0): Promise<Claimed | null> {
+  async claim(workerId: string, memoryBudget?: number, waitSeconds = 0, gone?: AbortSignal): Promise<Claimed | null> {
     const until = Date.now() + Math.min(Math.max(0, waitSeconds), MAX_CLAIM_WAIT_SECONDS) * 1000;
     for (;;) {
-      const ticket = Date.now() < until && !this.waiters.stopped ? this.waiters.ticket(until - Date.now()) : undefined;
+      if (gone?.aborted) return null;
+      const ticket = Date.now() < until && !this.waiters.stopped ? this.waiters.ticket(until - Date.now(), gone) : undefined;
       const claimed = await this.claimNow(workerId, memoryBudget).catch((e: unknown) => {
         ticket?.cancel();
         throw e;
