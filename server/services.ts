@@ -15,7 +15,7 @@ import { Strategies } from './runs/strategies';
 import { TrainingStages } from './runs/training';
 import { Completion } from './shards/completion';
 import { Leases } from './shards/leases';
-import { RunTensors } from './shards/run-tensors';
+import { RunShapes } from './shards/run-shapes';
 import { Verification } from './shards/verification';
 import { Workers } from './shards/workers';
 
@@ -40,16 +40,16 @@ export function createServices(platform: Platform): Services {
   const models = new Models(platform, uploads);
   const datasets = new Datasets(platform, uploads);
   const runs = new RunQueries(platform);
+  const shapes = new RunShapes(platform);
   const events = new RunEvents(platform.state, platform.log);
   const scheduler = new Scheduler(platform, {
-    FINETUNE: new TrainingStages(platform), ANGLE_PROBE: new AngleProbeStages(platform), SOUP: new SoupStages(platform, events),
+    FINETUNE: new TrainingStages(platform, shapes), ANGLE_PROBE: new AngleProbeStages(platform, shapes), SOUP: new SoupStages(platform, events),
   }, events, runs);
   const strategies = new Strategies(platform, models, runs);
   const workers = new Workers(platform);
   const creation = new RunCreation(platform, models, datasets, strategies, workers, scheduler, events, runs);
-  const tensors = new RunTensors(platform);
-  const verification = new Verification(platform, workers, tensors, scheduler, events);
+  const verification = new Verification(platform, workers, shapes, scheduler, events);
   const leases = new Leases(platform, workers, runs, scheduler, verification, events);
-  const completion = new Completion(platform, workers, leases, tensors, verification, events);
+  const completion = new Completion(platform, workers, leases, shapes, verification, events);
   return { platform, uploads, models, datasets, runs, creation, scheduler, strategies, deltas: new Deltas(platform, models, runs), workers, leases, completion, verification };
 }

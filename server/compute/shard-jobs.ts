@@ -1,9 +1,10 @@
 // The per-shard tensor work, on a compute thread of its own so that neither the event loop (which
 // answers every worker's claims) nor a long evaluation holds it up: an uploaded update checked
 // (its tensors, its label, and that AdamW's steps could reach it from the round's state) and
-// copied where no worker can write; a round's accepted updates combined into the next state.
+// copied where no worker can write; two results of different kernel classes compared; a round's
+// accepted updates combined into the next state.
 import { createHash } from 'node:crypto';
-import { Aggregation, Reach, TrainingState, aggregate, beyondReach, fedAvg, parseState, serializeState } from '../../engine';
+import { Aggregation, Reach, TrainingState, UpdateDistance, aggregate, beyondReach, fedAvg, parseState, serializeState, updateDistance } from '../../engine';
 import { BlobStore, IntegrityError, keys, sha256 } from '../../storage';
 import type { BlobRef, StoredBlob } from '../state/records';
 
@@ -44,14 +45,14 @@ export class ShardJobs {
 
   constructor(private readonly store: BlobStore) {}
 
-  /** A round's starting state, parsed once while it is among the last few. */
-  private start(ref: BlobRef, shapes: Shapes): Promise<TrainingState> {
+  /** A stored state or result, parsed once while it is among the last few (a round's start is read by every check). */
+  private state(ref: BlobRef, shapes: Shapes): Promise<TrainingState> {
     let s = this.states.get(ref.sha256);
     if (!s) {
       s = this.store.get(ref.key, ref.sha256).then((b) => parseState(b, shapes, ref.key));
       s.catch(() => this.states.delete(ref.sha256));
       this.states.set(ref.sha256, s);
-      while (this.states.size > 4) this.states.delete(this.states.keys().next().value!);
+      while (this.states.size > 6) this.states.delete(this.states.keys().next().value!);
     }
     return s;
   }
@@ -70,9 +71,15 @@ export class ShardJobs {
     for (const k of ['run', 'round', 'shard', 'samples'] as const) {
       if (update.label[k] !== u.label[k]) return { ok: false, reason: `it claims ${k} ${update.label[k]}, this shard is ${k} ${u.label[k]}` };
     }
-    const why = beyondReach(await this.start(u.start, u.shapes), update, u.reach);
+    const why = beyondReach(await this.state(u.start, u.shapes), update, u.reach);
     if (why) return { ok: false, reason: `not what ${u.reach.lrs.length} AdamW steps from the round's state can make: ${why}` };
     return { ok: true, update: await this.store.put(keys.update(sha256(bytes)), bytes), digest: digestOf(update) };
+  }
+
+  /** How far apart two results of one shard are, relative to their moves from the round's start. */
+  async distance(d: { start: BlobRef; a: BlobRef; b: BlobRef; shapes: Shapes }): Promise<UpdateDistance> {
+    const [start, a, b] = await Promise.all([d.start, d.a, d.b].map((ref) => this.state(ref, d.shapes)));
+    return updateDistance(start, a, b);
   }
 
   /** The next round's state from the accepted updates, by the run's rule; names the first update that cannot be read. */
@@ -87,7 +94,7 @@ export class ShardJobs {
       }
     }
     if (a.rule === 'FEDAVG') return { state: await this.store.put(a.out, serializeState(fedAvg(updates, a.label))), screened: [] };
-    const { state, screened } = aggregate(a.rule, await this.start(a.start, a.shapes), updates, a.label);
+    const { state, screened } = aggregate(a.rule, await this.state(a.start, a.shapes), updates, a.label);
     return { state: await this.store.put(a.out, serializeState(state)), screened };
   }
 }

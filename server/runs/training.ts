@@ -2,18 +2,17 @@
 // its shards' updates by the run's aggregation (FedAvg over tensors and AdamW moments, weighted by
 // samples, or a robust rule) on the shards' compute thread; the finish is the engine's, on the
 // runs' compute thread: base + delta rounded, scored, written.
-import { inspect, tunedShapes } from '../../engine';
 import { keys } from '../../storage';
 import { trainOptionsOf } from '../../protocol/run-options';
 import type { RunBasis } from '../compute/jobs';
 import type { Platform } from '../platform';
 import { BlobRef, DatasetRecord, RunRecord, ShardRecord, StoredBlob, blobsOf, need, trainingSpec } from '../state/records';
-import { modelConfig } from '../catalog/models';
+import { RunShapes } from '../shards/run-shapes';
 import { makePlan } from './plan';
 import { Configured, Finished, LostUpdate, RunStages } from './stages';
 
 export class TrainingStages implements RunStages {
-  constructor(protected readonly p: Platform) {}
+  constructor(protected readonly p: Platform, private readonly shapes: RunShapes) {}
 
   protected async basis(run: RunRecord): Promise<{ basis: RunBasis; dataset: DatasetRecord }> {
     const model = await this.p.state.models.byIdOrName(run.modelId);
@@ -33,13 +32,10 @@ export class TrainingStages implements RunStages {
 
   /** On the shards' compute thread; an update that cannot be read is a LostUpdate (its shard is re-issued). */
   async aggregate(run: RunRecord, shards: readonly ShardRecord[]): Promise<StoredBlob> {
-    const model = await this.p.state.models.byIdOrName(run.modelId);
-    if (!model) throw new Error(`run ${run.id}: its model is no longer registered`);
-    const config = modelConfig(model, run.numClasses);
     const rule = trainingSpec(run).options.aggregation;
     const r = await this.p.shardCompute.call('aggregate', {
       rule, start: need(run.state, 'state', run), updates: shards.map((s) => need(s.result, `result for shard ${s.round}.${s.index}`, run)),
-      shapes: tunedShapes(config, inspect(run.strategy, config).tuned), label: { run: run.id, round: run.round + 1 }, out: keys.runState(run.id, run.round + 1),
+      shapes: await this.shapes.of(run), label: { run: run.id, round: run.round + 1 }, out: keys.runState(run.id, run.round + 1),
     });
     if ('lost' in r) throw new LostUpdate(shards[r.lost], r.reason);
     if (r.screened.length) this.p.log(`run ${run.id} round ${run.round}: ${rule} set aside shard(s) ${r.screened.map((i) => `${shards[i].round}.${shards[i].index}`).join(', ')} (moved over 3x the median)`);

@@ -12,13 +12,13 @@ import type { Platform } from '../platform';
 import { RunRecord, ShardRecord, need, trainingSpec } from '../state/records';
 import { RunEvents } from '../runs/events';
 import { Leases } from './leases';
-import { RunTensors } from './run-tensors';
+import { RunShapes } from './run-shapes';
 import { Verification } from './verification';
 import { Workers } from './workers';
 
 export class Completion {
   constructor(
-    private readonly p: Platform, private readonly workers: Workers, private readonly leases: Leases, private readonly tensors: RunTensors,
+    private readonly p: Platform, private readonly workers: Workers, private readonly leases: Leases, private readonly shapes: RunShapes,
     private readonly verification: Verification, private readonly events: RunEvents,
   ) {}
 
@@ -59,7 +59,7 @@ export class Completion {
     const stateBytes = (await this.p.blobs.stat(start.key))?.bytes ?? 0;
     const { options } = trainingSpec(run);
     return this.p.shardCompute.call('checkUpdate', {
-      slot, maxBytes: 2 * stateBytes + 65_536, start, shapes: await this.tensors.shapes(run),
+      slot, maxBytes: 2 * stateBytes + 65_536, start, shapes: await this.shapes.of(run),
       label: expectedUpdateLabel({ runId: run.id, round: shard.round, shardId: shard.id, window: { from: shard.fromStep, to: shard.toStep }, options }),
       reach: reachOf(options, need(run.plan, 'plan', run).trainImages, shard.fromStep, shard.toStep),
     });

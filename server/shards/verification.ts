@@ -10,12 +10,12 @@
 // when there is one: replication never changes the result. Results outside it are outvoted: their
 // workers lose their trust and take a strike, and what they had accepted unchecked is judged again.
 import { randomInt } from 'node:crypto';
-import { CROSS_CLASS_TOLERANCE, lossesDisagree, updateDistance } from '../../engine';
+import { CROSS_CLASS_TOLERANCE, lossesDisagree } from '../../engine';
 import type { Platform } from '../platform';
 import { EARNED_TRUST_STREAK, RunRecord, ShardRecord, WorkerRecord, isTrusted, need, trainingSpec } from '../state/records';
 import { RunEvents } from '../runs/events';
 import { Scheduler } from '../runs/scheduler';
-import { RunTensors } from './run-tensors';
+import { RunShapes } from './run-shapes';
 import { ONLINE_MS, Workers } from './workers';
 
 /**
@@ -27,7 +27,7 @@ export const spotCheckRate = (w: WorkerRecord, floor: number): number =>
 
 export class Verification {
   constructor(
-    private readonly p: Platform, private readonly workers: Workers, private readonly tensors: RunTensors, private readonly scheduler: Scheduler,
+    private readonly p: Platform, private readonly workers: Workers, private readonly shapes: RunShapes, private readonly scheduler: Scheduler,
     private readonly events: RunEvents,
   ) {}
 
@@ -155,9 +155,9 @@ export class Verification {
       return a.loss !== null && b.loss !== null && Math.abs(a.loss - b.loss) > 1e-6 * Math.max(1, Math.abs(b.loss))
         ? `it reports loss ${a.loss} for the tensors worker ${b.workerId} computed with loss ${b.loss}` : null;
     }
-    const shapes = await this.tensors.shapes(run);
-    const [start, x, y] = await Promise.all([this.tensors.roundStart(run), this.tensors.read(need(a.result, 'result', run), shapes), this.tensors.read(need(b.result, 'result', run), shapes)]);
-    const d = updateDistance(start, x, y);
+    const d = await this.p.shardCompute.call('distance', {
+      start: need(run.state, 'state', run), a: need(a.result, 'result', run), b: need(b.result, 'result', run), shapes: await this.shapes.of(run),
+    });
     if (d.relative > CROSS_CLASS_TOLERANCE) {
       return `it differs from worker ${b.workerId}'s (${b.kernelClass}) by ${d.relative.toPrecision(3)} relative L2 (most in ${d.tensor}), over the ${CROSS_CLASS_TOLERANCE} allowed across kernel classes`;
     }

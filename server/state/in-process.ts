@@ -1,5 +1,6 @@
 // Coordination for a store one process owns (SQLite): it drives every run, its messages go
 // straight to its own handlers, its turns are promise chains and its counters live in memory.
+// The turns and the book of driven runs serve the PostgreSQL coordination too.
 import type { AdmissionCounter, Coordination, CoordinationHandlers } from './store';
 
 /** Calls with one key run one after another, in the order they came; others in parallel. */
@@ -15,9 +16,21 @@ export class KeyedTurns {
   }
 }
 
-export class InProcessCoordination implements Coordination {
+/** The runs this process drives, as both stores' coordinations keep them. */
+export class DrivenRuns {
+  protected readonly runs = new Set<string>();
+
+  drives(runId: string): boolean {
+    return this.runs.has(runId);
+  }
+
+  driven(): string[] {
+    return [...this.runs];
+  }
+}
+
+export class InProcessCoordination extends DrivenRuns implements Coordination {
   private handlers: CoordinationHandlers | undefined;
-  private readonly runs = new Set<string>();
   private readonly turns = new KeyedTurns();
 
   async start(on: CoordinationHandlers): Promise<void> {
@@ -27,14 +40,6 @@ export class InProcessCoordination implements Coordination {
   async drive(runId: string): Promise<boolean> {
     this.runs.add(runId);
     return true;
-  }
-
-  drives(runId: string): boolean {
-    return this.runs.has(runId);
-  }
-
-  driven(): string[] {
-    return [...this.runs];
   }
 
   async letGo(runId: string): Promise<void> {

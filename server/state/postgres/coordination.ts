@@ -4,7 +4,7 @@
 // same connection sends and LISTENs for the events and nudges every replica NOTIFYs (in the order
 // sent), and holds the turns that keep two replicas from judging one shard at once.
 import pg from 'pg';
-import { KeyedTurns } from '../in-process';
+import { DrivenRuns, KeyedTurns } from '../in-process';
 import type { Coordination, CoordinationHandlers } from '../store';
 
 /** Lock namespaces (the first key of the two-key advisory locks); distinct from the migration lock. */
@@ -16,13 +16,13 @@ const NUDGES = 'partune_nudges';
 const MAX_MESSAGE = 7900;
 const TURN_POLL_MS = 20;
 
-export class PgCoordination implements Coordination {
+export class PgCoordination extends DrivenRuns implements Coordination {
   private readonly client: pg.Client;
-  private readonly runs = new Set<string>();
   private readonly turns = new KeyedTurns();
   private closing = false;
 
   constructor(url: string) {
+    super();
     this.client = new pg.Client({ connectionString: url, keepAlive: true, application_name: 'partune coordination' });
   }
 
@@ -49,14 +49,6 @@ export class PgCoordination implements Coordination {
       this.runs.add(runId);
       return true;
     });
-  }
-
-  drives(runId: string): boolean {
-    return this.runs.has(runId);
-  }
-
-  driven(): string[] {
-    return [...this.runs];
   }
 
   async letGo(runId: string): Promise<void> {
