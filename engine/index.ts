@@ -33,4 +33,5 @@ export * from './aggregate/reach';
 export * from './aggregate/robust';
 export * from './aggregate/agreement';
 export * from './train/shard';
+export * from './train/window';
 export * from './aggregate/soup-report';

@@ -109,6 +109,11 @@ export interface ClaimShardResult {
       sha256: string;
       bytes: number;
     }>;
+    records: {
+      url: string;
+      sha256: string;
+      bytes: number;
+    } | null;
     state: {
       url: string;
       sha256: string;
@@ -118,7 +123,7 @@ export interface ClaimShardResult {
   } | null;
 }
 export interface ClaimShardVariables { memoryBudget?: number | null; wait?: number | null; }
-export const ClaimShard = "mutation ClaimShard($memoryBudget: Float, $wait: Int) {\n  claimShard(memoryBudget: $memoryBudget, wait: $wait) {\n    shard {\n      id\n      round\n      index\n      replica\n      attempt\n    }\n    job\n    model {\n      url\n      sha256\n      bytes\n    }\n    train {\n      url\n      sha256\n      bytes\n    }\n    state {\n      url\n      sha256\n      bytes\n    }\n    uploadUrl\n  }\n}" as TypedDocument<ClaimShardResult, ClaimShardVariables>;
+export const ClaimShard = "mutation ClaimShard($memoryBudget: Float, $wait: Int) {\n  claimShard(memoryBudget: $memoryBudget, wait: $wait) {\n    shard {\n      id\n      round\n      index\n      replica\n      attempt\n    }\n    job\n    model {\n      url\n      sha256\n      bytes\n    }\n    train {\n      url\n      sha256\n      bytes\n    }\n    records {\n      url\n      sha256\n      bytes\n    }\n    state {\n      url\n      sha256\n      bytes\n    }\n    uploadUrl\n  }\n}" as TypedDocument<ClaimShardResult, ClaimShardVariables>;
 
 export interface HeartbeatResult {
   heartbeat: {
@@ -135,8 +140,8 @@ export interface CompleteShardResult {
     status: ShardStatus;
   };
 }
-export interface CompleteShardVariables { shardId: string; attempt: number; loss: number; imagesPerSecond: number; kernelClass: string; }
-export const CompleteShard = "mutation CompleteShard($shardId: ID!, $attempt: Int!, $loss: Float!, $imagesPerSecond: Float!, $kernelClass: String!) {\n  completeShard(\n    shardId: $shardId\n    attempt: $attempt\n    loss: $loss\n    imagesPerSecond: $imagesPerSecond\n    kernelClass: $kernelClass\n  ) {\n    id\n    status\n  }\n}" as TypedDocument<CompleteShardResult, CompleteShardVariables>;
+export interface CompleteShardVariables { shardId: string; attempt: number; loss: number; imagesPerSecond: number; kernelClass: string; downloadedBytes?: number | null; }
+export const CompleteShard = "mutation CompleteShard($shardId: ID!, $attempt: Int!, $loss: Float!, $imagesPerSecond: Float!, $kernelClass: String!, $downloadedBytes: Float) {\n  completeShard(\n    shardId: $shardId\n    attempt: $attempt\n    loss: $loss\n    imagesPerSecond: $imagesPerSecond\n    kernelClass: $kernelClass\n    downloadedBytes: $downloadedBytes\n  ) {\n    id\n    status\n  }\n}" as TypedDocument<CompleteShardResult, CompleteShardVariables>;
 
 export interface FailShardResult {
   failShard: boolean;

@@ -2,14 +2,8 @@
 // browser tab (which read it): what to train, on which steps, from what, and what the update must
 // say about itself. The job travels as JSON inside `claimShard`; a worker decodes it here, once.
 import { z } from 'zod';
-import { Normalization, Strategy, TrainOptions, parseStrategy, parseTrainOptions } from '../engine';
+import { Normalization, StepWindow, Strategy, TrainOptions, parseStrategy, parseTrainOptions } from '../engine';
 import { decode, normalizationSchema, parsedBy } from './decode';
-
-/** Global steps [from, to) of the run's schedule. */
-export interface StepWindow {
-  readonly from: number;
-  readonly to: number;
-}
 
 export interface ShardJob {
   readonly runId: string;
@@ -22,6 +16,9 @@ export interface ShardJob {
   readonly normalization: Normalization;
   /** The run's options: the schedule spans the whole run, `trainLimit` selects its images. */
   readonly options: TrainOptions;
+  /** The run's selected training images: the schedule's basis, whichever records a worker holds. */
+  readonly trainImages: number;
+  /** Global steps [from, to) of the run's schedule. */
   readonly window: StepWindow;
   readonly heartbeatSeconds: number;
 }
@@ -38,7 +35,10 @@ export interface Assignment {
   readonly shard: { readonly id: string; readonly round: number; readonly index: number };
   readonly job: ShardJob;
   readonly model: Download;
+  /** The whole training split; empty when `records` is given. */
   readonly train: readonly Download[];
+  /** The window's records only, in step order (engine/train/window.ts): all a shard reads. */
+  readonly records: Download | null;
   readonly state: Download;
   /** Where to PUT the update (a training state, see engine/weights/state.ts). */
   readonly uploadUrl: string;
@@ -62,6 +62,7 @@ const shardJobSchema: z.ZodType<ShardJob, unknown> = z.object({
   numClasses: z.number().int().min(1),
   normalization: normalizationSchema,
   options: parsedBy(parseTrainOptions),
+  trainImages: z.number().int().min(1),
   window: stepWindow,
   heartbeatSeconds: z.number().int().min(1),
 });

@@ -132,6 +132,7 @@ export class Shard {
   @Field(() => Int, { description: 'Agreeing results the shard needs' }) need!: number;
   @Field(() => ShardVerdict, { nullable: true }) verdict?: ShardVerdict;
   @Field({ nullable: true, description: 'What computed the result, as its worker reported it' }) kernelClass?: string;
+  @Field(() => Float, { nullable: true, description: 'Bytes its worker reported downloading for it (model, records, state)' }) downloadedBytes?: number;
 }
 
 @ObjectType()
@@ -252,7 +253,8 @@ export class ShardAssignment {
   @Field() leaseUntil!: Date;
   @Field(() => GraphQLJSON, { description: 'What to train: a ShardJob (protocol/shard-job.ts), decoded by the worker' }) job!: unknown;
   @Field(() => Download) model!: Download;
-  @Field(() => [Download]) train!: Download[];
+  @Field(() => [Download], { description: 'The whole training split; empty when records are given' }) train!: Download[];
+  @Field(() => Download, { nullable: true, description: "The shard's window of training records, in step order: all it reads" }) records?: Download | null;
   @Field(() => Download) state!: Download;
   @Field() uploadUrl!: string;
 }

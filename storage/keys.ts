@@ -1,4 +1,4 @@
-// Where each kind of object lives. Checkpoints, dataset shards and accepted shard updates are
+// Where each kind of object lives. Checkpoints, dataset shards, window packs and accepted shard updates are
 // content-addressed (written by the server only, so immutable); a shard's upload slot is named by
 // run, shard and attempt, and signed for one PUT by that lease's worker.
 export const keys = {
@@ -7,6 +7,7 @@ export const keys = {
   runState: (runId: string, round: number) => `runs/${runId}/state-${String(round).padStart(4, '0')}.safetensors`,
   shardUpload: (runId: string, shardId: string, attempt: number) => `runs/${runId}/uploads/${shardId}-attempt-${attempt}.safetensors`,
   update: (sha256: string) => `updates/${sha256}.safetensors`,
+  windowPack: (sha256: string) => `windows/${sha256}.safetensors`,
   delta: (runId: string) => `deltas/${runId}.safetensors`,
   merged: (deltaId: string) => `merged/${deltaId}.safetensors`,
   upload: (uploadId: string) => `uploads/${uploadId}`,

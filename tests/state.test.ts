@@ -41,7 +41,8 @@ function run(id: string, modelId: string, at: number, memoryNeed = 0): RunRecord
 
 const plan = { trainImages: 100, stepsPerEpoch: 3, totalSteps: 3, shardsPerRound: 1, rounds: [[0, 3]] as [number, number][] };
 const start = { plan, state: { key: 'state-0', sha256: 'x' }, normalization: { mean: [0.5], std: [0.25] } };
-const oneShard = [{ index: 0, replica: 0, need: 1, fromStep: 0, toStep: 3 }];
+const pack = { key: 'windows/p.safetensors', sha256: 'p', bytes: 3 * 32 * 785 };
+const oneShard = [{ index: 0, replica: 0, need: 1, fromStep: 0, toStep: 3, pack }];
 const budget = { distinctWorkers: 3, trustedFailures: 3, quarantineStrikes: 2 };
 const FAR = new Date(0);
 const trustedW1 = { id: 'w1', trusted: true, address: '10.0.0.1' };
@@ -176,7 +177,7 @@ describe.each(STORES)('%s state store', (_name, open) => {
     await state.runs.start('r1', start, oneShard);
     const until = new Date(Date.now() + 60_000);
     const first = (await state.shards.leaseOldest(trustedW1, undefined, until, new Date()))!;
-    const result = { update: { key: 'u', sha256: 'h' }, digest: 'd', kernelClass: 'wasm-xnnpack-simd', loss: 1, imagesPerSecond: 2, samples: 96 };
+    const result = { update: { key: 'u', sha256: 'h' }, digest: 'd', kernelClass: 'wasm-xnnpack-simd', loss: 1, imagesPerSecond: 2, samples: 96, downloadedBytes: 1234 };
     expect(await state.shards.complete(first.id, 'w2', 1, result)).toBe(false); // not the holder
     expect(await state.shards.complete(first.id, 'w1', 2, result)).toBe(false); // not this attempt
     expect(await state.shards.release(first.id, 'w1', 1, 'attempt 1 failed', budget)).toBe('requeued');
@@ -190,6 +191,7 @@ describe.each(STORES)('%s state store', (_name, open) => {
     expect([await state.shards.lastSpeed('r1', 'w1'), await state.shards.lastSpeed('r1', 'w2')]).toEqual([2, undefined]); // what a deadline is measured by
     const done = (await state.shards.get(first.id))!;
     expect([done.status, done.attempts, done.rejections]).toEqual(['DONE', 3, ['attempt 1 failed', 'attempt 2: lease expired (worker w1)']]);
+    expect([done.pack, done.downloadedBytes]).toEqual([pack, 1234]);
     const w = (await state.workers.touch('w1', new Date()))!;
     expect([w.shardsDone, w.samples, w.currentShard]).toEqual([1, 96, null]);
   });
@@ -234,7 +236,7 @@ describe.each(STORES)('%s state store', (_name, open) => {
 
   it('replicas: never two of one index to a worker or to two volunteers of one address; a verdict settles the index at once', async () => {
     await state.runs.insert(run('r1', 'm', 1));
-    const quorum = [0, 1, 2].map((replica) => ({ index: 0, replica, need: 2, fromStep: 0, toStep: 3 }));
+    const quorum = [0, 1, 2].map((replica) => ({ index: 0, replica, need: 2, fromStep: 0, toStep: 3, pack }));
     await state.runs.start('r1', start, quorum);
     for (const [id, address] of [['v1', '10.0.0.9'], ['v2', '10.0.0.9'], ['v3', '10.0.0.7']]) await state.workers.insert({ ...worker, id, name: id, trusted: false, address });
     const until = new Date(Date.now() + 60_000);
@@ -244,7 +246,7 @@ describe.each(STORES)('%s state store', (_name, open) => {
     const b = (await state.shards.leaseOldest(volunteer('v3', '10.0.0.7'), undefined, until, new Date()))!;
     const c = (await state.shards.leaseOldest(trustedW1, undefined, until, new Date()))!; // registered workers share hosts freely
     expect([a.replica, b.replica, c.replica]).toEqual([0, 1, 2]);
-    const result = (digest: string) => ({ update: { key: `u-${digest}`, sha256: digest }, digest, kernelClass: 'k', loss: 1, imagesPerSecond: 2, samples: 96 });
+    const result = (digest: string) => ({ update: { key: `u-${digest}`, sha256: digest }, digest, kernelClass: 'k', loss: 1, imagesPerSecond: 2, samples: 96, downloadedBytes: 1234 });
     expect(await state.shards.complete(a.id, 'v1', 1, result('lie'))).toBe(true);
     expect(await state.shards.complete(b.id, 'v3', 1, result('honest'))).toBe(true);
     const settlement = { runId: 'r1', round: 0, index: 0, accept: b.id, agreed: [], credit: ['v3'], outvoted: [{ id: a.id, reason: 'attempt 1 by worker v1: outvoted' }] };
@@ -264,14 +266,16 @@ describe.each(STORES)('%s state store', (_name, open) => {
     const [first] = await state.shards.ofRun('r1');
     for (let i = 1; i < 8; i++) expect(typeof (await state.shards.addReplica(first, 2))).toBe('object');
     expect(await state.shards.addReplica(first, 2)).toBe('limit');
-    expect((await state.shards.ofIndex('r1', 0, 0)).map((r) => r.need)).toEqual([1, 2, 2, 2, 2, 2, 2, 2]);
+    const replicas = await state.shards.ofIndex('r1', 0, 0);
+    expect(replicas.map((r) => r.need)).toEqual([1, 2, 2, 2, 2, 2, 2, 2]);
+    expect(replicas.every((r) => JSON.stringify(r.pack) === JSON.stringify(pack))).toBe(true); // every replica reads the same records
 
     await state.runs.insert(run('r2', 'm', 2));
     await state.runs.start('r2', start, oneShard);
     await state.shards.leaseOldest(trustedW1, undefined, new Date(Date.now() + 60_000), new Date()); // r1's first replica
     const s = (await state.shards.leaseOldest(trustedW1, undefined, new Date(Date.now() + 60_000), new Date()))!;
     expect(s.runId).toBe('r2');
-    await state.shards.complete(s.id, 'w1', 1, { update: { key: 'u', sha256: 'h' }, digest: 'd', kernelClass: 'k', loss: 1, imagesPerSecond: 2, samples: 96 });
+    await state.shards.complete(s.id, 'w1', 1, { update: { key: 'u', sha256: 'h' }, digest: 'd', kernelClass: 'k', loss: 1, imagesPerSecond: 2, samples: 96, downloadedBytes: 1234 });
     expect(await state.shards.settle({ runId: 'r2', round: 0, index: 0, accept: s.id, agreed: [], credit: [], outvoted: [] }, budget)).toBe(true);
     const again = await state.shards.reverify('w1');
     expect(again.map((r) => [r.id, r.verdict, r.need])).toEqual([[s.id, null, 2]]);
@@ -286,7 +290,7 @@ describe.each(STORES)('%s state store', (_name, open) => {
     const mine = (await state.shards.leaseOldest(trustedW1, undefined, until, new Date()))!;
     await state.shards.setNeed(mine.id, 'w1', 1, 2); // picked for a spot check
     const check = await state.shards.addReplica(mine, 1);
-    await state.shards.complete(mine.id, 'w1', 1, { update: { key: 'u', sha256: 'h' }, digest: 'd', kernelClass: 'k', loss: 1, imagesPerSecond: 2, samples: 96 });
+    await state.shards.complete(mine.id, 'w1', 1, { update: { key: 'u', sha256: 'h' }, digest: 'd', kernelClass: 'k', loss: 1, imagesPerSecond: 2, samples: 96, downloadedBytes: 1234 });
     const later = new Date(Date.now() + 1000);
     expect((await state.shards.unclaimedChecks(later)).map((r) => r.id)).toEqual([mine.id]);
     expect((await state.shards.leaseOldest(volunteer('v1'), undefined, until, new Date()))!.id).toBe(typeof check === 'object' ? check.id : 'no replica');
@@ -398,7 +402,7 @@ describe('SQLite migrations', () => {
       });
     }
     await a.runs.insert(run('r', 'm', 1));
-    const shards = Array.from({ length: 40 }, (_, i) => ({ index: i, replica: 0, need: 1, fromStep: i, toStep: i + 1 }));
+    const shards = Array.from({ length: 40 }, (_, i) => ({ index: i, replica: 0, need: 1, fromStep: i, toStep: i + 1, pack: null }));
     await a.runs.start('r', start, shards);
     const until = new Date(Date.now() + 60_000);
     const leased: string[] = [];
@@ -409,7 +413,7 @@ describe('SQLite migrations', () => {
         const s = await replica.shards.leaseOldest(w, undefined, until, new Date());
         if (!s) return;
         leased.push(s.id);
-        expect(await replica.shards.complete(s.id, w.id, s.attempts, { update: { key: `u${s.index}`, sha256: 'x' }, digest: 'd', kernelClass: 'cpu', loss: 1, imagesPerSecond: 1, samples: 1 })).toBe(true);
+        expect(await replica.shards.complete(s.id, w.id, s.attempts, { update: { key: `u${s.index}`, sha256: 'x' }, digest: 'd', kernelClass: 'cpu', loss: 1, imagesPerSecond: 1, samples: 1, downloadedBytes: null })).toBe(true);
       }
     }));
     expect(leased.length).toBe(40);

@@ -6,7 +6,7 @@ import {
   Checkpoint, Dataset, concatDatasets, inspect, loadCheckpoint, parseState, parseVitConfig, runShard, selectData, serializeState, tunedShapes, unpackDataset,
 } from '../engine';
 import { ClaimShard, CompleteShard, FailShard, Heartbeat, RegisterWorker } from '../protocol/operations';
-import { Assignment, decodeShardJob } from '../protocol/shard-job';
+import { Assignment, Download, decodeShardJob } from '../protocol/shard-job';
 import { GraphQLClient, GraphQLRequestError, GraphQLTransport, sleep } from './client';
 import { BlobCache, fetchVerified, upload } from './downloads';
 
@@ -42,11 +42,13 @@ export class PartuneWorker {
   /** Speaks as this worker once registered: its credential is the bearer token. */
   private client!: Closable;
   private readonly checkpoints = new BlobCache<Checkpoint>(2);
-  private readonly datasets = new BlobCache<Dataset>(2);
+  private readonly datasets = new BlobCache<Dataset>(4);
   private readonly log: (line: string) => void;
   id = '';
   shardsDone = 0;
   samples = 0;
+  /** Bytes downloaded for the shards done (model, records, states). */
+  downloadedBytes = 0;
 
   constructor(private readonly o: WorkerOptions) {
     this.log = o.log ?? (() => undefined);
@@ -98,6 +100,23 @@ export class PartuneWorker {
     }
   }
 
+  /**
+   * What the shard trains on: its window's pack when the server sent one (cached by hash: replicas
+   * and re-issues of a window share it), else the run's selection of the whole training split.
+   */
+  private async trainingData(a: Assignment, fetch: (d: Download, what: string) => Promise<Uint8Array>): Promise<{ train: Dataset; packed?: { trainImages: number } }> {
+    if (a.records) {
+      const records = a.records;
+      const train = await this.datasets.get(records.sha256, async () => unpackDataset(await fetch(records, "the window's records"), "the window's records"));
+      return { train, packed: { trainImages: a.job.trainImages } };
+    }
+    const full = await this.datasets.get(a.train.map((d) => d.sha256).join('+'), async () => {
+      const parts = await Promise.all(a.train.map(async (d, i) => unpackDataset(await fetch(d, `training shard ${i}`), `training shard ${i}`)));
+      return parts.reduce(concatDatasets);
+    });
+    return { train: selectData({ train: full, test: full }, a.job.options).train };
+  }
+
   private async execute(a: Assignment): Promise<void> {
     const { job } = a;
     const label = `shard ${a.shard.round}.${a.shard.index} of run ${job.runId.slice(0, 8)} (steps ${job.window.from}-${job.window.to})`;
@@ -112,19 +131,20 @@ export class PartuneWorker {
       }, (e: Error) => this.log(`heartbeat failed: ${e.message}`));
     }, job.heartbeatSeconds * 1000);
     try {
-      const base = await this.checkpoints.get(a.model.sha256, async () => loadCheckpoint(await fetchVerified(a.model, 'the model'), { source: 'model' }));
-      const trainKey = a.train.map((d) => d.sha256).join('+');
-      const full = await this.datasets.get(trainKey, async () => {
-        const parts = await Promise.all(a.train.map(async (d, i) => unpackDataset(await fetchVerified(d, `training shard ${i}`), `training shard ${i}`)));
-        return parts.reduce(concatDatasets);
-      });
-      const { train } = selectData({ train: full, test: full }, job.options);
+      let downloaded = 0;
+      const fetchCounted = async (d: Download, what: string): Promise<Uint8Array> => {
+        const bytes = await fetchVerified(d, what);
+        downloaded += bytes.length;
+        return bytes;
+      };
+      const base = await this.checkpoints.get(a.model.sha256, async () => loadCheckpoint(await fetchCounted(a.model, 'the model'), { source: 'model' }));
+      const data = await this.trainingData(a, fetchCounted);
       const config = parseVitConfig({ ...base.config, numClasses: job.numClasses });
       const shapes = tunedShapes(config, inspect(job.strategy, config).tuned);
-      const start = parseState(await fetchVerified(a.state, 'the round state'), shapes, 'round state');
+      const start = parseState(await fetchCounted(a.state, 'the round state'), shapes, 'round state');
       const steps = job.window.to - job.window.from;
       const gen = runShard({
-        base, numClasses: job.numClasses, strategy: job.strategy, train, normalization: job.normalization, options: job.options,
+        base, numClasses: job.numClasses, strategy: job.strategy, ...data, normalization: job.normalization, options: job.options,
         window: job.window, start, label: { run: job.runId, round: job.round, shard: job.shardId },
       });
       let lossSum = 0;
@@ -153,10 +173,13 @@ export class PartuneWorker {
       const done = progress.done;
       await upload(a.uploadUrl, serializeState(result));
       const ips = done > 1 ? ipsSum / (done - 1) : 0;
-      await this.client.request(CompleteShard, { shardId: a.shard.id, attempt: job.attempt, loss: lossSum / done, imagesPerSecond: ips, kernelClass: this.o.kernelClass });
+      await this.client.request(CompleteShard, {
+        shardId: a.shard.id, attempt: job.attempt, loss: lossSum / done, imagesPerSecond: ips, kernelClass: this.o.kernelClass, downloadedBytes: downloaded,
+      });
       this.shardsDone++;
       this.samples += result.label.samples ?? 0;
-      this.log(`${label}: done, loss ${(lossSum / done).toFixed(4)}, ${ips.toFixed(1)} img/s`);
+      this.downloadedBytes += downloaded;
+      this.log(`${label}: done, loss ${(lossSum / done).toFixed(4)}, ${ips.toFixed(1)} img/s, downloaded ${(downloaded / 1024).toFixed(1)} KiB`);
     } catch (e) {
       if (e instanceof LeaseLost) {
         this.log(`${label}: dropped (${e.message})`);

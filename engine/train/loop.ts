@@ -26,6 +26,11 @@ export interface LoopControls {
    * learning rates and augmentation are those the same steps get in one uninterrupted run.
    */
   readonly window?: { readonly from: number; readonly to: number };
+  /**
+   * `data.train` is a window pack (engine/train/window.ts): exactly the window's batches in step
+   * order, drawn from a selection of `trainImages` images, which the schedule is computed from.
+   */
+  readonly packedWindow?: { readonly trainImages: number };
   /** Optimizer moments to start from (those a previous window ended with). */
   readonly optimizerState?: AdamWState;
 }
@@ -68,18 +73,21 @@ export async function* train(
 ): AsyncGenerator<TrainEvent, TrainSummary> {
   const o = parseTrainOptions(options);
   const { train: ds } = data;
-  if (o.trainLimit !== undefined && ds.count > o.trainLimit) throw new OptionError('trainLimit', `select the ${o.trainLimit} training images (selectData) before training on them`);
+  const packed = controls.packedWindow;
+  if (!packed && o.trainLimit !== undefined && ds.count > o.trainLimit) throw new OptionError('trainLimit', `select the ${o.trainLimit} training images (selectData) before training on them`);
   checkFits(ds, model.config);
-  const { stepsPerEpoch, totalSteps, epochs, warmupSteps } = trainingSchedule(o, ds.count);
+  const { stepsPerEpoch, totalSteps, epochs, warmupSteps } = trainingSchedule(o, packed?.trainImages ?? ds.count);
   const schedule: Schedule = { baseLr: o.lr, minLr: o.minLr, totalSteps, warmupSteps };
   const from = controls.window?.from ?? 0;
   const to = Math.min(controls.window?.to ?? totalSteps, totalSteps);
   if (from < 0 || from >= to) throw new Error(`step window [${from}, ${to}) is empty or outside the run's ${totalSteps} steps`);
+  if (packed && ds.count !== (to - from) * o.batchSize) throw new Error(`a pack of steps ${from}-${to} must hold ${(to - from) * o.batchSize} records; this one holds ${ds.count}`);
+  const inPackOrder = packed ? Uint32Array.from({ length: ds.count }, (_, i) => i) : undefined;
   const optimizer = new AdamW(model.tuned, { ...ADAMW_DEFAULTS, weightDecay: o.weightDecay }, controls.optimizerState);
   const augmentation: Augmentation = { cropPadding: o.cropPadding, flip: o.flip };
   const augmented = o.cropPadding > 0 || (o.flip && ds.flipInvariant);
   const evalEachEpoch = controls.evalEachEpoch ?? data.test !== undefined;
-  const cacheable = controls.prefixCache !== undefined && model.inspection.gradientStart > 0 && !augmented;
+  const cacheable = controls.prefixCache !== undefined && !packed && model.inspection.gradientStart > 0 && !augmented;
   let cache: PrefixCache | undefined;
   const start = now();
   let afterFirst = start;
@@ -89,7 +97,7 @@ export async function* train(
   let optimizerState: AdamWState | undefined;
   try {
     for (let epoch = Math.floor(from / stepsPerEpoch); epoch < epochs && step < to; epoch++) {
-      const order = permutation(ds.count, o.seed * 1009 + epoch);
+      const order = inPackOrder ?? permutation(ds.count, o.seed * 1009 + epoch);
       const epochStart = now();
       let lossSum = 0;
       const epochEnd = Math.min((epoch + 1) * stepsPerEpoch, totalSteps);
@@ -99,7 +107,8 @@ export async function* train(
         // One generator per step, so that a window sees the same crops and flips as a whole run.
         const random = rng((o.seed ^ 0x9e3779b9) + Math.imul(step, 0x85ebca6b));
         const lr = lrAt(schedule, step);
-        const idx = order.subarray(b * o.batchSize, (b + 1) * o.batchSize);
+        const at = inPackOrder ? step - from : b;
+        const idx = order.subarray(at * o.batchSize, (at + 1) * o.batchSize);
         let result: { loss: tf.Scalar; grads: Map<string, tf.Tensor> };
         if (cache?.hasAll(idx)) {
           cache.hits += idx.length;

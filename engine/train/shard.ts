@@ -33,7 +33,10 @@ export interface ShardJob {
   readonly base: Checkpoint;
   readonly numClasses: number;
   readonly strategy: Strategy;
+  /** The run's selected training images, or the window's pack of them (`packed`). */
   readonly train: Dataset;
+  /** `train` is the window's pack (engine/train/window.ts) of a selection of this many images. */
+  readonly packed?: { readonly trainImages: number };
   readonly normalization: Normalization;
   /** The run's options (epochs, batch, lr, seed, ...): the schedule spans the whole run. */
   readonly options: TrainOptions;
@@ -48,7 +51,7 @@ export async function* runShard(job: ShardJob): AsyncGenerator<TrainEvent, Train
   const model = new TrainableVit(weights, config, job.strategy);
   try {
     const summary = yield* train(model, { train: job.train, normalization: job.normalization }, job.options, {
-      evalEachEpoch: false, window: job.window, optimizerState: job.start.optimizer,
+      evalEachEpoch: false, window: job.window, packedWindow: job.packed, optimizerState: job.start.optimizer,
     });
     const all = await model.weights();
     const params: HostWeights = new Map(model.inspection.tuned.map((n) => [n, all.get(n)!]));

@@ -4,11 +4,11 @@
 import {
   Checkpoint, Dataset, LayerAngle, MissingArchitectureError, Normalization, SoupIngredient, Strategy, TrainOptions, TrainingState, applyDelta, concatDatasets,
   countParams, evaluateWeights, exportCheckpoint, finishFineTuning, inspect, layerAngles, loadCheckpoint, parseDelta, parseState, parseVitConfig,
-  resolveNormalization, selectByAngle, selectData, serializeDelta, serializeState, soupWithScores, tensorAngles, topKForBudget, tunedShapes, unpackDataset,
-  withNewHead, withTuned,
+  StepWindow, packDataset, packWindow, resolveNormalization, selectByAngle, selectData, serializeDelta, serializeState, soupWithScores, tensorAngles,
+  topKForBudget, tunedShapes, unpackDataset, withNewHead, withTuned,
 } from '../../engine';
-import { BlobStore } from '../../storage';
-import type { BlobRef } from '../state/records';
+import { BlobStore, keys, sha256 } from '../../storage';
+import type { BlobRef, StoredBlob } from '../state/records';
 
 /** The job's input is at fault (not the server): the caller answers BAD_USER_INPUT. */
 export class InputError extends Error {}
@@ -91,6 +91,18 @@ export class Jobs {
     const zeros: Weights = new Map(tuned.map((n) => [n, { shape: params.get(n)!.shape, data: new Float32Array(params.get(n)!.data.length) }]));
     const state: TrainingState = { label: { run: b.runId, round: 0 }, params, optimizer: { step: 0, expAvg: zeros, expAvgSq: zeros } };
     return { state: serializeState(state), normalization };
+  }
+
+  /** Each window's training records packed and stored under their hash (windows alike across replicas and runs share one). */
+  async packWindows(a: { train: readonly BlobRef[]; options: TrainOptions; windows: readonly StepWindow[] }): Promise<StoredBlob[]> {
+    const all = await this.dataset(a.train);
+    const packs: StoredBlob[] = [];
+    for (const w of a.windows) {
+      const bytes = packDataset(packWindow(all, a.options, w));
+      const stored = await this.store.put(keys.windowPack(sha256(bytes)), bytes);
+      packs.push({ key: stored.key, sha256: stored.sha256, bytes: bytes.length });
+    }
+    return packs;
   }
 
   async evaluate(b: RunBasis & { state: BlobRef; test: readonly BlobRef[]; normalization: Normalization }): Promise<{ accuracy: number; loss: number; count: number }> {

@@ -37,7 +37,7 @@ export const toShard = (r: ShardRecord): T.Shard => make(T.Shard, {
   id: r.id, runId: r.runId, round: r.round, index: r.index, fromStep: r.fromStep, toStep: r.toStep, status: r.status as T.ShardStatus,
   workerId: r.workerId ?? undefined, attempt: r.attempts, stepsDone: r.stepsDone, loss: r.loss ?? undefined,
   imagesPerSecond: r.imagesPerSecond ?? undefined, rejections: [...r.rejections], leaseUntil: r.leaseUntil ?? undefined, replica: r.replica, need: r.need,
-  verdict: (r.verdict ?? undefined) as T.ShardVerdict | undefined, kernelClass: r.kernelClass ?? undefined,
+  verdict: (r.verdict ?? undefined) as T.ShardVerdict | undefined, kernelClass: r.kernelClass ?? undefined, downloadedBytes: r.downloadedBytes ?? undefined,
 });
 
 export const toWorker = (r: WorkerRecord, online: boolean): T.Worker => make(T.Worker, {

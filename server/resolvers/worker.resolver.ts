@@ -72,8 +72,10 @@ export class WorkerResolver {
   @Mutation(() => T.Shard, { description: 'After the update is uploaded: validates and accepts it (idempotent)' })
   async completeShard(@Ctx() ctx: Context, @Arg('shardId', () => ID) shardId: string, @Arg('attempt', () => Int) attempt: number,
     @Arg('loss', () => Float) loss: number, @Arg('imagesPerSecond', () => Float) imagesPerSecond: number,
-    @Arg('kernelClass', { description: 'What computed it (e.g. wasm-xnnpack-simd): results of one class must be bit-identical' }) kernelClass: string): Promise<T.Shard> {
-    return toShard(await ctx.services.completion.complete(actingWorker(ctx), shardId, attempt, loss, imagesPerSecond, kernelClass));
+    @Arg('kernelClass', { description: 'What computed it (e.g. wasm-xnnpack-simd): results of one class must be bit-identical' }) kernelClass: string,
+    @Arg('downloadedBytes', () => Float, { nullable: true, description: 'What the worker downloaded for this shard (reported, for the operator)' }) downloadedBytes?: number): Promise<T.Shard> {
+    const report = { loss, imagesPerSecond, kernelClass, downloadedBytes: downloadedBytes ?? null };
+    return toShard(await ctx.services.completion.complete(actingWorker(ctx), shardId, attempt, report));
   }
 
   @Authorized('REGISTERED_WORKER')

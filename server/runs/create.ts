@@ -1,7 +1,7 @@
 // Starting runs of each kind: inputs checked at the door (a bad one is BAD_USER_INPUT before any
 // record exists), the record inserted, the scheduler told.
 import { randomUUID } from 'node:crypto';
-import { OptionError, inspect } from '../../engine';
+import { OptionError, inspect, windowPackBytes } from '../../engine';
 import { MAX_SHARDS_PER_ROUND, RunOptions, parseRunOptions } from '../../protocol/run-options';
 import { Datasets } from '../catalog/datasets';
 import { Models, modelConfig } from '../catalog/models';
@@ -9,7 +9,7 @@ import { badInput } from '../errors';
 import type { Platform } from '../platform';
 import { AngleSelectionSpec, DatasetRecord, ModelRecord, RunRecord, RunSpec, SoupSpec, TrainingSpec } from '../state/records';
 import { RunEvents } from './events';
-import { makePlan } from './plan';
+import { longestWindow, makePlan } from './plan';
 import { RunQueries } from './queries';
 import { Scheduler } from './scheduler';
 import { Strategies } from './strategies';
@@ -68,8 +68,9 @@ export class RunCreation {
       throw badInput(`strategy: ${(e as Error).message}`);
     }
     // A split smaller than one batch, or a plan too large to keep, is refused now, not later.
+    let plan;
     try {
-      makePlan(spec.options, dataset.trainCount, this.p.config.maxRunSteps);
+      plan = makePlan(spec.options, dataset.trainCount, this.p.config.maxRunSteps);
     } catch (e) {
       if (e instanceof OptionError) throw badInput(`hyperParameters.${e.option}: ${e.message}`);
       throw e;
@@ -77,7 +78,9 @@ export class RunCreation {
     if (spec.options.shardsPerRound > MAX_SHARDS_PER_ROUND) {
       throw badInput(`hyperParameters.shardsPerRound: at most ${MAX_SHARDS_PER_ROUND} shards per round (got ${spec.options.shardsPerRound})`);
     }
-    const run = this.record(model, dataset, spec, { strategy, strategyName: tuned.strategy, tunedParams: tuned.tunedParams, totalParams: tuned.totalParams });
+    // A worker holds the model (and what training makes of it) and one shard's window of records.
+    const records = windowPackBytes(longestWindow(plan), spec.options.batchSize, dataset.height * dataset.width * dataset.channels);
+    const run = this.record(model, dataset, spec, { strategy, strategyName: tuned.strategy, tunedParams: tuned.tunedParams, totalParams: tuned.totalParams }, records);
     this.p.log(`run ${run.id} (${spec.kind.toLowerCase()}): ${tuned.strategy} on ${model.name} -> ${dataset.name}, ${tuned.tunedParams.toLocaleString('en-US')} tuned parameters`);
     return this.insert(run, 'run created');
   }
@@ -110,9 +113,10 @@ export class RunCreation {
     return this.insert(run, `${soup.method} soup of ${ingredients.length} ingredients`);
   }
 
-  private record(model: ModelRecord, dataset: DatasetRecord, spec: RunSpec, s: Pick<RunRecord, 'strategy' | 'strategyName' | 'tunedParams' | 'totalParams'>): RunRecord {
+  private record(
+    model: ModelRecord, dataset: DatasetRecord, spec: RunSpec, s: Pick<RunRecord, 'strategy' | 'strategyName' | 'tunedParams' | 'totalParams'>, trainBytes = 0,
+  ): RunRecord {
     const at = new Date();
-    const trainBytes = dataset.shards.filter((d) => d.split === 'train').reduce((n, d) => n + d.bytes, 0);
     return {
       id: randomUUID(), spec, modelId: model.id, datasetId: dataset.id, ...s, status: 'PREPARING', plan: null, round: 0, step: 0, state: null,
       normalization: null, numClasses: dataset.classes, memoryNeed: 4 * model.blob.bytes + trainBytes, metrics: [], accuracy: null, loss: null,

@@ -27,7 +27,7 @@ export function makePlan(o: RunOptions, trainCount: number, maxSteps = Infinity)
  * A round's steps as contiguous windows, one per shard (never more shards than steps), each issued
  * as `replicas` replicas that must agree (a QUORUM run's quorum; else 1).
  */
-export function shardWindows(round: readonly [number, number], shards: number, replicas = 1): NewShard[] {
+export function shardWindows(round: readonly [number, number], shards: number, replicas = 1): Omit<NewShard, 'pack'>[] {
   const [from, to] = round;
   const n = Math.min(shards, to - from);
   return Array.from({ length: n * replicas }, (_, i) => {
@@ -35,6 +35,10 @@ export function shardWindows(round: readonly [number, number], shards: number, r
     return { index: k, replica: i % replicas, need: replicas, fromStep: from + Math.floor(((to - from) * k) / n), toStep: from + Math.floor(((to - from) * (k + 1)) / n) };
   });
 }
+
+/** The most steps one shard of the plan trains (what its window pack holds). */
+export const longestWindow = (plan: Plan): number =>
+  plan.rounds.reduce((most, [from, to]) => Math.max(most, Math.ceil((to - from) / Math.min(plan.shardsPerRound, to - from))), 1);
 
 /** Replicas each shard is issued as when its round begins. */
 export const replicasOf = (o: RunOptions): number => (o.verification === 'QUORUM' ? o.quorum : 1);

@@ -10,9 +10,9 @@ import { isTransient, keys } from '../../storage';
 import { ComputeError } from '../compute';
 import { conflict } from '../errors';
 import type { Platform } from '../platform';
-import { MetricPoint, RunRecord, ShardRecord, need, trainingSpec } from '../state/records';
+import { MetricPoint, RunRecord, ShardRecord, need } from '../state/records';
 import { RunEvents } from './events';
-import { evaluatesAfter, replicasOf, shardWindows } from './plan';
+import { evaluatesAfter } from './plan';
 import { RunQueries } from './queries';
 import { LostUpdate, StagesByKind } from './stages';
 
@@ -98,15 +98,10 @@ export class Scheduler {
       return;
     }
     const { plan } = configured;
-    const shards = this.shardsOf(run, plan.rounds[0], plan.shardsPerRound);
+    const shards = await this.stages[run.spec.kind].shards(run, plan, 0);
     if (!(await this.p.state.runs.start(run.id, configured, shards))) return;
     await this.events.shardsAvailable(shards.length);
     await this.events.emit(run.id, 'STATUS', { message: `${plan.rounds.length} rounds of up to ${plan.rounds[0][1] - plan.rounds[0][0]} steps, ${plan.shardsPerRound} shards each` });
-  }
-
-  /** A round's shards, each issued as as many replicas as the run's verification starts with. */
-  private shardsOf(run: RunRecord, round: readonly [number, number], shards: number) {
-    return run.spec.kind === 'SOUP' ? shardWindows(round, shards) : shardWindows(round, shards, replicasOf(trainingSpec(run).options));
   }
 
   /** When every shard of the current round has an accepted result: aggregate, evaluate at epoch ends, next round. */
@@ -131,7 +126,7 @@ export class Scheduler {
     const evaluation = evaluatesAfter(plan, run.round) ? await stages.evaluate(run, state) : undefined;
     const point: MetricPoint = evaluation ? { ...metric, testAccuracy: evaluation.accuracy, testLoss: evaluation.loss } : metric;
     const last = run.round + 1 >= plan.rounds.length;
-    const next = last ? [] : this.shardsOf(run, plan.rounds[run.round + 1], plan.shardsPerRound);
+    const next = last ? [] : await stages.shards(run, plan, run.round + 1);
     if (!(await this.p.state.runs.completeRound(run.id, run.round, { state, step: to, metric: point, finishing: last }, next))) return;
     await this.events.shardsAvailable(next.length);
     const acc = evaluation ? `, test top-1 ${(evaluation.accuracy * 100).toFixed(2)}%` : '';

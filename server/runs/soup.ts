@@ -1,6 +1,6 @@
 // SOUP's stages: no rounds; the finish averages the ingredients' deltas (uniform, or greedy on a
 // held-out half of the test split) on the compute thread and scores the soup.
-import { BlobRef, RunRecord, ShardRecord, StoredBlob, blobsOf, need } from '../state/records';
+import { BlobRef, NewShard, RunRecord, ShardRecord, StoredBlob, blobsOf, need } from '../state/records';
 import type { Platform } from '../platform';
 import type { Finished, RunStages } from './stages';
 import { RunEvents } from './events';
@@ -10,6 +10,10 @@ export class SoupStages implements RunStages {
 
   async configure(): Promise<null> {
     return null;
+  }
+
+  shards(run: RunRecord): Promise<NewShard[]> {
+    throw new Error(`soup ${run.id} has no rounds to plan`);
   }
 
   aggregate(run: RunRecord, _shards: readonly ShardRecord[]): Promise<StoredBlob> {

@@ -1,9 +1,9 @@
 // A run kind's stages, as Flower's Strategy: the scheduler does the I/O and the transitions, the
-// stages do the work of each step. configure (PREPARING: the plan and the first state) ->
-// aggregate each round's shard updates -> evaluate at epoch ends -> finish (FINALIZING: the delta
+// stages do the work of each step. configure (PREPARING: the plan and the first state) -> each
+// round's shards (windows and their packed records) -> aggregate each round's shard updates -> evaluate at epoch ends -> finish (FINALIZING: the delta
 // and what the run reports). A kind without rounds (a soup) configures nothing and only finishes.
 import type { Normalization } from '../../engine';
-import type { AngleProfileRecord, BlobRef, Plan, RunKind, RunRecord, ShardRecord, SoupReport, StoredBlob, StoredStrategy } from '../state/records';
+import type { AngleProfileRecord, BlobRef, NewShard, Plan, RunKind, RunRecord, ShardRecord, SoupReport, StoredBlob, StoredStrategy } from '../state/records';
 
 export interface Configured {
   readonly plan: Plan;
@@ -26,6 +26,8 @@ export interface Finished {
 export interface RunStages {
   /** The plan and round 0's state; null for a kind without rounds. */
   configure(run: RunRecord): Promise<Configured | null>;
+  /** The shards of round `round` of `plan`: their windows, replicas, and the data each reads. */
+  shards(run: RunRecord, plan: Plan, round: number): Promise<NewShard[]>;
   /** The next round's state from this round's accepted shard updates. */
   aggregate(run: RunRecord, shards: readonly ShardRecord[]): Promise<StoredBlob>;
   /** Test top-1 and loss of a state. */

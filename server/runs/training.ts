@@ -1,4 +1,5 @@
-// FINETUNE's stages: round 0 is the base's tuned tensors with zero moments; each round combines
+// FINETUNE's stages: round 0 is the base's tuned tensors with zero moments; each round's shards
+// read packs of their windows' training records (written once); each round combines
 // its shards' updates by the run's aggregation (FedAvg over tensors and AdamW moments, weighted by
 // samples, or a robust rule) on the shards' compute thread; the finish is the engine's, on the
 // runs' compute thread: base + delta rounded, scored, written.
@@ -6,9 +7,9 @@ import { keys } from '../../storage';
 import { trainOptionsOf } from '../../protocol/run-options';
 import type { RunBasis } from '../compute/jobs';
 import type { Platform } from '../platform';
-import { BlobRef, DatasetRecord, RunRecord, ShardRecord, StoredBlob, blobsOf, need, trainingSpec } from '../state/records';
+import { BlobRef, DatasetRecord, NewShard, Plan, RunRecord, ShardRecord, StoredBlob, blobsOf, need, trainingSpec } from '../state/records';
 import { RunShapes } from '../shards/run-shapes';
-import { makePlan } from './plan';
+import { makePlan, replicasOf, shardWindows } from './plan';
 import { Configured, Finished, LostUpdate, RunStages } from './stages';
 
 export class TrainingStages implements RunStages {
@@ -28,6 +29,15 @@ export class TrainingStages implements RunStages {
     const prepared = await this.p.compute.call('prepare', { ...basis, train: blobsOf(dataset, 'train') });
     const state = await this.p.blobs.put(keys.runState(run.id, 0), prepared.state);
     return { plan, state, normalization: prepared.normalization };
+  }
+
+  /** A round's windows, each replicated as the run's verification asks, with its records packed on the runs' compute thread. */
+  async shards(run: RunRecord, plan: Plan, round: number): Promise<NewShard[]> {
+    const { basis, dataset } = await this.basis(run);
+    const windows = shardWindows(plan.rounds[round], plan.shardsPerRound, replicasOf(trainingSpec(run).options));
+    const first = windows.filter((w) => w.replica === 0);
+    const packs = await this.p.compute.call('packWindows', { train: blobsOf(dataset, 'train'), options: basis.options, windows: first.map((w) => ({ from: w.fromStep, to: w.toStep })) });
+    return windows.map((w) => ({ ...w, pack: packs[first.findIndex((f) => f.index === w.index)] }));
   }
 
   /** On the shards' compute thread; an update that cannot be read is a LostUpdate (its shard is re-issued). */

@@ -16,13 +16,22 @@ import { RunShapes } from './run-shapes';
 import { Verification } from './verification';
 import { Workers } from './workers';
 
+/** What a worker says of its result; checked, never trusted. */
+export interface CompletionReport {
+  readonly loss: number;
+  readonly imagesPerSecond: number;
+  readonly kernelClass: string;
+  readonly downloadedBytes: number | null;
+}
+
 export class Completion {
   constructor(
     private readonly p: Platform, private readonly workers: Workers, private readonly leases: Leases, private readonly shapes: RunShapes,
     private readonly verification: Verification, private readonly events: RunEvents,
   ) {}
 
-  async complete(workerId: string, shardId: string, attempt: number, loss: number, imagesPerSecond: number, kernelClass: string): Promise<ShardRecord> {
+  async complete(workerId: string, shardId: string, attempt: number, report: CompletionReport): Promise<ShardRecord> {
+    const { loss, imagesPerSecond, kernelClass } = report;
     await this.workers.seen(workerId);
     const before = await this.p.state.shards.get(shardId);
     if (before?.status === 'DONE' && before.workerId === workerId && before.attempts === attempt) return before; // a retried completion
@@ -30,14 +39,15 @@ export class Completion {
     if ('lost' in h) throw conflict(`shard ${shardId}: ${h.lost}; its result is not used`);
     const { shard, run } = h;
     const slot = keys.shardUpload(run.id, shard.id, attempt);
-    const checked = await this.check(run, shard, slot, loss, imagesPerSecond, kernelClass);
+    const checked = await this.check(run, shard, slot, report);
     if (!checked.ok) {
       await this.leases.release(workerId, shard, `attempt ${attempt} by worker ${workerId}: update rejected: ${checked.reason}`);
       throw badInput(`update rejected: ${checked.reason}; the shard is re-issued`);
     }
     const { update: accepted, digest } = checked;
     const samples = (shard.toStep - shard.fromStep) * trainingSpec(run).options.batchSize;
-    const done = await this.p.state.shards.complete(shard.id, workerId, attempt, { update: accepted, digest, kernelClass, loss, imagesPerSecond, samples });
+    const downloadedBytes = report.downloadedBytes !== null && Number.isFinite(report.downloadedBytes) && report.downloadedBytes >= 0 ? Math.round(report.downloadedBytes) : null;
+    const done = await this.p.state.shards.complete(shard.id, workerId, attempt, { update: accepted, digest, kernelClass, loss, imagesPerSecond, samples, downloadedBytes });
     const after = (await this.p.state.shards.get(shard.id))!;
     // Another completion of the same lease may have been accepted while this one was checked.
     if (!done && !(after.status === 'DONE' && after.workerId === workerId && after.attempts === attempt)) {
@@ -51,7 +61,7 @@ export class Completion {
   }
 
   /** The update checked on the shards' compute thread, and stored where no worker can write; or why it is refused. */
-  private async check(run: RunRecord, shard: ShardRecord, slot: string, loss: number, imagesPerSecond: number, kernelClass: string): Promise<UpdateCheck> {
+  private async check(run: RunRecord, shard: ShardRecord, slot: string, { loss, imagesPerSecond, kernelClass }: CompletionReport): Promise<UpdateCheck> {
     if (!Number.isFinite(loss)) return { ok: false, reason: `reported loss ${loss}` };
     if (!(imagesPerSecond >= 0 && imagesPerSecond < 1e6)) return { ok: false, reason: `reported speed ${imagesPerSecond} img/s` };
     if (!KERNEL_CLASS_PATTERN.test(kernelClass)) return { ok: false, reason: `kernel class '${kernelClass.slice(0, 40)}' is not a kernel class name` };

@@ -109,10 +109,12 @@ export class Leases {
       job: {
         runId: run.id, round: shard.round, shardId: shard.id, attempt: shard.attempts, strategy: run.strategy, numClasses: run.numClasses,
         normalization: need(run.normalization, 'normalization', run), options: trainOptionsOf(trainingSpec(run).options),
-        window: { from: shard.fromStep, to: shard.toStep }, heartbeatSeconds: Math.max(1, Math.floor(this.p.config.leaseSeconds / 4)),
+        trainImages: need(run.plan, 'plan', run).trainImages, window: { from: shard.fromStep, to: shard.toStep }, heartbeatSeconds: Math.max(1, Math.floor(this.p.config.leaseSeconds / 4)),
       },
       model: await get(model.blob),
-      train: await Promise.all(dataset.shards.filter((s) => s.split === 'train').map(get)),
+      // The window's records when packed (shards planned before packs read the whole split).
+      train: shard.pack ? [] : await Promise.all(dataset.shards.filter((s) => s.split === 'train').map(get)),
+      records: shard.pack && (await get(shard.pack)),
       state: await get({ ...state, bytes: stateInfo?.bytes ?? 0 }),
       uploadUrl: await this.p.blobs.presignPut(keys.shardUpload(run.id, shard.id, shard.attempts), seconds, internal, updateLimit),
     };

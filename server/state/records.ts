@@ -193,6 +193,10 @@ export interface ShardRecord {
   readonly result: BlobRef | null;
   readonly loss: number | null;
   readonly imagesPerSecond: number | null;
+  /** The training records its window reads, packed (engine/train/window.ts); null for shards planned before packs. */
+  readonly pack: StoredBlob | null;
+  /** What its worker reported downloading for it. */
+  readonly downloadedBytes: number | null;
   /** Why earlier attempts did not count. */
   readonly rejections: readonly string[];
   /** Distinct workers whose leases of it ended without a result. */
@@ -223,6 +227,8 @@ export interface NewShard {
   readonly need: number;
   readonly fromStep: number;
   readonly toStep: number;
+  /** The window's training records, packed; every replica of an index reads the same. */
+  readonly pack: StoredBlob | null;
 }
 
 export interface WorkerRecord {

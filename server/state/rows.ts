@@ -163,6 +163,7 @@ const shardRow = z.object({
   steps_done: count, result_key: z.string().nullable(), result_sha256: z.string().nullable(), loss: z.number().nullable(),
   images_per_second: z.number().nullable(), rejections: json(z.array(z.string())), failed_by: json(z.array(z.string())), trusted_failures: count,
   progress_at: millis.nullable(), deadline: millis.nullable(), created_at: date, completed_at: date.nullable(),
+  pack_key: z.string().nullable(), pack_sha256: z.string().nullable(), pack_bytes: count.nullable(), downloaded_bytes: count.nullable(),
 });
 
 export function decodeShard(row: unknown): ShardRecord {
@@ -172,6 +173,8 @@ export function decodeShard(row: unknown): ShardRecord {
     digest: r.digest, fromStep: r.from_step, toStep: r.to_step, status: r.status, workerId: r.worker_id,
     leaseUntil: r.lease_until, attempts: r.attempts, stepsDone: r.steps_done,
     result: r.result_key && r.result_sha256 ? { key: r.result_key, sha256: r.result_sha256 } : null, loss: r.loss, imagesPerSecond: r.images_per_second,
+    pack: r.pack_key && r.pack_sha256 && r.pack_bytes !== null ? { key: r.pack_key, sha256: r.pack_sha256, bytes: r.pack_bytes } : null,
+    downloadedBytes: r.downloaded_bytes,
     rejections: r.rejections, failedBy: r.failed_by, trustedFailures: r.trusted_failures, progressAt: r.progress_at, deadline: r.deadline,
     createdAt: r.created_at, completedAt: r.completed_at,
   };

@@ -146,6 +146,7 @@ export interface ShardResult {
   readonly loss: number;
   readonly imagesPerSecond: number;
   readonly samples: number;
+  readonly downloadedBytes: number | null;
 }
 
 /** The verdicts on an index's results, applied at once. */

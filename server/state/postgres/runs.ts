@@ -46,9 +46,9 @@ export class PgRuns implements RunRepository {
 
   private async insertShards(db: Queryable, runId: string, round: number, shards: readonly NewShard[]): Promise<void> {
     for (const s of shards) {
-      await run(db, `INSERT INTO shards (id, run_id, round, idx, replica, need, from_step, to_step, status, created_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'PENDING', $9) ON CONFLICT DO NOTHING`,
-      randomUUID(), runId, round, s.index, s.replica, s.need, s.fromStep, s.toStep, nowIso());
+      await run(db, `INSERT INTO shards (id, run_id, round, idx, replica, need, from_step, to_step, status, created_at, pack_key, pack_sha256, pack_bytes)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'PENDING', $9, $10, $11, $12) ON CONFLICT DO NOTHING`,
+      randomUUID(), runId, round, s.index, s.replica, s.need, s.fromStep, s.toStep, nowIso(), s.pack?.key ?? null, s.pack?.sha256 ?? null, s.pack?.bytes ?? null);
     }
   }
 

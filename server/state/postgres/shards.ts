@@ -80,8 +80,8 @@ export class PgShards implements ShardRepository {
   async complete(id: string, workerId: string, attempt: number, r: ShardResult): Promise<boolean> {
     return transaction(this.pool, async (db) => {
       const changed = await run(db, `UPDATE shards SET status = 'DONE', result_key = $4, result_sha256 = $5, digest = $6, kernel_class = $7, loss = $8,
-        images_per_second = $9, steps_done = to_step - from_step, completed_at = $10 WHERE ${HELD}`,
-      id, workerId, attempt, r.update.key, r.update.sha256, r.digest, r.kernelClass, r.loss, r.imagesPerSecond, nowIso()) > 0;
+        images_per_second = $9, downloaded_bytes = $11, steps_done = to_step - from_step, completed_at = $10 WHERE ${HELD}`,
+      id, workerId, attempt, r.update.key, r.update.sha256, r.digest, r.kernelClass, r.loss, r.imagesPerSecond, nowIso(), r.downloadedBytes) > 0;
       if (changed) {
         await run(db, `UPDATE workers SET shards_done = shards_done + 1, samples = samples + $1, images_per_second = $2, kernel_class = $3,
           current_shard = NULL WHERE id = $4`, r.samples, r.imagesPerSecond, r.kernelClass, workerId);
@@ -98,8 +98,8 @@ export class PgShards implements ShardRepository {
       if (!running || replicas.some((r) => r.verdict === 'ACCEPTED')) return undefined;
       if (replicas.length >= MAX_REPLICAS) return 'limit';
       const id = randomUUID();
-      await run(db, `INSERT INTO shards (id, run_id, round, idx, replica, need, from_step, to_step, status, created_at)
-        SELECT $1, run_id, round, idx, $2, $3, from_step, to_step, 'PENDING', $4 FROM shards WHERE id = $5`,
+      await run(db, `INSERT INTO shards (id, run_id, round, idx, replica, need, from_step, to_step, status, created_at, pack_key, pack_sha256, pack_bytes)
+        SELECT $1, run_id, round, idx, $2, $3, from_step, to_step, 'PENDING', $4, pack_key, pack_sha256, pack_bytes FROM shards WHERE id = $5`,
       id, Math.max(...replicas.map((r) => r.replica)) + 1, need, nowIso(), of.id);
       return read(db, id);
     });

@@ -112,6 +112,14 @@ const MIGRATIONS: ((db: Db) => void)[] = [
       ALTER TABLE workers ADD COLUMN demoted INTEGER NOT NULL DEFAULT 0;
       ALTER TABLE workers ADD COLUMN kernel_class TEXT;`);
   },
+  // 5: a shard's window pack (the training records its steps read, which its worker downloads
+  // instead of the whole split; none for shards planned before), and what its worker downloaded.
+  (db) => {
+    db.exec(`ALTER TABLE shards ADD COLUMN pack_key TEXT;
+      ALTER TABLE shards ADD COLUMN pack_sha256 TEXT;
+      ALTER TABLE shards ADD COLUMN pack_bytes INTEGER;
+      ALTER TABLE shards ADD COLUMN downloaded_bytes INTEGER;`);
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

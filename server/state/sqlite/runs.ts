@@ -38,9 +38,11 @@ export class SqliteRuns implements RunRepository {
   }
 
   private insertShards(runId: string, round: number, shards: readonly NewShard[]): void {
-    const insert = prepared(this.db, `INSERT OR IGNORE INTO shards (id, run_id, round, idx, replica, need, from_step, to_step, status, created_at)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', ?)`);
-    for (const s of shards) insert.run(randomUUID(), runId, round, s.index, s.replica, s.need, s.fromStep, s.toStep, nowIso());
+    const insert = prepared(this.db, `INSERT OR IGNORE INTO shards (id, run_id, round, idx, replica, need, from_step, to_step, status, created_at,
+      pack_key, pack_sha256, pack_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', ?, ?, ?, ?)`);
+    for (const s of shards) {
+      insert.run(randomUUID(), runId, round, s.index, s.replica, s.need, s.fromStep, s.toStep, nowIso(), s.pack?.key ?? null, s.pack?.sha256 ?? null, s.pack?.bytes ?? null);
+    }
   }
 
   async start(id: string, start: RunStart, shards: readonly NewShard[]): Promise<boolean> {

@@ -81,8 +81,8 @@ export class SqliteShards implements ShardRepository {
   async complete(id: string, workerId: string, attempt: number, r: ShardResult): Promise<boolean> {
     return this.db.transaction(() => {
       const changed = prepared(this.db, `UPDATE shards SET status = 'DONE', result_key = ?, result_sha256 = ?, digest = ?, kernel_class = ?, loss = ?,
-        images_per_second = ?, steps_done = to_step - from_step, completed_at = ? WHERE id = ? AND ${HELD}`)
-        .run(r.update.key, r.update.sha256, r.digest, r.kernelClass, r.loss, r.imagesPerSecond, nowIso(), id, workerId, attempt).changes > 0;
+        images_per_second = ?, downloaded_bytes = ?, steps_done = to_step - from_step, completed_at = ? WHERE id = ? AND ${HELD}`)
+        .run(r.update.key, r.update.sha256, r.digest, r.kernelClass, r.loss, r.imagesPerSecond, r.downloadedBytes, nowIso(), id, workerId, attempt).changes > 0;
       if (changed) {
         prepared(this.db, `UPDATE workers SET shards_done = shards_done + 1, samples = samples + ?, images_per_second = ?, kernel_class = ?,
           current_shard = NULL WHERE id = ?`).run(r.samples, r.imagesPerSecond, r.kernelClass, workerId);
@@ -99,8 +99,8 @@ export class SqliteShards implements ShardRepository {
       if (!running || index.accepted > 0) return undefined;
       if (index.n >= MAX_REPLICAS) return 'limit';
       const id = randomUUID();
-      prepared(this.db, `INSERT INTO shards (id, run_id, round, idx, replica, need, from_step, to_step, status, created_at)
-        SELECT ?, run_id, round, idx, ?, ?, from_step, to_step, 'PENDING', ? FROM shards WHERE id = ?`).run(id, index.last + 1, need, nowIso(), of.id);
+      prepared(this.db, `INSERT INTO shards (id, run_id, round, idx, replica, need, from_step, to_step, status, created_at, pack_key, pack_sha256, pack_bytes)
+        SELECT ?, run_id, round, idx, ?, ?, from_step, to_step, 'PENDING', ?, pack_key, pack_sha256, pack_bytes FROM shards WHERE id = ?`).run(id, index.last + 1, need, nowIso(), of.id);
       return this.read(id);
     })();
   }
