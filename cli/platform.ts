@@ -133,11 +133,16 @@ export async function datasetImportCommand(o: Options): Promise<Record<string, u
   return { command: 'dataset import', ...d };
 }
 
+/** --shards-per-round N, or auto: as many as workers are online when the run starts. */
+function shardsOption(o: Options): Pick<HyperParametersInput, 'shardsPerRound' | 'autoShards'> {
+  return str(o, 'shards-per-round')?.toLowerCase() === 'auto' ? { autoShards: true } : { shardsPerRound: optionalInt(o, 'shards-per-round') };
+}
+
 /** The run's options as given by flags: the engine's (--epochs, --test-limit, ...) and the rounds'. */
 function runOptionsFrom(o: Options): HyperParametersInput {
   const given = givenTrainOptions(o) as HyperParametersInput;
   return {
-    ...given, stepsPerRound: optionalInt(o, 'steps-per-round'), shardsPerRound: optionalInt(o, 'shards-per-round'), normalize: given.normalize?.toUpperCase() as Normalize | undefined,
+    ...given, stepsPerRound: optionalInt(o, 'steps-per-round'), ...shardsOption(o), normalize: given.normalize?.toUpperCase() as Normalize | undefined,
     aggregation: str(o, 'aggregation')?.toUpperCase().replace('-', '_') as Aggregation | undefined,
     verification: str(o, 'verification')?.toUpperCase().replace('-', '_') as Verification | undefined,
     quorum: optionalInt(o, 'quorum'),
@@ -149,6 +154,8 @@ export async function runCommand(o: Options): Promise<Record<string, unknown>> {
   const c = client(o);
   const { startRun: run } = await c.request(StartRun, { input: { model: need(o, 'model'), dataset: need(o, 'dataset'), strategy: need(o, 'strategy'), hyperParameters: runOptionsFrom(o) } });
   say(o, `run ${run.id}: ${run.strategyName}, ${(run.tunedParameters ?? 0).toLocaleString('en-US')} of ${(run.totalParameters ?? 0).toLocaleString('en-US')} parameters tuned`);
+  const shards = (run.hyperParameters as { shardsPerRound?: number } | null)?.shardsPerRound;
+  say(o, `shards per round: ${shards}${str(o, 'shards-per-round')?.toLowerCase() === 'auto' ? ' (auto: the workers online now)' : ''}`);
   if (!o.wait) return { command: 'run', ...run };
   const final = await follow(o, c, run.id);
   if (final.status !== 'SUCCEEDED' || !final.delta || final.accuracy === null) throw new Error(`run ${run.id} ${final.status}: ${final.error ?? ''}`);

@@ -61,8 +61,10 @@ async function start(e: Event): Promise<void> {
   e.preventDefault();
   $('formError').textContent = '';
   const num = (id: string): number | undefined => (($(id) as HTMLInputElement).value === '' ? undefined : Number(($(id) as HTMLInputElement).value));
+  const auto = ($('shardsPerRound') as HTMLInputElement).value.trim().toLowerCase() === 'auto';
   const hyperParameters = {
-    epochs: num('epochs'), lr: num('lr'), stepsPerRound: num('stepsPerRound'), shardsPerRound: num('shardsPerRound'), trainLimit: num('trainLimit'), testLimit: num('testLimit'),
+    epochs: num('epochs'), lr: num('lr'), stepsPerRound: num('stepsPerRound'), ...(auto ? { autoShards: true } : { shardsPerRound: num('shardsPerRound') }),
+    trainLimit: num('trainLimit'), testLimit: num('testLimit'),
   };
   try {
     localStorage.setItem('partune.token', token());

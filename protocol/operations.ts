@@ -7,6 +7,7 @@ export type DatasetFormat = 'CIFAR10' | 'IDX' | 'MNIST_PACKAGE';
 
 export interface HyperParametersInput {
   aggregation?: Aggregation | null;
+  autoShards?: boolean | null;
   batchSize?: number | null;
   clipGrad?: number | null;
   cropPadding?: number | null;
@@ -187,10 +188,11 @@ export interface StartRunResult {
     strategyName: string;
     tunedParameters: number | null;
     totalParameters: number | null;
+    hyperParameters: unknown | null;
   };
 }
 export interface StartRunVariables { input: StartRunInput; }
-export const StartRun = "mutation StartRun($input: StartRunInput!) {\n  startRun(input: $input) {\n    id\n    strategyName\n    tunedParameters\n    totalParameters\n  }\n}" as TypedDocument<StartRunResult, StartRunVariables>;
+export const StartRun = "mutation StartRun($input: StartRunInput!) {\n  startRun(input: $input) {\n    id\n    strategyName\n    tunedParameters\n    totalParameters\n    hyperParameters\n  }\n}" as TypedDocument<StartRunResult, StartRunVariables>;
 
 export interface RunResultResult {
   run: {

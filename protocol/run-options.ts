@@ -15,7 +15,7 @@ export type Verification = (typeof VERIFICATIONS)[number];
 export interface RunOptions extends TrainOptions {
   /** Optimizer steps per round, split among the round's shards. */
   readonly stepsPerRound: number;
-  /** Shards (parallel workers) per round. */
+  /** Shards (parallel workers) per round: 1 unless given ('AUTO' is resolved and recorded as a number when a run starts). */
   readonly shardsPerRound: number;
   /** How a round's shards are combined: FEDAVG, or a rule that tolerates a minority of bad updates. */
   readonly aggregation: Aggregation;
@@ -28,8 +28,12 @@ export interface RunOptions extends TrainOptions {
 
 /** A round's updates are held together to aggregate them: this many at most. */
 export const MAX_SHARDS_PER_ROUND = 64;
+/** `shardsPerRound: 'AUTO'` takes the workers online, at most this many. */
+export const MAX_AUTO_SHARDS = 16;
 
-export const RUN_DEFAULTS = { ...TRAIN_DEFAULTS, stepsPerRound: 50, aggregation: 'FEDAVG', verification: 'SPOT_CHECK', quorum: 2, spotCheckRate: 0.05 } as const;
+// One shard per round by default: a run's result then depends on its options alone, not on how
+// many workers happened to be online (and one shard is bit-identical to `partune finetune`).
+export const RUN_DEFAULTS = { ...TRAIN_DEFAULTS, stepsPerRound: 50, shardsPerRound: 1, aggregation: 'FEDAVG', verification: 'SPOT_CHECK', quorum: 2, spotCheckRate: 0.05 } as const;
 
 /** Options of the platform alone: how a run is cut up and checked, not what a worker trains. */
 const PLATFORM_OPTIONS = new Set(['stepsPerRound', 'shardsPerRound', 'aggregation', 'verification', 'quorum', 'spotCheckRate']);
@@ -39,14 +43,22 @@ const ROUND_OPTIONS = {
   shardsPerRound: 'the shards per round',
 } as const;
 
-/** Parses a run's options; `shardsPerRound` defaults to `defaultShards` (the workers online). */
-export function parseRunOptions(raw: unknown, defaultShards = 1): RunOptions {
+/** Whether the options ask for as many shards per round as workers are online. */
+export const asksAutoShards = (raw: unknown): boolean =>
+  typeof raw === 'object' && raw !== null && String((raw as Record<string, unknown>).shardsPerRound).toUpperCase() === 'AUTO';
+
+/** Parses a run's options; `shardsPerRound: 'AUTO'` becomes `workersOnline` (1 to 16), which a new run must give. */
+export function parseRunOptions(raw: unknown, workersOnline?: number): RunOptions {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new OptionError('', 'run options must be an object of named values');
   const given = raw as Record<string, unknown>;
   const train: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(given)) if (!PLATFORM_OPTIONS.has(k)) train[k] = v;
   const options = parseTrainOptions(train);
   const count = (name: keyof typeof ROUND_OPTIONS, fallback: number): number => {
+    if (name === 'shardsPerRound' && asksAutoShards(given)) {
+      if (workersOnline === undefined) throw new OptionError(name, "'AUTO' shards per round are counted when a run starts");
+      return Math.min(MAX_AUTO_SHARDS, Math.max(1, workersOnline));
+    }
     const v = given[name] ?? fallback;
     if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 100_000) throw new OptionError(name, `${ROUND_OPTIONS[name]} must be an integer from 1 to 100000 (got ${String(v)})`);
     return v;
@@ -60,7 +72,7 @@ export function parseRunOptions(raw: unknown, defaultShards = 1): RunOptions {
   const rate = given.spotCheckRate ?? RUN_DEFAULTS.spotCheckRate;
   if (typeof rate !== 'number' || !(rate >= 0 && rate <= 1)) throw new OptionError('spotCheckRate', `the spot-check rate must be from 0 to 1 (got ${String(rate)})`);
   return Object.freeze({
-    ...options, stepsPerRound: count('stepsPerRound', RUN_DEFAULTS.stepsPerRound), shardsPerRound: count('shardsPerRound', defaultShards), aggregation: aggregation as Aggregation,
+    ...options, stepsPerRound: count('stepsPerRound', RUN_DEFAULTS.stepsPerRound), shardsPerRound: count('shardsPerRound', RUN_DEFAULTS.shardsPerRound), aggregation: aggregation as Aggregation,
     verification: verification as Verification, quorum, spotCheckRate: rate,
   });
 }

@@ -47,7 +47,8 @@ export class HyperParametersInput implements Partial<Record<keyof RunOptions, un
   @Field(() => Int, { nullable: true, deprecationReason: 'Use testLimit' }) evalLimit?: number;
   @Field(() => Normalize, { nullable: true }) normalize?: Normalize;
   @Field(() => Int, { nullable: true, description: 'Optimizer steps per round (default 50)' }) stepsPerRound?: number;
-  @Field(() => Int, { nullable: true, description: 'Shards per round (default: workers online)' }) shardsPerRound?: number;
+  @Field(() => Int, { nullable: true, description: 'Shards per round (default 1: the result depends on the options alone)' }) shardsPerRound?: number;
+  @Field({ nullable: true, description: 'Shards per round = the workers online when the run starts (at most 16), recorded as shardsPerRound' }) autoShards?: boolean;
   @Field(() => Aggregation, { nullable: true, description: 'How a round with several shards is combined (default FEDAVG)' }) aggregation?: Aggregation;
   @Field(() => Verification, { nullable: true, description: 'How shard results are verified (default SPOT_CHECK)' }) verification?: Verification;
   @Field(() => Int, { nullable: true, description: 'Agreeing results a shard needs under QUORUM (2 to 5, default 2)' }) quorum?: number;

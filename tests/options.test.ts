@@ -42,7 +42,11 @@ describe('TrainOptions', () => {
 describe('run options', () => {
   it('are the training options and the round options; the engine gets its part only', () => {
     const o = parseRunOptions({ epochs: 2, stepsPerRound: 8 }, 3);
-    expect([o.epochs, o.stepsPerRound, o.shardsPerRound]).toEqual([2, 8, 3]);
+    expect([o.epochs, o.stepsPerRound, o.shardsPerRound]).toEqual([2, 8, 1]); // one shard unless asked: workers online change nothing
+    expect(parseRunOptions({ shardsPerRound: 'AUTO' }, 3).shardsPerRound).toBe(3);
+    expect(parseRunOptions({ shardsPerRound: 'auto' }, 40).shardsPerRound).toBe(16);
+    expect(parseRunOptions({ shardsPerRound: 'AUTO' }, 0).shardsPerRound).toBe(1);
+    expect(() => parseRunOptions({ shardsPerRound: 'AUTO' })).toThrow("'AUTO' shards per round are counted when a run starts");
     expect(parseRunOptions({}).stepsPerRound).toBe(RUN_DEFAULTS.stepsPerRound);
     expect(trainOptionsOf(o)).toEqual(parseTrainOptions({ epochs: 2 }));
     expect(() => parseRunOptions({ shardsPerRound: 0 })).toThrow('the shards per round must be an integer from 1 to 100000 (got 0)');

@@ -132,6 +132,27 @@ describe.each(storesUnderTest())('state in $name', (store) => {
       expect(readFileSync(join(tmp, 'downloaded.safetensors')).equals(original)).toBe(true);
     });
 
+    it('a run depends on its options, not on the workers online: a lingering worker changes nothing unless AUTO is asked', async () => {
+      await registerWorker(server, 'closed-tab'); // registered, seen, never heard from again
+      // (Verification off: the lingering worker, being trusted, would be asked to spot-check and never answer.)
+      const { shardsPerRound: _, ...rest } = HYPER;
+      const defaults = { ...rest, verification: 'NONE' };
+      const again = await waitForRun(server, await startRun(server, defaults));
+      expect(again.shards).toHaveLength(8); // one shard per round, as the first run
+      expectSameTensors(await deltaTensors(again), firstDelta);
+      expect(again.accuracy).toBe(firstAccuracy);
+
+      const auto = await startRun(server, { ...defaults, autoShards: true });
+      const planned = await waitFor('the AUTO run to be planned', async () => {
+        const { run } = await ok(server.url, server.admin, 'query($id: ID!) { run(id: $id) { status hyperParameters plan } }', { id: auto });
+        return run.plan ? run : undefined;
+      }, 60_000, 200);
+      expect([planned.hyperParameters.shardsPerRound, planned.plan.shardsPerRound]).toEqual([2, 2]); // w1 and the lingering one, recorded
+      await ok(server.url, server.admin, 'mutation($id: ID!) { cancelRun(id: $id) { status } }', { id: auto });
+      await expect(ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }',
+        { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { autoShards: true, shardsPerRound: 3 } } })).rejects.toThrow('give shardsPerRound or autoShards, not both');
+    });
+
     it('imports a dataset from uploaded IDX files, and cancels a run', async () => {
       const idx = (dims: number[], fill: (i: number) => number): Buffer => {
         const n = dims.reduce((a, b) => a * b, 1);

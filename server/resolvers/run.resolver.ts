@@ -8,7 +8,7 @@ import type { RunRecord } from '../state/records';
 import type { Services } from '../services';
 import type { Context } from './context';
 import { canRead, mintToken } from './context';
-import { forbidden } from '../errors';
+import { badInput, forbidden } from '../errors';
 import { pageArgs } from './catalog.resolver';
 import { toDataset, toDelta, toModel, toRun, toShard } from './mappers';
 
@@ -16,8 +16,9 @@ export const runOf = async (services: Services, r: RunRecord): Promise<T.Run> =>
 
 /** The input's options under the engine's names (evalLimit is testLimit's older name). */
 export function hyperOf(input: HyperParametersInput | undefined | null): Record<string, unknown> {
-  const { evalLimit, ...given } = { ...(input ?? {}) };
-  return { ...given, testLimit: given.testLimit ?? evalLimit ?? undefined };
+  const { evalLimit, autoShards, ...given } = { ...(input ?? {}) };
+  if (autoShards && given.shardsPerRound != null) throw badInput('hyperParameters: give shardsPerRound or autoShards, not both');
+  return { ...given, testLimit: given.testLimit ?? evalLimit ?? undefined, ...(autoShards ? { shardsPerRound: 'AUTO' } : {}) };
 }
 
 @Resolver(() => T.Run)

@@ -2,7 +2,7 @@
 // record exists), the record inserted, the scheduler told.
 import { randomUUID } from 'node:crypto';
 import { OptionError, inspect, windowPackBytes } from '../../engine';
-import { MAX_SHARDS_PER_ROUND, RunOptions, parseRunOptions } from '../../protocol/run-options';
+import { MAX_SHARDS_PER_ROUND, RunOptions, asksAutoShards, parseRunOptions } from '../../protocol/run-options';
 import { Datasets } from '../catalog/datasets';
 import { Models, modelConfig } from '../catalog/models';
 import { badInput } from '../errors';
@@ -16,9 +16,9 @@ import { Strategies } from './strategies';
 import { Workers } from '../shards/workers';
 
 /** Run options as a GraphQL user sees their names. */
-function runOptions(raw: Record<string, unknown>, defaultShards: number): RunOptions {
+function runOptions(raw: Record<string, unknown>, workersOnline: number | undefined): RunOptions {
   try {
-    return parseRunOptions(raw, defaultShards);
+    return parseRunOptions(raw, workersOnline);
   } catch (e) {
     if (e instanceof OptionError) throw badInput(`hyperParameters${e.option ? `.${e.option}` : ''}: ${e.message}`);
     throw e;
@@ -32,7 +32,7 @@ export class RunCreation {
   ) {}
 
   async start(input: { model: string; dataset: string; strategy: string; hyper: Record<string, unknown> }): Promise<RunRecord> {
-    return this.startTraining(input, { kind: 'FINETUNE', options: runOptions(input.hyper, await this.defaultShards()) });
+    return this.startTraining(input, { kind: 'FINETUNE', options: runOptions(input.hyper, await this.workersOnline(input.hyper)) }, input.hyper);
   }
 
   /** Full fine-tuning for a short budget, run by workers like any run; it ends with an angle profile and a stored strategy. */
@@ -42,17 +42,16 @@ export class RunCreation {
     if (selection.name !== undefined) await this.strategies.checkNewName(selection.name);
     const config = modelConfig(await this.models.get(input.model), (await this.datasets.get(input.dataset)).classes);
     if (selection.topK !== undefined && (!Number.isInteger(selection.topK) || selection.topK < 0 || selection.topK > config.depth)) throw badInput(`topK must be 0..${config.depth}`);
-    const defaultShards = await this.defaultShards();
     const hyper = { ...input.hyper, epochs: input.probeEpochs ?? input.hyper.epochs ?? 1, maxSteps: input.probeSteps ?? input.hyper.maxSteps };
-    return this.startTraining({ ...input, strategy: 'full' }, { kind: 'ANGLE_PROBE', options: runOptions(hyper, defaultShards), selection });
+    return this.startTraining({ ...input, strategy: 'full' }, { kind: 'ANGLE_PROBE', options: runOptions(hyper, await this.workersOnline(hyper)), selection }, hyper);
   }
 
-  /** One shard per worker a plan can count on (registrations alone do not count), at most 16. */
-  private async defaultShards(): Promise<number> {
-    return Math.min(16, Math.max(1, await this.workers.provenCount()));
+  /** For shardsPerRound AUTO only: the workers online that a plan can count on (registrations alone do not count). */
+  private async workersOnline(hyper: Record<string, unknown>): Promise<number | undefined> {
+    return asksAutoShards(hyper) ? this.workers.provenCount() : undefined;
   }
 
-  private async startTraining(input: { model: string; dataset: string; strategy: string }, spec: TrainingSpec): Promise<RunRecord> {
+  private async startTraining(input: { model: string; dataset: string; strategy: string }, spec: TrainingSpec, hyper: Record<string, unknown>): Promise<RunRecord> {
     const model = await this.models.get(input.model);
     const dataset = await this.datasets.get(input.dataset);
     const strategy = await this.strategies.resolve(input.strategy);
@@ -82,7 +81,8 @@ export class RunCreation {
     const records = windowPackBytes(longestWindow(plan), spec.options.batchSize, dataset.height * dataset.width * dataset.channels);
     const run = this.record(model, dataset, spec, { strategy, strategyName: tuned.strategy, tunedParams: tuned.tunedParams, totalParams: tuned.totalParams }, records);
     this.p.log(`run ${run.id} (${spec.kind.toLowerCase()}): ${tuned.strategy} on ${model.name} -> ${dataset.name}, ${tuned.tunedParams.toLocaleString('en-US')} tuned parameters`);
-    return this.insert(run, 'run created');
+    const shards = asksAutoShards(hyper) ? `; shardsPerRound AUTO: ${spec.options.shardsPerRound} (workers online)` : '';
+    return this.insert(run, `run created${shards}`);
   }
 
   /** A soup of finished runs' deltas (one model, one dataset): uniform, or greedy on a held-out half. */

@@ -16,7 +16,7 @@ import { EARNED_TRUST_STREAK, RunRecord, ShardRecord, WorkerRecord, isTrusted, n
 import { RunEvents } from '../runs/events';
 import { Scheduler } from '../runs/scheduler';
 import { RunShapes } from './run-shapes';
-import { ONLINE_MS, Workers } from './workers';
+import { Workers } from './workers';
 
 /**
  * Under SPOT_CHECK, how often a trusted worker's result is checked: 1 / (agreements in a row + 1),
@@ -40,7 +40,7 @@ export class Verification {
     const o = trainingSpec(run).options;
     if (o.verification !== 'SPOT_CHECK') return;
     const checked = !isTrusted(worker) || (randomInt(1_000_000) < spotCheckRate(worker, o.spotCheckRate) * 1_000_000
-      && (await this.p.state.workers.countTrustedOthersSince(new Date(Date.now() - ONLINE_MS), worker.id)) > 0);
+      && (await this.p.state.workers.countTrustedOthersSince(this.workers.onlineSince(), worker.id)) > 0);
     await this.p.state.shards.setNeed(shard.id, worker.id, shard.attempts, checked ? 2 : 1);
     if (!checked) return;
     const open = (await this.p.state.shards.ofIndex(run.id, shard.round, shard.index)).filter((r) => r.id !== shard.id && (r.status === 'PENDING' || r.status === 'LEASED'));
@@ -63,7 +63,7 @@ export class Verification {
     const now = Date.now();
     const stall = this.p.config.stallSeconds * 1000;
     for (const row of await this.p.state.shards.unclaimedChecks(new Date(now))) {
-      const alone = (await this.p.state.workers.countTrustedOthersSince(new Date(now - ONLINE_MS), row.workerId!)) === 0;
+      const alone = (await this.p.state.workers.countTrustedOthersSince(this.workers.onlineSince(), row.workerId!)) === 0;
       if (!alone && row.completedAt!.getTime() > now - stall) continue;
       const run = await this.p.state.runs.get(row.runId);
       if (run && (await this.settle(run, row, row, [], []))) {

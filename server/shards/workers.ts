@@ -6,8 +6,6 @@ import { badInput, forbidden, notFound, rateLimited } from '../errors';
 import type { Platform } from '../platform';
 import { FailureBudget, Page, WorkerRecord } from '../state/records';
 
-/** A worker seen within this long counts as online. */
-export const ONLINE_MS = 30_000;
 /** A worker's last-seen time is written at most this often: every request reads it, few need to write it. */
 const SEEN_PRECISION_MS = 5_000;
 
@@ -61,16 +59,21 @@ export class Workers {
     return worker;
   }
 
+  /** A worker is online while seen within the lease time: one silent longer has lost any lease it held. */
+  onlineSince(): Date {
+    return new Date(Date.now() - this.p.config.leaseSeconds * 1000);
+  }
+
   list(onlineOnly: boolean, first: number, offset: number): Promise<Page<WorkerRecord>> {
-    return this.p.state.workers.list(onlineOnly ? new Date(Date.now() - ONLINE_MS) : undefined, first, offset);
+    return this.p.state.workers.list(onlineOnly ? this.onlineSince() : undefined, first, offset);
   }
 
   /** Workers online that a plan may count on: trusted ones, and volunteers that have done a shard. */
   provenCount(): Promise<number> {
-    return this.p.state.workers.countProvenSince(new Date(Date.now() - ONLINE_MS));
+    return this.p.state.workers.countProvenSince(this.onlineSince());
   }
 
   isOnline(w: WorkerRecord): boolean {
-    return w.lastSeen.getTime() > Date.now() - ONLINE_MS;
+    return w.lastSeen > this.onlineSince();
   }
 }
