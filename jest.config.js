@@ -5,4 +5,5 @@ module.exports = {
   transform: { '^.+\\.ts$': 'ts-jest' },
   testTimeout: 120000,
   maxWorkers: 2,
+  setupFiles: ['<rootDir>/tests/support/production-tfjs.ts'],
 };

@@ -4,7 +4,7 @@ import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
 import {
   Checkpoint, Dataset, LoopControls, Normalization, PRESET_NAMES, PrefixCacheOptions, Split, TrainOptions, TrainableVit, TrainSummary, VitConfig, adapt,
-  MissingArchitectureError, applyDelta, concatDatasets, evaluate, exportCheckpoint, finishFineTuning, inspect, limit, parseDelta, parseStrategy, parseVitConfig, presetStrategy,
+  MissingArchitectureError, applyDelta, evaluate, exportCheckpoint, finishFineTuning, inspect, parseDelta, parseStrategy, parseVitConfig, presetStrategy,
   resolveNormalization, selectData, serializeDelta, toDevice, train, trainingSchedule, withNewHead,
 } from '../engine';
 import { BackendChoice, selectBackend } from '../node/backend';
@@ -12,6 +12,7 @@ import { openCheckpoint, readConfig } from '../node/checkpoints';
 import { loadData } from '../node/data';
 import { Options, trainOptionsFrom, withFlags } from './options';
 import { ProgressBar, formatSeconds } from './progress';
+import { plural } from '../protocol/words';
 
 export type { Options };
 
@@ -81,12 +82,13 @@ export function normalization(options: TrainOptions, config: VitConfig, train: D
 
 export async function evalCommand(o: Options): Promise<Record<string, unknown>> {
   const options = trainOptionsFrom(o);
+  const which = str(o, 'split') ?? 'test';
+  if (!['train', 'test'].includes(which)) throw new Error('--split must be train or test');
   const backendName = await backend(o);
   const ckpt = await checkpointFrom(o);
+  // finetune's seeded subsets: --test-limit N scores the images finetune scored with the same --seed.
   const split = prepareData(o, ckpt.config, options);
-  const which = str(o, 'split') ?? 'test';
-  if (!['train', 'test', 'all'].includes(which)) throw new Error('--split must be train, test or all');
-  const ds = limit(which === 'all' ? concatDatasets(split.test, split.train) : which === 'train' ? split.train : split.test, optionalInt(o, 'limit'), 0);
+  const ds = which === 'train' ? split.train : split.test;
   const { norm, source } = normalization(options, ckpt.config, split.train);
   say(o, `evaluating ${ds.count} images of ${ds.name} (normalisation: ${source})`);
   const params = toDevice(ckpt.weights);
@@ -221,7 +223,7 @@ export async function deltaInfoCommand(path: string, o: Options): Promise<Record
   say(o, `${path}: ${(bytes.length / 1024).toFixed(1)} KiB, ${m.dtype}, ${Object.keys(m.tensors).length} tensors, ${m.tunedParams.toLocaleString('en-US')} tuned parameters`);
   say(o, `  base weights sha256 ${m.base.sha256}`);
   say(o, `  strategy ${JSON.stringify(m.strategy)}; head ${m.base.numClasses} -> ${m.architecture.numClasses} classes`);
-  if (t) say(o, `  trained on ${t.data} (${t.trainImages} images, ${t.epochs} epochs, lr ${t.lr}); test top-1 ${typeof t.testAccuracy === 'number' ? (t.testAccuracy * 100).toFixed(2) + '%' : '?'}`);
+  if (t) say(o, `  trained on ${t.data} (${plural(Number(t.trainImages), 'image')}, ${plural(Number(t.epochs), 'epoch')}, lr ${t.lr}); test top-1 ${typeof t.testAccuracy === 'number' ? (t.testAccuracy * 100).toFixed(2) + '%' : '?'}`);
   return { command: 'delta info', bytes: bytes.length, manifest: m };
 }
 

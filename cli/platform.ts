@@ -17,7 +17,10 @@ import {
   Aggregation, CreateUpload, DatasetFormat, DeltaDownload, HyperParametersInput, ImportDataset, MergeDelta, Normalize, RegisterModel, RunProgress, RunResult, Verification,
   RunResultResult, StartRun,
 } from '../protocol/operations';
-import { Options, need, num, optionalInt, say, selectBackendFrom, str } from './commands';
+import { Options, configFrom, need, num, optionalInt, say, selectBackendFrom, str } from './commands';
+import { openCheckpoint } from '../node/checkpoints';
+import { selectBackend } from '../node/backend';
+import { exportCheckpoint } from '../engine';
 import { givenTrainOptions } from './options';
 import { ProgressBar } from './progress';
 
@@ -89,20 +92,29 @@ function adminToken(o: Options): string {
 
 const client = (o: Options): GraphQLClient => new GraphQLClient(str(o, 'server') ?? 'http://127.0.0.1:4000/graphql', adminToken(o), { patienceMs: 10_000 });
 
-async function uploadFile(c: GraphQLClient, path: string): Promise<string> {
-  const bytes = readFileSync(path);
-  const { createUpload } = await c.request(CreateUpload, { filename: basename(path), bytes: bytes.length });
-  const res = await fetch(createUpload.url, { method: 'PUT', body: bytes });
-  if (!res.ok) throw new Error(`upload of ${path} failed: HTTP ${res.status}`);
+async function uploadBytes(c: GraphQLClient, filename: string, bytes: Uint8Array): Promise<string> {
+  const { createUpload } = await c.request(CreateUpload, { filename, bytes: bytes.length });
+  const res = await fetch(createUpload.url, { method: 'PUT', body: bytes as Uint8Array<ArrayBuffer> });
+  if (!res.ok) throw new Error(`upload of ${filename} failed: HTTP ${res.status}`);
   return createUpload.id;
 }
 
+const uploadFile = (c: GraphQLClient, path: string): Promise<string> => uploadBytes(c, basename(path), readFileSync(path));
+
 export async function modelRegisterCommand(o: Options): Promise<Record<string, unknown>> {
   const c = client(o);
-  const file = need(o, 'checkpoint');
-  if (!existsSync(file)) throw new Error(`${file} not found`);
-  const config = str(o, 'config') ? JSON.parse(readFileSync(str(o, 'config')!, 'utf8')) : undefined;
-  const uploadId = await uploadFile(c, file);
+  const spec = need(o, 'checkpoint');
+  const config = configFrom(o);
+  let uploadId: string;
+  if (spec.startsWith('random:')) {
+    // Made here, as every command makes random:PRESET (drawn on the host: the same on any backend), and uploaded in the canonical form.
+    await selectBackend('cpu');
+    const ckpt = await openCheckpoint(spec, { config });
+    uploadId = await uploadBytes(c, `${spec.slice('random:'.length)}.safetensors`, exportCheckpoint(ckpt.weights, ckpt.config));
+  } else {
+    if (!existsSync(spec)) throw new Error(`checkpoint ${spec} not found`);
+    uploadId = await uploadFile(c, spec);
+  }
   const { registerModel: m } = await c.request(RegisterModel, { input: { name: need(o, 'name'), uploadId, config } });
   say(o, `model ${m.name} (${m.id}): ${m.parameters.toLocaleString('en-US')} parameters, weights ${m.weightsSha256.slice(0, 12)}`);
   return { command: 'model register', ...m };
@@ -172,7 +184,7 @@ type FinalRun = NonNullable<RunResultResult['run']>;
 
 /** Follows a run with a progress bar from its subscription (polling as a safety net) until it ends. */
 async function follow(o: Options, c: GraphQLClient, runId: string): Promise<FinalRun> {
-  const bar = new ProgressBar('run', 1000, Boolean(o.quiet));
+  const bar = new ProgressBar('steps', 1, Boolean(o.quiet));
   const ws = createClient({ url: c.url.replace(/^http/, 'ws'), webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${adminToken(o)}` }, retryAttempts: 1000 });
   const terminal = ['SUCCEEDED', 'FAILED', 'CANCELLED'];
   try {
@@ -180,7 +192,7 @@ async function follow(o: Options, c: GraphQLClient, runId: string): Promise<Fina
       let settled = false;
       const check = async (): Promise<void> => {
         const { run } = await c.request(RunResult, { id: runId });
-        bar.update(Math.round(run.progress * 1000), { step: `${run.step}/${run.totalSteps}`, status: run.status });
+        bar.update(run.step, { status: run.status.toLowerCase() }, Math.max(1, run.totalSteps));
         if (terminal.includes(run.status) && !settled) {
           settled = true;
           bar.done(`run ${run.status.toLowerCase()}`);
@@ -189,10 +201,10 @@ async function follow(o: Options, c: GraphQLClient, runId: string): Promise<Fina
       };
       subscribe(ws, RunProgress, { runId }, {
         next: ({ runEvents: e }) => {
-          const fields: Record<string, string> = { step: `${e.step}/${e.totalSteps}` };
+          const fields: Record<string, string> = {};
           if (e.trainLoss !== null) fields.loss = e.trainLoss.toFixed(4);
           if (e.testAccuracy !== null) fields['top-1'] = `${(e.testAccuracy * 100).toFixed(2)}%`;
-          bar.update(Math.round(e.progress * 1000), fields);
+          bar.update(e.step, fields, Math.max(1, e.totalSteps));
           if (terminal.includes(e.status)) void check().catch(reject);
         },
         // The poll below carries on.

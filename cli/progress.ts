@@ -4,9 +4,11 @@ export class ProgressBar {
   private readonly start = Date.now();
   private lastTenth = -1;
 
-  constructor(private readonly label: string, private readonly total: number, private readonly quiet = false) {}
+  constructor(private readonly label: string, private total: number, private readonly quiet = false) {}
 
-  update(done: number, fields: Record<string, string> = {}): void {
+  /** `total` changes the count the bar fills to (a run's steps, known once it is planned). */
+  update(done: number, fields: Record<string, string> = {}, total = this.total): void {
+    this.total = total;
     if (this.quiet) return;
     const frac = Math.min(1, done / Math.max(1, this.total));
     const elapsed = (Date.now() - this.start) / 1000;

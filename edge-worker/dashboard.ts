@@ -4,6 +4,7 @@
 import { createClient } from 'graphql-ws';
 import { Catalog, CatalogResult, DeltaLinks, ModelStrategies, OnlineWorkers, RecentRuns, RecentRunsResult, RunProgress, StartRun } from '../protocol/operations';
 import { RUN_DEFAULTS } from '../protocol/run-options';
+import { plural } from '../protocol/words';
 import { GraphQLClient } from '../worker/client';
 import { subscribe as subscribeTo } from '../worker/ws-client';
 
@@ -106,7 +107,7 @@ async function deltaLinks(): Promise<Map<string, string>> {
 
 async function loadRuns(): Promise<void> {
   const [d, links] = await Promise.all([api().request(RecentRuns, {}), deltaLinks()]);
-  $('summary').textContent = `${d.runs.total} runs`;
+  $('summary').textContent = plural(d.runs.total, 'run');
   $('runs').innerHTML = d.runs.items.map((r) => `<div class="run" data-run="${r.id}" data-status="${r.status}">
     <div>
       <div class="title">${esc(r.strategyName)} <span class="status ${r.status}">${r.status}</span></div>

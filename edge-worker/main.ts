@@ -2,6 +2,7 @@
 // picks a backend, and runs the same shard-protocol client and engine as the Node worker.
 import { PartuneWorker } from '../worker/worker';
 import { VolunteerToken } from '../protocol/operations';
+import { plural } from '../protocol/words';
 import { GraphQLClient } from '../worker/client';
 import { WsGraphQLClient } from '../worker/ws-client';
 import { chooseBackend } from './backend';
@@ -58,7 +59,7 @@ async function main(): Promise<void> {
   show('state', 'working');
   document.body.dataset.state = 'working';
   const timer = setInterval(() => {
-    show('samples', `${worker.samples.toLocaleString()} images in ${worker.shardsDone} shards`);
+    show('samples', `${plural(worker.samples, 'image')} in ${plural(worker.shardsDone, 'shard')}`);
     document.body.dataset.shards = String(worker.shardsDone);
   }, 500);
   try {

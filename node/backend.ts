@@ -6,6 +6,9 @@ import { cpus } from 'node:os';
 import { installWasmKernels, kernelClass } from '../engine';
 import { NativeBlasOptions, installNativeBlas } from '../native';
 
+// A Node process runs TensorFlow.js as a product: no debug checks, no advert for tfjs-node.
+tf.enableProdMode();
+
 export const BACKENDS = ['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
 export type BackendChoice = (typeof BACKENDS)[number];
 

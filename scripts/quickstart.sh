@@ -34,8 +34,7 @@ for _ in $(seq 1 60); do curl -sf "http://127.0.0.1:$port/healthz" > /dev/null &
 grep -E "partune server|token" "$out/server.log"
 
 echo "== registering a random vit_micro_patch4_28 and importing MNIST and Fashion-MNIST"
-partune convert --checkpoint random:vit_micro_patch4_28 --out "$out/vit-micro-init.safetensors" --quiet
-partune model register $server --name vit-micro-init --checkpoint "$out/vit-micro-init.safetensors"
+partune model register $server --name vit-micro-init --checkpoint random:vit_micro_patch4_28
 partune dataset import $server --name mnist --format mnist-package
 partune dataset import $server --name fashion-mnist --format idx --path /usr/share/datasets/fashion-mnist --train-limit 10000 --test-limit 2000
 

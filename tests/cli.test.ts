@@ -20,16 +20,18 @@ async function partune(...args: string[]): Promise<Record<string, unknown>> {
   return JSON.parse(stdout.trim().split('\n').pop()!);
 }
 
-async function failure(...args: string[]): Promise<string> {
+/** stderr of a run that must exit with `code` (1: it failed, 2: a usage error). */
+async function failing(code: 1 | 2, ...args: string[]): Promise<string> {
   try {
     await run('node', [CLI, ...args]);
   } catch (e) {
     const err = e as { code: number; stderr: string };
-    expect(err.code).toBe(1);
+    expect({ args, code: err.code }).toEqual({ args, code });
     return err.stderr;
   }
   throw new Error(`partune ${args.join(' ')} succeeded`);
 }
+const failure = (...args: string[]): Promise<string> => failing(1, ...args);
 
 describe('partune CLI', () => {
   it('lists strategies with the paper counts', async () => {
@@ -43,14 +45,16 @@ describe('partune CLI', () => {
     const pre = await partune('finetune', '--checkpoint', 'random:vit_micro_patch4_28', '--strategy', 'full', ...common, '--lr', '2e-3', '--out', at('pre.delta'), '--merged-out', at('pre.safetensors'));
     expect(pre.tunedParams).toBe(pre.totalParams);
     // The merged checkpoint carries its architecture: no --config needed from here on.
-    const ft = await partune('finetune', '--checkpoint', at('pre.safetensors'), '--strategy', 'attn-only', ...common, '--out', at('attn.delta'));
+    const ft = await partune('finetune', '--checkpoint', at('pre.safetensors'), '--strategy', 'attn-only', ...common, '--seed', '3', '--out', at('attn.delta'));
     expect(ft.tunedParams as number).toBeLessThan(0.5 * (ft.totalParams as number));
     const info = (await partune('delta', 'info', at('attn.delta'))) as { manifest: { tunedParams: number; tensors: Record<string, string> } };
     expect(info.manifest.tunedParams).toBe(ft.tunedParams);
     expect(Object.keys(info.manifest.tensors).every((k) => /^blocks\.\d+\.(norm1|attn)\.|^head\./.test(k))).toBe(true);
     await partune('delta', 'apply', '--checkpoint', at('pre.safetensors'), '--delta', at('attn.delta'), '--out', at('merged.safetensors'));
-    const ev = await partune('eval', '--checkpoint', at('merged.safetensors'), '--data', 'mnist', '--test-limit', '128');
+    // The same seeded test images, the normalisation trained with carried in the merged file: the same number.
+    const ev = await partune('eval', '--checkpoint', at('merged.safetensors'), '--data', 'mnist', '--test-limit', '128', '--seed', '3');
     expect(ev.accuracy).toBe(ft.accuracy);
+    expect(ev.loss).toBe(ft.loss);
     expect(ev.images).toBe(128);
   }, 300_000);
 
@@ -78,6 +82,20 @@ describe('partune CLI', () => {
     expect(greedy.steps).toHaveLength(2);
     expect(greedy.soup.heldOut).toBeGreaterThanOrEqual(Math.max(...greedy.ingredients.map((i) => i.heldOut)));
   }, 300_000);
+
+  it('refuses usage errors with status 2 before any work: unknown commands and flags, missing flags', async () => {
+    expect(await failing(2)).toMatch(/^partune: usage:/);
+    expect(await failing(2, 'frobnicate')).toMatch(/unknown command 'frobnicate'/);
+    expect(await failing(2, 'eval', '--checkpoint', 'random:vit_micro_patch4_28', '--data', 'mnist', '--limit', '5')).toMatch(/Unknown option '--limit'[\s\S]*--test-limit N/);
+    expect(await failing(2, 'delta', 'apply', '--checkpoint', 'random:vit_micro_patch4_28', '--epochs', '2')).toMatch(/Unknown option '--epochs'/);
+    const missing = await failing(2, 'finetune', '--checkpoint', 'random:vit_micro_patch4_28', '--data', 'mnist');
+    expect(missing).toMatch(/--strategy, --out are required/);
+    expect(missing).not.toMatch(/backend:/); // nothing was started
+    expect(await failing(2, 'delta', 'info')).toMatch(/expected DELTA/);
+    const { stdout } = await run('node', [CLI, 'eval', '--help']);
+    expect(stdout).toMatch(/^usage:\n  partune eval --checkpoint F .*--test-limit N/);
+    expect((await run('node', [CLI, '--help'])).stdout).toMatch(/partune delta merge --run RUN_ID/);
+  });
 
   it('fails clearly on bad input', async () => {
     const truncated = at('broken.safetensors');

@@ -9,6 +9,7 @@ import { openPostgresState } from '../server/state/postgres';
 import { openSqliteState } from '../server/state/sqlite';
 import type { CoordinationHandlers, StateStore } from '../server/state/store';
 import { postgresForThisFile, sqlOn } from './support/postgres';
+import { describeUnless } from './support/skip';
 
 const postgres = postgresForThisFile();
 
@@ -58,7 +59,7 @@ describe('one process on SQLite', () => {
   });
 });
 
-(postgres.skip ? describe.skip : describe)('replicas on one PostgreSQL', () => {
+describeUnless(postgres.skip)('replicas on one PostgreSQL', () => {
   let a: StateStore;
   let b: StateStore;
   let url: string;

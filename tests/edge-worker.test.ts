@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { Browser, chromium } from 'playwright-core';
 import { STATE_KEY, parseDelta, parseSafetensors, serializeSafetensors } from '../engine';
 import { CLI, RUN_QUERY, ServerProcess, WorkerProcess, cliJson, gql, ok, startServer, startWorker, uploadBytes, waitFor, waitForRun } from '../node/local-platform';
+import { describeUnless } from './support/skip';
 
 jest.setTimeout(300_000);
 
@@ -19,7 +20,7 @@ const FLAGS = [
   '--disable-component-update', '--disable-sync', '--enable-unsafe-webgpu', '--enable-unsafe-swiftshader',
 ];
 
-const suite = existsSync(CHROMIUM) ? describe : describe.skip;
+const suite = describeUnless(existsSync(CHROMIUM) ? undefined : `${CHROMIUM} is not installed (apt install chromium)`);
 if (!existsSync(CHROMIUM)) process.stderr.write(`[skip] edge worker: ${CHROMIUM} is absent (apt-get install chromium)\n`);
 
 suite('edge worker in headless Chromium', () => {

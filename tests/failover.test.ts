@@ -7,6 +7,7 @@ import WebSocket from 'ws';
 import { ServerProcess, StorageProcess, WorkerProcess, startServer, startStorage, startWorker, waitFor, ok, RUN_QUERY } from '../node/local-platform';
 import { HonestRun, startHonestRun } from './support/honest-run';
 import { postgresForThisFile } from './support/postgres';
+import { describeUnless } from './support/skip';
 
 jest.setTimeout(300_000);
 const postgres = postgresForThisFile();
@@ -21,7 +22,7 @@ function subscribe(server: ServerProcess, events: Event[]): Client {
   return ws;
 }
 
-(postgres.skip ? describe.skip : describe)('server replicas on PostgreSQL', () => {
+describeUnless(postgres.skip)('server replicas on PostgreSQL', () => {
   let honest: HonestRun | undefined;
   let replica: ServerProcess | undefined;
   let worker: WorkerProcess | undefined;

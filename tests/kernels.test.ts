@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { TrainableVit, geluWithSlope, initParams, presetStrategy, toHost } from '../engine';
 import { GELU_WITH_SLOPE } from '../engine/kernels/gelu';
 import { TOY, useBackend } from './helpers';
+import { itUnless } from './support/skip';
 
 async function on(backend: 'cpu' | 'wasm', f: () => tf.Tensor): Promise<Float32Array> {
   await useBackend(backend);
@@ -63,7 +64,7 @@ describe('batched matmul kernel (wasm)', () => {
   });
 
   const hasClang = spawnSync('clang', ['--version'], { stdio: 'ignore' }).status === 0 && spawnSync('wasm-ld', ['--version'], { stdio: 'ignore' }).status === 0;
-  (hasClang ? it : it.skip)('the committed module is built from matmul.c and gelu.c (needs clang and lld)', () => {
+  itUnless(hasClang ? undefined : 'clang and wasm-ld are not installed')('the committed module is built from matmul.c and gelu.c (needs clang and lld)', () => {
     const dir = join(__dirname, '..', 'engine', 'kernels');
     const fresh = join(mkdtempSync(join(tmpdir(), 'kern-')), 'kernels-wasm.ts');
     execFileSync('bash', [join(dir, 'build.sh'), fresh]);

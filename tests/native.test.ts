@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { Dataset, LoopControls, TrainSummary, TrainableVit, initParams, installWasmKernels, parseVitConfig, presetStrategy, toHost, train } from '../engine';
 import { installNativeBlas, nativeProducts, probeNativeBlas } from '../native';
 import { TOY } from './helpers';
+import { itUnless } from './support/skip';
 
 const ADDON = join(__dirname, '..', 'native', 'build', 'Release', 'partune_blas.node');
 
@@ -27,7 +28,7 @@ describe('native BLAS options', () => {
     expect(() => installNativeBlas({ threads: 0 })).toThrow('threads must be a positive integer');
   });
 
-  (existsSync(ADDON) ? it : it.skip)('rejects a library that is not a CBLAS with the loader\'s reason', () => {
+  itUnless(existsSync(ADDON) ? undefined : `${ADDON} is not built (npm run build:native)`)('rejects a library that is not a CBLAS with the loader\'s reason', () => {
     expect(() => installNativeBlas({ blas: '/nonexistent/libblas.so' })).toThrow(/cannot use BLAS '\/nonexistent\/libblas.so': .*No such file/);
     expect(() => installNativeBlas({ blas: 'libc.so.6' })).toThrow(/libc.so.6 has no cblas_sgemm/);
   });

@@ -114,8 +114,15 @@ describe.each(storesUnderTest())('state in $name', (store) => {
       const ref = parseDelta(new Uint8Array(readFileSync(reference)));
       expectSameTensors(firstDelta, new Map([...ref.tensors].map(([k, t]) => [k, t.data])));
 
+      // A random:PRESET checkpoint registers as any file would: the same canonical weights.
+      const random = await cliJson(['model', 'register', '--server', server.url, '--token', server.admin, '--name', 'micro-again', '--checkpoint', 'random:vit_micro_patch4_28']);
+      const { model: micro } = await ok(server.url, server.admin, '{ model(id: "micro") { weightsSha256 } }');
+      expect(random.weightsSha256).toBe(micro.weightsSha256);
+
       // mergeDelta registers base + delta as a model: the same weights as the CLI's delta apply.
-      const { mergeDelta } = await ok(server.url, server.admin, 'mutation($id: ID!) { mergeDelta(id: $id, name: "micro-digits") { weightsSha256 numClasses } }', { id });
+      const { mergeDelta } = await ok(server.url, server.admin, 'mutation($id: ID!) { mergeDelta(id: $id, name: "micro-digits") { weightsSha256 numClasses architecture } }', { id });
+      // ... and carries the normalisation the run trained with, which eval then uses.
+      expect(mergeDelta.architecture.preprocessing).toEqual(parseDelta(new Uint8Array(readFileSync(reference))).manifest.architecture.preprocessing);
       const merged = join(tmp, 'merged.safetensors');
       await cliJson(['delta', 'apply', '--checkpoint', MICRO, '--delta', reference, '--out', merged]);
       expect(mergeDelta.weightsSha256).toBe((await cliJson(['convert', '--checkpoint', merged, '--out', join(tmp, 'merged-timm.safetensors')])).sha256);

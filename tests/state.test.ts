@@ -16,6 +16,7 @@ import { openPostgresState } from '../server/state/postgres';
 import { PG_SCHEMA_VERSION } from '../server/state/postgres/database';
 import { postgresForThisFile, sqlOn } from './support/postgres';
 import pg from 'pg';
+import { describeUnless } from './support/skip';
 
 const MB = 2 ** 20;
 
@@ -355,7 +356,7 @@ describe('SQLite migrations', () => {
   });
 });
 
-(postgres.skip ? describe.skip : describe)('PostgreSQL shared by replicas', () => {
+describeUnless(postgres.skip)('PostgreSQL shared by replicas', () => {
   it('replicas opening one new database at once migrate it once; a newer schema is refused', async () => {
     const url = await postgres.database();
     const replicas = await Promise.all([1, 2, 3].map(() => openPostgresState(url)));

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exportCheckpoint, initParams, loadCheckpoint, model, parseVitConfig, toDevice, toHost } from '../engine';
 import { TOY, VIT_MNIST, useBackend } from './helpers';
+import { describeUnless, itUnless } from './support/skip';
 
 const PYTHON = '/usr/bin/python3';
 const hasTorch = spawnSync(PYTHON, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0;
@@ -21,7 +22,7 @@ function torchLogits(checkpoint: Uint8Array, images: number[][]): number[][] {
 
 const maxDiff = (a: number[][], b: number[][]): number => Math.max(...a.flatMap((row, i) => row.map((v, j) => Math.abs(v - b[i][j]))));
 
-(hasTorch ? describe : describe.skip)('timm export loads in PyTorch', () => {
+describeUnless(hasTorch ? undefined : `${PYTHON} cannot import torch`)('timm export loads in PyTorch', () => {
   beforeAll(() => useBackend('wasm'));
 
   it('a random toy ViT (GELU, qkv bias, 3 channels): same logits', async () => {
@@ -36,7 +37,7 @@ const maxDiff = (a: number[][], b: number[][]): number => Math.max(...a.flatMap(
     tf.dispose([x, ...params.values()]);
   });
 
-  (existsSync(VIT_MNIST) ? it : it.skip)('the shared vit-mnist-500k, converted from vit-pytorch names: the golden logits', async () => {
+  itUnless(existsSync(VIT_MNIST) ? undefined : `${VIT_MNIST} is absent (shared data is not part of the repository)`)('the shared vit-mnist-500k, converted from vit-pytorch names: the golden logits', async () => {
     const golden = JSON.parse(readFileSync(join(__dirname, 'fixtures', 'vit-mnist-golden.json'), 'utf8'));
     const bytes = new Uint8Array(readFileSync(join(VIT_MNIST, 'model.safetensors')));
     const config = parseVitConfig(JSON.parse(readFileSync(join(VIT_MNIST, 'config.json'), 'utf8')));

@@ -11,6 +11,7 @@ import { ComputeError } from '../compute';
 import { conflict } from '../errors';
 import type { Platform } from '../platform';
 import { MetricPoint, RunRecord, ShardRecord, need } from '../state/records';
+import { plural } from '../../protocol/words';
 import { RunEvents } from './events';
 import { evaluatesAfter } from './plan';
 import { RunQueries } from './queries';
@@ -101,7 +102,7 @@ export class Scheduler {
     const shards = await this.stages[run.spec.kind].shards(run, plan, 0);
     if (!(await this.p.state.runs.start(run.id, configured, shards))) return;
     await this.events.shardsAvailable(shards.length);
-    await this.events.emit(run.id, 'STATUS', { message: `${plan.rounds.length} rounds of up to ${plan.rounds[0][1] - plan.rounds[0][0]} steps, ${plan.shardsPerRound} shards each` });
+    await this.events.emit(run.id, 'STATUS', { message: `${plural(plan.rounds.length, 'round')} of up to ${plural(plan.rounds[0][1] - plan.rounds[0][0], 'step')}, ${plural(plan.shardsPerRound, 'shard')} each` });
   }
 
   /** When every shard of the current round has an accepted result: aggregate, evaluate at epoch ends, next round. */
@@ -132,7 +133,7 @@ export class Scheduler {
     const acc = evaluation ? `, test top-1 ${(evaluation.accuracy * 100).toFixed(2)}%` : '';
     await this.events.emit(run.id, evaluation ? 'EVALUATION' : 'ROUND', {
       trainLoss: point.trainLoss, testAccuracy: evaluation?.accuracy, testLoss: evaluation?.loss,
-      message: `round ${run.round + 1}/${plan.rounds.length} aggregated from ${shards.length} shards${acc}`,
+      message: `round ${run.round + 1}/${plan.rounds.length} aggregated from ${plural(shards.length, 'shard')}${acc}`,
     });
   }
 
