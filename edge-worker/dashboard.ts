@@ -1,19 +1,20 @@
 // The dashboard: models, datasets, workers and runs over the GraphQL API, live through the
-// runEvents subscription, with loss and accuracy curves, and a form that shows what a strategy
-// tunes (parameters, delta size) before a run starts.
+// runEvents subscription, with loss and accuracy curves, a form that shows what a strategy tunes
+// (parameters, delta size) before a run starts, and the strategy chooser (compare.ts).
 import { createClient } from 'graphql-ws';
-import { Catalog, CatalogResult, DeltaLinks, ModelStrategies, OnlineWorkers, RecentRuns, RecentRunsResult, RunProgress, StartRun } from '../protocol/operations';
+import { Catalog, CatalogResult, CreateSoup, DeltaLinks, ModelStrategies, OnlineWorkers, RecentRuns, RunProgress, StartAngleProbe, StartRun } from '../protocol/operations';
 import { RUN_DEFAULTS } from '../protocol/run-options';
 import { plural } from '../protocol/words';
 import { GraphQLClient } from '../worker/client';
 import { subscribe as subscribeTo } from '../worker/ws-client';
+import { runCurves } from './charts';
+import { renderComparison } from './compare';
+import { renderReports } from './reports';
 
 const $ = <T extends HTMLElement>(id: string): T => document.getElementById(id) as T;
 const params = new URLSearchParams(location.search);
 const token = (): string => ($('token') as HTMLInputElement).value.trim();
 const api = (): GraphQLClient => new GraphQLClient(`${location.origin}/graphql`, token() || undefined, { patienceMs: 5000 });
-
-type Run = RecentRunsResult['runs']['items'][number];
 
 let models: CatalogResult['models']['items'] = [];
 let datasets: CatalogResult['datasets']['items'] = [];
@@ -58,56 +59,71 @@ function preview(): void {
     : '';
 }
 
-async function start(e: Event): Promise<void> {
-  e.preventDefault();
-  $('formError').textContent = '';
-  const num = (id: string): number | undefined => (($(id) as HTMLInputElement).value === '' ? undefined : Number(($(id) as HTMLInputElement).value));
+const num = (id: string): number | undefined => (($(id) as HTMLInputElement).value === '' ? undefined : Number(($(id) as HTMLInputElement).value));
+
+/** The form's training and round options, as startRun and startAngleProbe take them. */
+function hyperParameters(): Record<string, unknown> {
   const auto = ($('shardsPerRound') as HTMLInputElement).value.trim().toLowerCase() === 'auto';
-  const hyperParameters = {
+  return {
     epochs: num('epochs'), lr: num('lr'), stepsPerRound: num('stepsPerRound'), ...(auto ? { autoShards: true } : { shardsPerRound: num('shardsPerRound') }),
     trainLimit: num('trainLimit'), testLimit: num('testLimit'),
   };
+}
+
+/** Sends what a form asks for; its error line says what the server refused. */
+async function launch(e: Event, errorLine: string, send: () => Promise<unknown>): Promise<void> {
+  e.preventDefault();
+  $(errorLine).textContent = '';
   try {
     localStorage.setItem('partune.token', token());
-    await api().request(StartRun, {
-      input: { model: ($('model') as HTMLSelectElement).value, dataset: ($('dataset') as HTMLSelectElement).value, strategy: ($('strategy') as HTMLSelectElement).value, hyperParameters },
-    });
+    await send();
     await loadRuns();
   } catch (err) {
-    $('formError').textContent = (err as Error).message;
+    $(errorLine).textContent = (err as Error).message;
   }
 }
 
-/** Train loss (line) and test accuracy (dots) against steps. */
-function plot(run: Run): string {
-  const W = 300, H = 110, L = 28, B = 16;
-  const total = Math.max(1, run.totalSteps || Math.max(1, ...run.metrics.map((m) => m.step)));
-  const losses = run.metrics.filter((m) => m.trainLoss !== null);
-  const accs = run.metrics.filter((m) => m.testAccuracy !== null);
-  if (!losses.length && !accs.length) return `<svg width="${W}" height="${H}"><text x="${L}" y="${H / 2}">curves appear after the first round</text></svg>`;
-  const maxLoss = Math.max(1e-6, ...losses.map((m) => m.trainLoss!));
-  const x = (s: number): number => L + ((W - L - 6) * s) / total;
-  const yLoss = (v: number): number => 6 + (H - B - 6) * (1 - v / maxLoss);
-  const yAcc = (v: number): number => 6 + (H - B - 6) * (1 - v);
-  const line = losses.map((m, i) => `${i ? 'L' : 'M'}${x(m.step).toFixed(1)},${yLoss(m.trainLoss!).toFixed(1)}`).join(' ');
-  return `<svg width="${W}" height="${H}" role="img" aria-label="train loss and test accuracy">
-    <line x1="${L}" y1="${H - B}" x2="${W - 4}" y2="${H - B}" stroke="#ccd"/><line x1="${L}" y1="6" x2="${L}" y2="${H - B}" stroke="#ccd"/>
-    <text x="2" y="12">${maxLoss.toFixed(2)}</text><text x="2" y="${H - B}">0</text><text x="${W - 4}" y="${H - 3}" text-anchor="end">${n(total)} steps</text>
-    <path d="${line}" fill="none" stroke="#2f6fdf" stroke-width="1.5"/>
-    ${accs.map((m) => `<circle cx="${x(m.step).toFixed(1)}" cy="${yAcc(m.testAccuracy!).toFixed(1)}" r="3" fill="#1f8a4c"><title>top-1 ${(100 * m.testAccuracy!).toFixed(2)}%</title></circle>`).join('')}
-    <text x="${L + 4}" y="${H - 3}" fill="#2f6fdf">train loss</text><text x="${L + 58}" y="${H - 3}" fill="#1f8a4c">test top-1</text></svg>`;
+const chosen = (id: string): string => ($(id) as HTMLSelectElement).value;
+
+function start(e: Event): Promise<void> {
+  return launch(e, 'formError', () => api().request(StartRun, {
+    input: { model: chosen('model'), dataset: chosen('dataset'), strategy: chosen('strategy'), hyperParameters: hyperParameters() },
+  }));
+}
+
+function probe(e: Event): Promise<void> {
+  const { epochs: _, ...hyper } = hyperParameters();
+  return launch(e, 'probeError', () => api().request(StartAngleProbe, {
+    input: { model: chosen('model'), dataset: chosen('dataset'), probeSteps: num('probeSteps'), topK: num('topK'), hyperParameters: hyper },
+  }));
+}
+
+function soup(e: Event): Promise<void> {
+  const runs = Array.from(document.querySelectorAll<HTMLInputElement>('#compareRows input.pick:checked'), (c) => c.value);
+  return launch(e, 'soupError', async () => {
+    if (!runs.length) throw new Error('check the runs to soup first');
+    await api().request(CreateSoup, { input: { runs, method: chosen('soupMethod') as 'GREEDY' | 'UNIFORM' } });
+  });
 }
 
 /** Delta download links need a read (or the admin) token; without one the page shows sizes and digests. */
 async function deltaLinks(): Promise<Map<string, string>> {
   if (!token()) return new Map();
-  const d = await api().request(DeltaLinks, {}).catch(() => undefined);
+  const d = await api().request(DeltaLinks, { first: PAGE, offset: page * PAGE }).catch(() => undefined);
   return new Map((d?.runs.items ?? []).flatMap((r) => (r.delta ? [[r.id, r.delta.downloadUrl] as [string, string]] : [])));
 }
 
+/** Runs per page of the list; `page` counts from 0, newest first. */
+const PAGE = 20;
+let page = 0;
+
 async function loadRuns(): Promise<void> {
-  const [d, links] = await Promise.all([api().request(RecentRuns, {}), deltaLinks()]);
+  const [d, links] = await Promise.all([api().request(RecentRuns, { first: PAGE, offset: page * PAGE }), deltaLinks()]);
   $('summary').textContent = plural(d.runs.total, 'run');
+  const pages = Math.max(1, Math.ceil(d.runs.total / PAGE));
+  $('page').textContent = `page ${page + 1} of ${pages}`;
+  ($('prev') as HTMLButtonElement).disabled = page === 0;
+  ($('next') as HTMLButtonElement).disabled = page + 1 >= pages;
   $('runs').innerHTML = d.runs.items.map((r) => `<div class="run" data-run="${r.id}" data-status="${r.status}">
     <div>
       <div class="title">${esc(r.strategyName)} <span class="status ${r.status}">${r.status}</span></div>
@@ -118,8 +134,18 @@ async function loadRuns(): Promise<void> {
       ${r.accuracy !== null ? `<div class="acc" data-accuracy="${r.accuracy}">top-1 ${(100 * r.accuracy).toFixed(2)}%</div>` : ''}
       ${r.delta ? `<div class="meta">${links.has(r.id) ? `<a href="${esc(links.get(r.id)!)}" download>delta</a>` : 'delta'} (${size(r.delta.bytes)}), SHA-256 <code class="sha" title="check the download against it">${r.delta.sha256}</code></div>` : ''}
       ${r.error ? `<div class="meta" style="color:var(--bad)">${esc(r.error)}</div>` : ''}
+      <div class="report" data-report="${r.id}"></div>
     </div>
-    <div>${plot(r)}</div></div>`).join('') || 'none yet';
+    <div>${runCurves(r.metrics, r.totalSteps)}</div></div>`).join('') || 'none yet';
+  await Promise.all([renderReports(api(), d.runs.items, (id) => document.querySelector<HTMLElement>(`[data-report="${id}"]`)), loadComparison()]);
+}
+
+/** The chooser follows the form's model and dataset. */
+async function loadComparison(): Promise<void> {
+  const model = ($('model') as HTMLSelectElement).value;
+  const dataset = ($('dataset') as HTMLSelectElement).value;
+  if (!model || !dataset) return;
+  await renderComparison(api(), model, dataset, { table: $('compareRows'), plot: $('comparePlot'), summary: $('compareSummary') });
 }
 
 async function loadWorkers(): Promise<void> {
@@ -163,11 +189,15 @@ function formDefaults(): void {
 async function main(): Promise<void> {
   formDefaults();
   ($('token') as HTMLInputElement).value = params.get('token') ?? localStorage.getItem('partune.token') ?? '';
-  $('model').addEventListener('change', () => void loadStrategies());
-  $('dataset').addEventListener('change', () => void loadStrategies());
+  $('model').addEventListener('change', () => void Promise.all([loadStrategies(), loadComparison()]));
+  $('dataset').addEventListener('change', () => void Promise.all([loadStrategies(), loadComparison()]));
+  $('prev').addEventListener('click', () => { page = Math.max(0, page - 1); void loadRuns(); });
+  $('next').addEventListener('click', () => { page++; void loadRuns(); });
   $('strategy').addEventListener('change', preview);
   $('token').addEventListener('change', () => void Promise.all([loadRuns(), loadWorkers()]).catch(() => undefined));
   $('start').addEventListener('submit', (e) => void start(e));
+  $('probeForm').addEventListener('submit', (e) => void probe(e));
+  $('soupForm').addEventListener('submit', (e) => void soup(e));
   await loadCatalog();
   await Promise.all([loadRuns(), loadWorkers()]);
   subscribe();

@@ -3,6 +3,27 @@ import type { TypedDocument } from './typed-document';
 
 export type Aggregation = 'CENTERED_CLIP' | 'FEDAVG' | 'MEDIAN' | 'TRIMMED_MEAN';
 
+export type AngleDirection = 'LARGEST' | 'SMALLEST';
+
+export interface AngleProbeInput {
+  budget?: number | null;
+  dataset: string;
+  direction?: AngleDirection;
+  hyperParameters?: HyperParametersInput | null;
+  model: string;
+  name?: string | null;
+  probeEpochs?: number | null;
+  probeSteps?: number | null;
+  topK?: number | null;
+}
+
+export interface CreateSoupInput {
+  heldOut?: number | null;
+  method?: SoupMethod;
+  name?: string | null;
+  runs: Array<string>;
+}
+
 export type DatasetFormat = 'CIFAR10' | 'IDX' | 'MNIST_PACKAGE';
 
 export interface HyperParametersInput {
@@ -56,6 +77,8 @@ export type RunKind = 'ANGLE_PROBE' | 'FINETUNE' | 'SOUP';
 export type RunStatus = 'CANCELLED' | 'FAILED' | 'FINALIZING' | 'PREPARING' | 'RUNNING' | 'SUCCEEDED';
 
 export type ShardStatus = 'CANCELLED' | 'DONE' | 'LEASED' | 'PENDING';
+
+export type SoupMethod = 'GREEDY' | 'UNIFORM';
 
 export interface StartRunInput {
   dataset: string;
@@ -312,6 +335,7 @@ export interface RecentRunsResult {
       createdAt: string;
       metrics: Array<{
         step: number;
+        epoch: number;
         trainLoss: number | null;
         testAccuracy: number | null;
       }>;
@@ -328,8 +352,87 @@ export interface RecentRunsResult {
     }>;
   };
 }
-export interface RecentRunsVariables {  }
-export const RecentRuns = "query RecentRuns {\n  runs(first: 20) {\n    total\n    items {\n      id\n      kind\n      status\n      strategyName\n      tunedParameters\n      totalParameters\n      progress\n      step\n      totalSteps\n      accuracy\n      error\n      createdAt\n      metrics {\n        step\n        trainLoss\n        testAccuracy\n      }\n      model {\n        name\n      }\n      dataset {\n        name\n      }\n      delta {\n        bytes\n        sha256\n      }\n    }\n  }\n}" as TypedDocument<RecentRunsResult, RecentRunsVariables>;
+export interface RecentRunsVariables { first: number; offset: number; }
+export const RecentRuns = "query RecentRuns($first: Int!, $offset: Int!) {\n  runs(first: $first, offset: $offset) {\n    total\n    items {\n      id\n      kind\n      status\n      strategyName\n      tunedParameters\n      totalParameters\n      progress\n      step\n      totalSteps\n      accuracy\n      error\n      createdAt\n      metrics {\n        step\n        epoch\n        trainLoss\n        testAccuracy\n      }\n      model {\n        name\n      }\n      dataset {\n        name\n      }\n      delta {\n        bytes\n        sha256\n      }\n    }\n  }\n}" as TypedDocument<RecentRunsResult, RecentRunsVariables>;
+
+export interface RunSoupReportResult {
+  run: {
+    soup: {
+      method: SoupMethod;
+      heldOutImages: number;
+      testImages: number;
+      heldOut: number;
+      test: number;
+      ingredients: Array<{
+        runId: string;
+        heldOut: number;
+        test: number;
+      }>;
+      steps: Array<{
+        runId: string;
+        score: number;
+        kept: boolean;
+      }> | null;
+    } | null;
+  };
+}
+export interface RunSoupReportVariables { id: string; }
+export const RunSoupReport = "query RunSoupReport($id: ID!) {\n  run(id: $id) {\n    soup {\n      method\n      heldOutImages\n      testImages\n      heldOut\n      test\n      ingredients {\n        runId\n        heldOut\n        test\n      }\n      steps {\n        runId\n        score\n        kept\n      }\n    }\n  }\n}" as TypedDocument<RunSoupReportResult, RunSoupReportVariables>;
+
+export interface RunAngleProfileResult {
+  angleProfile: {
+    direction: AngleDirection;
+    topK: number;
+    strategyName: string;
+    layers: Array<{
+      kind: string;
+      block: number;
+      degrees: number;
+      selected: boolean;
+    }>;
+  };
+}
+export interface RunAngleProfileVariables { id: string; }
+export const RunAngleProfile = "query RunAngleProfile($id: ID!) {\n  angleProfile(id: $id) {\n    direction\n    topK\n    strategyName\n    layers {\n      kind\n      block\n      degrees\n      selected\n    }\n  }\n}" as TypedDocument<RunAngleProfileResult, RunAngleProfileVariables>;
+
+export interface StartAngleProbeResult {
+  startAngleProbe: {
+    id: string;
+    strategyName: string;
+  };
+}
+export interface StartAngleProbeVariables { input: AngleProbeInput; }
+export const StartAngleProbe = "mutation StartAngleProbe($input: AngleProbeInput!) {\n  startAngleProbe(input: $input) {\n    id\n    strategyName\n  }\n}" as TypedDocument<StartAngleProbeResult, StartAngleProbeVariables>;
+
+export interface CreateSoupResult {
+  createSoup: {
+    id: string;
+    strategyName: string;
+  };
+}
+export interface CreateSoupVariables { input: CreateSoupInput; }
+export const CreateSoup = "mutation CreateSoup($input: CreateSoupInput!) {\n  createSoup(input: $input) {\n    id\n    strategyName\n  }\n}" as TypedDocument<CreateSoupResult, CreateSoupVariables>;
+
+export interface CompareRunsResult {
+  runs: {
+    total: number;
+    items: Array<{
+      id: string;
+      kind: RunKind;
+      strategyName: string;
+      tunedParameters: number | null;
+      totalParameters: number | null;
+      accuracy: number | null;
+      createdAt: string;
+      finishedAt: string | null;
+      delta: {
+        bytes: number;
+      } | null;
+    }>;
+  };
+}
+export interface CompareRunsVariables { model: string; dataset: string; }
+export const CompareRuns = "query CompareRuns($model: String!, $dataset: String!) {\n  runs(filter: {model: $model, dataset: $dataset, status: SUCCEEDED}, first: 100) {\n    total\n    items {\n      id\n      kind\n      strategyName\n      tunedParameters\n      totalParameters\n      accuracy\n      createdAt\n      finishedAt\n      delta {\n        bytes\n      }\n    }\n  }\n}" as TypedDocument<CompareRunsResult, CompareRunsVariables>;
 
 export interface DeltaLinksResult {
   runs: {
@@ -341,8 +444,8 @@ export interface DeltaLinksResult {
     }>;
   };
 }
-export interface DeltaLinksVariables {  }
-export const DeltaLinks = "query DeltaLinks {\n  runs(first: 20) {\n    items {\n      id\n      delta {\n        downloadUrl\n      }\n    }\n  }\n}" as TypedDocument<DeltaLinksResult, DeltaLinksVariables>;
+export interface DeltaLinksVariables { first: number; offset: number; }
+export const DeltaLinks = "query DeltaLinks($first: Int!, $offset: Int!) {\n  runs(first: $first, offset: $offset) {\n    items {\n      id\n      delta {\n        downloadUrl\n      }\n    }\n  }\n}" as TypedDocument<DeltaLinksResult, DeltaLinksVariables>;
 
 export interface OnlineWorkersResult {
   workers: {

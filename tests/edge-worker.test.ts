@@ -212,7 +212,68 @@ suite('edge worker in headless Chromium', () => {
       expect(await card.locator('svg circle').count()).toBe(2); // one evaluation per epoch
       expect(await card.locator('a[download]').getAttribute('href')).toMatch(/^http/);
       expect(await page.textContent('#workers')).toMatch(/node-dash/);
+      expect(await card.locator('svg[data-chart="train loss"]').count()).toBe(1); // loss and top-1 on axes of their own
+      expect(await card.locator('svg[data-chart="test top-1"] circle').count()).toBe(2);
+
+      // Two more strategies on the same model and dataset: the chooser lists every finished run as the API does.
+      for (const strategy of ['linear-probe', 'full']) {
+        const { startRun } = await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }',
+          { i: { model: 'micro', dataset: 'digits', strategy, hyperParameters: { epochs: 1, maxSteps: 8, stepsPerRound: 8 } } });
+        await waitForRun(server, startRun.id);
+      }
+      const { runs } = await ok(server.url, server.admin, '{ runs(filter: { model: "micro", dataset: "digits", status: SUCCEEDED }, first: 100) { total items { id strategyName tunedParameters accuracy } } }');
+      expect(runs.total).toBeGreaterThanOrEqual(3);
+      await page.waitForFunction((n) => document.querySelectorAll('#compareRows tr').length === n, runs.total, { timeout: 20_000 });
+      // The front computed here, independently: no other run at least as accurate with at most as many tuned parameters.
+      const beaten = (r: any): boolean => runs.items.some((o: any) => o.accuracy >= r.accuracy && o.tunedParameters <= r.tunedParameters && (o.accuracy > r.accuracy || o.tunedParameters < r.tunedParameters));
+      for (const r of runs.items) {
+        const row = page.locator(`#compareRows tr[data-run="${r.id}"]`);
+        expect(await row.getAttribute('data-accuracy')).toBe(String(r.accuracy));
+        expect(await row.locator('.top1').textContent()).toBe(`${(100 * r.accuracy).toFixed(2)}%`);
+        expect(await row.getAttribute('data-tuned')).toBe(String(r.tunedParameters));
+        expect({ strategy: r.strategyName, front: await row.getAttribute('data-front') }).toEqual({ strategy: r.strategyName, front: String(!beaten(r)) });
+        expect(await page.locator(`svg[data-chart="pareto"] circle[data-run="${r.id}"]`).getAttribute('data-front')).toBe(String(!beaten(r)));
+      }
+      expect(runs.items.filter((r: any) => !beaten(r)).length).toBeGreaterThanOrEqual(1);
+
+      // A uniform soup of the two new runs, launched from the chooser: its card reports what the API reports.
+      const [lp, full] = ['linear-probe', 'full'].map((s) => runs.items.find((r: any) => r.strategyName === s));
+      for (const r of [lp, full]) await page.check(`#compareRows tr[data-run="${r.id}"] input.pick`);
+      await page.selectOption('#soupMethod', 'UNIFORM');
+      await page.click('#soupGo');
+      await page.waitForFunction(() => document.querySelector('.run table.soup') !== null, null, { timeout: 120_000 });
+      const soupId = await page.locator('.run', { has: page.locator('table.soup') }).first().getAttribute('data-run');
+      const { run: souped } = await ok(server.url, server.admin, 'query($id: ID!) { run(id: $id) { kind soup { heldOut test ingredients { runId test } } } }', { id: soupId });
+      expect(souped.kind).toBe('SOUP');
+      const soupCard = page.locator(`.run[data-run="${soupId}"]`);
+      expect((await soupCard.locator('tr[data-ingredient]').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-ingredient')))).sort()).toEqual([lp.id, full.id].sort());
+      expect(await soupCard.locator('tr.soupRow').textContent()).toContain(`${(100 * souped.soup.test).toFixed(2)}%`);
+
+      // An angle probe launched from the page: its card draws the profile the API stores, the tuned layers filled.
+      await page.fill('#probeSteps', '4');
+      await page.fill('#topK', '1');
+      await page.click('#probeGo');
+      await page.waitForFunction(() => document.querySelector('.run svg[data-chart="angles"]') !== null, null, { timeout: 120_000 });
+      const probeId = await page.locator('.run', { has: page.locator('svg[data-chart="angles"]') }).first().getAttribute('data-run');
+      const { angleProfile } = await ok(server.url, server.admin, 'query($id: ID!) { angleProfile(id: $id) { layers { kind block selected } } }', { id: probeId });
+      const bars = await page.locator(`.run[data-run="${probeId}"] svg[data-chart="angles"] rect`).evaluateAll((rects) => rects.map((r) => `${r.getAttribute('data-kind')}${r.getAttribute('data-block')}:${r.getAttribute('data-selected')}`));
+      expect(bars.sort()).toEqual(angleProfile.layers.map((l: any) => `${l.kind}${l.block}:${l.selected}`).sort());
+      expect(angleProfile.layers.filter((l: any) => l.selected)).toHaveLength(2); // top-1 of attention and of FFN
       await page.screenshot({ path: process.env.PARTUNE_SCREENSHOT ?? join(tmp, 'dashboard.png'), fullPage: true });
+
+      // Past 20 runs the list pages: cancelled runs fill the first page, the oldest move to the second.
+      let total = (await ok(server.url, server.admin, '{ runs { total } }')).runs.total;
+      while (total <= 22) {
+        const { startRun } = await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }',
+          { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { epochs: 1 } } });
+        await ok(server.url, server.admin, 'mutation($id: ID!) { cancelRun(id: $id) { status } }', { id: startRun.id }).catch(() => undefined);
+        total++;
+      }
+      await page.waitForFunction((t) => document.getElementById('page')!.textContent === `page 1 of ${Math.ceil(t / 20)}`, total, { timeout: 20_000 });
+      expect(await page.locator('.run').count()).toBe(20);
+      await page.click('#next');
+      await page.waitForFunction(() => document.getElementById('page')!.textContent!.startsWith('page 2'), null, { timeout: 10_000 });
+      expect(await page.locator('.run').count()).toBe(Math.min(20, total - 20));
     } finally {
       await page.close();
       await node.kill();

@@ -8,7 +8,7 @@ import { actingWorker, mintToken } from './context';
 import { badInput, forbidden } from '../errors';
 import { pageArgs } from './catalog.resolver';
 import { toShard, toWorker } from './mappers';
-import { MAX_CLAIM_WAIT_SECONDS } from '../shards/leases';
+import { MAX_CLAIM_WAIT_SECONDS } from '../shards/claim-waiters';
 
 @Resolver(() => T.Worker)
 export class WorkerResolver {

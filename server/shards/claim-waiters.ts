@@ -2,6 +2,9 @@
 // shard becomes claimable (on any replica: the signal is broadcast), or when its wait ends,
 // instead of asking every second. A signal for n shards wakes about n of the longest waiting, not
 // all of them, so a new round of a thousand-worker fleet costs tens of claims, not a thousand.
+/** The longest a claim waits for work before it answers null (within any proxy's read timeout). */
+export const MAX_CLAIM_WAIT_SECONDS = 25;
+
 export interface Ticket {
   /** Resolves when a signal picks this ticket or its time is up. */
   readonly woken: Promise<void>;

@@ -12,14 +12,12 @@ import { RunRecord, ShardRecord, need, trainingSpec } from '../state/records';
 import { RunEvents } from '../runs/events';
 import { RunQueries } from '../runs/queries';
 import { Scheduler } from '../runs/scheduler';
-import { ClaimWaiters } from './claim-waiters';
+import { ClaimWaiters, MAX_CLAIM_WAIT_SECONDS } from './claim-waiters';
 import { Verification } from './verification';
 import { Workers } from './workers';
 
 /** A deadline allows this many times the steps at the worker's last measured speed. */
 const SPEED_SLACK = 4;
-/** The longest a claim waits for work before it answers null (within any proxy's read timeout). */
-export const MAX_CLAIM_WAIT_SECONDS = 25;
 
 export interface Claimed { readonly shard: ShardRecord; readonly leaseUntil: Date; readonly assignment: Assignment }
 

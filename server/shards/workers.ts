@@ -5,6 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { badInput, forbidden, notFound, rateLimited } from '../errors';
 import type { Platform } from '../platform';
 import { FailureBudget, Page, WorkerRecord } from '../state/records';
+import { MAX_CLAIM_WAIT_SECONDS } from './claim-waiters';
 
 /** A worker's last-seen time is written at most this often: every request reads it, few need to write it. */
 const SEEN_PRECISION_MS = 5_000;
@@ -59,9 +60,12 @@ export class Workers {
     return worker;
   }
 
-  /** A worker is online while seen within the lease time: one silent longer has lost any lease it held. */
+  /**
+   * A worker is online while seen within the lease time (one silent longer has lost any lease it
+   * held), or within a waiting claim and a little more: an idle worker's claim is its heartbeat.
+   */
   onlineSince(): Date {
-    return new Date(Date.now() - this.p.config.leaseSeconds * 1000);
+    return new Date(Date.now() - Math.max(this.p.config.leaseSeconds, MAX_CLAIM_WAIT_SECONDS + 5) * 1000);
   }
 
   list(onlineOnly: boolean, first: number, offset: number): Promise<Page<WorkerRecord>> {
