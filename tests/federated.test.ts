@@ -95,7 +95,7 @@ describe('plans', () => {
   const windows = (round: [number, number], shards: number): number[][] => shardWindows(round, shards).map((w) => [w.fromStep, w.toStep]);
 
   it('cut rounds at epoch ends and split rounds into contiguous shard windows', () => {
-    const plan = makePlan(parseRunOptions({ epochs: 2, batchSize: 10, stepsPerRound: 4 }, 2), 105); // 10 steps per epoch
+    const plan = makePlan(parseRunOptions({ epochs: 2, batchSize: 10, stepsPerRound: 4, shardsPerRound: 2 }), 105); // 10 steps per epoch
     expect(plan.rounds).toEqual([[0, 4], [4, 8], [8, 10], [10, 14], [14, 18], [18, 20]]);
     expect(plan.shardsPerRound).toBe(2);
     expect(windows([8, 10], 3)).toEqual([[8, 9], [9, 10]]);

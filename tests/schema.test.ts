@@ -38,5 +38,5 @@ it('generated documents carry result, variable and input types', () => {
 it("the API's hyper-parameters are the engine's training options and the round and verification options, by the same names", () => {
   const input = partuneSchema().getType('HyperParametersInput') as GraphQLInputObjectType;
   const fields = Object.values(input.getFields()).filter((f) => !f.deprecationReason).map((f) => f.name).sort();
-  expect(fields).toEqual([...TRAIN_OPTION_NAMES, 'stepsPerRound', 'shardsPerRound', 'aggregation', 'verification', 'quorum', 'spotCheckRate'].sort());
+  expect(fields).toEqual([...TRAIN_OPTION_NAMES, 'stepsPerRound', 'shardsPerRound', 'autoShards', 'aggregation', 'verification', 'quorum', 'spotCheckRate'].sort());
 });
