@@ -21,7 +21,6 @@ const FLAGS = [
 ];
 
 const suite = describeUnless(existsSync(CHROMIUM) ? undefined : `${CHROMIUM} is not installed (apt install chromium)`);
-if (!existsSync(CHROMIUM)) process.stderr.write(`[skip] edge worker: ${CHROMIUM} is absent (apt-get install chromium)\n`);
 
 suite('edge worker in headless Chromium', () => {
   let server: ServerProcess;

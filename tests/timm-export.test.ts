@@ -22,7 +22,7 @@ function torchLogits(checkpoint: Uint8Array, images: number[][]): number[][] {
 
 const maxDiff = (a: number[][], b: number[][]): number => Math.max(...a.flatMap((row, i) => row.map((v, j) => Math.abs(v - b[i][j]))));
 
-describeUnless(hasTorch ? undefined : `${PYTHON} cannot import torch`)('timm export loads in PyTorch', () => {
+describeUnless(hasTorch ? undefined : `${PYTHON} cannot import torch (apt-get install python3-torch)`)('timm export loads in PyTorch', () => {
   beforeAll(() => useBackend('wasm'));
 
   it('a random toy ViT (GELU, qkv bias, 3 channels): same logits', async () => {
@@ -46,4 +46,3 @@ describeUnless(hasTorch ? undefined : `${PYTHON} cannot import torch`)('timm exp
   });
 });
 
-if (!hasTorch) process.stderr.write(`[skip] timm export check: ${PYTHON} has no torch (apt-get install python3-torch)\n`);
