@@ -2,7 +2,7 @@
 // runEvents subscription, with loss and accuracy curves, a form that shows what a strategy tunes
 // (parameters, delta size) before a run starts, and the strategy chooser (compare.ts).
 import { createClient } from 'graphql-ws';
-import { Catalog, CatalogResult, CreateSoup, DeltaLinks, ModelStrategies, OnlineWorkers, RecentRuns, RunProgress, StartAngleProbe, StartRun } from '../protocol/operations';
+import { Catalog, CatalogResult, CreateSoup, HyperParametersInput, DeltaLinks, ModelStrategies, OnlineWorkers, RecentRuns, RunProgress, StartAngleProbe, StartRun } from '../protocol/operations';
 import { RUN_DEFAULTS } from '../protocol/run-options';
 import { plural } from '../protocol/words';
 import { GraphQLClient } from '../worker/client';
@@ -62,7 +62,7 @@ function preview(): void {
 const num = (id: string): number | undefined => (($(id) as HTMLInputElement).value === '' ? undefined : Number(($(id) as HTMLInputElement).value));
 
 /** The form's training and round options, as startRun and startAngleProbe take them. */
-function hyperParameters(): Record<string, unknown> {
+function hyperParameters(): HyperParametersInput {
   const auto = ($('shardsPerRound') as HTMLInputElement).value.trim().toLowerCase() === 'auto';
   return {
     epochs: num('epochs'), lr: num('lr'), stepsPerRound: num('stepsPerRound'), ...(auto ? { autoShards: true } : { shardsPerRound: num('shardsPerRound') }),

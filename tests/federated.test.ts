@@ -3,7 +3,7 @@
 // update is refused with the tensor named.
 import * as tf from '@tensorflow/tfjs';
 import {
-  TrainingState, TrainableVit, fedAvg, parseTrainOptions, initParams, packDataset, parseState, presetStrategy, serializeState, toHost, train,
+  Checkpoint, Dataset, HostWeights, Strategy, TrainOptions, TrainingState, TrainableVit, fedAvg, parseTrainOptions, initParams, packDataset, parseState, presetStrategy, serializeState, toHost, train,
   tunedShapes, unpackDataset, weightedMean, withNewHead, runShard, inspect, packWindow, selectData, windowRecords,
 } from '../engine';
 import { makePlan, shardWindows } from '../server/runs/plan';
@@ -108,29 +108,43 @@ describe('plans', () => {
 });
 
 describe('shard windows', () => {
+  const norm = { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] };
+
+  /** Round 0 as the server writes it: the base's tuned tensors, zero moments. */
+  const roundZero = (base: Checkpoint, strategy: Strategy): TrainingState => {
+    const tuned = inspect(strategy, TOY).tuned;
+    const zeros = new Map(tuned.map((n) => [n, { shape: base.weights.get(n)!.shape, data: new Float32Array(base.weights.get(n)!.data.length) }]));
+    return { label: { run: 'r', round: 0 }, params: new Map(tuned.map((n) => [n, base.weights.get(n)!])), optimizer: { step: 0, expAvg: zeros, expAvgSq: zeros } };
+  };
+
+  /** The weights one uninterrupted run on `data` ends with: what the windows must reproduce. */
+  const uninterrupted = async (base: Checkpoint, strategy: Strategy, data: Dataset, options: TrainOptions): Promise<HostWeights> => {
+    const whole = new TrainableVit(base.weights, TOY, strategy);
+    for await (const _ of train(whole, { train: data, normalization: norm }, options)) void _;
+    const weights = await whole.weights();
+    whole.dispose();
+    return weights;
+  };
+
+  const drain = async (gen: AsyncGenerator<unknown, TrainingState>): Promise<TrainingState> => {
+    let next = await gen.next();
+    while (!next.done) next = await gen.next();
+    return next.value;
+  };
   it('three windows carrying params and moments give the uninterrupted run exactly', async () => {
     const data = toyData(48);
-    const norm = { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] };
     const options = parseTrainOptions({ epochs: 2, batchSize: 8, lr: 5e-3, seed: 3, cropPadding: 1, flip: true });
     const base = await withNewHead({ config: TOY, weights: await toHost(initParams(TOY, 2)), naming: 'timm', sha256: 'x' }, 3, 0);
     const strategy = presetStrategy('last-half');
 
-    const whole = new TrainableVit(base.weights, TOY, strategy);
-    for await (const _ of train(whole, { train: data, normalization: norm }, options)) void _;
-    const expected = await whole.weights();
-    whole.dispose();
+    const expected = await uninterrupted(base, strategy, data, options);
 
     const tuned = inspect(strategy, TOY).tuned;
-    const zeros = new Map(tuned.map((n) => [n, { shape: base.weights.get(n)!.shape, data: new Float32Array(base.weights.get(n)!.data.length) }]));
-    let state: TrainingState = {
-      label: { run: 'r', round: 0 }, params: new Map(tuned.map((n) => [n, base.weights.get(n)!])), optimizer: { step: 0, expAvg: zeros, expAvgSq: zeros },
-    };
+    let state = roundZero(base, strategy);
     const tensorsBefore = tf.memory().numTensors;
     for (const [round, window] of [[0, 5], [5, 6], [6, 12]].entries()) {
-      const gen = runShard({ base, numClasses: 3, strategy, train: data, normalization: norm, options, window: { from: window[0], to: window[1] }, start: state, label: { run: 'r', round } });
-      let next = await gen.next();
-      while (!next.done) next = await gen.next();
-      state = parseState(serializeState(next.value), tunedShapes(TOY, tuned)); // through the file format, as between machines
+      const update = await drain(runShard({ base, numClasses: 3, strategy, train: data, normalization: norm, options, window: { from: window[0], to: window[1] }, start: state, label: { run: 'r', round } }));
+      state = parseState(serializeState(update), tunedShapes(TOY, tuned)); // through the file format, as between machines
       expect(state.label.samples).toBe((window[1] - window[0]) * 8);
     }
     for (const name of tuned) expect(state.params.get(name)!.data).toEqual(expected.get(name)!.data);
@@ -139,31 +153,20 @@ describe('shard windows', () => {
 
   it('windows trained from packs of only their records give the run on the whole split exactly', async () => {
     const data = toyData(60);
-    const norm = { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] };
     // trainLimit selects 40 of the 60 images; 5 steps per epoch; the middle window crosses an epoch end.
     const options = parseTrainOptions({ epochs: 2, batchSize: 8, lr: 5e-3, seed: 11, trainLimit: 40, cropPadding: 1, flip: true });
     const base = await withNewHead({ config: TOY, weights: await toHost(initParams(TOY, 4)), naming: 'timm', sha256: 'x' }, 3, 0);
     const strategy = presetStrategy('attn-only');
-    const selected = selectData({ train: data, test: data }, options).train;
-    const whole = new TrainableVit(base.weights, TOY, strategy);
-    for await (const _ of train(whole, { train: selected, normalization: norm }, options)) void _;
-    const expected = await whole.weights();
-    whole.dispose();
+    const expected = await uninterrupted(base, strategy, selectData({ train: data, test: data }, options).train, options);
 
     const tuned = inspect(strategy, TOY).tuned;
-    const zeros = new Map(tuned.map((n) => [n, { shape: base.weights.get(n)!.shape, data: new Float32Array(base.weights.get(n)!.data.length) }]));
-    let state: TrainingState = {
-      label: { run: 'r', round: 0 }, params: new Map(tuned.map((n) => [n, base.weights.get(n)!])), optimizer: { step: 0, expAvg: zeros, expAvgSq: zeros },
-    };
+    let state = roundZero(base, strategy);
     for (const [round, [from, to]] of [[0, 3], [3, 7], [7, 10]].entries()) {
       const pack = unpackDataset(packDataset(packWindow(data, options, { from, to })));
       expect(pack.count).toBe((to - from) * 8);
-      const gen = runShard({
+      state = await drain(runShard({
         base, numClasses: 3, strategy, train: pack, packed: { trainImages: 40 }, normalization: norm, options, window: { from, to }, start: state, label: { run: 'r', round },
-      });
-      let next = await gen.next();
-      while (!next.done) next = await gen.next();
-      state = next.value;
+      }));
     }
     for (const name of tuned) expect(state.params.get(name)!.data).toEqual(expected.get(name)!.data);
   });
@@ -177,12 +180,10 @@ describe('shard windows', () => {
     expect(() => windowRecords(60, options, { from: 8, to: 11 })).toThrow(/outside the run's 10 steps/);
 
     const base = await withNewHead({ config: TOY, weights: await toHost(initParams(TOY, 4)), naming: 'timm', sha256: 'x' }, 3, 0);
-    const tuned = inspect(presetStrategy('attn-only'), TOY).tuned;
-    const zeros = new Map(tuned.map((n) => [n, { shape: base.weights.get(n)!.shape, data: new Float32Array(base.weights.get(n)!.data.length) }]));
-    const start: TrainingState = { label: { run: 'r', round: 0 }, params: new Map(tuned.map((n) => [n, base.weights.get(n)!])), optimizer: { step: 0, expAvg: zeros, expAvgSq: zeros } };
+    const start = roundZero(base, presetStrategy('attn-only'));
     const gen = runShard({
       base, numClasses: 3, strategy: presetStrategy('attn-only'), train: packWindow(toyData(60), options, { from: 0, to: 2 }), packed: { trainImages: 40 },
-      normalization: { mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] }, options, window: { from: 0, to: 3 }, start, label: { run: 'r', round: 0 },
+      normalization: norm, options, window: { from: 0, to: 3 }, start, label: { run: 'r', round: 0 },
     });
     await expect(gen.next()).rejects.toThrow('a pack of steps 0-3 must hold 24 records; this one holds 16');
   });

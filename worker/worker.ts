@@ -47,8 +47,6 @@ export class PartuneWorker {
   id = '';
   shardsDone = 0;
   samples = 0;
-  /** Bytes downloaded for the shards done (model, records, states). */
-  downloadedBytes = 0;
 
   constructor(private readonly o: WorkerOptions) {
     this.log = o.log ?? (() => undefined);
@@ -178,7 +176,6 @@ export class PartuneWorker {
       });
       this.shardsDone++;
       this.samples += result.label.samples ?? 0;
-      this.downloadedBytes += downloaded;
       this.log(`${label}: done, loss ${(lossSum / done).toFixed(4)}, ${ips.toFixed(1)} img/s, downloaded ${(downloaded / 1024).toFixed(1)} KiB`);
     } catch (e) {
       if (e instanceof LeaseLost) {

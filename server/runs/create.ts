@@ -114,12 +114,12 @@ export class RunCreation {
   }
 
   private record(
-    model: ModelRecord, dataset: DatasetRecord, spec: RunSpec, s: Pick<RunRecord, 'strategy' | 'strategyName' | 'tunedParams' | 'totalParams'>, trainBytes = 0,
+    model: ModelRecord, dataset: DatasetRecord, spec: RunSpec, s: Pick<RunRecord, 'strategy' | 'strategyName' | 'tunedParams' | 'totalParams'>, windowBytes = 0,
   ): RunRecord {
     const at = new Date();
     return {
       id: randomUUID(), spec, modelId: model.id, datasetId: dataset.id, ...s, status: 'PREPARING', plan: null, round: 0, step: 0, state: null,
-      normalization: null, numClasses: dataset.classes, memoryNeed: 4 * model.blob.bytes + trainBytes, metrics: [], accuracy: null, loss: null,
+      normalization: null, numClasses: dataset.classes, memoryNeed: 4 * model.blob.bytes + windowBytes, metrics: [], accuracy: null, loss: null,
       deltaId: null, error: null, public: false, createdAt: at, updatedAt: at, finishedAt: null,
     };
   }
