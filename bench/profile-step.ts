@@ -1,7 +1,8 @@
 // Where one training step spends its time: backend kernels of a full fine-tuning step (batch
 // 32), grouped by kernel and input shapes. Writes bench/results/profile-<model>.json.
-// Products on the native BLAS with one thread, or with --blas off on XNNPACK (the browser's path,
-// written as profile-<model>-xnnpack.json). Run: node dist/bench/profile-step.js [--blas off] [model ...]
+// Products on the native BLAS with one thread, with --blas off on XNNPACK (profile-<model>-xnnpack.json)
+// or with --blas engine on the engine's GEMM, the browser's path (profile-<model>-gemm.json).
+// Run: node dist/bench/profile-step.js [--blas off|engine] [model ...]
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
@@ -52,10 +53,11 @@ async function profile(name: string, backend: string, detail: string, suffix: st
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
-  const off = args[0] === '--blas' && args[1] === 'off';
-  const models = off ? args.slice(2) : args;
-  const { name, detail } = await selectBackend('auto', { blas: off ? 'off' : 'auto', threads: 1 });
-  for (const model of models.length ? models : ['vit_mnist_500k', 'vit_tiny_patch4_32']) await profile(model, name, detail, off ? '-xnnpack' : '');
+  const blas = args[0] === '--blas' ? args[1] : 'auto';
+  const models = args[0] === '--blas' ? args.slice(2) : args;
+  const { name, detail } = await selectBackend('auto', { blas, threads: 1 });
+  const suffix = blas === 'off' ? '-xnnpack' : blas === 'engine' ? '-gemm' : '';
+  for (const model of models.length ? models : ['vit_mnist_500k', 'vit_tiny_patch4_32']) await profile(model, name, detail, suffix);
 }
 
 main().catch((e: Error) => {

@@ -35,7 +35,7 @@ export function say(o: Options, line: string): void {
   if (!o.quiet) process.stderr.write(`${line}\n`);
 }
 
-/** --backend, and for wasm --blas auto|off|PATH and --threads N (the native BLAS's threads). */
+/** --backend, and for wasm --blas auto|off|engine|PATH (off: XNNPACK; engine: the tabs' GEMM) and --threads N. */
 export const selectBackendFrom = (o: Options): ReturnType<typeof selectBackend> =>
   selectBackend((str(o, 'backend') ?? 'auto') as BackendChoice, { blas: str(o, 'blas'), threads: optionalInt(o, 'threads') });
 

@@ -17,9 +17,10 @@ import {
   Aggregation, CreateUpload, DatasetFormat, DeltaDownload, HyperParametersInput, ImportDataset, MergeDelta, Normalize, RegisterModel, RunProgress, RunResult, Verification,
   RunResultResult, StartRun,
 } from '../protocol/operations';
-import { Options, configFrom, need, num, optionalInt, say, selectBackendFrom, str } from './commands';
+import { Options, configFrom, need, num, optionalInt, say, str } from './commands';
 import { openCheckpoint } from '../node/checkpoints';
-import { selectBackend } from '../node/backend';
+import { BackendChoice, selectBackend } from '../node/backend';
+import { NodeBackends } from '../node/worker-backends';
 import { exportCheckpoint } from '../engine';
 import { givenTrainOptions } from './options';
 import { ProgressBar } from './progress';
@@ -65,7 +66,8 @@ export async function serveCommand(o: Options): Promise<Record<string, unknown>>
 }
 
 export async function workerCommand(o: Options): Promise<Record<string, unknown>> {
-  const backend = await selectBackendFrom(o);
+  const backends = await NodeBackends.open((str(o, 'backend') ?? 'auto') as BackendChoice, { blas: str(o, 'blas'), threads: optionalInt(o, 'threads') });
+  const backend = backends.info;
   say(o, `[worker ${str(o, 'name') ?? process.pid}] backend: ${backend.name} (${backend.detail}); kernel class ${backend.kernelClass}`);
   const controller = new AbortController();
   process.once('SIGTERM', () => controller.abort());
@@ -73,6 +75,8 @@ export async function workerCommand(o: Options): Promise<Record<string, unknown>
   const worker = new PartuneWorker({
     server: need(o, 'server'), token: str(o, 'token') ?? process.env.PARTUNE_WORKER_TOKEN ?? need(o, 'token'),
     name: str(o, 'name') ?? `${hostname()}-${process.pid}`, kind: 'node', backend: backend.name, kernelClass: backend.kernelClass,
+    prepare: ({ config, strategy, batchSize }) => backends.forModel(config, strategy, batchSize),
+    backendChoice: () => backends.report,
     log: (line) => say(o, `[worker ${str(o, 'name') ?? process.pid}] ${line}`), signal: controller.signal,
     maxShards: optionalInt(o, 'max-shards'),
     memoryBudget: str(o, 'memory-mib') === undefined ? undefined : num(o, 'memory-mib', 0, true) * 2 ** 20,

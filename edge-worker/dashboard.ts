@@ -148,6 +148,11 @@ async function loadComparison(): Promise<void> {
   await renderComparison(api(), model, dataset, { table: $('compareRows'), plot: $('comparePlot'), summary: $('compareSummary') });
 }
 
+/** A worker's kernel class and how its backend was chosen: every timing, or why not timed. */
+const backendTitle = (w: { kernelClass?: string | null; backendChoice?: { timings: { backend: string; imagesPerSecond?: number | null; note?: string | null }[] } | null }): string =>
+  [w.kernelClass ?? '', ...(w.backendChoice?.timings ?? []).map((t) => `${t.backend}: ${t.imagesPerSecond != null ? `${t.imagesPerSecond.toFixed(1)} img/s` : (t.note ?? '-')}`)]
+    .filter(Boolean).join('\n');
+
 async function loadWorkers(): Promise<void> {
   if (!token()) {
     $('workers').innerHTML = '<tr><td colspan="6">a read token (or the admin token) shows the workers</td></tr>';
@@ -159,7 +164,7 @@ async function loadWorkers(): Promise<void> {
   const record = (w: { trust: string; agreed: number; disagreed: number; strikes: number }): string =>
     `${w.trust.toLowerCase()}: ${w.agreed} agreed, ${w.disagreed} outvoted, ${w.strikes} strikes`;
   $('workers').innerHTML = d.workers.items.map((w) => `<tr data-quarantined="${w.quarantined}" data-trust="${w.trust}"><td>${esc(w.name)}${state(w)}</td><td>${w.kind}</td>`
-    + `<td title="${esc(w.kernelClass ?? '')}">${esc(w.backend)}</td><td>${w.shardsDone}</td><td>${w.imagesPerSecond?.toFixed(1) ?? '-'}</td><td>${record(w)}</td></tr>`).join('')
+    + `<td title="${esc(backendTitle(w))}">${esc(w.backend)}${w.backendChoice ? ` (${esc(w.backendChoice.how)})` : ''}</td><td>${w.shardsDone}</td><td>${w.imagesPerSecond?.toFixed(1) ?? '-'}</td><td>${record(w)}</td></tr>`).join('')
     || '<tr><td colspan="6">no worker online: run <code>partune worker</code> or open /worker</td></tr>';
 }
 

@@ -1,11 +1,11 @@
 // The edge-worker page: a browser tab that contributes compute. It obtains a volunteer token,
 // picks a backend, and runs the same shard-protocol client and engine as the Node worker.
 import { PartuneWorker } from '../worker/worker';
-import { VolunteerToken } from '../protocol/operations';
+import { BackendChoiceInput, VolunteerToken } from '../protocol/operations';
 import { plural } from '../protocol/words';
 import { GraphQLClient } from '../worker/client';
 import { WsGraphQLClient } from '../worker/ws-client';
-import { chooseBackend } from './backend';
+import { BackendState, BrowserBackends } from './backend';
 
 const $ = <T extends HTMLElement>(id: string): T => document.getElementById(id) as T;
 const params = new URLSearchParams(location.search);
@@ -20,6 +20,25 @@ function log(line: string): void {
   $('log').prepend(li);
   while ($('log').children.length > 50) $('log').lastChild!.remove();
 }
+
+/** The choice and every timing, on the page (a table) and as the claims send it. */
+function showBackend(s: BackendState): void {
+  show('backend', `${s.name}: ${s.detail} (${s.how}${s.model ? ` on ${s.model}` : ''})`);
+  document.body.dataset.backend = s.name;
+  const rows = s.timings.map((t) => {
+    const tr = document.createElement('tr');
+    const speed = t.imagesPerSecond === null ? (t.note ?? '-') : `${t.imagesPerSecond.toFixed(1)} img/s`;
+    for (const text of [t.backend === s.name ? `${t.backend} (chosen)` : t.backend, t.detail, speed]) tr.appendChild(document.createElement('td')).textContent = text;
+    tr.dataset.backend = t.backend;
+    return tr;
+  });
+  $('timings').replaceChildren(...rows);
+}
+
+const choiceInput = (s: BackendState): BackendChoiceInput => ({
+  chosen: s.name, detail: s.detail, how: s.how, model: s.model,
+  timings: s.timings.map((t) => ({ backend: t.backend, detail: t.detail, imagesPerSecond: t.imagesPerSecond, note: t.note })),
+});
 
 async function volunteerToken(server: string): Promise<string> {
   const given = params.get('token');
@@ -37,8 +56,11 @@ async function main(): Promise<void> {
     show('state', 'stopping after the current step');
   });
   addEventListener('pagehide', () => controller.abort()); // the lease lapses and the shard is re-issued
-  const backend = await chooseBackend(params.get('backend'), `${location.origin}/worker/wasm/`);
-  show('backend', backend.detail);
+  const backends = await BrowserBackends.open({
+    forced: params.get('backend'), wasmPath: `${location.origin}/worker/wasm/`, threadScript: `${location.origin}/worker/gemm-thread.js`,
+    products: params.get('products') === 'xnnpack' ? 'xnnpack' : 'gemm', storage: params.get('remember') === '0' ? null : localStorage,
+  });
+  showBackend(backends.current);
   const token = await volunteerToken(server);
   // One graphql-ws socket carries the whole shard protocol; it reconnects after a server restart.
   // Shards whose model and data would not fit are left to other workers.
@@ -46,8 +68,15 @@ async function main(): Promise<void> {
   show('memory', `${memoryMiB.toLocaleString()} MiB`);
   const connect = (t: string): WsGraphQLClient => new WsGraphQLClient(server.replace(/^http/, 'ws'), t, (status) => show('connection', status));
   const worker = new PartuneWorker({
-    server, token, connect, memoryBudget: memoryMiB * 2 ** 20, name: params.get('name') ?? `browser-${Math.random().toString(36).slice(2, 8)}`, kind: 'browser', backend: backend.name,
-    kernelClass: backend.kernelClass,
+    server, token, connect, memoryBudget: memoryMiB * 2 ** 20, name: params.get('name') ?? `browser-${Math.random().toString(36).slice(2, 8)}`, kind: 'browser', backend: backends.current.name,
+    kernelClass: backends.current.kernelClass,
+    prepare: async ({ config, strategy, batchSize }) => {
+      if (backends.current.model === null) show('backend', 'measuring each backend on the run\'s model');
+      const state = await backends.forModel(config, strategy, batchSize);
+      showBackend(state);
+      return state;
+    },
+    backendChoice: () => choiceInput(backends.current),
     signal: controller.signal, log,
     onProgress: (p) => {
       show('run', `${p.runId.slice(0, 8)} shard ${p.shard.slice(0, 8)}`);

@@ -22,7 +22,7 @@ interface WasmBackendInternals {
 }
 
 export interface NativeBlasOptions {
-  /** 'auto' (OpenBLAS or Accelerate if present), 'off', or the path of a CBLAS shared library; default $PARTUNE_BLAS or 'auto'. */
+  /** 'auto' (OpenBLAS or Accelerate if present), 'off' (XNNPACK), or the path of a CBLAS shared library; default $PARTUNE_BLAS or 'auto'. ('engine', the engine's GEMM, is node/backend.ts's.) */
   readonly blas?: string;
   /** BLAS threads; default: every core. */
   readonly threads?: number;

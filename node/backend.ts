@@ -2,9 +2,10 @@
 // Optional backends are loaded only if installed: none of them is a hard dependency.
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
-import { cpus } from 'node:os';
+import { availableParallelism, cpus } from 'node:os';
 import { installWasmKernels, kernelClass } from '../engine';
 import { NativeBlasOptions, installNativeBlas } from '../native';
+import { installNodeGemm } from './gemm';
 
 // A Node process runs TensorFlow.js as a product: no debug checks, no advert for tfjs-node.
 tf.enableProdMode();
@@ -35,19 +36,33 @@ async function loadTensorflow(): Promise<string | null> {
   return null;
 }
 
-async function loadWebgpu(): Promise<string> {
-  let gpu: { create: (flags: string[]) => unknown; globals: object };
+/** A WebGPU adapter as Dawn describes it; software ones (SwiftShader, llvmpipe) are never chosen by `auto`. */
+export interface WebgpuAdapter {
+  readonly name: string;
+  readonly software: boolean;
+}
+
+const SOFTWARE_ADAPTER = /swiftshader|llvmpipe|lavapipe|softpipe|software/i;
+
+/** Loads tfjs's WebGPU backend on Dawn (the optional `webgpu` package) and describes its adapter. */
+export async function loadWebgpu(): Promise<WebgpuAdapter> {
+  let gpu: { create: (flags: string[]) => { requestAdapter(): Promise<{ info?: Record<string, unknown>; isFallbackAdapter?: boolean } | null> }; globals: object };
   try {
     gpu = require('webgpu');
     require.resolve('@tensorflow/tfjs-backend-webgpu');
   } catch {
     throw new Error("the webgpu backend needs the optional packages 'webgpu' and '@tensorflow/tfjs-backend-webgpu' (npm install them)");
   }
-  Object.assign(globalThis, gpu.globals);
-  Object.defineProperty(globalThis, 'navigator', { value: { gpu: gpu.create([]) }, configurable: true });
-  require('@tensorflow/tfjs-backend-webgpu');
-  if (!(await tf.setBackend('webgpu'))) throw new Error('no WebGPU adapter found');
-  return 'webgpu (Dawn via the webgpu package)';
+  if (!tf.findBackend('webgpu')) {
+    Object.assign(globalThis, gpu.globals);
+    Object.defineProperty(globalThis, 'navigator', { value: { gpu: gpu.create([]) }, configurable: true });
+    require('@tensorflow/tfjs-backend-webgpu');
+  }
+  const adapter = await (globalThis as unknown as { navigator: { gpu: ReturnType<typeof gpu.create> } }).navigator.gpu.requestAdapter();
+  if (!adapter || !(await tf.setBackend('webgpu'))) throw new Error('no WebGPU adapter found (is a Vulkan driver installed?)');
+  const info = adapter.info ?? {};
+  const name = [info.vendor, info.architecture, info.description].filter(Boolean).join(' ') || 'unnamed adapter';
+  return { name, software: Boolean(adapter.isFallbackAdapter ?? info.isFallbackAdapter) || SOFTWARE_ADAPTER.test(name) };
 }
 
 /** `native` applies to the wasm backend: its products on the machine's BLAS when one is found. */
@@ -60,20 +75,31 @@ export async function selectBackend(choice: BackendChoice = 'auto', native: Nati
     if (choice === 'tensorflow') throw new Error('neither @tensorflow/tfjs-node-gpu nor @tensorflow/tfjs-node is installed');
   }
   if (choice === 'webgpu') {
-    const detail = await loadWebgpu();
-    return { name: 'webgpu', detail, kernelClass: await kernelClass('dawn') };
+    const adapter = await loadWebgpu();
+    // Shaders round differently on each GPU: the adapter is part of the class.
+    return { name: 'webgpu', detail: `WebGPU on ${adapter.name} (Dawn via the webgpu package)`, kernelClass: await kernelClass(`dawn/${adapter.name}`) };
   }
   if (choice === 'cpu') {
     await tf.setBackend('cpu');
     return { name: 'cpu', detail: 'pure JavaScript (slow; for reference)', kernelClass: await kernelClass() };
   }
   await installWasmKernels();
-  const blas = installNativeBlas(native);
+  const blasChoice = native.blas ?? process.env.PARTUNE_BLAS ?? 'auto';
+  const blas = blasChoice === 'engine' ? ({ active: false, reason: 'the engine GEMM was asked for' } as const) : installNativeBlas(native);
+  if (!blas.active && blasChoice !== 'off') {
+    // The browser tabs' GEMM (2x XNNPACK's products): a Node worker on it computes in the tabs' kernel class.
+    const threads = native.threads ?? availableParallelism();
+    const gemm = await installNodeGemm(threads);
+    if (!(await tf.setBackend('wasm'))) throw new Error('the wasm backend failed to start');
+    await tf.ready();
+    const why = blasChoice === 'engine' ? '' : `; native BLAS: ${blas.reason}`;
+    return { name: 'wasm', detail: `WebAssembly (products on the engine GEMM, ${gemm.arithmetic}, ${threads} thread${threads > 1 ? 's' : ''}${why})`, kernelClass: await kernelClass(`gemm-${gemm.arithmetic}`) };
+  }
   if (!(await tf.setBackend('wasm'))) throw new Error('the wasm backend failed to start');
   await tf.ready();
   const products = blas.active
     ? `products on ${blas.library.split(' ').slice(0, 2).join(' ')}, ${blas.threads} thread${blas.threads > 1 ? 's' : ''}`
-    : `XNNPACK + SIMD kernels; native BLAS: ${blas.reason}`;
+    : 'XNNPACK + SIMD kernels; native BLAS turned off';
   // OpenBLAS's configuration names its build and the core it picked: both order the sums.
   const device = blas.active ? `blas:${blas.library}/t${blas.threads}` : undefined;
   return { name: 'wasm', detail: `WebAssembly (${products}), ${choice === 'auto' ? 'no tfjs-node installed' : 'requested'}`, kernelClass: await kernelClass(device) };

@@ -17,6 +17,21 @@ export interface AngleProbeInput {
   topK?: number | null;
 }
 
+export interface BackendChoiceInput {
+  chosen: string;
+  detail: string;
+  how: string;
+  model?: string | null;
+  timings: Array<BackendTimingInput>;
+}
+
+export interface BackendTimingInput {
+  backend: string;
+  detail: string;
+  imagesPerSecond?: number | null;
+  note?: string | null;
+}
+
 export interface CreateSoupInput {
   heldOut?: number | null;
   method?: SoupMethod;
@@ -146,8 +161,8 @@ export interface ClaimShardResult {
     uploadUrl: string;
   } | null;
 }
-export interface ClaimShardVariables { memoryBudget?: number | null; wait?: number | null; }
-export const ClaimShard = "mutation ClaimShard($memoryBudget: Float, $wait: Int) {\n  claimShard(memoryBudget: $memoryBudget, wait: $wait) {\n    shard {\n      id\n      round\n      index\n      replica\n      attempt\n    }\n    job\n    model {\n      url\n      sha256\n      bytes\n    }\n    train {\n      url\n      sha256\n      bytes\n    }\n    records {\n      url\n      sha256\n      bytes\n    }\n    state {\n      url\n      sha256\n      bytes\n    }\n    uploadUrl\n  }\n}" as TypedDocument<ClaimShardResult, ClaimShardVariables>;
+export interface ClaimShardVariables { memoryBudget?: number | null; wait?: number | null; backend?: BackendChoiceInput | null; }
+export const ClaimShard = "mutation ClaimShard($memoryBudget: Float, $wait: Int, $backend: BackendChoiceInput) {\n  claimShard(memoryBudget: $memoryBudget, wait: $wait, backend: $backend) {\n    shard {\n      id\n      round\n      index\n      replica\n      attempt\n    }\n    job\n    model {\n      url\n      sha256\n      bytes\n    }\n    train {\n      url\n      sha256\n      bytes\n    }\n    records {\n      url\n      sha256\n      bytes\n    }\n    state {\n      url\n      sha256\n      bytes\n    }\n    uploadUrl\n  }\n}" as TypedDocument<ClaimShardResult, ClaimShardVariables>;
 
 export interface HeartbeatResult {
   heartbeat: {
@@ -464,8 +479,16 @@ export interface OnlineWorkersResult {
       disagreed: number;
       streak: number;
       kernelClass: string | null;
+      backendChoice: {
+        how: string;
+        timings: Array<{
+          backend: string;
+          imagesPerSecond: number | null;
+          note: string | null;
+        }>;
+      } | null;
     }>;
   };
 }
 export interface OnlineWorkersVariables {  }
-export const OnlineWorkers = "query OnlineWorkers {\n  workers(online: true) {\n    items {\n      name\n      kind\n      backend\n      shardsDone\n      imagesPerSecond\n      online\n      trusted\n      strikes\n      quarantined\n      trust\n      agreed\n      disagreed\n      streak\n      kernelClass\n    }\n  }\n}" as TypedDocument<OnlineWorkersResult, OnlineWorkersVariables>;
+export const OnlineWorkers = "query OnlineWorkers {\n  workers(online: true) {\n    items {\n      name\n      kind\n      backend\n      shardsDone\n      imagesPerSecond\n      online\n      trusted\n      strikes\n      quarantined\n      trust\n      agreed\n      disagreed\n      streak\n      kernelClass\n      backendChoice {\n        how\n        timings {\n          backend\n          imagesPerSecond\n          note\n        }\n      }\n    }\n  }\n}" as TypedDocument<OnlineWorkersResult, OnlineWorkersVariables>;

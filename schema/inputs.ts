@@ -92,3 +92,20 @@ export class RunFilter {
   @Field({ nullable: true }) model?: string;
   @Field({ nullable: true }) dataset?: string;
 }
+
+@InputType({ description: "One backend's training speed on the measured model" })
+export class BackendTimingInput {
+  @Field() backend!: string;
+  @Field() detail!: string;
+  @Field(() => Float, { nullable: true, description: 'Training img/s; null where not timed' }) imagesPerSecond?: number;
+  @Field({ nullable: true, description: 'Why it was not timed or not chosen' }) note?: string;
+}
+
+@InputType({ description: 'How a worker chose its TensorFlow.js backend, sent with its claims' })
+export class BackendChoiceInput {
+  @Field() chosen!: string;
+  @Field() detail!: string;
+  @Field({ description: 'forced, measured, remembered or only one' }) how!: string;
+  @Field({ nullable: true, description: 'The model shape the timings were measured on' }) model?: string;
+  @Field(() => [BackendTimingInput]) timings!: BackendTimingInput[];
+}

@@ -188,6 +188,23 @@ export class Run {
   datasetId!: string;
 }
 
+@ObjectType({ description: "One backend's training speed on the model a worker measured" })
+export class BackendTiming {
+  @Field() backend!: string;
+  @Field() detail!: string;
+  @Field(() => Float, { nullable: true, description: 'Training img/s; null where not timed' }) imagesPerSecond?: number;
+  @Field({ nullable: true, description: 'Why it was not timed or not chosen' }) note?: string;
+}
+
+@ObjectType({ description: "How a worker chose its TensorFlow.js backend: by measuring each on the run's model, unless forced" })
+export class BackendChoice {
+  @Field() chosen!: string;
+  @Field() detail!: string;
+  @Field({ description: 'forced, measured, remembered or only one' }) how!: string;
+  @Field({ nullable: true, description: 'The model shape measured (size, patch, width x depth, heads, MLP, classes, strategy, batch)' }) model?: string;
+  @Field(() => [BackendTiming]) timings!: BackendTiming[];
+}
+
 @ObjectType()
 export class Worker {
   @Field(() => ID) id!: string;
@@ -208,6 +225,7 @@ export class Worker {
   @Field(() => Int, { description: 'Results outvoted by other workers\'' }) disagreed!: number;
   @Field(() => Int, { description: 'Agreed results since its last disagreement' }) streak!: number;
   @Field({ nullable: true, description: 'The kernel class of its latest result' }) kernelClass?: string;
+  @Field(() => BackendChoice, { nullable: true, description: 'How it chose its backend, as it last said with a claim' }) backendChoice?: BackendChoice;
 }
 
 @ObjectType({ description: "A registered worker and its credential: the bearer token of every shard-protocol call it makes" })

@@ -1,26 +1,21 @@
 // The edge worker in a real headless Chromium (Debian's /usr/bin/chromium, driven by
 // playwright-core): a server with no Node worker, one tab on /worker, a run started over GraphQL.
-// On the wasm backend the tab runs the same engine code on the same kernels as a Node worker, so
-// with one shard per round its run must equal `partune finetune` bit for bit.
+// On the wasm backend the tab runs the same engine code on the same kernels as a Node worker on
+// `--blas engine` (the engine's GEMM, relaxed-SIMD FMA in both), so with one shard per round its
+// run must equal `partune finetune` bit for bit.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Browser, chromium } from 'playwright-core';
 import { STATE_KEY, parseDelta, parseSafetensors, serializeSafetensors } from '../engine';
 import { CLI, RUN_QUERY, ServerProcess, WorkerProcess, cliJson, gql, ok, startServer, startWorker, uploadBytes, waitFor, waitForRun } from '../node/local-platform';
 import { describeUnless } from './support/skip';
+import { CHROMIUM, CHROMIUM_FLAGS, chromiumMissing } from '../node/chromium';
 
 jest.setTimeout(300_000);
 
-const CHROMIUM = '/usr/bin/chromium';
-// playwright adds --headless, --no-sandbox and a fresh profile; these keep Chromium off the network.
-const FLAGS = [
-  '--disable-dev-shm-usage', '--disable-quic', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--enable-unsafe-webgpu', '--enable-unsafe-swiftshader',
-];
-
-const suite = describeUnless(existsSync(CHROMIUM) ? undefined : `${CHROMIUM} is not installed (apt install chromium)`);
+const suite = describeUnless(chromiumMissing());
 
 suite('edge worker in headless Chromium', () => {
   let server: ServerProcess;
@@ -30,13 +25,13 @@ suite('edge worker in headless Chromium', () => {
 
   beforeAll(async () => {
     spawnSync(process.execPath, [CLI, 'convert', '--checkpoint', 'random:vit_micro_patch4_28', '--out', micro, '--quiet']);
-    // Bit-for-bit comparisons with the browser need Node on the same kernels: XNNPACK, not the native BLAS.
-    server = await startServer({ PARTUNE_LEASE_SECONDS: '4', PARTUNE_BLAS: 'off' });
+    // Bit-for-bit comparisons with the browser need Node on the same kernels: the engine's GEMM, not the native BLAS.
+    server = await startServer({ PARTUNE_LEASE_SECONDS: '4', PARTUNE_BLAS: 'engine' });
     const uploadId = await uploadBytes(server, 'micro.safetensors', readFileSync(micro));
     await ok(server.url, server.admin, 'mutation($i: RegisterModelInput!) { registerModel(input: $i) { id } }', { i: { name: 'micro', uploadId } });
     await ok(server.url, server.admin, 'mutation($i: ImportDatasetInput!) { importDataset(input: $i) { id } }',
       { i: { name: 'digits', format: 'MNIST_PACKAGE', trainLimit: 1024, testLimit: 400 } });
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS });
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_FLAGS });
   });
   afterAll(async () => {
     await browser?.close();
@@ -60,14 +55,16 @@ suite('edge worker in headless Chromium', () => {
       { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { epochs: 2, stepsPerRound: 8, shardsPerRound: 1, verification: 'NONE' } } });
     const run = await waitForRun(server, startRun.id);
     expect(run.status).toBe('SUCCEEDED');
-    const { workers } = await ok(server.url, server.admin, '{ workers { items { name kind backend shardsDone samples imagesPerSecond } } }');
-    expect(workers.items).toEqual([expect.objectContaining({ name: 'tab-1', kind: 'browser', backend: 'wasm', shardsDone: 8, samples: 64 * 32 })]);
+    const { workers } = await ok(server.url, server.admin, '{ workers { items { name kind backend shardsDone samples imagesPerSecond kernelClass backendChoice { chosen how } } } }');
+    expect(workers.items).toEqual([expect.objectContaining({
+      name: 'tab-1', kind: 'browser', backend: 'wasm', shardsDone: 8, samples: 64 * 32, kernelClass: expect.stringMatching(/^wasm-gemm-/), backendChoice: { chosen: 'wasm', how: 'forced' },
+    })]);
     await waitFor('the page to count its shards', async () => (await page.getAttribute('body', 'data-shards')) === '8', 10_000);
     expect(await page.textContent('#samples')).toMatch(/2,048 images in 8 shards/);
 
     const reference = join(tmp, 'single.safetensors');
     const single = await cliJson(['finetune', '--checkpoint', micro, '--data', 'mnist', '--strategy', 'attn-only', '--train-limit', '1024',
-      '--test-limit', '400', '--epochs', '2', '--backend', 'wasm', '--blas', 'off', '--out', reference]);
+      '--test-limit', '400', '--epochs', '2', '--backend', 'wasm', '--blas', 'engine', '--out', reference]);
     expect(run.accuracy).toBe(single.accuracy);
     const ours = parseDelta(new Uint8Array(await (await fetch(run.delta.downloadUrl)).arrayBuffer()));
     const theirs = parseDelta(new Uint8Array(readFileSync(reference)));
@@ -81,8 +78,38 @@ suite('edge worker in headless Chromium', () => {
     await page.close();
   });
 
+  it("auto: a tab times its backends on the run's model, never takes SwiftShader, shows the timings and remembers them", async () => {
+    const context = await browser.newContext(); // one localStorage for both visits
+    const origin = server.url.replace('/graphql', '');
+    const start = async (): Promise<string> => (await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }',
+      { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { epochs: 1, stepsPerRound: 16, shardsPerRound: 1, verification: 'NONE' } } })).startRun.id;
+    const choice = async (name: string): Promise<any> => (await ok(server.url, server.admin, '{ workers(first: 10) { items { name backend backendChoice { chosen how model timings { backend detail imagesPerSecond note } } } } }'))
+      .workers.items.find((w: { name: string }) => w.name === name);
+    try {
+      for (const [visit, how] of [['tab-auto-1', /^(only one|measured)$/], ['tab-auto-2', /^remembered$/]] as const) {
+        const page = await context.newPage();
+        await page.goto(`${origin}/worker?name=${visit}`);
+        await page.waitForFunction(() => document.body.dataset.state === 'working', null, { timeout: 60_000 });
+        expect((await waitForRun(server, await start())).status).toBe('SUCCEEDED');
+        const row = await choice(visit);
+        expect(row).toEqual(expect.objectContaining({ backend: 'wasm', backendChoice: expect.objectContaining({ chosen: 'wasm', how: expect.stringMatching(how), model: expect.stringContaining('d64x4h4m128') }) }));
+        const timings = Object.fromEntries(row.backendChoice.timings.map((t: { backend: string }) => [t.backend, t]));
+        expect(timings.wasm.imagesPerSecond).toBeGreaterThan(0);
+        // This machine's only WebGPU adapter is SwiftShader: listed, never timed, never chosen.
+        expect(timings.webgpu).toEqual(expect.objectContaining({ imagesPerSecond: null, note: expect.stringMatching(/^never chosen: a (fallback|software) adapter .*swiftshader/i) }));
+        expect(await page.getAttribute('body', 'data-backend')).toBe('wasm');
+        expect(await page.textContent('#timings tr[data-backend="wasm"]')).toMatch(/^wasm \(chosen\).*GEMM.*\d img\/s$/);
+        expect(await page.textContent('#timings tr[data-backend="webgpu"]')).toMatch(/never chosen/);
+        process.stderr.write(`[edge] auto (${row.backendChoice.how}): ${row.backendChoice.timings.map((t: any) => `${t.backend} ${t.imagesPerSecond?.toFixed(1) ?? t.note}`).join('; ')}\n`);
+        await page.close();
+      }
+    } finally {
+      await context.close();
+    }
+  });
+
   it('a mixed fleet (one Node worker, two tabs) survives a tab closed mid-shard, and computes what an uninterrupted fleet does', async () => {
-    const node: WorkerProcess = startWorker(server, 'node-1', ['--blas', 'off']);
+    const node: WorkerProcess = startWorker(server, 'node-1', ['--blas', 'engine']);
     const origin = server.url.replace('/graphql', '');
     const tabs = await Promise.all(['tab-a', 'tab-b'].map(async (name) => {
       const page = await browser.newPage();
@@ -125,7 +152,7 @@ suite('edge worker in headless Chromium', () => {
   });
 
   it('a lying tab (its uploads\' moments forged on the wire) is outvoted under QUORUM; the run equals a single process', async () => {
-    const nodes = [startWorker(server, 'node-q1', ['--blas', 'off']), startWorker(server, 'node-q2', ['--blas', 'off'])];
+    const nodes = [startWorker(server, 'node-q1', ['--blas', 'engine']), startWorker(server, 'node-q2', ['--blas', 'engine'])];
     const page = await browser.newPage();
     const forged: string[] = [];
     // Same parameters, first moments zeroed: within every bound, only a replica's digest tells.
@@ -145,7 +172,7 @@ suite('edge worker in headless Chromium', () => {
       expect(run.status).toBe('SUCCEEDED');
       const reference = join(tmp, 'single-quorum.safetensors');
       await cliJson(['finetune', '--checkpoint', micro, '--data', 'mnist', '--strategy', 'attn-only', '--train-limit', '1024', '--test-limit', '400', '--epochs', '2',
-        '--backend', 'wasm', '--blas', 'off', '--out', reference]);
+        '--backend', 'wasm', '--blas', 'engine', '--out', reference]);
       const ours = parseDelta(new Uint8Array(await (await fetch(run.delta.downloadUrl)).arrayBuffer()));
       for (const [k, t] of parseDelta(new Uint8Array(readFileSync(reference))).tensors) {
         expect(Buffer.compare(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength), Buffer.from(ours.tensors.get(k)!.data.buffer, ours.tensors.get(k)!.data.byteOffset, ours.tensors.get(k)!.data.byteLength))).toBe(0);
@@ -155,7 +182,7 @@ suite('edge worker in headless Chromium', () => {
       const { run: detail } = await ok(server.url, server.admin, 'query($id: ID!) { run(id: $id) { shards { id verdict workerId rejections } } }', { id: startRun.id });
       const judged = detail.shards.filter((r: { id: string; verdict: string | null }) => forged.includes(r.id) && r.verdict === 'OUTVOTED');
       expect(judged.length).toBeGreaterThan(0);
-      for (const r of judged) expect(r.rejections.join(' ')).toMatch(new RegExp(`by worker ${liar.id}: outvoted: its tensors differ .* on the same kernel class \\(wasm-xnnpack-simd\\)`));
+      for (const r of judged) expect(r.rejections.join(' ')).toMatch(new RegExp(`by worker ${liar.id}: outvoted: its tensors differ .* on the same kernel class \\(wasm-gemm-(fma|relaxed-unfused|simd128)\\)`));
       expect(detail.shards.filter((r: { workerId: string; verdict: string | null }) => r.workerId === liar.id && (r.verdict === 'ACCEPTED' || r.verdict === 'AGREED'))).toEqual([]);
       expect([liar.trust, liar.agreed, liar.disagreed]).toEqual([expect.stringMatching(/UNTRUSTED|QUARANTINED/), 0, judged.length]);
       process.stderr.write(`[edge] lying tab: ${forged.length} forged uploads, ${judged.length} outvoted, the rest refused as late\n`);
@@ -165,9 +192,11 @@ suite('edge worker in headless Chromium', () => {
     }
   });
 
-  it.each([['wasm'], ['webgl'], ['webgpu']])('%s: a training step matches the cpu backend (logits, loss, gradients, updated weights)', async (backend) => {
+  // WebGPU's step check runs in tests/gpu-check.test.ts (bench/gpu/run.sh), in this Chromium too.
+  it.each([['wasm'], ['wasm&products=xnnpack'], ['webgl']])('%s: a training step matches the cpu backend (logits, loss, gradients, updated weights)', async (query) => {
+    const backend = query.split('&')[0];
     const page = await browser.newPage();
-    await page.goto(`${server.url.replace('/graphql', '')}/worker/selftest.html?backend=${backend}`);
+    await page.goto(`${server.url.replace('/graphql', '')}/worker/selftest.html?backend=${query}`);
     const handle = await page.waitForFunction(() => (window as unknown as { partuneSelfTest?: unknown }).partuneSelfTest, null, { timeout: 240_000 });
     const r = (await handle.jsonValue()) as Record<string, number | string>;
     await page.close();

@@ -63,12 +63,12 @@ describe('batched matmul kernel (wasm)', () => {
     expect(Array.from(await on('wasm', f))).toEqual([17, 39]);
   });
 
-  const hasClang = spawnSync('clang', ['--version'], { stdio: 'ignore' }).status === 0 && spawnSync('wasm-ld', ['--version'], { stdio: 'ignore' }).status === 0;
-  itUnless(hasClang ? undefined : 'clang and wasm-ld are not installed')('the committed module is built from matmul.c and gelu.c (needs clang and lld)', () => {
+  const hasClang = spawnSync('clang-16', ['--version'], { stdio: 'ignore' }).status === 0 && spawnSync('wasm-ld-16', ['--version'], { stdio: 'ignore' }).status === 0;
+  itUnless(hasClang ? undefined : 'clang-16 and lld-16 are not installed')('the committed modules are built from matmul.c, gelu.c and gemm.c (needs clang-16 and lld-16)', () => {
     const dir = join(__dirname, '..', 'engine', 'kernels');
-    const fresh = join(mkdtempSync(join(tmpdir(), 'kern-')), 'kernels-wasm.ts');
+    const fresh = mkdtempSync(join(tmpdir(), 'kern-'));
     execFileSync('bash', [join(dir, 'build.sh'), fresh]);
-    expect(readFileSync(fresh, 'utf8')).toBe(readFileSync(join(dir, 'kernels-wasm.ts'), 'utf8'));
+    for (const file of ['kernels-wasm.ts', 'gemm-wasm.ts']) expect(readFileSync(join(fresh, file), 'utf8')).toBe(readFileSync(join(dir, file), 'utf8'));
   });
 });
 

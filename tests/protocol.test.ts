@@ -98,6 +98,30 @@ describe('the shard protocol', () => {
     expect((await claim(server, other.credential)).shard).toEqual({ id: a.shard.id, attempt: 2, round: 0 });
   });
 
+  it("a claim's backend report lands on the worker's row; a malformed one is refused with the field named", async () => {
+    server = await startServer();
+    const { credential } = await registerWorker(server, 'reporter');
+    const CLAIM_WITH = 'mutation($b: BackendChoiceInput) { claimShard(backend: $b) { shard { id } } }';
+    const report = {
+      chosen: 'wasm', detail: 'WebAssembly, products on engine GEMM (fma, 2 threads)', how: 'measured', model: '28x1/p4,d64x4h4m128,c10,attn-only,b32',
+      timings: [{ backend: 'wasm', detail: 'WebAssembly', imagesPerSecond: 212.5 }, { backend: 'webgpu', detail: 'WebGPU on google swiftshader', imagesPerSecond: null, note: 'never chosen: a fallback adapter' }],
+    };
+    expect((await ok(server.url, credential, CLAIM_WITH, { b: report })).claimShard).toBeNull(); // no run: nothing to lease
+    const { workers } = await ok(server.url, server.admin, '{ workers { items { name backend backendChoice { chosen how model timings { backend imagesPerSecond note } } } } }');
+    expect(workers.items.find((w: { name: string }) => w.name === 'reporter')).toEqual({
+      name: 'reporter', backend: 'wasm',
+      backendChoice: { chosen: 'wasm', how: 'measured', model: report.model, timings: [{ backend: 'wasm', imagesPerSecond: 212.5, note: null }, { backend: 'webgpu', imagesPerSecond: null, note: 'never chosen: a fallback adapter' }] },
+    });
+    const refused = async (b: Record<string, unknown>): Promise<string> => {
+      const r = await gql(server.url, credential, CLAIM_WITH, { b });
+      return `${r.errors?.[0]?.extensions?.code}: ${r.errors?.[0]?.message}`;
+    };
+    expect(await refused({ ...report, how: 'guessed' })).toMatch(/^BAD_USER_INPUT: backend.how must be one of forced, measured, remembered, only one/);
+    expect(await refused({ ...report, timings: Array(9).fill(report.timings[0]) })).toMatch(/^BAD_USER_INPUT: backend.timings has 9 entries; at most 8/);
+    expect(await refused({ ...report, timings: [{ ...report.timings[0], imagesPerSecond: -1 }] })).toMatch(/^BAD_USER_INPUT: backend.timings.imagesPerSecond must be a finite number/);
+    expect(await refused({ ...report, detail: 'x'.repeat(301) })).toMatch(/^BAD_USER_INPUT: backend.detail is longer than 300 characters/);
+  });
+
   it('a shard whose leases by a trusted worker keep lapsing fails its run after five attempts', async () => {
     server = await startServer({ PARTUNE_LEASE_SECONDS: '1' });
     const runId = await setUp(server);

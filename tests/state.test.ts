@@ -84,7 +84,7 @@ describe.each(STORES)('%s state store', (_name, open) => {
   let raw: Opened['raw'];
   const worker = {
     id: 'w1', name: 'w1', kind: 'node' as const, backend: 'wasm', lastSeen: new Date(), shardsDone: 0, samples: 0, imagesPerSecond: null, currentShard: null,
-    trusted: true, strikes: 0, quarantinedAt: null, address: '10.0.0.1', agreed: 0, disagreed: 0, streak: 0, demoted: false, kernelClass: null,
+    trusted: true, strikes: 0, quarantinedAt: null, address: '10.0.0.1', agreed: 0, disagreed: 0, streak: 0, demoted: false, kernelClass: null, backendChoice: null,
     createdAt: new Date(),
   };
 
@@ -105,6 +105,12 @@ describe.each(STORES)('%s state store', (_name, open) => {
     expect(await state.models.byIdOrName('m-n')).toEqual(stored);
     expect((await state.datasets.byIdOrName('digits'))!.shards).toEqual(dataset.shards);
     expect(await state.models.insert({ ...model('other'), name: 'm-n' })).toBe(false); // the name is taken
+    const choice = {
+      chosen: 'wasm', detail: 'WebAssembly, products on engine GEMM (fma, 2 threads)', how: 'measured', model: '28x1/p4,d64x6h4m128,c10,attn-only,b32',
+      timings: [{ backend: 'wasm', detail: 'WebAssembly', imagesPerSecond: 211.5, note: null }, { backend: 'webgpu', detail: 'WebGPU on google swiftshader', imagesPerSecond: null, note: 'never chosen: a fallback adapter' }],
+    };
+    await state.workers.setBackendChoice('w1', choice);
+    expect(await state.workers.get('w1')).toEqual({ ...worker, backend: 'wasm', backendChoice: choice, lastSeen: expect.any(Date), createdAt: expect.any(Date) });
   });
 
   it('lists runs newest first by status, kind, model and visibility, with the total that matches', async () => {
@@ -399,7 +405,7 @@ describeUnless(postgres.skip)('PostgreSQL shared by replicas', () => {
     for (const w of workers) {
       await a.workers.insert({
         id: w.id, name: w.id, kind: 'node', backend: 'wasm', lastSeen: new Date(), shardsDone: 0, samples: 0, imagesPerSecond: null, currentShard: null,
-        trusted: true, strikes: 0, quarantinedAt: null, address: w.address, agreed: 0, disagreed: 0, streak: 0, demoted: false, kernelClass: null, createdAt: new Date(),
+        trusted: true, strikes: 0, quarantinedAt: null, address: w.address, agreed: 0, disagreed: 0, streak: 0, demoted: false, kernelClass: null, backendChoice: null, createdAt: new Date(),
       });
     }
     await a.runs.insert(run('r', 'm', 1));

@@ -3,9 +3,9 @@
 // browser page both run it, each after choosing its TensorFlow.js backend. It speaks the shard
 // protocol of protocol/ with the typed documents generated from the schema.
 import {
-  Checkpoint, Dataset, concatDatasets, inspect, loadCheckpoint, parseState, parseVitConfig, runShard, selectData, serializeState, tunedShapes, unpackDataset,
+  Checkpoint, Dataset, Strategy, VitConfig, concatDatasets, inspect, loadCheckpoint, parseState, parseVitConfig, runShard, selectData, serializeState, tunedShapes, unpackDataset,
 } from '../engine';
-import { ClaimShard, CompleteShard, FailShard, Heartbeat, RegisterWorker } from '../protocol/operations';
+import { BackendChoiceInput, ClaimShard, CompleteShard, FailShard, Heartbeat, RegisterWorker } from '../protocol/operations';
 import { Assignment, Download, decodeShardJob } from '../protocol/shard-job';
 import { GraphQLClient, GraphQLRequestError, GraphQLTransport, sleep } from './client';
 import { BlobCache, fetchVerified, upload } from './downloads';
@@ -27,6 +27,13 @@ export interface WorkerOptions {
   readonly maxShards?: number;
   /** Take only shards whose model and data fit in this many bytes (a browser tab's budget). */
   readonly memoryBudget?: number;
+  /**
+   * Called with each shard's model before it trains: may switch the backend (a tab measures each
+   * on the model); returns the kernel class its result will carry. Default: `kernelClass`.
+   */
+  readonly prepare?: (model: { config: VitConfig; strategy: Strategy; batchSize: number }) => Promise<{ kernelClass: string }>;
+  /** How the backend was chosen, sent with every claim (shown in the worker's row of the API). */
+  readonly backendChoice?: () => BackendChoiceInput | null;
   /** Opens a connection that presents `token`; default: GraphQL over HTTP to `server`. */
   readonly connect?: (token: string) => Closable;
 }
@@ -76,7 +83,7 @@ export class PartuneWorker {
     while (!this.o.signal?.aborted && !(this.o.maxShards && this.shardsDone >= this.o.maxShards)) {
       let claimed;
       try {
-        ({ claimShard: claimed } = await this.client.request(ClaimShard, { memoryBudget: this.o.memoryBudget ?? null, wait: CLAIM_WAIT_SECONDS }));
+        ({ claimShard: claimed } = await this.client.request(ClaimShard, { memoryBudget: this.o.memoryBudget ?? null, wait: CLAIM_WAIT_SECONDS, backend: this.o.backendChoice?.() ?? null }));
       } catch (e) {
         if (this.o.signal?.aborted) return; // stopped while the claim waited
         throw e;
@@ -139,6 +146,7 @@ export class PartuneWorker {
       const data = await this.trainingData(a, fetchCounted);
       const config = parseVitConfig({ ...base.config, numClasses: job.numClasses });
       const shapes = tunedShapes(config, inspect(job.strategy, config).tuned);
+      const { kernelClass } = (await this.o.prepare?.({ config, strategy: job.strategy, batchSize: job.options.batchSize })) ?? this.o;
       const start = parseState(await fetchCounted(a.state, 'the round state'), shapes, 'round state');
       const steps = job.window.to - job.window.from;
       const gen = runShard({
@@ -172,7 +180,7 @@ export class PartuneWorker {
       await upload(a.uploadUrl, serializeState(result));
       const ips = done > 1 ? ipsSum / (done - 1) : 0;
       await this.client.request(CompleteShard, {
-        shardId: a.shard.id, attempt: job.attempt, loss: lossSum / done, imagesPerSecond: ips, kernelClass: this.o.kernelClass, downloadedBytes: downloaded,
+        shardId: a.shard.id, attempt: job.attempt, loss: lossSum / done, imagesPerSecond: ips, kernelClass, downloadedBytes: downloaded,
       });
       this.shardsDone++;
       this.samples += result.label.samples ?? 0;

@@ -4,7 +4,8 @@
 // full speed (the wasm backend on a native BLAS) declares it and skips those copies.
 import * as tf from '@tensorflow/tfjs';
 
-const fastTransposed = new Set<string>();
+// tfjs's WebGPU matMul programs read transposed operands themselves.
+const fastTransposed = new Set<string>(['webgpu']);
 
 /** From now on, products on `backend` take transposed operands directly. */
 export function declareTransposedProductsFast(backend: string): void {

@@ -45,6 +45,10 @@ export const toWorker = (r: WorkerRecord, online: boolean): T.Worker => make(T.W
   samples: r.samples, imagesPerSecond: r.imagesPerSecond ?? undefined, currentShard: r.currentShard ?? undefined, trusted: r.trusted,
   strikes: r.strikes, quarantined: r.quarantinedAt !== null, trust: trustOf(r) as T.WorkerTrust, agreed: r.agreed, disagreed: r.disagreed, streak: r.streak,
   kernelClass: r.kernelClass ?? undefined,
+  backendChoice: r.backendChoice ? make(T.BackendChoice, {
+    ...r.backendChoice, model: r.backendChoice.model ?? undefined,
+    timings: r.backendChoice.timings.map((t) => make(T.BackendTiming, { ...t, imagesPerSecond: t.imagesPerSecond ?? undefined, note: t.note ?? undefined })),
+  }) : undefined,
 });
 
 export const toDelta = (r: DeltaRecord): T.Delta => make(T.Delta, {

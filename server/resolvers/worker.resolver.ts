@@ -3,12 +3,20 @@
 // is made with that credential and acts as exactly that worker.
 import { Arg, Authorized, Ctx, Float, ID, Int, Mutation, Query, Resolver } from 'type-graphql';
 import * as T from '../../schema/types';
+import { BackendChoiceInput } from '../../schema/inputs';
+import { BackendChoice } from '../state/records';
 import type { Context } from './context';
 import { actingWorker, mintToken } from './context';
 import { badInput, forbidden } from '../errors';
 import { pageArgs } from './catalog.resolver';
 import { toShard, toWorker } from './mappers';
 import { MAX_CLAIM_WAIT_SECONDS } from '../shards/claim-waiters';
+
+/** The input as stored: absent optional fields are null, in a fixed key order (compared as JSON). */
+const backendChoice = (b: BackendChoiceInput): BackendChoice => ({
+  chosen: b.chosen, detail: b.detail, how: b.how, model: b.model ?? null,
+  timings: b.timings.map((t) => ({ backend: t.backend, detail: t.detail, imagesPerSecond: t.imagesPerSecond ?? null, note: t.note ?? null })),
+});
 
 @Resolver(() => T.Worker)
 export class WorkerResolver {
@@ -56,7 +64,10 @@ export class WorkerResolver {
     description: `Leases the next pending shard that fits the memory budget (bytes); when there is none, waits up to \`wait\` seconds (at most ${MAX_CLAIM_WAIT_SECONDS}) for one, then answers null`,
   })
   async claimShard(@Ctx() ctx: Context, @Arg('memoryBudget', () => Float, { nullable: true }) memoryBudget?: number,
-    @Arg('wait', () => Int, { defaultValue: 0 }) wait?: number): Promise<T.ShardAssignment | null> {
+    @Arg('wait', () => Int, { defaultValue: 0 }) wait?: number,
+    @Arg('backend', () => BackendChoiceInput, { nullable: true, description: 'How the worker chose its backend (recorded on its row when it changed)' }) backend?: BackendChoiceInput,
+  ): Promise<T.ShardAssignment | null> {
+    if (backend) await ctx.services.workers.reportBackend(actingWorker(ctx), backendChoice(backend));
     const a = await ctx.services.leases.claim(actingWorker(ctx), memoryBudget ?? undefined, wait ?? 0, ctx.gone);
     return a && Object.assign(new T.ShardAssignment(), { ...a.assignment, shard: toShard(a.shard), leaseUntil: a.leaseUntil });
   }

@@ -4,11 +4,14 @@
 import { randomUUID } from 'node:crypto';
 import { badInput, forbidden, notFound, rateLimited } from '../errors';
 import type { Platform } from '../platform';
-import { FailureBudget, Page, WorkerRecord } from '../state/records';
+import { BackendChoice, FailureBudget, Page, WorkerRecord } from '../state/records';
 import { MAX_CLAIM_WAIT_SECONDS } from './claim-waiters';
 
 /** A worker's last-seen time is written at most this often: every request reads it, few need to write it. */
 const SEEN_PRECISION_MS = 5_000;
+
+/** How a worker may say it chose its backend (edge-worker/backend.ts, node/worker-backends.ts). */
+const BACKEND_CHOICE_HOW = ['forced', 'measured', 'remembered', 'only one'];
 
 export class Workers {
   constructor(private readonly p: Platform) {}
@@ -29,7 +32,7 @@ export class Workers {
     const worker: WorkerRecord = {
       id: randomUUID(), name: name.slice(0, 80), kind, backend: backend.slice(0, 80), lastSeen: new Date(), shardsDone: 0, samples: 0,
       imagesPerSecond: null, currentShard: null, trusted, strikes: 0, quarantinedAt: null, address: address.slice(0, 64), agreed: 0, disagreed: 0, streak: 0,
-      demoted: false, kernelClass: null, createdAt: new Date(),
+      demoted: false, kernelClass: null, backendChoice: null, createdAt: new Date(),
     };
     await this.p.state.workers.insert(worker);
     this.p.log(`worker ${worker.name} (${kind}, ${worker.backend}${trusted ? '' : ', volunteer'}) joined`);
@@ -50,6 +53,29 @@ export class Workers {
     const worker = await this.seen(id);
     if (worker.quarantinedAt) throw forbidden(`worker ${id} is quarantined after ${worker.strikes} failed, rejected or revoked leases; it may claim no more shards`);
     return worker;
+  }
+
+  /** What a worker says of its backend choice with a claim; stored when it changed. */
+  async reportBackend(id: string, choice: BackendChoice): Promise<void> {
+    const tooLong = (what: string, s: string | null): void => {
+      if (s !== null && s.length > 300) throw badInput(`backend.${what} is longer than 300 characters`);
+    };
+    if (!BACKEND_CHOICE_HOW.includes(choice.how)) throw badInput(`backend.how must be one of ${BACKEND_CHOICE_HOW.join(', ')}; got '${choice.how.slice(0, 40)}'`);
+    tooLong('chosen', choice.chosen);
+    tooLong('detail', choice.detail);
+    tooLong('model', choice.model);
+    if (choice.timings.length > 8) throw badInput(`backend.timings has ${choice.timings.length} entries; at most 8`);
+    for (const t of choice.timings) {
+      tooLong('timings.backend', t.backend);
+      tooLong('timings.detail', t.detail);
+      tooLong('timings.note', t.note);
+      if (t.imagesPerSecond !== null && !(Number.isFinite(t.imagesPerSecond) && t.imagesPerSecond >= 0 && t.imagesPerSecond < 1e7)) {
+        throw badInput(`backend.timings.imagesPerSecond must be a finite number in [0, 1e7), got ${t.imagesPerSecond}`);
+      }
+    }
+    const worker = await this.p.state.workers.get(id);
+    if (!worker) throw notFound(`worker ${id} is not registered (register again)`);
+    if (JSON.stringify(worker.backendChoice) !== JSON.stringify(choice)) await this.p.state.workers.setBackendChoice(id, choice);
   }
 
   /** An admin's ban: the worker is quarantined now, whatever its strikes. */

@@ -256,7 +256,27 @@ export interface WorkerRecord {
   /** A registered worker outvoted once: checked like a volunteer until it earns trust again. */
   readonly demoted: boolean;
   readonly kernelClass: string | null;
+  /** How it chose its backend, as it last said with a claim (a tab's timings per backend). */
+  readonly backendChoice: BackendChoice | null;
   readonly createdAt: Date;
+}
+
+export interface BackendTiming {
+  readonly backend: string;
+  readonly detail: string;
+  /** Training img/s on the measured model; null where not timed (`note` says why). */
+  readonly imagesPerSecond: number | null;
+  readonly note: string | null;
+}
+
+export interface BackendChoice {
+  readonly chosen: string;
+  readonly detail: string;
+  /** forced, measured, remembered or only one */
+  readonly how: string;
+  /** The model shape measured (engine/train/measure.ts modelShapeKey). */
+  readonly model: string | null;
+  readonly timings: readonly BackendTiming[];
 }
 
 /** Consecutive agreed results after which a worker is trusted (BOINC's adaptive replication uses 10). */

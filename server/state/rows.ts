@@ -207,10 +207,16 @@ export const datasetRows = flatTable<DatasetRecord>('datasets', z.object({
 
 export const uploadRows = flatTable<UploadRecord>('uploads', z.object({ id: z.string(), key: z.string(), filename: z.string(), declaredBytes: count, createdAt: date }));
 
+const backendChoiceSchema = z.object({
+  chosen: z.string(), detail: z.string(), how: z.string(), model: z.string().nullable(),
+  timings: z.array(z.object({ backend: z.string(), detail: z.string(), imagesPerSecond: z.number().nullable(), note: z.string().nullable() })),
+});
+
 const workerRow = z.object({
   id: z.string(), name: z.string(), kind: z.enum(['node', 'browser']), backend: z.string(), last_seen: millis, shards_done: count, samples: count,
   images_per_second: z.number().nullable(), current_shard: z.string().nullable(), trusted: flag, strikes: count, quarantined_at: millis.nullable(),
-  address: z.string(), agreed: count, disagreed: count, streak: count, demoted: flag, kernel_class: z.string().nullable(), created_at: date,
+  address: z.string(), agreed: count, disagreed: count, streak: count, demoted: flag, kernel_class: z.string().nullable(),
+  backend_choice: json(backendChoiceSchema).nullable(), created_at: date,
 });
 
 export function decodeWorker(row: unknown): WorkerRecord {
@@ -219,7 +225,7 @@ export function decodeWorker(row: unknown): WorkerRecord {
     id: r.id, name: r.name, kind: r.kind, backend: r.backend, lastSeen: r.last_seen, shardsDone: r.shards_done, samples: r.samples,
     imagesPerSecond: r.images_per_second, currentShard: r.current_shard, trusted: r.trusted, strikes: r.strikes, quarantinedAt: r.quarantined_at,
     address: r.address, agreed: r.agreed, disagreed: r.disagreed, streak: r.streak, demoted: r.demoted, kernelClass: r.kernel_class,
-    createdAt: r.created_at,
+    backendChoice: r.backend_choice, createdAt: r.created_at,
   };
 }
 

@@ -4,7 +4,7 @@
 // (postgres/) any number of server replicas, which divide the runs through its coordination.
 import type { Normalization } from '../../engine';
 import type {
-  AngleProfileRecord, BlobRef, DatasetRecord, DeltaRecord, FailureBudget, MetricPoint, ModelRecord, NewShard, Page, Plan, RunKind, RunRecord, RunStatus,
+  AngleProfileRecord, BackendChoice, BlobRef, DatasetRecord, DeltaRecord, FailureBudget, MetricPoint, ModelRecord, NewShard, Page, Plan, RunKind, RunRecord, RunStatus,
   ShardRecord, SoupReport, StoredStrategy, UploadRecord, WorkerRecord,
 } from './records';
 
@@ -237,6 +237,8 @@ export interface WorkerRepository {
   quarantine(id: string, at: Date): Promise<WorkerRecord | undefined>;
   /** Workers seen since `since` that have earned a place in a plan: trusted, or with a shard done and not quarantined. */
   countProvenSince(since: Date): Promise<number>;
+  /** Records how the worker chose its backend (and that backend). */
+  setBackendChoice(id: string, choice: BackendChoice): Promise<void>;
 }
 
 /** What finished runs leave: deltas, stored strategies, angle profiles. */

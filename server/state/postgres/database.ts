@@ -61,13 +61,15 @@ CREATE TABLE uploads (
 CREATE INDEX uploads_created ON uploads(created_at);
 `;
 
-/** Migration i brings a database from version i to i + 1 (version 1 is the SQLite store's version 4, 3 its 5). */
+/** Migration i brings a database from version i to i + 1 (version 1 is the SQLite store's version 4, 3 its 5, 4 its 6). */
 const MIGRATIONS: string[] = [
   TABLES,
   // 2: volunteer admissions counted in the database, so every replica sees the same count.
   'CREATE TABLE admissions (key TEXT NOT NULL, minute BIGINT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (key, minute))',
   // 3: a shard's window pack (what its worker downloads instead of the whole split), and what its worker downloaded.
   'ALTER TABLE shards ADD COLUMN pack_key TEXT, ADD COLUMN pack_sha256 TEXT, ADD COLUMN pack_bytes BIGINT, ADD COLUMN downloaded_bytes BIGINT',
+  // 4: how a worker chose its backend, with the timings it measured (the SQLite store's 6).
+  'ALTER TABLE workers ADD COLUMN backend_choice TEXT',
 ];
 
 export const PG_SCHEMA_VERSION = MIGRATIONS.length;

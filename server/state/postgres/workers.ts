@@ -1,7 +1,7 @@
 // Workers in PostgreSQL, and the volunteer admissions counted per client address.
 import type pg from 'pg';
 import type { AdmissionCounter, WorkerRepository } from '../store';
-import { Page, WorkerRecord, page } from '../records';
+import { BackendChoice, Page, WorkerRecord, page } from '../records';
 import { TRUSTED_WORKER, decodeWorker } from '../rows';
 import { all, first, run } from './database';
 
@@ -30,6 +30,10 @@ export class PgWorkers implements WorkerRepository {
   async touch(id: string, now: Date): Promise<WorkerRecord | undefined> {
     const row = await first(this.liveness, 'UPDATE workers SET last_seen = $1 WHERE id = $2 RETURNING *', now.getTime(), id);
     return row === undefined ? undefined : decodeWorker(row);
+  }
+
+  async setBackendChoice(id: string, choice: BackendChoice): Promise<void> {
+    await run(this.pool, 'UPDATE workers SET backend = $1, backend_choice = $2 WHERE id = $3', choice.chosen, JSON.stringify(choice), id);
   }
 
   async list(since: Date | undefined, count: number, offset: number): Promise<Page<WorkerRecord>> {

@@ -120,6 +120,8 @@ const MIGRATIONS: ((db: Db) => void)[] = [
       ALTER TABLE shards ADD COLUMN pack_bytes INTEGER;
       ALTER TABLE shards ADD COLUMN downloaded_bytes INTEGER;`);
   },
+  // 6: how a worker chose its backend, with the timings it measured.
+  (db) => db.exec('ALTER TABLE workers ADD COLUMN backend_choice TEXT'),
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -1,6 +1,6 @@
 // Workers in SQLite.
 import type { WorkerRepository } from '../store';
-import { Page, WorkerRecord, page } from '../records';
+import { BackendChoice, Page, WorkerRecord, page } from '../records';
 import { Db, prepared } from './database';
 import { TRUSTED_WORKER, decodeWorker } from '../rows';
 
@@ -45,6 +45,10 @@ export class SqliteWorkers implements WorkerRepository {
   async countProvenSince(since: Date): Promise<number> {
     return (prepared(this.db, 'SELECT COUNT(*) AS n FROM workers WHERE last_seen > ? AND (trusted = 1 OR (shards_done > 0 AND quarantined_at IS NULL))')
       .get(since.getTime()) as { n: number }).n;
+  }
+
+  async setBackendChoice(id: string, choice: BackendChoice): Promise<void> {
+    prepared(this.db, 'UPDATE workers SET backend = ?, backend_choice = ? WHERE id = ?').run(choice.chosen, JSON.stringify(choice), id);
   }
 
   async countSeenSince(since: Date): Promise<number> {

@@ -1,0 +1,107 @@
+// A Node worker's backend, chosen as a browser tab chooses its own: with `--backend auto`, every
+// backend this process can load (libtensorflow, WebGPU on a real GPU through Dawn, WebAssembly)
+// is timed on each new model shape for a few real training steps, and the fastest takes the
+// shard. A software GPU adapter is listed, never chosen. With one usable backend (forced, or
+// the only one) there is nothing to compare and nothing is timed: its shards report its speed.
+import * as tf from '@tensorflow/tfjs';
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { Strategy, VitConfig, measureTraining, modelShapeKey } from '../engine';
+import { BackendChoice, BackendInfo, loadWebgpu, selectBackend } from './backend';
+import type { NativeBlasOptions } from '../native';
+
+/** The backend choice as a worker reports it with its claims (the API's BackendChoiceInput). */
+export interface BackendReport {
+  readonly chosen: string;
+  readonly detail: string;
+  readonly how: 'forced' | 'measured' | 'remembered' | 'only one';
+  readonly model: string | null;
+  readonly timings: Timing[];
+}
+
+interface Timing {
+  readonly backend: string;
+  readonly detail: string;
+  readonly imagesPerSecond: number | null;
+  readonly note: string | null;
+}
+
+interface Candidate extends BackendInfo {
+  /** Why `auto` never takes it, or null. */
+  readonly software: string | null;
+}
+
+export class NodeBackends {
+  private choice: BackendReport;
+  private readonly remembered = new Map<string, Timing[]>();
+
+  private constructor(private readonly forced: boolean, private readonly candidates: Candidate[], private current: Candidate) {
+    this.choice = { chosen: current.name, detail: current.detail, how: forced ? 'forced' : 'measured', model: null, timings: this.untimed() };
+  }
+
+  static async open(choice: BackendChoice, native: NativeBlasOptions): Promise<NodeBackends> {
+    if (choice !== 'auto') {
+      const only = { ...(await selectBackend(choice, native)), software: null };
+      return new NodeBackends(true, [only], only);
+    }
+    const candidates: Candidate[] = [];
+    if (vulkanLoader()) try {
+      const adapter = await loadWebgpu();
+      candidates.push({ ...(await selectBackend('webgpu', native)), software: adapter.software ? `a software adapter (${adapter.name})` : null });
+    } catch {
+      // No Dawn or no adapter: nothing to list.
+    }
+    const cpuSide = { ...(await selectBackend('auto', native)), software: null }; // libtensorflow when installed, else wasm
+    candidates.push(cpuSide);
+    return new NodeBackends(false, candidates, cpuSide);
+  }
+
+  get info(): BackendInfo {
+    return this.current;
+  }
+
+  /** What the claims send: the choice and every timing. */
+  get report(): BackendReport {
+    return this.choice;
+  }
+
+  /** The backend for a model: timed once per shape in this process; switches tfjs to it. */
+  async forModel(config: VitConfig, strategy: Strategy, batchSize: number): Promise<BackendInfo> {
+    const model = modelShapeKey(config, strategy, batchSize);
+    if (this.choice.model === model) return this.current;
+    const usable = this.candidates.filter((c) => !c.software);
+    let timings = this.remembered.get(model);
+    const how = this.forced ? 'forced' : timings ? 'remembered' : usable.length === 1 ? 'only one' : 'measured';
+    if (!timings) {
+      timings = this.untimed();
+      for (const c of usable.length > 1 ? usable : []) {
+        await tf.setBackend(c.name);
+        const { imagesPerSecond } = await measureTraining(config, strategy, { batchSize, steps: 3, budgetMs: 15_000 });
+        timings = timings.map((t) => (t.backend === c.name ? { ...t, imagesPerSecond, note: null } : t));
+      }
+      this.remembered.set(model, timings);
+    }
+    const fastest = timings.filter((t) => t.imagesPerSecond != null && usable.some((c) => c.name === t.backend)).sort((a, b) => b.imagesPerSecond! - a.imagesPerSecond!)[0];
+    this.current = usable.find((c) => c.name === fastest?.backend) ?? usable[0];
+    await tf.setBackend(this.current.name);
+    this.choice = { chosen: this.current.name, detail: this.current.detail, how, model, timings };
+    return this.current;
+  }
+
+  private untimed(): Timing[] {
+    const alone = this.candidates.filter((c) => !c.software).length === 1;
+    return this.candidates.map((c) => ({
+      backend: c.name, detail: c.detail, imagesPerSecond: null,
+      note: c.software ? `never chosen: ${c.software}` : this.forced ? 'not timed: forced' : alone ? 'not timed: the only backend' : 'not measured yet',
+    }));
+  }
+}
+
+/** Dawn needs a Vulkan loader on Linux; without one it only prints a warning, so do not try. */
+function vulkanLoader(): boolean {
+  if (process.platform !== 'linux') return true;
+  const dirs = (process.env.LD_LIBRARY_PATH ?? '').split(':').filter(Boolean);
+  if (dirs.some((d) => existsSync(join(d, 'libvulkan.so.1')))) return true;
+  return /libvulkan\.so\.1 /.test(spawnSync('ldconfig', ['-p'], { encoding: 'utf8' }).stdout ?? '');
+}
