@@ -58,7 +58,7 @@ const CACHE_PREFIX = 'partune.backend.v1:';
 const spawnWebWorker = (script: string): SpawnGemmThread => (init) => new Promise((resolve, reject) => {
   const worker = new Worker(script);
   worker.onerror = (e) => reject(new Error(`GEMM thread failed to start: ${e.message}`));
-  worker.onmessage = () => resolve(worker);
+  worker.onmessage = () => resolve();
   worker.postMessage(init);
 });
 

@@ -1,5 +1,6 @@
 // The edge-worker page: a browser tab that contributes compute. It obtains a volunteer token,
-// picks a backend, and runs the same shard-protocol client and engine as the Node worker.
+// chooses its backend by measurement, and runs the same shard-protocol client and engine as the
+// Node worker.
 import { PartuneWorker } from '../worker/worker';
 import { BackendChoiceInput, VolunteerToken } from '../protocol/operations';
 import { plural } from '../protocol/words';

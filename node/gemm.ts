@@ -16,7 +16,7 @@ export const spawnGemmThread: SpawnGemmThread = (init) => {
   worker.unref();
   return new Promise((resolve, reject) => {
     worker.once('error', reject);
-    worker.once('message', () => resolve(worker));
+    worker.once('message', () => resolve());
     worker.postMessage(init);
   });
 };

@@ -1,8 +1,9 @@
 // The GEMM's threads: workers that instantiate the same module on the same shared memory and take
 // a part of each product. The host starts them (Web Workers in a tab, worker_threads in Node);
 // the engine only speaks through a control block of shared integers, so it stays platform-free.
-// A part is a range of batch items or rows: every output element is summed in the same order
-// whatever the split, so results do not depend on the thread count.
+// A part is a range of batch items, rows or columns: every output element is summed in the same
+// order whatever the split, so results do not depend on the thread count. Threads live as long as
+// their page or process (Node's are unref'd).
 
 /** What a thread is started with. */
 export interface GemmThreadInit {
@@ -14,7 +15,7 @@ export interface GemmThreadInit {
 }
 
 /** Starts a thread that calls `runGemmThread(init)`; resolves once it has said it is ready. */
-export type SpawnGemmThread = (init: GemmThreadInit) => Promise<{ terminate(): void }>;
+export type SpawnGemmThread = (init: GemmThreadInit) => Promise<void>;
 
 /** gemm()'s 18 arguments (gemm.c), one part of a product. */
 export type GemmArgs = readonly number[];
@@ -23,7 +24,6 @@ const SLOT = 32; // ints per thread: generation, done, then the arguments
 const GENERATION = 0;
 const DONE = 1;
 const ARGS = 2;
-const STOP = -1;
 const STALL_MS = 60_000;
 
 interface GemmExport { gemm(...args: number[]): void }
@@ -37,7 +37,6 @@ export function runGemmThread(init: GemmThreadInit, ready: () => void): void {
   for (let seen = 0; ;) {
     Atomics.wait(control, slot + GENERATION, seen);
     seen = Atomics.load(control, slot + GENERATION);
-    if (seen === STOP) return;
     let done = seen;
     try {
       exports.gemm(...Array.from(control.subarray(slot + ARGS, slot + ARGS + 18)));
@@ -52,16 +51,12 @@ export function runGemmThread(init: GemmThreadInit, ready: () => void): void {
 export class GemmThreads {
   private generation = 0;
 
-  private constructor(private readonly control: Int32Array, private readonly workers: { terminate(): void }[]) {}
+  private constructor(private readonly control: Int32Array, readonly count: number) {}
 
   static async start(count: number, module: WebAssembly.Module, memory: WebAssembly.Memory, spawn: SpawnGemmThread): Promise<GemmThreads> {
     const buffer = new SharedArrayBuffer(count * SLOT * 4);
-    const workers = await Promise.all(Array.from({ length: count - 1 }, (_, i) => spawn({ module, memory, control: buffer, index: i + 1 })));
-    return new GemmThreads(new Int32Array(buffer), workers);
-  }
-
-  get count(): number {
-    return this.workers.length + 1;
+    await Promise.all(Array.from({ length: count - 1 }, (_, i) => spawn({ module, memory, control: buffer, index: i + 1 })));
+    return new GemmThreads(new Int32Array(buffer), count);
   }
 
   /** Runs parts[0] here and the others on the threads; returns when all are done. */
@@ -85,13 +80,5 @@ export class GemmThreads {
         if (spins % 1_000_000 === 0 && Date.now() - started > STALL_MS) throw new Error(`GEMM thread ${t} did not finish its part in ${STALL_MS / 1000} s`);
       }
     }
-  }
-
-  stop(): void {
-    for (let t = 1; t < this.count; t++) {
-      Atomics.store(this.control, t * SLOT + GENERATION, STOP);
-      Atomics.notify(this.control, t * SLOT + GENERATION);
-    }
-    for (const w of this.workers) w.terminate();
   }
 }
