@@ -2,14 +2,19 @@
 // SwiftShader (through Node's Dawn and through headless Chromium), so it checks a WebGPU training
 // step against the cpu backend and, rightly, times nothing. On a real GPU the same assertions
 // require timings instead.
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromiumMissing } from '../node/chromium';
 import { itUnless } from './support/skip';
 
 jest.setTimeout(600_000);
+
+/** Dawn needs a Vulkan loader: the system's, or the one Debian's Chromium ships with SwiftShader. */
+const vulkanMissing = (): string | undefined =>
+  existsSync('/usr/lib/chromium/libvulkan.so.1') || /libvulkan\.so\.1 /.test(spawnSync('ldconfig', ['-p'], { encoding: 'utf8' }).stdout ?? '')
+    ? undefined : 'no Vulkan loader (apt install chromium, or libvulkan1 and a driver)';
 
 interface Part { adapter?: { vendor: string; description: string }; software?: boolean; step?: Record<string, number>; timings?: unknown; error?: string }
 
@@ -39,7 +44,7 @@ describe('bench/gpu/run.sh', () => {
     }
   };
 
-  it("checks Node's WebGPU (Dawn) step against the cpu backend, and times only a real GPU", () => {
+  itUnless(vulkanMissing())("checks Node's WebGPU (Dawn) step against the cpu backend, and times only a real GPU", () => {
     checks(report.node_dawn);
   });
 
