@@ -6,17 +6,13 @@
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-webgpu';
 import { getThreadsCount, setThreadsCount, setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
-import { SpawnGemmThread, Strategy, VitConfig, installGemm, installWasmKernels, kernelClass, measureTraining, modelShapeKey } from '../engine';
+import { type BackendTiming as EngineTiming, SpawnGemmThread, Strategy, VitConfig, fastestBackend, installGemm, installWasmKernels, kernelClass, modelShapeKey, timeBackends } from '../engine';
 
 export type BrowserBackend = 'webgpu' | 'webgl' | 'wasm';
 const NAMES: readonly BrowserBackend[] = ['webgpu', 'webgl', 'wasm'];
 
-export interface BackendTiming {
+export interface BackendTiming extends EngineTiming {
   readonly backend: BrowserBackend;
-  readonly detail: string;
-  /** Training img/s on the model; null where it was not timed (see note). */
-  readonly imagesPerSecond: number | null;
-  readonly note: string | null;
 }
 
 export interface BackendState {
@@ -89,7 +85,7 @@ async function wasmCandidate(o: BackendOptions): Promise<Candidate> {
   // Threads need SharedArrayBuffer, which only a cross-origin isolated page has.
   const cores = Math.max(1, navigator.hardwareConcurrency || 1);
   const threads = crossOriginIsolated ? Math.min(o.threads ?? cores, cores) : 1;
-  setThreadsCount(threads); // tfjs's own default here is one
+  setThreadsCount(threads); // tfjs's XNNPACK pool (it still reports 1 in Chromium here; the GEMM takes the products anyway)
   let products = 'XNNPACK';
   let device: string | undefined;
   if (o.products === 'gemm') {
@@ -142,27 +138,23 @@ export class BrowserBackends {
     const remembered = this.remembered(key);
     let timings: BackendTiming[];
     const how: BackendState['how'] = this.o.forced ? 'forced' : remembered ? 'remembered' : usable.length === 1 ? 'only one' : 'measured';
+    const names = usable.map((c) => c.name);
     if (remembered) {
       timings = remembered;
     } else {
-      timings = this.untimed();
-      for (const c of usable) {
-        await use(c);
-        const { imagesPerSecond } = await measureTraining(config, strategy, { batchSize, steps: 3, budgetMs: 15_000 });
-        timings = timings.map((t) => (t.backend === c.name ? { ...t, imagesPerSecond, note: null } : t));
-      }
+      timings = await timeBackends(this.untimed(), names, (name) => use(usable.find((c) => c.name === name)!), config, strategy, batchSize);
       this.o.storage?.setItem(key, JSON.stringify(timings));
     }
-    const fastest = [...timings].filter((t) => t.imagesPerSecond !== null && usable.some((c) => c.name === t.backend))
-      .sort((a, b) => b.imagesPerSecond! - a.imagesPerSecond!)[0];
-    const chosen = usable.find((c) => c.name === fastest?.backend) ?? usable[0];
+    const chosen = usable.find((c) => c.name === fastestBackend(timings, names))!;
     await use(chosen);
     this.state = { name: chosen.name, detail: this.describe(chosen), kernelClass: await classOf(chosen), model, timings, how };
     return this.state;
   }
 
   private describe(c: Candidate): string {
-    return c.name === 'wasm' ? `${c.detail}; tfjs ops on ${getThreadsCount()} thread${getThreadsCount() > 1 ? 's' : ''}` : c.detail;
+    if (c.name !== 'wasm') return c.detail;
+    const tfjsThreads = getThreadsCount(); // throws until the wasm backend has started
+    return `${c.detail}; tfjs ops on ${tfjsThreads} thread${tfjsThreads > 1 ? 's' : ''}`;
   }
 
   private untimed(): BackendTiming[] {

@@ -65,6 +65,11 @@ export async function loadWebgpu(): Promise<WebgpuAdapter> {
   return { name, software: Boolean(adapter.isFallbackAdapter ?? info.isFallbackAdapter) || SOFTWARE_ADAPTER.test(name) };
 }
 
+/** The loaded WebGPU backend's description. Shaders round differently on each GPU: the adapter is part of the class. */
+export async function webgpuInfo(adapter: WebgpuAdapter): Promise<BackendInfo> {
+  return { name: 'webgpu', detail: `WebGPU on ${adapter.name} (Dawn via the webgpu package)`, kernelClass: await kernelClass(`dawn/${adapter.name}`) };
+}
+
 /** `native` applies to the wasm backend: its products on the machine's BLAS when one is found. */
 export async function selectBackend(choice: BackendChoice = 'auto', native: NativeBlasOptions = {}): Promise<BackendInfo> {
   if (!BACKENDS.includes(choice)) throw new Error(`unknown backend '${choice}'; choose one of ${BACKENDS.join(', ')}`);
@@ -74,11 +79,7 @@ export async function selectBackend(choice: BackendChoice = 'auto', native: Nati
     if (pkg) return { name: 'tensorflow', detail: `libtensorflow via ${pkg}`, kernelClass: await kernelClass(`${pkg}/${cpus()[0]?.model ?? 'cpu'}`) };
     if (choice === 'tensorflow') throw new Error('neither @tensorflow/tfjs-node-gpu nor @tensorflow/tfjs-node is installed');
   }
-  if (choice === 'webgpu') {
-    const adapter = await loadWebgpu();
-    // Shaders round differently on each GPU: the adapter is part of the class.
-    return { name: 'webgpu', detail: `WebGPU on ${adapter.name} (Dawn via the webgpu package)`, kernelClass: await kernelClass(`dawn/${adapter.name}`) };
-  }
+  if (choice === 'webgpu') return webgpuInfo(await loadWebgpu());
   if (choice === 'cpu') {
     await tf.setBackend('cpu');
     return { name: 'cpu', detail: 'pure JavaScript (slow; for reference)', kernelClass: await kernelClass() };

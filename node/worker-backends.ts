@@ -7,8 +7,8 @@ import * as tf from '@tensorflow/tfjs';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { Strategy, VitConfig, measureTraining, modelShapeKey } from '../engine';
-import { BackendChoice, BackendInfo, loadWebgpu, selectBackend } from './backend';
+import { BackendTiming, Strategy, VitConfig, fastestBackend, modelShapeKey, timeBackends } from '../engine';
+import { BackendChoice, BackendInfo, loadWebgpu, selectBackend, webgpuInfo } from './backend';
 import type { NativeBlasOptions } from '../native';
 
 /** The backend choice as a worker reports it with its claims (the API's BackendChoiceInput). */
@@ -17,14 +17,7 @@ export interface BackendReport {
   readonly detail: string;
   readonly how: 'forced' | 'measured' | 'remembered' | 'only one';
   readonly model: string | null;
-  readonly timings: Timing[];
-}
-
-interface Timing {
-  readonly backend: string;
-  readonly detail: string;
-  readonly imagesPerSecond: number | null;
-  readonly note: string | null;
+  readonly timings: BackendTiming[];
 }
 
 interface Candidate extends BackendInfo {
@@ -34,7 +27,7 @@ interface Candidate extends BackendInfo {
 
 export class NodeBackends {
   private choice: BackendReport;
-  private readonly remembered = new Map<string, Timing[]>();
+  private readonly remembered = new Map<string, BackendTiming[]>();
 
   private constructor(private readonly forced: boolean, private readonly candidates: Candidate[], private current: Candidate) {
     this.choice = { chosen: current.name, detail: current.detail, how: forced ? 'forced' : 'measured', model: null, timings: this.untimed() };
@@ -48,7 +41,7 @@ export class NodeBackends {
     const candidates: Candidate[] = [];
     if (vulkanLoader()) try {
       const adapter = await loadWebgpu();
-      candidates.push({ ...(await selectBackend('webgpu', native)), software: adapter.software ? `a software adapter (${adapter.name})` : null });
+      candidates.push({ ...(await webgpuInfo(adapter)), software: adapter.software ? `a software adapter (${adapter.name})` : null });
     } catch {
       // No Dawn or no adapter: nothing to list.
     }
@@ -73,23 +66,18 @@ export class NodeBackends {
     const usable = this.candidates.filter((c) => !c.software);
     let timings = this.remembered.get(model);
     const how = this.forced ? 'forced' : timings ? 'remembered' : usable.length === 1 ? 'only one' : 'measured';
+    const names = usable.map((c) => c.name);
     if (!timings) {
-      timings = this.untimed();
-      for (const c of usable.length > 1 ? usable : []) {
-        await tf.setBackend(c.name);
-        const { imagesPerSecond } = await measureTraining(config, strategy, { batchSize, steps: 3, budgetMs: 15_000 });
-        timings = timings.map((t) => (t.backend === c.name ? { ...t, imagesPerSecond, note: null } : t));
-      }
+      timings = await timeBackends(this.untimed(), names.length > 1 ? names : [], async (name) => void (await tf.setBackend(name)), config, strategy, batchSize);
       this.remembered.set(model, timings);
     }
-    const fastest = timings.filter((t) => t.imagesPerSecond != null && usable.some((c) => c.name === t.backend)).sort((a, b) => b.imagesPerSecond! - a.imagesPerSecond!)[0];
-    this.current = usable.find((c) => c.name === fastest?.backend) ?? usable[0];
+    this.current = usable.find((c) => c.name === fastestBackend(timings!, names))!;
     await tf.setBackend(this.current.name);
     this.choice = { chosen: this.current.name, detail: this.current.detail, how, model, timings };
     return this.current;
   }
 
-  private untimed(): Timing[] {
+  private untimed(): BackendTiming[] {
     const alone = this.candidates.filter((c) => !c.software).length === 1;
     return this.candidates.map((c) => ({
       backend: c.name, detail: c.detail, imagesPerSecond: null,

@@ -60,3 +60,34 @@ export async function measureTraining(config: VitConfig, strategy: Strategy, o: 
     m.dispose();
   }
 }
+
+/** One backend's line in a worker's choice: img/s on the model, or why it was not timed. */
+export interface BackendTiming {
+  readonly backend: string;
+  readonly detail: string;
+  readonly imagesPerSecond: number | null;
+  readonly note: string | null;
+}
+
+/**
+ * Times each of `usable` on the model (switching with `use`), filling their lines of `listed`;
+ * returns the lines and the fastest usable backend (the first usable one when none was timed).
+ */
+export async function timeBackends<T extends BackendTiming>(
+  listed: T[], usable: readonly string[], use: (backend: string) => Promise<void>,
+  config: VitConfig, strategy: Strategy, batchSize: number,
+): Promise<T[]> {
+  let timings = listed;
+  for (const backend of usable) {
+    await use(backend);
+    const { imagesPerSecond } = await measureTraining(config, strategy, { batchSize, steps: 3, budgetMs: 15_000 });
+    timings = timings.map((t) => (t.backend === backend ? { ...t, imagesPerSecond, note: null } : t));
+  }
+  return timings;
+}
+
+/** The fastest timed backend among `usable`, else the first of them. */
+export function fastestBackend(timings: readonly BackendTiming[], usable: readonly string[]): string {
+  const timed = timings.filter((t) => t.imagesPerSecond !== null && usable.includes(t.backend));
+  return timed.sort((a, b) => b.imagesPerSecond! - a.imagesPerSecond!)[0]?.backend ?? usable[0];
+}
