@@ -83,7 +83,7 @@ export class SimWorker {
   private async shard(): Promise<boolean> {
     const client = this.client!;
     const t0 = performance.now();
-    const { claimShard: claimed } = await client.request(ClaimShard, { memoryBudget: null, wait: this.o.waitSeconds });
+    const { claimShard: claimed } = await client.request(ClaimShard, { kernelClass: 'simulated', memoryBudget: null, wait: this.o.waitSeconds });
     const answered = performance.now();
     if (!claimed) {
       this.o.record.emptyClaimMs.push(answered - t0);

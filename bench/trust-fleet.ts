@@ -15,6 +15,8 @@ export interface FleetRun {
   readonly lie: string;
   readonly honestVolunteers: number;
   readonly hyper: Record<string, unknown>;
+  /** How long to wait for the run to end. */
+  readonly waitsMs?: number;
 }
 
 export interface FleetOutcome {
@@ -46,13 +48,17 @@ export async function fleetRun(server: ServerProcess, f: FleetRun, firstAddress:
   const volunteers: WorkerProcess[] = [];
   for (let i = 0; i < f.honestVolunteers + f.liars; i++) {
     const liar = i >= f.honestVolunteers;
-    volunteers.push(startVolunteer(server, `127.0.0.${firstAddress + i}`, `${liar ? 'liar' : 'honest'}-${firstAddress + i}`, liar ? f.lie : 'none'));
+    // Each volunteer in a /24 of its own: one independent group each.
+    volunteers.push(startVolunteer(server, `127.0.${firstAddress + i}.2`, `${liar ? 'liar' : 'honest'}-${firstAddress + i}`, { lie: liar ? f.lie : 'none' }));
   }
   const cpu0 = cpuSeconds(server.proc.pid!);
   const t0 = performance.now();
   const { startRun } = await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }',
     { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { ...f.hyper, verification: f.verification } } });
-  const run = await waitForRun(server, startRun.id, 1_200_000);
+  const run = await waitForRun(server, startRun.id, f.waitsMs ?? 1_200_000).catch(async (e: Error) => {
+    await Promise.all(volunteers.map((v) => v.kill()));
+    throw e;
+  });
   const seconds = (performance.now() - t0) / 1000;
   const serverCpuSeconds = cpuSeconds(server.proc.pid!) - cpu0;
   await Promise.all(volunteers.map((v) => v.kill()));

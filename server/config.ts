@@ -3,6 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { DEFAULT_PREFIX_BITS, PrefixBits, parsePrefixBits } from './shards/parties';
 
 export interface ServerConfig {
   readonly dataDir: string;
@@ -37,8 +38,15 @@ export interface ServerConfig {
   readonly maxShardSeconds: number;
   /** Failures, rejections and revoked leases after which a volunteer may claim no more. */
   readonly quarantineStrikes: number;
-  /** Volunteer tokens and registrations per client address per minute. */
+  /** Volunteer tokens and registrations per network prefix per minute, and in total. */
   readonly volunteersPerMinute: number;
+  readonly volunteersTotalPerMinute: number;
+  /** The prefix lengths that group workers' addresses (PARTUNE_PARTY_PREFIX, '24,64'). */
+  readonly partyPrefix: PrefixBits;
+  /** How long a replica may wait for a worker before it is escalated and the run says it waits. */
+  readonly waitSeconds: number;
+  /** How long the server may take to check a completed update before its lease counts as lost (the server died checking it). */
+  readonly checkSeconds: number;
   readonly urlSeconds: number;
   readonly uploadMaxBytes: number;
   /** Uploads not used within this long are deleted. */
@@ -104,6 +112,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     maxShardSeconds: number(env, 'PARTUNE_MAX_SHARD_SECONDS', 3600),
     quarantineStrikes: number(env, 'PARTUNE_QUARANTINE_STRIKES', 3),
     volunteersPerMinute: number(env, 'PARTUNE_VOLUNTEERS_PER_MINUTE', 20),
+    volunteersTotalPerMinute: number(env, 'PARTUNE_VOLUNTEERS_TOTAL_PER_MINUTE', 200),
+    partyPrefix: env.PARTUNE_PARTY_PREFIX ? parsePrefixBits(env.PARTUNE_PARTY_PREFIX) : DEFAULT_PREFIX_BITS,
+    waitSeconds: number(env, 'PARTUNE_WAIT_SECONDS', 30),
+    checkSeconds: number(env, 'PARTUNE_CHECK_SECONDS', 600),
     urlSeconds: number(env, 'PARTUNE_URL_SECONDS', 900),
     uploadMaxBytes: number(env, 'PARTUNE_UPLOAD_MAX_MB', 1024) * 2 ** 20,
     uploadTtlSeconds: number(env, 'PARTUNE_UPLOAD_TTL_SECONDS', 86_400),

@@ -1,7 +1,7 @@
 // Run events: published by the services, delivered to graphql-ws subscribers.
 import { createPubSub } from '@graphql-yoga/subscription';
 
-export type RunEventKind = 'STATUS' | 'ROUND' | 'SHARD' | 'EVALUATION' | 'WARNING';
+export type RunEventKind = 'STATUS' | 'ROUND' | 'SHARD' | 'EVALUATION' | 'WARNING' | 'WAITING' | 'ROLLBACK';
 
 export interface RunEventPayload {
   readonly runId: string;

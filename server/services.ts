@@ -17,6 +17,7 @@ import { Completion } from './shards/completion';
 import { Leases } from './shards/leases';
 import { RunShapes } from './shards/run-shapes';
 import { Verification } from './shards/verification';
+import { Withdrawal } from './shards/withdrawal';
 import { Workers } from './shards/workers';
 
 export interface Services {
@@ -48,7 +49,9 @@ export function createServices(platform: Platform): Services {
   const strategies = new Strategies(platform, models, runs);
   const workers = new Workers(platform);
   const creation = new RunCreation(platform, models, datasets, strategies, workers, scheduler, events, runs);
-  const verification = new Verification(platform, workers, shapes, scheduler, events);
+  const withdrawal = new Withdrawal(platform, scheduler, events);
+  const verification = new Verification(platform, workers, shapes, scheduler, events, withdrawal);
+  withdrawal.onRejudge((key) => verification.judge(key));
   const leases = new Leases(platform, workers, runs, scheduler, verification, events);
   const completion = new Completion(platform, workers, leases, shapes, verification, events);
   return { platform, uploads, models, datasets, runs, creation, scheduler, strategies, deltas: new Deltas(platform, models, runs), workers, leases, completion, verification };

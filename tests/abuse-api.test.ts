@@ -208,7 +208,7 @@ describe('who may read what', () => {
     expect(r.worker.quarantined).toBe(false);
     expect(code(await gql(h.server.url, h.server.worker, 'mutation($id: ID!) { banWorker(id: $id) { id } }', { id: r.worker.id }))).toBe('FORBIDDEN');
     expect((await ok(h.server.url, h.server.admin, 'mutation($id: ID!) { banWorker(id: $id) { quarantined } }', { id: r.worker.id })).banWorker).toEqual({ quarantined: true });
-    const claim = await gql(h.server.url, r.credential, 'mutation { claimShard { shard { id } } }');
+    const claim = await gql(h.server.url, r.credential, 'mutation { claimShard(kernelClass: "wasm-xnnpack-simd") { shard { id } } }');
     expect([code(claim), claim.errors?.[0].message]).toEqual(['FORBIDDEN', expect.stringMatching(/quarantined/)]);
   });
 

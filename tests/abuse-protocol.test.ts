@@ -12,7 +12,7 @@ jest.setTimeout(300_000);
 
 let h: HonestRun;
 // Attackers wait for work as honest workers do: a claim that only polls loses every shard to them.
-const CLAIM = 'mutation { claimShard(wait: 20) { shard { id attempt round } job uploadUrl state { url } } }';
+const CLAIM = 'mutation { claimShard(kernelClass: "wasm-xnnpack-simd", wait: 20) { shard { id attempt round } job uploadUrl state { url } } }';
 
 beforeAll(async () => {
   h = await startHonestRun({ PARTUNE_QUARANTINE_STRIKES: '3' });

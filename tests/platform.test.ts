@@ -150,7 +150,7 @@ describe.each(storesUnderTest())('state in $name', (store) => {
       expect(again.accuracy).toBe(firstAccuracy);
 
       // Heard from once more (a claim finding nothing), so it is online when the AUTO run starts however long the run above took.
-      expect((await ok(server.url, closedTab.credential, 'mutation { claimShard { shard { id } } }')).claimShard).toBeNull();
+      expect((await ok(server.url, closedTab.credential, 'mutation { claimShard(kernelClass: "wasm-xnnpack-simd") { shard { id } } }')).claimShard).toBeNull();
       const auto = await startRun(server, { ...defaults, autoShards: true });
       const planned = await waitFor('the AUTO run to be planned', async () => {
         const { run } = await ok(server.url, server.admin, 'query($id: ID!) { run(id: $id) { status hyperParameters plan } }', { id: auto });
@@ -195,12 +195,12 @@ describe.each(storesUnderTest())('state in $name', (store) => {
       const id = await startRun(server, HYPER);
       const liar = (await registerWorker(server, 'liar')).credential;
       const claim = (): Promise<Record<string, any>> =>
-        waitFor('a shard', async () => (await ok(server.url, liar, 'mutation { claimShard { shard { id attempt } uploadUrl state { url } } }')).claimShard);
+        waitFor('a shard', async () => (await ok(server.url, liar, 'mutation { claimShard(kernelClass: "wasm-xnnpack-simd") { shard { id attempt } uploadUrl state { url } } }')).claimShard);
       const complete = (a: Record<string, any>) => gql(server.url, liar, 'mutation($s: ID!, $a: Int!) { completeShard(shardId: $s, attempt: $a, loss: 1, imagesPerSecond: 1, kernelClass: "wasm-xnnpack-simd") { id } }',
         { s: a.shard.id, a: a.shard.attempt });
       // A worker whose memory budget the run's model and data exceed is passed over.
       await waitFor('the run to be running', async () => (await ok(server.url, server.admin, RUN_QUERY, { id })).run.status === 'RUNNING');
-      const tight = await ok(server.url, liar, 'mutation { claimShard(memoryBudget: 100000) { shard { id } } }');
+      const tight = await ok(server.url, liar, 'mutation { claimShard(kernelClass: "wasm-xnnpack-simd", memoryBudget: 100000) { shard { id } } }');
       expect(tight.claimShard).toBeNull();
       const lie = async (spoil: (s: TrainingState) => TrainingState): Promise<string> => {
         const a = await claim();

@@ -1,6 +1,6 @@
 // The shard protocol's guarded transitions against a real `partune serve` process, driven over
 // GraphQL by hand (no worker process): a lease ends once however its completions interleave, and
-// leases of a trusted worker that keep lapsing end the run instead of re-issuing its shard forever.
+// leases of a registered worker that keep lapsing end the run instead of re-issuing its shard forever.
 import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,7 +11,7 @@ jest.setTimeout(120_000);
 
 const tmp = mkdtempSync(join(tmpdir(), 'partune-protocol-'));
 const MICRO = join(tmp, 'micro.safetensors');
-const CLAIM = 'mutation { claimShard { shard { id attempt round } job uploadUrl state { url } } }';
+const CLAIM = 'mutation { claimShard(kernelClass: "wasm-xnnpack-simd") { shard { id attempt round } job uploadUrl state { url } } }';
 
 async function setUp(server: ServerProcess, hyper: Record<string, unknown> = { epochs: 1, stepsPerRound: 8, shardsPerRound: 1 }): Promise<string> {
   const uploadId = await uploadBytes(server, 'micro.safetensors', readFileSync(MICRO));
@@ -101,7 +101,7 @@ describe('the shard protocol', () => {
   it("a claim's backend report lands on the worker's row; a malformed one is refused with the field named", async () => {
     server = await startServer();
     const { credential } = await registerWorker(server, 'reporter');
-    const CLAIM_WITH = 'mutation($b: BackendChoiceInput) { claimShard(backend: $b) { shard { id } } }';
+    const CLAIM_WITH = 'mutation($b: BackendChoiceInput) { claimShard(kernelClass: "wasm-xnnpack-simd", backend: $b) { shard { id } } }';
     const report = {
       chosen: 'wasm', detail: 'WebAssembly, products on engine GEMM (fma, 2 threads)', how: 'measured', model: '28x1/p4,d64x4h4m128,c10,attn-only,b32',
       timings: [{ backend: 'wasm', detail: 'WebAssembly', imagesPerSecond: 212.5 }, { backend: 'webgpu', detail: 'WebGPU on google swiftshader', imagesPerSecond: null, note: 'never chosen: a fallback adapter' }],
@@ -122,7 +122,7 @@ describe('the shard protocol', () => {
     expect(await refused({ ...report, detail: 'x'.repeat(301) })).toMatch(/^BAD_USER_INPUT: backend.detail is longer than 300 characters/);
   });
 
-  it('a shard whose leases by a trusted worker keep lapsing fails its run after five attempts', async () => {
+  it('a shard whose leases by a registered worker keep lapsing fails its run after five attempts', async () => {
     server = await startServer({ PARTUNE_LEASE_SECONDS: '1' });
     const runId = await setUp(server);
     const { credential } = await registerWorker(server, 'by-hand');
@@ -134,7 +134,7 @@ describe('the shard protocol', () => {
       const { run: r } = await ok(server.url, server.admin, 'query($id: ID!) { run(id: $id) { status error shards { status rejections } } }', { id: runId });
       return r.status === 'FAILED' && r;
     }, 10_000);
-    expect(run.error).toMatch(/shard 0\.0 failed 5 times \(5 by trusted workers, 1 distinct workers\); last: attempt 5: lease expired/);
+    expect(run.error).toMatch(/shard 0\.0 failed 5 times on registered workers \(5 failures in all\); last: attempt 5: lease expired/);
     expect(run.shards.map((s: { status: string }) => s.status)).toEqual(['CANCELLED']);
     expect(run.shards[0].rejections).toHaveLength(5);
     expect((await ok(server.url, credential, CLAIM)).claimShard).toBeNull();

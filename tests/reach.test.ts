@@ -1,6 +1,8 @@
 // AdamW's reach: updates that real steps produced (the engine's own shards, through the file
 // format) are within it; updates a liar makes from them (scaled, sign-flipped, zeroed, noise of
-// the right size, doctored moments, a wrong step count, more steps than claimed) are not.
+// the right size, doctored moments, a wrong step count, more steps than claimed) are not. And what
+// the bounds cannot see: lies inside them (reversed, halved, unmoved, small noise) pass, which is
+// why the platform replicates untrusted work.
 import {
   TrainingState, beyondReach, initParams, inspect, parseState, parseTrainOptions, presetStrategy, reachOf, runShard, serializeState, toHost, tunedShapes,
   withNewHead,
@@ -56,5 +58,32 @@ describe("AdamW's reach", () => {
     expect(lie({ moments: { step: update.optimizer.step + 1 } })).toMatch(/optimizer is at step 13; 9 steps from 3 reach 12/);
     // Nine real steps claimed as two: moved too far for two.
     expect(beyondReach(start, { ...update, optimizer: { ...update.optimizer, step: start.optimizer.step + 2 } }, reach(3, 5))).toMatch(/moved/);
+  });
+
+  it('bounds the moments by the gradient clip: inflated second or first moments are refused, from a zero state too', () => {
+    for (const { start, update, window } of honest) {
+      const lie = (moments: Partial<TrainingState['optimizer']>): string | null =>
+        beyondReach(start, { ...update, optimizer: { ...update.optimizer, ...moments } }, reach(...window));
+      expect(lie({ expAvgSq: map(update.optimizer.expAvgSq, (x) => x * 1e30) })).toMatch(/exp_avg_sq .* gradients clipped to norm 1 can make/);
+      expect(lie({ expAvgSq: map(update.optimizer.expAvgSq, (x) => x + 1) })).toMatch(/exp_avg_sq .* gradients clipped to norm 1 can make/);
+      // Within each coordinate's cap, the sum over all tuned tensors is bounded by C^2 too.
+      expect(lie({ expAvgSq: map(update.optimizer.expAvgSq, (x) => x + 1e-3) })).toMatch(/second moments sum to .* gradients of norm at most 1/);
+      expect(lie({ expAvg: map(update.optimizer.expAvg, (x) => x + 0.5), expAvgSq: map(update.optimizer.expAvgSq, (x) => x + 0.5 ** 2) }))
+        .toMatch(/exp_avg(_sq)? .* (gradients clipped to norm 1 can make|second moment allows)|moments (sum|have norm)/);
+      // Without a clip there is no upper bound: only replication tells.
+      expect(beyondReach(start, { ...update, optimizer: { ...update.optimizer, expAvgSq: map(update.optimizer.expAvgSq, (x) => x * 1e30) } }, { ...reach(...window), clip: 0 })).toBeNull();
+    }
+  });
+
+  it('lets through what stays inside every bound: reversed, halved and unmoved moves, noise far below the move', () => {
+    const { start, update, window } = honest[1];
+    const move = (f: (p: number, p0: number, i: number) => number, name?: string): HostWeights =>
+      new Map([...update.params].map(([k, t]) => [k, { shape: t.shape, data: Float32Array.from(t.data, (x, i) => (name && k !== name ? x : f(x, start.params.get(k)!.data[i], i))) }]));
+    const passes = (params: HostWeights, optimizer: Partial<TrainingState['optimizer']> = {}): string | null =>
+      beyondReach(start, { ...update, params, optimizer: { ...update.optimizer, ...optimizer } }, reach(...window));
+    expect(passes(move((p, p0) => p0 - (p - p0)))).toBeNull(); // reversed
+    expect(passes(move((p, p0) => p0 + 0.5 * (p - p0)))).toBeNull(); // halved
+    expect(passes(move((_, p0) => p0), { expAvg: start.optimizer.expAvg, expAvgSq: start.optimizer.expAvgSq })).toBeNull(); // lazy: unmoved, step advanced
+    expect(passes(move((p, p0, i) => p + 1e-3 * (p - p0) * Math.sin(i)))).toBeNull(); // noise of 1e-3 of the move
   });
 });

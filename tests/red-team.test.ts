@@ -1,10 +1,11 @@
 // Verified compute against a live `partune serve`: a fleet in which a quarter of the workers lie
-// (real worker processes, each from its own loopback address) and two volunteers who collude by
-// hand. Under QUORUM every run must come out bit for bit as the same run computed by trusted
-// workers alone, every lie must be rejected with a reason naming its worker, and the liars must
-// end untrusted.
+// (real worker processes, each from its own /24 on loopback), two volunteers of one /24 who
+// collude by hand, and an honest fleet with both cores busy. Under QUORUM every run must come out
+// bit for bit as the same run computed by trusted workers alone, every lie must be rejected with a
+// reason naming its worker, and the liars must end untrusted.
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect, parseState, parseVitConfig, preset, presetStrategy, serializeState, tunedShapes } from '../engine';
 import { ServerProcess, WorkerProcess, cliJson, ok, startServer, startWorker, uploadBytes, waitFor, waitForRun } from '../node/local-platform';
@@ -60,9 +61,9 @@ afterAll(async () => {
   await server?.stop();
 });
 
-describe('a fleet with liars, under QUORUM', () => {
-  const reference: Record<string, Map<string, Buffer>> = {};
+const reference: Record<string, Map<string, Buffer>> = {};
 
+describe('a fleet with liars, under QUORUM', () => {
   it('trusted workers alone compute the reference runs (no verification)', async () => {
     const trusted = [startWorker(server, 'trusted-1'), startWorker(server, 'trusted-2')];
     const [fleet, collusion] = [await startRun({ ...FLEET_RUN, verification: 'NONE' }), await startRun({ ...COLLUSION_RUN, verification: 'NONE' })];
@@ -71,46 +72,47 @@ describe('a fleet with liars, under QUORUM', () => {
     await Promise.all(trusted.map((w) => w.kill('SIGTERM')));
   });
 
-  it('two colluding volunteers who agree with each other are outvoted by trusted workers; the result is unchanged', async () => {
+  it("two colluding volunteers of one /24 are one group: the second gets no replica of the first one's shard, whose forgery registered workers outvote", async () => {
     const runId = await startRun({ ...COLLUSION_RUN, verification: 'QUORUM', quorum: 2 });
     const config = parseVitConfig({ ...preset('vit_micro_patch4_28'), numClasses: 10 });
     const shapes = tunedShapes(config, inspect(presetStrategy('attn-only'), config).tuned);
-    const colluders = [];
-    for (const address of ['127.0.0.12', '127.0.0.13']) {
+    const colluders: { id: string; client: AddressedClient }[] = [];
+    for (const address of ['127.0.12.2', '127.0.12.3']) {
       const anonymous = new AddressedClient(server.url, undefined, address);
       const token = (await gql(anonymous, 'mutation { volunteerToken }')).volunteerToken;
       const joined = (await gql(new AddressedClient(server.url, token, address), 'mutation { registerWorker(name: "colluder", kind: "browser", backend: "wasm") { worker { id } credential } }')).registerWorker;
       colluders.push({ id: joined.worker.id as string, client: new AddressedClient(server.url, joined.credential, address) });
     }
-    // Both take a replica of the one shard and return the same forgery: the round's state unmoved
-    // (within any bound), the step count advanced. Bit-identical, so they agree with each other.
-    for (const c of colluders) {
-      const a = await waitFor('a replica', async () => (await gql(c.client, 'mutation { claimShard { shard { id attempt round } job uploadUrl state { url } } }')).claimShard, 60_000);
-      const start = parseState(new Uint8Array(await (await fetch(a.state.url)).arrayBuffer()), shapes);
-      const forged = serializeState({ ...start, optimizer: { ...start.optimizer, step: start.optimizer.step + 4 }, label: { run: runId, round: a.shard.round, shard: a.shard.id, samples: 4 * 32 } });
-      expect((await fetch(a.uploadUrl, { method: 'PUT', body: forged as Uint8Array<ArrayBuffer> })).status).toBe(200);
-      await gql(c.client, 'mutation($s: ID!, $a: Int!) { completeShard(shardId: $s, attempt: $a, loss: 2.3, imagesPerSecond: 50, kernelClass: "wasm-xnnpack-simd") { id } }',
-        { s: a.shard.id, a: a.shard.attempt });
-    }
-    // Two untrusted results from two addresses are not a quorum of 2 without a trusted worker: a third replica is issued.
-    const waiting = await waitFor('a third replica', async () => { const r = await rowsOf(runId); return r.length === 3 && r; }, 30_000);
-    expect(waiting.map((r) => [r.replica, r.status, r.verdict])).toEqual([[0, 'DONE', null], [1, 'DONE', null], [2, 'PENDING', null]]);
+    // The first takes a replica and returns a forgery within every bound: the round's state unmoved,
+    // the step count advanced. The second, of the same /24, is one group with it: no replica of that shard is its to take.
+    const claim = (c: (typeof colluders)[number], wait: number) =>
+      gql(c.client, `mutation { claimShard(kernelClass: "wasm-xnnpack-simd", wait: ${wait}) { shard { id attempt round } job uploadUrl state { url } } }`);
+    const a = await waitFor('a replica', async () => (await claim(colluders[0], 1)).claimShard, 60_000);
+    const start = parseState(new Uint8Array(await (await fetch(a.state.url)).arrayBuffer()), shapes);
+    const forged = serializeState({ ...start, optimizer: { ...start.optimizer, step: start.optimizer.step + 4 }, label: { run: runId, round: a.shard.round, shard: a.shard.id, samples: 4 * 32 } });
+    expect((await fetch(a.uploadUrl, { method: 'PUT', body: forged as Uint8Array<ArrayBuffer> })).status).toBe(200);
+    await gql(colluders[0].client, 'mutation($s: ID!, $a: Int!) { completeShard(shardId: $s, attempt: $a, loss: 2.3, imagesPerSecond: 50, kernelClass: "wasm-xnnpack-simd") { id } }',
+      { s: a.shard.id, a: a.shard.attempt });
+    expect((await claim(colluders[1], 2)).claimShard).toBeNull();
+    const waiting = await rowsOf(runId);
+    expect(waiting.map((r) => [r.replica, r.status, r.verdict])).toEqual([[0, 'DONE', null], [1, 'PENDING', null]]);
     processes.push(startWorker(server, 'trusted-3'), startWorker(server, 'trusted-4'));
     expect(sameDelta(await tensorsOf(runId), reference.collusion)).toBe(true);
     const rows = await rowsOf(runId);
     const outvoted = rows.filter((r) => r.verdict === 'OUTVOTED');
-    expect(outvoted.map((r) => r.workerId).sort()).toEqual(colluders.map((c) => c.id).sort());
+    expect(outvoted.map((r) => r.workerId)).toEqual([colluders[0].id]);
+    expect(rows.some((r) => r.workerId === colluders[1].id)).toBe(false);
     for (const r of outvoted) expect(r.rejections).toEqual([expect.stringMatching(new RegExp(`^attempt 1 by worker ${r.workerId}: outvoted: it`))]);
     const workers = await workersById();
-    for (const c of colluders) expect(workers.get(c.id)).toMatchObject({ trust: 'UNTRUSTED', agreed: 0, disagreed: 1, strikes: 1 });
+    expect(workers.get(colluders[0].id)).toMatchObject({ trust: 'UNTRUSTED', agreed: 0, disagreed: 1, strikes: 1 });
     const accepted = rows.find((r) => r.verdict === 'ACCEPTED')!;
     expect(workers.get(accepted.workerId!)!.trust).toBe('REGISTERED');
   });
 
-  it('a quarter of the fleet lies (scaled, reversed, noise, zeros, replayed): every lie is rejected, the run is unchanged', async () => {
-    const honest = ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5'].map((a, i) => startVolunteer(server, a, `honest-${i}`));
-    // Each lies in turn in every way, the second from the fourth mode on, until quarantined.
-    const liars = ['127.0.0.6', '127.0.0.7'].map((a, i) => startVolunteer(server, a, `liar-${i}`, 'cycle', 3 * i));
+  it('a quarter of the fleet lies (moments x1e30, scaled, reversed, zeros, replayed, 1e-3 noise): every lie is rejected, the run is unchanged', async () => {
+    const honest = [2, 3, 4, 5].map((n, i) => startVolunteer(server, `127.0.${n}.2`, `honest-${i}`));
+    // Each lies in turn in one way after another until quarantined: the first from moments x1e30, the second from zeros.
+    const liars = [6, 7].map((n, i) => startVolunteer(server, `127.0.${n}.2`, `liar-${i}`, { lie: 'cycle', offset: i === 0 ? 7 : 3 }));
     processes.push(...honest, ...liars);
     const runId = await startRun({ ...FLEET_RUN, verification: 'QUORUM', quorum: 2 });
     expect(sameDelta(await tensorsOf(runId), reference.fleet)).toBe(true);
@@ -129,11 +131,29 @@ describe('a fleet with liars, under QUORUM', () => {
     expect(rows.filter((r) => (r.verdict === 'ACCEPTED' || r.verdict === 'AGREED') && liarIds.has(r.workerId!))).toEqual([]);
     const reasons = rows.flatMap((r) => r.rejections).filter((reason) => [...liarIds].some((id) => reason.includes(`worker ${id}`)));
     expect(reasons.some((r) => r.includes('update rejected: not what'))).toBe(true); // caught by the bounds
+    if (lies.some((l) => l.mode === 'moments')) expect(reasons.some((r) => /update rejected: .*exp_avg_sq .* is more than \d+ steps of gradients clipped/.test(r))).toBe(true);
     expect(reasons.some((r) => r.includes('outvoted'))).toBe(true); // caught by replication
     for (const id of liarIds) expect(['UNTRUSTED', 'QUARANTINED']).toContain(workers.get(id)!.trust);
     for (const w of workers.values()) if (w.name.startsWith('honest-')) expect(w.disagreed).toBe(0);
     const modes = new Set(lies.map((l) => l.mode));
     process.stdout.write(`red team: ${lies.length} lies (${[...modes].join(', ')}), ${reasons.length} rejections naming a liar, ${rows.length} replicas for ${new Set(rows.map((r) => `${r.round}.${r.index}`)).size} shards\n`);
     expect(modes.size).toBeGreaterThanOrEqual(4);
+  });
+});
+
+describe('an honest fleet on a busy machine, with the default lease', () => {
+  it('finishes, and no worker is struck while the server checks its update', async () => {
+    await Promise.all(processes.splice(0).map((p) => p.kill('SIGTERM')));
+    const busy = cpus().map(() => spawn(process.execPath, ['-e', 'for (;;) {}'], { stdio: 'ignore' }));
+    try {
+      const fleet = [startWorker(server, 'loaded-registered'), ...[30, 31].map((n, i) => startVolunteer(server, `127.0.${n}.2`, `loaded-${i}`))];
+      processes.push(...fleet);
+      const runId = await startRun({ ...FLEET_RUN, verification: 'SPOT_CHECK' });
+      expect(sameDelta(await tensorsOf(runId), reference.fleet)).toBe(true);
+      const workers = [...(await workersById()).values()].filter((w) => w.name.startsWith('loaded-'));
+      expect(workers.map((w) => [w.name, w.strikes, w.disagreed])).toEqual(workers.map((w) => [w.name, 0, 0]));
+    } finally {
+      for (const b of busy) b.kill('SIGKILL');
+    }
   });
 });

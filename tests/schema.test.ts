@@ -30,7 +30,7 @@ it('a document the schema no longer serves fails generation with the field named
 
 it('generated documents carry result, variable and input types', () => {
   const generated = generateOperations(sdl, readFileSync(paths.documents, 'utf8'));
-  expect(generated).toContain('export interface ClaimShardVariables { memoryBudget?: number | null; wait?: number | null; backend?: BackendChoiceInput | null; }');
+  expect(generated).toContain('export interface ClaimShardVariables { kernelClass: string; memoryBudget?: number | null; wait?: number | null; backend?: BackendChoiceInput | null; }');
   expect(generated).toContain('  timings: Array<BackendTimingInput>;'); // an input object inside an input object
   expect(generated).toMatch(/export interface StartRunInput \{\n {2}dataset: string;\n {2}hyperParameters\?: HyperParametersInput \| null;/);
   expect(generated).toContain("export type Normalize = 'AUTO' | 'DATASET' | 'MODEL';");

@@ -36,7 +36,8 @@ function run(id: string, modelId: string, at: number, memoryNeed = 0): RunRecord
   return {
     id, spec: { kind: 'FINETUNE', options: parseRunOptions({ epochs: 1, testLimit: 5 }) }, modelId, datasetId: 'd', strategy: { kind: 'preset', name: 'attn-only' },
     strategyName: 'attn-only', status: 'PREPARING', plan: null, round: 0, step: 0, state: null, normalization: null, numClasses: 10, tunedParams: 5,
-    totalParams: 9, memoryNeed, metrics: [], accuracy: null, loss: null, deltaId: null, error: null, public: false, createdAt: new Date(at), updatedAt: new Date(at), finishedAt: null,
+    totalParams: 9, memoryNeed, metrics: [], accuracy: null, loss: null, deltaId: null, error: null, public: false, waiting: null, roundStates: [], rollbacks: [],
+    createdAt: new Date(at), updatedAt: new Date(at), finishedAt: null,
   };
 }
 
@@ -44,10 +45,12 @@ const plan = { trainImages: 100, stepsPerEpoch: 3, totalSteps: 3, shardsPerRound
 const start = { plan, state: { key: 'state-0', sha256: 'x' }, normalization: { mean: [0.5], std: [0.25] } };
 const pack = { key: 'windows/p.safetensors', sha256: 'p', bytes: 3 * 32 * 785 };
 const oneShard = [{ index: 0, replica: 0, need: 1, fromStep: 0, toStep: 3, pack }];
-const budget = { distinctWorkers: 3, trustedFailures: 3, quarantineStrikes: 2 };
+const budget = { registeredFailures: 3, quarantineStrikes: 2 };
 const FAR = new Date(0);
-const trustedW1 = { id: 'w1', trusted: true, address: '10.0.0.1' };
-const volunteer = (id: string, address = '10.0.0.9') => ({ id, trusted: false, address });
+const K = 'wasm-gemm-fma';
+const trustedW1 = { id: 'w1', registered: true, party: '10.0.0.0/24', origin: '', kernelClass: K };
+const volunteer = (id: string, party = '10.0.9.0/24', kernelClass = K, origin = `token:${id}`) => ({ id, registered: false, party, origin, kernelClass });
+const result = (digest: string, kernelClass = K) => ({ update: { key: `u-${digest}`, sha256: digest }, digest, kernelClass, loss: 1, imagesPerSecond: 2, samples: 96, downloadedBytes: 1234 });
 
 /** A store on a fresh database, and a way to write to that database behind the store's back. */
 interface Opened {
@@ -84,9 +87,10 @@ describe.each(STORES)('%s state store', (_name, open) => {
   let raw: Opened['raw'];
   const worker = {
     id: 'w1', name: 'w1', kind: 'node' as const, backend: 'wasm', lastSeen: new Date(), shardsDone: 0, samples: 0, imagesPerSecond: null, currentShard: null,
-    trusted: true, strikes: 0, quarantinedAt: null, address: '10.0.0.1', agreed: 0, disagreed: 0, streak: 0, demoted: false, kernelClass: null, backendChoice: null,
-    createdAt: new Date(),
+    trusted: true, strikes: 0, quarantinedAt: null, address: '10.0.0.1', party: '10.0.0.0/24', origin: '', agreed: 0, disagreed: 0, streak: 0, demoted: false,
+    kernelClass: null, classes: [], backendChoice: null, createdAt: new Date(),
   };
+  const addVolunteer = (id: string, party = '10.0.9.0/24', origin = `token:${id}`) => state.workers.insert({ ...worker, id, name: id, trusted: false, party, origin });
 
   beforeEach(async () => {
     ({ state, raw } = await open());
@@ -184,124 +188,191 @@ describe.each(STORES)('%s state store', (_name, open) => {
     await state.runs.start('r1', start, oneShard);
     const until = new Date(Date.now() + 60_000);
     const first = (await state.shards.leaseOldest(trustedW1, undefined, until, new Date()))!;
-    const result = { update: { key: 'u', sha256: 'h' }, digest: 'd', kernelClass: 'wasm-xnnpack-simd', loss: 1, imagesPerSecond: 2, samples: 96, downloadedBytes: 1234 };
-    expect(await state.shards.complete(first.id, 'w2', 1, result)).toBe(false); // not the holder
-    expect(await state.shards.complete(first.id, 'w1', 2, result)).toBe(false); // not this attempt
+    expect([first.leaseClass, first.leasedAt instanceof Date, first.pendingSince]).toEqual([K, true, null]);
+    expect(await state.shards.complete(first.id, 'w2', 1, result('d'))).toBe(false); // not the holder
+    expect(await state.shards.complete(first.id, 'w1', 2, result('d'))).toBe(false); // not this attempt
     expect(await state.shards.release(first.id, 'w1', 1, 'attempt 1 failed', budget)).toBe('requeued');
+    expect((await state.shards.get(first.id))!.pendingSince).toBeInstanceOf(Date); // waiting again, from now
     expect(await state.shards.release(first.id, 'w1', 1, 'attempt 1 failed again', budget)).toBe('lost');
     await state.shards.leaseOldest(trustedW1, undefined, new Date(Date.now() - 1), new Date()); // attempt 2, already lapsed
-    expect((await state.shards.expire(new Date(), FAR, budget)).map((e) => e.release)).toEqual(['requeued']);
-    await state.shards.leaseOldest(trustedW1, undefined, until, new Date()); // attempt 3
-    expect(await state.shards.lastSpeed('r1', 'w1')).toBeUndefined();
-    expect(await state.shards.complete(first.id, 'w1', 3, result)).toBe(true);
-    expect(await state.shards.complete(first.id, 'w1', 3, result)).toBe(false);
-    expect([await state.shards.lastSpeed('r1', 'w1'), await state.shards.lastSpeed('r1', 'w2')]).toEqual([2, undefined]); // what a deadline is measured by
+    expect((await state.shards.expire(new Date(), FAR, FAR, budget)).map((e) => e.release)).toEqual(['requeued']);
+    await state.shards.leaseOldest(trustedW1, undefined, until, new Date(Date.now() - 3000)); // attempt 3, leased 3 s ago
+    expect(await state.shards.submit(first.id, 'w1', 3, new Date())).toBe(true);
+    expect(await state.shards.complete(first.id, 'w1', 3, result('d'))).toBe(true);
+    expect(await state.shards.complete(first.id, 'w1', 3, result('d'))).toBe(false);
+    expect((await state.shards.paces('r1', 'w1')).run).toHaveLength(1); // completed, not outvoted: its pace counts before it is judged
+    expect(await state.shards.settle({ runId: 'r1', round: 0, index: 0, accept: { id: first.id, votes: 1, required: 1 }, agreed: [], close: [], credit: [], outvoted: [] }, budget)).toBe(true);
+    const paces = await state.shards.paces('r1', 'w1');
+    expect([paces.run.length, paces.worker.length]).toEqual([1, 1]);
+    expect(paces.run[0]).toBeGreaterThan(0.9); // 3 s over 3 steps, as the server measured it
+    expect(paces.run[0]).toBeLessThan(1.5);
     const done = (await state.shards.get(first.id))!;
-    expect([done.status, done.attempts, done.rejections]).toEqual(['DONE', 3, ['attempt 1 failed', 'attempt 2: lease expired (worker w1)']]);
+    expect([done.status, done.attempts, done.rejections, done.verdict, done.votes, done.required]).toEqual(['DONE', 3, ['attempt 1 failed', 'attempt 2: lease expired (worker w1)'], 'ACCEPTED', 1, 1]);
     expect([done.pack, done.downloadedBytes]).toEqual([pack, 1234]);
     const w = (await state.workers.touch('w1', new Date()))!;
     expect([w.shardsDone, w.samples, w.currentShard]).toEqual([1, 96, null]);
   });
 
-  it('a shard whose leases by a trusted worker keep lapsing is cancelled at its budget, not re-issued forever', async () => {
+  it('a shard whose leases by a registered worker keep lapsing is cancelled at its budget, not re-issued forever', async () => {
     await state.runs.insert(run('r1', 'm', 1));
     await state.runs.start('r1', start, oneShard);
     const releases = [];
     for (let i = 0; i < 3; i++) {
       await state.shards.leaseOldest(trustedW1, undefined, new Date(Date.now() - 1), new Date());
-      releases.push(...(await state.shards.expire(new Date(), FAR, budget)).map((e) => e.release));
+      releases.push(...(await state.shards.expire(new Date(), FAR, FAR, budget)).map((e) => e.release));
     }
     expect(releases).toEqual(['requeued', 'requeued', 'exhausted']);
     expect((await state.shards.ofRun('r1'))[0].status).toBe('CANCELLED');
     expect(await state.shards.leaseOldest(trustedW1, undefined, new Date(Date.now() + 60_000), new Date())).toBeUndefined();
   });
 
-  it('volunteers: a failure never reaches a volunteer twice, fails no run alone, and quarantines at the strike budget', async () => {
+  it("a completed lease's clock stops: only a check that never ends releases it", async () => {
+    await state.runs.insert(run('r1', 'm', 1));
+    await state.runs.start('r1', start, oneShard);
+    const s = (await state.shards.leaseOldest(trustedW1, undefined, new Date(Date.now() + 1000), new Date()))!;
+    await state.shards.setDeadline(s.id, 'w1', 1, new Date(Date.now() + 1000));
+    expect(await state.shards.submit(s.id, 'w1', 1, new Date())).toBe(true);
+    const later = new Date(Date.now() + 60_000);
+    // Past its lease, its deadline and the stall window: not released while the server checks it.
+    expect(await state.shards.expire(later, later, new Date(Date.now() - 600_000), budget)).toEqual([]);
+    const gone = await state.shards.expire(later, later, later, budget);
+    expect(gone.map((e) => e.shard.rejections.at(-1))).toEqual([expect.stringMatching(/^attempt 1: its update was never judged/)]);
+  });
+
+  it('only registered workers\' failures fail a shard: a volunteer strikes itself alone', async () => {
     await state.runs.insert(run('r1', 'm', 1));
     await state.runs.start('r1', start, oneShard);
     const until = new Date(Date.now() + 60_000);
-    for (const id of ['v1', 'v2', 'v3', 'v4']) await state.workers.insert({ ...worker, id, name: id, trusted: false });
-    for (const id of ['v1', 'v2', 'v3']) {
-      const s = (await state.shards.leaseOldest(volunteer(id), undefined, until, new Date()))!;
+    for (const id of ['v1', 'v2', 'v3', 'v4']) await addVolunteer(id, `10.0.${id.slice(1)}.0/24`);
+    for (const id of ['v1', 'v2', 'v3', 'v4']) {
+      const s = (await state.shards.leaseOldest(volunteer(id, `10.0.${id.slice(1)}.0/24`), undefined, until, new Date()))!;
       expect(await state.shards.release(s.id, id, s.attempts, `${id} gave up`, budget)).toBe('requeued');
-      expect(await state.shards.leaseOldest(volunteer(id), undefined, until, new Date())).toBeUndefined(); // not the one it failed
+      expect(await state.shards.leaseOldest(volunteer(id, `10.0.${id.slice(1)}.0/24`), undefined, until, new Date())).toBeUndefined(); // not the one it failed
     }
     const again = (await state.shards.get((await state.shards.ofRun('r1'))[0].id))!;
-    expect([again.status, again.failedBy, again.trustedFailures]).toEqual(['PENDING', ['v1', 'v2', 'v3'], 0]);
-    // A trusted failure on top of three distinct ones exhausts it.
-    const s = (await state.shards.leaseOldest(trustedW1, undefined, until, new Date()))!;
-    expect(await state.shards.release(s.id, 'w1', s.attempts, 'trusted gave up', budget)).toBe('exhausted');
-    // v1's second strike quarantines it; a trusted worker is never quarantined.
+    expect([again.status, again.failedBy, again.trustedFailures]).toEqual(['PENDING', ['v1', 'v2', 'v3', 'v4'], 0]);
+    // Four volunteer failures and a registered one: still not the budget of three registered failures.
+    let s = (await state.shards.leaseOldest(trustedW1, undefined, until, new Date()))!;
+    expect(await state.shards.release(s.id, 'w1', s.attempts, 'a crash', budget)).toBe('requeued');
+    s = (await state.shards.leaseOldest(trustedW1, undefined, until, new Date()))!;
+    expect(await state.shards.release(s.id, 'w1', s.attempts, 'a crash', budget)).toBe('requeued');
+    s = (await state.shards.leaseOldest(trustedW1, undefined, until, new Date()))!;
+    expect(await state.shards.release(s.id, 'w1', s.attempts, 'a crash', budget)).toBe('exhausted');
+    // v1's second strike quarantines it; a registered worker is never quarantined.
     await state.runs.insert(run('r2', 'm', 2));
     await state.runs.start('r2', start, oneShard);
-    const t = (await state.shards.leaseOldest(volunteer('v1'), undefined, until, new Date()))!;
+    const t = (await state.shards.leaseOldest(volunteer('v1', '10.0.1.0/24'), undefined, until, new Date()))!;
     await state.shards.release(t.id, 'v1', t.attempts, 'again', budget);
     const v1 = (await state.workers.touch('v1', new Date()))!;
     expect([v1.strikes, v1.quarantinedAt instanceof Date]).toEqual([2, true]);
     expect((await state.workers.touch('w1', new Date()))!.quarantinedAt).toBeNull();
+    expect((await state.workers.untrustedSince(FAR)).map((w) => w.party).sort()).toEqual(['10.0.2.0/24', '10.0.3.0/24', '10.0.4.0/24']);
   });
 
-  it('replicas: never two of one index to a worker or to two volunteers of one address; a verdict settles the index at once', async () => {
+  it('replicas: never two of one index to one worker or one group (prefix or token); reserved replicas go to their class or to registered workers', async () => {
     await state.runs.insert(run('r1', 'm', 1));
-    const quorum = [0, 1, 2].map((replica) => ({ index: 0, replica, need: 2, fromStep: 0, toStep: 3, pack }));
+    const quorum = [0, 1, 2, 3].map((replica) => ({ index: 0, replica, need: 2, fromStep: 0, toStep: 3, pack }));
     await state.runs.start('r1', start, quorum);
-    for (const [id, address] of [['v1', '10.0.0.9'], ['v2', '10.0.0.9'], ['v3', '10.0.0.7']]) await state.workers.insert({ ...worker, id, name: id, trusted: false, address });
+    await addVolunteer('v1', '10.0.9.0/24', 'token:a');
+    await addVolunteer('v2', '10.0.9.0/24', 'token:b'); // v1's prefix
+    await addVolunteer('v3', '10.0.7.0/24', 'token:a'); // v1's token
+    await addVolunteer('v4', '10.0.6.0/24', 'token:c');
     const until = new Date(Date.now() + 60_000);
-    const a = (await state.shards.leaseOldest(volunteer('v1'), undefined, until, new Date()))!;
-    expect(await state.shards.leaseOldest(volunteer('v1'), undefined, until, new Date())).toBeUndefined(); // its own index
-    expect(await state.shards.leaseOldest(volunteer('v2'), undefined, until, new Date())).toBeUndefined(); // v1's address
-    const b = (await state.shards.leaseOldest(volunteer('v3', '10.0.0.7'), undefined, until, new Date()))!;
-    const c = (await state.shards.leaseOldest(trustedW1, undefined, until, new Date()))!; // registered workers share hosts freely
+    const lease = (c: ReturnType<typeof volunteer> | typeof trustedW1) => state.shards.leaseOldest(c, undefined, until, new Date());
+    const a = (await lease(volunteer('v1', '10.0.9.0/24', K, 'token:a')))!;
+    expect(await lease(volunteer('v1', '10.0.9.0/24', K, 'token:a'))).toBeUndefined(); // its own index
+    expect(await lease(volunteer('v2', '10.0.9.0/24', K, 'token:b'))).toBeUndefined(); // v1's prefix
+    expect(await lease(volunteer('v3', '10.0.7.0/24', K, 'token:a'))).toBeUndefined(); // v1's token
+    const b = (await lease(volunteer('v4', '10.0.6.0/24', K, 'token:c')))!;
+    const c = (await lease(trustedW1))!; // registered workers share networks freely
     expect([a.replica, b.replica, c.replica]).toEqual([0, 1, 2]);
-    const result = (digest: string) => ({ update: { key: `u-${digest}`, sha256: digest }, digest, kernelClass: 'k', loss: 1, imagesPerSecond: 2, samples: 96, downloadedBytes: 1234 });
     expect(await state.shards.complete(a.id, 'v1', 1, result('lie'))).toBe(true);
-    expect(await state.shards.complete(b.id, 'v3', 1, result('honest'))).toBe(true);
-    const settlement = { runId: 'r1', round: 0, index: 0, accept: b.id, agreed: [], credit: ['v3'], outvoted: [{ id: a.id, reason: 'attempt 1 by worker v1: outvoted' }] };
+    expect(await state.shards.complete(b.id, 'v4', 1, result('honest'))).toBe(true);
+    expect(await state.shards.complete(c.id, 'w1', 1, result('honest-other-class', 'wasm-blas:x'))).toBe(true);
+    const settlement = {
+      runId: 'r1', round: 0, index: 0, accept: { id: b.id, votes: 2, required: 2 }, agreed: [], close: [c.id], credit: [{ workerId: 'v4', kernelClass: K }],
+      outvoted: [{ id: a.id, reason: 'attempt 1 by worker v1: outvoted' }],
+    };
     expect(await state.shards.settle(settlement, budget)).toBe(true);
     expect(await state.shards.settle(settlement, budget)).toBe(false); // judged once
     const rows = await state.shards.ofIndex('r1', 0, 0);
-    expect(rows.map((r) => [r.status, r.verdict])).toEqual([['DONE', 'OUTVOTED'], ['DONE', 'ACCEPTED'], ['CANCELLED', null]]);
+    expect(rows.map((r) => [r.status, r.verdict])).toEqual([['DONE', 'OUTVOTED'], ['DONE', 'ACCEPTED'], ['DONE', 'CLOSE'], ['CANCELLED', null]]);
     expect(rows[0].rejections).toEqual(['attempt 1 by worker v1: outvoted']);
-    expect(await state.shards.addReplica(rows[1], 2)).toBeUndefined(); // settled: no more replicas
-    const [v1, v3, w1] = await Promise.all(['v1', 'v3', 'w1'].map(async (id) => (await state.workers.get(id))!));
-    expect([v1.disagreed, v1.streak, v1.strikes, v3.agreed, v3.streak, w1.currentShard]).toEqual([1, 0, 1, 1, 1, null]);
-  });
+    expect(await state.shards.addReplica(rows[1], { need: 2, needClass: null, registeredOnly: false })).toBeUndefined(); // settled: no more replicas
+    const [v1, v4, w1] = await Promise.all(['v1', 'v4', 'w1'].map(async (id) => (await state.workers.get(id))!));
+    expect([v1.disagreed, v1.streak, v1.strikes, v4.agreed, v4.streak, w1.currentShard, w1.strikes]).toEqual([1, 0, 1, 1, 1, null, 0]);
+    expect([v1.classes, v4.classes]).toEqual([[{ kernelClass: K, agreed: 0, disagreed: 1, streak: 0 }], [{ kernelClass: K, agreed: 1, disagreed: 0, streak: 1 }]]);
 
-  it('replicas: an index takes at most 8; an outvoted worker\'s unchecked results are judged again', async () => {
-    await state.runs.insert(run('r1', 'm', 1));
-    await state.runs.start('r1', start, oneShard);
-    const [first] = await state.shards.ofRun('r1');
-    for (let i = 1; i < 8; i++) expect(typeof (await state.shards.addReplica(first, 2))).toBe('object');
-    expect(await state.shards.addReplica(first, 2)).toBe('limit');
-    const replicas = await state.shards.ofIndex('r1', 0, 0);
-    expect(replicas.map((r) => r.need)).toEqual([1, 2, 2, 2, 2, 2, 2, 2]);
-    expect(replicas.every((r) => JSON.stringify(r.pack) === JSON.stringify(pack))).toBe(true); // every replica reads the same records
-
+    // Reservations: a replica for one kernel class, and one for registered workers.
     await state.runs.insert(run('r2', 'm', 2));
     await state.runs.start('r2', start, oneShard);
-    await state.shards.leaseOldest(trustedW1, undefined, new Date(Date.now() + 60_000), new Date()); // r1's first replica
-    const s = (await state.shards.leaseOldest(trustedW1, undefined, new Date(Date.now() + 60_000), new Date()))!;
-    expect(s.runId).toBe('r2');
-    await state.shards.complete(s.id, 'w1', 1, { update: { key: 'u', sha256: 'h' }, digest: 'd', kernelClass: 'k', loss: 1, imagesPerSecond: 2, samples: 96, downloadedBytes: 1234 });
-    expect(await state.shards.settle({ runId: 'r2', round: 0, index: 0, accept: s.id, agreed: [], credit: [], outvoted: [] }, budget)).toBe(true);
-    const again = await state.shards.reverify('w1');
-    expect(again.map((r) => [r.id, r.verdict, r.need])).toEqual([[s.id, null, 2]]);
-    expect(await state.shards.reverify('w1')).toEqual([]);
+    const [first] = await state.shards.ofRun('r2');
+    const forClass = (await state.shards.addReplica(first, { need: 2, needClass: 'webgpu:x', registeredOnly: false }))!;
+    const forRegistered = (await state.shards.addReplica(first, { need: 2, needClass: null, registeredOnly: true }))!;
+    expect([forClass.replica, forRegistered.replica, forClass.needClass, forRegistered.registeredOnly]).toEqual([1, 2, 'webgpu:x', true]);
+    expect((await lease(volunteer('v2', '10.0.9.0/24', K, 'token:b')))!.id).toBe(first.id); // the open one
+    expect(await lease(volunteer('v4', '10.0.6.0/24', K, 'token:c'))).toBeUndefined(); // another class's, and registered only
+    expect(await state.shards.relax(forClass.id)).toBe(true);
+    expect((await lease(volunteer('v4', '10.0.6.0/24', K, 'token:c')))!.id).toBe(forClass.id);
+    expect((await lease(trustedW1))!.id).toBe(forRegistered.id);
   });
 
-  it('a trusted worker\'s check that nobody takes up is found, not one being computed', async () => {
+  it('support withdrawn: an accepted index goes back to judgement; supported results are found by worker', async () => {
     await state.runs.insert(run('r1', 'm', 1));
-    await state.runs.start('r1', start, oneShard);
-    await state.workers.insert({ ...worker, id: 'v1', name: 'v1', trusted: false, address: '10.0.0.9' });
+    await state.runs.start('r1', start, [0, 1].map((replica) => ({ index: 0, replica, need: 2, fromStep: 0, toStep: 3, pack })));
+    await addVolunteer('v1', '10.0.1.0/24');
+    await addVolunteer('v2', '10.0.2.0/24');
     const until = new Date(Date.now() + 60_000);
-    const mine = (await state.shards.leaseOldest(trustedW1, undefined, until, new Date()))!;
-    await state.shards.setNeed(mine.id, 'w1', 1, 2); // picked for a spot check
-    const check = await state.shards.addReplica(mine, 1);
-    await state.shards.complete(mine.id, 'w1', 1, { update: { key: 'u', sha256: 'h' }, digest: 'd', kernelClass: 'k', loss: 1, imagesPerSecond: 2, samples: 96, downloadedBytes: 1234 });
-    const later = new Date(Date.now() + 1000);
-    expect((await state.shards.unclaimedChecks(later)).map((r) => r.id)).toEqual([mine.id]);
-    expect((await state.shards.leaseOldest(volunteer('v1'), undefined, until, new Date()))!.id).toBe(typeof check === 'object' ? check.id : 'no replica');
-    expect(await state.shards.unclaimedChecks(later)).toEqual([]); // the check is being computed
+    const a = (await state.shards.leaseOldest(volunteer('v1', '10.0.1.0/24'), undefined, until, new Date()))!;
+    const b = (await state.shards.leaseOldest(volunteer('v2', '10.0.2.0/24'), undefined, until, new Date()))!;
+    await state.shards.complete(a.id, 'v1', 1, result('same'));
+    await state.shards.complete(b.id, 'v2', 1, result('same'));
+    await state.shards.settle({ runId: 'r1', round: 0, index: 0, accept: { id: a.id, votes: 2, required: 2 }, agreed: [b.id], close: [], credit: [], outvoted: [] }, budget);
+    expect((await state.shards.supported(['v1'])).map((r) => r.id)).toEqual([a.id]);
+    expect((await state.shards.supported(['v1', 'v2'])).map((r) => r.id).sort()).toEqual([a.id, b.id].sort());
+    expect(await state.shards.unsettle({ runId: 'r1', round: 0, index: 0 }, [a.id], [b.id])).toBe(true);
+    const rows = await state.shards.ofIndex('r1', 0, 0);
+    expect(rows.map((r) => [r.verdict, r.votes])).toEqual([['VOIDED', 2], ['AGREED', null]]);
+    expect(await state.shards.supported(['v1'])).toEqual([]);
+    // Stalled: an index whose results are all in and unjudged, or whose replica waits, since before.
+    expect(await state.shards.stalled(['r1'], new Date(Date.now() + 1000))).toEqual([]); // AGREED: judged, nothing open
+    const more = (await state.shards.addReplica(rows[0], { need: 2, needClass: K, registeredOnly: false }))!;
+    expect(more.replica).toBe(2);
+    expect(await state.shards.stalled(['r1'], new Date(Date.now() - 60_000))).toEqual([]);
+    expect(await state.shards.stalled(['r1'], new Date(Date.now() + 1000))).toEqual([{ runId: 'r1', round: 0, index: 0 }]);
+    expect(await state.shards.stalled(['elsewhere'], new Date(Date.now() + 1000))).toEqual([]);
+  });
+
+  it('a rollback returns a run to a round: its state, metrics and rollbacks recorded, later rounds void, replicas numbered on', async () => {
+    await state.runs.insert(run('r1', 'm', 1));
+    const two = { ...plan, totalSteps: 6, stepsPerEpoch: 6, rounds: [[0, 3], [3, 6]] as [number, number][] };
+    await state.runs.start('r1', { ...start, plan: two }, oneShard);
+    const s0 = (await state.shards.leaseOldest(trustedW1, undefined, new Date(Date.now() + 60_000), new Date()))!;
+    await state.shards.complete(s0.id, 'w1', 1, result('r0'));
+    await state.shards.settle({ runId: 'r1', round: 0, index: 0, accept: { id: s0.id, votes: 1, required: 1 }, agreed: [], close: [], credit: [], outvoted: [] }, budget);
+    const metric = { step: 3, epoch: 0.5, round: 0, trainLoss: 2, at: new Date().toISOString() };
+    const next = [{ index: 0, replica: 0, need: 1, fromStep: 3, toStep: 6, pack }];
+    expect(await state.runs.completeRound('r1', 0, { state: { key: 'state-1', sha256: 'y' }, step: 3, metric, finishing: false }, next)).toBe(true);
+    const s1 = (await state.shards.leaseOldest(trustedW1, undefined, new Date(Date.now() + 60_000), new Date()))!;
+    await state.shards.complete(s1.id, 'w1', 1, result('r1'));
+    expect((await state.runs.get('r1'))!.roundStates).toEqual(['x', 'y']);
+    expect(await state.runs.setWaiting('r1', 'round 1 shard 0 waits')).toBe(true);
+    expect(await state.runs.setWaiting('r1', 'round 1 shard 0 waits')).toBe(false); // unchanged
+    const record = { at: new Date().toISOString(), fromRound: 1, toRound: 0, reason: 'a liar caught' };
+    expect(await state.runs.rollback('r1', { round: 1, step: 3, state: { key: 'state-1', sha256: 'y' } }, record)).toBe(true);
+    expect(await state.runs.rollback('r1', { round: 2, step: 6, state: { key: 's', sha256: 's' } }, record)).toBe(false); // not past where it is
+    expect(await state.shards.unsettle({ runId: 'r1', round: 0, index: 0 }, [s0.id], [])).toBe(true);
+    expect(await state.runs.rollback('r1', { round: 0, step: 0, state: { key: 'state-0', sha256: 'x' } }, record)).toBe(true);
+    const r = (await state.runs.get('r1'))!;
+    expect([r.status, r.round, r.step, r.state, r.metrics, r.roundStates, r.waiting, r.rollbacks]).toEqual([
+      'RUNNING', 0, 0, { key: 'state-0', sha256: 'x' }, [], ['x'], null, [record, record],
+    ]);
+    expect((await state.shards.get(s1.id))!.verdict).toBe('VOIDED'); // computed from a state that no longer counts
+    // Round 1 again: its new replica is numbered after the voided one.
+    await state.runs.completeRound('r1', 0, { state: { key: 'state-1', sha256: 'z' }, step: 3, metric, finishing: false }, next);
+    const round1 = await state.shards.ofIndex('r1', 1, 0);
+    expect(round1.map((x) => [x.replica, x.status, x.verdict])).toEqual([[0, 'DONE', 'VOIDED'], [1, 'PENDING', null]]);
+    expect(await state.shards.stepsDone('r1', 1)).toBe(0);
   });
 
   it('a lease without progress since the stall time, or past its deadline, ends; progress keeps it', async () => {
@@ -311,16 +382,16 @@ describe.each(STORES)('%s state store', (_name, open) => {
     const until = new Date(Date.now() + 60_000);
     const s = (await state.shards.leaseOldest(trustedW1, undefined, until, t0))!;
     expect(await state.shards.renew(s.id, 'w1', 1, 0, until, new Date())).toBe(true); // alive, but no step done
-    expect(await state.shards.expire(new Date(), new Date(t0.getTime() - 1), budget)).toEqual([]);
+    expect(await state.shards.expire(new Date(), new Date(t0.getTime() - 1), FAR, budget)).toEqual([]);
     expect(await state.shards.renew(s.id, 'w1', 1, 2, until, new Date())).toBe(true); // two steps: progress now
-    expect(await state.shards.expire(new Date(), new Date(Date.now() - 5_000), budget)).toEqual([]);
-    const stalled = await state.shards.expire(new Date(Date.now() + 10_000), new Date(Date.now() + 5_000), budget);
+    expect(await state.shards.expire(new Date(), new Date(Date.now() - 5_000), FAR, budget)).toEqual([]);
+    const stalled = await state.shards.expire(new Date(Date.now() + 10_000), new Date(Date.now() + 5_000), FAR, budget);
     expect(stalled.map((e) => e.shard.rejections.at(-1))).toEqual([expect.stringMatching(/^attempt 1: no progress for \d+ s: lease revoked/)]);
     const next = (await state.shards.leaseOldest(trustedW1, undefined, until, new Date()))!;
     await state.shards.setDeadline(next.id, 'w1', 2, new Date(Date.now() + 1_000));
     expect(await state.shards.renew(next.id, 'w1', 2, 3, until, new Date())).toBe(true);
     expect((await state.shards.get(next.id))!.leaseUntil!.getTime()).toBeLessThanOrEqual(Date.now() + 1_000); // never past the deadline
-    const overdue = await state.shards.expire(new Date(Date.now() + 2_000), FAR, budget);
+    const overdue = await state.shards.expire(new Date(Date.now() + 2_000), FAR, FAR, budget);
     expect(overdue.map((e) => e.shard.rejections.at(-1))).toEqual([expect.stringMatching(/^attempt 2: held past its deadline/)]);
   });
 });
@@ -401,11 +472,12 @@ describeUnless(postgres.skip)('PostgreSQL shared by replicas', () => {
     const [a, b] = await Promise.all([openPostgresState(url), openPostgresState(url)]);
     await a.models.insert(model('m'));
     await a.datasets.insert(dataset);
-    const workers = Array.from({ length: 8 }, (_, i) => ({ id: `w${i}`, trusted: true, address: `10.0.0.${i}` }));
+    const workers = Array.from({ length: 8 }, (_, i) => ({ id: `w${i}`, registered: true, address: `10.0.0.${i}`, party: '10.0.0.0/24', origin: '', kernelClass: 'cpu' }));
     for (const w of workers) {
       await a.workers.insert({
         id: w.id, name: w.id, kind: 'node', backend: 'wasm', lastSeen: new Date(), shardsDone: 0, samples: 0, imagesPerSecond: null, currentShard: null,
-        trusted: true, strikes: 0, quarantinedAt: null, address: w.address, agreed: 0, disagreed: 0, streak: 0, demoted: false, kernelClass: null, backendChoice: null, createdAt: new Date(),
+        trusted: true, strikes: 0, quarantinedAt: null, address: w.address, party: w.party, origin: '', agreed: 0, disagreed: 0, streak: 0, demoted: false, kernelClass: null,
+        classes: [], backendChoice: null, createdAt: new Date(),
       });
     }
     await a.runs.insert(run('r', 'm', 1));

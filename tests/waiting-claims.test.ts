@@ -59,7 +59,7 @@ describe('a waiting claim on a real server', () => {
   });
   afterAll(() => server?.close());
 
-  const CLAIM = 'mutation($w: Int) { claimShard(wait: $w) { shard { round attempt } } }';
+  const CLAIM = 'mutation($w: Int) { claimShard(kernelClass: "wasm-xnnpack-simd", wait: $w) { shard { round attempt } } }';
   const claim = async (wait: number): Promise<{ shard: { round: number; attempt: number } } | null> => (await ok(server.url, worker, CLAIM, { w: wait })).claimShard;
 
   it('answers null at the end of its wait when there is no work', async () => {

@@ -16,7 +16,7 @@ export interface WorkerOptions {
   readonly name: string;
   readonly kind: 'node' | 'browser';
   readonly backend: string;
-  /** Reported with every result: results of one class must be bit-identical (engine/kernel-class.ts). */
+  /** Declared with every claim: results of one class must be bit-identical (engine/kernel-class.ts). */
   readonly kernelClass: string;
   readonly log?: (line: string) => void;
   /** Progress within the current shard, for a UI. */
@@ -28,8 +28,10 @@ export interface WorkerOptions {
   /** Take only shards whose model and data fit in this many bytes (a browser tab's budget). */
   readonly memoryBudget?: number;
   /**
-   * Called with each shard's model before it trains: may switch the backend (a tab measures each
-   * on the model); returns the kernel class its result will carry. Default: `kernelClass`.
+   * Called with each shard's model after it trained: may switch the backend for the next shard of
+   * that model (a tab measures each on the model); returns the kernel class the next claim
+   * declares. The class is declared with the claim, so a shard trains on the backend it was
+   * claimed with. Default: `kernelClass` throughout.
    */
   readonly prepare?: (model: { config: VitConfig; strategy: Strategy; batchSize: number }) => Promise<{ kernelClass: string }>;
   /** How the backend was chosen, sent with every claim (shown in the worker's row of the API). */
@@ -54,9 +56,12 @@ export class PartuneWorker {
   id = '';
   shardsDone = 0;
   samples = 0;
+  /** What the next claim declares. */
+  private kernelClass: string;
 
   constructor(private readonly o: WorkerOptions) {
     this.log = o.log ?? (() => undefined);
+    this.kernelClass = o.kernelClass;
   }
 
   private open(token: string): Closable {
@@ -83,7 +88,9 @@ export class PartuneWorker {
     while (!this.o.signal?.aborted && !(this.o.maxShards && this.shardsDone >= this.o.maxShards)) {
       let claimed;
       try {
-        ({ claimShard: claimed } = await this.client.request(ClaimShard, { memoryBudget: this.o.memoryBudget ?? null, wait: CLAIM_WAIT_SECONDS, backend: this.o.backendChoice?.() ?? null }));
+        ({ claimShard: claimed } = await this.client.request(ClaimShard, {
+          kernelClass: this.kernelClass, memoryBudget: this.o.memoryBudget ?? null, wait: CLAIM_WAIT_SECONDS, backend: this.o.backendChoice?.() ?? null,
+        }));
       } catch (e) {
         if (this.o.signal?.aborted) return; // stopped while the claim waited
         throw e;
@@ -101,7 +108,7 @@ export class PartuneWorker {
         await this.client.request(FailShard, { shardId: claimed.shard.id, attempt: claimed.shard.attempt, message: (e as Error).message }).catch(() => undefined);
         continue;
       }
-      await this.execute({ ...claimed, job });
+      await this.execute({ ...claimed, job }, this.kernelClass);
     }
   }
 
@@ -122,12 +129,13 @@ export class PartuneWorker {
     return { train: selectData({ train: full, test: full }, a.job.options).train };
   }
 
-  private async execute(a: Assignment): Promise<void> {
+  private async execute(a: Assignment, kernelClass: string): Promise<void> {
     const { job } = a;
     const label = `shard ${a.shard.round}.${a.shard.index} of run ${job.runId.slice(0, 8)} (steps ${job.window.from}-${job.window.to})`;
     this.log(`${label}: claimed`);
     // Heartbeats on a timer, so downloads count as alive too; training yields between steps.
     const progress = { done: 0, loss: NaN, lost: undefined as string | undefined };
+    let model: { config: VitConfig; strategy: Strategy; batchSize: number } | undefined;
     const beat = setInterval(() => {
       this.client.request(Heartbeat, {
         shardId: a.shard.id, attempt: job.attempt, stepsDone: progress.done, loss: Number.isFinite(progress.loss) ? progress.loss : null,
@@ -146,7 +154,7 @@ export class PartuneWorker {
       const data = await this.trainingData(a, fetchCounted);
       const config = parseVitConfig({ ...base.config, numClasses: job.numClasses });
       const shapes = tunedShapes(config, inspect(job.strategy, config).tuned);
-      const { kernelClass } = (await this.o.prepare?.({ config, strategy: job.strategy, batchSize: job.options.batchSize })) ?? this.o;
+      model = { config, strategy: job.strategy, batchSize: job.options.batchSize };
       const start = parseState(await fetchCounted(a.state, 'the round state'), shapes, 'round state');
       const steps = job.window.to - job.window.from;
       const gen = runShard({
@@ -196,6 +204,13 @@ export class PartuneWorker {
       await this.client.request(FailShard, { shardId: a.shard.id, attempt: job.attempt, message }).catch(() => undefined);
     } finally {
       clearInterval(beat);
+    }
+    // The backend for the next shard of this model, chosen now that this one is in.
+    if (model && this.o.prepare) {
+      this.kernelClass = (await this.o.prepare(model).catch((e: Error) => {
+        this.log(`backend choice failed: ${e.message}; keeping ${this.kernelClass}`);
+        return { kernelClass: this.kernelClass };
+      })).kernelClass;
     }
   }
 }

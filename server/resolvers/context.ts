@@ -18,6 +18,8 @@ export interface Context {
   readonly role: Role | null;
   /** The worker a REGISTERED_WORKER credential names. */
   readonly workerId: string | null;
+  /** The id inside a VOLUNTEER token: workers registered with one token count as one group. */
+  readonly tokenId: string | null;
   /** The client's address, for rate limits. */
   readonly client: string;
   /** Aborted when the client goes away (its request closed, its socket or operation ended): a waiting claim then takes nothing. */
@@ -35,18 +37,18 @@ export function mintToken(kind: Signed, config: ServerConfig, id = randomBytes(9
   return `${PREFIX[kind]}_${id}.${sign(kind, id, config.secret)}`;
 }
 
-export function callerOf(authorization: string | undefined, config: ServerConfig): { role: Role | null; workerId: string | null } {
+export function callerOf(authorization: string | undefined, config: ServerConfig): { role: Role | null; workerId: string | null; tokenId: string | null } {
   const token = authorization?.replace(/^Bearer\s+/i, '').trim();
-  const none = { role: null, workerId: null };
+  const none = { role: null, workerId: null, tokenId: null };
   if (!token) return none;
-  if (token === config.adminToken) return { role: 'ADMIN', workerId: null };
-  if (token === config.workerToken) return { role: 'WORKER', workerId: null };
+  if (token === config.adminToken) return { role: 'ADMIN', workerId: null, tokenId: null };
+  if (token === config.workerToken) return { role: 'WORKER', workerId: null, tokenId: null };
   const m = /^(vol|rd|wkc)_([A-Za-z0-9_-]{1,64})\.([A-Za-z0-9_-]+)$/.exec(token);
   if (!m) return none;
   const kind = (Object.keys(PREFIX) as Signed[]).find((k) => PREFIX[k] === m[1])!;
   const [expected, given] = [Buffer.from(sign(kind, m[2], config.secret)), Buffer.from(m[3])];
   if (expected.length !== given.length || !timingSafeEqual(expected, given)) return none;
-  return { role: ROLE[kind], workerId: kind === 'worker' ? m[2] : null };
+  return { role: ROLE[kind], workerId: kind === 'worker' ? m[2] : null, tokenId: kind === 'volunteer' ? m[2] : null };
 }
 
 /** Admin may do everything; other roles what the operation lists. */

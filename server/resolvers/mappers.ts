@@ -1,7 +1,7 @@
 // Records -> API objects.
 import * as T from '../../schema/types';
 import {
-  AngleProfileRecord, DatasetRecord, DeltaRecord, ModelRecord, RunRecord, ShardRecord, SoupReport, StoredStrategy, WorkerRecord, trustOf,
+  AngleProfileRecord, DatasetRecord, DeltaRecord, ModelRecord, RunRecord, ShardRecord, SoupReport, StoredStrategy, WorkerRecord, statusOf, trustOf,
 } from '../state/records';
 import type { Progress } from '../runs/queries';
 
@@ -26,10 +26,11 @@ const toSoup = (r: SoupReport): T.SoupReport => make(T.SoupReport, {
 
 export const toRun = (r: RunRecord, progress: Progress): T.Run => make(T.Run, {
   id: r.id, kind: r.spec.kind as T.RunKind, soup: r.spec.kind === 'SOUP' && r.spec.report ? toSoup(r.spec.report) : undefined,
-  status: r.status as T.RunStatus, strategyName: r.strategyName, strategy: r.strategy, hyperParameters: r.spec.kind === 'SOUP' ? undefined : r.spec.options,
+  status: statusOf(r) as T.RunStatus, strategyName: r.strategyName, strategy: r.strategy, hyperParameters: r.spec.kind === 'SOUP' ? undefined : r.spec.options,
   plan: r.plan ?? undefined, tunedParameters: r.tunedParams ?? undefined, totalParameters: r.totalParams ?? undefined, round: r.round, ...progress,
   metrics: r.metrics.map((m) => make(T.MetricPoint, { ...m, at: new Date(m.at) })),
-  accuracy: r.accuracy ?? undefined, loss: r.loss ?? undefined, error: r.error ?? undefined, public: r.public,
+  accuracy: r.accuracy ?? undefined, loss: r.loss ?? undefined, error: r.error ?? undefined, public: r.public, waiting: r.waiting ?? undefined,
+  rollbacks: r.rollbacks.map((b) => make(T.Rollback, { ...b, at: new Date(b.at) })),
   createdAt: r.createdAt, updatedAt: r.updatedAt, finishedAt: r.finishedAt ?? undefined, modelId: r.modelId, datasetId: r.datasetId,
 });
 
@@ -37,14 +38,15 @@ export const toShard = (r: ShardRecord): T.Shard => make(T.Shard, {
   id: r.id, runId: r.runId, round: r.round, index: r.index, fromStep: r.fromStep, toStep: r.toStep, status: r.status as T.ShardStatus,
   workerId: r.workerId ?? undefined, attempt: r.attempts, stepsDone: r.stepsDone, loss: r.loss ?? undefined,
   imagesPerSecond: r.imagesPerSecond ?? undefined, rejections: [...r.rejections], leaseUntil: r.leaseUntil ?? undefined, replica: r.replica, need: r.need,
-  verdict: (r.verdict ?? undefined) as T.ShardVerdict | undefined, kernelClass: r.kernelClass ?? undefined, downloadedBytes: r.downloadedBytes ?? undefined,
+  verdict: (r.verdict ?? undefined) as T.ShardVerdict | undefined, kernelClass: (r.kernelClass ?? r.leaseClass) ?? undefined, downloadedBytes: r.downloadedBytes ?? undefined,
+  needClass: r.needClass ?? undefined, registeredOnly: r.registeredOnly, votes: r.votes ?? undefined, required: r.required ?? undefined,
 });
 
 export const toWorker = (r: WorkerRecord, online: boolean): T.Worker => make(T.Worker, {
   id: r.id, name: r.name, kind: r.kind, backend: r.backend, online, lastSeen: r.lastSeen, shardsDone: r.shardsDone,
   samples: r.samples, imagesPerSecond: r.imagesPerSecond ?? undefined, currentShard: r.currentShard ?? undefined, trusted: r.trusted,
   strikes: r.strikes, quarantined: r.quarantinedAt !== null, trust: trustOf(r) as T.WorkerTrust, agreed: r.agreed, disagreed: r.disagreed, streak: r.streak,
-  kernelClass: r.kernelClass ?? undefined,
+  kernelClass: r.kernelClass ?? undefined, party: r.party, classes: r.classes.map((c) => make(T.WorkerClassRecord, c)),
   backendChoice: r.backendChoice ? make(T.BackendChoice, {
     ...r.backendChoice, model: r.backendChoice.model ?? undefined,
     timings: r.backendChoice.timings.map((t) => make(T.BackendTiming, { ...t, imagesPerSecond: t.imagesPerSecond ?? undefined, note: t.note ?? undefined })),

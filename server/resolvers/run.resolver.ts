@@ -12,6 +12,10 @@ import { badInput, forbidden } from '../errors';
 import { pageArgs } from './catalog.resolver';
 import { toDataset, toDelta, toModel, toRun, toShard } from './mappers';
 
+/** WAITING is a running run that waits; RUNNING one that moves. */
+const statusFilter = (status: T.RunStatus | undefined): { status?: RunRecord['status']; waiting?: boolean } =>
+  status === T.RunStatus.WAITING ? { status: 'RUNNING', waiting: true } : status === T.RunStatus.RUNNING ? { status: 'RUNNING', waiting: false } : { status };
+
 export const runOf = async (services: Services, r: RunRecord): Promise<T.Run> => toRun(r, await services.runs.progress(r));
 
 /** The input's options under the engine's names (evalLimit is testLimit's older name). */
@@ -29,7 +33,7 @@ export class RunResolver {
     pageArgs(first, offset);
     const { services } = ctx;
     const f = {
-      publicOnly: !canRead(ctx), status: filter?.status ?? undefined, kind: filter?.kind ?? undefined, modelId: filter?.model ? (await services.models.get(filter.model)).id : undefined,
+      publicOnly: !canRead(ctx), ...statusFilter(filter?.status ?? undefined), kind: filter?.kind ?? undefined, modelId: filter?.model ? (await services.models.get(filter.model)).id : undefined,
       datasetId: filter?.dataset ? (await services.datasets.get(filter.dataset)).id : undefined,
     };
     const p = await services.runs.list(f, first, offset);

@@ -31,14 +31,14 @@ export class WorkerResolver {
 
   @Authorized('WORKER', 'VOLUNTEER')
   @Mutation(() => T.WorkerRegistration, { description: 'A worker joins; keep the credential: the shard protocol takes it as the bearer token' })
-  async registerWorker(@Ctx() { services, role, client }: Context, @Arg('name') name: string, @Arg('kind') kind: string,
+  async registerWorker(@Ctx() { services, role, client, tokenId }: Context, @Arg('name') name: string, @Arg('kind') kind: string,
     @Arg('backend') backend: string): Promise<T.WorkerRegistration> {
     const trusted = role !== 'VOLUNTEER';
     if (!trusted) {
       if (kind !== 'browser') throw badInput("a volunteer token registers browser workers only (kind: 'browser')");
       await services.workers.admitVolunteer(client);
     }
-    const worker = await services.workers.register(name, kind, backend, trusted, client);
+    const worker = await services.workers.register(name, kind, backend, trusted, client, tokenId ? `token:${tokenId}` : '');
     return Object.assign(new T.WorkerRegistration(), { worker: toWorker(worker, true), credential: mintToken('worker', services.platform.config, worker.id) });
   }
 
@@ -63,12 +63,14 @@ export class WorkerResolver {
     nullable: true,
     description: `Leases the next pending shard that fits the memory budget (bytes); when there is none, waits up to \`wait\` seconds (at most ${MAX_CLAIM_WAIT_SECONDS}) for one, then answers null`,
   })
-  async claimShard(@Ctx() ctx: Context, @Arg('memoryBudget', () => Float, { nullable: true }) memoryBudget?: number,
+  async claimShard(@Ctx() ctx: Context,
+    @Arg('kernelClass', { description: 'What the result will be computed on (engine/kernel-class.ts): a result of another class is refused' }) kernelClass: string,
+    @Arg('memoryBudget', () => Float, { nullable: true }) memoryBudget?: number,
     @Arg('wait', () => Int, { defaultValue: 0 }) wait?: number,
     @Arg('backend', () => BackendChoiceInput, { nullable: true, description: 'How the worker chose its backend (recorded on its row when it changed)' }) backend?: BackendChoiceInput,
   ): Promise<T.ShardAssignment | null> {
     if (backend) await ctx.services.workers.reportBackend(actingWorker(ctx), backendChoice(backend));
-    const a = await ctx.services.leases.claim(actingWorker(ctx), memoryBudget ?? undefined, wait ?? 0, ctx.gone);
+    const a = await ctx.services.leases.claim(actingWorker(ctx), kernelClass, memoryBudget ?? undefined, wait ?? 0, ctx.gone);
     return a && Object.assign(new T.ShardAssignment(), { ...a.assignment, shard: toShard(a.shard), leaseUntil: a.leaseUntil });
   }
 
@@ -83,7 +85,7 @@ export class WorkerResolver {
   @Mutation(() => T.Shard, { description: 'After the update is uploaded: validates and accepts it (idempotent)' })
   async completeShard(@Ctx() ctx: Context, @Arg('shardId', () => ID) shardId: string, @Arg('attempt', () => Int) attempt: number,
     @Arg('loss', () => Float) loss: number, @Arg('imagesPerSecond', () => Float) imagesPerSecond: number,
-    @Arg('kernelClass', { description: 'What computed it (e.g. wasm-xnnpack-simd): results of one class must be bit-identical' }) kernelClass: string,
+    @Arg('kernelClass', { description: 'What computed it: the class the shard was claimed with (results of one class must be bit-identical)' }) kernelClass: string,
     @Arg('downloadedBytes', () => Float, { nullable: true, description: 'What the worker downloaded for this shard (reported, for the operator)' }) downloadedBytes?: number): Promise<T.Shard> {
     const report = { loss, imagesPerSecond, kernelClass, downloadedBytes: downloadedBytes ?? null };
     return toShard(await ctx.services.completion.complete(actingWorker(ctx), shardId, attempt, report));

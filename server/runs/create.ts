@@ -74,6 +74,10 @@ export class RunCreation {
       if (e instanceof OptionError) throw badInput(`hyperParameters.${e.option}: ${e.message}`);
       throw e;
     }
+    // Unclipped gradients leave the moments without an upper bound, so a poisoned v could pass.
+    if (spec.options.verification !== 'NONE' && !(spec.options.clipGrad > 0)) {
+      throw badInput(`hyperParameters.clipGrad: runs that admit volunteers (verification ${spec.options.verification}) clip gradients, so the moments they carry can be bounded; give clipGrad > 0 or verification NONE`);
+    }
     if (spec.options.shardsPerRound > MAX_SHARDS_PER_ROUND) {
       throw badInput(`hyperParameters.shardsPerRound: at most ${MAX_SHARDS_PER_ROUND} shards per round (got ${spec.options.shardsPerRound})`);
     }
@@ -120,7 +124,7 @@ export class RunCreation {
     return {
       id: randomUUID(), spec, modelId: model.id, datasetId: dataset.id, ...s, status: 'PREPARING', plan: null, round: 0, step: 0, state: null,
       normalization: null, numClasses: dataset.classes, memoryNeed: 4 * model.blob.bytes + windowBytes, metrics: [], accuracy: null, loss: null,
-      deltaId: null, error: null, public: false, createdAt: at, updatedAt: at, finishedAt: null,
+      deltaId: null, error: null, public: false, waiting: null, roundStates: [], rollbacks: [], createdAt: at, updatedAt: at, finishedAt: null,
     };
   }
 

@@ -3,7 +3,7 @@
 // through the store's coordination, so every server replica hears each one, whichever replica it
 // happened on.
 import { RUN_EVENTS, RunEventKind, RunEventPayload, pubSub } from '../events';
-import type { RunRecord } from '../state/records';
+import { RunRecord, statusOf } from '../state/records';
 import type { StateStore } from '../state/store';
 import { progressOf } from './queries';
 
@@ -43,7 +43,7 @@ export class RunEvents {
       if (!run) return;
       const { step, totalSteps, progress } = await progressOf(this.state, run);
       const message = detail.message && detail.message.length > MAX_MESSAGE ? `${detail.message.slice(0, MAX_MESSAGE)}...` : detail.message;
-      const event: RunEventPayload = { runId, kind, status: run.status, round: run.round, step, totalSteps, progress, ...detail, message, at: new Date() };
+      const event: RunEventPayload = { runId, kind, status: statusOf(run), round: run.round, step, totalSteps, progress, ...detail, message, at: new Date() };
       await this.state.coordination.broadcast(JSON.stringify({ event } satisfies Broadcast));
     } catch (e) {
       this.log(`run ${runId}: event ${kind} not published: ${(e as Error).message}`);

@@ -1,9 +1,12 @@
-// A shard's completion: the update uploaded to the lease's slot is checked (its tensors, shapes,
-// dtype, finite values, label, and that AdamW's steps could reach it from the round's state),
-// copied to a content-addressed key no worker can write, and recorded once with its digest and
-// kernel class for the verification to judge; a repeated completion is a no-op, a rejected update
-// ends the lease (a strike against its worker) and the shard is re-issued.
-import { KERNEL_CLASS_PATTERN, reachOf } from '../../engine';
+// A shard's completion: the lease clock stops, then the update uploaded to the lease's slot is
+// checked (its tensors, shapes, dtype, finite values, label, and that AdamW's steps could reach it
+// from the round's state, moments bounded by the gradient clip), copied to a content-addressed key
+// no worker can write, and recorded once with its digest (over tensors, moments, step and the
+// reported loss) and the kernel class it was claimed with, for the verification to judge; a
+// repeated completion is a no-op, a rejected update ends the lease (a strike against its worker)
+// and the shard is re-issued.
+import { createHash } from 'node:crypto';
+import { reachOf } from '../../engine';
 import { expectedUpdateLabel } from '../../protocol/shard-job';
 import { keys } from '../../storage';
 import type { UpdateCheck } from '../compute/shard-jobs';
@@ -38,16 +41,18 @@ export class Completion {
     const h = await this.leases.held(workerId, shardId, attempt);
     if ('lost' in h) throw conflict(`shard ${shardId}: ${h.lost}; its result is not used`);
     const { shard, run } = h;
+    await this.p.state.shards.submit(shard.id, workerId, attempt, new Date());
     const slot = keys.shardUpload(run.id, shard.id, attempt);
     const checked = await this.check(run, shard, slot, report);
     if (!checked.ok) {
       await this.leases.release(workerId, shard, `attempt ${attempt} by worker ${workerId}: update rejected: ${checked.reason}`);
       throw badInput(`update rejected: ${checked.reason}; the shard is re-issued`);
     }
-    const { update: accepted, digest } = checked;
+    const { update: accepted } = checked;
+    const digest = withLoss(checked.digest, loss);
     const samples = (shard.toStep - shard.fromStep) * trainingSpec(run).options.batchSize;
     const downloadedBytes = report.downloadedBytes !== null && Number.isFinite(report.downloadedBytes) && report.downloadedBytes >= 0 ? Math.round(report.downloadedBytes) : null;
-    const done = await this.p.state.shards.complete(shard.id, workerId, attempt, { update: accepted, digest, kernelClass, loss, imagesPerSecond, samples, downloadedBytes });
+    const done = await this.p.state.shards.complete(shard.id, workerId, attempt, { update: accepted, digest, kernelClass: shard.leaseClass ?? kernelClass, loss, imagesPerSecond, samples, downloadedBytes });
     const after = (await this.p.state.shards.get(shard.id))!;
     // Another completion of the same lease may have been accepted while this one was checked.
     if (!done && !(after.status === 'DONE' && after.workerId === workerId && after.attempts === attempt)) {
@@ -55,7 +60,9 @@ export class Completion {
     }
     if (done) {
       await this.events.emit(run.id, 'SHARD', { trainLoss: loss, message: `shard ${shard.round}.${shard.index} done by worker ${workerId} (${imagesPerSecond.toFixed(1)} img/s, ${kernelClass})` }, run);
-      void this.verification.judge(run, after);
+      void this.verification.judge({ runId: run.id, round: after.round, index: after.index })
+        .then(() => this.leases.tighten(run, after.round))
+        .catch((e: Error) => this.p.log(`run ${run.id}: tightening the round's leases failed: ${e.message}`));
     }
     return after;
   }
@@ -64,7 +71,8 @@ export class Completion {
   private async check(run: RunRecord, shard: ShardRecord, slot: string, { loss, imagesPerSecond, kernelClass }: CompletionReport): Promise<UpdateCheck> {
     if (!Number.isFinite(loss)) return { ok: false, reason: `reported loss ${loss}` };
     if (!(imagesPerSecond >= 0 && imagesPerSecond < 1e6)) return { ok: false, reason: `reported speed ${imagesPerSecond} img/s` };
-    if (!KERNEL_CLASS_PATTERN.test(kernelClass)) return { ok: false, reason: `kernel class '${kernelClass.slice(0, 40)}' is not a kernel class name` };
+    // The class is declared with the claim: a result claimed for another class is refused, never re-judged by a looser rule.
+    if (kernelClass !== shard.leaseClass) return { ok: false, reason: `it reports kernel class '${kernelClass.slice(0, 120)}', the shard was claimed for '${shard.leaseClass}'` };
     const start = need(run.state, 'state', run);
     const stateBytes = (await this.p.blobs.stat(start.key))?.bytes ?? 0;
     const { options } = trainingSpec(run);
@@ -74,4 +82,9 @@ export class Completion {
       reach: reachOf(options, need(run.plan, 'plan', run).trainImages, shard.fromStep, shard.toStep),
     });
   }
+}
+
+/** The update's digest bound to the loss its worker reported: replicas must agree on both. */
+function withLoss(digest: string, loss: number): string {
+  return createHash('sha256').update(digest).update(new Uint8Array(Float64Array.of(loss).buffer)).digest('hex');
 }

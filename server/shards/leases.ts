@@ -1,14 +1,17 @@
-// The shard protocol's leases: claim the oldest pending shard that fits, heartbeat with progress
-// to keep it, give it back on an error. A lease ends without a result when it lapses, when its steps
-// stop advancing (PARTUNE_STALL_SECONDS), or at its deadline (the shard's steps at the worker's
-// measured speed, with slack); each such end is a strike against its worker. A shard fails its run
-// only when the failure budget says so: enough distinct workers, at least one of them trusted.
+// The shard protocol's leases: claim the oldest pending shard that fits (declaring the kernel class
+// the result will be computed on), heartbeat with progress to keep it, give it back on an error.
+// A lease ends without a result when it lapses, when its steps stop advancing
+// (PARTUNE_STALL_SECONDS), or at its deadline: the shard's steps at the pace this run's completed
+// shards showed, with slack, never under the stall window; heartbeats extend nothing past it, and
+// the lease clock stops when the worker completes (checking its update is the server's time). Each
+// such end is a strike against its worker. A shard fails its run only on registered workers' failures.
+import { KERNEL_CLASS_PATTERN } from '../../engine';
 import { Assignment, Download } from '../../protocol/shard-job';
 import { trainOptionsOf } from '../../protocol/run-options';
 import { keys } from '../../storage';
-import { forbidden, notFound } from '../errors';
+import { badInput, forbidden, notFound } from '../errors';
 import type { Platform } from '../platform';
-import { RunRecord, ShardRecord, need, trainingSpec } from '../state/records';
+import { RunRecord, ShardRecord, WorkerRecord, isRegistered, need, roundState, trainingSpec } from '../state/records';
 import { RunEvents } from '../runs/events';
 import { RunQueries } from '../runs/queries';
 import { Scheduler } from '../runs/scheduler';
@@ -16,8 +19,14 @@ import { ClaimWaiters, MAX_CLAIM_WAIT_SECONDS } from './claim-waiters';
 import { Verification } from './verification';
 import { Workers } from './workers';
 
-/** A deadline allows this many times the steps at the worker's last measured speed. */
-const SPEED_SLACK = 4;
+/** A deadline allows this many times the shard's steps at the run's median pace (or the worker's own, when slower). */
+const PACE_SLACK = 4;
+
+const median = (xs: readonly number[]): number | undefined => {
+  if (!xs.length) return undefined;
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
 
 export interface Claimed { readonly shard: ShardRecord; readonly leaseUntil: Date; readonly assignment: Assignment }
 
@@ -37,12 +46,13 @@ export class Leases {
    * none, waits up to `waitSeconds` for one to become claimable before answering null. A client
    * that goes away while waiting (`gone`) takes nothing: a dead worker must not hold a shard.
    */
-  async claim(workerId: string, memoryBudget?: number, waitSeconds = 0, gone?: AbortSignal): Promise<Claimed | null> {
+  async claim(workerId: string, kernelClass: string, memoryBudget?: number, waitSeconds = 0, gone?: AbortSignal): Promise<Claimed | null> {
+    if (!KERNEL_CLASS_PATTERN.test(kernelClass)) throw badInput(`kernelClass '${kernelClass.slice(0, 40)}' is not a kernel class name (engine/kernel-class.ts)`);
     const until = Date.now() + Math.min(Math.max(0, waitSeconds), MAX_CLAIM_WAIT_SECONDS) * 1000;
     for (;;) {
       if (gone?.aborted) return null;
       const ticket = Date.now() < until && !this.waiters.stopped ? this.waiters.ticket(until - Date.now(), gone) : undefined;
-      const claimed = await this.claimNow(workerId, memoryBudget).catch((e: unknown) => {
+      const claimed = await this.claimNow(workerId, kernelClass, memoryBudget).catch((e: unknown) => {
         ticket?.cancel();
         throw e;
       });
@@ -64,14 +74,19 @@ export class Leases {
     this.waiters.close();
   }
 
-  private async claimNow(workerId: string, memoryBudget: number | undefined): Promise<Claimed | null> {
-    const worker = await this.workers.active(workerId);
+  private async claimNow(workerId: string, kernelClass: string, memoryBudget: number | undefined): Promise<Claimed | null> {
+    let worker = await this.workers.active(workerId);
+    if (worker.kernelClass !== kernelClass) {
+      await this.p.state.workers.setKernelClass(worker.id, kernelClass);
+      worker = { ...worker, kernelClass };
+    }
     const now = new Date();
     const leaseUntil = new Date(now.getTime() + this.p.config.leaseSeconds * 1000);
-    const leased = await this.p.state.shards.leaseOldest(worker, memoryBudget, leaseUntil, now);
+    const candidate = { id: worker.id, registered: isRegistered(worker), party: worker.party, origin: worker.origin, kernelClass };
+    const leased = await this.p.state.shards.leaseOldest(candidate, memoryBudget, leaseUntil, now);
     if (!leased) return null;
     const run = await this.runs.get(leased.runId);
-    const deadline = this.deadline(await this.p.state.shards.lastSpeed(run.id, worker.id), run, leased, now);
+    const deadline = await this.deadline(run, leased, worker, now);
     await this.p.state.shards.setDeadline(leased.id, worker.id, leased.attempts, deadline);
     const shard = { ...leased, deadline, leaseUntil: new Date(Math.min(leaseUntil.getTime(), deadline.getTime())) };
     await this.verification.leased(run, shard, worker);
@@ -81,14 +96,34 @@ export class Leases {
   }
 
   /**
-   * The stall window plus the shard's images at the speed the worker showed on this run (same
-   * model, batch and strategy), with slack; PARTUNE_MAX_SHARD_SECONDS at most, and until it has one.
+   * The shard's steps at the median pace of this run's completed results not outvoted (lease to
+   * completion, as the server measured it), or the worker's own when it was slower, times
+   * PACE_SLACK; never under the stall window, never over PARTUNE_MAX_SHARD_SECONDS, which is also
+   * the deadline until the run has a completed shard (`tighten` then shortens it). What a worker
+   * reports of its speed plays no part; a fast liar moves the median by its share, and the stall
+   * window bounds how short it can make an honest worker's deadline.
    */
-  private deadline(speed: number | undefined, run: RunRecord, shard: ShardRecord, now: Date): Date {
+  private async deadline(run: RunRecord, shard: ShardRecord, worker: WorkerRecord, now: Date): Promise<Date> {
     const { stallSeconds, maxShardSeconds } = this.p.config;
-    const images = (shard.toStep - shard.fromStep) * trainingSpec(run).options.batchSize;
-    const seconds = speed ? Math.min(maxShardSeconds, stallSeconds + (SPEED_SLACK * images) / speed) : maxShardSeconds;
+    const paces = await this.p.state.shards.paces(run.id, worker.id);
+    const runPace = median(paces.run);
+    const pace = runPace === undefined ? undefined : Math.max(runPace, median(paces.worker) ?? 0);
+    const seconds = pace === undefined ? maxShardSeconds : Math.min(maxShardSeconds, Math.max(stallSeconds, PACE_SLACK * pace * (shard.toStep - shard.fromStep)));
     return new Date(now.getTime() + seconds * 1000);
+  }
+
+  /**
+   * Leases of a round given before the run showed a pace (deadline: the cap) end at the pace it shows
+   * now, counted from their lease: heartbeats of fake progress cannot hold them for the cap.
+   */
+  async tighten(run: RunRecord, round: number): Promise<void> {
+    for (const s of await this.p.state.shards.ofRun(run.id, round)) {
+      if (s.status !== 'LEASED' || s.submittedAt || !s.leasedAt || !s.workerId) continue;
+      const worker = await this.p.state.workers.get(s.workerId);
+      if (!worker) continue;
+      const deadline = await this.deadline(run, s, worker, s.leasedAt);
+      if (!s.deadline || deadline < s.deadline) await this.p.state.shards.setDeadline(s.id, s.workerId, s.attempts, deadline);
+    }
   }
 
   /** What the worker downloads, trains and uploads. Node workers get internal URLs, browsers public ones. */
@@ -99,7 +134,7 @@ export class Leases {
     // URLs live as long as the lease may.
     const seconds = Math.max(60, Math.ceil((need(shard.deadline, 'deadline', run).getTime() - Date.now()) / 1000));
     const get = async (b: { key: string; sha256: string; bytes: number }): Promise<Download> => ({ url: await this.p.blobs.presignGet(b.key, seconds, internal), sha256: b.sha256, bytes: b.bytes });
-    const state = need(run.state, 'state', run);
+    const state = roundState(run, shard.round);
     const stateInfo = await this.p.blobs.stat(state.key);
     const updateLimit = 2 * (stateInfo?.bytes ?? 0) + 65_536; // an update is a state of the same tensors
     return {
@@ -162,7 +197,7 @@ export class Leases {
 
   private async exhausted(shardId: string, reason: string): Promise<void> {
     const s = (await this.p.state.shards.get(shardId))!;
-    await this.scheduler.fail(s.runId, `shard ${s.round}.${s.index} failed ${s.rejections.length} times (${s.trustedFailures} by trusted workers, ${s.failedBy.length} distinct workers); last: ${reason}`);
+    await this.scheduler.fail(s.runId, `shard ${s.round}.${s.index} failed ${s.trustedFailures} times on registered workers (${s.rejections.length} failures in all); last: ${reason}`);
   }
 
   /** A worker gives a shard back after an error: re-issued, and counted against the worker and the shard. */
@@ -183,7 +218,8 @@ export class Leases {
   async expire(): Promise<number> {
     const now = new Date();
     const stalledBefore = new Date(now.getTime() - this.p.config.stallSeconds * 1000);
-    const expired = await this.p.state.shards.expire(now, stalledBefore, this.workers.budget);
+    const submittedBefore = new Date(now.getTime() - this.p.config.checkSeconds * 1000);
+    const expired = await this.p.state.shards.expire(now, stalledBefore, submittedBefore, this.workers.budget);
     for (const { shard, release } of expired) {
       const reason = shard.rejections[shard.rejections.length - 1];
       await this.events.emit(shard.runId, 'WARNING', { message: `shard ${shard.round}.${shard.index}: ${reason}; ${release === 'exhausted' ? 'no attempts left' : 're-issued'}` });

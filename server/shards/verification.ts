@@ -1,186 +1,199 @@
-// Verified compute: a shard's result is used only once enough workers computed the same thing.
-// Each result needs some number of agreeing results, decided at its lease (QUORUM: the quorum;
-// SPOT_CHECK: 2 for an untrusted worker, and for a trusted one at a rate that decays with its
-// streak of agreements, like BOINC's adaptive replication; else 1), and the sibling replica is
-// issued at once so both run together. Replicas of one kernel class must match bit for bit (their
-// digests), across classes within the calibrated tolerance. A group of agreeing results is
-// accepted when it reaches its members' need and, needing 2 or more, holds a trusted worker or
-// one more result than needed from distinct addresses (colluding volunteers must outnumber the
-// quorum, not just match it). The accepted update is one of the agreeing ones, a trusted worker's
-// when there is one: replication never changes the result. Results outside it are outvoted: their
-// workers lose their trust and take a strike, and what they had accepted unchecked is judged again.
+// Verified compute: the service around judgement.ts. At a lease it decides what the result will
+// need (SPOT_CHECK: a second, same-class result for an untrusted worker, a check by another
+// registered worker at a rate for a registered one; QUORUM: the quorum from the start). After each
+// result, a lease's end, and on the server's clock for replicas nobody took, it judges the index
+// from the store's rows and applies the verdict: accept and strike, issue or open up a replica,
+// or say why the run waits. A caught worker's support is withdrawn everywhere (withdrawal.ts).
 import { randomInt } from 'node:crypto';
-import { CROSS_CLASS_TOLERANCE, lossesDisagree } from '../../engine';
+import { CROSS_CLASS_TOLERANCE, LOSS_TOLERANCE, UpdateDistance } from '../../engine';
 import type { Platform } from '../platform';
-import { EARNED_TRUST_STREAK, RunRecord, ShardRecord, WorkerRecord, isTrusted, need, trainingSpec } from '../state/records';
+import { EARNED_TRUST_STREAK, RunRecord, ShardRecord, WorkerRecord, isRegistered, roundState, trainingSpec } from '../state/records';
+import type { IndexKey } from '../state/store';
 import { RunEvents } from '../runs/events';
 import { Scheduler } from '../runs/scheduler';
+import { Ballot, Case, Judgement, Outvote, judge } from './judgement';
 import { RunShapes } from './run-shapes';
+import { Withdrawal } from './withdrawal';
 import { Workers } from './workers';
 
 /**
- * Under SPOT_CHECK, how often a trusted worker's result is checked: 1 / (agreements in a row + 1),
- * never below the run's rate. A registered worker starts where a volunteer earns its trust.
+ * Under SPOT_CHECK, how often a registered worker's result is checked by another registered
+ * worker: 1 / (agreements in a row + 1 + EARNED_TRUST_STREAK), never below the run's rate.
  */
-export const spotCheckRate = (w: WorkerRecord, floor: number): number =>
-  Math.max(floor, 1 / (w.streak + 1 + (w.trusted && !w.demoted ? EARNED_TRUST_STREAK : 0)));
+export const spotCheckRate = (w: WorkerRecord, floor: number): number => Math.max(floor, 1 / (w.streak + 1 + EARNED_TRUST_STREAK));
+
+/** At most this many waiting reasons are shown per run. */
+const SHOWN_REASONS = 3;
 
 export class Verification {
+  private readonly distances = new Map<string, Promise<UpdateDistance>>();
+  private ticking = false;
+
   constructor(
     private readonly p: Platform, private readonly workers: Workers, private readonly shapes: RunShapes, private readonly scheduler: Scheduler,
-    private readonly events: RunEvents,
+    private readonly events: RunEvents, private readonly withdrawal: Withdrawal,
   ) {}
 
-  /**
-   * At a lease under SPOT_CHECK: how many agreeing results this worker's result will need, and the
-   * sibling replica it then needs, issued now. A trusted worker is checked only while another
-   * trusted one is online to check it (a volunteer's agreement proves little, its lie would stall).
-   */
+  /** At a lease under SPOT_CHECK: how many results this one needs, and the sibling replica it then needs, issued now. */
   async leased(run: RunRecord, shard: ShardRecord, worker: WorkerRecord): Promise<void> {
     const o = trainingSpec(run).options;
     if (o.verification !== 'SPOT_CHECK') return;
-    const checked = !isTrusted(worker) || (randomInt(1_000_000) < spotCheckRate(worker, o.spotCheckRate) * 1_000_000
-      && (await this.p.state.workers.countTrustedOthersSince(this.workers.onlineSince(), worker.id)) > 0);
+    const registered = isRegistered(worker);
+    // A registered result is checked only by another registered worker: an untrusted one could not overturn it.
+    const checked = !registered || (randomInt(1_000_000) < spotCheckRate(worker, o.spotCheckRate) * 1_000_000 && (await this.workers.registeredOnline([worker.id])) > 0);
     await this.p.state.shards.setNeed(shard.id, worker.id, shard.attempts, checked ? 2 : 1);
     if (!checked) return;
     const open = (await this.p.state.shards.ofIndex(run.id, shard.round, shard.index)).filter((r) => r.id !== shard.id && (r.status === 'PENDING' || r.status === 'LEASED'));
-    if (!open.length && typeof (await this.p.state.shards.addReplica(shard, 1)) === 'object') await this.issued(shard, `a replica is issued to check worker ${worker.id}`);
+    if (open.length) return;
+    const added = await this.p.state.shards.addReplica(shard, { need: 1, needClass: registered ? null : shard.leaseClass, registeredOnly: registered });
+    if (added) await this.issued(shard, `${registered ? 'a registered worker is asked' : `a worker of kernel class ${shard.leaseClass} is asked`} to check worker ${worker.id}'s result`);
   }
 
   /** A lease of the shard ended without a result: results that waited for it are judged now. */
   async released(shard: ShardRecord): Promise<void> {
-    const run = await this.p.state.runs.get(shard.runId);
-    if (run?.status === 'RUNNING' && run.round === shard.round) await this.judge(run, shard);
+    await this.judge({ runId: shard.runId, round: shard.round, index: shard.index });
   }
 
   /**
-   * Run by the server's clock. A spot check of a trusted worker that no other worker took up is
-   * dropped, and the result accepted as it is, once no other trusted worker is online or after the
-   * stall window: a check must not hold a round when the worker that would take it left. An
-   * untrusted worker's result always waits for its second opinion.
+   * Judges an index; one judgement of an index at a time, across server replicas (two would each
+   * add a replica). Returns why it cannot move on, when it cannot.
    */
-  async dropUnclaimedChecks(): Promise<void> {
-    const now = Date.now();
-    const stall = this.p.config.stallSeconds * 1000;
-    for (const row of await this.p.state.shards.unclaimedChecks(new Date(now))) {
-      const alone = (await this.p.state.workers.countTrustedOthersSince(this.workers.onlineSince(), row.workerId!)) === 0;
-      if (!alone && row.completedAt!.getTime() > now - stall) continue;
-      const run = await this.p.state.runs.get(row.runId);
-      if (run && (await this.settle(run, row, row, [], []))) {
-        await this.note(row, `no other worker took up the check of worker ${row.workerId}'s result${alone ? ' and no other trusted worker is online' : ` in ${stall / 1000} s`}: accepted unchecked`);
+  judge(key: IndexKey): Promise<string | null> {
+    return this.p.state.coordination.exclusive(`judge/${key.runId}/${key.round}/${key.index}`, () => this.decide(key)).catch((e: Error) => {
+      this.p.log(`run ${key.runId} shard ${key.round}.${key.index}: not judged: ${e.message}`);
+      return null;
+    });
+  }
+
+  /**
+   * Run by the server's clock for the runs this server drives: indices whose replicas waited past
+   * the window are judged (escalated), and each run says whether, and why, it waits.
+   */
+  async clock(): Promise<void> {
+    if (this.ticking) return; // a slow tick (a busy store) is not stacked on by the next one
+    this.ticking = true;
+    try {
+      await this.tick();
+    } finally {
+      this.ticking = false;
+    }
+  }
+
+  private async tick(): Promise<void> {
+    const driven = this.p.state.coordination.driven();
+    if (!driven.length) return;
+    const reasons = new Map<string, string[]>();
+    for (const key of await this.p.state.shards.stalled(driven, new Date(Date.now() - this.p.config.waitSeconds * 1000))) {
+      const why = await this.judge(key);
+      if (why) reasons.set(key.runId, [...(reasons.get(key.runId) ?? []), `round ${key.round} shard ${key.index} ${why}`]);
+    }
+    for (const id of driven) {
+      const list = reasons.get(id) ?? [];
+      const waiting = list.length ? list.slice(0, SHOWN_REASONS).join('; ') + (list.length > SHOWN_REASONS ? `; and ${list.length - SHOWN_REASONS} more` : '') : null;
+      if (await this.p.state.runs.setWaiting(id, waiting)) await this.events.emit(id, waiting ? 'WAITING' : 'STATUS', { message: waiting ?? 'no longer waiting' });
+    }
+  }
+
+  private async decide(key: IndexKey): Promise<string | null> {
+    const run = await this.p.state.runs.get(key.runId);
+    if (!run || run.spec.kind === 'SOUP' || (run.status !== 'RUNNING' && run.status !== 'FINALIZING')) return null;
+    const rows = await this.p.state.shards.ofIndex(key.runId, key.round, key.index);
+    if (!rows.length) return null;
+    const j = judge(await this.caseOf(run, rows));
+    return this.apply(run, key, rows, j);
+  }
+
+  private async apply(run: RunRecord, key: IndexKey, rows: readonly ShardRecord[], j: Judgement): Promise<string | null> {
+    const row = (id: string): ShardRecord => rows.find((r) => r.id === id)!;
+    const reason = (o: Outvote): { id: string; reason: string } => ({ id: o.ballot.id, reason: `attempt ${row(o.ballot.id).attempts} by worker ${o.ballot.workerId}: outvoted: ${o.why}` });
+    const settle = (accept: { id: string; votes: number; required: number } | undefined, v: Extract<Judgement, { kind: 'late' }> | Extract<Judgement, { kind: 'accept' }>) =>
+      this.p.state.shards.settle({
+        ...key, accept, agreed: v.agreed.map((b) => b.id), close: v.close.map((b) => b.id), credit: v.credit.map((b) => ({ workerId: b.workerId, kernelClass: b.kernelClass })),
+        outvoted: v.outvoted.map(reason),
+      }, this.workers.budget);
+    switch (j.kind) {
+      case 'accept':
+        if (!(await settle({ id: j.accept.id, votes: j.votes, required: j.required }, j))) return null;
+        await this.note(key, `accepted worker ${j.accept.workerId}'s result: ${j.because}`);
+        await this.withdrawal.caught(run, key, j.outvoted);
         void this.scheduler.advance(run.id);
+        return null;
+      case 'late':
+        if (await settle(undefined, j)) await this.withdrawal.caught(run, key, j.outvoted);
+        return null;
+      case 'overturn': {
+        const outvoted = j.caught.map((ballot) => ({ ballot, why: j.because }));
+        if (!(await this.p.state.shards.settle({ ...key, agreed: [], close: [], credit: [], outvoted: outvoted.map(reason) }, this.workers.budget))) return null;
+        await this.withdrawal.overturned(run, key, outvoted);
+        return this.decide(key);
       }
+      case 'replica':
+        if (await this.p.state.shards.addReplica(rows[0], { need: j.need, needClass: j.needClass, registeredOnly: j.registeredOnly })) {
+          await this.issued(rows[0], `${j.because}; another replica is issued${j.registeredOnly ? ' to registered workers' : j.needClass ? ` to workers of kernel class ${j.needClass}` : ''}`);
+        }
+        return null;
+      case 'relax':
+        if (await this.p.state.shards.relax(j.replicaId)) await this.issued(rows[0], j.because);
+        return null;
+      case 'wait':
+        return j.waiting;
+      case 'stuck':
+        await this.scheduler.fail(run.id, `shard ${key.round}.${key.index}: ${j.because}`);
+        return null;
     }
   }
 
-  /**
-   * After a replica's result is stored: the verdicts on its index, once enough results are in. One
-   * judgement of an index at a time, across server replicas (two would each add a replica).
-   */
-  judge(run: RunRecord, shard: ShardRecord): Promise<void> {
-    return this.p.state.coordination.exclusive(`judge/${shard.runId}/${shard.round}/${shard.index}`, () => this.decide(run, shard)).catch((e: Error) => {
-      this.p.log(`run ${run.id} shard ${shard.round}.${shard.index}: not judged: ${e.message}`);
-    });
-  }
-
-  private async decide(run: RunRecord, shard: ShardRecord): Promise<void> {
-    const rows = await this.p.state.shards.ofIndex(run.id, shard.round, shard.index);
-    const results = rows.filter((r) => r.status === 'DONE' && r.verdict !== 'OUTVOTED');
-    if (!results.length) return;
+  /** The index as judgement.ts sees it: results with their workers, open replicas, who is online, cross-class distances. */
+  private async caseOf(run: RunRecord, rows: readonly ShardRecord[]): Promise<Case> {
+    const o = trainingSpec(run).options;
+    const now = Date.now();
+    const waitMs = this.p.config.waitSeconds * 1000;
     const workers = new Map<string, WorkerRecord>();
-    for (const r of results) {
-      const w = await this.p.state.workers.get(r.workerId!);
-      if (w) workers.set(w.id, w);
+    for (const id of new Set(rows.map((r) => r.workerId).filter((w): w is string => w !== null))) {
+      const w = await this.p.state.workers.get(id);
+      if (w) workers.set(id, w);
     }
-    const trusted = (r: ShardRecord): boolean => { const w = workers.get(r.workerId!); return !!w && isTrusted(w); };
-    const accepted = results.find((r) => r.verdict === 'ACCEPTED');
-    if (accepted) return this.lateResults(run, shard, accepted, results.filter((r) => r.verdict === null));
-    const groups = await this.cluster(run, results);
-    const addresses = (g: ShardRecord[]): number => new Set(g.map((r) => (trusted(r) ? r.workerId : workers.get(r.workerId!)?.address))).size;
-    const needOf = (g: ShardRecord[]): number => Math.max(...g.map((r) => r.need));
-    const acceptable = (g: ShardRecord[]): boolean => g.length >= needOf(g) && (needOf(g) <= 1 || g.some(trusted) || addresses(g) > needOf(g));
-    const best = groups.filter(acceptable).sort((a, b) => b.length - a.length || Number(b.some(trusted)) - Number(a.some(trusted)))[0];
-    // A result that needs no second opinion still waits for a replica being computed (the worker
-    // it checks), so that worker is judged too; a lease ends by its deadline at the latest.
-    if (best && needOf(best) <= 1 && rows.some((r) => r.status === 'LEASED')) return;
-    if (!best) {
-      if (rows.some((r) => r.status === 'PENDING' || r.status === 'LEASED')) return;
-      const needed = Math.max(...groups.map(needOf));
-      const added = await this.p.state.shards.addReplica(shard, needed);
-      if (added === 'limit') {
-        await this.scheduler.fail(run.id, `shard ${shard.round}.${shard.index}: ${rows.length} replicas and no ${needed} of them agree (${groups.map((g) => g.length).join(' + ')})`);
-      } else if (added) {
-        const why = groups.length > 1 ? `${groups.length} different results` : `${results.length} agreeing result(s), not enough without a trusted worker`;
-        await this.issued(shard, `${why}; another replica is issued`);
-      }
-      return;
-    }
-    const chosen = best.find(trusted) ?? best[0];
-    const outvoted = [];
-    for (const r of results.filter((x) => !best.includes(x))) outvoted.push({ row: r, why: (await this.differ(run, r, chosen)) ?? 'outvoted' });
-    if (!(await this.settle(run, shard, chosen, best, outvoted))) return;
-    await this.note(shard, `accepted: ${best.length} agreeing results (workers ${best.map((r) => r.workerId).join(', ')})`);
-    void this.scheduler.advance(run.id);
-  }
-
-  /** Results that came in after the index was settled: each must match the accepted one. */
-  private async lateResults(run: RunRecord, shard: ShardRecord, accepted: ShardRecord, late: ShardRecord[]): Promise<void> {
-    if (!late.length) return;
-    const agreeing: ShardRecord[] = [];
-    const outvoted = [];
-    for (const r of late) {
-      const why = await this.differ(run, r, accepted);
-      if (why) outvoted.push({ row: r, why });
-      else agreeing.push(r);
-    }
-    await this.settle(run, shard, undefined, agreeing, outvoted);
-  }
-
-  /** Groups results that agree with each group's first member, in the order they came. */
-  private async cluster(run: RunRecord, results: readonly ShardRecord[]): Promise<ShardRecord[][]> {
-    const groups: ShardRecord[][] = [];
-    for (const r of [...results].sort((a, b) => (a.completedAt?.getTime() ?? 0) - (b.completedAt?.getTime() ?? 0))) {
-      let home: ShardRecord[] | undefined;
-      for (const g of groups) if (!(await this.differ(run, r, g[0]))) { home = g; break; }
-      if (home) home.push(r);
-      else groups.push([r]);
-    }
-    return groups;
-  }
-
-  /** Why two results of one index cannot both be honest, or null when they agree. */
-  private async differ(run: RunRecord, a: ShardRecord, b: ShardRecord): Promise<string | null> {
-    if (a.kernelClass === b.kernelClass) {
-      if (a.digest !== b.digest) return `its tensors differ from worker ${b.workerId}'s, on the same kernel class (${a.kernelClass}) where they must be bit-identical`;
-      return a.loss !== null && b.loss !== null && Math.abs(a.loss - b.loss) > 1e-6 * Math.max(1, Math.abs(b.loss))
-        ? `it reports loss ${a.loss} for the tensors worker ${b.workerId} computed with loss ${b.loss}` : null;
-    }
-    const d = await this.p.shardCompute.call('distance', {
-      start: need(run.state, 'state', run), a: need(a.result, 'result', run), b: need(b.result, 'result', run), shapes: await this.shapes.of(run),
-    });
-    if (d.relative > CROSS_CLASS_TOLERANCE) {
-      return `it differs from worker ${b.workerId}'s (${b.kernelClass}) by ${d.relative.toPrecision(3)} relative L2 (most in ${d.tensor}), over the ${CROSS_CLASS_TOLERANCE} allowed across kernel classes`;
-    }
-    const losses = a.loss !== null && b.loss !== null ? lossesDisagree(a.loss, b.loss) : null;
-    return losses && `${losses} (worker ${b.workerId})`;
-  }
-
-  /** Applies the verdicts; the outvoted workers' unchecked results are judged again. False when another judgement came first. */
-  private async settle(run: RunRecord, shard: ShardRecord, accept: ShardRecord | undefined, agreeing: ShardRecord[], outvoted: { row: ShardRecord; why: string }[]): Promise<boolean> {
-    // An accepted group credits all its members; a lone result (need 1) credits no one.
-    const credit = (accept && agreeing.length < 2 ? [] : agreeing).map((r) => r.workerId!);
-    const settled = await this.p.state.shards.settle({
-      runId: run.id, round: shard.round, index: shard.index, accept: accept?.id, agreed: agreeing.filter((r) => r !== accept).map((r) => r.id), credit,
-      outvoted: outvoted.map(({ row, why }) => ({ id: row.id, reason: `attempt ${row.attempts} by worker ${row.workerId}: outvoted: ${why}` })),
-    }, this.workers.budget);
-    if (!settled) return false;
-    for (const { row, why } of outvoted) {
-      await this.events.emit(run.id, 'WARNING', { message: `shard ${shard.round}.${shard.index}: worker ${row.workerId} outvoted: ${why}` });
-      for (const again of await this.p.state.shards.reverify(row.workerId!)) {
-        if (typeof (await this.p.state.shards.addReplica(again, 2)) === 'object') await this.issued(again, `worker ${row.workerId} was outvoted elsewhere: its result is checked again`);
+    const ballots: Ballot[] = rows.filter((r) => r.status === 'DONE' && r.result && r.digest && r.kernelClass && (r.verdict === null || r.verdict === 'ACCEPTED' || r.verdict === 'AGREED'))
+      .flatMap((r) => {
+        const w = workers.get(r.workerId!);
+        if (!w) return [];
+        return [{
+          id: r.id, workerId: w.id, registered: isRegistered(w), counts: w.quarantinedAt === null, keys: { prefix: w.party, origin: w.origin }, kernelClass: r.kernelClass!,
+          digest: r.digest!, loss: r.loss ?? NaN, need: r.need, verdict: r.verdict as Ballot['verdict'], completedAt: r.completedAt?.getTime() ?? 0,
+        }];
+      });
+    const live = rows.filter((r) => r.status !== 'CANCELLED' && r.verdict !== 'VOIDED');
+    const distances = new Map<string, UpdateDistance>();
+    for (const a of ballots) {
+      for (const b of ballots) {
+        if (a.kernelClass < b.kernelClass) distances.set(`${a.id}/${b.id}`, await this.distance(run, rows.find((r) => r.id === a.id)!, rows.find((r) => r.id === b.id)!));
       }
     }
-    return true;
+    return {
+      mode: o.verification, quorum: o.quorum, ballots,
+      open: rows.filter((r) => r.status === 'PENDING' || r.status === 'LEASED').map((r) => ({
+        id: r.id, leased: r.status === 'LEASED', registeredOnly: r.registeredOnly, needClass: r.needClass,
+        stale: r.status === 'PENDING' && (r.pendingSince?.getTime() ?? now) < now - waitMs,
+      })),
+      replicas: { open: live.filter((r) => !r.registeredOnly).length, registeredOnly: live.filter((r) => r.registeredOnly).length },
+      electorate: await this.workers.electorate(),
+      registeredOnline: (await this.workers.registeredOnline([...workers.keys()])) > 0,
+      distance: (a, b) => distances.get(a.kernelClass < b.kernelClass ? `${a.id}/${b.id}` : `${b.id}/${a.id}`)!,
+      tolerance: CROSS_CLASS_TOLERANCE, lossTolerance: LOSS_TOLERANCE, waitSeconds: this.p.config.waitSeconds,
+    };
+  }
+
+  /** Two results' distance on the shards' compute thread, once per pair of stored results (among the last few hundred). */
+  private distance(run: RunRecord, a: ShardRecord, b: ShardRecord): Promise<UpdateDistance> {
+    const key = `${a.result!.sha256}/${b.result!.sha256}`;
+    let d = this.distances.get(key);
+    if (!d) {
+      d = this.shapes.of(run).then((shapes) => this.p.shardCompute.call('distance', { start: roundState(run, a.round), a: a.result!, b: b.result!, shapes }));
+      d.catch(() => this.distances.delete(key));
+      this.distances.set(key, d);
+      while (this.distances.size > 512) this.distances.delete(this.distances.keys().next().value!);
+    }
+    return d;
   }
 
   /** A new replica of the shard's index is pending: said, and signalled to the waiting claims. */
@@ -189,7 +202,7 @@ export class Verification {
     await this.events.shardsAvailable(1);
   }
 
-  private note(shard: ShardRecord, message: string): Promise<void> {
-    return this.events.emit(shard.runId, 'SHARD', { message: `shard ${shard.round}.${shard.index}: ${message}` });
+  private note(at: { runId: string; round: number; index: number }, message: string): Promise<void> {
+    return this.events.emit(at.runId, 'SHARD', { message: `shard ${at.round}.${at.index}: ${message}` });
   }
 }

@@ -1,11 +1,13 @@
 // Workers: Node processes (registered with the admin's or the shared worker token: trusted) and
-// browser tabs (volunteer tokens: untrusted, rate-limited, quarantined after too many strikes).
-// Registering returns the worker's own credential; the shard protocol speaks only with it.
+// browser tabs (volunteer tokens: untrusted, rate-limited per network prefix and in total,
+// quarantined after too many strikes). Registering returns the worker's own credential; the shard
+// protocol speaks only with it. Untrusted workers are counted by independent group (parties.ts).
 import { randomUUID } from 'node:crypto';
 import { badInput, forbidden, notFound, rateLimited } from '../errors';
 import type { Platform } from '../platform';
 import { BackendChoice, FailureBudget, Page, WorkerRecord } from '../state/records';
 import { MAX_CLAIM_WAIT_SECONDS } from './claim-waiters';
+import { countGroups, prefixOf } from './parties';
 
 /** A worker's last-seen time is written at most this often: every request reads it, few need to write it. */
 const SEEN_PRECISION_MS = 5_000;
@@ -16,23 +18,39 @@ const BACKEND_CHOICE_HOW = ['forced', 'measured', 'remembered', 'only one'];
 export class Workers {
   constructor(private readonly p: Platform) {}
 
+  private electorateCache: { at: number; groups: number } | undefined;
+
   get budget(): FailureBudget {
-    return { distinctWorkers: 3, trustedFailures: 5, quarantineStrikes: this.p.config.quarantineStrikes };
+    return { registeredFailures: 5, quarantineStrikes: this.p.config.quarantineStrikes };
   }
 
-  /** A volunteer token or registration from `client`; refused past the rate limit (counted across every server replica). */
+  /** The network prefix an address counts under. */
+  prefixOf(address: string): string {
+    return prefixOf(address, this.p.config.partyPrefix);
+  }
+
+  /**
+   * A volunteer token or registration from `client`; refused past the rate limits, per network
+   * prefix and in total (counted across every server replica).
+   */
   async admitVolunteer(client: string): Promise<void> {
-    if (!(await this.p.state.admissions.take(client, this.p.config.volunteersPerMinute, new Date()))) {
-      throw rateLimited(`more than ${this.p.config.volunteersPerMinute} volunteer tokens or registrations a minute from this address; try again later`);
+    const now = new Date();
+    const { volunteersPerMinute, volunteersTotalPerMinute } = this.p.config;
+    if (!(await this.p.state.admissions.take(`prefix:${this.prefixOf(client)}`, volunteersPerMinute, now))) {
+      throw rateLimited(`more than ${volunteersPerMinute} volunteer tokens or registrations a minute from this network (${this.prefixOf(client)}); try again later`);
+    }
+    if (!(await this.p.state.admissions.take('all', volunteersTotalPerMinute, now))) {
+      throw rateLimited(`more than ${volunteersTotalPerMinute} volunteer tokens or registrations a minute on this server; try again later`);
     }
   }
 
-  async register(name: string, kind: string, backend: string, trusted: boolean, address: string): Promise<WorkerRecord> {
+  /** `origin`: the volunteer token it registered with (workers sharing one count as one group); '' for registered workers. */
+  async register(name: string, kind: string, backend: string, trusted: boolean, address: string, origin = ''): Promise<WorkerRecord> {
     if (kind !== 'node' && kind !== 'browser') throw badInput("kind must be 'node' or 'browser'");
     const worker: WorkerRecord = {
       id: randomUUID(), name: name.slice(0, 80), kind, backend: backend.slice(0, 80), lastSeen: new Date(), shardsDone: 0, samples: 0,
-      imagesPerSecond: null, currentShard: null, trusted, strikes: 0, quarantinedAt: null, address: address.slice(0, 64), agreed: 0, disagreed: 0, streak: 0,
-      demoted: false, kernelClass: null, backendChoice: null, createdAt: new Date(),
+      imagesPerSecond: null, currentShard: null, trusted, strikes: 0, quarantinedAt: null, address: address.slice(0, 64), party: this.prefixOf(address),
+      origin: origin.slice(0, 80), agreed: 0, disagreed: 0, streak: 0, demoted: false, kernelClass: null, classes: [], backendChoice: null, createdAt: new Date(),
     };
     await this.p.state.workers.insert(worker);
     this.p.log(`worker ${worker.name} (${kind}, ${worker.backend}${trusted ? '' : ', volunteer'}) joined`);
@@ -98,9 +116,24 @@ export class Workers {
     return this.p.state.workers.list(onlineOnly ? this.onlineSince() : undefined, first, offset);
   }
 
-  /** Workers online that a plan may count on: trusted ones, and volunteers that have done a shard. */
-  provenCount(): Promise<number> {
-    return this.p.state.workers.countProvenSince(this.onlineSince());
+  /** Workers online that a plan may count on: registered ones, and groups of volunteers that have done a shard. */
+  async provenCount(): Promise<number> {
+    const proven = await this.p.state.workers.provenSince(this.onlineSince());
+    return proven.registered + countGroups(proven.untrusted.map((w) => ({ prefix: w.party, origin: w.origin })));
+  }
+
+  /** Independent groups of untrusted workers online: what an untrusted result needs a majority of (cached for a second). */
+  async electorate(): Promise<number> {
+    const now = Date.now();
+    if (this.electorateCache && now - this.electorateCache.at < 1000) return this.electorateCache.groups;
+    const groups = countGroups((await this.p.state.workers.untrustedSince(this.onlineSince())).map((w) => ({ prefix: w.party, origin: w.origin })));
+    this.electorateCache = { at: now, groups };
+    return groups;
+  }
+
+  /** Registered workers online other than these. */
+  registeredOnline(except: readonly string[]): Promise<number> {
+    return this.p.state.workers.registeredSince(this.onlineSince(), except);
   }
 
   isOnline(w: WorkerRecord): boolean {

@@ -2,6 +2,7 @@
 // validated once when read. Blobs live in object storage; records only name them.
 import type { LayerAngle, Normalization, Strategy, VitConfig } from '../../engine';
 import type { RunOptions } from '../../protocol/run-options';
+import { keys } from '../../storage/keys';
 
 export interface BlobRef {
   readonly key: string;
@@ -122,6 +123,17 @@ export function trainingSpec(run: RunRecord): TrainingSpec {
   return run.spec;
 }
 
+/** The stored starting state of one of the run's rounds (keys.runState names it; roundStates holds its digest). */
+export function roundState(run: RunRecord, round: number): BlobRef {
+  if (round === run.round && run.state) return run.state;
+  const sha256 = run.roundStates[round];
+  if (!sha256) throw new Error(`run ${run.id}: the state of round ${round} was not recorded (the run began before round states were kept)`);
+  return { key: keys.runState(run.id, round), sha256 };
+}
+
+/** What the API shows: a running run that cannot move on is WAITING. */
+export const statusOf = (run: RunRecord): RunStatus | 'WAITING' => (run.status === 'RUNNING' && run.waiting ? 'WAITING' : run.status);
+
 /** A field its status guarantees (a RUNNING run's plan, say); missing, the record is inconsistent. */
 export function need<T>(value: T | null, what: string, run: RunRecord): T {
   if (value === null) throw new Error(`run ${run.id} (${run.status}) has no ${what}`);
@@ -154,15 +166,33 @@ export interface RunRecord {
   readonly error: string | null;
   /** Anyone may follow its progress (not its shards, workers or delta). */
   readonly public: boolean;
+  /** Why it cannot move on now (a replica no eligible worker takes); null while it moves. */
+  readonly waiting: string | null;
+  /** SHA-256 of each round's starting state, from round 0: what a rollback returns to. */
+  readonly roundStates: readonly string[];
+  readonly rollbacks: readonly RollbackRecord[];
   readonly createdAt: Date;
   readonly updatedAt: Date;
   readonly finishedAt: Date | null;
 }
 
+/** A run sent back to an earlier round because an update it had used lost its support. */
+export interface RollbackRecord {
+  readonly at: string;
+  readonly fromRound: number;
+  readonly toRound: number;
+  readonly reason: string;
+}
+
 export type ShardStatus = 'PENDING' | 'LEASED' | 'DONE' | 'CANCELLED';
 
-/** A replica's result as judged against its siblings': the one used, one that matched it, or a minority. */
-export type Verdict = 'ACCEPTED' | 'AGREED' | 'OUTVOTED';
+/**
+ * A replica's result as judged against its siblings': the one used, one bit-identical to it, one of
+ * another kernel class within the tolerance (neither credited nor struck), one that lost, or one
+ * whose vote was withdrawn (its worker was caught, or its round rolled back).
+ */
+export type Verdict = 'ACCEPTED' | 'AGREED' | 'CLOSE' | 'OUTVOTED' | 'VOIDED';
+export const VERDICTS: readonly Verdict[] = ['ACCEPTED', 'AGREED', 'CLOSE', 'OUTVOTED', 'VOIDED'];
 
 /**
  * One replica of a shard: the unit of work at (round, index) leased to one worker at a time. A
@@ -178,8 +208,17 @@ export interface ShardRecord {
   /** Agreeing results the index needs before one is accepted (1: none beyond the bound checks). */
   readonly need: number;
   readonly verdict: Verdict | null;
-  /** What the worker said computed the result (engine/kernel-class.ts). */
+  /** What computed the result (engine/kernel-class.ts): the class its worker declared with the claim. */
   readonly kernelClass: string | null;
+  /** The kernel class the current lease was claimed with. */
+  readonly leaseClass: string | null;
+  /** Only an untrusted worker of this class may take it (a same-class replica); registered workers take any. */
+  readonly needClass: string | null;
+  /** Only a registered worker may take it (a check of a registered result, or a dispute). */
+  readonly registeredOnly: boolean;
+  /** Independent groups behind the accepted result, and how many it needed (set when accepted). */
+  readonly votes: number | null;
+  readonly required: number | null;
   /** SHA-256 over the result's tensors and step, not its label: equal for equal computations. */
   readonly digest: string | null;
   readonly fromStep: number;
@@ -201,22 +240,25 @@ export interface ShardRecord {
   readonly rejections: readonly string[];
   /** Distinct workers whose leases of it ended without a result. */
   readonly failedBy: readonly string[];
-  /** Leases by trusted workers that ended without a result. */
+  /** Leases by registered workers that ended without a result. */
   readonly trustedFailures: number;
   /** When the current lease last advanced its steps. */
   readonly progressAt: Date | null;
+  /** When the current lease began, and when its worker completed it (the lease clock stops then). */
+  readonly leasedAt: Date | null;
+  readonly submittedAt: Date | null;
+  /** Since when it has waited for a worker (null while leased or done). */
+  readonly pendingSince: Date | null;
   /** The current lease ends by then whatever its heartbeats. */
   readonly deadline: Date | null;
   readonly createdAt: Date;
   readonly completedAt: Date | null;
 }
 
-/** When a shard that keeps failing fails its run: enough distinct workers, at least one trusted. */
+/** When a shard that keeps failing fails its run: registered workers' failures only (a volunteer's strike it alone). */
 export interface FailureBudget {
-  readonly distinctWorkers: number;
-  /** A trusted worker's repeated failures count on their own (a job that kills every worker). */
-  readonly trustedFailures: number;
-  /** Strikes (failures, rejections, revoked leases) after which an untrusted worker is quarantined. */
+  readonly registeredFailures: number;
+  /** Strikes (failures, rejections, revoked leases, lies) after which an untrusted worker is quarantined. */
   readonly quarantineStrikes: number;
 }
 
@@ -246,16 +288,22 @@ export interface WorkerRecord {
   readonly strikes: number;
   /** Set once its strikes passed the budget: it may claim no more. */
   readonly quarantinedAt: Date | null;
-  /** The address it registered from: volunteers of one address never verify each other. */
+  /** The address it registered from. */
   readonly address: string;
+  /** Its network prefix and the volunteer token it registered with: workers sharing either count as one (shards/parties.ts). */
+  readonly party: string;
+  readonly origin: string;
   /** Results that matched, and that were outvoted by, other workers'. */
   readonly agreed: number;
   readonly disagreed: number;
-  /** Agreements since its last disagreement: volunteers earn trust with EARNED_TRUST_STREAK of them. */
+  /** Agreements since its last disagreement, any class. */
   readonly streak: number;
-  /** A registered worker outvoted once: checked like a volunteer until it earns trust again. */
+  /** A registered worker outvoted by other registered workers: untrusted until an admin registers it again. */
   readonly demoted: boolean;
+  /** The kernel class it declared with its latest claim. */
   readonly kernelClass: string | null;
+  /** Its record per kernel class: trust is earned per (worker, class). */
+  readonly classes: readonly ClassRecord[];
   /** How it chose its backend, as it last said with a claim (a tab's timings per backend). */
   readonly backendChoice: BackendChoice | null;
   readonly createdAt: Date;
@@ -279,18 +327,31 @@ export interface BackendChoice {
   readonly timings: readonly BackendTiming[];
 }
 
-/** Consecutive agreed results after which a worker is trusted (BOINC's adaptive replication uses 10). */
+export interface ClassRecord {
+  readonly kernelClass: string;
+  readonly agreed: number;
+  readonly disagreed: number;
+  readonly streak: number;
+}
+
+/** Bit-identical agreements in a row on one kernel class after which a volunteer has earned trust there (BOINC uses 10). */
 export const EARNED_TRUST_STREAK = 10;
 
 export type Trust = 'REGISTERED' | 'EARNED' | 'UNTRUSTED' | 'QUARANTINED';
 
+/**
+ * EARNED is a record, never a pass: an earned worker's results need what any untrusted result
+ * needs, and it never stands in for a registered worker.
+ */
 export function trustOf(w: WorkerRecord): Trust {
   if (w.quarantinedAt) return 'QUARANTINED';
   if (w.trusted && !w.demoted) return 'REGISTERED';
-  return w.streak >= EARNED_TRUST_STREAK ? 'EARNED' : 'UNTRUSTED';
+  const current = w.classes.find((c) => c.kernelClass === w.kernelClass);
+  return current && current.streak >= EARNED_TRUST_STREAK ? 'EARNED' : 'UNTRUSTED';
 }
 
-export const isTrusted = (w: WorkerRecord): boolean => trustOf(w) === 'REGISTERED' || trustOf(w) === 'EARNED';
+/** Registered with the admin's or the shared worker token, not demoted, not banned: its bytes are usable alone. */
+export const isRegistered = (w: WorkerRecord): boolean => trustOf(w) === 'REGISTERED';
 
 export interface DeltaRecord {
   readonly id: string;

@@ -5,10 +5,11 @@ import { z } from 'zod';
 import { parseStrategy, parseVitConfig } from '../../engine';
 import { decode, normalizationSchema, parsedBy } from '../../protocol/decode';
 import { RunOptions, parseRunOptions } from '../../protocol/run-options';
-import { EARNED_TRUST_STREAK } from './records';
+import { VERDICTS } from './records';
 import type { RunFilter } from './store';
 import type {
-  AngleProfileRecord, DatasetRecord, DeltaRecord, MetricPoint, ModelRecord, Plan, RunRecord, RunSpec, ShardRecord, StoredStrategy, UploadRecord, WorkerRecord,
+  AngleProfileRecord, ClassRecord, DatasetRecord, DeltaRecord, MetricPoint, ModelRecord, Plan, RollbackRecord, RunRecord, RunSpec, ShardRecord, StoredStrategy,
+  UploadRecord, Verdict, WorkerRecord,
 } from './records';
 
 export const nowIso = (): string => new Date().toISOString();
@@ -23,11 +24,12 @@ export function runFilterSql(filter: RunFilter, param: (i: number) => string): {
   const columns = [['status', filter.status], ['kind', filter.kind], ['model_id', filter.modelId], ['dataset_id', filter.datasetId]] as const;
   for (const [column, value] of columns) if (value !== undefined) (args.push(value), conditions.push(`${column} = ${param(args.length)}`));
   if (filter.publicOnly) conditions.push('public = 1');
+  if (filter.waiting !== undefined) conditions.push(filter.waiting ? 'waiting IS NOT NULL' : 'waiting IS NULL');
   return { where: conditions.length ? `WHERE ${conditions.join(' AND ')}` : '', args };
 }
 
-/** records.ts's isTrusted as SQL (both stores) over a workers row `w`, quarantine aside. */
-export const TRUSTED_WORKER = `((w.trusted = 1 AND w.demoted = 0) OR w.streak >= ${EARNED_TRUST_STREAK})`;
+/** records.ts's isRegistered as SQL (both stores) over a workers row `w`. */
+export const REGISTERED_WORKER = '(w.trusted = 1 AND w.demoted = 0 AND w.quarantined_at IS NULL)';
 
 /** A JSON text column holding what `schema` accepts. */
 const json = <T>(schema: z.ZodType<T, unknown>) =>
@@ -99,8 +101,10 @@ const runRow = z.object({
   num_classes: int.min(1), tuned_params: count.nullable(), total_params: count.nullable(), memory_need: count,
   metrics: z.string(), accuracy: z.number().nullable(), loss: z.number().nullable(), delta_id: z.string().nullable(),
   error: z.string().nullable(), public: flag, created_at: date, updated_at: date, finished_at: date.nullable(),
+  waiting: z.string().nullable(), round_states: z.string(), rollbacks: z.string(),
 });
 
+const rollbacksSchema = z.array(z.object({ at: z.string(), fromRound: count, toRound: count, reason: z.string() }));
 const planColumn = z.object({ plan: json(planSchema) });
 const metricsColumn = z.object({ metrics: json(metricsSchema) });
 const plans = new Map<string, Plan>();
@@ -137,8 +141,9 @@ export function decodeRun(row: unknown): RunRecord {
     id: r.id, spec, modelId: r.model_id, datasetId: r.dataset_id, strategy: r.strategy, strategyName: r.strategy_name, status: r.status,
     plan: r.plan === null ? null : decodedOnce(plans, planColumn, 'plan', r.plan, what), round: r.round, step: r.step, state: r.state_key && r.state_sha256 ? { key: r.state_key, sha256: r.state_sha256 } : null,
     normalization: r.normalization, numClasses: r.num_classes, tunedParams: r.tuned_params, totalParams: r.total_params, memoryNeed: r.memory_need,
-    metrics: decodedOnce(metricLists, metricsColumn, 'metrics', r.metrics, what), accuracy: r.accuracy, loss: r.loss, deltaId: r.delta_id, error: r.error, public: r.public, createdAt: r.created_at,
-    updatedAt: r.updated_at, finishedAt: r.finished_at,
+    metrics: decodedOnce(metricLists, metricsColumn, 'metrics', r.metrics, what), accuracy: r.accuracy, loss: r.loss, deltaId: r.delta_id, error: r.error, public: r.public,
+    waiting: r.waiting, roundStates: column('round_states', z.array(z.string()), r.round_states),
+    rollbacks: column<RollbackRecord[]>('rollbacks', rollbacksSchema, r.rollbacks), createdAt: r.created_at, updatedAt: r.updated_at, finishedAt: r.finished_at,
   };
 }
 
@@ -151,18 +156,20 @@ export function encodeRun(run: RunRecord): Record<string, unknown> {
     round: run.round, step: run.step, state_key: run.state?.key ?? null, state_sha256: run.state?.sha256 ?? null,
     normalization: run.normalization && JSON.stringify(run.normalization), num_classes: run.numClasses, tuned_params: run.tunedParams,
     total_params: run.totalParams, memory_need: run.memoryNeed, metrics: JSON.stringify(run.metrics), accuracy: run.accuracy, loss: run.loss,
-    delta_id: run.deltaId, error: run.error, public: run.public ? 1 : 0, created_at: run.createdAt.toISOString(), updated_at: run.updatedAt.toISOString(),
-    finished_at: run.finishedAt?.toISOString() ?? null,
+    delta_id: run.deltaId, error: run.error, public: run.public ? 1 : 0, waiting: run.waiting, round_states: JSON.stringify(run.roundStates),
+    rollbacks: JSON.stringify(run.rollbacks), created_at: run.createdAt.toISOString(), updated_at: run.updatedAt.toISOString(), finished_at: run.finishedAt?.toISOString() ?? null,
   };
 }
 
 const shardRow = z.object({
-  id: z.string(), run_id: z.string(), round: count, idx: count, replica: count, need: int.min(1), verdict: z.enum(['ACCEPTED', 'AGREED', 'OUTVOTED']).nullable(),
-  kernel_class: z.string().nullable(), digest: z.string().nullable(), from_step: count, to_step: count,
+  id: z.string(), run_id: z.string(), round: count, idx: count, replica: count, need: int.min(1), verdict: z.enum(VERDICTS as [Verdict, ...Verdict[]]).nullable(),
+  kernel_class: z.string().nullable(), lease_class: z.string().nullable(), need_class: z.string().nullable(), registered_only: flag,
+  votes: count.nullable(), required: count.nullable(), digest: z.string().nullable(), from_step: count, to_step: count,
   status: z.enum(['PENDING', 'LEASED', 'DONE', 'CANCELLED']), worker_id: z.string().nullable(), lease_until: millis.nullable(), attempts: count,
   steps_done: count, result_key: z.string().nullable(), result_sha256: z.string().nullable(), loss: z.number().nullable(),
   images_per_second: z.number().nullable(), rejections: json(z.array(z.string())), failed_by: json(z.array(z.string())), trusted_failures: count,
   progress_at: millis.nullable(), deadline: millis.nullable(), created_at: date, completed_at: date.nullable(),
+  leased_at: millis.nullable(), submitted_at: millis.nullable(), pending_since: millis.nullable(),
   pack_key: z.string().nullable(), pack_sha256: z.string().nullable(), pack_bytes: count.nullable(), downloaded_bytes: count.nullable(),
 });
 
@@ -170,13 +177,13 @@ export function decodeShard(row: unknown): ShardRecord {
   const r = decode(shardRow, row, `shards row ${(row as { id?: string })?.id}`);
   return {
     id: r.id, runId: r.run_id, round: r.round, index: r.idx, replica: r.replica, need: r.need, verdict: r.verdict, kernelClass: r.kernel_class,
-    digest: r.digest, fromStep: r.from_step, toStep: r.to_step, status: r.status, workerId: r.worker_id,
+    leaseClass: r.lease_class, needClass: r.need_class, registeredOnly: r.registered_only, votes: r.votes, required: r.required, digest: r.digest, fromStep: r.from_step, toStep: r.to_step, status: r.status, workerId: r.worker_id,
     leaseUntil: r.lease_until, attempts: r.attempts, stepsDone: r.steps_done,
     result: r.result_key && r.result_sha256 ? { key: r.result_key, sha256: r.result_sha256 } : null, loss: r.loss, imagesPerSecond: r.images_per_second,
     pack: r.pack_key && r.pack_sha256 && r.pack_bytes !== null ? { key: r.pack_key, sha256: r.pack_sha256, bytes: r.pack_bytes } : null,
     downloadedBytes: r.downloaded_bytes,
     rejections: r.rejections, failedBy: r.failed_by, trustedFailures: r.trusted_failures, progressAt: r.progress_at, deadline: r.deadline,
-    createdAt: r.created_at, completedAt: r.completed_at,
+    leasedAt: r.leased_at, submittedAt: r.submitted_at, pendingSince: r.pending_since, createdAt: r.created_at, completedAt: r.completed_at,
   };
 }
 
@@ -215,17 +222,29 @@ const backendChoiceSchema = z.object({
 const workerRow = z.object({
   id: z.string(), name: z.string(), kind: z.enum(['node', 'browser']), backend: z.string(), last_seen: millis, shards_done: count, samples: count,
   images_per_second: z.number().nullable(), current_shard: z.string().nullable(), trusted: flag, strikes: count, quarantined_at: millis.nullable(),
-  address: z.string(), agreed: count, disagreed: count, streak: count, demoted: flag, kernel_class: z.string().nullable(),
+  address: z.string(), party: z.string(), origin: z.string(), agreed: count, disagreed: count, streak: count, demoted: flag, kernel_class: z.string().nullable(),
   backend_choice: json(backendChoiceSchema).nullable(), created_at: date,
 });
 
-export function decodeWorker(row: unknown): WorkerRecord {
+const classRow = z.object({ worker_id: z.string(), kernel_class: z.string(), agreed: count, disagreed: count, streak: count });
+
+/** worker_classes rows, by worker. */
+export function decodeClasses(rows: readonly unknown[]): Map<string, ClassRecord[]> {
+  const out = new Map<string, ClassRecord[]>();
+  for (const row of rows) {
+    const r = decode(classRow, row, `worker_classes row ${(row as { worker_id?: string })?.worker_id}`);
+    out.set(r.worker_id, [...(out.get(r.worker_id) ?? []), { kernelClass: r.kernel_class, agreed: r.agreed, disagreed: r.disagreed, streak: r.streak }]);
+  }
+  return out;
+}
+
+export function decodeWorker(row: unknown, classes: readonly ClassRecord[] = []): WorkerRecord {
   const r = decode(workerRow, row, `workers row ${(row as { id?: string })?.id}`);
   return {
     id: r.id, name: r.name, kind: r.kind, backend: r.backend, lastSeen: r.last_seen, shardsDone: r.shards_done, samples: r.samples,
     imagesPerSecond: r.images_per_second, currentShard: r.current_shard, trusted: r.trusted, strikes: r.strikes, quarantinedAt: r.quarantined_at,
-    address: r.address, agreed: r.agreed, disagreed: r.disagreed, streak: r.streak, demoted: r.demoted, kernelClass: r.kernel_class,
-    backendChoice: r.backend_choice, createdAt: r.created_at,
+    address: r.address, party: r.party, origin: r.origin, agreed: r.agreed, disagreed: r.disagreed, streak: r.streak, demoted: r.demoted, kernelClass: r.kernel_class,
+    classes, backendChoice: r.backend_choice, createdAt: r.created_at,
   };
 }
 

@@ -4,8 +4,8 @@
 // (postgres/) any number of server replicas, which divide the runs through its coordination.
 import type { Normalization } from '../../engine';
 import type {
-  AngleProfileRecord, BackendChoice, BlobRef, DatasetRecord, DeltaRecord, FailureBudget, MetricPoint, ModelRecord, NewShard, Page, Plan, RunKind, RunRecord, RunStatus,
-  ShardRecord, SoupReport, StoredStrategy, UploadRecord, WorkerRecord,
+  AngleProfileRecord, BackendChoice, BlobRef, DatasetRecord, DeltaRecord, FailureBudget, MetricPoint, ModelRecord, NewShard, Page, Plan, RollbackRecord, RunKind,
+  RunRecord, RunStatus, ShardRecord, SoupReport, StoredStrategy, UploadRecord, WorkerRecord,
 } from './records';
 
 export interface StateStore {
@@ -84,6 +84,8 @@ export interface RunFilter {
   /** Only public runs. */
   readonly publicOnly?: boolean;
   readonly status?: RunStatus;
+  /** Only running runs that wait (true) or move (false). */
+  readonly waiting?: boolean;
   readonly kind?: RunKind;
   readonly modelId?: string;
   readonly datasetId?: string;
@@ -132,6 +134,14 @@ export interface RunRepository {
   /** An active run -> CANCELLED or FAILED, its pending and leased shards cancelled; false when it had already ended. */
   stop(id: string, status: 'CANCELLED' | 'FAILED', error?: string): Promise<boolean>;
   setPublic(id: string, value: boolean): Promise<void>;
+  /** Records why a running run cannot move on (null: it moves); false when unchanged or no longer running. */
+  setWaiting(id: string, waiting: string | null): Promise<boolean>;
+  /**
+   * A RUNNING or FINALIZING run at or past `to.round` -> RUNNING at `to.round` from that round's state:
+   * later rounds' open replicas cancelled and their results voided, their metric points and states
+   * dropped, the rollback recorded; false when the run is elsewhere.
+   */
+  rollback(id: string, to: { readonly round: number; readonly step: number; readonly state: BlobRef }, record: RollbackRecord): Promise<boolean>;
 }
 
 /** How a shard went back to the queue (or not). */
@@ -140,7 +150,7 @@ export type Release = 'requeued' | 'exhausted' | 'lost';
 /** A checked result, as a replica records it. */
 export interface ShardResult {
   readonly update: BlobRef;
-  /** Over its tensors and step: replicas that computed the same thing have the same digest. */
+  /** Over its tensors, moments, step and reported loss: replicas that computed the same thing have the same digest. */
   readonly digest: string;
   readonly kernelClass: string;
   readonly loss: number;
@@ -154,14 +164,39 @@ export interface Settlement {
   readonly runId: string;
   readonly round: number;
   readonly index: number;
-  /** The result the round uses; absent when one was accepted before (a late replica). */
-  readonly accept?: string;
-  /** Results that matched the accepted one. */
+  /** The result the round uses, with the independent groups behind it and how many it needed; absent for late results. */
+  readonly accept?: { readonly id: string; readonly votes: number; readonly required: number };
+  /** Results bit-identical to the accepted one. */
   readonly agreed: readonly string[];
-  /** Workers whose agreement counts toward their trust. */
-  readonly credit: readonly string[];
-  /** Results in a minority, with why: a disagreement and a strike against their workers. */
+  /** Results of another kernel class within the tolerance. */
+  readonly close: readonly string[];
+  /** Agreements that count toward their workers' trust on that kernel class. */
+  readonly credit: readonly { readonly workerId: string; readonly kernelClass: string }[];
+  /** Results that lost, with why: a disagreement and a strike against their workers. */
   readonly outvoted: readonly { readonly id: string; readonly reason: string }[];
+}
+
+/** Who asks for a lease, as the lease query needs it. */
+export interface LeaseCandidate {
+  readonly id: string;
+  readonly registered: boolean;
+  readonly party: string;
+  readonly origin: string;
+  /** The kernel class it declares its result will be computed on. */
+  readonly kernelClass: string;
+}
+
+/** A replica to add to an index: what its result will need, and who may take it. */
+export interface ReplicaSpec {
+  readonly need: number;
+  readonly needClass: string | null;
+  readonly registeredOnly: boolean;
+}
+
+export interface IndexKey {
+  readonly runId: string;
+  readonly round: number;
+  readonly index: number;
 }
 
 export interface ShardRepository {
@@ -172,14 +207,15 @@ export interface ShardRepository {
   /** Steps the round's shards have done (finished shards count whole; an index counts its furthest replica). */
   stepsDone(runId: string, round: number): Promise<number>;
   /**
-   * Leases the oldest pending shard of a running run's current round whose run fits `memoryBudget`
-   * (bytes; undefined: any) to the worker, as one more attempt; an untrusted worker never gets a
-   * shard it failed before. A worker never holds two replicas of one index, nor do two untrusted
-   * workers of one address.
+   * Leases the oldest pending replica of a running run's current round whose run fits
+   * `memoryBudget` (bytes; undefined: any) to the worker, as one more attempt. A registered worker
+   * may take any replica but a second of an index it holds; an untrusted one only a replica open to
+   * untrusted workers of its kernel class, never one it failed, and none of an index where a worker
+   * of its group (prefix or token) has a result or a lease.
    */
-  leaseOldest(worker: { readonly id: string; readonly trusted: boolean; readonly address: string }, memoryBudget: number | undefined, leaseUntil: Date, now: Date): Promise<ShardRecord | undefined>;
-  /** The speed (img/s) the worker reported for its latest shard of this run, if it did one. */
-  lastSpeed(runId: string, workerId: string): Promise<number | undefined>;
+  leaseOldest(worker: LeaseCandidate, memoryBudget: number | undefined, leaseUntil: Date, now: Date): Promise<ShardRecord | undefined>;
+  /** Seconds per step (lease to completion) of the run's results not outvoted, latest first, at most 64; and of those the worker computed. */
+  paces(runId: string, workerId: string): Promise<{ readonly run: number[]; readonly worker: number[] }>;
   /** Sets the time by which the lease ends whatever its heartbeats. */
   setDeadline(id: string, workerId: string, attempt: number, deadline: Date): Promise<void>;
   /**
@@ -187,13 +223,14 @@ export interface ShardRepository {
    * when `stepsDone` grew; false when it is not held.
    */
   renew(id: string, workerId: string, attempt: number, stepsDone: number, leaseUntil: Date, now: Date): Promise<boolean>;
+  /** The worker completed its lease: the lease clock stops while the server checks the update; false when it is not held. */
+  submit(id: string, workerId: string, attempt: number, now: Date): Promise<boolean>;
   /** LEASED by `workerId` at `attempt` -> DONE with its result, the worker credited; false when the lease is gone. */
   complete(id: string, workerId: string, attempt: number, result: ShardResult): Promise<boolean>;
-  /**
-   * Another replica of `of`'s index, its result needing `need` agreeing results; undefined when the
-   * index is settled or its round is over, 'limit' when it has as many replicas as allowed.
-   */
-  addReplica(of: ShardRecord, need: number): Promise<ShardRecord | 'limit' | undefined>;
+  /** Another replica of `of`'s index; undefined when the index is settled or its round is not the run's current one. */
+  addReplica(of: ShardRecord, spec: ReplicaSpec): Promise<ShardRecord | undefined>;
+  /** Opens a pending replica reserved for one kernel class to every class (its wait begins again). */
+  relax(id: string): Promise<boolean>;
   /** Sets how many agreeing results the held replica's result will need (decided at its lease). */
   setNeed(id: string, workerId: string, attempt: number, need: number): Promise<void>;
   /**
@@ -202,23 +239,27 @@ export interface ShardRepository {
    */
   settle(settlement: Settlement, budget: FailureBudget): Promise<boolean>;
   /**
-   * Trusted workers' results under a SPOT_CHECK, completed before `completedBefore`, whose check no
-   * other worker has taken up (the checking replicas all still pending).
+   * Withdraws an accepted index's support: `voided` results lose their vote, `candidates` go back
+   * to waiting for a verdict (already credited); the index has no accepted result after. False when
+   * its run is not RUNNING or FINALIZING.
    */
-  unclaimedChecks(completedBefore: Date): Promise<ShardRecord[]>;
-  /** The worker's results accepted without a second opinion in running rounds, put back under judgement (need 2). */
-  reverify(workerId: string): Promise<ShardRecord[]>;
+  unsettle(key: IndexKey, voided: readonly string[], candidates: readonly string[]): Promise<boolean>;
+  /** The current round's indices, of the runs given, with a replica pending since before `before`, or all of whose results are in unjudged since then. */
+  stalled(runIds: readonly string[], before: Date): Promise<IndexKey[]>;
+  /** Results of these workers that were accepted or agreed with an accepted one, in any run. */
+  supported(workerIds: readonly string[]): Promise<ShardRecord[]>;
   /**
    * A lease held by `workerId` at `attempt` ends without a result (rejected, given back): the
    * worker takes a strike (quarantined past the budget), the shard is pending again, or cancelled
-   * once its failures exhaust the budget.
+   * once registered workers' failures exhaust the budget.
    */
   release(id: string, workerId: string, attempt: number, reason: string, budget: FailureBudget): Promise<Release>;
   /**
    * Leases past their time or deadline, or without progress since `stalledBefore`, end the same way;
-   * returns the shards released and how.
+   * a completed lease whose check began before `submittedBefore` too (the server died checking it).
+   * Returns the shards released and how.
    */
-  expire(now: Date, stalledBefore: Date, budget: FailureBudget): Promise<{ readonly shard: ShardRecord; readonly release: Exclude<Release, 'lost'> }[]>;
+  expire(now: Date, stalledBefore: Date, submittedBefore: Date, budget: FailureBudget): Promise<{ readonly shard: ShardRecord; readonly release: Exclude<Release, 'lost'> }[]>;
   /** A DONE shard of a running round whose stored result is unusable -> PENDING again (the replicas that agreed with it judged anew). */
   reopen(id: string, reason: string): Promise<boolean>;
 }
@@ -226,8 +267,10 @@ export interface ShardRepository {
 export interface WorkerRepository {
   insert(worker: WorkerRecord): Promise<void>;
   get(id: string): Promise<WorkerRecord | undefined>;
-  /** Trusted workers (registered and never outvoted, or with an earned streak) other than `except`, seen after `since`, not quarantined. */
-  countTrustedOthersSince(since: Date, except: string): Promise<number>;
+  /** Registered workers (not demoted, not quarantined) seen after `since`, other than `except`. */
+  registeredSince(since: Date, except: readonly string[]): Promise<number>;
+  /** Untrusted workers seen after `since`, not quarantined: the groups results are counted against. */
+  untrustedSince(since: Date): Promise<{ readonly party: string; readonly origin: string }[]>;
   /** The worker, marked seen now. */
   touch(id: string, now: Date): Promise<WorkerRecord | undefined>;
   /** Newest first, seen after `since` (undefined: all). */
@@ -235,10 +278,12 @@ export interface WorkerRepository {
   countSeenSince(since: Date): Promise<number>;
   /** Quarantines a worker now (an admin's ban), if it was not already; the worker, or undefined. */
   quarantine(id: string, at: Date): Promise<WorkerRecord | undefined>;
-  /** Workers seen since `since` that have earned a place in a plan: trusted, or with a shard done and not quarantined. */
-  countProvenSince(since: Date): Promise<number>;
+  /** Workers seen since `since` that have earned a place in a plan: registered ones, and untrusted ones with a shard done (by group). */
+  provenSince(since: Date): Promise<{ readonly registered: number; readonly untrusted: { readonly party: string; readonly origin: string }[] }>;
   /** Records how the worker chose its backend (and that backend). */
   setBackendChoice(id: string, choice: BackendChoice): Promise<void>;
+  /** Records the kernel class the worker declared with a claim. */
+  setKernelClass(id: string, kernelClass: string): Promise<void>;
 }
 
 /** What finished runs leave: deltas, stored strategies, angle profiles. */

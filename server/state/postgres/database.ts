@@ -61,7 +61,7 @@ CREATE TABLE uploads (
 CREATE INDEX uploads_created ON uploads(created_at);
 `;
 
-/** Migration i brings a database from version i to i + 1 (version 1 is the SQLite store's version 4, 3 its 5, 4 its 6). */
+/** Migration i brings a database from version i to i + 1 (version 1 is the SQLite store's version 4, 3 its 5, 4 its 6, 5 its 7). */
 const MIGRATIONS: string[] = [
   TABLES,
   // 2: volunteer admissions counted in the database, so every replica sees the same count.
@@ -70,6 +70,18 @@ const MIGRATIONS: string[] = [
   'ALTER TABLE shards ADD COLUMN pack_key TEXT, ADD COLUMN pack_sha256 TEXT, ADD COLUMN pack_bytes BIGINT, ADD COLUMN downloaded_bytes BIGINT',
   // 4: how a worker chose its backend, with the timings it measured (the SQLite store's 6).
   'ALTER TABLE workers ADD COLUMN backend_choice TEXT',
+  // 5: verified compute against collusion (the SQLite store's 7): worker groups and trust per kernel
+  // class; replicas' declared class, reservations, votes, lease times and waits; runs' waiting
+  // reason, round states and rollbacks.
+  `ALTER TABLE workers ADD COLUMN party TEXT NOT NULL DEFAULT '', ADD COLUMN origin TEXT NOT NULL DEFAULT '';
+   UPDATE workers SET party = 'host:' || address;
+   CREATE TABLE worker_classes (worker_id TEXT NOT NULL, kernel_class TEXT NOT NULL, agreed INTEGER NOT NULL DEFAULT 0,
+     disagreed INTEGER NOT NULL DEFAULT 0, streak INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (worker_id, kernel_class));
+   ALTER TABLE shards ADD COLUMN lease_class TEXT, ADD COLUMN need_class TEXT, ADD COLUMN registered_only SMALLINT NOT NULL DEFAULT 0,
+     ADD COLUMN votes INTEGER, ADD COLUMN required INTEGER, ADD COLUMN leased_at BIGINT, ADD COLUMN submitted_at BIGINT, ADD COLUMN pending_since BIGINT;
+   UPDATE shards SET pending_since = (EXTRACT(EPOCH FROM now()) * 1000)::bigint WHERE status = 'PENDING';
+   UPDATE shards SET lease_class = kernel_class WHERE kernel_class IS NOT NULL;
+   ALTER TABLE runs ADD COLUMN waiting TEXT, ADD COLUMN round_states TEXT NOT NULL DEFAULT '[]', ADD COLUMN rollbacks TEXT NOT NULL DEFAULT '[]';`,
 ];
 
 export const PG_SCHEMA_VERSION = MIGRATIONS.length;

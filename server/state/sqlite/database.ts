@@ -122,6 +122,31 @@ const MIGRATIONS: ((db: Db) => void)[] = [
   },
   // 6: how a worker chose its backend, with the timings it measured.
   (db) => db.exec('ALTER TABLE workers ADD COLUMN backend_choice TEXT'),
+  // 7: verified compute against collusion. Workers belong to a group (network prefix, token; rows
+  // from before count by their address) and earn trust per kernel class; a replica knows the class
+  // it was claimed with and may be reserved for one class or for registered workers, records the
+  // votes behind an accepted result, when its lease began and was completed, and since when it has
+  // waited; a run records why it waits, each round's starting state and its rollbacks.
+  (db) => {
+    db.exec(`ALTER TABLE workers ADD COLUMN party TEXT NOT NULL DEFAULT '';
+      ALTER TABLE workers ADD COLUMN origin TEXT NOT NULL DEFAULT '';
+      UPDATE workers SET party = 'host:' || address;
+      CREATE TABLE worker_classes (worker_id TEXT NOT NULL, kernel_class TEXT NOT NULL, agreed INTEGER NOT NULL DEFAULT 0,
+        disagreed INTEGER NOT NULL DEFAULT 0, streak INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (worker_id, kernel_class));
+      ALTER TABLE shards ADD COLUMN lease_class TEXT;
+      ALTER TABLE shards ADD COLUMN need_class TEXT;
+      ALTER TABLE shards ADD COLUMN registered_only INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE shards ADD COLUMN votes INTEGER;
+      ALTER TABLE shards ADD COLUMN required INTEGER;
+      ALTER TABLE shards ADD COLUMN leased_at INTEGER;
+      ALTER TABLE shards ADD COLUMN submitted_at INTEGER;
+      ALTER TABLE shards ADD COLUMN pending_since INTEGER;
+      UPDATE shards SET pending_since = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) WHERE status = 'PENDING';
+      UPDATE shards SET lease_class = kernel_class WHERE kernel_class IS NOT NULL;
+      ALTER TABLE runs ADD COLUMN waiting TEXT;
+      ALTER TABLE runs ADD COLUMN round_states TEXT NOT NULL DEFAULT '[]';
+      ALTER TABLE runs ADD COLUMN rollbacks TEXT NOT NULL DEFAULT '[]';`);
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
