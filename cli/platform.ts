@@ -194,8 +194,12 @@ async function follow(o: Options, c: GraphQLClient, runId: string): Promise<Fina
   try {
     return await new Promise<FinalRun>((resolveRun, reject) => {
       let settled = false;
+      let waiting: string | null = null;
       const check = async (): Promise<void> => {
         const { run } = await c.request(RunResult, { id: runId });
+        // A run that cannot move on says why (verified compute needs a worker that is not online).
+        if (run.waiting !== waiting) bar.note(run.waiting ? `waiting: ${run.waiting}` : 'no longer waiting');
+        waiting = run.waiting;
         bar.update(run.step, { status: run.status.toLowerCase() }, Math.max(1, run.totalSteps));
         if (terminal.includes(run.status) && !settled) {
           settled = true;
@@ -209,7 +213,7 @@ async function follow(o: Options, c: GraphQLClient, runId: string): Promise<Fina
           if (e.trainLoss !== null) fields.loss = e.trainLoss.toFixed(4);
           if (e.testAccuracy !== null) fields['top-1'] = `${(e.testAccuracy * 100).toFixed(2)}%`;
           bar.update(e.step, fields, Math.max(1, e.totalSteps));
-          if (terminal.includes(e.status)) void check().catch(reject);
+          if (terminal.includes(e.status) || e.kind === 'WAITING' || e.kind === 'STATUS') void check().catch(reject);
         },
         // The poll below carries on.
       });

@@ -12,7 +12,7 @@ export class ProgressBar {
     if (this.quiet) return;
     const frac = Math.min(1, done / Math.max(1, this.total));
     const elapsed = (Date.now() - this.start) / 1000;
-    const eta = frac > 0 ? elapsed / frac - elapsed : 0;
+    const eta = frac > 0 ? elapsed / frac - elapsed : NaN; // unknown until something is done
     const width = 24;
     const filled = Math.round(frac * width);
     const extras = Object.entries(fields).map(([k, v]) => `${k} ${v}`).join('  ');
@@ -26,6 +26,12 @@ export class ProgressBar {
         process.stderr.write(`${line}\n`);
       }
     }
+  }
+
+  /** A line above the bar (the bar is redrawn at the next update). */
+  note(message: string): void {
+    if (this.quiet) return;
+    process.stderr.write(`${process.stderr.isTTY ? '\r\x1b[K' : ''}${message}\n`);
   }
 
   done(message = ''): void {

@@ -243,6 +243,7 @@ export interface RunResultResult {
     accuracy: number | null;
     loss: number | null;
     error: string | null;
+    waiting: string | null;
     delta: {
       id: string;
       bytes: number;
@@ -253,7 +254,7 @@ export interface RunResultResult {
   };
 }
 export interface RunResultVariables { id: string; }
-export const RunResult = "query RunResult($id: ID!) {\n  run(id: $id) {\n    id\n    status\n    strategyName\n    step\n    totalSteps\n    progress\n    accuracy\n    loss\n    error\n    delta {\n      id\n      bytes\n      tensors\n      sha256\n      downloadUrl\n    }\n  }\n}" as TypedDocument<RunResultResult, RunResultVariables>;
+export const RunResult = "query RunResult($id: ID!) {\n  run(id: $id) {\n    id\n    status\n    strategyName\n    step\n    totalSteps\n    progress\n    accuracy\n    loss\n    error\n    waiting\n    delta {\n      id\n      bytes\n      tensors\n      sha256\n      downloadUrl\n    }\n  }\n}" as TypedDocument<RunResultResult, RunResultVariables>;
 
 export interface RunProgressResult {
   runEvents: {

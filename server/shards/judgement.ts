@@ -231,5 +231,6 @@ function difference(c: Case, b: Ballot, a: Ballot): string {
 /** Why no result has come, when every replica waited past the window for anyone eligible. */
 function staleWaiting(c: Case): string | null {
   if (c.open.some((o) => !o.stale)) return null;
-  return `waits for a first result: no eligible worker took its replica within ${c.waitSeconds} s`;
+  const online = `${c.electorate} untrusted group${c.electorate === 1 ? '' : 's'} and ${c.registeredOnline ? 'a' : 'no'} registered worker online`;
+  return `waits for a first result: no eligible worker took its replica within ${c.waitSeconds} s (${online})`;
 }
