@@ -114,6 +114,17 @@ describe('judgement', () => {
     expect(late.kind === 'late' && [late.agreed.map((b) => b.workerId), late.outvoted.map((o) => o.ballot.workerId)]).toEqual([['v3'], ['v4']]);
   });
 
+  it('an overdue lease (fake progress, a stalled worker) counts as absent: another group gets a replica meanwhile', () => {
+    const waiting = [ballot('v1', 'honest'), ballot('v2', 'honest')];
+    // A lease still within the run's pace holds the index.
+    expect(judge(base(waiting, { open: [open('o', { leased: true })] }))).toEqual({ kind: 'wait', waiting: null });
+    // Overdue: judged as if nobody held it (electorate 4 needs 3 groups).
+    expect(judge(base(waiting, { open: [open('o', { leased: true, stale: true })] }))).toMatchObject({ kind: 'replica', registeredOnly: false, needClass: K });
+    expect(judge(base([], { open: [open('o', { leased: true, stale: true })], replicas: { open: 1, registeredOnly: 0 } }))).toMatchObject({ kind: 'replica', because: 'its leases are overdue' });
+    // A registered result does not wait on an overdue lease to confirm it.
+    expect(judge(base([ballot('reg1', 'honest', { need: 2 })], { open: [open('o', { leased: true, stale: true })] }))).toMatchObject({ kind: 'accept' });
+  });
+
   it('a quarantined worker\'s result counts for nothing; NONE takes one result as it is', () => {
     expect(judge(base([ballot('v1', 'x', { counts: false })]))).toMatchObject({ kind: 'replica', because: 'no result that counts yet' });
     expect(judge(base([ballot('v1', 'x', { counts: false })], { open: [open('o')] }))).toEqual({ kind: 'wait', waiting: null });

@@ -9,7 +9,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspect, parseState, parseVitConfig, preset, presetStrategy, serializeState, tunedShapes } from '../engine';
 import { ServerProcess, WorkerProcess, cliJson, ok, startServer, startWorker, uploadBytes, waitFor, waitForRun } from '../node/local-platform';
-import { liesOf, startVolunteer } from '../bench/fleet';
+import { heldOf, liesOf, startVolunteer } from '../bench/fleet';
 import { AddressedClient } from '../bench/fleet-worker';
 import { deltaTensors, sameDelta } from '../bench/trust-fleet';
 import type { TypedDocument } from '../protocol/typed-document';
@@ -155,5 +155,22 @@ describe('an honest fleet on a busy machine, with the default lease', () => {
     } finally {
       for (const b of busy) b.kill('SIGKILL');
     }
+  });
+});
+
+describe('fake progress under the default stall window (300 s)', () => {
+  it('a lease held by heartbeats that claim progress is overdue at the pace the run shows: another group computes the shard meanwhile', async () => {
+    await Promise.all(processes.splice(0).map((p) => p.kill('SIGTERM')));
+    const faker = startVolunteer(server, '127.0.40.2', 'faker', { fakeProgress: true });
+    processes.push(faker);
+    const t0 = Date.now();
+    const runId = await startRun({ ...COLLUSION_RUN, verification: 'SPOT_CHECK' });
+    await waitFor('the faker to hold a lease', async () => (await rowsOf(runId)).some((r) => r.status === 'LEASED'), 60_000, 100);
+    processes.push(...[41, 42].map((n, i) => startVolunteer(server, `127.0.${n}.2`, `patient-${i}`)));
+    expect(sameDelta(await tensorsOf(runId), reference.collusion)).toBe(true);
+    const seconds = (Date.now() - t0) / 1000;
+    // Ended well before the stall window would have revoked the faker's lease.
+    expect(seconds).toBeLessThan(200);
+    process.stdout.write(`fake progress, default stall window: the run ended in ${seconds.toFixed(0)} s; the faker's leases: ${JSON.stringify(heldOf(faker))}\n`);
   });
 });

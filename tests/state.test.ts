@@ -341,6 +341,11 @@ describe.each(STORES)('%s state store', (_name, open) => {
     expect(await state.shards.stalled(['r1'], new Date(Date.now() - 60_000))).toEqual([]);
     expect(await state.shards.stalled(['r1'], new Date(Date.now() + 1000))).toEqual([{ runId: 'r1', round: 0, index: 0 }]);
     expect(await state.shards.stalled(['elsewhere'], new Date(Date.now() + 1000))).toEqual([]);
+    // A lease held since before counts too (the verification decides whether it is overdue).
+    await state.shards.leaseOldest(volunteer('v3', '10.0.3.0/24', K, 'token:c'), undefined, new Date(Date.now() + 60_000), new Date());
+    expect((await state.shards.ofIndex('r1', 0, 0)).map((r) => r.status)).toContain('LEASED');
+    expect(await state.shards.stalled(['r1'], new Date(Date.now() - 60_000))).toEqual([]);
+    expect(await state.shards.stalled(['r1'], new Date(Date.now() + 1000))).toEqual([{ runId: 'r1', round: 0, index: 0 }]);
   });
 
   it('a rollback returns a run to a round: its state, metrics and rollbacks recorded, later rounds void, replicas numbered on', async () => {

@@ -43,7 +43,7 @@ export interface OpenReplica {
   readonly leased: boolean;
   readonly registeredOnly: boolean;
   readonly needClass: string | null;
-  /** Pending longer than the wait window: nobody eligible took it. */
+  /** Pending longer than the wait window (nobody eligible took it), or leased past what the run's shards take (overdue). */
   readonly stale: boolean;
 }
 
@@ -104,8 +104,10 @@ export function judge(c: Case): Judgement {
   if (accepted) return late(c, accepted);
   const counting = c.ballots.filter((b) => b.counts);
   if (!counting.length) {
-    if (c.open.length) return { kind: 'wait', waiting: staleWaiting(c) };
-    return { kind: 'replica', registeredOnly: false, needClass: null, need: c.mode === 'QUORUM' ? c.quorum : 1, because: 'no result that counts yet' };
+    if (c.open.some((o) => !o.leased) || c.open.some((o) => !o.stale)) return { kind: 'wait', waiting: staleWaiting(c) };
+    // Only overdue leases: another group computes it meanwhile.
+    if (c.open.length && c.replicas.open >= MAX_OPEN_REPLICAS) return { kind: 'wait', waiting: `waits for a first result: its leases are overdue and it has ${MAX_OPEN_REPLICAS} replicas` };
+    return { kind: 'replica', registeredOnly: false, needClass: null, need: c.mode === 'QUORUM' ? c.quorum : 1, because: c.open.length ? 'its leases are overdue' : 'no result that counts yet' };
   }
   const registered = counting.filter((b) => b.registered).sort(byTime);
   return registered.length ? anchored(c, registered) : untrusted(c, counting);
@@ -176,11 +178,12 @@ function untrusted(c: Case, counting: Ballot[]): Judgement {
     return { kind: 'accept', accept, votes: lead.votes, required, because: `${lead.votes} independent groups returned it bit for bit (${required} needed)`, ...verdictsAgainst(c, accept, c.ballots) };
   }
   if (c.open.some((o) => !o.stale)) return { kind: 'wait', waiting: null };
-  const reserved = c.open.find((o) => o.needClass !== null && !o.registeredOnly);
+  const pending = c.open.filter((o) => !o.leased); // the rest are overdue leases: counted as absent
+  const reserved = pending.find((o) => o.needClass !== null && !o.registeredOnly);
   if (reserved) return { kind: 'relax', replicaId: reserved.id, because: `no worker of kernel class ${reserved.needClass} took its replica within ${c.waitSeconds} s: a worker of any class may take it` };
   const has = `has ${lead.votes}: ${[...new Set(lead.g.map((b) => b.keys.prefix))].join(', ')}`;
   const want = `needs ${required} results that agree bit for bit from independent groups (${has}${groups.length > 1 ? `; ${groups.length} different results` : ''})`;
-  if (c.open.length) return { kind: 'wait', waiting: `${want}; no worker outside those groups took its replica within ${c.waitSeconds} s` };
+  if (pending.length) return { kind: 'wait', waiting: `${want}; no worker outside those groups took its replica within ${c.waitSeconds} s` };
   if (c.replicas.open < MAX_OPEN_REPLICAS) return { kind: 'replica', registeredOnly: false, needClass: lead.g[0].kernelClass, need, because: want };
   if (c.replicas.registeredOnly < MAX_REGISTERED_REPLICAS) return { kind: 'replica', registeredOnly: true, needClass: null, need, because: `${want}; only a registered worker may settle it now` };
   return { kind: 'wait', waiting: `${want}; only a registered worker may settle it` };

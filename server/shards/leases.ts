@@ -16,17 +16,10 @@ import { RunEvents } from '../runs/events';
 import { RunQueries } from '../runs/queries';
 import { Scheduler } from '../runs/scheduler';
 import { ClaimWaiters, MAX_CLAIM_WAIT_SECONDS } from './claim-waiters';
+import { PACE_SLACK, median } from './pace';
 import { Verification } from './verification';
 import { Workers } from './workers';
 
-/** A deadline allows this many times the shard's steps at the run's median pace (or the worker's own, when slower). */
-const PACE_SLACK = 4;
-
-const median = (xs: readonly number[]): number | undefined => {
-  if (!xs.length) return undefined;
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 export interface Claimed { readonly shard: ShardRecord; readonly leaseUntil: Date; readonly assignment: Assignment }
 

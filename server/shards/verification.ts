@@ -12,6 +12,7 @@ import type { IndexKey } from '../state/store';
 import { RunEvents } from '../runs/events';
 import { Scheduler } from '../runs/scheduler';
 import { Ballot, Case, Judgement, Outvote, judge } from './judgement';
+import { PACE_SLACK, median } from './pace';
 import { RunShapes } from './run-shapes';
 import { Withdrawal } from './withdrawal';
 import { Workers } from './workers';
@@ -169,11 +170,17 @@ export class Verification {
         if (a.kernelClass < b.kernelClass) distances.set(`${a.id}/${b.id}`, await this.distance(run, rows.find((r) => r.id === a.id)!, rows.find((r) => r.id === b.id)!));
       }
     }
+    // A lease held past what this run's shards take (fake progress, or a stalled worker) is overdue:
+    // its index is judged as if nobody held it, so another group gets a replica; the lease itself runs on.
+    const leased = rows.filter((r) => r.status === 'LEASED' && !r.submittedAt && r.leasedAt);
+    const pace = leased.length ? median((await this.p.state.shards.paces(run.id, '')).run) : undefined;
+    const overdue = (r: ShardRecord): boolean => pace !== undefined && leased.includes(r)
+      && r.leasedAt!.getTime() < now - waitMs - PACE_SLACK * pace * (r.toStep - r.fromStep) * 1000;
     return {
       mode: o.verification, quorum: o.quorum, ballots,
       open: rows.filter((r) => r.status === 'PENDING' || r.status === 'LEASED').map((r) => ({
         id: r.id, leased: r.status === 'LEASED', registeredOnly: r.registeredOnly, needClass: r.needClass,
-        stale: r.status === 'PENDING' && (r.pendingSince?.getTime() ?? now) < now - waitMs,
+        stale: (r.status === 'PENDING' && (r.pendingSince?.getTime() ?? now) < now - waitMs) || overdue(r),
       })),
       replicas: { open: live.filter((r) => !r.registeredOnly).length, registeredOnly: live.filter((r) => r.registeredOnly).length },
       electorate: await this.workers.electorate(),

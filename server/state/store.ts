@@ -244,7 +244,7 @@ export interface ShardRepository {
    * its run is not RUNNING or FINALIZING.
    */
   unsettle(key: IndexKey, voided: readonly string[], candidates: readonly string[]): Promise<boolean>;
-  /** The current round's indices, of the runs given, with a replica pending since before `before`, or all of whose results are in unjudged since then. */
+  /** The current round's indices, of the runs given, with a replica pending or leased since before `before`, or a result unjudged since then and no replica pending. */
   stalled(runIds: readonly string[], before: Date): Promise<IndexKey[]>;
   /** Results of these workers that were accepted or agreed with an accepted one, in any run. */
   supported(workerIds: readonly string[]): Promise<ShardRecord[]>;

@@ -174,8 +174,9 @@ export class PgShards implements ShardRepository {
     const rows = await all<{ run_id: string; round: number; idx: number }>(this.pool, `SELECT DISTINCT s.run_id, s.round, s.idx FROM shards s JOIN runs r ON r.id = s.run_id
       WHERE r.status = 'RUNNING' AND s.round = r.round AND s.run_id = ANY($1)
         AND ((s.status = 'PENDING' AND s.pending_since < $2)
+          OR (s.status = 'LEASED' AND s.submitted_at IS NULL AND s.leased_at < $2)
           OR (s.status = 'DONE' AND s.verdict IS NULL AND s.completed_at < $3 AND NOT EXISTS (SELECT 1 FROM shards o
-            WHERE o.run_id = s.run_id AND o.round = s.round AND o.idx = s.idx AND o.status IN ('PENDING', 'LEASED'))))`,
+            WHERE o.run_id = s.run_id AND o.round = s.round AND o.idx = s.idx AND o.status = 'PENDING')))`,
     [...runIds], before.getTime(), before.toISOString());
     return rows.map((r) => ({ runId: r.run_id, round: r.round, index: r.idx }));
   }

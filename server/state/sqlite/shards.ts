@@ -176,9 +176,10 @@ export class SqliteShards implements ShardRepository {
     const rows = prepared(this.db, `SELECT DISTINCT s.run_id, s.round, s.idx FROM shards s JOIN runs r ON r.id = s.run_id
       WHERE r.status = 'RUNNING' AND s.round = r.round AND s.run_id IN (SELECT value FROM json_each(?))
         AND ((s.status = 'PENDING' AND s.pending_since < ?)
+          OR (s.status = 'LEASED' AND s.submitted_at IS NULL AND s.leased_at < ?)
           OR (s.status = 'DONE' AND s.verdict IS NULL AND s.completed_at < ? AND NOT EXISTS (SELECT 1 FROM shards o
-            WHERE o.run_id = s.run_id AND o.round = s.round AND o.idx = s.idx AND o.status IN ('PENDING', 'LEASED'))))`)
-      .all(JSON.stringify(runIds), before.getTime(), before.toISOString()) as { run_id: string; round: number; idx: number }[];
+            WHERE o.run_id = s.run_id AND o.round = s.round AND o.idx = s.idx AND o.status = 'PENDING')))`)
+      .all(JSON.stringify(runIds), before.getTime(), before.getTime(), before.toISOString()) as { run_id: string; round: number; idx: number }[];
     return rows.map((r) => ({ runId: r.run_id, round: r.round, index: r.idx }));
   }
 
