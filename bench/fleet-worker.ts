@@ -29,27 +29,40 @@ const COLLUDED: readonly Lie[] = ['reversed', 'lazy'];
 
 /** GraphQL over HTTP from a chosen local address. */
 export class AddressedClient implements GraphQLTransport {
-  constructor(private readonly url: string, private readonly token: string | undefined, private readonly address: string) {}
+  constructor(
+    private readonly url: string,
+    private readonly token: string | undefined,
+    private readonly address: string,
+  ) {}
 
   request<R, V>(query: TypedDocument<R, V>, variables: V): Promise<R> {
     const body = JSON.stringify({ query, variables });
     return new Promise((resolve, reject) => {
-      const req = request(this.url, {
-        method: 'POST', localAddress: this.address,
-        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...(this.token ? { authorization: `Bearer ${this.token}` } : {}) },
-      }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          try {
-            const r = JSON.parse(Buffer.concat(chunks).toString()) as { data?: R; errors?: { message: string; extensions?: { code?: string } }[] };
-            if (r.errors?.length) reject(new GraphQLRequestError(r.errors.map((e) => e.message).join('; '), r.errors[0].extensions?.code));
-            else resolve(r.data as R);
-          } catch (e) {
-            reject(e);
-          }
-        });
-      });
+      const req = request(
+        this.url,
+        {
+          method: 'POST',
+          localAddress: this.address,
+          headers: {
+            'content-type': 'application/json',
+            'content-length': Buffer.byteLength(body),
+            ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
+          },
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            try {
+              const r = JSON.parse(Buffer.concat(chunks).toString()) as { data?: R; errors?: { message: string; extensions?: { code?: string } }[] };
+              if (r.errors?.length) reject(new GraphQLRequestError(r.errors.map((e) => e.message).join('; '), r.errors[0].extensions?.code));
+              else resolve(r.data as R);
+            } catch (e) {
+              reject(e);
+            }
+          });
+        },
+      );
       req.on('error', reject);
       req.end(body);
     });
@@ -81,12 +94,18 @@ export function lie(mode: Lie, honest: Tensors, start: Tensors, previous: Tensor
     else {
       const move = (i: number): number => t.data[i] - s[i];
       const rms = Math.sqrt(t.data.reduce((a, _, i) => a + move(i) ** 2, 0) / t.data.length);
-      const data = mode === 'scaled' ? t.data.map((_, i) => s[i] + 100 * move(i))
-        : mode === 'reversed' ? t.data.map((_, i) => s[i] - move(i))
-        : mode === 'noise' ? t.data.map((x, i) => x + 2 * rms * r[i])
-        : mode === 'noise3' ? t.data.map((x, i) => x * (1 + 1e-3 * r[i]))
-        : mode === 'zeros' ? new Float32Array(t.data.length)
-        : (previous?.get(name)?.data ?? t.data.map((_, i) => s[i] - move(i)));
+      const data =
+        mode === 'scaled'
+          ? t.data.map((_, i) => s[i] + 100 * move(i))
+          : mode === 'reversed'
+            ? t.data.map((_, i) => s[i] - move(i))
+            : mode === 'noise'
+              ? t.data.map((x, i) => x + 2 * rms * r[i])
+              : mode === 'noise3'
+                ? t.data.map((x, i) => x * (1 + 1e-3 * r[i]))
+                : mode === 'zeros'
+                  ? new Float32Array(t.data.length)
+                  : (previous?.get(name)?.data ?? t.data.map((_, i) => s[i] - move(i)));
       out.set(name, { shape: t.shape, data: Float32Array.from(data) });
     }
   }
@@ -106,18 +125,31 @@ interface Conduct {
 type Claimed = { shard: { id: string; round: number; index: number; replica: number; attempt: number } };
 
 async function main(): Promise<void> {
-  const arg = (k: string): string | undefined => { const i = process.argv.indexOf(`--${k}`); return i > 0 ? process.argv[i + 1] : undefined; };
+  const arg = (k: string): string | undefined => {
+    const i = process.argv.indexOf(`--${k}`);
+    return i > 0 ? process.argv[i + 1] : undefined;
+  };
   const flag = (k: string): boolean => process.argv.includes(`--${k}`);
   const server = arg('server')!;
   const address = arg('address') ?? '127.0.0.1';
   const conduct: Conduct = {
-    mode: arg('lie') ?? 'none', offset: Number(arg('offset') ?? 0), honestFirst: Number(arg('honest-first') ?? 0), checkOnly: flag('check-only'),
-    prefail: Number(arg('prefail') ?? 0), fakeProgress: flag('fake-progress'), tickSeconds: Number(arg('tick') ?? 1),
+    mode: arg('lie') ?? 'none',
+    offset: Number(arg('offset') ?? 0),
+    honestFirst: Number(arg('honest-first') ?? 0),
+    checkOnly: flag('check-only'),
+    prefail: Number(arg('prefail') ?? 0),
+    fakeProgress: flag('fake-progress'),
+    tickSeconds: Number(arg('tick') ?? 1),
   };
   if (!['none', 'cycle', 'collude', ...LIES].includes(conduct.mode)) throw new Error(`--lie: one of none, cycle, collude, ${LIES.join(', ')}`);
   const backend = await selectBackend('wasm');
   const kernelClass = arg('class') ?? backend.kernelClass;
-  const token = (await new AddressedClient(server, undefined, address).request('mutation { volunteerToken }' as TypedDocument<{ volunteerToken: string }, Record<string, never>>, {})).volunteerToken;
+  const token = (
+    await new AddressedClient(server, undefined, address).request(
+      'mutation { volunteerToken }' as TypedDocument<{ volunteerToken: string }, Record<string, never>>,
+      {},
+    )
+  ).volunteerToken;
   const shards = new Map<string, Claimed['shard']>();
   if (conduct.mode !== 'none') tellLies(conduct, shards);
   const connect = (credential: string): GraphQLTransport => {
@@ -145,8 +177,15 @@ async function main(): Promise<void> {
   const controller = new AbortController();
   process.once('SIGTERM', () => controller.abort());
   const worker = new PartuneWorker({
-    server, token, connect, name: arg('name') ?? `volunteer-${address}`, kind: 'browser', backend: backend.name, kernelClass,
-    signal: controller.signal, log: (line) => process.stdout.write(`${line}\n`),
+    server,
+    token,
+    connect,
+    name: arg('name') ?? `volunteer-${address}`,
+    kind: 'browser',
+    backend: backend.name,
+    kernelClass,
+    signal: controller.signal,
+    log: (line) => process.stdout.write(`${line}\n`),
   });
   await worker.run();
 }
@@ -156,7 +195,9 @@ async function holdWithFakeProgress(client: AddressedClient, shard: Claimed['sha
   const t0 = performance.now();
   for (let steps = 1; ; steps++) {
     await new Promise((r) => setTimeout(r, tickSeconds * 1000));
-    const h = await client.request(Heartbeat, { shardId: shard.id, attempt: shard.attempt, stepsDone: steps, loss: 2.3 }).catch((e: Error) => ({ heartbeat: { cancelled: true, reason: e.message } }));
+    const h = await client
+      .request(Heartbeat, { shardId: shard.id, attempt: shard.attempt, stepsDone: steps, loss: 2.3 })
+      .catch((e: Error) => ({ heartbeat: { cancelled: true, reason: e.message } }));
     if (h.heartbeat.cancelled) {
       process.stdout.write(`held shard ${shard.id} for ${((performance.now() - t0) / 1000).toFixed(1)} s: ${h.heartbeat.reason}\n`);
       return;
@@ -183,7 +224,12 @@ function tellLies(conduct: Conduct, shards: Map<string, Claimed['shard']>): void
         previous = honest;
         return honestFetch(input, init);
       }
-      const now = conduct.mode === 'cycle' ? LIES[told++ % LIES.length] : conduct.mode === 'collude' ? COLLUDED[(at.round + at.index) % COLLUDED.length] : (conduct.mode as Lie);
+      const now =
+        conduct.mode === 'cycle'
+          ? LIES[told++ % LIES.length]
+          : conduct.mode === 'collude'
+            ? COLLUDED[(at.round + at.index) % COLLUDED.length]
+            : (conduct.mode as Lie);
       const forged = lie(now, honest, start ?? honest, previous, at.round * 1000 + at.index);
       previous = honest;
       process.stdout.write(`lie ${now} shard ${label.shard} round ${at.round} index ${at.index}\n`);

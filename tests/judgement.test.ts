@@ -9,18 +9,42 @@ const K = 'wasm-gemm-fma';
 let clock = 0;
 /** A result: `worker` names it; prefixes 10.0.N.0/24 from the worker's number unless given. */
 const ballot = (worker: string, digest: string, o: Partial<Ballot> = {}): Ballot => ({
-  id: `r-${worker}`, workerId: worker, registered: worker.startsWith('reg'), counts: true,
-  keys: { prefix: `10.0.${worker.replace(/\D/g, '') || 0}.0/24`, origin: `token:${worker}` }, kernelClass: K, digest, loss: 1, need: 2, verdict: null,
-  completedAt: ++clock, ...o,
+  id: `r-${worker}`,
+  workerId: worker,
+  registered: worker.startsWith('reg'),
+  counts: true,
+  keys: { prefix: `10.0.${worker.replace(/\D/g, '') || 0}.0/24`, origin: `token:${worker}` },
+  kernelClass: K,
+  digest,
+  loss: 1,
+  need: 2,
+  verdict: null,
+  completedAt: ++clock,
+  ...o,
 });
 
 const spread = (d: string, relative: number) => ({ relative, tensor: d });
 const base = (ballots: Ballot[], o: Partial<Case> = {}): Case => ({
-  mode: 'SPOT_CHECK', quorum: 2, ballots, open: [], replicas: { open: ballots.length, registeredOnly: 0 }, electorate: 4, registeredOnline: false,
-  distance: () => spread('x', 0.5), tolerance: 0.01, lossTolerance: 0.02, waitSeconds: 30, ...o,
+  mode: 'SPOT_CHECK',
+  quorum: 2,
+  ballots,
+  open: [],
+  replicas: { open: ballots.length, registeredOnly: 0 },
+  electorate: 4,
+  registeredOnline: false,
+  distance: () => spread('x', 0.5),
+  tolerance: 0.01,
+  lossTolerance: 0.02,
+  waitSeconds: 30,
+  ...o,
 });
-const open = (id: string, o: { stale?: boolean; leased?: boolean; registeredOnly?: boolean; needClass?: string | null } = {}) =>
-  ({ id, leased: o.leased ?? false, registeredOnly: o.registeredOnly ?? false, needClass: o.needClass ?? null, stale: o.stale ?? false });
+const open = (id: string, o: { stale?: boolean; leased?: boolean; registeredOnly?: boolean; needClass?: string | null } = {}) => ({
+  id,
+  leased: o.leased ?? false,
+  registeredOnly: o.registeredOnly ?? false,
+  needClass: o.needClass ?? null,
+  stale: o.stale ?? false,
+});
 
 describe('parties', () => {
   it('are network prefixes (IPv4 /24, IPv6 /64) and tokens; workers sharing either are one group', () => {
@@ -29,8 +53,20 @@ describe('parties', () => {
     expect(prefixOf('2001:db8:0:7:1:2:3:4')).toBe('2001:db8:0:7::/64');
     expect(prefixOf('2001:db8::1')).toBe('2001:db8::/64');
     expect(prefixOf('10.1.2.3', { v4: 16, v6: 48 })).toBe('10.1.0.0/16');
-    expect(countGroups([{ prefix: 'a', origin: 't1' }, { prefix: 'b', origin: 't1' }, { prefix: 'b', origin: 't2' }, { prefix: 'c', origin: '' }])).toBe(2);
-    expect(countGroups([{ prefix: 'a', origin: '' }, { prefix: 'b', origin: '' }])).toBe(2); // no token links nothing
+    expect(
+      countGroups([
+        { prefix: 'a', origin: 't1' },
+        { prefix: 'b', origin: 't1' },
+        { prefix: 'b', origin: 't2' },
+        { prefix: 'c', origin: '' },
+      ]),
+    ).toBe(2);
+    expect(
+      countGroups([
+        { prefix: 'a', origin: '' },
+        { prefix: 'b', origin: '' },
+      ]),
+    ).toBe(2); // no token links nothing
   });
 });
 
@@ -48,7 +84,11 @@ describe('judgement', () => {
     // The registered result waits for its registered check, then stands: the sybils lose.
     expect(judge(base([reg, ...sybils], { open: [open('check', { registeredOnly: true })] }))).toEqual({ kind: 'wait', waiting: null });
     const j = judge(base([reg, ...sybils], { open: [open('check', { registeredOnly: true, stale: true })] }));
-    expect(j.kind === 'accept' && [j.accept.id, j.outvoted.length, j.because]).toEqual([reg.id, 3, expect.stringMatching(/stands: no other worker confirmed it/)]);
+    expect(j.kind === 'accept' && [j.accept.id, j.outvoted.length, j.because]).toEqual([
+      reg.id,
+      3,
+      expect.stringMatching(/stands: no other worker confirmed it/),
+    ]);
   });
 
   it('registered workers that disagree are settled by another registered worker, never by volunteers', () => {
@@ -56,7 +96,8 @@ describe('judgement', () => {
     const volunteers = [ballot('v1', 'y'), ballot('v2', 'y'), ballot('v3', 'y')];
     expect(judge(base([a, b, ...volunteers]))).toMatchObject({ kind: 'replica', registeredOnly: true });
     expect(judge(base([a, b], { open: [open('third', { registeredOnly: true, stale: true })] }))).toEqual({
-      kind: 'wait', waiting: expect.stringMatching(/registered workers reg1, reg2 disagree; another registered worker settles it/),
+      kind: 'wait',
+      waiting: expect.stringMatching(/registered workers reg1, reg2 disagree; another registered worker settles it/),
     });
     const j = judge(base([a, b, ballot('reg3', 'x', { need: 1 })]));
     expect(j.kind === 'accept' && [j.accept.id, j.outvoted.map((o) => o.ballot.workerId)]).toEqual([a.id, ['reg2']]);
@@ -68,7 +109,17 @@ describe('judgement', () => {
     const j = judge(base([h1, h2, h3]));
     expect(j.kind === 'accept' && [j.votes, j.required, j.credit.length]).toEqual([3, 3, 3]);
     // The quorum is a floor: QUORUM 3 with two groups online still needs three.
-    expect(judge(base([{ ...h1, need: 3 }, { ...h2, need: 3 }], { mode: 'QUORUM', quorum: 3, electorate: 2 }))).toMatchObject({ kind: 'replica' });
+    expect(
+      judge(
+        base(
+          [
+            { ...h1, need: 3 },
+            { ...h2, need: 3 },
+          ],
+          { mode: 'QUORUM', quorum: 3, electorate: 2 },
+        ),
+      ),
+    ).toMatchObject({ kind: 'replica' });
     // At most VOTE_CAP groups, however many are online.
     const many = ['v1', 'v2', 'v3', 'v4', 'v5'].map((w) => ballot(w, 'honest'));
     expect(judge(base(many, { electorate: 40 }))).toMatchObject({ kind: 'accept', votes: 5, required: 5 });
@@ -78,7 +129,12 @@ describe('judgement', () => {
     const ballots = [ballot('v1', 'honest'), ballot('v2', 'honest'), ballot('v3', 'lie'), ballot('v4', 'lie')];
     expect(judge(base(ballots))).toMatchObject({ kind: 'replica', needClass: K });
     const j = judge(base(ballots, { open: [open('next', { stale: true })] }));
-    expect(j).toEqual({ kind: 'wait', waiting: expect.stringMatching(/needs 3 results that agree bit for bit from independent groups \(has 2: 10\.0\.1\.0\/24, 10\.0\.2\.0\/24; 2 different results\); no worker outside those groups took its replica within 30 s/) });
+    expect(j).toEqual({
+      kind: 'wait',
+      waiting: expect.stringMatching(
+        /needs 3 results that agree bit for bit from independent groups \(has 2: 10\.0\.1\.0\/24, 10\.0\.2\.0\/24; 2 different results\); no worker outside those groups took its replica within 30 s/,
+      ),
+    });
   });
 
   it('workers linked by a shared token are one group, whatever their networks', () => {
@@ -91,7 +147,10 @@ describe('judgement', () => {
     const j = judge(base(fake, { electorate: 6 }));
     expect(j).toMatchObject({ kind: 'replica', needClass: 'webgl2-f32:fake_gpu' });
     // Its replica, untaken by any honest worker of that class, is opened to every class.
-    expect(judge(base(fake, { electorate: 6, open: [open('r', { stale: true, needClass: 'webgl2-f32:fake_gpu' })] }))).toMatchObject({ kind: 'relax', replicaId: 'r' });
+    expect(judge(base(fake, { electorate: 6, open: [open('r', { stale: true, needClass: 'webgl2-f32:fake_gpu' })] }))).toMatchObject({
+      kind: 'relax',
+      replicaId: 'r',
+    });
   });
 
   it('across kernel classes, agreement within the tolerance spares a strike and earns no credit; beyond it is outvoted', () => {
@@ -100,7 +159,9 @@ describe('judgement', () => {
     const far = ballot('v2', 'far', { kernelClass: 'wasm-blas:x' });
     const j = judge(base([reg, near, far], { distance: (a, b) => spread('attn.qkv.weight', a.id === far.id || b.id === far.id ? 0.8 : 0.002) }));
     expect(j.kind === 'accept' && [j.close.map((b) => b.id), j.outvoted.map((o) => o.ballot.id), j.credit]).toEqual([[near.id], [far.id], []]);
-    expect(j.kind === 'accept' && j.outvoted[0].why).toMatch(/differs from worker reg1's \(wasm-gemm-fma\) by 0\.800 relative L2 \(most in attn\.qkv\.weight\)/);
+    expect(j.kind === 'accept' && j.outvoted[0].why).toMatch(
+      /differs from worker reg1's \(wasm-gemm-fma\) by 0\.800 relative L2 \(most in attn\.qkv\.weight\)/,
+    );
     // A registered result confirmed across classes meets a quorum of two.
     expect(judge(base([{ ...reg, need: 2 }, near], { mode: 'QUORUM', distance: () => spread('x', 0.002) }))).toMatchObject({ kind: 'accept', votes: 2 });
   });
@@ -120,15 +181,21 @@ describe('judgement', () => {
     expect(judge(base(waiting, { open: [open('o', { leased: true })] }))).toEqual({ kind: 'wait', waiting: null });
     // Overdue: judged as if nobody held it (electorate 4 needs 3 groups).
     expect(judge(base(waiting, { open: [open('o', { leased: true, stale: true })] }))).toMatchObject({ kind: 'replica', registeredOnly: false, needClass: K });
-    expect(judge(base([], { open: [open('o', { leased: true, stale: true })], replicas: { open: 1, registeredOnly: 0 } }))).toMatchObject({ kind: 'replica', because: 'its leases are overdue' });
+    expect(judge(base([], { open: [open('o', { leased: true, stale: true })], replicas: { open: 1, registeredOnly: 0 } }))).toMatchObject({
+      kind: 'replica',
+      because: 'its leases are overdue',
+    });
     // A registered result does not wait on an overdue lease to confirm it.
     expect(judge(base([ballot('reg1', 'honest', { need: 2 })], { open: [open('o', { leased: true, stale: true })] }))).toMatchObject({ kind: 'accept' });
   });
 
-  it('a quarantined worker\'s result counts for nothing; NONE takes one result as it is', () => {
+  it("a quarantined worker's result counts for nothing; NONE takes one result as it is", () => {
     expect(judge(base([ballot('v1', 'x', { counts: false })]))).toMatchObject({ kind: 'replica', because: 'no result that counts yet' });
     expect(judge(base([ballot('v1', 'x', { counts: false })], { open: [open('o')] }))).toEqual({ kind: 'wait', waiting: null });
-    expect(judge(base([ballot('v1', 'x', { counts: false })], { open: [open('o', { stale: true })] }))).toEqual({ kind: 'wait', waiting: expect.stringMatching(/waits for a first result: .* \(\d+ untrusted groups? and (a|no) registered worker online\)$/) });
+    expect(judge(base([ballot('v1', 'x', { counts: false })], { open: [open('o', { stale: true })] }))).toEqual({
+      kind: 'wait',
+      waiting: expect.stringMatching(/waits for a first result: .* \(\d+ untrusted groups? and (a|no) registered worker online\)$/),
+    });
     expect(judge(base([ballot('v1', 'x', { need: 1 })], { mode: 'NONE' }))).toMatchObject({ kind: 'accept', votes: 1, required: 1 });
   });
 

@@ -19,15 +19,28 @@ const tmp = mkdtempSync(join(tmpdir(), 'partune-red-conduct-'));
 const HYPER = { maxSteps: 32, batchSize: 32, stepsPerRound: 16, shardsPerRound: 1, seed: 0 };
 const SHARDS = 'query($id: ID!) { run(id: $id) { shards { id round index replica status verdict workerId kernelClass rejections } } }';
 
-type Row = { id: string; round: number; index: number; replica: number; status: string; verdict: string | null; workerId: string | null; kernelClass: string | null; rejections: string[] };
+type Row = {
+  id: string;
+  round: number;
+  index: number;
+  replica: number;
+  status: string;
+  verdict: string | null;
+  workerId: string | null;
+  kernelClass: string | null;
+  rejections: string[];
+};
 
 let server: ServerProcess;
 let reference: Map<string, Buffer>;
 const processes: WorkerProcess[] = [];
 
 async function startRun(mode: Record<string, unknown>): Promise<string> {
-  return (await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }',
-    { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { ...HYPER, ...mode } } })).startRun.id;
+  return (
+    await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }', {
+      i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { ...HYPER, ...mode } },
+    })
+  ).startRun.id;
 }
 
 /** The run ends as the honest run did; its shard rows. */
@@ -38,8 +51,14 @@ async function honestly(runId: string): Promise<Row[]> {
   return (await ok(server.url, server.admin, SHARDS, { id: runId })).run.shards;
 }
 
-const workersNamed = async (prefix: string): Promise<Record<string, any>[]> => (await ok(server.url, server.admin,
-  '{ workers(first: 40) { items { id name trust party strikes agreed disagreed classes { kernelClass agreed disagreed } } } }')).workers.items.filter((w: { name: string }) => w.name.startsWith(prefix));
+const workersNamed = async (prefix: string): Promise<Record<string, any>[]> =>
+  (
+    await ok(
+      server.url,
+      server.admin,
+      '{ workers(first: 40) { items { id name trust party strikes agreed disagreed classes { kernelClass agreed disagreed } } } }',
+    )
+  ).workers.items.filter((w: { name: string }) => w.name.startsWith(prefix));
 
 const used = (rows: Row[], ids: Set<string>): Row[] => rows.filter((r) => (r.verdict === 'ACCEPTED' || r.verdict === 'AGREED') && ids.has(r.workerId!));
 
@@ -55,10 +74,13 @@ beforeAll(async () => {
   server = await startServer({ PARTUNE_WAIT_SECONDS: '3', PARTUNE_LEASE_SECONDS: '10', PARTUNE_STALL_SECONDS: String(STALL_SECONDS) });
   const uploadId = await uploadBytes(server, 'micro.safetensors', readFileSync(micro));
   await ok(server.url, server.admin, 'mutation($i: RegisterModelInput!) { registerModel(input: $i) { id } }', { i: { name: 'micro', uploadId } });
-  await ok(server.url, server.admin, 'mutation($i: ImportDatasetInput!) { importDataset(input: $i) { id } }',
-    { i: { name: 'digits', format: 'MNIST_PACKAGE', trainLimit: 512, testLimit: 200 } });
+  await ok(server.url, server.admin, 'mutation($i: ImportDatasetInput!) { importDataset(input: $i) { id } }', {
+    i: { name: 'digits', format: 'MNIST_PACKAGE', trainLimit: 512, testLimit: 200 },
+  });
   processes.push(startWorker(server, 'reference'));
-  reference = deltaTensors(new Uint8Array(await (await fetch((await waitForRun(server, await startRun({ verification: 'NONE' }), 300_000)).delta.downloadUrl)).arrayBuffer()));
+  reference = deltaTensors(
+    new Uint8Array(await (await fetch((await waitForRun(server, await startRun({ verification: 'NONE' }), 300_000)).delta.downloadUrl)).arrayBuffer()),
+  );
   await stopAll();
 });
 
@@ -81,7 +103,7 @@ it('three sybils of one /24 returning unmoved states never outvote a registered 
   process.stdout.write(`sybils: ${sybils.flatMap(liesOf).length} unmoved states returned, none used\n`);
 });
 
-it("a false kernel class with 1e-3 noise: close to the truth, never used, never credited; honest volunteers of the true class are", async () => {
+it('a false kernel class with 1e-3 noise: close to the truth, never used, never credited; honest volunteers of the true class are', async () => {
   const fakes = [21, 22].map((n, i) => startVolunteer(server, `127.0.${n}.2`, `fake-${i}`, { lie: 'noise3', kernelClass: 'webgl2-f32:fake_gpu' }));
   const honest = [23, 24].map((n, i) => startVolunteer(server, `127.0.${n}.2`, `honest-f${i}`));
   processes.push(...fakes, ...honest, startWorker(server, 'registered-f'));
@@ -119,10 +141,15 @@ it("volunteers' failures never fail a run: two fail every shard they take, then 
   const failed = await waitFor('a shard failed twice by volunteers', async () => (await rowsNow()).find((r) => failures(r) >= 2), 120_000, 100);
   const crashing = startWorker(server, 'registered-crash');
   processes.push(crashing);
-  await waitFor('the registered worker to hold it', async () => {
-    const id = (await workersNamed('registered-crash'))[0]?.id;
-    return (await rowsNow()).some((r) => r.id === failed.id && r.status === 'LEASED' && r.workerId === id);
-  }, 120_000, 50);
+  await waitFor(
+    'the registered worker to hold it',
+    async () => {
+      const id = (await workersNamed('registered-crash'))[0]?.id;
+      return (await rowsNow()).some((r) => r.id === failed.id && r.status === 'LEASED' && r.workerId === id);
+    },
+    120_000,
+    50,
+  );
   await crashing.kill('SIGKILL');
   processes.push(startWorker(server, 'registered-after'));
   const rows = await honestly(runId);
@@ -130,7 +157,8 @@ it("volunteers' failures never fail a run: two fail every shard they take, then 
   const reasons = crashed.rejections.join('\n');
   expect(reasons).toMatch(/failed: out of memory[\s\S]*failed: out of memory/);
   // The crashed lease lapsed (one registered failure of five), or the sibling's result settled the shard first.
-  if (crashed.status !== 'CANCELLED') expect(reasons).toMatch(new RegExp(`(lease expired|no progress).*\\(worker ${(await workersNamed('registered-crash'))[0].id}\\)`));
+  if (crashed.status !== 'CANCELLED')
+    expect(reasons).toMatch(new RegExp(`(lease expired|no progress).*\\(worker ${(await workersNamed('registered-crash'))[0].id}\\)`));
 });
 
 it('heartbeats of fake progress hold a lease no longer than the deadline the run shows, never past the stall window', async () => {
@@ -138,7 +166,12 @@ it('heartbeats of fake progress hold a lease no longer than the deadline the run
   processes.push(faker);
   // QUORUM 2: the registered worker's result waits for the faker's replica until its lease ends.
   const runId = await startRun({ verification: 'QUORUM', quorum: 2 });
-  await waitFor('the faker to hold a lease', async () => ((await ok(server.url, server.admin, SHARDS, { id: runId })).run.shards as Row[]).some((r) => r.status === 'LEASED'), 60_000, 100);
+  await waitFor(
+    'the faker to hold a lease',
+    async () => ((await ok(server.url, server.admin, SHARDS, { id: runId })).run.shards as Row[]).some((r) => r.status === 'LEASED'),
+    60_000,
+    100,
+  );
   processes.push(startWorker(server, 'registered-p'));
   await honestly(runId);
   const held = await waitFor('a lease the faker lost', async () => heldOf(faker).length > 0 && heldOf(faker), 20_000);
@@ -146,5 +179,7 @@ it('heartbeats of fake progress hold a lease no longer than the deadline the run
   // registered worker showed (floored at the stall window), ends it first.
   for (const h of held) expect(h).toEqual({ shard: h.shard, seconds: expect.any(Number), why: expect.stringMatching(/deadline|settled/) });
   expect(Math.max(...held.map((h) => h.seconds))).toBeLessThan(20);
-  process.stdout.write(`fake progress: ${held.length} leases held for at most ${Math.max(...held.map((h) => h.seconds)).toFixed(1)} s (stall window ${STALL_SECONDS} s)\n`);
+  process.stdout.write(
+    `fake progress: ${held.length} leases held for at most ${Math.max(...held.map((h) => h.seconds)).toFixed(1)} s (stall window ${STALL_SECONDS} s)\n`,
+  );
 });

@@ -32,21 +32,26 @@ let nextPrefix = 10;
 type Row = { id: string; round: number; index: number; status: string; verdict: string | null; workerId: string | null; rejections: string[] };
 
 async function startRun(mode: Record<string, unknown>): Promise<string> {
-  return (await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }',
-    { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { ...HYPER, ...mode } } })).startRun.id;
+  return (
+    await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }', {
+      i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { ...HYPER, ...mode } },
+    })
+  ).startRun.id;
 }
 
 const runOf = async (id: string): Promise<Record<string, any>> => (await ok(server.url, server.admin, RUN, { id })).run;
 
-const workers = async (): Promise<Record<string, any>[]> => (await ok(server.url, server.admin,
-  '{ workers(first: 100) { items { id name trust party agreed disagreed strikes } } }')).workers.items;
+const workers = async (): Promise<Record<string, any>[]> =>
+  (await ok(server.url, server.admin, '{ workers(first: 100) { items { id name trust party agreed disagreed strikes } } }')).workers.items;
 
 /** `honest` honest volunteers and `liars` colluders, each in a /24 of its own. */
 function fleet(tag: string, honest: number, liars: number, farms: boolean): { honest: WorkerProcess[]; liars: WorkerProcess[] } {
   const at = (): string => `127.0.${nextPrefix++}.2`;
   const h = Array.from({ length: honest }, (_, i) => startVolunteer(server, at(), `honest-${tag}-${i}`));
   // With `farms`, the first colluder builds a record with three honest results before it lies.
-  const l = Array.from({ length: liars }, (_, i) => startVolunteer(server, at(), `liar-${tag}-${i}`, { lie: 'collude', honestFirst: farms && i === 0 ? 3 : 0 }));
+  const l = Array.from({ length: liars }, (_, i) =>
+    startVolunteer(server, at(), `liar-${tag}-${i}`, { lie: 'collude', honestFirst: farms && i === 0 ? 3 : 0 }),
+  );
   processes.push(...h, ...l);
   return { honest: h, liars: l };
 }
@@ -59,7 +64,10 @@ async function judgeRuns(ids: string[], expect_: 'SUCCEEDED' | 'WAITING'): Promi
     const rows: Row[] = (await runOf(id)).shards;
     expect({ id, used: rows.filter((r) => (r.verdict === 'ACCEPTED' || r.verdict === 'AGREED') && liarIds.has(r.workerId!)) }).toEqual({ id, used: [] });
     if (expect_ === 'WAITING') {
-      expect([run.status, run.waiting]).toEqual(['WAITING', expect.stringMatching(/^round \d+ shard \d+ needs \d+ results that agree bit for bit from independent groups/)]);
+      expect([run.status, run.waiting]).toEqual([
+        'WAITING',
+        expect.stringMatching(/^round \d+ shard \d+ needs \d+ results that agree bit for bit from independent groups/),
+      ]);
       continue;
     }
     expect([run.status, run.error]).toEqual(['SUCCEEDED', null]);
@@ -74,10 +82,13 @@ beforeAll(async () => {
   server = await startServer({ PARTUNE_WAIT_SECONDS: '3', PARTUNE_LEASE_SECONDS: '20' });
   const uploadId = await uploadBytes(server, 'micro.safetensors', readFileSync(micro));
   await ok(server.url, server.admin, 'mutation($i: RegisterModelInput!) { registerModel(input: $i) { id } }', { i: { name: 'micro', uploadId } });
-  await ok(server.url, server.admin, 'mutation($i: ImportDatasetInput!) { importDataset(input: $i) { id } }',
-    { i: { name: 'digits', format: 'MNIST_PACKAGE', trainLimit: 512, testLimit: 200 } });
+  await ok(server.url, server.admin, 'mutation($i: ImportDatasetInput!) { importDataset(input: $i) { id } }', {
+    i: { name: 'digits', format: 'MNIST_PACKAGE', trainLimit: 512, testLimit: 200 },
+  });
   const trusted = startWorker(server, 'reference');
-  reference = deltaTensors(new Uint8Array(await (await fetch((await waitForRun(server, await startRun({ verification: 'NONE' }), 300_000)).delta.downloadUrl)).arrayBuffer()));
+  reference = deltaTensors(
+    new Uint8Array(await (await fetch((await waitForRun(server, await startRun({ verification: 'NONE' }), 300_000)).delta.downloadUrl)).arrayBuffer()),
+  );
   await trusted.kill('SIGTERM');
 });
 
@@ -105,7 +116,10 @@ describe('colluding volunteers under SPOT_CHECK, QUORUM 2 and QUORUM 3', () => {
     await new Promise((r) => setTimeout(r, 21_000));
     const events: { runId: string; kind: string; message: string | null }[] = [];
     const ws = createClient({ url: server.url.replace('http', 'ws'), webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${server.admin}` } });
-    ws.subscribe({ query: 'subscription { runEvents { runId kind message } }' }, { next: (m) => void events.push(m.data!.runEvents as any), error: () => undefined, complete: () => undefined });
+    ws.subscribe(
+      { query: 'subscription { runEvents { runId kind message } }' },
+      { next: (m) => void events.push(m.data!.runEvents as any), error: () => undefined, complete: () => undefined },
+    );
     const f = fleet('half', 4, 4, false);
     const ids = await Promise.all(MODES.map(startRun));
     for (const id of ids) await waitFor(`run ${id} to wait`, async () => (await runOf(id)).status === 'WAITING', 300_000, 500);

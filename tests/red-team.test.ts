@@ -31,8 +31,11 @@ const gql = <R = Record<string, any>>(client: AddressedClient, query: string, va
   client.request(query as TypedDocument<R, Record<string, unknown>>, variables);
 
 async function startRun(hyper: Record<string, unknown>): Promise<string> {
-  return (await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }',
-    { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: hyper } })).startRun.id;
+  return (
+    await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }', {
+      i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: hyper },
+    })
+  ).startRun.id;
 }
 
 async function tensorsOf(runId: string): Promise<Map<string, Buffer>> {
@@ -43,8 +46,12 @@ async function tensorsOf(runId: string): Promise<Map<string, Buffer>> {
 
 const rowsOf = async (runId: string): Promise<Row[]> => (await ok(server.url, server.admin, SHARDS, { id: runId })).run.shards;
 
-const workersById = async (): Promise<Map<string, Record<string, any>>> => new Map((await ok(server.url, server.admin,
-  '{ workers(first: 100) { items { id name trust agreed disagreed strikes quarantined } } }')).workers.items.map((w: { id: string }) => [w.id, w]));
+const workersById = async (): Promise<Map<string, Record<string, any>>> =>
+  new Map(
+    (await ok(server.url, server.admin, '{ workers(first: 100) { items { id name trust agreed disagreed strikes quarantined } } }')).workers.items.map(
+      (w: { id: string }) => [w.id, w],
+    ),
+  );
 
 beforeAll(async () => {
   const micro = join(tmp, 'micro.safetensors');
@@ -52,8 +59,9 @@ beforeAll(async () => {
   server = await startServer();
   const uploadId = await uploadBytes(server, 'micro.safetensors', readFileSync(micro));
   await ok(server.url, server.admin, 'mutation($i: RegisterModelInput!) { registerModel(input: $i) { id } }', { i: { name: 'micro', uploadId } });
-  await ok(server.url, server.admin, 'mutation($i: ImportDatasetInput!) { importDataset(input: $i) { id } }',
-    { i: { name: 'digits', format: 'MNIST_PACKAGE', trainLimit: 512, testLimit: 200 } });
+  await ok(server.url, server.admin, 'mutation($i: ImportDatasetInput!) { importDataset(input: $i) { id } }', {
+    i: { name: 'digits', format: 'MNIST_PACKAGE', trainLimit: 512, testLimit: 200 },
+  });
 });
 
 afterAll(async () => {
@@ -80,7 +88,12 @@ describe('a fleet with liars, under QUORUM', () => {
     for (const address of ['127.0.12.2', '127.0.12.3']) {
       const anonymous = new AddressedClient(server.url, undefined, address);
       const token = (await gql(anonymous, 'mutation { volunteerToken }')).volunteerToken;
-      const joined = (await gql(new AddressedClient(server.url, token, address), 'mutation { registerWorker(name: "colluder", kind: "browser", backend: "wasm") { worker { id } credential } }')).registerWorker;
+      const joined = (
+        await gql(
+          new AddressedClient(server.url, token, address),
+          'mutation { registerWorker(name: "colluder", kind: "browser", backend: "wasm") { worker { id } credential } }',
+        )
+      ).registerWorker;
       colluders.push({ id: joined.worker.id as string, client: new AddressedClient(server.url, joined.credential, address) });
     }
     // The first takes a replica and returns a forgery within every bound: the round's state unmoved,
@@ -89,13 +102,23 @@ describe('a fleet with liars, under QUORUM', () => {
       gql(c.client, `mutation { claimShard(kernelClass: "wasm-xnnpack-simd", wait: ${wait}) { shard { id attempt round } job uploadUrl state { url } } }`);
     const a = await waitFor('a replica', async () => (await claim(colluders[0], 1)).claimShard, 60_000);
     const start = parseState(new Uint8Array(await (await fetch(a.state.url)).arrayBuffer()), shapes);
-    const forged = serializeState({ ...start, optimizer: { ...start.optimizer, step: start.optimizer.step + 4 }, label: { run: runId, round: a.shard.round, shard: a.shard.id, samples: 4 * 32 } });
+    const forged = serializeState({
+      ...start,
+      optimizer: { ...start.optimizer, step: start.optimizer.step + 4 },
+      label: { run: runId, round: a.shard.round, shard: a.shard.id, samples: 4 * 32 },
+    });
     expect((await fetch(a.uploadUrl, { method: 'PUT', body: forged as Uint8Array<ArrayBuffer> })).status).toBe(200);
-    await gql(colluders[0].client, 'mutation($s: ID!, $a: Int!) { completeShard(shardId: $s, attempt: $a, loss: 2.3, imagesPerSecond: 50, kernelClass: "wasm-xnnpack-simd") { id } }',
-      { s: a.shard.id, a: a.shard.attempt });
+    await gql(
+      colluders[0].client,
+      'mutation($s: ID!, $a: Int!) { completeShard(shardId: $s, attempt: $a, loss: 2.3, imagesPerSecond: 50, kernelClass: "wasm-xnnpack-simd") { id } }',
+      { s: a.shard.id, a: a.shard.attempt },
+    );
     expect((await claim(colluders[1], 2)).claimShard).toBeNull();
     const waiting = await rowsOf(runId);
-    expect(waiting.map((r) => [r.replica, r.status, r.verdict])).toEqual([[0, 'DONE', null], [1, 'PENDING', null]]);
+    expect(waiting.map((r) => [r.replica, r.status, r.verdict])).toEqual([
+      [0, 'DONE', null],
+      [1, 'PENDING', null],
+    ]);
     processes.push(startWorker(server, 'trusted-3'), startWorker(server, 'trusted-4'));
     expect(sameDelta(await tensorsOf(runId), reference.collusion)).toBe(true);
     const rows = await rowsOf(runId);
@@ -131,12 +154,15 @@ describe('a fleet with liars, under QUORUM', () => {
     expect(rows.filter((r) => (r.verdict === 'ACCEPTED' || r.verdict === 'AGREED') && liarIds.has(r.workerId!))).toEqual([]);
     const reasons = rows.flatMap((r) => r.rejections).filter((reason) => [...liarIds].some((id) => reason.includes(`worker ${id}`)));
     expect(reasons.some((r) => r.includes('update rejected: not what'))).toBe(true); // caught by the bounds
-    if (lies.some((l) => l.mode === 'moments')) expect(reasons.some((r) => /update rejected: .*exp_avg_sq .* is more than \d+ steps of gradients clipped/.test(r))).toBe(true);
+    if (lies.some((l) => l.mode === 'moments'))
+      expect(reasons.some((r) => /update rejected: .*exp_avg_sq .* is more than \d+ steps of gradients clipped/.test(r))).toBe(true);
     expect(reasons.some((r) => r.includes('outvoted'))).toBe(true); // caught by replication
     for (const id of liarIds) expect(['UNTRUSTED', 'QUARANTINED']).toContain(workers.get(id)!.trust);
     for (const w of workers.values()) if (w.name.startsWith('honest-')) expect(w.disagreed).toBe(0);
     const modes = new Set(lies.map((l) => l.mode));
-    process.stdout.write(`red team: ${lies.length} lies (${[...modes].join(', ')}), ${reasons.length} rejections naming a liar, ${rows.length} replicas for ${new Set(rows.map((r) => `${r.round}.${r.index}`)).size} shards\n`);
+    process.stdout.write(
+      `red team: ${lies.length} lies (${[...modes].join(', ')}), ${reasons.length} rejections naming a liar, ${rows.length} replicas for ${new Set(rows.map((r) => `${r.round}.${r.index}`)).size} shards\n`,
+    );
     expect(modes.size).toBeGreaterThanOrEqual(4);
   });
 });
@@ -171,6 +197,8 @@ describe('fake progress under the default stall window (300 s)', () => {
     const seconds = (Date.now() - t0) / 1000;
     // Ended well before the stall window would have revoked the faker's lease.
     expect(seconds).toBeLessThan(200);
-    process.stdout.write(`fake progress, default stall window: the run ended in ${seconds.toFixed(0)} s; the faker's leases: ${JSON.stringify(heldOf(faker))}\n`);
+    process.stdout.write(
+      `fake progress, default stall window: the run ended in ${seconds.toFixed(0)} s; the faker's leases: ${JSON.stringify(heldOf(faker))}\n`,
+    );
   });
 });

@@ -29,8 +29,12 @@ export interface CompletionReport {
 
 export class Completion {
   constructor(
-    private readonly p: Platform, private readonly workers: Workers, private readonly leases: Leases, private readonly shapes: RunShapes,
-    private readonly verification: Verification, private readonly events: RunEvents,
+    private readonly p: Platform,
+    private readonly workers: Workers,
+    private readonly leases: Leases,
+    private readonly shapes: RunShapes,
+    private readonly verification: Verification,
+    private readonly events: RunEvents,
   ) {}
 
   async complete(workerId: string, shardId: string, attempt: number, report: CompletionReport): Promise<ShardRecord> {
@@ -51,16 +55,31 @@ export class Completion {
     const { update: accepted } = checked;
     const digest = withLoss(checked.digest, loss);
     const samples = (shard.toStep - shard.fromStep) * trainingSpec(run).options.batchSize;
-    const downloadedBytes = report.downloadedBytes !== null && Number.isFinite(report.downloadedBytes) && report.downloadedBytes >= 0 ? Math.round(report.downloadedBytes) : null;
-    const done = await this.p.state.shards.complete(shard.id, workerId, attempt, { update: accepted, digest, kernelClass: shard.leaseClass ?? kernelClass, loss, imagesPerSecond, samples, downloadedBytes });
+    const downloadedBytes =
+      report.downloadedBytes !== null && Number.isFinite(report.downloadedBytes) && report.downloadedBytes >= 0 ? Math.round(report.downloadedBytes) : null;
+    const done = await this.p.state.shards.complete(shard.id, workerId, attempt, {
+      update: accepted,
+      digest,
+      kernelClass: shard.leaseClass ?? kernelClass,
+      loss,
+      imagesPerSecond,
+      samples,
+      downloadedBytes,
+    });
     const after = (await this.p.state.shards.get(shard.id))!;
     // Another completion of the same lease may have been accepted while this one was checked.
     if (!done && !(after.status === 'DONE' && after.workerId === workerId && after.attempts === attempt)) {
       throw conflict(`shard ${shardId}: the lease ended while the update was checked; its result is not used`);
     }
     if (done) {
-      await this.events.emit(run.id, 'SHARD', { trainLoss: loss, message: `shard ${shard.round}.${shard.index} done by worker ${workerId} (${imagesPerSecond.toFixed(1)} img/s, ${kernelClass})` }, run);
-      void this.verification.judge({ runId: run.id, round: after.round, index: after.index })
+      await this.events.emit(
+        run.id,
+        'SHARD',
+        { trainLoss: loss, message: `shard ${shard.round}.${shard.index} done by worker ${workerId} (${imagesPerSecond.toFixed(1)} img/s, ${kernelClass})` },
+        run,
+      );
+      void this.verification
+        .judge({ runId: run.id, round: after.round, index: after.index })
         .then(() => this.leases.tighten(run, after.round))
         .catch((e: Error) => this.p.log(`run ${run.id}: tightening the round's leases failed: ${e.message}`));
     }
@@ -72,12 +91,16 @@ export class Completion {
     if (!Number.isFinite(loss)) return { ok: false, reason: `reported loss ${loss}` };
     if (!(imagesPerSecond >= 0 && imagesPerSecond < 1e6)) return { ok: false, reason: `reported speed ${imagesPerSecond} img/s` };
     // The class is declared with the claim: a result claimed for another class is refused, never re-judged by a looser rule.
-    if (kernelClass !== shard.leaseClass) return { ok: false, reason: `it reports kernel class '${kernelClass.slice(0, 120)}', the shard was claimed for '${shard.leaseClass}'` };
+    if (kernelClass !== shard.leaseClass)
+      return { ok: false, reason: `it reports kernel class '${kernelClass.slice(0, 120)}', the shard was claimed for '${shard.leaseClass}'` };
     const start = need(run.state, 'state', run);
     const stateBytes = (await this.p.blobs.stat(start.key))?.bytes ?? 0;
     const { options } = trainingSpec(run);
     return this.p.shardCompute.call('checkUpdate', {
-      slot, maxBytes: 2 * stateBytes + 65_536, start, shapes: await this.shapes.of(run),
+      slot,
+      maxBytes: 2 * stateBytes + 65_536,
+      start,
+      shapes: await this.shapes.of(run),
       label: expectedUpdateLabel({ runId: run.id, round: shard.round, shardId: shard.id, window: { from: shard.fromStep, to: shard.toStep }, options }),
       reach: reachOf(options, need(run.plan, 'plan', run).trainImages, shard.fromStep, shard.toStep),
     });
@@ -86,5 +109,8 @@ export class Completion {
 
 /** The update's digest bound to the loss its worker reported: replicas must agree on both. */
 function withLoss(digest: string, loss: number): string {
-  return createHash('sha256').update(digest).update(new Uint8Array(Float64Array.of(loss).buffer)).digest('hex');
+  return createHash('sha256')
+    .update(digest)
+    .update(new Uint8Array(Float64Array.of(loss).buffer))
+    .digest('hex');
 }

@@ -106,8 +106,15 @@ export function judge(c: Case): Judgement {
   if (!counting.length) {
     if (c.open.some((o) => !o.leased) || c.open.some((o) => !o.stale)) return { kind: 'wait', waiting: staleWaiting(c) };
     // Only overdue leases: another group computes it meanwhile.
-    if (c.open.length && c.replicas.open >= MAX_OPEN_REPLICAS) return { kind: 'wait', waiting: `waits for a first result: its leases are overdue and it has ${MAX_OPEN_REPLICAS} replicas` };
-    return { kind: 'replica', registeredOnly: false, needClass: null, need: c.mode === 'QUORUM' ? c.quorum : 1, because: c.open.length ? 'its leases are overdue' : 'no result that counts yet' };
+    if (c.open.length && c.replicas.open >= MAX_OPEN_REPLICAS)
+      return { kind: 'wait', waiting: `waits for a first result: its leases are overdue and it has ${MAX_OPEN_REPLICAS} replicas` };
+    return {
+      kind: 'replica',
+      registeredOnly: false,
+      needClass: null,
+      need: c.mode === 'QUORUM' ? c.quorum : 1,
+      because: c.open.length ? 'its leases are overdue' : 'no result that counts yet',
+    };
   }
   const registered = counting.filter((b) => b.registered).sort(byTime);
   return registered.length ? anchored(c, registered) : untrusted(c, counting);
@@ -145,7 +152,8 @@ function anchored(c: Case, registered: Ballot[]): Judgement {
       const waiting = c.open.filter((o) => o.registeredOnly);
       if (waiting.some((o) => !o.stale)) return { kind: 'wait', waiting: null };
       if (waiting.length) return { kind: 'wait', waiting: `${because}, and none took the replica within ${c.waitSeconds} s` };
-      if (c.replicas.registeredOnly >= MAX_REGISTERED_REPLICAS) return { kind: 'stuck', because: `registered workers ${names} still disagree after ${registered.length} results` };
+      if (c.replicas.registeredOnly >= MAX_REGISTERED_REPLICAS)
+        return { kind: 'stuck', because: `registered workers ${names} still disagree after ${registered.length} results` };
       return { kind: 'replica', registeredOnly: true, needClass: null, need: 2, because };
     }
   }
@@ -158,7 +166,8 @@ function anchored(c: Case, registered: Ballot[]): Judgement {
   if (c.open.some((o) => !o.stale)) return { kind: 'wait', waiting: null };
   if (c.open.length) return accept(`registered worker ${anchor.workerId}'s result stands: no other worker confirmed it within ${c.waitSeconds} s`);
   const checkedByRegistered = c.mode === 'SPOT_CHECK';
-  if (checkedByRegistered && !c.registeredOnline) return accept(`registered worker ${anchor.workerId}'s result stands: no other registered worker is online to check it`);
+  if (checkedByRegistered && !c.registeredOnline)
+    return accept(`registered worker ${anchor.workerId}'s result stands: no other registered worker is online to check it`);
   if (checkedByRegistered ? c.replicas.registeredOnly >= MAX_REGISTERED_REPLICAS : c.replicas.open >= MAX_OPEN_REPLICAS) {
     return accept(`registered worker ${anchor.workerId}'s result stands after ${c.ballots.length} results`);
   }
@@ -175,17 +184,30 @@ function untrusted(c: Case, counting: Ballot[]): Judgement {
   const [lead, second] = groups;
   if (lead.votes >= required && !(second && second.votes >= lead.votes)) {
     const accept = lead.g[0];
-    return { kind: 'accept', accept, votes: lead.votes, required, because: `${lead.votes} independent groups returned it bit for bit (${required} needed)`, ...verdictsAgainst(c, accept, c.ballots) };
+    return {
+      kind: 'accept',
+      accept,
+      votes: lead.votes,
+      required,
+      because: `${lead.votes} independent groups returned it bit for bit (${required} needed)`,
+      ...verdictsAgainst(c, accept, c.ballots),
+    };
   }
   if (c.open.some((o) => !o.stale)) return { kind: 'wait', waiting: null };
   const pending = c.open.filter((o) => !o.leased); // the rest are overdue leases: counted as absent
   const reserved = pending.find((o) => o.needClass !== null && !o.registeredOnly);
-  if (reserved) return { kind: 'relax', replicaId: reserved.id, because: `no worker of kernel class ${reserved.needClass} took its replica within ${c.waitSeconds} s: a worker of any class may take it` };
+  if (reserved)
+    return {
+      kind: 'relax',
+      replicaId: reserved.id,
+      because: `no worker of kernel class ${reserved.needClass} took its replica within ${c.waitSeconds} s: a worker of any class may take it`,
+    };
   const has = `has ${lead.votes}: ${[...new Set(lead.g.map((b) => b.keys.prefix))].join(', ')}`;
   const want = `needs ${required} results that agree bit for bit from independent groups (${has}${groups.length > 1 ? `; ${groups.length} different results` : ''})`;
   if (pending.length) return { kind: 'wait', waiting: `${want}; no worker outside those groups took its replica within ${c.waitSeconds} s` };
   if (c.replicas.open < MAX_OPEN_REPLICAS) return { kind: 'replica', registeredOnly: false, needClass: lead.g[0].kernelClass, need, because: want };
-  if (c.replicas.registeredOnly < MAX_REGISTERED_REPLICAS) return { kind: 'replica', registeredOnly: true, needClass: null, need, because: `${want}; only a registered worker may settle it now` };
+  if (c.replicas.registeredOnly < MAX_REGISTERED_REPLICAS)
+    return { kind: 'replica', registeredOnly: true, needClass: null, need, because: `${want}; only a registered worker may settle it now` };
   return { kind: 'wait', waiting: `${want}; only a registered worker may settle it` };
 }
 
@@ -213,7 +235,11 @@ function late(c: Case, accepted: Ballot): Judgement {
   const anchoredByRegistered = supporters.some((b) => b.registered && b.digest === accepted.digest);
   const contradicting = pending.find((b) => b.registered && b.counts && !agrees(c, accepted, b));
   if (contradicting && !anchoredByRegistered) {
-    return { kind: 'overturn', caught: supporters.filter((b) => b.digest === accepted.digest), because: `registered worker ${contradicting.workerId} contradicts the accepted result: ${difference(c, accepted, contradicting)}` };
+    return {
+      kind: 'overturn',
+      caught: supporters.filter((b) => b.digest === accepted.digest),
+      because: `registered worker ${contradicting.workerId} contradicts the accepted result: ${difference(c, accepted, contradicting)}`,
+    };
   }
   const v = verdictsAgainst(c, accepted, pending);
   return { kind: 'late', ...v, credit: v.agreed.filter((b) => b.verdict === null) };

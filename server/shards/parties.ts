@@ -23,7 +23,8 @@ export function parsePrefixBits(raw: string): PrefixBits {
   const m = /^\s*(\d{1,2})\s*,\s*(\d{1,3})\s*$/.exec(raw);
   const v4 = Number(m?.[1]);
   const v6 = Number(m?.[2]);
-  if (!m || v4 < 8 || v4 > 32 || v6 < 16 || v6 > 128) throw new Error(`PARTUNE_PARTY_PREFIX must be 'V4,V6' prefix lengths (8-32, 16-128), like '24,64' (got '${raw}')`);
+  if (!m || v4 < 8 || v4 > 32 || v6 < 16 || v6 > 128)
+    throw new Error(`PARTUNE_PARTY_PREFIX must be 'V4,V6' prefix lengths (8-32, 16-128), like '24,64' (got '${raw}')`);
   return { v4, v6 };
 }
 
@@ -56,7 +57,7 @@ export function prefixOf(address: string, bits: PrefixBits = DEFAULT_PREFIX_BITS
   const words = Array.from({ length: 8 }, (_, i) => ((b[2 * i] << 8) | b[2 * i + 1]).toString(16));
   // The shortest form: the longest run of zero words as '::'.
   let best = { at: -1, length: 0 };
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     let j = i;
     while (j < 8 && words[j] === '0') j++;
     if (j - i > best.length) best = { at: i, length: j - i };

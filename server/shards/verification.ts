@@ -31,8 +31,12 @@ export class Verification {
   private ticking = false;
 
   constructor(
-    private readonly p: Platform, private readonly workers: Workers, private readonly shapes: RunShapes, private readonly scheduler: Scheduler,
-    private readonly events: RunEvents, private readonly withdrawal: Withdrawal,
+    private readonly p: Platform,
+    private readonly workers: Workers,
+    private readonly shapes: RunShapes,
+    private readonly scheduler: Scheduler,
+    private readonly events: RunEvents,
+    private readonly withdrawal: Withdrawal,
   ) {}
 
   /** At a lease under SPOT_CHECK: how many results this one needs, and the sibling replica it then needs, issued now. */
@@ -41,13 +45,20 @@ export class Verification {
     if (o.verification !== 'SPOT_CHECK') return;
     const registered = isRegistered(worker);
     // A registered result is checked only by another registered worker: an untrusted one could not overturn it.
-    const checked = !registered || (randomInt(1_000_000) < spotCheckRate(worker, o.spotCheckRate) * 1_000_000 && (await this.workers.registeredOnline([worker.id])) > 0);
+    const checked =
+      !registered || (randomInt(1_000_000) < spotCheckRate(worker, o.spotCheckRate) * 1_000_000 && (await this.workers.registeredOnline([worker.id])) > 0);
     await this.p.state.shards.setNeed(shard.id, worker.id, shard.attempts, checked ? 2 : 1);
     if (!checked) return;
-    const open = (await this.p.state.shards.ofIndex(run.id, shard.round, shard.index)).filter((r) => r.id !== shard.id && (r.status === 'PENDING' || r.status === 'LEASED'));
+    const open = (await this.p.state.shards.ofIndex(run.id, shard.round, shard.index)).filter(
+      (r) => r.id !== shard.id && (r.status === 'PENDING' || r.status === 'LEASED'),
+    );
     if (open.length) return;
     const added = await this.p.state.shards.addReplica(shard, { need: 1, needClass: registered ? null : shard.leaseClass, registeredOnly: registered });
-    if (added) await this.issued(shard, `${registered ? 'a registered worker is asked' : `a worker of kernel class ${shard.leaseClass} is asked`} to check worker ${worker.id}'s result`);
+    if (added)
+      await this.issued(
+        shard,
+        `${registered ? 'a registered worker is asked' : `a worker of kernel class ${shard.leaseClass} is asked`} to check worker ${worker.id}'s result`,
+      );
   }
 
   /** A lease of the shard ended without a result: results that waited for it are judged now. */
@@ -60,10 +71,12 @@ export class Verification {
    * add a replica). Returns why it cannot move on, when it cannot.
    */
   judge(key: IndexKey): Promise<string | null> {
-    return this.p.state.coordination.exclusive(`judge/${key.runId}/${key.round}/${key.index}`, () => this.decide(key)).catch((e: Error) => {
-      this.p.log(`run ${key.runId} shard ${key.round}.${key.index}: not judged: ${e.message}`);
-      return null;
-    });
+    return this.p.state.coordination
+      .exclusive(`judge/${key.runId}/${key.round}/${key.index}`, () => this.decide(key))
+      .catch((e: Error) => {
+        this.p.log(`run ${key.runId} shard ${key.round}.${key.index}: not judged: ${e.message}`);
+        return null;
+      });
   }
 
   /**
@@ -90,8 +103,11 @@ export class Verification {
     }
     for (const id of driven) {
       const list = reasons.get(id) ?? [];
-      const waiting = list.length ? list.slice(0, SHOWN_REASONS).join('; ') + (list.length > SHOWN_REASONS ? `; and ${list.length - SHOWN_REASONS} more` : '') : null;
-      if (await this.p.state.runs.setWaiting(id, waiting)) await this.events.emit(id, waiting ? 'WAITING' : 'STATUS', { message: waiting ?? 'no longer waiting' });
+      const waiting = list.length
+        ? list.slice(0, SHOWN_REASONS).join('; ') + (list.length > SHOWN_REASONS ? `; and ${list.length - SHOWN_REASONS} more` : '')
+        : null;
+      if (await this.p.state.runs.setWaiting(id, waiting))
+        await this.events.emit(id, waiting ? 'WAITING' : 'STATUS', { message: waiting ?? 'no longer waiting' });
     }
   }
 
@@ -106,12 +122,25 @@ export class Verification {
 
   private async apply(run: RunRecord, key: IndexKey, rows: readonly ShardRecord[], j: Judgement): Promise<string | null> {
     const row = (id: string): ShardRecord => rows.find((r) => r.id === id)!;
-    const reason = (o: Outvote): { id: string; reason: string } => ({ id: o.ballot.id, reason: `attempt ${row(o.ballot.id).attempts} by worker ${o.ballot.workerId}: outvoted: ${o.why}` });
-    const settle = (accept: { id: string; votes: number; required: number } | undefined, v: Extract<Judgement, { kind: 'late' }> | Extract<Judgement, { kind: 'accept' }>) =>
-      this.p.state.shards.settle({
-        ...key, accept, agreed: v.agreed.map((b) => b.id), close: v.close.map((b) => b.id), credit: v.credit.map((b) => ({ workerId: b.workerId, kernelClass: b.kernelClass })),
-        outvoted: v.outvoted.map(reason),
-      }, this.workers.budget);
+    const reason = (o: Outvote): { id: string; reason: string } => ({
+      id: o.ballot.id,
+      reason: `attempt ${row(o.ballot.id).attempts} by worker ${o.ballot.workerId}: outvoted: ${o.why}`,
+    });
+    const settle = (
+      accept: { id: string; votes: number; required: number } | undefined,
+      v: Extract<Judgement, { kind: 'late' }> | Extract<Judgement, { kind: 'accept' }>,
+    ) =>
+      this.p.state.shards.settle(
+        {
+          ...key,
+          accept,
+          agreed: v.agreed.map((b) => b.id),
+          close: v.close.map((b) => b.id),
+          credit: v.credit.map((b) => ({ workerId: b.workerId, kernelClass: b.kernelClass })),
+          outvoted: v.outvoted.map(reason),
+        },
+        this.workers.budget,
+      );
     switch (j.kind) {
       case 'accept':
         if (!(await settle({ id: j.accept.id, votes: j.votes, required: j.required }, j))) return null;
@@ -124,13 +153,17 @@ export class Verification {
         return null;
       case 'overturn': {
         const outvoted = j.caught.map((ballot) => ({ ballot, why: j.because }));
-        if (!(await this.p.state.shards.settle({ ...key, agreed: [], close: [], credit: [], outvoted: outvoted.map(reason) }, this.workers.budget))) return null;
+        if (!(await this.p.state.shards.settle({ ...key, agreed: [], close: [], credit: [], outvoted: outvoted.map(reason) }, this.workers.budget)))
+          return null;
         await this.withdrawal.overturned(run, key, outvoted);
         return this.decide(key);
       }
       case 'replica':
         if (await this.p.state.shards.addReplica(rows[0], { need: j.need, needClass: j.needClass, registeredOnly: j.registeredOnly })) {
-          await this.issued(rows[0], `${j.because}; another replica is issued${j.registeredOnly ? ' to registered workers' : j.needClass ? ` to workers of kernel class ${j.needClass}` : ''}`);
+          await this.issued(
+            rows[0],
+            `${j.because}; another replica is issued${j.registeredOnly ? ' to registered workers' : j.needClass ? ` to workers of kernel class ${j.needClass}` : ''}`,
+          );
         }
         return null;
       case 'relax':
@@ -154,39 +187,68 @@ export class Verification {
       const w = await this.p.state.workers.get(id);
       if (w) workers.set(id, w);
     }
-    const ballots: Ballot[] = rows.filter((r) => r.status === 'DONE' && r.result && r.digest && r.kernelClass && (r.verdict === null || r.verdict === 'ACCEPTED' || r.verdict === 'AGREED'))
+    const ballots: Ballot[] = rows
+      .filter((r) => r.status === 'DONE' && r.result && r.digest && r.kernelClass && (r.verdict === null || r.verdict === 'ACCEPTED' || r.verdict === 'AGREED'))
       .flatMap((r) => {
         const w = workers.get(r.workerId!);
         if (!w) return [];
-        return [{
-          id: r.id, workerId: w.id, registered: isRegistered(w), counts: w.quarantinedAt === null, keys: { prefix: w.party, origin: w.origin }, kernelClass: r.kernelClass!,
-          digest: r.digest!, loss: r.loss ?? NaN, need: r.need, verdict: r.verdict as Ballot['verdict'], completedAt: r.completedAt?.getTime() ?? 0,
-        }];
+        return [
+          {
+            id: r.id,
+            workerId: w.id,
+            registered: isRegistered(w),
+            counts: w.quarantinedAt === null,
+            keys: { prefix: w.party, origin: w.origin },
+            kernelClass: r.kernelClass!,
+            digest: r.digest!,
+            loss: r.loss ?? NaN,
+            need: r.need,
+            verdict: r.verdict as Ballot['verdict'],
+            completedAt: r.completedAt?.getTime() ?? 0,
+          },
+        ];
       });
     const live = rows.filter((r) => r.status !== 'CANCELLED' && r.verdict !== 'VOIDED');
     const distances = new Map<string, UpdateDistance>();
     for (const a of ballots) {
       for (const b of ballots) {
-        if (a.kernelClass < b.kernelClass) distances.set(`${a.id}/${b.id}`, await this.distance(run, rows.find((r) => r.id === a.id)!, rows.find((r) => r.id === b.id)!));
+        if (a.kernelClass < b.kernelClass)
+          distances.set(
+            `${a.id}/${b.id}`,
+            await this.distance(
+              run,
+              rows.find((r) => r.id === a.id)!,
+              rows.find((r) => r.id === b.id)!,
+            ),
+          );
       }
     }
     // A lease held past what this run's shards take (fake progress, or a stalled worker) is overdue:
     // its index is judged as if nobody held it, so another group gets a replica; the lease itself runs on.
     const leased = rows.filter((r) => r.status === 'LEASED' && !r.submittedAt && r.leasedAt);
     const pace = leased.length ? median((await this.p.state.shards.paces(run.id, '')).run) : undefined;
-    const overdue = (r: ShardRecord): boolean => pace !== undefined && leased.includes(r)
-      && r.leasedAt!.getTime() < now - waitMs - PACE_SLACK * pace * (r.toStep - r.fromStep) * 1000;
+    const overdue = (r: ShardRecord): boolean =>
+      pace !== undefined && leased.includes(r) && r.leasedAt!.getTime() < now - waitMs - PACE_SLACK * pace * (r.toStep - r.fromStep) * 1000;
     return {
-      mode: o.verification, quorum: o.quorum, ballots,
-      open: rows.filter((r) => r.status === 'PENDING' || r.status === 'LEASED').map((r) => ({
-        id: r.id, leased: r.status === 'LEASED', registeredOnly: r.registeredOnly, needClass: r.needClass,
-        stale: (r.status === 'PENDING' && (r.pendingSince?.getTime() ?? now) < now - waitMs) || overdue(r),
-      })),
+      mode: o.verification,
+      quorum: o.quorum,
+      ballots,
+      open: rows
+        .filter((r) => r.status === 'PENDING' || r.status === 'LEASED')
+        .map((r) => ({
+          id: r.id,
+          leased: r.status === 'LEASED',
+          registeredOnly: r.registeredOnly,
+          needClass: r.needClass,
+          stale: (r.status === 'PENDING' && (r.pendingSince?.getTime() ?? now) < now - waitMs) || overdue(r),
+        })),
       replicas: { open: live.filter((r) => !r.registeredOnly).length, registeredOnly: live.filter((r) => r.registeredOnly).length },
       electorate: await this.workers.electorate(),
       registeredOnline: (await this.workers.registeredOnline([...workers.keys()])) > 0,
       distance: (a, b) => distances.get(a.kernelClass < b.kernelClass ? `${a.id}/${b.id}` : `${b.id}/${a.id}`)!,
-      tolerance: CROSS_CLASS_TOLERANCE, lossTolerance: LOSS_TOLERANCE, waitSeconds: this.p.config.waitSeconds,
+      tolerance: CROSS_CLASS_TOLERANCE,
+      lossTolerance: LOSS_TOLERANCE,
+      waitSeconds: this.p.config.waitSeconds,
     };
   }
 

@@ -19,7 +19,11 @@ export class Withdrawal {
   /** Judges an index again (verification.ts), set once the services are wired. */
   private rejudge: (key: IndexKey) => Promise<unknown> = async () => undefined;
 
-  constructor(private readonly p: Platform, private readonly scheduler: Scheduler, private readonly events: RunEvents) {}
+  constructor(
+    private readonly p: Platform,
+    private readonly scheduler: Scheduler,
+    private readonly events: RunEvents,
+  ) {}
 
   onRejudge(rejudge: (key: IndexKey) => Promise<unknown>): void {
     this.rejudge = rejudge;
@@ -31,7 +35,11 @@ export class Withdrawal {
     for (const { ballot, why } of outvoted) {
       await this.events.emit(run.id, 'WARNING', { message: `shard ${key.round}.${key.index}: worker ${ballot.workerId} outvoted: ${why}` });
     }
-    await this.withdraw(new Set(outvoted.map((o) => o.ballot.workerId)), `worker(s) ${[...new Set(outvoted.map((o) => o.ballot.workerId))].join(', ')} caught at round ${key.round} shard ${key.index}`, key);
+    await this.withdraw(
+      new Set(outvoted.map((o) => o.ballot.workerId)),
+      `worker(s) ${[...new Set(outvoted.map((o) => o.ballot.workerId))].join(', ')} caught at round ${key.round} shard ${key.index}`,
+      key,
+    );
   }
 
   /** An accepted result at `key` was overturned by a registered one: undone there (rolled back to its round if combined since), and its supporters caught. */
@@ -44,7 +52,9 @@ export class Withdrawal {
   private async withdraw(suspects: ReadonlySet<string>, why: string, judged: IndexKey): Promise<void> {
     const rows = await this.p.state.shards.supported([...suspects]);
     const indices: IndexKey[] = [];
-    for (const r of rows) if (!indices.some((k) => sameIndex(k, { runId: r.runId, round: r.round, index: r.index }))) indices.push({ runId: r.runId, round: r.round, index: r.index });
+    for (const r of rows)
+      if (!indices.some((k) => sameIndex(k, { runId: r.runId, round: r.round, index: r.index })))
+        indices.push({ runId: r.runId, round: r.round, index: r.index });
     const rollbacks = new Map<string, number>();
     const reopened: IndexKey[] = [];
     const finished = new Map<string, IndexKey[]>();
@@ -60,9 +70,22 @@ export class Withdrawal {
       const accepted = all.find((r) => r.verdict === 'ACCEPTED');
       if (!accepted) continue;
       const supporting = all.filter((r) => (r.verdict === 'ACCEPTED' || r.verdict === 'AGREED') && r.digest === accepted.digest);
-      if (await this.stands(accepted, supporting.filter((r) => !suspects.has(r.workerId!)))) continue;
+      if (
+        await this.stands(
+          accepted,
+          supporting.filter((r) => !suspects.has(r.workerId!)),
+        )
+      )
+        continue;
       const voided = supporting.filter((r) => suspects.has(r.workerId!)).map((r) => r.id);
-      if (!(await this.p.state.shards.unsettle(key, voided, supporting.filter((r) => !voided.includes(r.id)).map((r) => r.id)))) continue;
+      if (
+        !(await this.p.state.shards.unsettle(
+          key,
+          voided,
+          supporting.filter((r) => !voided.includes(r.id)).map((r) => r.id),
+        ))
+      )
+        continue;
       await this.events.emit(run.id, 'WARNING', { message: `shard ${key.round}.${key.index}: its accepted result lost its support (${why}): judged again` });
       if (key.round < run.round || run.status === 'FINALIZING') rollbacks.set(run.id, Math.min(rollbacks.get(run.id) ?? Infinity, key.round));
       reopened.push(key);
@@ -72,8 +95,13 @@ export class Withdrawal {
       if (run) await this.rollback(run, round, why);
     }
     for (const [runId, keys] of finished) {
-      const where = keys.slice(0, 5).map((k) => `${k.round}.${k.index}`).join(', ');
-      await this.events.emit(runId, 'WARNING', { message: `${why}; they had results accepted in this finished run (shards ${where}${keys.length > 5 ? ', ...' : ''}): its delta may hold a lie` });
+      const where = keys
+        .slice(0, 5)
+        .map((k) => `${k.round}.${k.index}`)
+        .join(', ');
+      await this.events.emit(runId, 'WARNING', {
+        message: `${why}; they had results accepted in this finished run (shards ${where}${keys.length > 5 ? ', ...' : ''}): its delta may hold a lie`,
+      });
       this.p.log(`run ${runId} (finished): ${why}; ${keys.length} of its accepted results had their support`);
     }
     for (const key of reopened) await this.rejudge(key);
@@ -96,9 +124,16 @@ export class Withdrawal {
     const key = blobKeys.runState(run.id, to);
     // A run from before round states were recorded: the state's digest is read from the store.
     const digest = run.roundStates[to] ?? sha256(await this.p.blobs.get(key));
-    const rolled = await this.p.state.runs.rollback(run.id, { round: to, step: plan.rounds[to][0], state: { key, sha256: digest } }, {
-      at: new Date().toISOString(), fromRound: run.round, toRound: to, reason: why.slice(0, 1000),
-    });
+    const rolled = await this.p.state.runs.rollback(
+      run.id,
+      { round: to, step: plan.rounds[to][0], state: { key, sha256: digest } },
+      {
+        at: new Date().toISOString(),
+        fromRound: run.round,
+        toRound: to,
+        reason: why.slice(0, 1000),
+      },
+    );
     if (!rolled) return false;
     this.p.log(`run ${run.id} rolled back from round ${run.round} to round ${to}: ${why}`);
     await this.events.emit(run.id, 'ROLLBACK', { message: `rolled back from round ${run.round} to round ${to}: ${why}` });
