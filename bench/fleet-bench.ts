@@ -53,7 +53,9 @@ async function platform(workers: number): Promise<Platform> {
   await cliJson(['convert', '--checkpoint', 'random:vit_micro_patch4_28', '--out', micro]);
   const shared = { PARTUNE_SECRET: 'fleet-bench-secret', PARTUNE_ADMIN_TOKEN: 'adm_fleet', PARTUNE_WORKER_TOKEN: 'wrk_fleet' };
   // A dead worker's lease lapses in 10 s, so churn costs a round little.
-  const base = { ...shared, PARTUNE_LEASE_SECONDS: '10', PARTUNE_STALL_SECONDS: '30', PARTUNE_MAX_SHARD_SECONDS: '120' };
+  const base = { ...shared, PARTUNE_LEASE_SECONDS: '10', PARTUNE_STALL_SECONDS: '30', PARTUNE_MAX_SHARD_SECONDS: '120',
+    // Every simulated worker connects from loopback: one network prefix.
+    PARTUNE_SOCKETS_PER_PREFIX: '100000', PARTUNE_MAX_SOCKETS: '100000', PARTUNE_MAX_SOCKET_OPERATIONS: '100000', PARTUNE_MAX_SUBSCRIPTIONS: '100000' };
   let postgres: PostgresCluster | undefined;
   let storage: StorageProcess | undefined;
   let env: NodeJS.ProcessEnv = base;

@@ -214,7 +214,7 @@ function tellLies(conduct: Conduct, shards: Map<string, Claimed['shard']>): void
   const honestFetch = globalThis.fetch;
   globalThis.fetch = async (input, init) => {
     const url = String(input instanceof Request ? input.url : input);
-    if (init?.method === 'PUT' && url.includes('/uploads/')) {
+    if (init?.method === 'PUT' && url.includes('/slots/')) {
       const file = parseSafetensors(new Uint8Array(init.body as Uint8Array));
       const label = JSON.parse(file.metadata[STATE_KEY]) as { shard: string; round: number };
       const at = shards.get(label.shard) ?? { round: label.round, index: 0, replica: 0 };
@@ -240,7 +240,7 @@ function tellLies(conduct: Conduct, shards: Map<string, Claimed['shard']>): void
       const bytes = new Uint8Array(await res.clone().arrayBuffer());
       try {
         const file = parseSafetensors(bytes);
-        if (file.metadata[STATE_KEY] && !url.includes('/uploads/')) start = new Map([...file.tensors].map(([k, t]) => [k, { shape: t.shape, data: t.data }]));
+        if (file.metadata[STATE_KEY] && !url.includes('/slots/')) start = new Map([...file.tensors].map(([k, t]) => [k, { shape: t.shape, data: t.data }]));
       } catch {
         // not a state: the model or the data
       }

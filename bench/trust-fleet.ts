@@ -63,7 +63,7 @@ export async function fleetRun(server: ServerProcess, f: FleetRun, firstAddress:
   const cpu0 = cpuSeconds(server.proc.pid!);
   const t0 = performance.now();
   const { startRun } = await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }', {
-    i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { ...f.hyper, verification: f.verification } },
+    i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { ...f.hyper, verification: f.verification, admitVolunteers: true } },
   });
   const run = await waitForRun(server, startRun.id, f.waitsMs ?? 1_200_000).catch(async (e: Error) => {
     await Promise.all(volunteers.map((v) => v.kill()));

@@ -22,6 +22,7 @@ export interface Command {
 const TRAIN = TRAIN_OPTION_NAMES.map((name) => flagOf(name).slice(2));
 export const BOOLEAN_FLAGS = new Set([
   ...TRAIN_OPTION_NAMES.filter((n) => TRAIN_OPTION_SPECS[n].kind === 'bool').map((n) => flagOf(n).slice(2)), 'json', 'quiet', 'adapt', 'help', 'wait',
+  'admit-volunteers', 'private',
 ]);
 /** Taken by every command. */
 export const COMMON = ['json', 'quiet', 'help'];
@@ -93,17 +94,18 @@ export const COMMANDS: readonly Command[] = [
     usage: 'partune model register --name N --checkpoint F [--config C | --arch A]   (F may be random:PRESET)',
   },
   {
-    name: 'dataset import', flags: [...CLIENT, 'name', 'format', 'path', 'server-path', 'train-limit', 'test-limit'], required: ['name', 'format'],
+    name: 'dataset import', flags: [...CLIENT, 'name', 'format', 'path', 'server-path', 'train-limit', 'test-limit', 'private'], required: ['name', 'format'],
     run: datasetImportCommand,
     usage: 'partune dataset import --name N --format idx|cifar10|mnist-package [--path DIR (uploaded) | --server-path DIR]\n'
-      + '                       [--train-limit N] [--test-limit N]',
+      + '                       [--train-limit N] [--test-limit N] [--private (its runs never admit volunteers)]',
   },
   {
     name: 'run', required: ['model', 'dataset', 'strategy'], run: runCommand,
-    flags: [...CLIENT, ...TRAIN, 'model', 'dataset', 'strategy', 'steps-per-round', 'shards-per-round', 'aggregation', 'verification', 'quorum', 'spot-check-rate', 'wait', 'out'],
+    flags: [...CLIENT, ...TRAIN, 'model', 'dataset', 'strategy', 'steps-per-round', 'shards-per-round', 'aggregation', 'verification', 'quorum', 'spot-check-rate',
+      'admit-volunteers', 'wait', 'out'],
     usage: 'partune run --model M --dataset D --strategy S [--epochs E] [--lr LR] [--batch-size B] [training options as finetune\'s]\n'
       + '            [--steps-per-round N] [--shards-per-round K|auto] [--aggregation fedavg|median|trimmed-mean|centered-clip]\n'
-      + '            [--verification none|spot-check|quorum] [--quorum Q] [--spot-check-rate P] [--wait] [--out DELTA] [--json]',
+      + '            [--verification none|spot-check|quorum] [--quorum Q] [--spot-check-rate P] [--admit-volunteers] [--wait] [--out DELTA] [--json]',
   },
   { name: 'delta download', flags: [...CLIENT, 'run', 'out'], required: ['run', 'out'], run: deltaDownloadCommand, usage: 'partune delta download --run RUN_ID --out DELTA' },
   {

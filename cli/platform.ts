@@ -143,7 +143,10 @@ export async function datasetImportCommand(o: Options): Promise<Record<string, u
   const local = str(o, 'path');
   const uploads = local ? await Promise.all(datasetFiles(local).map(async (f) => ({ uploadId: await uploadFile(c, f) }))) : undefined;
   const { importDataset: d } = await c.request(ImportDataset, {
-    input: { name: need(o, 'name'), format, path: str(o, 'server-path'), uploads, trainLimit: optionalInt(o, 'train-limit'), testLimit: optionalInt(o, 'test-limit') },
+    input: {
+      name: need(o, 'name'), format, path: str(o, 'server-path'), uploads, trainLimit: optionalInt(o, 'train-limit'), testLimit: optionalInt(o, 'test-limit'),
+      private: o.private === true ? true : undefined,
+    },
   });
   say(o, `dataset ${d.name} (${d.id}): ${d.trainImages} train / ${d.testImages} test images, ${d.classes} classes`);
   return { command: 'dataset import', ...d };
@@ -163,6 +166,7 @@ function runOptionsFrom(o: Options): HyperParametersInput {
     verification: str(o, 'verification')?.toUpperCase().replace('-', '_') as Verification | undefined,
     quorum: optionalInt(o, 'quorum'),
     spotCheckRate: str(o, 'spot-check-rate') === undefined ? undefined : num(o, 'spot-check-rate', 0),
+    admitVolunteers: o['admit-volunteers'] === true ? true : undefined,
   };
 }
 

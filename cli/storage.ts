@@ -9,7 +9,8 @@ export async function storageServeCommand(o: Options): Promise<Record<string, un
   if (!secret) throw new Error('PARTUNE_SECRET must be set: the store checks every URL against it, and each server replica signs with the same one');
   const root = join(resolve(str(o, 'data-dir') ?? 'partune-storage'), 'blobs');
   const server = await startBlobServer({
-    root, secret, host: process.env.HOST ?? '127.0.0.1', port: num(o, 'port', 4100, true),
+    root, secret, previousSecrets: (process.env.PARTUNE_PREVIOUS_SECRETS ?? '').split(/[,\s]+/).filter(Boolean),
+    host: process.env.HOST ?? '127.0.0.1', port: num(o, 'port', 4100, true),
     allowedOrigins: (process.env.PARTUNE_ALLOWED_ORIGINS ?? '').split(/[,\s]+/).filter(Boolean),
   });
   say(o, `partune storage: ${server.url} (blobs in ${root}); point the servers' PARTUNE_BLOB_URL here`);

@@ -129,6 +129,7 @@ async function loadRuns(): Promise<void> {
       <div class="title">${esc(r.strategyName)} <span class="status ${r.status}">${r.status}</span></div>
       <div class="meta">${esc(r.model.name)} &rarr; ${esc(r.dataset.name)} &middot; ${r.kind.toLowerCase().replace('_', ' ')} &middot; ${r.id.slice(0, 8)} &middot; ${new Date(r.createdAt).toLocaleTimeString()}</div>
       <div class="meta">${r.tunedParameters !== null ? `${n(r.tunedParameters)} of ${n(r.totalParameters ?? 0)} parameters tuned` : ''}</div>
+      <div class="meta volunteers">${r.admitVolunteers ? "volunteers' tabs may train it" : 'registered workers only'}</div>
       <progress value="${r.progress}" max="1"></progress>
       <div class="meta">${n(r.step)} / ${n(r.totalSteps)} steps</div>
       ${r.accuracy !== null ? `<div class="acc" data-accuracy="${r.accuracy}">top-1 ${(100 * r.accuracy).toFixed(2)}%</div>` : ''}

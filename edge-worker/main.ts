@@ -2,7 +2,7 @@
 // chooses its backend by measurement, and runs the same shard-protocol client and engine as the
 // Node worker.
 import { PartuneWorker } from '../worker/worker';
-import { BackendChoiceInput, VolunteerToken } from '../protocol/operations';
+import { BackendChoiceInput, OpenToVolunteers, VolunteerToken } from '../protocol/operations';
 import { plural } from '../protocol/words';
 import { GraphQLClient } from '../worker/client';
 import { WsGraphQLClient } from '../worker/ws-client';
@@ -88,6 +88,17 @@ async function main(): Promise<void> {
   });
   show('state', 'working');
   document.body.dataset.state = 'working';
+  const anonymous = new GraphQLClient(server, undefined, { patienceMs: 5_000 });
+  const showOpen = (): Promise<void> =>
+    anonymous.request(OpenToVolunteers, {}).then(
+      ({ runsOpenToVolunteers: n }) => {
+        show('open', n ? plural(n, 'run') : 'none now: this tab waits for a run that admits volunteers');
+        document.body.dataset.open = String(n);
+      },
+      () => undefined,
+    );
+  void showOpen();
+  const openTimer = setInterval(() => void showOpen(), 10_000);
   const timer = setInterval(() => {
     show('samples', `${plural(worker.samples, 'image')} in ${plural(worker.shardsDone, 'shard')}`);
     document.body.dataset.shards = String(worker.shardsDone);
@@ -97,6 +108,7 @@ async function main(): Promise<void> {
     show('state', 'stopped');
   } finally {
     clearInterval(timer);
+    clearInterval(openTimer);
     document.body.dataset.state = 'stopped';
   }
 }

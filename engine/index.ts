@@ -5,6 +5,7 @@ export * from './vit/params';
 export * from './vit/groups';
 export * as model from './vit/model';
 export * from './tuning/strategy';
+export { MAX_GLOB_LENGTH, compileGlob } from './tuning/glob';
 export * from './data/dataset';
 export * from './data/batches';
 export * from './data/packed';

@@ -102,18 +102,27 @@ export interface StorageProcess {
   /** For the servers' PARTUNE_BLOB_URL. */
   readonly url: string;
   readonly log: string[];
-  stop(): Promise<void>;
+  stop(signal?: NodeJS.Signals): Promise<void>;
+  /** Starts it again on the same port and data directory (after a stop: an outage's end). */
+  start(): Promise<void>;
 }
 
 /** `partune storage serve` on a free port, checking URLs against `secret`. */
 export async function startStorage(secret: string, dataDir = mkdtempSync(join(tmpdir(), 'partune-storage-')), env: NodeJS.ProcessEnv = {}): Promise<StorageProcess> {
   const port = await freePort();
   const log: string[] = [];
-  const proc = spawnLogged(['storage', 'serve', '--port', String(port), '--data-dir', dataDir], { PARTUNE_SECRET: secret, ...env }, log);
-  await waitForLine(log, /partune storage: http/, proc);
+  const launch = async (): Promise<ChildProcess> => {
+    const from = log.length;
+    const p = spawnLogged(['storage', 'serve', '--port', String(port), '--data-dir', dataDir], { PARTUNE_SECRET: secret, ...env }, log);
+    await waitForLine(log, /partune storage: http/, p, from);
+    return p;
+  };
+  let proc = await launch();
   return {
     url: `http://127.0.0.1:${port}`, log,
-    stop: () => new Promise<void>((resolve) => (proc.exitCode !== null ? resolve() : (proc.once('exit', () => resolve()), proc.kill('SIGTERM')))),
+    stop: (signal = 'SIGTERM') =>
+      new Promise<void>((resolve) => (proc.exitCode !== null || proc.signalCode !== null ? resolve() : (proc.once('exit', () => resolve()), proc.kill(signal)))),
+    start: async () => void (proc = await launch()),
   };
 }
 

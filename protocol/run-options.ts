@@ -24,6 +24,8 @@ export interface RunOptions extends TrainOptions {
   readonly quorum: number;
   /** The least rate at which a trusted worker's results are checked under SPOT_CHECK. */
   readonly spotCheckRate: number;
+  /** Volunteers (strangers' tabs) may lease its shards, and so read its state and training records; else registered workers only. */
+  readonly admitVolunteers: boolean;
 }
 
 /** A round's updates are held together to aggregate them: this many at most. */
@@ -33,10 +35,12 @@ export const MAX_AUTO_SHARDS = 16;
 
 // One shard per round by default: a run's result then depends on its options alone, not on how
 // many workers happened to be online (and one shard is bit-identical to `partune finetune`).
-export const RUN_DEFAULTS = { ...TRAIN_DEFAULTS, stepsPerRound: 50, shardsPerRound: 1, aggregation: 'FEDAVG', verification: 'SPOT_CHECK', quorum: 2, spotCheckRate: 0.05 } as const;
+export const RUN_DEFAULTS = {
+  ...TRAIN_DEFAULTS, stepsPerRound: 50, shardsPerRound: 1, aggregation: 'FEDAVG', verification: 'SPOT_CHECK', quorum: 2, spotCheckRate: 0.05, admitVolunteers: false,
+} as const;
 
 /** Options of the platform alone: how a run is cut up and checked, not what a worker trains. */
-const PLATFORM_OPTIONS = new Set(['stepsPerRound', 'shardsPerRound', 'aggregation', 'verification', 'quorum', 'spotCheckRate']);
+const PLATFORM_OPTIONS = new Set(['stepsPerRound', 'shardsPerRound', 'aggregation', 'verification', 'quorum', 'spotCheckRate', 'admitVolunteers']);
 
 const ROUND_OPTIONS = {
   stepsPerRound: 'the steps per round',
@@ -71,8 +75,11 @@ export function parseRunOptions(raw: unknown, workersOnline?: number): RunOption
   if (typeof quorum !== 'number' || !Number.isInteger(quorum) || quorum < 2 || quorum > 5) throw new OptionError('quorum', `the quorum must be an integer from 2 to 5 (got ${String(quorum)})`);
   const rate = given.spotCheckRate ?? RUN_DEFAULTS.spotCheckRate;
   if (typeof rate !== 'number' || !(rate >= 0 && rate <= 1)) throw new OptionError('spotCheckRate', `the spot-check rate must be from 0 to 1 (got ${String(rate)})`);
+  const admitVolunteers = given.admitVolunteers ?? RUN_DEFAULTS.admitVolunteers;
+  if (typeof admitVolunteers !== 'boolean') throw new OptionError('admitVolunteers', `admitVolunteers must be true or false (got ${String(admitVolunteers)})`);
   return Object.freeze({
-    ...options, stepsPerRound: count('stepsPerRound', RUN_DEFAULTS.stepsPerRound), shardsPerRound: count('shardsPerRound', RUN_DEFAULTS.shardsPerRound), aggregation: aggregation as Aggregation,
+    ...options, admitVolunteers,
+    stepsPerRound: count('stepsPerRound', RUN_DEFAULTS.stepsPerRound), shardsPerRound: count('shardsPerRound', RUN_DEFAULTS.shardsPerRound), aggregation: aggregation as Aggregation,
     verification: verification as Verification, quorum, spotCheckRate: rate,
   });
 }

@@ -25,6 +25,7 @@ export class ImportDatasetInput {
   @Field(() => [UploadedFile], { nullable: true, description: 'Uploads named as the format expects (train-images-idx3-ubyte.gz, data_batch_1.bin, ...)' }) uploads?: UploadedFile[];
   @Field(() => Int, { nullable: true, description: 'Keep a seeded subset of the training split' }) trainLimit?: number;
   @Field(() => Int, { nullable: true }) testLimit?: number;
+  @Field({ nullable: true, description: 'Its runs never admit volunteers: only registered workers read its records (default false)' }) private?: boolean;
 }
 
 /** The engine's TrainOptions and the platform's round options (protocol/run-options.ts), by their own names. */
@@ -53,6 +54,11 @@ export class HyperParametersInput implements Partial<Record<keyof RunOptions, un
   @Field(() => Verification, { nullable: true, description: 'How shard results are verified (default SPOT_CHECK)' }) verification?: Verification;
   @Field(() => Int, { nullable: true, description: 'Agreeing results a shard needs under QUORUM (2 to 5, default 2)' }) quorum?: number;
   @Field(() => Float, { nullable: true, description: "The least rate at which a trusted worker's results are checked under SPOT_CHECK (default 0.05)" }) spotCheckRate?: number;
+  @Field({
+    nullable: true,
+    description: "Volunteers' tabs may lease its shards, and so download its state and training records (default false: registered workers only; never on a private dataset)",
+  })
+  admitVolunteers?: boolean;
 }
 
 @InputType()

@@ -72,6 +72,7 @@ export class Dataset {
   @Field(() => Int) testImages!: number;
   @Field(() => [DatasetShardInfo]) shards!: DatasetShardInfo[];
   @Authorized('READER') @Field({ description: 'Where it came from (a server path or uploads); readers only' }) source!: string;
+  @Field({ description: 'Its runs never admit volunteers' }) private!: boolean;
   @Field() createdAt!: Date;
 }
 
@@ -198,6 +199,7 @@ export class Run {
   @Field({ nullable: true, description: 'Why it cannot move on (its status is then WAITING): which replica waits for which workers' }) waiting?: string;
   @Field(() => [Rollback]) rollbacks!: Rollback[];
   @Field({ description: 'Anyone may follow its progress (not its shards, workers or delta URL)' }) public!: boolean;
+  @Field({ description: "Volunteers' tabs may lease its shards (hyperParameters.admitVolunteers); else registered workers only" }) admitVolunteers!: boolean;
   @Field() createdAt!: Date;
   @Field() updatedAt!: Date;
   @Field({ nullable: true }) finishedAt?: Date;

@@ -23,7 +23,8 @@ import { deliver } from './runs/events';
 import { Context, callerOf } from './resolvers/context';
 import { partuneSchema } from './schema';
 import { QueryLimits, limitsPlugin } from './limits';
-import { originAllowed, serveSocket } from './socket';
+import { SocketBudget, serveSocket } from './socket';
+import { allowedHosts, originAllowed } from './origins';
 
 export interface RunningServer {
   readonly url: string;
@@ -35,7 +36,15 @@ export interface RunningServer {
 /** Request bodies (queries and variables) larger than this are refused before parsing. */
 const MAX_BODY = '256kb';
 
-export async function startServer(config: ServerConfig, log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): Promise<RunningServer> {
+/**
+ * Log records start at column 0 and their continuation lines (stacks) are indented, other control
+ * characters escaped: a name or message a worker sent cannot forge a record.
+ */
+export const recordLog = (sink: (line: string) => void) => (line: string): void =>
+  sink(line.replace(/[\x00-\x08\x0b-\x1f\x7f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`).replace(/\n(?!\s)/g, '\n  '));
+
+export async function startServer(config: ServerConfig, sink: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): Promise<RunningServer> {
+  const log = recordLog(sink);
   const state = await openState(config);
   let services: Services | undefined;
   try {
@@ -78,7 +87,8 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
   services = createServices(platform);
   const { scheduler } = services;
   const limits: QueryLimits = { maxDepth: config.maxQueryDepth, maxComplexity: config.maxQueryComplexity, maxTokens: 4000, maxFragments: 64 };
-  const allowed = (o: string | undefined, host: string | undefined): boolean => originAllowed(o, host, config.allowedOrigins);
+  const hostAllowed = allowedHosts(config);
+  const allowed = (o: string | undefined, host: string | undefined): boolean => hostAllowed(host) && originAllowed(o, host, config.allowedOrigins);
   const contextOf = (authorization: string | undefined, request: IncomingMessage, gone: AbortSignal): Context => ({
     ...callerOf(authorization, config), client: clientAddress(request.socket.remoteAddress, request.headers, config.trustedProxies), gone, services: services!,
   });
@@ -88,7 +98,14 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
     server: http, path: '/graphql', maxPayload: 256 * 1024,
     verifyClient: ({ origin, req }: { origin?: string; req: { headers: { host?: string } } }) => allowed(origin, req.headers.host),
   });
-  const socket = serveSocket(wss, schema, limits, (params, request, gone) => contextOf(params?.authorization as string | undefined, request, gone), log);
+  const budget = new SocketBudget({
+    socketsPerPrefix: config.socketsPerPrefix, sockets: config.maxSockets, operations: config.maxSocketOperations, subscriptions: config.maxSubscriptions,
+  });
+  const prefixOfRequest = (request: IncomingMessage): string =>
+    services!.workers.prefixOf(clientAddress(request.socket.remoteAddress, request.headers, config.trustedProxies));
+  const socketContext = (params: Record<string, unknown> | undefined, request: IncomingMessage, gone: AbortSignal): Context =>
+    contextOf(params?.authorization as string | undefined, request, gone);
+  const socket = serveSocket(wss, schema, limits, budget, prefixOfRequest, socketContext, log);
   const apollo = new ApolloServer<Context>({
     schema,
     introspection: true,
@@ -103,7 +120,13 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
   });
   await apollo.start();
   app.get('/healthz', (_req, res) => void res.json({ ok: true }));
-  if (blobs instanceof LocalBlobStore) app.use('/blobs', blobHandler({ store: blobs, secret: config.secret, allowOrigin: allowed }));
+  // Before any route: a name this server is not known by is a DNS-rebinding page, or a mistake.
+  app.use((req, res, next) => (hostAllowed(req.headers.host) ? next() : void res.status(421).json({
+    errors: [{ message: `this server is not known as ${JSON.stringify(req.headers.host ?? '')} (PARTUNE_ALLOWED_HOSTS)`, extensions: { code: 'FORBIDDEN' } }],
+  })));
+  if (blobs instanceof LocalBlobStore) {
+    app.use('/blobs', blobHandler({ store: blobs, secret: [config.secret, ...config.previousSecrets], allowOrigin: allowed }));
+  }
   // The edge-worker page; cross-origin isolated so the wasm backend may use threads.
   const isolate: express.RequestHandler = (_req, res, next) => {
     res.setHeader('Cross-Origin-Opener-Policy', 'same-origin');
@@ -143,8 +166,12 @@ export async function startServer(config: ServerConfig, log: (line: string) => v
     void services.verification.clock().catch((e: Error) => log(`verification clock: ${e.message}`));
     void adopt().catch((e: Error) => log(`run clock: ${e.message}`));
   }, 1000);
-  const uploadClock = setInterval(() => void services.uploads.expire().catch((e: Error) => log(`upload clock: ${e.message}`)), Math.min(60, config.uploadTtlSeconds) * 1000);
-  await services.uploads.expire();
+  const sweep = async (): Promise<void> => {
+    await services.uploads.expire().catch((e: Error) => log(`upload clock: ${e.message}`));
+    await services.slots.sweep().catch((e: Error) => log(`slot sweep: ${e.message}`));
+  };
+  const uploadClock = setInterval(() => void sweep(), Math.min(60, config.uploadTtlSeconds) * 1000);
+  await sweep();
   const stateDescription = config.state ? `PostgreSQL ${config.state.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@')}` : `SQLite in ${config.dataDir}`;
   log(`partune server: ${url} (storage ${blobs.description}; state ${stateDescription}; data ${config.dataDir})`);
   await adopt();

@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { DEFAULT_PREFIX_BITS, PrefixBits, parsePrefixBits } from './shards/parties';
+import { keyId } from './credentials';
 
 export interface ServerConfig {
   readonly dataDir: string;
@@ -21,12 +22,21 @@ export interface ServerConfig {
   readonly workerToken: string;
   /** Signs blob URLs, worker credentials, volunteer and read tokens. */
   readonly secret: string;
+  /** Former secrets whose tokens and URLs still verify (PARTUNE_PREVIOUS_SECRETS): the overlap of a rotation. */
+  readonly previousSecrets: readonly string[];
+  /** Key ids (credentials.ts keyId) whose tokens are refused even if their secret returns (PARTUNE_REVOKED_KEYS). */
+  readonly revokedKeys: readonly string[];
+  /** How long worker credentials and volunteer tokens live (PARTUNE_CREDENTIAL_HOURS, 24); read tokens (PARTUNE_READ_TOKEN_DAYS, 30). */
+  readonly credentialSeconds: number;
+  readonly readTokenSeconds: number;
   /** The server's URL as browsers reach it, when a proxy sits in front (PARTUNE_PUBLIC_URL). */
   readonly publicUrl?: string;
   /** Reverse proxies in front of the server (addresses) whose X-Forwarded-For names the client. */
   readonly trustedProxies: readonly string[];
   /** Origins besides the server's own whose pages may use the API socket and the blob store. */
   readonly allowedOrigins: readonly string[];
+  /** Host names besides localhost, IP literals and the public URL's that requests may address (PARTUNE_ALLOWED_HOSTS). */
+  readonly allowedHosts: readonly string[];
   /** Directories `registerModel`/`importDataset` may read server paths under; none: uploads only. */
   readonly importRoots: readonly string[];
   /** When set, browser volunteers must present it to get a token. */
@@ -55,6 +65,12 @@ export interface ServerConfig {
   readonly maxRunSteps: number;
   readonly maxQueryDepth: number;
   readonly maxQueryComplexity: number;
+  /** graphql-ws sockets per network prefix (PARTUNE_PARTY_PREFIX's), in all, and operations running on all of them. */
+  readonly socketsPerPrefix: number;
+  readonly maxSockets: number;
+  readonly maxSocketOperations: number;
+  /** Subscriptions on all sockets (PARTUNE_MAX_SUBSCRIPTIONS): each event costs each of them a message. */
+  readonly maxSubscriptions: number;
 }
 
 function number(env: NodeJS.ProcessEnv, key: string, fallback: number): number {
@@ -88,6 +104,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
   if (blobUrl && external) throw new Error('PARTUNE_BLOB_URL and S3_ENDPOINT name two blob stores: set one');
   if (blobUrl && !/^https?:\/\//.test(blobUrl)) throw new Error(`PARTUNE_BLOB_URL must be an http(s) URL (got '${blobUrl}')`);
   const t = tokens(dataDir, env);
+  const revoked = list(env.PARTUNE_REVOKED_KEYS, /[,\s]+/);
+  if (revoked.includes(keyId(t.secret))) throw new Error(`the signing secret's key ${keyId(t.secret)} is in PARTUNE_REVOKED_KEYS: set a new PARTUNE_SECRET`);
   const state = env.PARTUNE_STATE || undefined;
   if (state && !/^postgres(ql)?:\/\//.test(state)) throw new Error('PARTUNE_STATE must be a postgres:// URL; unset, state is SQLite under the data directory');
   return {
@@ -102,8 +120,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     adminToken: t.admin,
     workerToken: t.worker,
     secret: t.secret,
+    previousSecrets: list(env.PARTUNE_PREVIOUS_SECRETS, /[,\s]+/),
+    revokedKeys: revoked,
+    credentialSeconds: number(env, 'PARTUNE_CREDENTIAL_HOURS', 24) * 3600,
+    readTokenSeconds: number(env, 'PARTUNE_READ_TOKEN_DAYS', 30) * 86_400,
     publicUrl: env.PARTUNE_PUBLIC_URL?.replace(/\/+$/, '') || undefined,
     allowedOrigins: list(env.PARTUNE_ALLOWED_ORIGINS, /[,\s]+/),
+    allowedHosts: list(env.PARTUNE_ALLOWED_HOSTS, /[,\s]+/),
     trustedProxies: list(env.PARTUNE_TRUSTED_PROXIES, /[,\s]+/),
     importRoots: list(env.PARTUNE_IMPORT_ROOTS, /[:,]/).map((p) => resolve(p)),
     invitation: env.PARTUNE_INVITATION || undefined,
@@ -122,6 +145,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     maxRunSteps: number(env, 'PARTUNE_MAX_RUN_STEPS', 1_000_000),
     maxQueryDepth: number(env, 'PARTUNE_MAX_QUERY_DEPTH', 8),
     maxQueryComplexity: number(env, 'PARTUNE_MAX_QUERY_COMPLEXITY', 2000),
+    socketsPerPrefix: number(env, 'PARTUNE_SOCKETS_PER_PREFIX', 32),
+    maxSockets: number(env, 'PARTUNE_MAX_SOCKETS', 2000),
+    maxSocketOperations: number(env, 'PARTUNE_MAX_SOCKET_OPERATIONS', 4000),
+    maxSubscriptions: number(env, 'PARTUNE_MAX_SUBSCRIPTIONS', 500),
     ...overrides,
   };
 }

@@ -2,6 +2,7 @@
 // is an internal failure: logged with a reference, answered as INTERNAL_SERVER_ERROR.
 import { randomBytes } from 'node:crypto';
 import { GraphQLError, GraphQLFormattedError } from 'graphql';
+import { isTransient } from '../storage';
 
 const make = (code: string) => (message: string): GraphQLError => new GraphQLError(message, { extensions: { code } });
 
@@ -25,6 +26,12 @@ export function formatError(formatted: GraphQLFormattedError, error: unknown, lo
   const original = error instanceof GraphQLError && error.originalError ? error.originalError : error;
   const ref = randomBytes(4).toString('hex');
   const path = formatted.path ? ` at ${formatted.path.join('.')}` : '';
+  if (isTransient(original)) {
+    // Nothing was changed by the failed request, and it may be sent again (the worker's client does).
+    log(`unavailable ${ref}${path}: ${original instanceof Error ? original.message : String(original)}`);
+    const message = `a store this server needs is unreachable or full (log ${ref}); try again shortly`;
+    return { message, path: formatted.path, extensions: { code: 'UNAVAILABLE' } };
+  }
   log(`internal error ${ref}${path}: ${original instanceof Error ? (original.stack ?? original.message) : String(original)}`);
   return { message: `internal error (the server log has it as ${ref})`, path: formatted.path, locations: formatted.locations, extensions: { code: 'INTERNAL_SERVER_ERROR' } };
 }

@@ -15,6 +15,8 @@ export interface RunEventPayload {
   readonly testAccuracy?: number;
   readonly testLoss?: number;
   readonly message?: string;
+  /** Whether anyone may follow the run: read once per event, not once per subscriber. */
+  readonly public: boolean;
   readonly at: Date;
 }
 

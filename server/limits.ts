@@ -19,6 +19,9 @@ export interface QueryLimits {
 
 export const limitError = (message: string): GraphQLError => new GraphQLError(message, { extensions: { code: 'QUERY_TOO_COMPLEX', http: { status: 400 } } });
 
+/** The largest page a `first` argument may ask for (the resolvers check the same bound). */
+export const MAX_PAGE = 100;
+
 /** Meta fields answer from the schema: `__typename` is free, a whole `__schema` or `__type` is not. */
 const META_COST = 100;
 
@@ -81,7 +84,10 @@ class CostWalk {
       throw new GraphQLError((e as Error).message, { extensions: { code: 'BAD_USER_INPUT', http: { status: 400 } } });
     }
     // A page of `first` items costs `first` times its selection (its `items` list is that page);
-    // any other list is assumed to hold ten.
+    // any other list is assumed to hold ten. Out of range, `first` is refused here, before it can lower a cost.
+    if (typeof first === 'number' && !(first >= 1 && first <= MAX_PAGE)) {
+      throw new GraphQLError(`first must be between 1 and ${MAX_PAGE}`, { extensions: { code: 'BAD_USER_INPUT', http: { status: 400 } } });
+    }
     const fanOut = typeof first === 'number' ? first : name !== 'items' && isListType(getNullableType(def.type)) ? 10 : 1;
     return { depth: 1 + child.depth, complexity: 1 + fanOut * child.complexity };
   }
@@ -105,7 +111,10 @@ export function limitsPlugin(schema: GraphQLSchema, limits: QueryLimits): Apollo
     async requestDidStart() {
       return {
         async didResolveOperation({ request, document, operation }) {
-          checkCost(schema, document, operation as OperationDefinitionNode, request.variables, limits);
+          if (!operation) {
+            throw new GraphQLError('no operation to run: name one (operationName)', { extensions: { code: 'BAD_USER_INPUT', http: { status: 400 } } });
+          }
+          checkCost(schema, document, operation, request.variables, limits);
         },
       };
     },

@@ -16,6 +16,7 @@ import { TrainingStages } from './runs/training';
 import { Completion } from './shards/completion';
 import { Leases } from './shards/leases';
 import { RunShapes } from './shards/run-shapes';
+import { Slots } from './shards/slots';
 import { Verification } from './shards/verification';
 import { Withdrawal } from './shards/withdrawal';
 import { Workers } from './shards/workers';
@@ -34,6 +35,7 @@ export interface Services {
   readonly leases: Leases;
   readonly completion: Completion;
   readonly verification: Verification;
+  readonly slots: Slots;
 }
 
 export function createServices(platform: Platform): Services {
@@ -53,6 +55,10 @@ export function createServices(platform: Platform): Services {
   const verification = new Verification(platform, workers, shapes, scheduler, events, withdrawal);
   withdrawal.onRejudge((key) => verification.judge(key));
   const leases = new Leases(platform, workers, runs, scheduler, verification, events);
-  const completion = new Completion(platform, workers, leases, shapes, verification, events);
-  return { platform, uploads, models, datasets, runs, creation, scheduler, strategies, deltas: new Deltas(platform, models, runs), workers, leases, completion, verification };
+  const slots = new Slots(platform);
+  const completion = new Completion(platform, workers, leases, shapes, verification, events, slots);
+  return {
+    platform, uploads, models, datasets, runs, creation, scheduler, strategies, deltas: new Deltas(platform, models, runs), workers, leases, completion,
+    verification, slots,
+  };
 }

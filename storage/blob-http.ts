@@ -4,13 +4,15 @@
 // replace: the same bytes again succeed (a retried upload), other bytes are refused.
 import { createReadStream, createWriteStream, rmSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
+import { finished } from 'node:stream/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { LocalBlobStore } from './local';
 import { verifyRequest } from './signed-url';
 
 export interface BlobHttpOptions {
   readonly store: LocalBlobStore;
-  readonly secret: string;
+  /** The signing secret, and former ones whose URLs still verify. */
+  readonly secret: string | readonly string[];
   /** Whether a browser page at `origin` may use the store (the server's own pages, configured origins); `host` is the request's Host. */
   readonly allowOrigin: (origin: string, host: string | undefined) => boolean;
 }
@@ -40,6 +42,12 @@ export function blobHandler(o: BlobHttpOptions): (req: IncomingMessage, res: Ser
     const verdict = verifyRequest(o.secret, req.method ?? '', key, url.searchParams);
     if (!verdict.ok) return refuse(res, verdict.status, verdict.reason);
     if (verdict.grant.method === 'GET') return void serve(o.store, key, req, res, refuse);
+    if (verdict.grant.method === 'LIST') {
+      return void o.store.list(key).then(
+        (names) => (res.writeHead(200, { 'content-type': 'application/json' }), res.end(JSON.stringify(names))),
+        (e: Error) => refuse(res, 500, `storage failure: ${e.message}`),
+      );
+    }
     if (verdict.grant.method === 'DELETE') {
       return void o.store.remove(key).then(() => (res.writeHead(204), res.end()), (e: Error) => refuse(res, 500, `storage failure: ${e.message}`));
     }
@@ -50,7 +58,9 @@ export function blobHandler(o: BlobHttpOptions): (req: IncomingMessage, res: Ser
     writing.add(key);
     void receive(o.store, key, max, verdict.grant.replace === true, req).then(
       (r) => (r.status === 200 ? (res.writeHead(200, { etag: `"${r.sha256}"`, 'x-sha256': r.sha256 }), res.end()) : refuse(res, r.status, r.reason)),
-      (e: Error) => refuse(res, 500, `storage failure: ${e.message}`),
+      // A full disk is 507, any other failure 500: both mean "try again", and nothing was kept.
+      (e: NodeJS.ErrnoException) =>
+        refuse(res, e.code === 'ENOSPC' || e.code === 'EDQUOT' ? 507 : 500, `storage failure: ${e.code ?? e.message}; nothing was kept`),
     ).finally(() => writing.delete(key));
   };
 }
@@ -75,6 +85,11 @@ async function receive(store: LocalBlobStore, key: string, max: number, replace:
   const out = createWriteStream(temp);
   try {
     const complete = await new Promise<boolean>((resolve, reject) => {
+      // A write that fails (ENOSPC, EIO) ends the upload; the body is left unread and the socket closed.
+      out.once('error', (e) => {
+        req.pause();
+        reject(e);
+      });
       req.on('data', (chunk: Buffer) => {
         bytes += chunk.length;
         if (bytes > max) {
@@ -87,7 +102,8 @@ async function receive(store: LocalBlobStore, key: string, max: number, replace:
       req.on('end', () => resolve(true));
       req.on('error', reject);
     });
-    await new Promise<void>((resolve, reject) => out.end((e?: Error | null) => (e ? reject(e) : resolve())));
+    out.end();
+    await finished(out);
     if (!complete) return { status: 413, reason: `body exceeds the ${max} bytes this URL allows; nothing was kept` };
     const digest = hash.digest('hex');
     const existing = await store.stat(key);
@@ -97,6 +113,7 @@ async function receive(store: LocalBlobStore, key: string, max: number, replace:
     store.commit(key, temp, digest, statSync(temp).size);
     return { status: 200, sha256: digest };
   } finally {
+    out.destroy();
     rmSync(temp, { force: true });
   }
 }

@@ -8,6 +8,8 @@ import { LocalBlobStore } from './local';
 export interface BlobServerOptions {
   readonly root: string;
   readonly secret: string;
+  /** Former secrets whose URLs still verify (a rotation's overlap). */
+  readonly previousSecrets?: readonly string[];
   readonly host: string;
   readonly port: number;
   /** Origins of the pages (the servers' own) whose browser workers may use the store. */
@@ -24,7 +26,7 @@ export async function startBlobServer(o: BlobServerOptions): Promise<RunningBlob
   let url = '';
   // The store's signed URLs are built by the replicas; its own base only matters for its description.
   const store = new LocalBlobStore({ root: o.root, secret: o.secret, baseUrl: '' });
-  const blobs = blobHandler({ store, secret: o.secret, allowOrigin: (origin) => o.allowedOrigins.includes(origin) });
+  const blobs = blobHandler({ store, secret: [o.secret, ...(o.previousSecrets ?? [])], allowOrigin: (origin) => o.allowedOrigins.includes(origin) });
   const http = createServer((req, res) => {
     if (req.url === '/healthz') return void res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}');
     if (!req.url?.startsWith('/blobs/')) return void res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');

@@ -16,6 +16,8 @@ export interface BlobStore {
   get(key: string, sha256?: string): Promise<Uint8Array>;
   stat(key: string): Promise<BlobInfo | null>;
   remove(key: string): Promise<void>;
+  /** The keys under `prefix/` (a key path of safe segments), for sweeping what nothing refers to. */
+  list(prefix: string): Promise<string[]>;
   /**
    * A URL that allows a GET of this key for `seconds`. `internal`: for processes beside the
    * server (Node workers); otherwise for browsers and API clients (S3_PUBLIC_ENDPOINT).

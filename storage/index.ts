@@ -1,6 +1,7 @@
 // Object storage: one BlobStore interface; blobs on the local disk behind signed URLs (the
 // embedded default) and any S3 API (MinIO, AWS) for deployments.
 export * from './blob-store';
+export * from './transient';
 export * from './s3';
 export * from './local';
 export * from './signed-url';

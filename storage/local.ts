@@ -1,9 +1,9 @@
 // The embedded default store: blobs as files under one directory, reached from outside only
 // through signed URLs (signed-url.ts) that the server's own HTTP port serves (blob-http.ts). Each
 // object has a metadata file with its SHA-256, written before the object appears.
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { Dirent, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { dirname, join } from 'node:path';
+import { dirname, join, relative, sep } from 'node:path';
 import { BlobInfo, BlobStore, sha256, verify } from './blob-store';
 import { isSafeKey, signUrl } from './signed-url';
 
@@ -57,22 +57,40 @@ export class LocalBlobStore implements BlobStore {
   }
 
   async get(key: string, expected?: string): Promise<Uint8Array> {
+    const missing = (): Error => Object.assign(new Error(`object '${key}' does not exist`), { code: 'NoSuchKey' });
     const info = await this.stat(key);
-    if (!info) throw Object.assign(new Error(`object '${key}' does not exist`), { code: 'NoSuchKey' });
-    const buf = readFileSync(this.objectPath(key));
+    if (!info) throw missing();
+    let buf: Buffer;
+    try {
+      buf = readFileSync(this.objectPath(key));
+    } catch (e) {
+      throw (e as NodeJS.ErrnoException).code === 'ENOENT' ? missing() : e; // removed since the stat
+    }
     return verify(key, new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength), expected ?? info.sha256);
   }
 
   async stat(key: string): Promise<BlobInfo | null> {
     const object = this.objectPath(key);
-    if (!existsSync(object)) return null;
-    const meta = JSON.parse(readFileSync(this.metaPath(key), 'utf8')) as { sha256: string };
-    return { key, bytes: statSync(object).size, sha256: meta.sha256 };
+    try {
+      const meta = JSON.parse(readFileSync(this.metaPath(key), 'utf8')) as { sha256: string };
+      return { key, bytes: statSync(object).size, sha256: meta.sha256 };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null; // never written, or removed meanwhile
+      throw e;
+    }
   }
 
   async remove(key: string): Promise<void> {
     rmSync(this.objectPath(key), { force: true });
     rmSync(this.metaPath(key), { force: true });
+  }
+
+  async list(prefix: string): Promise<string[]> {
+    const dir = this.objectPath(prefix);
+    if (!existsSync(dir)) return [];
+    return (readdirSync(dir, { recursive: true, withFileTypes: true }) as Dirent[])
+      .filter((d) => d.isFile())
+      .map((d) => relative(join(this.o.root, 'objects'), join(d.parentPath, d.name)).split(sep).join('/'));
   }
 
   private url(method: 'GET' | 'PUT', key: string, seconds: number, maxBytes?: number): string {

@@ -3,6 +3,7 @@
 // requests (GET, replacing PUT, DELETE) and the URLs they hand to workers, as the local store does.
 import { BlobInfo, BlobStore, sha256, verify } from './blob-store';
 import { isSafeKey, signUrl, UrlGrant } from './signed-url';
+import { StoreUnavailable, retrying } from './transient';
 
 export interface RemoteStoreOptions {
   /** Where the blob routes are, as the servers and Node workers reach them (…/blobs). */
@@ -14,6 +15,8 @@ export interface RemoteStoreOptions {
 
 /** A signed request lives this long: enough for the largest object on a slow link. */
 const OWN_REQUEST_SECONDS = 3600;
+/** The longest one request may take, the largest object's transfer included. */
+const REQUEST_TIMEOUT_MS = 10 * 60_000;
 
 export class RemoteBlobStore implements BlobStore {
   readonly description: string;
@@ -22,33 +25,49 @@ export class RemoteBlobStore implements BlobStore {
     this.description = `blob server at ${o.baseUrl}`;
   }
 
+  // Every request is idempotent (a PUT writes the same bytes again), so a passing failure is retried.
   async put(key: string, bytes: Uint8Array): Promise<BlobInfo & { sha256: string }> {
     const digest = sha256(bytes);
-    const res = await this.request('PUT', key, { method: 'PUT', body: bytes as Uint8Array<ArrayBuffer>, headers: { 'content-type': 'application/octet-stream' } }, { replace: true });
-    if (!res.ok) throw new Error(`blob server: PUT ${key}: ${res.status} ${(await res.text()).trim()}`);
-    const stored = res.headers.get('x-sha256');
-    if (stored !== digest) throw new Error(`blob server: PUT ${key} stored SHA-256 ${stored}, sent ${digest}`);
-    return { key, bytes: bytes.byteLength, sha256: digest };
+    return retrying(async () => {
+      const init = { method: 'PUT', body: bytes as Uint8Array<ArrayBuffer>, headers: { 'content-type': 'application/octet-stream' } };
+      const res = await this.checked('PUT', key, await this.request('PUT', key, init, { replace: true }));
+      const stored = res.headers.get('x-sha256');
+      if (stored !== digest) throw new Error(`blob server: PUT ${key} stored SHA-256 ${stored}, sent ${digest}`);
+      return { key, bytes: bytes.byteLength, sha256: digest };
+    });
   }
 
   async get(key: string, expected?: string): Promise<Uint8Array> {
-    const res = await this.request('GET', key, { method: 'GET' });
-    if (res.status === 404) throw Object.assign(new Error(`object '${key}' does not exist`), { code: 'NoSuchKey' });
-    if (!res.ok) throw new Error(`blob server: GET ${key}: ${res.status} ${(await res.text()).trim()}`);
-    const bytes = new Uint8Array(await res.arrayBuffer());
-    return verify(key, bytes, expected ?? (res.headers.get('x-sha256') || undefined));
+    return retrying(async () => {
+      const res = await this.request('GET', key, { method: 'GET' });
+      if (res.status === 404) throw Object.assign(new Error(`object '${key}' does not exist`), { code: 'NoSuchKey' });
+      const bytes = new Uint8Array(await (await this.checked('GET', key, res)).arrayBuffer());
+      return verify(key, bytes, expected ?? (res.headers.get('x-sha256') || undefined));
+    });
   }
 
   async stat(key: string): Promise<BlobInfo | null> {
-    const res = await this.request('GET', key, { method: 'HEAD' });
-    if (res.status === 404) return null;
-    if (!res.ok) throw new Error(`blob server: HEAD ${key}: ${res.status}`);
-    return { key, bytes: Number(res.headers.get('content-length')), sha256: res.headers.get('x-sha256') || undefined };
+    return retrying(async () => {
+      const res = await this.request('GET', key, { method: 'HEAD' });
+      if (res.status === 404) return null;
+      await this.checked('HEAD', key, res);
+      return { key, bytes: Number(res.headers.get('content-length')), sha256: res.headers.get('x-sha256') || undefined };
+    });
   }
 
   async remove(key: string): Promise<void> {
-    const res = await this.request('DELETE', key, { method: 'DELETE' });
-    if (!res.ok) throw new Error(`blob server: DELETE ${key}: ${res.status} ${(await res.text()).trim()}`);
+    await retrying(async () => this.checked('DELETE', key, await this.request('DELETE', key, { method: 'DELETE' })));
+  }
+
+  async list(prefix: string): Promise<string[]> {
+    return retrying(async () => (await (await this.checked('LIST', prefix, await this.request('LIST', prefix, { method: 'GET' }))).json()) as string[]);
+  }
+
+  /** The response if it is a success; a 5xx (the store failing, its disk full) passes, other answers do not. */
+  private async checked(method: string, key: string, res: Response): Promise<Response> {
+    if (res.ok) return res;
+    const text = `blob server: ${method} ${key}: ${res.status} ${method === 'HEAD' ? '' : (await res.text()).trim().slice(0, 300)}`.trim();
+    throw res.status >= 500 ? new StoreUnavailable(text) : new Error(text);
   }
 
   async presignGet(key: string, seconds: number, internal = false): Promise<string> {
@@ -64,8 +83,10 @@ export class RemoteBlobStore implements BlobStore {
     return signUrl(internal ? this.o.baseUrl : (this.o.publicBaseUrl ?? this.o.baseUrl), this.o.secret, grant);
   }
 
+  /** A store that accepts the connection but never answers is a passing failure too, after REQUEST_TIMEOUT_MS. */
   private request(method: UrlGrant['method'], key: string, init: RequestInit, extra: Partial<UrlGrant> = {}): Promise<Response> {
-    return fetch(this.sign(true, { method, key, expires: expiry(OWN_REQUEST_SECONDS), ...extra }), init);
+    const url = this.sign(true, { method, key, expires: expiry(OWN_REQUEST_SECONDS), ...extra });
+    return fetch(url, { ...init, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
   }
 }
 

@@ -1,6 +1,7 @@
 // BlobStore over any S3 API (MinIO, AWS, the embedded server) with the minio client.
 import { Client } from 'minio';
 import { BlobInfo, BlobStore, sha256, verify } from './blob-store';
+import { retrying } from './transient';
 
 export interface S3Config {
   readonly endpoint: string; // http(s)://host:port
@@ -13,24 +14,6 @@ export interface S3Config {
 }
 
 const SHA_HEADER = 'x-amz-meta-sha256';
-
-/** Connection-level failures (a keep-alive socket closed under a request, a restart): worth a retry. */
-export function isTransient(e: unknown): boolean {
-  const err = e as { code?: string; message?: string };
-  return ['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN'].includes(err.code ?? '') || /socket hang up/i.test(err.message ?? '');
-}
-
-/** Every operation here is idempotent (puts write the same bytes), so a transient failure is retried. */
-async function retrying<T>(f: () => Promise<T>): Promise<T> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await f();
-    } catch (e) {
-      if (attempt >= 4 || !isTransient(e)) throw e;
-      await new Promise((r) => setTimeout(r, 200 * 2 ** attempt));
-    }
-  }
-}
 
 function client(endpoint: string, c: S3Config): Client {
   const url = new URL(endpoint);
@@ -93,6 +76,19 @@ export class S3BlobStore implements BlobStore {
 
   async remove(key: string): Promise<void> {
     await retrying(() => this.client.removeObject(this.config.bucket, key));
+  }
+
+  async list(prefix: string): Promise<string[]> {
+    return retrying(
+      () =>
+        new Promise<string[]>((resolve, reject) => {
+          const names: string[] = [];
+          this.client.listObjectsV2(this.config.bucket, `${prefix}/`, true)
+            .on('data', (o: { name?: string }) => o.name && names.push(o.name))
+            .on('error', reject)
+            .on('end', () => resolve(names));
+        }),
+    );
   }
 
   presignGet(key: string, seconds: number, internal = false): Promise<string> {

@@ -52,7 +52,7 @@ suite('edge worker in headless Chromium', () => {
 
     // Alone, a volunteer has no one to check its results against: the run opts out of verification.
     const { startRun } = await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }',
-      { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { epochs: 2, stepsPerRound: 8, shardsPerRound: 1, verification: 'NONE' } } });
+      { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { admitVolunteers: true, epochs: 2, stepsPerRound: 8, shardsPerRound: 1, verification: 'NONE' } } });
     const run = await waitForRun(server, startRun.id);
     expect(run.status).toBe('SUCCEEDED');
     const { workers } = await ok(server.url, server.admin, '{ workers { items { name kind backend shardsDone samples imagesPerSecond kernelClass backendChoice { chosen how } } } }');
@@ -82,7 +82,7 @@ suite('edge worker in headless Chromium', () => {
     const context = await browser.newContext(); // one localStorage for both visits
     const origin = server.url.replace('/graphql', '');
     const start = async (): Promise<string> => (await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }',
-      { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { epochs: 1, stepsPerRound: 16, shardsPerRound: 1, verification: 'NONE' } } })).startRun.id;
+      { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { admitVolunteers: true, epochs: 1, stepsPerRound: 16, shardsPerRound: 1, verification: 'NONE' } } })).startRun.id;
     const choice = async (name: string): Promise<any> => (await ok(server.url, server.admin, '{ workers(first: 10) { items { name backend backendChoice { chosen how model timings { backend detail imagesPerSecond note } } } } }'))
       .workers.items.find((w: { name: string }) => w.name === name);
     try {
@@ -118,7 +118,7 @@ suite('edge worker in headless Chromium', () => {
       return page;
     }));
     try {
-      const hyper = { epochs: 2, stepsPerRound: 24, shardsPerRound: 3 };
+      const hyper = { epochs: 2, stepsPerRound: 24, shardsPerRound: 3, admitVolunteers: true };
       const start = async (): Promise<string> => (await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }',
         { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: hyper } })).startRun.id;
       const id = await start();
@@ -157,7 +157,7 @@ suite('edge worker in headless Chromium', () => {
     const page = await browser.newPage();
     const forged: string[] = [];
     // Same parameters, first moments zeroed: within every bound, only a replica's digest tells.
-    await page.route(/\/blobs\/runs\/.*\/uploads\//, async (route) => {
+    await page.route(/\/blobs\/slots\//, async (route) => {
       if (route.request().method() !== 'PUT') return route.continue();
       const file = parseSafetensors(new Uint8Array(route.request().postDataBuffer()!));
       const tensors = new Map([...file.tensors].map(([k, t]) => [k, { shape: t.shape, data: k.startsWith('exp_avg/') ? new Float32Array(t.data.length) : t.data }]));
@@ -168,7 +168,7 @@ suite('edge worker in headless Chromium', () => {
       await page.goto(`${server.url.replace('/graphql', '')}/worker?backend=wasm&name=tab-liar`);
       await page.waitForFunction(() => document.body.dataset.state === 'working', null, { timeout: 60_000 });
       const { startRun } = await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }',
-        { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { epochs: 2, stepsPerRound: 8, shardsPerRound: 1, verification: 'QUORUM' } } });
+        { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { admitVolunteers: true, epochs: 2, stepsPerRound: 8, shardsPerRound: 1, verification: 'QUORUM' } } });
       const run = await waitForRun(server, startRun.id);
       expect(run.status).toBe('SUCCEEDED');
       const reference = join(tmp, 'single-quorum.safetensors');
@@ -247,7 +247,7 @@ suite('edge worker in headless Chromium', () => {
       // Two more strategies on the same model and dataset: the chooser lists every finished run as the API does.
       for (const strategy of ['linear-probe', 'full']) {
         const { startRun } = await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }',
-          { i: { model: 'micro', dataset: 'digits', strategy, hyperParameters: { epochs: 1, maxSteps: 8, stepsPerRound: 8 } } });
+          { i: { model: 'micro', dataset: 'digits', strategy, hyperParameters: { admitVolunteers: true, epochs: 1, maxSteps: 8, stepsPerRound: 8 } } });
         await waitForRun(server, startRun.id);
       }
       const { runs } = await ok(server.url, server.admin, '{ runs(filter: { model: "micro", dataset: "digits", status: SUCCEEDED }, first: 100) { total items { id strategyName tunedParameters accuracy } } }');
@@ -294,7 +294,7 @@ suite('edge worker in headless Chromium', () => {
       let total = (await ok(server.url, server.admin, '{ runs { total } }')).runs.total;
       while (total <= 22) {
         const { startRun } = await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }',
-          { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { epochs: 1 } } });
+          { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { admitVolunteers: true, epochs: 1 } } });
         await ok(server.url, server.admin, 'mutation($id: ID!) { cancelRun(id: $id) { status } }', { id: startRun.id }).catch(() => undefined);
         total++;
       }
@@ -306,6 +306,29 @@ suite('edge worker in headless Chromium', () => {
     } finally {
       await page.close();
       await node.kill();
+    }
+  });
+
+  it('a tab on a run that admits no volunteers leases nothing and downloads nothing; its page says no run is open to it', async () => {
+    const page = await browser.newPage();
+    const blobRequests: string[] = [];
+    page.on('request', (r) => void (r.url().includes('/blobs/') && blobRequests.push(r.url())));
+    await page.goto(`${server.url.replace('/graphql', '')}/worker?backend=wasm&name=tab-closed-run`);
+    await page.waitForFunction(() => document.getElementById('connection')?.textContent === 'connected', null, { timeout: 60_000 });
+    const { startRun } = await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }',
+      { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { epochs: 1, stepsPerRound: 8, verification: 'NONE' } } });
+    try {
+      await waitFor('the run to be planned', async () => (await ok(server.url, server.admin, RUN_QUERY, { id: startRun.id })).run.status === 'RUNNING');
+      await page.reload(); // the page counts the open runs as it starts
+      await page.waitForFunction(() => document.body.dataset.open !== undefined, null, { timeout: 30_000 });
+      expect(await page.textContent('#open')).toMatch(/^none now/);
+      await new Promise((r) => setTimeout(r, 6000));
+      const { run } = await ok(server.url, server.admin, 'query($id: ID!) { run(id: $id) { shards { workerId status } } }', { id: startRun.id });
+      expect(run.shards.map((x: { workerId: string | null; status: string }) => [x.workerId, x.status])).toEqual([[null, 'PENDING']]);
+      expect(blobRequests).toEqual([]);
+    } finally {
+      await ok(server.url, server.admin, 'mutation($id: ID!) { cancelRun(id: $id) { id } }', { id: startRun.id });
+      await page.close();
     }
   });
 

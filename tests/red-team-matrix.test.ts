@@ -19,7 +19,7 @@ jest.setTimeout(900_000);
 
 const tmp = mkdtempSync(join(tmpdir(), 'partune-red-matrix-'));
 // Two rounds of two shards of two steps: every index is replicated and judged.
-const HYPER = { maxSteps: 8, batchSize: 32, stepsPerRound: 4, shardsPerRound: 2, seed: 0 };
+const HYPER = { maxSteps: 8, batchSize: 32, stepsPerRound: 4, shardsPerRound: 2, seed: 0, admitVolunteers: true };
 const MODES = [{ verification: 'SPOT_CHECK' }, { verification: 'QUORUM', quorum: 2 }, { verification: 'QUORUM', quorum: 3 }] as const;
 const RUN = `query($id: ID!) { run(id: $id) { id status waiting error delta { downloadUrl }
   shards { id round index replica status verdict workerId rejections } } }`;

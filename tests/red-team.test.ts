@@ -33,7 +33,7 @@ const gql = <R = Record<string, any>>(client: AddressedClient, query: string, va
 async function startRun(hyper: Record<string, unknown>): Promise<string> {
   return (
     await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }', {
-      i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: hyper },
+      i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { admitVolunteers: true, ...hyper } },
     })
   ).startRun.id;
 }

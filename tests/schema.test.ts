@@ -36,8 +36,8 @@ it('generated documents carry result, variable and input types', () => {
   expect(generated).toContain("export type Normalize = 'AUTO' | 'DATASET' | 'MODEL';");
 });
 
-it("the API's hyper-parameters are the engine's training options and the round and verification options, by the same names", () => {
+it("the API's hyper-parameters are the engine's training options and the round, verification and admission options, by the same names", () => {
   const input = partuneSchema().getType('HyperParametersInput') as GraphQLInputObjectType;
   const fields = Object.values(input.getFields()).filter((f) => !f.deprecationReason).map((f) => f.name).sort();
-  expect(fields).toEqual([...TRAIN_OPTION_NAMES, 'stepsPerRound', 'shardsPerRound', 'autoShards', 'aggregation', 'verification', 'quorum', 'spotCheckRate'].sort());
+  expect(fields).toEqual([...TRAIN_OPTION_NAMES, 'stepsPerRound', 'shardsPerRound', 'autoShards', 'aggregation', 'verification', 'quorum', 'spotCheckRate', 'admitVolunteers'].sort());
 });

@@ -28,7 +28,7 @@ function model(id: string, bytes = 10 * MB): ModelRecord {
 }
 
 const dataset: DatasetRecord = {
-  id: 'd', name: 'digits', classes: 10, height: 28, width: 28, channels: 1, trainCount: 100, testCount: 10, source: 'test', createdAt: new Date(),
+  id: 'd', name: 'digits', classes: 10, height: 28, width: 28, channels: 1, trainCount: 100, testCount: 10, source: 'test', private: false, createdAt: new Date(),
   shards: [{ split: 'train', key: 'tr', sha256: 'a', count: 100, bytes: 5 * MB }, { split: 'test', key: 'te', sha256: 'b', count: 10, bytes: MB }],
 };
 
@@ -44,7 +44,7 @@ function run(id: string, modelId: string, at: number, memoryNeed = 0): RunRecord
 const plan = { trainImages: 100, stepsPerEpoch: 3, totalSteps: 3, shardsPerRound: 1, rounds: [[0, 3]] as [number, number][] };
 const start = { plan, state: { key: 'state-0', sha256: 'x' }, normalization: { mean: [0.5], std: [0.25] } };
 const pack = { key: 'windows/p.safetensors', sha256: 'p', bytes: 3 * 32 * 785 };
-const oneShard = [{ index: 0, replica: 0, need: 1, fromStep: 0, toStep: 3, pack }];
+const oneShard = [{ index: 0, replica: 0, need: 1, fromStep: 0, toStep: 3, pack, registeredOnly: false }];
 const budget = { registeredFailures: 3, quarantineStrikes: 2 };
 const FAR = new Date(0);
 const K = 'wasm-gemm-fma';
@@ -239,6 +239,18 @@ describe.each(STORES)('%s state store', (_name, open) => {
     expect(gone.map((e) => e.shard.rejections.at(-1))).toEqual([expect.stringMatching(/^attempt 1: its update was never judged/)]);
   });
 
+  it("a run that admits no volunteers: its shards go to registered workers only, and a private dataset's flag is kept", async () => {
+    await state.runs.insert(run('r1', 'm', 1));
+    await state.runs.start('r1', start, [{ ...oneShard[0], registeredOnly: true }]);
+    await addVolunteer('v1');
+    const until = new Date(Date.now() + 60_000);
+    expect(await state.shards.leaseOldest(volunteer('v1'), undefined, until, new Date())).toBeUndefined();
+    const leased = (await state.shards.leaseOldest(trustedW1, undefined, until, new Date()))!;
+    expect([leased.runId, leased.registeredOnly]).toEqual(['r1', true]);
+    await state.datasets.insert({ ...dataset, id: 'p', name: 'private-photos', private: true });
+    expect([(await state.datasets.byIdOrName('p'))!.private, (await state.datasets.byIdOrName('d'))!.private]).toEqual([true, false]);
+  });
+
   it('only registered workers\' failures fail a shard: a volunteer strikes itself alone', async () => {
     await state.runs.insert(run('r1', 'm', 1));
     await state.runs.start('r1', start, oneShard);
@@ -271,7 +283,7 @@ describe.each(STORES)('%s state store', (_name, open) => {
 
   it('replicas: never two of one index to one worker or one group (prefix or token); reserved replicas go to their class or to registered workers', async () => {
     await state.runs.insert(run('r1', 'm', 1));
-    const quorum = [0, 1, 2, 3].map((replica) => ({ index: 0, replica, need: 2, fromStep: 0, toStep: 3, pack }));
+    const quorum = [0, 1, 2, 3].map((replica) => ({ index: 0, replica, need: 2, fromStep: 0, toStep: 3, pack, registeredOnly: false }));
     await state.runs.start('r1', start, quorum);
     await addVolunteer('v1', '10.0.9.0/24', 'token:a');
     await addVolunteer('v2', '10.0.9.0/24', 'token:b'); // v1's prefix
@@ -319,7 +331,7 @@ describe.each(STORES)('%s state store', (_name, open) => {
 
   it('support withdrawn: an accepted index goes back to judgement; supported results are found by worker', async () => {
     await state.runs.insert(run('r1', 'm', 1));
-    await state.runs.start('r1', start, [0, 1].map((replica) => ({ index: 0, replica, need: 2, fromStep: 0, toStep: 3, pack })));
+    await state.runs.start('r1', start, [0, 1].map((replica) => ({ index: 0, replica, need: 2, fromStep: 0, toStep: 3, pack, registeredOnly: false })));
     await addVolunteer('v1', '10.0.1.0/24');
     await addVolunteer('v2', '10.0.2.0/24');
     const until = new Date(Date.now() + 60_000);
@@ -356,7 +368,7 @@ describe.each(STORES)('%s state store', (_name, open) => {
     await state.shards.complete(s0.id, 'w1', 1, result('r0'));
     await state.shards.settle({ runId: 'r1', round: 0, index: 0, accept: { id: s0.id, votes: 1, required: 1 }, agreed: [], close: [], credit: [], outvoted: [] }, budget);
     const metric = { step: 3, epoch: 0.5, round: 0, trainLoss: 2, at: new Date().toISOString() };
-    const next = [{ index: 0, replica: 0, need: 1, fromStep: 3, toStep: 6, pack }];
+    const next = [{ index: 0, replica: 0, need: 1, fromStep: 3, toStep: 6, pack, registeredOnly: false }];
     expect(await state.runs.completeRound('r1', 0, { state: { key: 'state-1', sha256: 'y' }, step: 3, metric, finishing: false }, next)).toBe(true);
     const s1 = (await state.shards.leaseOldest(trustedW1, undefined, new Date(Date.now() + 60_000), new Date()))!;
     await state.shards.complete(s1.id, 'w1', 1, result('r1'));
@@ -486,7 +498,7 @@ describeUnless(postgres.skip)('PostgreSQL shared by replicas', () => {
       });
     }
     await a.runs.insert(run('r', 'm', 1));
-    const shards = Array.from({ length: 40 }, (_, i) => ({ index: i, replica: 0, need: 1, fromStep: i, toStep: i + 1, pack: null }));
+    const shards = Array.from({ length: 40 }, (_, i) => ({ index: i, replica: 0, need: 1, fromStep: i, toStep: i + 1, pack: null, registeredOnly: false }));
     await a.runs.start('r', start, shards);
     const until = new Date(Date.now() + 60_000);
     const leased: string[] = [];

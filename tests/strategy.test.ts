@@ -1,4 +1,4 @@
-import { PRESET_NAMES, globToRegExp, inspect, isTuned, paramSpecs, parseStrategy, parseVitConfig, preset, presetStrategy } from '../engine';
+import { MAX_GLOB_LENGTH, PRESET_NAMES, compileGlob, inspect, isTuned, paramSpecs, parseStrategy, parseVitConfig, preset, presetStrategy } from '../engine';
 import { TOY } from './helpers';
 
 const vitB100 = preset('vit_base_patch16_224', { numClasses: 100 });
@@ -62,9 +62,44 @@ describe('strategies', () => {
   });
 
   it('globs: * stays within a segment, ** crosses segments', () => {
-    expect(globToRegExp('blocks.*.attn.*').test('blocks.3.attn.qkv')).toBe(true);
-    expect(globToRegExp('blocks.*.attn.*').test('blocks.3.attn.qkv.weight')).toBe(false);
-    expect(globToRegExp('blocks.**').test('blocks.3.attn.qkv.weight')).toBe(true);
+    expect(compileGlob('blocks.*.attn.*').test('blocks.3.attn.qkv')).toBe(true);
+    expect(compileGlob('blocks.*.attn.*').test('blocks.3.attn.qkv.weight')).toBe(false);
+    expect(compileGlob('blocks.**').test('blocks.3.attn.qkv.weight')).toBe(true);
+    expect(compileGlob('blocks.?.mlp.fc?.*').test('blocks.7.mlp.fc2.bias')).toBe(true);
+    expect(compileGlob('blocks.?.mlp.*').test('blocks.10.mlp.fc2')).toBe(false);
+  });
+
+  it('globs match as the regular expression they mean, on random patterns and names', () => {
+    // The reference: the glob read as a (backtracking) regular expression, fine for short inputs.
+    const reference = (glob: string): RegExp =>
+      new RegExp(`^${glob.replace(/\*\*|\*|\?|[.]/g, (t) => ({ '**': '.*', '*': '[^.]*', '?': '[^.]', '.': '\\.' })[t]!)}$`);
+    let seed = 7;
+    const next = (k: number): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) >>> 8) % k;
+    const pick = (alphabet: string, n: number): string => Array.from({ length: n }, () => alphabet[next(alphabet.length)]).join('');
+    // Half the names are the glob filled in (so that many match), the other half random.
+    const fill = (glob: string): string => glob.replace(/\*\*|\*|\?/g, (t) => (t === '**' ? pick('ab.', next(4)) : t === '*' ? pick('ab', next(3)) : pick('ab', 1)));
+    let matched = 0;
+    for (let i = 0; i < 3000; i++) {
+      const glob = pick('ab.*?*', 1 + (i % 9));
+      const name = i % 2 ? fill(glob) : pick('ab.', i % 11);
+      const expected = reference(glob).test(name);
+      expect([glob, name, compileGlob(glob).test(name)]).toEqual([glob, name, expected]);
+      if (expected) matched++;
+    }
+    expect(matched).toBeGreaterThan(1000);
+  });
+
+  it('a hostile glob costs linear time: stars without end and a name that almost matches', () => {
+    const names = paramSpecs(vitB100).map((p) => p.name);
+    const t0 = performance.now();
+    for (const glob of ['**'.repeat(40) + 'Z', '*.'.repeat(100) + 'Z', '*?'.repeat(120) + 'Z']) {
+      const g = compileGlob(glob);
+      expect(names.filter((n) => g.test(n))).toEqual([]);
+    }
+    expect(performance.now() - t0).toBeLessThan(200);
+    expect(() => compileGlob('*'.repeat(MAX_GLOB_LENGTH + 1))).toThrow(/at most 256 characters/);
+    expect(() => parseStrategy({ include: ['a'.repeat(MAX_GLOB_LENGTH + 1)] })).toThrow(/at most 256 characters/);
+    expect(() => parseStrategy({ blocks: Array.from({ length: 300 }, (_, i) => i) })).toThrow(/at most 256 block indices/);
   });
 
   it('predicts delta sizes from tuned counts', () => {

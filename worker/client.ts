@@ -1,6 +1,7 @@
 // A small GraphQL client over fetch (Node 20 and browsers alike) for the typed documents of
-// protocol/operations.ts. Network failures are retried with backoff, so a worker rides out a
-// server restart; GraphQL errors are thrown with their code.
+// protocol/operations.ts. Network failures and UNAVAILABLE answers (a store the server needs is
+// down) are retried with backoff, so a worker rides out a restart or an outage; other GraphQL
+// errors are thrown with their code.
 import type { TypedDocument } from '../protocol/typed-document';
 
 export class GraphQLRequestError extends Error {
@@ -54,7 +55,13 @@ export class GraphQLClient {
       } catch {
         throw new GraphQLRequestError(`HTTP ${res.status}: ${text.slice(0, 200)}`, `HTTP_${res.status}`);
       }
-      if (body.errors?.length) throw new GraphQLRequestError(body.errors.map((e) => e.message).join('; '), body.errors[0].extensions?.code);
+      const code = body.errors?.[0]?.extensions?.code;
+      if (code === 'UNAVAILABLE' && !this.options.signal?.aborted && Date.now() < deadline) {
+        if (attempt % 5 === 0) this.options.log?.(`server: ${body.errors![0].message}; retrying`);
+        await sleep(Math.min(5000, 250 * 2 ** Math.min(attempt, 5)), this.options.signal);
+        continue;
+      }
+      if (body.errors?.length) throw new GraphQLRequestError(body.errors.map((e) => e.message).join('; '), code);
       return body.data as R;
     }
   }

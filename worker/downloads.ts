@@ -7,22 +7,35 @@ export async function sha256Hex(bytes: Uint8Array): Promise<string> {
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
 }
 
-export async function fetchVerified(d: Download, what: string): Promise<Uint8Array> {
+/** Tries a transfer again while the store fails (refused, reset, 5xx, its disk full): 8 tries over about a minute. */
+async function patiently<T>(what: string, f: () => Promise<T>, log?: (line: string) => void): Promise<T> {
   let lastError: unknown;
-  for (let attempt = 0; attempt < 4; attempt++) {
+  for (let attempt = 0; attempt < 8; attempt++) {
     try {
-      const res = await fetch(d.url);
-      if (!res.ok) throw new Error(`HTTP ${res.status}`);
-      const bytes = new Uint8Array(await res.arrayBuffer());
-      const actual = await sha256Hex(bytes);
-      if (actual !== d.sha256) throw new Error(`SHA-256 mismatch (got ${actual.slice(0, 12)}…, expected ${d.sha256.slice(0, 12)}…)`);
-      return bytes;
+      return await f();
     } catch (e) {
       lastError = e;
-      await new Promise((r) => setTimeout(r, 500 * 2 ** attempt));
+      if ((e as { final?: boolean }).final) break;
+      const ms = Math.min(16_000, 500 * 2 ** attempt);
+      log?.(`${what}: ${(e as Error).message}; retrying in ${ms / 1000} s`);
+      await new Promise((r) => setTimeout(r, ms));
     }
   }
-  throw new Error(`download of ${what} failed: ${(lastError as Error).message}`);
+  throw new Error(`${what} failed: ${(lastError as Error).message}`);
+}
+
+/** These answers will not change by asking again (a malformed, refused or expired URL, a body too large). */
+const refused = (message: string, status: number): Error => Object.assign(new Error(message), { final: [400, 403, 404, 413].includes(status) });
+
+export async function fetchVerified(d: Download, what: string, log?: (line: string) => void): Promise<Uint8Array> {
+  return patiently(`download of ${what}`, async () => {
+    const res = await fetch(d.url);
+    if (!res.ok) throw refused(`HTTP ${res.status}`, res.status);
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    const actual = await sha256Hex(bytes);
+    if (actual !== d.sha256) throw new Error(`SHA-256 mismatch (got ${actual.slice(0, 12)}…, expected ${d.sha256.slice(0, 12)}…)`);
+    return bytes;
+  }, log);
 }
 
 export class BlobCache<T> {
@@ -44,17 +57,9 @@ export class BlobCache<T> {
   }
 }
 
-export async function upload(url: string, bytes: Uint8Array): Promise<void> {
-  let lastError: unknown;
-  for (let attempt = 0; attempt < 4; attempt++) {
-    try {
-      const res = await fetch(url, { method: 'PUT', body: bytes as Uint8Array<ArrayBuffer>, headers: { 'content-type': 'application/octet-stream' } });
-      if (!res.ok) throw new Error(`HTTP ${res.status}: ${(await res.text()).slice(0, 200)}`);
-      return;
-    } catch (e) {
-      lastError = e;
-      await new Promise((r) => setTimeout(r, 500 * 2 ** attempt));
-    }
-  }
-  throw new Error(`upload failed: ${(lastError as Error).message}`);
+export async function upload(url: string, bytes: Uint8Array, log?: (line: string) => void): Promise<void> {
+  await patiently('upload', async () => {
+    const res = await fetch(url, { method: 'PUT', body: bytes as Uint8Array<ArrayBuffer>, headers: { 'content-type': 'application/octet-stream' } });
+    if (!res.ok) throw refused(`HTTP ${res.status}: ${(await res.text()).slice(0, 200).trim()}`, res.status);
+  }, log);
 }

@@ -5,7 +5,7 @@
 import {
   Checkpoint, Dataset, Strategy, VitConfig, concatDatasets, inspect, loadCheckpoint, parseState, parseVitConfig, runShard, selectData, serializeState, tunedShapes, unpackDataset,
 } from '../engine';
-import { BackendChoiceInput, ClaimShard, CompleteShard, FailShard, Heartbeat, RegisterWorker } from '../protocol/operations';
+import { BackendChoiceInput, ClaimShard, CompleteShard, FailShard, Heartbeat, RegisterWorker, RenewCredential } from '../protocol/operations';
 import { Assignment, Download, decodeShardJob } from '../protocol/shard-job';
 import { GraphQLClient, GraphQLRequestError, GraphQLTransport, sleep } from './client';
 import { BlobCache, fetchVerified, upload } from './downloads';
@@ -54,6 +54,8 @@ export class PartuneWorker {
   private readonly datasets = new BlobCache<Dataset>(4);
   private readonly log: (line: string) => void;
   id = '';
+  /** When the credential is past half its life (ms since the epoch). */
+  private renewAt = Infinity;
   shardsDone = 0;
   samples = 0;
   /** What the next claim declares. */
@@ -73,6 +75,7 @@ export class PartuneWorker {
     const { registerWorker } = await joining.request(RegisterWorker, { name: this.o.name, kind: this.o.kind, backend: this.o.backend }).finally(() => joining.dispose?.());
     this.id = registerWorker.worker.id;
     this.client = this.open(registerWorker.credential);
+    this.renewAt = renewalTime(registerWorker.credential);
     // A stop answers a claim waiting on the server at once (over a socket, by closing it).
     this.o.signal?.addEventListener('abort', () => void this.client.dispose?.(), { once: true });
     this.log(`worker ${this.id} registered (${this.o.backend})`);
@@ -83,9 +86,20 @@ export class PartuneWorker {
     }
   }
 
+  /** Between shards, once half its life is gone: a new credential, and a connection that carries it. */
+  private async renewIfDue(): Promise<void> {
+    if (Date.now() < this.renewAt) return;
+    const { renewCredential } = await this.client.request(RenewCredential, {});
+    await this.client.dispose?.();
+    this.client = this.open(renewCredential);
+    this.renewAt = renewalTime(renewCredential);
+    this.log(`worker ${this.id}: credential renewed`);
+  }
+
   private async work(): Promise<void> {
     let idle = 0;
     while (!this.o.signal?.aborted && !(this.o.maxShards && this.shardsDone >= this.o.maxShards)) {
+      await this.renewIfDue();
       let claimed;
       try {
         ({ claimShard: claimed } = await this.client.request(ClaimShard, {
@@ -146,7 +160,7 @@ export class PartuneWorker {
     try {
       let downloaded = 0;
       const fetchCounted = async (d: Download, what: string): Promise<Uint8Array> => {
-        const bytes = await fetchVerified(d, what);
+        const bytes = await fetchVerified(d, what, this.log);
         downloaded += bytes.length;
         return bytes;
       };
@@ -185,7 +199,7 @@ export class PartuneWorker {
         await new Promise((r) => setTimeout(r, 0)); // let heartbeats and aborts in between steps
       }
       const done = progress.done;
-      await upload(a.uploadUrl, serializeState(result));
+      await upload(a.uploadUrl, serializeState(result), this.log);
       const ips = done > 1 ? ipsSum / (done - 1) : 0;
       await this.client.request(CompleteShard, {
         shardId: a.shard.id, attempt: job.attempt, loss: lossSum / done, imagesPerSecond: ips, kernelClass, downloadedBytes: downloaded,
@@ -213,4 +227,10 @@ export class PartuneWorker {
       })).kernelClass;
     }
   }
+}
+
+/** Halfway from now to the expiry a credential carries (`wkc_<id>.<kid>.<expiry, base 36 seconds>.<mac>`). */
+function renewalTime(credential: string): number {
+  const expires = parseInt(credential.split('.')[2] ?? '', 36) * 1000;
+  return Number.isFinite(expires) ? (Date.now() + expires) / 2 : Infinity;
 }

@@ -6,6 +6,7 @@
 // + mlp.*; the head is always tuned; patch/position embeddings, cls token and the final norm are
 // tuned only by `full`. With this, ViT-B/16 with 100 classes gives the paper's counts exactly.
 import { VitConfig } from '../vit/config';
+import { Glob, compileGlob } from './glob';
 import { paramGroup } from '../vit/groups';
 import { paramSpecs, sizeOf } from '../vit/params';
 
@@ -37,8 +38,8 @@ interface Resolved {
   readonly attn: ReadonlySet<number>;
   readonly ffn: ReadonlySet<number>;
   readonly embeddings: boolean;
-  readonly include: readonly RegExp[];
-  readonly exclude: readonly RegExp[];
+  readonly include: readonly Glob[];
+  readonly exclude: readonly Glob[];
 }
 
 const range = (from: number, to: number): number[] => Array.from({ length: Math.max(0, to - from) }, (_, i) => from + i);
@@ -74,23 +75,9 @@ function resolve(s: Strategy, depth: number): Resolved {
     attn: new Set([...blocks, ...(s.attnLayers ?? [])]),
     ffn: new Set([...blocks, ...(s.ffnLayers ?? [])]),
     embeddings: false,
-    include: (s.include ?? []).map(globToRegExp),
-    exclude: (s.exclude ?? []).map(globToRegExp),
+    include: (s.include ?? []).map(compileGlob),
+    exclude: (s.exclude ?? []).map(compileGlob),
   };
-}
-
-export function globToRegExp(glob: string): RegExp {
-  let re = '';
-  for (let i = 0; i < glob.length; i++) {
-    const ch = glob[i];
-    if (ch === '*' && glob[i + 1] === '*') {
-      re += '.*';
-      i++;
-    } else if (ch === '*') re += '[^.]*';
-    else if (ch === '?') re += '[^.]';
-    else re += ch.replace(/[\\^$+.()|{}[\]]/g, '\\$&');
-  }
-  return new RegExp(`^${re}$`);
 }
 
 function decide(r: Resolved, name: string): boolean {
@@ -124,8 +111,8 @@ export interface Inspection {
 export function inspect(s: Strategy, c: VitConfig): Inspection {
   const r = resolve(s, c.depth);
   const specs = paramSpecs(c);
-  for (const [glob, re] of (s.kind === 'custom' ? s.include ?? [] : []).map((g) => [g, globToRegExp(g)] as const)) {
-    if (!specs.some((p) => re.test(p.name))) throw new Error(`strategy '${s.name}': include pattern '${glob}' matches no parameter`);
+  for (const glob of r.include) {
+    if (!specs.some((p) => glob.test(p.name))) throw new Error(`strategy '${s.name}': include pattern '${glob.source}' matches no parameter`);
   }
   const tunedSpecs = specs.filter((p) => decide(r, p.name));
   const tuned = tunedSpecs.map((p) => p.name);
@@ -149,9 +136,17 @@ export function inspect(s: Strategy, c: VitConfig): Inspection {
   };
 }
 
+/** Bounds on a custom strategy: more than any ViT needs, so that parsing and matching stay cheap. */
+const MAX_LIST = 256;
+const MAX_BLOCKS = 1024;
+const MAX_NAME = 128;
+/** A strategy given as JSON text may have at most this many characters. */
+export const MAX_STRATEGY_TEXT = 16_384;
+
 /** A preset name, or a custom strategy as a JSON object. */
 export function parseStrategy(raw: unknown): Strategy {
   if (typeof raw === 'string') {
+    if (raw.length > MAX_STRATEGY_TEXT) throw new Error(`a strategy's text may have at most ${MAX_STRATEGY_TEXT} characters (this one has ${raw.length})`);
     if ((PRESET_NAMES as readonly string[]).includes(raw)) return presetStrategy(raw as PresetName);
     if (raw.trim().startsWith('{')) return parseStrategy(JSON.parse(raw));
     throw new Error(`unknown strategy '${raw}'; presets: ${PRESET_NAMES.join(', ')}, or a custom strategy as JSON`);
@@ -162,13 +157,18 @@ export function parseStrategy(raw: unknown): Strategy {
   const ints = (key: string): number[] | undefined => {
     const v = r[key];
     if (v === undefined) return undefined;
-    if (!Array.isArray(v) || !v.every((x) => Number.isInteger(x) && x >= 0)) throw new Error(`strategy: '${key}' must be a list of block indices`);
+    if (!Array.isArray(v) || v.length > MAX_LIST || !v.every((x) => Number.isInteger(x) && x >= 0 && x < MAX_BLOCKS)) {
+      throw new Error(`strategy: '${key}' must be a list of at most ${MAX_LIST} block indices below ${MAX_BLOCKS}`);
+    }
     return [...new Set(v as number[])].sort((a, b) => a - b);
   };
   const strings = (key: string): string[] | undefined => {
     const v = r[key];
     if (v === undefined) return undefined;
-    if (!Array.isArray(v) || !v.every((x) => typeof x === 'string' && x.length > 0)) throw new Error(`strategy: '${key}' must be a list of name globs`);
+    if (!Array.isArray(v) || v.length > MAX_LIST || !v.every((x) => typeof x === 'string' && x.length > 0)) {
+      throw new Error(`strategy: '${key}' must be a list of at most ${MAX_LIST} name globs`);
+    }
+    for (const glob of v as string[]) compileGlob(glob);
     return v as string[];
   };
   const known = new Set(['kind', 'name', 'attnLayers', 'ffnLayers', 'blocks', 'include', 'exclude']);
@@ -176,7 +176,7 @@ export function parseStrategy(raw: unknown): Strategy {
   if (unknown.length) throw new Error(`strategy: unknown field '${unknown[0]}'`);
   const strategy: Strategy = {
     kind: 'custom',
-    name: typeof r.name === 'string' && r.name ? r.name : 'custom',
+    name: typeof r.name === 'string' && r.name ? r.name.slice(0, MAX_NAME) : 'custom',
     attnLayers: ints('attnLayers'),
     ffnLayers: ints('ffnLayers'),
     blocks: ints('blocks'),

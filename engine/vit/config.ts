@@ -75,14 +75,19 @@ export const innerDim = (c: VitConfig): number => c.heads * c.headDim;
  * Accepts Partune's own camelCase form and the snake_case form of config.json files written for
  * vit-pytorch style models (image_size, dim, dim_head, mlp_dim, mlp_activation, ...).
  */
+/** The most classes a head may have (ImageNet-21k has 21,843). */
+export const MAX_CLASSES = 100_000;
+
 export function parseVitConfig(raw: unknown): VitConfig {
   if (typeof raw !== 'object' || raw === null) throw new Error('architecture config must be a JSON object');
   const r = raw as Record<string, unknown>;
   const pick = (...keys: string[]): unknown => keys.map((k) => r[k]).find((v) => v !== undefined);
   const int = (label: string, ...keys: string[]): number => {
     const v = pick(label, ...keys);
-    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) {
-      throw new Error(`architecture config: '${label}' must be a positive integer (got ${JSON.stringify(v)})`);
+    // Bounds far above any ViT's, so that sizes computed from them stay exact and finite.
+    const max = label === 'numClasses' ? MAX_CLASSES : 65_536;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0 || v > max) {
+      throw new Error(`architecture config: '${label}' must be an integer from 1 to ${max} (got ${JSON.stringify(v)})`);
     }
     return v;
   };

@@ -30,7 +30,7 @@ export class Models extends NamedCatalog<ModelRecord> {
     if (Boolean(input.uploadId) === Boolean(input.path)) throw badInput('give exactly one of uploadId or path');
     const { bytes, source } = input.uploadId
       ? { bytes: (await this.uploads.bytes(input.uploadId)).bytes, source: `upload ${input.uploadId}` }
-      : { bytes: readServerFile(this.p.config, input.path!), source: input.path! };
+      : { bytes: await readServerFile(this.p.config, input.path!), source: input.path! };
     let m: CanonicalModel;
     try {
       m = await this.p.compute.call('importModel', { bytes, config: input.config ?? undefined, source });

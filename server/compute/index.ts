@@ -21,18 +21,27 @@ type Result<J, K extends keyof J> = J[K] extends (...a: never[]) => Promise<infe
 
 /**
  * A failed job, by whose fault: `input`, the job's input (a corrupt checkpoint); `internal`, the
- * server's; `shutdown`, none (the server stopped; the work is done again at the next start).
+ * server's; `shutdown`, none (the server stopped; the work is done again at the next start);
+ * `transient`, none (the blob store was unreachable or its disk full: the job may be tried again).
  */
-export type Fault = 'input' | 'internal' | 'shutdown';
+export type Fault = 'input' | 'internal' | 'shutdown' | 'transient';
 
 export class ComputeError extends Error {
   constructor(message: string, readonly fault: Fault) {
     super(message);
   }
+
+  /** The storage failure passes: the scheduler's transient check sees it as the store's own error. */
+  get passing(): boolean {
+    return this.fault === 'transient';
+  }
 }
 
 interface Pending { resolve: (v: unknown) => void; reject: (e: Error) => void; progress?: (m: string) => void }
-type Answer = { id: number; progress: string } | { id: number; ok: true; result: unknown } | { id: number; ok: false; error: string; fault: 'input' | 'internal' };
+type Answer =
+  | { id: number; progress: string }
+  | { id: number; ok: true; result: unknown }
+  | { id: number; ok: false; error: string; fault: 'input' | 'internal' | 'transient' };
 
 export class Compute<L extends Lane = 'runs'> {
   private worker!: Worker;

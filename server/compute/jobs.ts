@@ -9,10 +9,11 @@ import {
 } from '../../engine';
 import { BlobStore, keys, sha256 } from '../../storage';
 import type { BlobRef, StoredBlob } from '../state/records';
+import { DatasetImport, ImportedDataset, importDataset } from './dataset-import';
 
-/** The job's input is at fault (not the server): the caller answers BAD_USER_INPUT. */
-export class InputError extends Error {}
+import { InputError } from './input-error';
 
+export { InputError };
 
 /** What every job of a run starts from: the model with a fresh head for the run's classes. */
 export interface RunBasis {
@@ -68,6 +69,11 @@ export class Jobs {
   private async testSplit(b: RunBasis, test: readonly BlobRef[]): Promise<Dataset> {
     const all = await this.dataset(test);
     return selectData({ train: all, test: all }, b.options).test;
+  }
+
+  /** A dataset's files parsed and stored as shards (dataset-import.ts). */
+  importDataset(d: DatasetImport): Promise<ImportedDataset> {
+    return importDataset(this.store, d);
   }
 
   /** Any supported checkpoint -> the canonical file (timm names, F32, architecture in metadata). */

@@ -61,7 +61,11 @@ export class ShardJobs {
     const info = await this.store.stat(u.slot);
     if (!info) return { ok: false, reason: "nothing was uploaded to the shard's URL" };
     if (info.bytes > u.maxBytes) return { ok: false, reason: `the upload has ${info.bytes} bytes, far more than a state of this run's tensors` };
-    const bytes = await this.store.get(u.slot);
+    const bytes = await this.store.get(u.slot).catch((e: { code?: string }) => {
+      if (e.code === 'NoSuchKey') return undefined; // given back by a completion of the same lease
+      throw e;
+    });
+    if (!bytes) return { ok: false, reason: "nothing was uploaded to the shard's URL" };
     let update: TrainingState;
     try {
       update = parseState(bytes, u.shapes, 'update');

@@ -3,6 +3,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { selectBackend } from '../../node/backend';
 import { BlobStoreSpec, openBlobStore } from '../blob-store-spec';
+import { isTransient } from '../../storage';
 import type { Lane } from '.';
 import { InputError, Jobs } from './jobs';
 import { ShardJobs } from './shard-jobs';
@@ -23,7 +24,7 @@ parentPort!.on('message', (msg: { id: number; op: string; args: never }) => {
       parentPort!.postMessage({ id: msg.id, ok: true, result });
     } catch (e) {
       const error = e instanceof Error ? e.message : String(e);
-      parentPort!.postMessage({ id: msg.id, ok: false, error, fault: e instanceof InputError ? 'input' : 'internal' });
+      parentPort!.postMessage({ id: msg.id, ok: false, error, fault: e instanceof InputError ? 'input' : isTransient(e) ? 'transient' : 'internal' });
     }
   });
 });

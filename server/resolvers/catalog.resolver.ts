@@ -5,12 +5,13 @@ import * as T from '../../schema/types';
 import { ImportDatasetInput, RegisterModelInput } from '../../schema/inputs';
 import { modelConfig } from '../catalog/models';
 import { badInput } from '../errors';
+import { MAX_PAGE } from '../limits';
 import type { ModelRecord } from '../state/records';
 import type { Context } from './context';
 import { toDataset, toModel } from './mappers';
 
 export function pageArgs(first: number, offset: number): void {
-  if (first < 1 || first > 100) throw badInput('first must be between 1 and 100');
+  if (first < 1 || first > MAX_PAGE) throw badInput(`first must be between 1 and ${MAX_PAGE}`);
   if (offset < 0) throw badInput('offset must be >= 0');
 }
 

@@ -1,9 +1,9 @@
 // Per-request context: who is calling (from the bearer token) and the services. Tokens other than
-// the admin's and the shared worker token are signed, not stored: `<kind>_<id>.<HMAC of kind:id>`
-// under the server's secret, so a server restart or another replica verifies them alike.
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+// the admin's and the shared worker token are signed, not stored, and expire (../credentials.ts).
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { AuthChecker } from 'type-graphql';
 import type { ServerConfig } from '../config';
+import { Signed, mintToken, verifyToken } from '../credentials';
 import { Services } from '../services';
 import { forbidden, unauthenticated } from '../errors';
 
@@ -27,28 +27,23 @@ export interface Context {
   readonly services: Services;
 }
 
-type Signed = 'volunteer' | 'reader' | 'worker';
-const PREFIX: Record<Signed, string> = { volunteer: 'vol', reader: 'rd', worker: 'wkc' };
 const ROLE: Record<Signed, Role> = { volunteer: 'VOLUNTEER', reader: 'READER', worker: 'REGISTERED_WORKER' };
 
-const sign = (kind: Signed, id: string, secret: string): string => createHmac('sha256', secret).update(`${kind}:${id}`).digest('base64url');
+export { mintToken };
 
-export function mintToken(kind: Signed, config: ServerConfig, id = randomBytes(9).toString('base64url')): string {
-  return `${PREFIX[kind]}_${id}.${sign(kind, id, config.secret)}`;
-}
+/** Compares digests of equal length, so that the time taken says nothing of how much of a secret matched. */
+export const sameSecret = (given: string, secret: string): boolean =>
+  timingSafeEqual(createHash('sha256').update(given).digest(), createHash('sha256').update(secret).digest());
 
 export function callerOf(authorization: string | undefined, config: ServerConfig): { role: Role | null; workerId: string | null; tokenId: string | null } {
   const token = authorization?.replace(/^Bearer\s+/i, '').trim();
   const none = { role: null, workerId: null, tokenId: null };
   if (!token) return none;
-  if (token === config.adminToken) return { role: 'ADMIN', workerId: null, tokenId: null };
-  if (token === config.workerToken) return { role: 'WORKER', workerId: null, tokenId: null };
-  const m = /^(vol|rd|wkc)_([A-Za-z0-9_-]{1,64})\.([A-Za-z0-9_-]+)$/.exec(token);
-  if (!m) return none;
-  const kind = (Object.keys(PREFIX) as Signed[]).find((k) => PREFIX[k] === m[1])!;
-  const [expected, given] = [Buffer.from(sign(kind, m[2], config.secret)), Buffer.from(m[3])];
-  if (expected.length !== given.length || !timingSafeEqual(expected, given)) return none;
-  return { role: ROLE[kind], workerId: kind === 'worker' ? m[2] : null, tokenId: kind === 'volunteer' ? m[2] : null };
+  if (sameSecret(token, config.adminToken)) return { role: 'ADMIN', workerId: null, tokenId: null };
+  if (sameSecret(token, config.workerToken)) return { role: 'WORKER', workerId: null, tokenId: null };
+  const v = verifyToken(token, config);
+  if (!v) return none;
+  return { role: ROLE[v.kind], workerId: v.kind === 'worker' ? v.id : null, tokenId: v.kind === 'volunteer' ? v.id : null };
 }
 
 /** Admin may do everything; other roles what the operation lists. */

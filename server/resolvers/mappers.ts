@@ -14,7 +14,7 @@ export const toModel = (r: ModelRecord): T.Model => make(T.Model, {
 
 export const toDataset = (r: DatasetRecord): T.Dataset => make(T.Dataset, {
   id: r.id, name: r.name, classes: r.classes, height: r.height, width: r.width, channels: r.channels, trainImages: r.trainCount,
-  testImages: r.testCount, source: r.source, createdAt: r.createdAt,
+  testImages: r.testCount, source: r.source, private: r.private, createdAt: r.createdAt,
   shards: r.shards.map((s) => make(T.DatasetShardInfo, { split: s.split, sha256: s.sha256, images: s.count, bytes: s.bytes })),
 });
 
@@ -30,6 +30,7 @@ export const toRun = (r: RunRecord, progress: Progress): T.Run => make(T.Run, {
   plan: r.plan ?? undefined, tunedParameters: r.tunedParams ?? undefined, totalParameters: r.totalParams ?? undefined, round: r.round, ...progress,
   metrics: r.metrics.map((m) => make(T.MetricPoint, { ...m, at: new Date(m.at) })),
   accuracy: r.accuracy ?? undefined, loss: r.loss ?? undefined, error: r.error ?? undefined, public: r.public, waiting: r.waiting ?? undefined,
+  admitVolunteers: r.spec.kind !== 'SOUP' && r.spec.options.admitVolunteers,
   rollbacks: r.rollbacks.map((b) => make(T.Rollback, { ...b, at: new Date(b.at) })),
   createdAt: r.createdAt, updatedAt: r.updatedAt, finishedAt: r.finishedAt ?? undefined, modelId: r.modelId, datasetId: r.datasetId,
 });

@@ -40,6 +40,12 @@ export class RunResolver {
     return Object.assign(new T.RunPage(), { ...p, items: await Promise.all(p.items.map((r) => runOf(services, r))) });
   }
 
+  @Query(() => Int, { description: 'Running runs whose shards volunteers may lease (hyperParameters.admitVolunteers), of the 100 newest' })
+  async runsOpenToVolunteers(@Ctx() { services }: Context): Promise<number> {
+    const running = await services.runs.list({ publicOnly: false, status: 'RUNNING' }, 100, 0);
+    return running.items.filter((r) => r.spec.kind !== 'SOUP' && r.spec.options.admitVolunteers).length;
+  }
+
   @Query(() => T.Run, { description: 'Readers may read any run; anyone else a public one' })
   async run(@Ctx() ctx: Context, @Arg('id', () => ID) id: string): Promise<T.Run> {
     return runOf(ctx.services, await readableRun(ctx, id));
@@ -59,6 +65,16 @@ export class RunResolver {
   async delta(@Ctx() { services }: Context, @Root() run: T.Run): Promise<T.Delta | undefined> {
     const d = await services.deltas.ofRun(run.id);
     return d && toDelta(d);
+  }
+
+  @FieldResolver(() => String, { nullable: true })
+  error(@Ctx() ctx: Context, @Root() run: T.Run): string | undefined {
+    return canRead(ctx) ? run.error : run.error && withoutWorkers(run.error);
+  }
+
+  @FieldResolver(() => String, { nullable: true, description: 'Why it cannot move on (its status is then WAITING): which replica waits for which workers' })
+  waiting(@Ctx() ctx: Context, @Root() run: T.Run): string | undefined {
+    return canRead(ctx) ? run.waiting : run.waiting && withoutWorkers(run.waiting);
   }
 
   @Authorized('READER')
@@ -104,14 +120,24 @@ export class RunResolver {
 
   @Subscription(() => T.RunEvent, {
     topics: RUN_EVENTS,
-    filter: async ({ payload, args, context }: { payload: RunEventPayload; args: { runId?: string }; context: Context }) =>
-      (!args.runId || payload.runId === args.runId) && (canRead(context) || Boolean((await context.services.platform.state.runs.get(payload.runId))?.public)),
+    filter: ({ payload, args, context }: { payload: RunEventPayload; args: { runId?: string }; context: Context }) =>
+      (!args.runId || payload.runId === args.runId) && (canRead(context) || payload.public),
     description: 'Progress, rounds, evaluations and warnings of one run (or all); others than readers get public runs\' progress without messages',
   })
   runEvents(@Ctx() ctx: Context, @Root() payload: RunEventPayload, @Arg('runId', () => ID, { nullable: true }) _runId?: string): T.RunEvent {
     return Object.assign(new T.RunEvent(), canRead(ctx) ? payload : { ...payload, message: undefined });
   }
 }
+
+const UUID = '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}';
+/** A public run's texts for anyone: who its workers are (ids, addresses, network groups) is for readers. */
+export const withoutWorkers = (text: string): string =>
+  text
+    .replace(new RegExp(`\\bworker ${UUID}`, 'gi'), 'a worker')
+    .replace(new RegExp(UUID, 'gi'), '(an id)')
+    .replace(/\bhost:[^\s,;)]+/g, '(a network)')
+    .replace(/\b\d{1,3}(?:\.\d{1,3}){3}(?:\/\d{1,2})?\b/g, '(a network)')
+    .replace(/(?<![\w:])[0-9a-f]*:[0-9a-f]*:[0-9a-f:.]*(?:\/\d{1,3})?/gi, '(a network)');
 
 /** The run, if the caller may read it: readers any, others a public one. */
 async function readableRun(ctx: Context, id: string): Promise<RunRecord> {

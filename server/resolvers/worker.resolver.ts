@@ -6,7 +6,7 @@ import * as T from '../../schema/types';
 import { BackendChoiceInput } from '../../schema/inputs';
 import { BackendChoice } from '../state/records';
 import type { Context } from './context';
-import { actingWorker, mintToken } from './context';
+import { actingWorker, mintToken, sameSecret } from './context';
 import { badInput, forbidden } from '../errors';
 import { pageArgs } from './catalog.resolver';
 import { toShard, toWorker } from './mappers';
@@ -42,10 +42,19 @@ export class WorkerResolver {
     return Object.assign(new T.WorkerRegistration(), { worker: toWorker(worker, true), credential: mintToken('worker', services.platform.config, worker.id) });
   }
 
+  @Authorized('REGISTERED_WORKER')
+  @Mutation(() => String, { description: "A fresh credential for the calling worker (the same worker, a new expiry): renew before the old one expires" })
+  async renewCredential(@Ctx() ctx: Context): Promise<string> {
+    const worker = await ctx.services.workers.active(actingWorker(ctx));
+    return mintToken('worker', ctx.services.platform.config, worker.id);
+  }
+
   @Mutation(() => String, { description: 'A token for a browser tab to volunteer as a worker (rate-limited per address); PARTUNE_INVITATION, when set, must be given' })
   async volunteerToken(@Ctx() { services, client }: Context, @Arg('invitation', () => String, { nullable: true }) invitation?: string): Promise<string> {
     const required = services.platform.config.invitation;
-    if (required && invitation !== required) throw forbidden('this server takes volunteers by invitation: open the worker page with ?invitation=CODE');
+    if (required && !sameSecret(invitation ?? '', required)) {
+      throw forbidden('this server takes volunteers by invitation: open the worker page with ?invitation=CODE');
+    }
     await services.workers.admitVolunteer(client);
     return mintToken('volunteer', services.platform.config);
   }

@@ -59,6 +59,9 @@ export class RunCreation {
     if (dataset.height !== config.imageSize || dataset.width !== config.imageSize || dataset.channels !== config.channels) {
       throw badInput(`dataset '${dataset.name}' has ${dataset.height}x${dataset.width}x${dataset.channels} images; model '${model.name}' takes ${config.imageSize}x${config.imageSize}x${config.channels}`);
     }
+    if (dataset.private && spec.options.admitVolunteers) {
+      throw badInput(`hyperParameters.admitVolunteers: dataset '${dataset.name}' is private; only registered workers may train on it`);
+    }
     if (spec.options.normalize === 'model' && !config.preprocessing) throw badInput(`hyperParameters.normalize: model '${model.name}' declares no normalisation of its own; use DATASET or AUTO`);
     let tuned;
     try {

@@ -43,7 +43,9 @@ export class RunEvents {
       if (!run) return;
       const { step, totalSteps, progress } = await progressOf(this.state, run);
       const message = detail.message && detail.message.length > MAX_MESSAGE ? `${detail.message.slice(0, MAX_MESSAGE)}...` : detail.message;
-      const event: RunEventPayload = { runId, kind, status: statusOf(run), round: run.round, step, totalSteps, progress, ...detail, message, at: new Date() };
+      const event: RunEventPayload = {
+        runId, kind, status: statusOf(run), round: run.round, step, totalSteps, progress, ...detail, message, public: run.public, at: new Date(),
+      };
       await this.state.coordination.broadcast(JSON.stringify({ event } satisfies Broadcast));
     } catch (e) {
       this.log(`run ${runId}: event ${kind} not published: ${(e as Error).message}`);

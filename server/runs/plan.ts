@@ -27,7 +27,7 @@ export function makePlan(o: RunOptions, trainCount: number, maxSteps = Infinity)
  * A round's steps as contiguous windows, one per shard (never more shards than steps), each issued
  * as `replicas` replicas that must agree (a QUORUM run's quorum; else 1).
  */
-export function shardWindows(round: readonly [number, number], shards: number, replicas = 1): Omit<NewShard, 'pack'>[] {
+export function shardWindows(round: readonly [number, number], shards: number, replicas = 1): Omit<NewShard, 'pack' | 'registeredOnly'>[] {
   const [from, to] = round;
   const n = Math.min(shards, to - from);
   return Array.from({ length: n * replicas }, (_, i) => {

@@ -19,6 +19,8 @@ import { LostUpdate, StagesByKind } from './stages';
 
 export class Scheduler {
   private readonly chains = new Map<string, Promise<void>>();
+  /** Runs this replica drives that wait for a store (blobs or database) to answer again, and why. */
+  private readonly paused = new Map<string, string>();
 
   constructor(private readonly p: Platform, private readonly stages: StagesByKind, private readonly events: RunEvents, private readonly runs: RunQueries) {}
 
@@ -47,17 +49,37 @@ export class Scheduler {
    * that drives it: here when this one does or may take it, else by nudging the one that does.
    */
   advance(id: string): Promise<void> {
-    const next = (this.chains.get(id) ?? Promise.resolve()).then(() => this.drive(id)).catch((e: Error) => {
+    const next = (this.chains.get(id) ?? Promise.resolve()).then(() => this.drive(id)).then(() => this.resumed(id), (e: Error) => {
       // The server stopping mid-step is not the run's failure: its record is unchanged, the next driver picks it up.
       if (e instanceof ComputeError && e.fault === 'shutdown') return this.p.log(`run ${id}: stopped mid-step; it resumes at the next start`);
       if (!isTransient(e) && !this.p.state.transient(e)) return this.fail(id, e.message);
       // A storage or database hiccup: the run's record is unchanged, so the same step is simply tried again.
       this.p.log(`run ${id}: ${e.message}; retrying in 2 s`);
+      if (!this.paused.has(id)) void this.pause(id, e.message);
       setTimeout(() => void this.advance(id), 2000).unref();
     });
     this.chains.set(id, next);
     void next.then(() => this.chains.get(id) === next && this.chains.delete(id));
     return next;
+  }
+
+  /** Why the run waits for a store, when it does (the verification clock shows it with the shards' reasons). */
+  pausedWhy(id: string): string | undefined {
+    return this.paused.get(id);
+  }
+
+  private async pause(id: string, message: string): Promise<void> {
+    const why = `paused: a store is unreachable or full (${message.slice(0, 200)}); it resumes by itself, the step tried again every 2 s`;
+    this.paused.set(id, why);
+    await this.p.state.runs.setWaiting(id, why).catch(() => undefined);
+    await this.events.emit(id, 'WAITING', { message: why }).catch(() => undefined);
+  }
+
+  private async resumed(id: string): Promise<void> {
+    if (!this.paused.delete(id)) return;
+    this.p.log(`run ${id}: resumed`);
+    await this.p.state.runs.setWaiting(id, null).catch(() => undefined);
+    await this.events.emit(id, 'STATUS', { message: 'resumed: the store answers again' }).catch(() => undefined);
   }
 
   /** Resolves once every advance queued so far has finished (for an orderly shutdown). */

@@ -1,6 +1,6 @@
 // Strategies by name: the presets, custom ones as JSON, and those stored by angle probes or
 // derived from their profiles (another top-K or budget, no new probe).
-import { PRESET_NAMES, Strategy, parseStrategy, selectByAngle, topKForBudget } from '../../engine';
+import { MAX_STRATEGY_TEXT, PRESET_NAMES, Strategy, parseStrategy, selectByAngle, topKForBudget } from '../../engine';
 import { checkName } from '../catalog/uploads';
 import { Models, modelConfig } from '../catalog/models';
 import { badInput, conflict, notFound } from '../errors';
@@ -10,6 +10,7 @@ import { RunQueries } from './queries';
 
 /** A preset name or a custom strategy as JSON. */
 export function parseStrategyInput(raw: string): Strategy {
+  if (raw.length > MAX_STRATEGY_TEXT) throw badInput(`strategy: at most ${MAX_STRATEGY_TEXT} characters (this one has ${raw.length})`);
   const text = raw.trim();
   try {
     return parseStrategy(text.startsWith('{') ? JSON.parse(text) : text);
@@ -23,6 +24,7 @@ export class Strategies {
 
   /** A preset, a custom strategy as JSON, or the name of a stored one. */
   async resolve(raw: string): Promise<Strategy> {
+    if (raw.length > MAX_STRATEGY_TEXT) return parseStrategyInput(raw);
     const stored = await this.p.state.results.strategy(raw.trim());
     return stored ? stored.strategy : parseStrategyInput(raw);
   }

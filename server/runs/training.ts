@@ -37,7 +37,8 @@ export class TrainingStages implements RunStages {
     const windows = shardWindows(plan.rounds[round], plan.shardsPerRound, replicasOf(trainingSpec(run).options));
     const first = windows.filter((w) => w.replica === 0);
     const packs = await this.p.compute.call('packWindows', { train: blobsOf(dataset, 'train'), options: basis.options, windows: first.map((w) => ({ from: w.fromStep, to: w.toStep })) });
-    return windows.map((w) => ({ ...w, pack: packs[first.findIndex((f) => f.index === w.index)] }));
+    const registeredOnly = !trainingSpec(run).options.admitVolunteers;
+    return windows.map((w) => ({ ...w, pack: packs[first.findIndex((f) => f.index === w.index)], registeredOnly }));
   }
 
   /** On the shards' compute thread; an update that cannot be read is a LostUpdate (its shard is re-issued). */

@@ -16,6 +16,7 @@ import { RunRecord, ShardRecord, need, trainingSpec } from '../state/records';
 import { RunEvents } from '../runs/events';
 import { Leases } from './leases';
 import { RunShapes } from './run-shapes';
+import type { Slots } from './slots';
 import { Verification } from './verification';
 import { Workers } from './workers';
 
@@ -35,6 +36,7 @@ export class Completion {
     private readonly shapes: RunShapes,
     private readonly verification: Verification,
     private readonly events: RunEvents,
+    private readonly slots: Slots,
   ) {}
 
   async complete(workerId: string, shardId: string, attempt: number, report: CompletionReport): Promise<ShardRecord> {
@@ -49,6 +51,10 @@ export class Completion {
     const slot = keys.shardUpload(run.id, shard.id, attempt);
     const checked = await this.check(run, shard, slot, report);
     if (!checked.ok) {
+      // A completion of this lease racing this one was accepted (and its slot given back) meanwhile.
+      const now = await this.p.state.shards.get(shard.id);
+      if (now?.status === 'DONE' && now.workerId === workerId && now.attempts === attempt) return now;
+      await this.slots.checked(slot);
       await this.leases.release(workerId, shard, `attempt ${attempt} by worker ${workerId}: update rejected: ${checked.reason}`);
       throw badInput(`update rejected: ${checked.reason}; the shard is re-issued`);
     }
@@ -67,6 +73,7 @@ export class Completion {
       downloadedBytes,
     });
     const after = (await this.p.state.shards.get(shard.id))!;
+    await this.slots.checked(slot); // the update, if accepted, is kept under its own key
     // Another completion of the same lease may have been accepted while this one was checked.
     if (!done && !(after.status === 'DONE' && after.workerId === workerId && after.attempts === attempt)) {
       throw conflict(`shard ${shardId}: the lease ended while the update was checked; its result is not used`);

@@ -53,7 +53,8 @@ export class Verification {
       (r) => r.id !== shard.id && (r.status === 'PENDING' || r.status === 'LEASED'),
     );
     if (open.length) return;
-    const added = await this.p.state.shards.addReplica(shard, { need: 1, needClass: registered ? null : shard.leaseClass, registeredOnly: registered });
+    const registeredOnly = registered || !o.admitVolunteers;
+    const added = await this.p.state.shards.addReplica(shard, { need: 1, needClass: registeredOnly ? null : shard.leaseClass, registeredOnly });
     if (added)
       await this.issued(
         shard,
@@ -102,7 +103,8 @@ export class Verification {
       if (why) reasons.set(key.runId, [...(reasons.get(key.runId) ?? []), `round ${key.round} shard ${key.index} ${why}`]);
     }
     for (const id of driven) {
-      const list = reasons.get(id) ?? [];
+      const paused = this.scheduler.pausedWhy(id);
+      const list = [...(paused ? [paused] : []), ...(reasons.get(id) ?? [])];
       const waiting = list.length
         ? list.slice(0, SHOWN_REASONS).join('; ') + (list.length > SHOWN_REASONS ? `; and ${list.length - SHOWN_REASONS} more` : '')
         : null;
@@ -159,7 +161,8 @@ export class Verification {
         return this.decide(key);
       }
       case 'replica':
-        if (await this.p.state.shards.addReplica(rows[0], { need: j.need, needClass: j.needClass, registeredOnly: j.registeredOnly })) {
+        const registeredOnly = j.registeredOnly || !trainingSpec(run).options.admitVolunteers;
+        if (await this.p.state.shards.addReplica(rows[0], { need: j.need, needClass: registeredOnly ? null : j.needClass, registeredOnly })) {
           await this.issued(
             rows[0],
             `${j.because}; another replica is issued${j.registeredOnly ? ' to registered workers' : j.needClass ? ` to workers of kernel class ${j.needClass}` : ''}`,

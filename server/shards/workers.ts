@@ -47,6 +47,9 @@ export class Workers {
   /** `origin`: the volunteer token it registered with (workers sharing one count as one group); '' for registered workers. */
   async register(name: string, kind: string, backend: string, trusted: boolean, address: string, origin = ''): Promise<WorkerRecord> {
     if (kind !== 'node' && kind !== 'browser') throw badInput("kind must be 'node' or 'browser'");
+    for (const [what, text] of [['name', name], ['backend', backend]]) {
+      if (/[\p{Cc}\p{Cf}\u2028\u2029]/u.test(text)) throw badInput(`a worker's ${what} may not hold control or format characters`);
+    }
     const worker: WorkerRecord = {
       id: randomUUID(), name: name.slice(0, 80), kind, backend: backend.slice(0, 80), lastSeen: new Date(), shardsDone: 0, samples: 0,
       imagesPerSecond: null, currentShard: null, trusted, strikes: 0, quarantinedAt: null, address: address.slice(0, 64), party: this.prefixOf(address),

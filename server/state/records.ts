@@ -49,6 +49,8 @@ export interface DatasetRecord {
   readonly testCount: number;
   readonly shards: readonly DatasetShard[];
   readonly source: string;
+  /** Its runs never admit volunteers. */
+  readonly private: boolean;
   readonly createdAt: Date;
 }
 
@@ -271,6 +273,8 @@ export interface NewShard {
   readonly toStep: number;
   /** The window's training records, packed; every replica of an index reads the same. */
   readonly pack: StoredBlob | null;
+  /** Only registered workers may lease it (its run does not admit volunteers). */
+  readonly registeredOnly: boolean;
 }
 
 export interface WorkerRecord {

@@ -49,7 +49,8 @@ const json = <T>(schema: z.ZodType<T, unknown>) =>
 function flatTable<T>(table: string, schema: z.ZodType<T, unknown>): { decode: (row: unknown) => T; encode: (record: T) => Record<string, unknown> } {
   const camel = (k: string): string => k.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
   const snake = (k: string): string => k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
-  const column = (v: unknown): unknown => (v instanceof Date ? v.toISOString() : v !== null && typeof v === 'object' ? JSON.stringify(v) : v);
+  const column = (v: unknown): unknown =>
+    v instanceof Date ? v.toISOString() : typeof v === 'boolean' ? Number(v) : v !== null && typeof v === 'object' ? JSON.stringify(v) : v;
   return {
     decode: (row) => decode(schema, Object.fromEntries(Object.entries(row as object).map(([k, v]) => [camel(k), v])), `${table} row ${(row as { id?: string }).id}`),
     encode: (record) => Object.fromEntries(Object.entries(record as object).map(([k, v]) => [snake(k), column(v)])),
@@ -209,7 +210,7 @@ const datasetShard = z.object({ split: z.enum(['train', 'test']), key: z.string(
 
 export const datasetRows = flatTable<DatasetRecord>('datasets', z.object({
   id: z.string(), name: z.string(), classes: int.min(1), height: int.min(1), width: int.min(1), channels: int.min(1), trainCount: count,
-  testCount: count, shards: json(z.array(datasetShard)), source: z.string(), createdAt: date,
+  testCount: count, shards: json(z.array(datasetShard)), source: z.string(), private: flag, createdAt: date,
 }));
 
 export const uploadRows = flatTable<UploadRecord>('uploads', z.object({ id: z.string(), key: z.string(), filename: z.string(), declaredBytes: count, createdAt: date }));

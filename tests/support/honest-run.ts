@@ -9,7 +9,7 @@ import { ServerProcess, WorkerProcess, cliJson, ok, startServer, startWorker, up
 
 // One shard per round: bit-identical to one process whatever the round's length; short rounds
 // leave attackers rounds to claim.
-export const HYPER = { epochs: 2, batchSize: 32, stepsPerRound: 4, shardsPerRound: 1, seed: 0 };
+export const HYPER = { epochs: 2, batchSize: 32, stepsPerRound: 4, shardsPerRound: 1, seed: 0, admitVolunteers: true };
 
 export interface HonestRun {
   readonly server: ServerProcess;

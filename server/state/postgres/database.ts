@@ -61,7 +61,7 @@ CREATE TABLE uploads (
 CREATE INDEX uploads_created ON uploads(created_at);
 `;
 
-/** Migration i brings a database from version i to i + 1 (version 1 is the SQLite store's version 4, 3 its 5, 4 its 6, 5 its 7). */
+/** Migration i brings a database from version i to i + 1 (version 1 is the SQLite store's version 4, 3 its 5, 4 its 6, 5 its 7, 6 its 8). */
 const MIGRATIONS: string[] = [
   TABLES,
   // 2: volunteer admissions counted in the database, so every replica sees the same count.
@@ -82,6 +82,8 @@ const MIGRATIONS: string[] = [
    UPDATE shards SET pending_since = (EXTRACT(EPOCH FROM now()) * 1000)::bigint WHERE status = 'PENDING';
    UPDATE shards SET lease_class = kernel_class WHERE kernel_class IS NOT NULL;
    ALTER TABLE runs ADD COLUMN waiting TEXT, ADD COLUMN round_states TEXT NOT NULL DEFAULT '[]', ADD COLUMN rollbacks TEXT NOT NULL DEFAULT '[]';`,
+  // 6: a dataset may be private (its runs never admit volunteers; the SQLite store's 8).
+  'ALTER TABLE datasets ADD COLUMN private SMALLINT NOT NULL DEFAULT 0',
 ];
 
 export const PG_SCHEMA_VERSION = MIGRATIONS.length;

@@ -52,9 +52,10 @@ export class PgRuns implements RunRepository {
       const base = offsets.get(s.index) ?? (await first<{ n: number | null }>(db, 'SELECT MAX(replica) + 1 AS n FROM shards WHERE run_id = $1 AND round = $2 AND idx = $3',
         runId, round, s.index))?.n ?? 0;
       offsets.set(s.index, base);
-      await run(db, `INSERT INTO shards (id, run_id, round, idx, replica, need, from_step, to_step, status, created_at, pending_since, pack_key, pack_sha256, pack_bytes)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'PENDING', $9, $10, $11, $12, $13)`,
-      randomUUID(), runId, round, s.index, s.replica + base, s.need, s.fromStep, s.toStep, nowIso(), Date.now(), s.pack?.key ?? null, s.pack?.sha256 ?? null, s.pack?.bytes ?? null);
+      await run(db, `INSERT INTO shards (id, run_id, round, idx, replica, need, from_step, to_step, status, created_at, pending_since,
+        pack_key, pack_sha256, pack_bytes, registered_only) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'PENDING', $9, $10, $11, $12, $13, $14)`,
+      randomUUID(), runId, round, s.index, s.replica + base, s.need, s.fromStep, s.toStep, nowIso(), Date.now(),
+      s.pack?.key ?? null, s.pack?.sha256 ?? null, s.pack?.bytes ?? null, s.registeredOnly ? 1 : 0);
     }
   }
 

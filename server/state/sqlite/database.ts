@@ -147,6 +147,8 @@ const MIGRATIONS: ((db: Db) => void)[] = [
       ALTER TABLE runs ADD COLUMN round_states TEXT NOT NULL DEFAULT '[]';
       ALTER TABLE runs ADD COLUMN rollbacks TEXT NOT NULL DEFAULT '[]';`);
   },
+  // 8: a dataset may be private (its runs never admit volunteers).
+  (db) => db.exec('ALTER TABLE datasets ADD COLUMN private INTEGER NOT NULL DEFAULT 0'),
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -40,7 +40,7 @@ export class SqliteRuns implements RunRepository {
   /** A round's replicas, numbered after any its index had before a rollback. */
   private insertShards(runId: string, round: number, shards: readonly NewShard[]): void {
     const insert = prepared(this.db, `INSERT INTO shards (id, run_id, round, idx, replica, need, from_step, to_step, status, created_at, pending_since,
-      pack_key, pack_sha256, pack_bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', ?, ?, ?, ?, ?)`);
+      pack_key, pack_sha256, pack_bytes, registered_only) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', ?, ?, ?, ?, ?, ?)`);
     const offsets = new Map<number, number>();
     for (const s of shards) {
       // Replicas of one index in this batch share the offset the first of them found.
@@ -48,7 +48,7 @@ export class SqliteRuns implements RunRepository {
         .get(runId, round, s.index) as { n: number | null }).n ?? 0);
       offsets.set(s.index, base);
       insert.run(randomUUID(), runId, round, s.index, s.replica + base, s.need, s.fromStep, s.toStep, nowIso(), Date.now(),
-        s.pack?.key ?? null, s.pack?.sha256 ?? null, s.pack?.bytes ?? null);
+        s.pack?.key ?? null, s.pack?.sha256 ?? null, s.pack?.bytes ?? null, s.registeredOnly ? 1 : 0);
     }
   }
 
