@@ -2,6 +2,7 @@
 // ./partune-data, tokens and the signing secret generated and kept there.
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import { DEFAULT_PREFIX_BITS, PrefixBits, parsePrefixBits } from './shards/parties';
 import { keyId } from './credentials';
@@ -93,6 +94,21 @@ function tokens(dataDir: string, env: NodeJS.ProcessEnv): { admin: string; worke
   return { admin: env.PARTUNE_ADMIN_TOKEN || fresh.admin, worker: env.PARTUNE_WORKER_TOKEN || fresh.worker, secret: env.PARTUNE_SECRET || fresh.secret };
 }
 
+function publicUrlOf(raw: string | undefined): string | undefined {
+  const url = raw?.replace(/\/+$/, '') || undefined;
+  if (url && !/^https?:\/\/[^/]+/.test(url)) throw new Error(`PARTUNE_PUBLIC_URL must be an http(s) URL such as http://mybox:4000 (got '${url}')`);
+  return url;
+}
+
+/** Names only: a port is dropped (any port is the server's); a wildcard would let DNS-rebinding pages in. */
+function hostNames(raw: string | undefined): string[] {
+  return list(raw, /[,\s]+/).map((h) => {
+    if (h.includes('*')) throw new Error(`PARTUNE_ALLOWED_HOSTS takes host names, not patterns (got '${h}'): a wildcard would admit DNS-rebinding pages`);
+    const name = h.replace(/^\[([^\]]+)\](?::\d+)?$/, '$1');
+    return (isIP(name) ? name : name.replace(/:\d+$/, '')).toLowerCase();
+  });
+}
+
 const list = (raw: string | undefined, separator: RegExp): string[] => (raw ?? '').split(separator).map((s) => s.trim()).filter(Boolean);
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Partial<ServerConfig> = {}): ServerConfig {
@@ -124,9 +140,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     revokedKeys: revoked,
     credentialSeconds: number(env, 'PARTUNE_CREDENTIAL_HOURS', 24) * 3600,
     readTokenSeconds: number(env, 'PARTUNE_READ_TOKEN_DAYS', 30) * 86_400,
-    publicUrl: env.PARTUNE_PUBLIC_URL?.replace(/\/+$/, '') || undefined,
+    publicUrl: publicUrlOf(env.PARTUNE_PUBLIC_URL),
     allowedOrigins: list(env.PARTUNE_ALLOWED_ORIGINS, /[,\s]+/),
-    allowedHosts: list(env.PARTUNE_ALLOWED_HOSTS, /[,\s]+/),
+    allowedHosts: hostNames(env.PARTUNE_ALLOWED_HOSTS),
     trustedProxies: list(env.PARTUNE_TRUSTED_PROXIES, /[,\s]+/),
     importRoots: list(env.PARTUNE_IMPORT_ROOTS, /[:,]/).map((p) => resolve(p)),
     invitation: env.PARTUNE_INVITATION || undefined,

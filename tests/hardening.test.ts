@@ -80,4 +80,11 @@ describe('strings from strangers', () => {
     for (const h of ['evil.example', 'partune.example.org.evil.example', 'localhost.evil.example', '', 'a b', 'x@127.0.0.1', undefined])
       expect([h, ok(h)]).toEqual([h, false]);
   });
+
+  it('configured names: a port is dropped, a wildcard and a public URL without a scheme are refused at start', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'partune-hosts-'));
+    expect(loadConfig({ PARTUNE_DATA_DIR: dir, PARTUNE_ALLOWED_HOSTS: 'MyBox:4812, [::1]:4000' }).allowedHosts).toEqual(['mybox', '::1']);
+    expect(() => loadConfig({ PARTUNE_DATA_DIR: dir, PARTUNE_ALLOWED_HOSTS: '*' })).toThrow(/not patterns/);
+    expect(() => loadConfig({ PARTUNE_DATA_DIR: dir, PARTUNE_PUBLIC_URL: 'mybox:4812' })).toThrow(/must be an http\(s\) URL/);
+  });
 });

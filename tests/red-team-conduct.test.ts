@@ -183,6 +183,6 @@ it('heartbeats of fake progress hold a lease no longer than the deadline the run
     expect(h).toEqual({ shard: h.shard, seconds: expect.any(Number), why: expect.stringMatching(/deadline|settled|no progress for \d+ s/) });
   expect(Math.max(...held.map((h) => h.seconds))).toBeLessThan(16 + STALL_SECONDS + 10);
   process.stdout.write(
-    `fake progress: ${held.length} leases held for at most ${Math.max(...held.map((h) => h.seconds)).toFixed(1)} s (stall window ${STALL_SECONDS} s)\n`,
+    `fake progress: ${held.length} leases held for at most ${Math.max(...held.map((h) => h.seconds)).toFixed(1)} s (stall window ${STALL_SECONDS} s): ${held.map((h) => h.why).join('; ')}\n`,
   );
 });

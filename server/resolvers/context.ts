@@ -20,6 +20,8 @@ export interface Context {
   readonly workerId: string | null;
   /** The id inside a VOLUNTEER token: workers registered with one token count as one group. */
   readonly tokenId: string | null;
+  /** A token was sent and refused (expired, revoked, or not signed here): the caller is anonymous. */
+  readonly refused: boolean;
   /** The client's address, for rate limits. */
   readonly client: string;
   /** Aborted when the client goes away (its request closed, its socket or operation ended): a waiting claim then takes nothing. */
@@ -35,19 +37,24 @@ export { mintToken };
 export const sameSecret = (given: string, secret: string): boolean =>
   timingSafeEqual(createHash('sha256').update(given).digest(), createHash('sha256').update(secret).digest());
 
-export function callerOf(authorization: string | undefined, config: ServerConfig): { role: Role | null; workerId: string | null; tokenId: string | null } {
+type Caller = Pick<Context, 'role' | 'workerId' | 'tokenId' | 'refused'>;
+
+export function callerOf(authorization: string | undefined, config: ServerConfig): Caller {
   const token = authorization?.replace(/^Bearer\s+/i, '').trim();
-  const none = { role: null, workerId: null, tokenId: null };
+  const none = { role: null, workerId: null, tokenId: null, refused: false };
   if (!token) return none;
-  if (sameSecret(token, config.adminToken)) return { role: 'ADMIN', workerId: null, tokenId: null };
-  if (sameSecret(token, config.workerToken)) return { role: 'WORKER', workerId: null, tokenId: null };
+  if (sameSecret(token, config.adminToken)) return { ...none, role: 'ADMIN' };
+  if (sameSecret(token, config.workerToken)) return { ...none, role: 'WORKER' };
   const v = verifyToken(token, config);
-  if (!v) return none;
-  return { role: ROLE[v.kind], workerId: v.kind === 'worker' ? v.id : null, tokenId: v.kind === 'volunteer' ? v.id : null };
+  if (!v) return { ...none, refused: true };
+  return { role: ROLE[v.kind], workerId: v.kind === 'worker' ? v.id : null, tokenId: v.kind === 'volunteer' ? v.id : null, refused: false };
 }
 
 /** Admin may do everything; other roles what the operation lists. */
 export const authChecker: AuthChecker<Context, Role> = ({ context }, roles) => {
+  if (!context.role && context.refused) {
+    throw unauthenticated('the token sent is not valid here: expired, revoked, altered or signed by another server (a worker registers again for a new credential)');
+  }
   if (!context.role) throw unauthenticated('this needs a token: send "Authorization: Bearer <token>" (the server prints its admin and worker tokens at start)');
   if (context.role === 'ADMIN' || roles.includes(context.role)) return true;
   throw forbidden(`a ${context.role.toLowerCase().replace('_', ' ')} token may not do this`);
