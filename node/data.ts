@@ -40,14 +40,18 @@ function loadMnistPackage(): Split {
   return splitPool(fromFloatDigits('mnist', perClass), MNIST_PACKAGE_TEST, 0);
 }
 
+/** The most an IDX file may inflate to: a gzip bomb stops here, not in the machine's memory. */
+const MAX_INFLATED = 2 ** 30;
+
 function readMaybeGz(dir: string, base: string, hint?: string): Uint8Array {
   for (const [file, gz] of [[base, false], [`${base}.gz`, true]] as const) {
     const path = join(dir, file);
     if (existsSync(path)) {
       const bytes = readFileSync(path);
       try {
-        return new Uint8Array(gz ? gunzipSync(bytes) : bytes);
+        return new Uint8Array(gz ? gunzipSync(bytes, { maxOutputLength: MAX_INFLATED }) : bytes);
       } catch (e) {
+        if ((e as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') throw new Error(`${path}: inflates to more than ${MAX_INFLATED} bytes`);
         throw new Error(`${path}: corrupt gzip file (${(e as Error).message})`);
       }
     }

@@ -41,7 +41,7 @@ const MAX_BODY = '256kb';
  * characters escaped: a name or message a worker sent cannot forge a record.
  */
 export const recordLog = (sink: (line: string) => void) => (line: string): void =>
-  sink(line.replace(/[\x00-\x08\x0b-\x1f\x7f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`).replace(/\n(?!\s)/g, '\n  '));
+  sink(line.replace(/(?![\n\t])[\p{Cc}\p{Cf}\u2028\u2029]/gu, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`).replace(/\n(?!\s)/g, '\n  '));
 
 export async function startServer(config: ServerConfig, sink: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): Promise<RunningServer> {
   const log = recordLog(sink);
@@ -96,7 +96,8 @@ export async function startServer(config: ServerConfig, sink: (line: string) => 
   const schema = partuneSchema();
   const wss = new WebSocketServer({
     server: http, path: '/graphql', maxPayload: 256 * 1024,
-    verifyClient: ({ origin, req }: { origin?: string; req: { headers: { host?: string } } }) => allowed(origin, req.headers.host),
+    verifyClient: ({ origin, req }: { origin?: string; req: { headers: { host?: string } } }, done: (ok: boolean, code?: number, reason?: string) => void) =>
+      !hostAllowed(req.headers.host) ? done(false, 421, 'unknown host') : done(allowed(origin, req.headers.host), 403, 'origin not allowed'),
   });
   const budget = new SocketBudget({
     socketsPerPrefix: config.socketsPerPrefix, sockets: config.maxSockets, operations: config.maxSocketOperations, subscriptions: config.maxSubscriptions,

@@ -89,7 +89,7 @@ describe('documents built to cost the server', () => {
       ws.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
       ws.on('open', () => resolve(101));
     });
-    expect(refused).toBe(401);
+    expect(refused).toBe(403);
     const own = h.server.url.replace('/graphql', '');
     const opened = await new Promise<number>((resolve) => {
       const ws = new WebSocket(wsUrl(), 'graphql-transport-ws', { headers: { origin: own } });

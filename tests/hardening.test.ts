@@ -2,7 +2,10 @@
 // must refuse: signed tokens (expiry, rotation, revocation), log records, public texts, host names.
 import { keyId, mintToken, verifyToken } from '../server/credentials';
 import { recordLog } from '../server/app';
-import { withoutWorkers } from '../server/resolvers/run.resolver';
+import 'reflect-metadata';
+import { PUBLIC_REASON, RunResolver } from '../server/resolvers/run.resolver';
+import type { Context } from '../server/resolvers/context';
+import * as T from '../schema/types';
 import { allowedHosts } from '../server/origins';
 import { loadConfig } from '../server/config';
 import { mkdtempSync } from 'node:fs';
@@ -56,11 +59,20 @@ describe('strings from strangers', () => {
     expect(lines[1]).toBe('internal error ab: Error: x\n    at f (a.js:1)');
   });
 
-  it("a public run's texts name no worker, address or network group", () => {
-    const text =
-      'shard 1.2 failed 3 times; last: lease revoked (worker 3dc2e6f4-ea10-4a90-848b-4508bbb42e4e); ' +
-      'groups 127.0.29.0/24, 2001:db8::/64, host:10.1.2.3; loss 2.3';
-    expect(withoutWorkers(text)).toBe('shard 1.2 failed 3 times; last: lease revoked (a worker); groups (a network), (a network), (a network); loss 2.3');
+  it("a public run's reasons are for readers: anyone else is told the run failed or waits, nothing a worker wrote", () => {
+    const resolver = new RunResolver();
+    const run = { error: 'shard 1.2 failed 5 times; last: NamedBox-7 at /tmp/data?sig=abc', waiting: 'round 0 shard 1 needs 5 results (worker 3dc2e6f4)' } as T.Run;
+    const anonymous = { role: null } as Context;
+    expect([resolver.error(anonymous, run), resolver.waiting(anonymous, run)]).toEqual([PUBLIC_REASON.error, PUBLIC_REASON.waiting]);
+    expect(resolver.error({ role: 'VOLUNTEER' } as Context, run)).toBe(PUBLIC_REASON.error);
+    expect([resolver.error({ role: 'READER' } as Context, run), resolver.waiting({ role: 'ADMIN' } as Context, run)]).toEqual([run.error, run.waiting]);
+    expect(resolver.error(anonymous, { error: undefined } as T.Run)).toBeUndefined();
+  });
+
+  it('every control and format character a worker may send is escaped in a log record', () => {
+    const lines: string[] = [];
+    recordLog((l) => lines.push(l))('name \u0085x \u202eevil \ufeffbom \u200bzw');
+    expect(lines[0]).toBe('name \\u0085x \\u202eevil \\ufeffbom \\u200bzw');
   });
 
   it('host names: IP literals, localhost, the public URL and the configured ones; nothing else', () => {

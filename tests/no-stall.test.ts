@@ -165,7 +165,7 @@ describe('DNS rebinding: the Host header is checked before any Origin logic', ()
       ws.on('open', () => (ws.close(), resolve(101)));
       ws.on('error', () => resolve(-1));
     });
-    expect(socket).toBe(401);
+    expect(socket).toBe(421);
   });
 });
 
@@ -339,6 +339,10 @@ describe('a fuzz over every field strangers reach', () => {
     await ok(h.server.url, h.server.admin, 'mutation($id: ID!) { setRunPublic(id: $id, public: true) { id } }', { id: h.runId });
     const before = residentMiB(h.server);
     const subscription = `subscription { runEvents(runId: "${h.runId}") { kind progress } }`;
+    // What /healthz takes on this machine now, without the flood (other suites may be running beside).
+    const quiet = await sampleHealth(h.server.url);
+    await new Promise((r) => setTimeout(r, 3000));
+    const baseline = p99(await quiet.stop());
     const health = await sampleHealth(h.server.url);
     type Opened = { ws: WebSocket; closed: Promise<number>; events: number };
     // Ten networks (/24s) of 25 sockets each: each network is capped at 32 sockets, so all open here.
@@ -369,10 +373,11 @@ describe('a fuzz over every field strangers reach', () => {
     const after = residentMiB(h.server);
     process.stdout.write(
       `socket flood: 250 + 40 sockets x 32 subscriptions, ${events} events delivered, ${refusedCodes.filter((c) => c === 4429).length} sockets refused; ` +
-        `/healthz p99 ${p99(healthTimes).toFixed(1)} ms; RSS ${before.toFixed(0)} -> ${after.toFixed(0)} MiB\n`,
+        `/healthz p99 ${p99(healthTimes).toFixed(1)} ms (${baseline.toFixed(1)} ms before the flood); RSS ${before.toFixed(0)} -> ${after.toFixed(0)} MiB\n`,
     );
     expect(refusedCodes.filter((c) => c === 4429).length).toBeGreaterThanOrEqual(25); // 127.0.60.0/24 had 25 and may hold 32
-    expect(p99(healthTimes)).toBeLessThan(200);
+    // Under 200 ms on a machine that is otherwise quiet; on a busy one, what the flood adds to what it already took.
+    expect(p99(healthTimes)).toBeLessThan(200 + baseline);
     expect(after - before).toBeLessThan(150);
   });
 

@@ -10,7 +10,8 @@ import type { ModelRecord } from '../state/records';
 import type { Context } from './context';
 import { toDataset, toModel } from './mappers';
 
-export function pageArgs(first: number, offset: number): void {
+export function pageArgs(first: number, offset: number, search?: string | null): void {
+  if (search && search.length > 200) throw badInput(`search may have at most 200 characters (this one has ${search.length})`);
   if (first < 1 || first > MAX_PAGE) throw badInput(`first must be between 1 and ${MAX_PAGE}`);
   if (offset < 0) throw badInput('offset must be >= 0');
 }
@@ -20,7 +21,7 @@ export class ModelResolver {
   @Query(() => T.ModelPage)
   async models(@Ctx() { services }: Context, @Arg('search', { nullable: true }) search?: string,
     @Arg('first', () => Int, { defaultValue: 20 }) first = 20, @Arg('offset', () => Int, { defaultValue: 0 }) offset = 0): Promise<T.ModelPage> {
-    pageArgs(first, offset);
+    pageArgs(first, offset, search);
     const p = await services.models.list(search, first, offset);
     return Object.assign(new T.ModelPage(), { ...p, items: p.items.map(toModel) });
   }
@@ -56,7 +57,7 @@ export class DatasetResolver {
   @Query(() => T.DatasetPage)
   async datasets(@Ctx() { services }: Context, @Arg('search', { nullable: true }) search?: string,
     @Arg('first', () => Int, { defaultValue: 20 }) first = 20, @Arg('offset', () => Int, { defaultValue: 0 }) offset = 0): Promise<T.DatasetPage> {
-    pageArgs(first, offset);
+    pageArgs(first, offset, search);
     const p = await services.datasets.list(search, first, offset);
     return Object.assign(new T.DatasetPage(), { ...p, items: p.items.map(toDataset) });
   }

@@ -80,6 +80,7 @@ export class Workers {
   async reportBackend(id: string, choice: BackendChoice): Promise<void> {
     const tooLong = (what: string, s: string | null): void => {
       if (s !== null && s.length > 300) throw badInput(`backend.${what} is longer than 300 characters`);
+      if (s !== null && /[\p{Cc}\p{Cf}\u2028\u2029]/u.test(s)) throw badInput(`backend.${what} may not hold control or format characters`);
     };
     if (!BACKEND_CHOICE_HOW.includes(choice.how)) throw badInput(`backend.how must be one of ${BACKEND_CHOICE_HOW.join(', ')}; got '${choice.how.slice(0, 40)}'`);
     tooLong('chosen', choice.chosen);
