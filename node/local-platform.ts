@@ -121,7 +121,11 @@ export async function startStorage(secret: string, dataDir = mkdtempSync(join(tm
   return {
     url: `http://127.0.0.1:${port}`, log,
     stop: (signal = 'SIGTERM') =>
-      new Promise<void>((resolve) => (proc.exitCode !== null || proc.signalCode !== null ? resolve() : (proc.once('exit', () => resolve()), proc.kill(signal)))),
+      new Promise<void>((resolve) => {
+        if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
+        proc.once('exit', () => resolve());
+        proc.kill(signal);
+      }),
     start: async () => void (proc = await launch()),
   };
 }

@@ -56,7 +56,9 @@ export class HyperParametersInput implements Partial<Record<keyof RunOptions, un
   @Field(() => Float, { nullable: true, description: "The least rate at which a trusted worker's results are checked under SPOT_CHECK (default 0.05)" }) spotCheckRate?: number;
   @Field({
     nullable: true,
-    description: "Volunteers' tabs may lease its shards, and so download its state and training records (default false: registered workers only; never on a private dataset)",
+    description:
+      "Volunteers' tabs may lease its shards, and so download its state and training records " +
+      '(default false: registered workers only; never on a private dataset)',
   })
   admitVolunteers?: boolean;
 }

@@ -124,7 +124,8 @@ export async function startServer(config: ServerConfig, sink: (line: string) => 
   // Before any route: a name this server is not known by is a DNS-rebinding page, or a mistake.
   app.use((req, res, next) => (hostAllowed(req.headers.host) ? next() : void res.status(421).json({
     errors: [{
-      message: `this server is not known as ${JSON.stringify(req.headers.host ?? '')}: set PARTUNE_PUBLIC_URL to the address browsers and workers use, or add the name to PARTUNE_ALLOWED_HOSTS`,
+      message: `this server is not known as ${JSON.stringify(req.headers.host ?? '')}: ` +
+        'set PARTUNE_PUBLIC_URL to the address browsers and workers use, or add the name to PARTUNE_ALLOWED_HOSTS',
       extensions: { code: 'FORBIDDEN' },
     }],
   })));
@@ -178,7 +179,8 @@ export async function startServer(config: ServerConfig, sink: (line: string) => 
   await sweep();
   const stateDescription = config.state ? `PostgreSQL ${config.state.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@')}` : `SQLite in ${config.dataDir}`;
   if (config.host === '0.0.0.0' && !config.publicUrl) {
-    log(`note: HOST is 0.0.0.0 but PARTUNE_PUBLIC_URL is not set: signed blob URLs name ${origin}, which other machines cannot reach; set PARTUNE_PUBLIC_URL=http://NAME:${port}`);
+    log(`note: HOST is 0.0.0.0 but PARTUNE_PUBLIC_URL is not set: signed blob URLs name ${origin}, which other machines cannot reach; ` +
+      `set PARTUNE_PUBLIC_URL=http://NAME:${port}`);
   }
   log(`partune server: ${url} (storage ${blobs.description}; state ${stateDescription}; data ${config.dataDir})`);
   await adopt();

@@ -4,7 +4,7 @@
 import { Dataset, limit, packDataset } from '../../engine';
 import { loadData } from '../../node/data';
 import { BlobStore, keys, sha256 } from '../../storage';
-import type { DatasetShard } from '../state/records';
+import type { DatasetRecord, DatasetShard } from '../state/records';
 import { InputError } from './input-error';
 
 /** Shards of at most this many bytes. */
@@ -17,15 +17,8 @@ export interface DatasetImport {
   readonly testLimit?: number;
 }
 
-export interface ImportedDataset {
-  readonly classes: number;
-  readonly height: number;
-  readonly width: number;
-  readonly channels: number;
-  readonly trainCount: number;
-  readonly testCount: number;
-  readonly shards: DatasetShard[];
-}
+/** The record's fields the files decide. */
+export type ImportedDataset = Pick<DatasetRecord, 'classes' | 'height' | 'width' | 'channels' | 'trainCount' | 'testCount' | 'shards'>;
 
 export async function importDataset(store: BlobStore, d: DatasetImport): Promise<ImportedDataset> {
   let train: Dataset;

@@ -53,7 +53,8 @@ export function callerOf(authorization: string | undefined, config: ServerConfig
 /** Admin may do everything; other roles what the operation lists. */
 export const authChecker: AuthChecker<Context, Role> = ({ context }, roles) => {
   if (!context.role && context.refused) {
-    throw unauthenticated('the token sent is not valid here: expired, revoked, altered or signed by another server (a worker registers again for a new credential)');
+    throw unauthenticated('the token sent is not valid here: expired, revoked, altered or signed by another server ' +
+      '(a worker registers again for a new credential)');
   }
   if (!context.role) throw unauthenticated('this needs a token: send "Authorization: Bearer <token>" (the server prints its admin and worker tokens at start)');
   if (context.role === 'ADMIN' || roles.includes(context.role)) return true;
