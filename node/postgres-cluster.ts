@@ -15,6 +15,8 @@ export interface PostgresCluster {
   database(): Promise<string>;
   /** The server's main process id (its backends are its children). */
   postmaster(): number;
+  /** `pg_ctl restart -m fast`: every connection is cut, the server is back when it returns. */
+  restart(): void;
   stop(): void;
 }
 
@@ -69,6 +71,9 @@ export async function startPostgres(opts: { durable?: boolean } = {}): Promise<P
       const name = `t_${randomBytes(6).toString('hex')}`;
       await sqlOn(admin, `CREATE DATABASE ${name}`);
       return `postgres://postgres@127.0.0.1:${port}/${name}`;
+    },
+    restart() {
+      as('pg_ctl', ['-D', data, '-m', 'fast', '-l', join(dir, 'log'), '-w', 'restart']);
     },
     stop() {
       try {

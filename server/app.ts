@@ -51,11 +51,9 @@ export async function startServer(config: ServerConfig, sink: (line: string) => 
     await state.coordination.start({
       message: (m) => deliver(m, (shards) => services?.leases.wake(shards)),
       nudge: (runId) => services?.scheduler.nudged(runId),
-      lost: (why) => {
-        // Its run locks are gone with the connection: another replica drives those runs now.
-        log(`lost the coordination connection (${why}): exiting so that no run has two drivers`);
-        process.exit(1);
-      },
+      // Its runs may be driven by another replica now; this one takes up again whichever are free when it is back.
+      lost: (why) => log(`coordination: ${why}`),
+      back: () => log('coordination: the connection to PostgreSQL is back'),
     });
   } catch (e) {
     await state.close();

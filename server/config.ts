@@ -72,6 +72,8 @@ export interface ServerConfig {
   readonly maxSocketOperations: number;
   /** Subscriptions on all sockets (PARTUNE_MAX_SUBSCRIPTIONS): each event costs each of them a message. */
   readonly maxSubscriptions: number;
+  /** How long a replica's lock on a run lasts unless it renews it (PARTUNE_RUN_LOCK_SECONDS, 10): a frozen replica loses its runs after this. */
+  readonly runLockSeconds: number;
 }
 
 function number(env: NodeJS.ProcessEnv, key: string, fallback: number): number {
@@ -165,6 +167,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     maxSockets: number(env, 'PARTUNE_MAX_SOCKETS', 2000),
     maxSocketOperations: number(env, 'PARTUNE_MAX_SOCKET_OPERATIONS', 4000),
     maxSubscriptions: number(env, 'PARTUNE_MAX_SUBSCRIPTIONS', 500),
+    runLockSeconds: number(env, 'PARTUNE_RUN_LOCK_SECONDS', 10),
     ...overrides,
   };
 }

@@ -6,8 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { clientAddress } from '../server/client-address';
 import { openPostgresState } from '../server/state/postgres';
+import { HOLDER_LOCKS } from '../server/state/postgres/run-locks';
 import { openSqliteState } from '../server/state/sqlite';
-import type { CoordinationHandlers, StateStore } from '../server/state/store';
+import { CoordinationHandlers, LostRunLock, StateStore } from '../server/state/store';
 import { postgresForThisFile, sqlOn } from './support/postgres';
 import { describeUnless } from './support/skip';
 
@@ -114,10 +115,61 @@ describeUnless(postgres.skip)('replicas on one PostgreSQL', () => {
     expect(await b.admissions.take('10.0.0.1', 3, new Date(now.getTime() + 60_000))).toBe(true);
   });
 
-  it('a replica whose coordination connection ends is told, so it stops driving', async () => {
+  it('a replica whose coordination connection ends stops driving at once, another takes its runs, and it reconnects', async () => {
     const heard = await started(a);
-    await sqlOn(url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'partune coordination' AND datname = current_database()");
+    let back = 0;
+    heard.lost.length = 0;
+    (a.coordination as unknown as { handlers: CoordinationHandlers }).handlers.back = () => void back++;
+    await started(b);
+    expect(await a.coordination.drive('r1')).toBe(true);
+    expect(await b.coordination.drive('r1')).toBe(false);
+    const holder = (a.coordination as unknown as { locks: { holder: string } }).locks.holder;
+    await sqlOn(url, `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND classid = ${HOLDER_LOCKS}
+      AND objid = (hashtext('${holder}')::bigint & 4294967295)::oid`);
     await until('the loss', () => heard.lost.length > 0);
+    expect(heard.lost[0]).toMatch(/stopped driving 1 run\(s\), reconnecting/);
+    expect(a.coordination.drives('r1')).toBe(false);
+    // Its lease has not run out, but its holder's connection is gone: no waiting for the lease.
+    expect(await b.coordination.drive('r1')).toBe(true);
+    await until('the reconnection', () => back === 1);
+    expect(await a.coordination.drive('r1')).toBe(false);
+    expect(await a.coordination.drive('r2')).toBe(true);
+    await a.coordination.broadcast('after');
+    await until('a message after the reconnection', () => heard.messages.includes('after'));
+  });
+
+  it('a lock that lapsed is taken over: its former holder\'s late writes are refused and the turns it held are freed', async () => {
+    const [heardA] = await Promise.all([started(a), started(b)]);
+    expect(await a.coordination.drive('r1')).toBe(true);
+    expect(await a.runs.setWaiting('r1', 'its holder may write')).toBe(false); // no such run: unchanged, but not refused
+    let release: (() => void) | undefined;
+    const turn = a.coordination.exclusive('judge/r1/0/0', () => new Promise<void>((r) => (release = r)));
+    await until('a to hold a turn', () => release !== undefined);
+    // As PostgreSQL sees a replica that stopped renewing (frozen) while inside a turn: its lease ran out.
+    await sqlOn(url, "UPDATE run_locks SET expires_at = 0 WHERE run_id = 'r1'");
+    expect(await b.coordination.drive('r1')).toBe(true);
+    await expect(a.runs.setWaiting('r1', 'a late write')).rejects.toThrow(LostRunLock);
+    await expect(a.runs.skipRounds('r1')).rejects.toThrow(/lock on it lapsed or another replica took it over/);
+    expect(a.coordination.drives('r1')).toBe(false);
+    expect(await b.runs.setWaiting('r1', 'the new holder may write')).toBe(false);
+    const t = Date.now();
+    await b.coordination.exclusive('judge/r1/0/0', async () => undefined);
+    expect(Date.now() - t).toBeLessThan(2000);
+    await until('a told', () => heardA.lost.length > 0);
+    release!();
+    await turn;
+  });
+
+  it('a lock renewed by its holder is not taken, however long and often another asks', async () => {
+    await Promise.all([a.close(), b.close()]);
+    [a, b] = await Promise.all([openPostgresState(url, { runLockSeconds: 1 }), openPostgresState(url, { runLockSeconds: 1 })]);
+    await Promise.all([started(a), started(b)]);
+    expect(await a.coordination.drive('r2')).toBe(true);
+    for (let i = 0; i < 12; i++) {
+      expect(await b.coordination.drive('r2')).toBe(false);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    expect(a.coordination.drives('r2')).toBe(true); // 3 s: three leases of 1 s, renewed
   });
 });
 

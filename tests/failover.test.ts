@@ -1,7 +1,8 @@
 // Server replicas sharing one PostgreSQL database and one blob store (`partune storage serve`),
 // each with a data directory of its own: each run is driven by one of them, workers and
-// subscribers may use either, and when the driving replica is killed outright the other takes the
-// run over and completes it bit for bit as one process makes it.
+// subscribers may use either. When the driving replica is killed, frozen past its lock's lease,
+// or PostgreSQL itself restarts, the run is taken over (or taken up again) and completes bit for
+// bit as one process makes it, every shard accepted once, and no replica exits.
 import { Client, createClient } from 'graphql-ws';
 import WebSocket from 'ws';
 import { ServerProcess, StorageProcess, WorkerProcess, startServer, startStorage, startWorker, waitFor, ok, RUN_QUERY } from '../node/local-platform';
@@ -13,6 +14,7 @@ jest.setTimeout(300_000);
 const postgres = postgresForThisFile();
 
 type Event = { runId: string; kind: string; status: string };
+type Shard = { round: number; index: number; status: string; verdict: string | null; workerId: string };
 
 function subscribe(server: ServerProcess, events: Event[]): Client {
   const ws = createClient({ url: server.url.replace('http', 'ws'), webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${server.admin}` }, retryAttempts: 0 });
@@ -22,32 +24,54 @@ function subscribe(server: ServerProcess, events: Event[]): Client {
   return ws;
 }
 
+const alive = (s: ServerProcess): boolean => s.proc.exitCode === null && s.proc.signalCode === null;
+
 describeUnless(postgres.skip)('server replicas on PostgreSQL', () => {
   let honest: HonestRun | undefined;
   let replica: ServerProcess | undefined;
   let worker: WorkerProcess | undefined;
   let storage: StorageProcess | undefined;
   const sockets: Client[] = [];
-  afterAll(async () => {
-    await Promise.all(sockets.map((s) => s.dispose()));
+  afterEach(async () => {
+    await Promise.all(sockets.splice(0).map((s) => s.dispose()));
+    if (honest && alive(honest.server)) process.kill(honest.server.proc.pid!, 'SIGCONT'); // a frozen driver must wake to stop
     await worker?.kill();
     await replica?.stop();
     await honest?.close();
     await storage?.stop();
+    [honest, replica, worker, storage] = [undefined, undefined, undefined, undefined];
   });
 
-  it('a run driven by one replica, worked and watched through both, survives its driver being killed, bit-identical to one process', async () => {
+  /** An honest run on one replica, a second replica with a worker of its own, both on one database and blob store. */
+  async function replicas(): Promise<{ driver: ServerProcess; replica: ServerProcess; runId: string }> {
     const shared = { PARTUNE_SECRET: 'replicas-share-this-secret', PARTUNE_ADMIN_TOKEN: 'adm_replicas', PARTUNE_WORKER_TOKEN: 'wrk_replicas' };
     storage = await startStorage(shared.PARTUNE_SECRET);
     const env = { ...shared, PARTUNE_STATE: await postgres.database(), PARTUNE_BLOB_URL: storage.url };
     honest = await startHonestRun(env);
-    const { runId, server: driver } = honest;
-    // The same database, blob store, secret and tokens: a second replica, serving at once.
     replica = await startServer({ PARTUNE_LEASE_SECONDS: '4', PARTUNE_STALL_SECONDS: '6', ...env });
     worker = startWorker(replica, 'on-replica');
+    return { driver: honest.server, replica, runId: honest.runId };
+  }
+
+  /** Every index of every round has exactly one accepted result. */
+  async function acceptedOnce(server: ServerProcess, runId: string): Promise<void> {
+    const { run } = await ok(server.url, server.admin, RUN_QUERY, { id: runId });
+    const accepted = new Map<string, number>();
+    for (const s of run.shards as Shard[]) {
+      const key = `${s.round}.${s.index}`;
+      accepted.set(key, (accepted.get(key) ?? 0) + (s.verdict === 'ACCEPTED' ? 1 : 0));
+    }
+    expect([...accepted.values()].every((n) => n === 1)).toBe(true);
+    expect(accepted.size).toBe(run.round);
+  }
+
+  const roundOf = async (server: ServerProcess, runId: string): Promise<number> => (await ok(server.url, server.admin, RUN_QUERY, { id: runId })).run.round;
+
+  it('a run driven by one replica, worked and watched through both, survives its driver being killed, bit-identical to one process', async () => {
+    const { driver, runId } = await replicas();
     const onDriver: Event[] = [];
     const onReplica: Event[] = [];
-    sockets.push(subscribe(driver, onDriver), subscribe(replica, onReplica));
+    sockets.push(subscribe(driver, onDriver), subscribe(replica!, onReplica));
 
     // The replica's worker does shards of a run the other replica drives; the replica's subscribers see its rounds.
     const replicaWorker = await waitFor('the replica\'s worker to join', async () => {
@@ -56,22 +80,60 @@ describeUnless(postgres.skip)('server replicas on PostgreSQL', () => {
     }, 30_000);
     await waitFor('a shard done through the replica, and round 3', async () => {
       const { run } = await ok(driver.url, driver.admin, RUN_QUERY, { id: runId });
-      return run.round >= 3 && run.shards.some((s: { workerId: string; status: string }) => s.workerId === replicaWorker && s.status === 'DONE');
+      return run.round >= 3 && run.shards.some((s: Shard) => s.workerId === replicaWorker && s.status === 'DONE');
     }, 120_000);
     await waitFor('a round event on the replica', async () => onReplica.some((e) => e.runId === runId && e.kind === 'ROUND'), 10_000);
-    expect(replica.log.some((l) => /driving \d+ unfinished run/.test(l))).toBe(false);
+    expect(replica!.log.some((l) => /driving \d+ unfinished run/.test(l))).toBe(false);
 
     const killedAt = Date.now();
     await driver.stop('SIGKILL');
     await waitFor('the replica to take the run over', async () => replica!.log.some((l) => /driving 1 unfinished run/.test(l)), 30_000, 50);
     const takeoverMs = Date.now() - killedAt;
     process.stderr.write(`[failover] the replica drove the run ${takeoverMs} ms after its driver was killed\n`);
-    expect(takeoverMs).toBeLessThan(4_000); // within a lease time
+    expect(takeoverMs).toBeLessThan(4_000); // its connection ended: no waiting for the lock's lease
 
-    await honest.worker.kill(); // its server is gone
-    const result = await honest.finish(replica);
+    await honest!.worker.kill(); // its server is gone
+    const result = await honest!.finish(replica);
     await waitFor('the final event on the replica', async () => onReplica.some((e) => e.runId === runId && e.status === 'SUCCEEDED'), 10_000);
     expect(result).toMatchObject({ status: 'SUCCEEDED', identical: true });
     expect(result.accuracy).toBe(result.reference);
+    await acceptedOnce(replica!, runId);
+  });
+
+  it('a driver frozen (SIGSTOP) past its lock\'s lease loses the run within it; woken, it drives nothing and writes nothing', async () => {
+    const { driver, replica: other, runId } = await replicas();
+    await waitFor('round 2', async () => (await roundOf(driver, runId)) >= 2, 120_000);
+    process.kill(driver.proc.pid!, 'SIGSTOP');
+    const stoppedAt = Date.now();
+    await waitFor('the replica to take the run over', async () => other.log.some((l) => /driving 1 unfinished run/.test(l)), 30_000, 50);
+    const takeoverMs = Date.now() - stoppedAt;
+    process.stderr.write(`[failover] the replica drove the run ${takeoverMs} ms after its driver was frozen (run lock 10 s)\n`);
+    expect(takeoverMs).toBeLessThan(14_000); // the 10 s lease (renewed every 2 s), the adoption clock's second, a loaded machine's delay
+    const round = await roundOf(other, runId);
+    await waitFor('a round the replica drove', async () => (await roundOf(other, runId)) > round, 60_000);
+
+    process.kill(driver.proc.pid!, 'SIGCONT');
+    await waitFor('the woken driver to know it lost the run', async () => driver.log.some((l) => /coordination: .*(stopped driving|took over)/.test(l)), 30_000);
+    const result = await honest!.finish(other);
+    expect(result).toMatchObject({ status: 'SUCCEEDED', identical: true });
+    await acceptedOnce(other, runId);
+    expect(driver.log.some((l) => l.includes(`run ${runId} succeeded`))).toBe(false);
+    expect([alive(driver), alive(other)]).toEqual([true, true]);
+  });
+
+  it('PostgreSQL restarted mid-run: both replicas stay up, reconnect, take the run up again and finish it bit-identical', async () => {
+    const { driver, replica: other, runId } = await replicas();
+    await waitFor('round 2', async () => (await roundOf(driver, runId)) >= 2, 120_000);
+    const round = await roundOf(driver, runId);
+    const t = Date.now();
+    await postgres.restart();
+    process.stderr.write(`[failover] PostgreSQL restarted in ${Date.now() - t} ms\n`);
+    for (const s of [driver, other]) await waitFor('the coordination connection back', async () => s.log.some((l) => l.includes('coordination: the connection to PostgreSQL is back')), 30_000);
+    await waitFor('the next round', async () => (await roundOf(driver, runId).catch(() => round)) > round, 60_000);
+    process.stderr.write(`[failover] round ${round + 1} aggregated ${Date.now() - t} ms after the restart began\n`);
+    const result = await honest!.finish(driver);
+    expect(result).toMatchObject({ status: 'SUCCEEDED', identical: true });
+    await acceptedOnce(driver, runId);
+    expect([alive(driver), alive(other)]).toEqual([true, true]);
   });
 });

@@ -11,6 +11,7 @@ import { ComputeError } from '../compute';
 import { conflict } from '../errors';
 import type { Platform } from '../platform';
 import { MetricPoint, RunRecord, ShardRecord, need } from '../state/records';
+import { LostRunLock } from '../state/store';
 import { plural } from '../../protocol/words';
 import { RunEvents } from './events';
 import { evaluatesAfter } from './plan';
@@ -52,7 +53,12 @@ export class Scheduler {
     const next = (this.chains.get(id) ?? Promise.resolve()).then(() => this.drive(id)).then(() => this.resumed(id), (e: Error) => {
       // The server stopping mid-step is not the run's failure: its record is unchanged, the next driver picks it up.
       if (e instanceof ComputeError && e.fault === 'shutdown') return this.p.log(`run ${id}: stopped mid-step; it resumes at the next start`);
-      if (!isTransient(e) && !this.p.state.transient(e)) return this.fail(id, e.message);
+      // Another replica drives the run now (this one's lock lapsed): what this one computed is not recorded.
+      if (e instanceof LostRunLock) return this.p.log(e.message);
+      if (!isTransient(e) && !this.p.state.transient(e)) {
+        if (!this.p.state.coordination.drives(id)) return this.p.log(`run ${id}: ${e.message}; not failed, as this server no longer drives it`);
+        return this.fail(id, e.message);
+      }
       // A storage or database hiccup: the run's record is unchanged, so the same step is simply tried again.
       this.p.log(`run ${id}: ${e.message}; retrying in 2 s`);
       if (!this.paused.has(id)) void this.pause(id, e.message);
@@ -76,7 +82,7 @@ export class Scheduler {
   }
 
   private async resumed(id: string): Promise<void> {
-    if (!this.paused.delete(id)) return;
+    if (!this.paused.delete(id) || !this.p.state.coordination.drives(id)) return;
     this.p.log(`run ${id}: resumed`);
     await this.p.state.runs.setWaiting(id, null).catch(() => undefined);
     await this.events.emit(id, 'STATUS', { message: 'resumed: the store answers again' }).catch(() => undefined);

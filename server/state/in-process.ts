@@ -1,6 +1,6 @@
 // Coordination for a store one process owns (SQLite): it drives every run, its messages go
 // straight to its own handlers, its turns are promise chains and its counters live in memory.
-// The turns and the book of driven runs serve the PostgreSQL coordination too.
+// Its turns serve the PostgreSQL coordination too.
 import type { AdmissionCounter, Coordination, CoordinationHandlers } from './store';
 
 /** Calls with one key run one after another, in the order they came; others in parallel. */
@@ -16,9 +16,10 @@ export class KeyedTurns {
   }
 }
 
-/** The runs this process drives, as both stores' coordinations keep them. */
-export class DrivenRuns {
-  protected readonly runs = new Set<string>();
+export class InProcessCoordination implements Coordination {
+  private readonly runs = new Set<string>();
+  private handlers: CoordinationHandlers | undefined;
+  private readonly turns = new KeyedTurns();
 
   drives(runId: string): boolean {
     return this.runs.has(runId);
@@ -27,11 +28,6 @@ export class DrivenRuns {
   driven(): string[] {
     return [...this.runs];
   }
-}
-
-export class InProcessCoordination extends DrivenRuns implements Coordination {
-  private handlers: CoordinationHandlers | undefined;
-  private readonly turns = new KeyedTurns();
 
   async start(on: CoordinationHandlers): Promise<void> {
     this.handlers = on;

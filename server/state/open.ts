@@ -5,6 +5,6 @@ import { openPostgresState } from './postgres';
 import { openSqliteState } from './sqlite';
 import type { StateStore } from './store';
 
-export async function openState(config: Pick<ServerConfig, 'state' | 'dataDir'>): Promise<StateStore> {
-  return config.state ? openPostgresState(config.state) : openSqliteState(config.dataDir);
+export async function openState(config: Pick<ServerConfig, 'state' | 'dataDir'> & Partial<Pick<ServerConfig, 'runLockSeconds'>>): Promise<StateStore> {
+  return config.state ? openPostgresState(config.state, { runLockSeconds: config.runLockSeconds }) : openSqliteState(config.dataDir);
 }

@@ -26,12 +26,12 @@ export interface StateStore {
 
 /**
  * How the servers sharing the store divide the work: each run is driven by one of them at a time
- * (the one holding its lock; a server that dies gives its runs up with its connection), events
+ * (the one holding its lock: a lease that a server which dies, or freezes, gives up), events
  * reach the subscribers of every server, and judgements that must not overlap take turns. For
  * SQLite the one process is all of them.
  */
 export interface Coordination {
-  /** Starts listening to the other servers; `lost` if this one can no longer coordinate (it must stop driving). */
+  /** Starts listening to the other servers; `lost` when this one stops driving runs it drove. */
   start(on: CoordinationHandlers): Promise<void>;
   /** Takes the run's lock unless another server holds it; true while this server drives the run. */
   drive(runId: string): Promise<boolean>;
@@ -52,8 +52,17 @@ export interface Coordination {
 export interface CoordinationHandlers {
   message(message: string): void;
   nudge(runId: string): void;
+  /** This server stopped driving some or all of its runs (its connection ended, or a lock lapsed); it reconnects by itself. */
   lost(why: string): void;
+  /** The connection is back after a loss; the runs are taken up again by the next adoption. */
+  back?(): void;
 }
+
+/**
+ * A driver's write refused because this server's lock on the run lapsed or another server took
+ * the run over: the write changed nothing, and this server must stop driving the run.
+ */
+export class LostRunLock extends Error {}
 
 export interface AdmissionCounter {
   /** Counts one more admission of `key` this minute; false once it has had `perMinute`. */

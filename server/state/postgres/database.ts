@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import pg from 'pg';
 
-export type Queryable = pg.Pool | pg.PoolClient;
+export type Queryable = pg.Pool | pg.ClientBase;
 
 const TABLES = `
 CREATE TABLE models (
@@ -84,6 +84,10 @@ const MIGRATIONS: string[] = [
    ALTER TABLE runs ADD COLUMN waiting TEXT, ADD COLUMN round_states TEXT NOT NULL DEFAULT '[]', ADD COLUMN rollbacks TEXT NOT NULL DEFAULT '[]';`,
   // 6: a dataset may be private (its runs never admit volunteers; the SQLite store's 8).
   'ALTER TABLE datasets ADD COLUMN private SMALLINT NOT NULL DEFAULT 0',
+  // 7: run locks as leases with fencing tokens (run-locks.ts), in place of session advisory locks,
+  // which a frozen replica's open connection kept for good. SQLite has no counterpart: one process drives all.
+  `CREATE SEQUENCE run_fences;
+   CREATE TABLE run_locks (run_id TEXT PRIMARY KEY, holder TEXT NOT NULL, fence BIGINT NOT NULL, expires_at BIGINT NOT NULL);`,
 ];
 
 export const PG_SCHEMA_VERSION = MIGRATIONS.length;
@@ -93,7 +97,7 @@ const MIGRATION_LOCK = 7_420_115;
 
 // BIGINT columns (times in ms, byte counts) and COUNT(*) as numbers: every value stays below 2^53.
 const INT8 = 20;
-const types = {
+export const types = {
   getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
     oid === INT8 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
 };
@@ -102,8 +106,14 @@ const types = {
 const POOL_SIZE = 20;
 const LIVENESS_POOL_SIZE = 4;
 
-export async function openPool(url: string): Promise<pg.Pool> {
-  const pool = new pg.Pool({ connectionString: url, max: POOL_SIZE, types, connectionTimeoutMillis: 10_000 });
+/**
+ * `idleTransactionMs`: PostgreSQL ends a connection left inside a transaction for longer (its
+ * replica frozen mid-write), so that the rows it locked do not hold the other replicas up.
+ */
+export async function openPool(url: string, idleTransactionMs: number): Promise<pg.Pool> {
+  const pool = new pg.Pool({
+    connectionString: url, max: POOL_SIZE, types, connectionTimeoutMillis: 10_000, options: `-c idle_in_transaction_session_timeout=${Math.ceil(idleTransactionMs)}`,
+  });
   // An idle connection's error (the server restarted) must not crash the process: the pool replaces it.
   pool.on('error', () => undefined);
   try {

@@ -9,12 +9,14 @@ import { PgRuns } from './runs';
 import { PgShards } from './shards';
 import { PgAdmissions, PgWorkers } from './workers';
 
-export async function openPostgresState(url: string): Promise<StateStore> {
-  const pool = await openPool(url);
+/** `runLockSeconds`: how long a replica's lock on a run lasts unless renewed (config.ts). */
+export async function openPostgresState(url: string, opts: { runLockSeconds?: number } = {}): Promise<StateStore> {
+  const leaseMs = (opts.runLockSeconds ?? 10) * 1000;
+  const pool = await openPool(url, leaseMs);
   const liveness = openLivenessPool(url);
-  const coordination = new PgCoordination(url);
+  const coordination = new PgCoordination(url, leaseMs);
   return {
-    models: keptOnceRead(pgModels(pool)), datasets: keptOnceRead(pgDatasets(pool)), uploads: new PgUploads(pool), runs: new PgRuns(pool),
+    models: keptOnceRead(pgModels(pool)), datasets: keptOnceRead(pgDatasets(pool)), uploads: new PgUploads(pool), runs: new PgRuns(pool, coordination.locks),
     shards: new PgShards(pool, liveness), workers: new PgWorkers(pool, liveness), results: new PgResults(pool),
     coordination, admissions: new PgAdmissions(pool),
     transient: isTransientDbError,

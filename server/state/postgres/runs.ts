@@ -1,12 +1,14 @@
 // Runs in PostgreSQL. Each transition is one transaction guarded by the status (and round) it
 // leaves, so a cancel that lands meanwhile, from any replica, wins: the later write changes
-// nothing and reports false.
+// nothing and reports false. The driver's transitions (start, rounds, success, waiting) also
+// carry its fence: from a replica whose lock lapsed they are refused (LostRunLock).
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import type { RoundOutcome, RunFilter, RunRepository, RunStart, RunSuccess } from '../store';
 import { BlobRef, NewShard, Page, RollbackRecord, RunRecord, page } from '../records';
 import { decodeRun, encodeDelta, encodeRun, encodeStoredStrategy, nowIso, profileRows, runFilterSql } from '../rows';
 import { Queryable, all, execute, first, insertRow, run, transaction } from './database';
+import type { RunLocks } from './run-locks';
 
 const ACTIVE_SQL = "('PREPARING', 'RUNNING', 'FINALIZING')";
 
@@ -17,7 +19,7 @@ function upsert(table: string, key: string, row: Record<string, unknown>): [stri
 }
 
 export class PgRuns implements RunRepository {
-  constructor(private readonly pool: pg.Pool) {}
+  constructor(private readonly pool: pg.Pool, private readonly locks: RunLocks) {}
 
   async insert(r: RunRecord): Promise<void> {
     await execute(this.pool, insertRow('runs', encodeRun(r)));
@@ -61,6 +63,7 @@ export class PgRuns implements RunRepository {
 
   async start(id: string, start: RunStart, shards: readonly NewShard[]): Promise<boolean> {
     return transaction(this.pool, async (db) => {
+      await this.locks.check(db, id);
       const changed = await run(db, `UPDATE runs SET status = 'RUNNING', plan = $1, state_key = $2, state_sha256 = $3, normalization = $4, round = 0, step = 0,
         round_states = $7, updated_at = $5 WHERE id = $6 AND status = 'PREPARING'`,
       JSON.stringify(start.plan), start.state.key, start.state.sha256, JSON.stringify(start.normalization), nowIso(), id, JSON.stringify([start.state.sha256])) > 0;
@@ -70,11 +73,15 @@ export class PgRuns implements RunRepository {
   }
 
   async skipRounds(id: string): Promise<boolean> {
-    return (await run(this.pool, "UPDATE runs SET status = 'FINALIZING', updated_at = $1 WHERE id = $2 AND status = 'PREPARING'", nowIso(), id)) > 0;
+    return transaction(this.pool, async (db) => {
+      await this.locks.check(db, id);
+      return (await run(db, "UPDATE runs SET status = 'FINALIZING', updated_at = $1 WHERE id = $2 AND status = 'PREPARING'", nowIso(), id)) > 0;
+    });
   }
 
   async completeRound(id: string, round: number, outcome: RoundOutcome, nextShards: readonly NewShard[]): Promise<boolean> {
     return transaction(this.pool, async (db) => {
+      await this.locks.check(db, id);
       const changed = await run(db, `UPDATE runs SET round = $1, step = $2, state_key = $3, state_sha256 = $4,
           metrics = (metrics::jsonb || jsonb_build_array($5::jsonb))::text, round_states = (round_states::jsonb || to_jsonb($4::text))::text,
           waiting = NULL, status = $6, updated_at = $7
@@ -88,6 +95,7 @@ export class PgRuns implements RunRepository {
 
   async succeed(id: string, s: RunSuccess): Promise<boolean> {
     return transaction(this.pool, async (db) => {
+      await this.locks.check(db, id);
       const report = s.report ? JSON.stringify(s.report) : null;
       const changed = await run(db, `UPDATE runs SET status = 'SUCCEEDED', accuracy = $1, loss = $2, tuned_params = $3, report = COALESCE($4, report),
         delta_id = $5, updated_at = $6, finished_at = $6 WHERE id = $7 AND status = 'FINALIZING'`,
@@ -113,7 +121,10 @@ export class PgRuns implements RunRepository {
   }
 
   async setWaiting(id: string, waiting: string | null): Promise<boolean> {
-    return (await run(this.pool, "UPDATE runs SET waiting = $1 WHERE id = $2 AND status = 'RUNNING' AND waiting IS DISTINCT FROM $1", waiting, id)) > 0;
+    return transaction(this.pool, async (db) => {
+      await this.locks.check(db, id);
+      return (await run(db, "UPDATE runs SET waiting = $1 WHERE id = $2 AND status = 'RUNNING' AND waiting IS DISTINCT FROM $1", waiting, id)) > 0;
+    });
   }
 
   async rollback(id: string, to: { round: number; step: number; state: BlobRef }, record: RollbackRecord): Promise<boolean> {
