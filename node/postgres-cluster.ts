@@ -15,8 +15,8 @@ export interface PostgresCluster {
   database(): Promise<string>;
   /** The server's main process id (its backends are its children). */
   postmaster(): number;
-  /** `pg_ctl restart -m fast`: every connection is cut, the server is back when it returns. */
-  restart(): void;
+  /** `pg_ctl restart` (`fast` by default, `immediate`: a crash and its recovery): every connection is cut, the server is back when it returns. */
+  restart(mode?: 'fast' | 'immediate'): void;
   stop(): void;
 }
 
@@ -72,8 +72,8 @@ export async function startPostgres(opts: { durable?: boolean } = {}): Promise<P
       await sqlOn(admin, `CREATE DATABASE ${name}`);
       return `postgres://postgres@127.0.0.1:${port}/${name}`;
     },
-    restart() {
-      as('pg_ctl', ['-D', data, '-m', 'fast', '-l', join(dir, 'log'), '-w', 'restart']);
+    restart(mode = 'fast') {
+      as('pg_ctl', ['-D', data, '-m', mode, '-l', join(dir, 'log'), '-w', 'restart']);
     },
     stop() {
       try {

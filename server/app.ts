@@ -10,12 +10,12 @@ import { ApolloServer } from '@apollo/server';
 import { expressMiddleware } from '@as-integrations/express5';
 import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
 import { WebSocketServer } from 'ws';
-import { LocalBlobStore, S3BlobStore, adoptS3rverObjects, blobHandler } from '../storage';
+import { LocalBlobStore, S3BlobStore, adoptS3rverObjects, blobHandler, isTransient } from '../storage';
 import { ServerConfig } from './config';
 import { Compute } from './compute';
 import { blobStoreSpec, openBlobStore } from './blob-store-spec';
 import { clientAddress } from './client-address';
-import { formatError } from './errors';
+import { AnswerError, formatError } from './errors';
 import { Platform } from './platform';
 import { Services, createServices } from './services';
 import { openState } from './state/open';
@@ -54,6 +54,7 @@ export async function startServer(config: ServerConfig, sink: (line: string) => 
       // Its runs may be driven by another replica now; this one takes up again whichever are free when it is back.
       lost: (why) => log(`coordination: ${why}`),
       back: () => log('coordination: the connection to PostgreSQL is back'),
+      tookOver: (runId, why) => log(`coordination: took run ${runId} over from another server: ${why}`),
     });
   } catch (e) {
     await state.close();
@@ -104,13 +105,14 @@ export async function startServer(config: ServerConfig, sink: (line: string) => 
     services!.workers.prefixOf(clientAddress(request.socket.remoteAddress, request.headers, config.trustedProxies));
   const socketContext = (params: Record<string, unknown> | undefined, request: IncomingMessage, gone: AbortSignal): Context =>
     contextOf(params?.authorization as string | undefined, request, gone);
-  const socket = serveSocket(wss, schema, limits, budget, prefixOfRequest, socketContext, log);
+  const answer: AnswerError = (formatted, error) => formatError(formatted, error, log, (e) => isTransient(e) || state.transient(e));
+  const socket = serveSocket(wss, schema, limits, budget, prefixOfRequest, socketContext, answer);
   const apollo = new ApolloServer<Context>({
     schema,
     introspection: true,
     includeStacktraceInErrorResponses: false,
     parseOptions: { maxTokens: limits.maxTokens },
-    formatError: (formatted, error) => formatError(formatted, error, log),
+    formatError: answer,
     plugins: [
       ApolloServerPluginDrainHttpServer({ httpServer: http }),
       { async serverWillStart() { return { async drainServer() { await socket.dispose(); } }; } },

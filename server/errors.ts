@@ -19,14 +19,22 @@ const CLIENT_CODES = new Set([
   'GRAPHQL_VALIDATION_FAILED', 'BAD_REQUEST', 'PERSISTED_QUERY_NOT_FOUND', 'PERSISTED_QUERY_NOT_SUPPORTED', 'OPERATION_RESOLUTION_FAILURE',
 ]);
 
-/** An error to be answered; an internal one is logged and its details kept out of the answer. */
-export function formatError(formatted: GraphQLFormattedError, error: unknown, log: (line: string) => void): GraphQLFormattedError {
+/** How the server answers an error, as `formatError` with its log and stores bound. */
+export type AnswerError = (formatted: GraphQLFormattedError, error: unknown) => GraphQLFormattedError;
+
+/**
+ * An error to be answered; an internal one is logged and its details kept out of the answer.
+ * `transient` says whether a store's error is passing (the blob store's and the state store's).
+ */
+export function formatError(
+  formatted: GraphQLFormattedError, error: unknown, log: (line: string) => void, transient: (e: unknown) => boolean = isTransient,
+): GraphQLFormattedError {
   const code = formatted.extensions?.code;
   if (typeof code === 'string' && CLIENT_CODES.has(code)) return formatted;
   const original = error instanceof GraphQLError && error.originalError ? error.originalError : error;
   const ref = randomBytes(4).toString('hex');
   const path = formatted.path ? ` at ${formatted.path.join('.')}` : '';
-  if (isTransient(original)) {
+  if (transient(original)) {
     // Nothing was changed by the failed request, and it may be sent again (the worker's client does).
     log(`unavailable ${ref}${path}: ${original instanceof Error ? original.message : String(original)}`);
     const message = `a store this server needs is unreachable or full (log ${ref}); try again shortly`;

@@ -9,7 +9,7 @@ import { DocumentNode, GraphQLError, GraphQLSchema, getOperationAST, parse, vali
 import { getVariableValues } from 'graphql/execution/values';
 import type { WebSocketServer } from 'ws';
 import { useServer } from 'graphql-ws/use/ws';
-import { formatError } from './errors';
+import type { AnswerError } from './errors';
 import { sharedSubscribe } from './fan-out';
 import { QueryLimits, checkCost } from './limits';
 import type { Context } from './resolvers/context';
@@ -68,7 +68,7 @@ const CACHED_DOCUMENTS = 256;
 
 export function serveSocket(
   wss: WebSocketServer, schema: GraphQLSchema, limits: QueryLimits, budget: SocketBudget, prefixOf: (request: IncomingMessage) => string,
-  context: (params: Record<string, unknown> | undefined, request: IncomingMessage, gone: AbortSignal) => Context, log: (line: string) => void,
+  context: (params: Record<string, unknown> | undefined, request: IncomingMessage, gone: AbortSignal) => Context, answer: AnswerError,
 ): { dispose(): Promise<void> } {
   wss.on('connection', (ws, request) => {
     const prefix = prefixOf(request);
@@ -169,7 +169,7 @@ export function serveSocket(
     },
     onDisconnect: (ctx) => endAll(ctx),
     onClose: (ctx) => endAll(ctx),
-    onNext: (_ctx, _id, _payload, _args, result) => (result.errors ? { ...result, errors: result.errors.map((e) => formatError(e.toJSON(), e, log)) } : undefined),
+    onNext: (_ctx, _id, _payload, _args, result) => (result.errors ? { ...result, errors: result.errors.map((e) => answer(e.toJSON(), e)) } : undefined),
   }, wss);
   return { dispose: async () => cleanup.dispose() };
 }

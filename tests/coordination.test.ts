@@ -160,6 +160,36 @@ describeUnless(postgres.skip)('replicas on one PostgreSQL', () => {
     await turn;
   });
 
+  it('a turn held by a replica that stopped saying it is alive (frozen) is broken after a lease; one held by a live replica is not', async () => {
+    await Promise.all([a.close(), b.close()]);
+    [a, b] = await Promise.all([openPostgresState(url, { runLockSeconds: 1 }), openPostgresState(url, { runLockSeconds: 1 })]);
+    const [heardA] = await Promise.all([started(a), started(b)]);
+    const holdTurn = (s: StateStore, key: string): { held: Promise<void>; release(): void; holding(): boolean } => {
+      let release: (() => void) | undefined;
+      const held = s.coordination.exclusive(key, () => new Promise<void>((r) => (release = r)));
+      return { held, release: () => release!(), holding: () => release !== undefined };
+    };
+    const live = holdTurn(a, 'judge/r/0/1');
+    await until('a to hold a turn', live.holding);
+    const waited = Date.now();
+    const blocked = b.coordination.exclusive('judge/r/0/1', async () => Date.now() - waited);
+    await new Promise((r) => setTimeout(r, 2500));
+    live.release(); // a live holder's turn lasts as long as its work
+    expect(await blocked).toBeGreaterThan(2400);
+    await live.held;
+
+    const frozen = holdTurn(a, 'judge/r/0/2');
+    await until('a to hold a turn', frozen.holding);
+    clearInterval((a.coordination as unknown as { renewal: NodeJS.Timeout }).renewal); // as a frozen process: no more beats
+    const t = Date.now();
+    await b.coordination.exclusive('judge/r/0/2', async () => undefined);
+    const brokenAfter = Date.now() - t;
+    expect(brokenAfter).toBeLessThan(3500); // unseen for a lease (1 s), then a lease of waiting
+    await until('a told its connection ended', () => heardA.lost.length > 0);
+    frozen.release();
+    await frozen.held;
+  });
+
   it('a lock renewed by its holder is not taken, however long and often another asks', async () => {
     await Promise.all([a.close(), b.close()]);
     [a, b] = await Promise.all([openPostgresState(url, { runLockSeconds: 1 }), openPostgresState(url, { runLockSeconds: 1 })]);

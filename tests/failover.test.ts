@@ -5,7 +5,7 @@
 // bit as one process makes it, every shard accepted once, and no replica exits.
 import { Client, createClient } from 'graphql-ws';
 import WebSocket from 'ws';
-import { ServerProcess, StorageProcess, WorkerProcess, startServer, startStorage, startWorker, waitFor, ok, RUN_QUERY } from '../node/local-platform';
+import { ServerProcess, StorageProcess, WorkerProcess, gql, startServer, startStorage, startWorker, waitFor, ok, RUN_QUERY } from '../node/local-platform';
 import { HonestRun, startHonestRun } from './support/honest-run';
 import { postgresForThisFile } from './support/postgres';
 import { describeUnless } from './support/skip';
@@ -34,7 +34,7 @@ describeUnless(postgres.skip)('server replicas on PostgreSQL', () => {
   const sockets: Client[] = [];
   afterEach(async () => {
     await Promise.all(sockets.splice(0).map((s) => s.dispose()));
-    if (honest && alive(honest.server)) process.kill(honest.server.proc.pid!, 'SIGCONT'); // a frozen driver must wake to stop
+    for (const s of [honest?.server, replica]) if (s && alive(s)) process.kill(s.proc.pid!, 'SIGCONT'); // a frozen server must wake to stop
     await worker?.kill();
     await replica?.stop();
     await honest?.close();
@@ -87,7 +87,7 @@ describeUnless(postgres.skip)('server replicas on PostgreSQL', () => {
 
     const killedAt = Date.now();
     await driver.stop('SIGKILL');
-    await waitFor('the replica to take the run over', async () => replica!.log.some((l) => /driving 1 unfinished run/.test(l)), 30_000, 50);
+    await waitFor('the replica to take the run over', async () => replica!.log.some((l) => l.includes(`took run ${runId} over from another server: its connection ended`)), 30_000, 50);
     const takeoverMs = Date.now() - killedAt;
     process.stderr.write(`[failover] the replica drove the run ${takeoverMs} ms after its driver was killed\n`);
     expect(takeoverMs).toBeLessThan(4_000); // its connection ended: no waiting for the lock's lease
@@ -105,7 +105,7 @@ describeUnless(postgres.skip)('server replicas on PostgreSQL', () => {
     await waitFor('round 2', async () => (await roundOf(driver, runId)) >= 2, 120_000);
     process.kill(driver.proc.pid!, 'SIGSTOP');
     const stoppedAt = Date.now();
-    await waitFor('the replica to take the run over', async () => other.log.some((l) => /driving 1 unfinished run/.test(l)), 30_000, 50);
+    await waitFor('the replica to take the run over', async () => other.log.some((l) => l.includes(`took run ${runId} over from another server: its lock lapsed`)), 30_000, 50);
     const takeoverMs = Date.now() - stoppedAt;
     process.stderr.write(`[failover] the replica drove the run ${takeoverMs} ms after its driver was frozen (run lock 10 s)\n`);
     expect(takeoverMs).toBeLessThan(14_000); // the 10 s lease (renewed every 2 s), the adoption clock's second, a loaded machine's delay
@@ -121,19 +121,35 @@ describeUnless(postgres.skip)('server replicas on PostgreSQL', () => {
     expect([alive(driver), alive(other)]).toEqual([true, true]);
   });
 
-  it('PostgreSQL restarted mid-run: both replicas stay up, reconnect, take the run up again and finish it bit-identical', async () => {
+  it('PostgreSQL crashed and restarted mid-run, a replica frozen across it: both stay up, the API answers UNAVAILABLE, the run ends bit-identical', async () => {
     const { driver, replica: other, runId } = await replicas();
     await waitFor('round 2', async () => (await roundOf(driver, runId)) >= 2, 120_000);
     const round = await roundOf(driver, runId);
+    const codes = new Map<string, number>();
+    let probing = true;
+    const probe = (async () => {
+      while (probing) {
+        const r = await gql(driver.url, driver.admin, RUN_QUERY, { id: runId }).catch(() => ({ errors: [{ extensions: { code: 'NO_ANSWER' } }] }));
+        for (const e of r.errors ?? []) codes.set(String(e.extensions?.code), (codes.get(String(e.extensions?.code)) ?? 0) + 1);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })();
+    process.kill(other.proc.pid!, 'SIGSTOP'); // frozen across the restart, it wakes to connections that ended under it
     const t = Date.now();
-    await postgres.restart();
-    process.stderr.write(`[failover] PostgreSQL restarted in ${Date.now() - t} ms\n`);
-    for (const s of [driver, other]) await waitFor('the coordination connection back', async () => s.log.some((l) => l.includes('coordination: the connection to PostgreSQL is back')), 30_000);
+    await postgres.restart('immediate');
+    process.stderr.write(`[failover] PostgreSQL crashed and restarted in ${Date.now() - t} ms\n`);
+    await waitFor('the coordination connection back', async () => driver.log.some((l) => l.includes('coordination: the connection to PostgreSQL is back')), 30_000);
+    await new Promise((r) => setTimeout(r, 3000));
+    process.kill(other.proc.pid!, 'SIGCONT');
     await waitFor('the next round', async () => (await roundOf(driver, runId).catch(() => round)) > round, 60_000);
-    process.stderr.write(`[failover] round ${round + 1} aggregated ${Date.now() - t} ms after the restart began\n`);
+    process.stderr.write(`[failover] round ${round + 1} aggregated ${Date.now() - t} ms after the crash; answers meanwhile ${JSON.stringify(Object.fromEntries(codes))}\n`);
+    await waitFor('the woken replica back', async () => other.log.some((l) => l.includes('coordination: the connection to PostgreSQL is back')), 30_000);
+    probing = false;
+    await probe;
     const result = await honest!.finish(driver);
     expect(result).toMatchObject({ status: 'SUCCEEDED', identical: true });
     await acceptedOnce(driver, runId);
     expect([alive(driver), alive(other)]).toEqual([true, true]);
+    expect(codes.get('INTERNAL_SERVER_ERROR') ?? 0).toBe(0);
   });
 });

@@ -56,6 +56,8 @@ export interface CoordinationHandlers {
   lost(why: string): void;
   /** The connection is back after a loss; the runs are taken up again by the next adoption. */
   back?(): void;
+  /** This server took a run over from another whose lock lapsed or whose connection ended. */
+  tookOver?(runId: string, why: string): void;
 }
 
 /**

@@ -8,7 +8,7 @@ export { sqlOn } from '../../node/postgres-cluster';
  * PostgreSQL for one test file: a cluster started at the first database asked for and stopped
  * after the file; `skip` says why there is none. Call at the file's top level.
  */
-export function postgresForThisFile(): { readonly skip?: string; database(): Promise<string>; restart(): Promise<void> } {
+export function postgresForThisFile(): { readonly skip?: string; database(): Promise<string>; restart(mode?: 'fast' | 'immediate'): Promise<void> } {
   const skip = postgresUnavailable();
   if (skip) process.stderr.write(`[skip] PostgreSQL: ${skip}\n`);
   let cluster: Promise<PostgresCluster> | undefined;
@@ -16,7 +16,7 @@ export function postgresForThisFile(): { readonly skip?: string; database(): Pro
   return {
     skip,
     database: async () => (await (cluster ??= startPostgres())).database(),
-    restart: async () => (await (cluster ??= startPostgres())).restart(),
+    restart: async (mode) => (await (cluster ??= startPostgres())).restart(mode),
   };
 }
 

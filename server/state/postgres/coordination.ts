@@ -55,7 +55,11 @@ export class PgCoordination implements Coordination {
     const client = this.client;
     if (!client) return Promise.resolve(false);
     // One attempt per run at a time, so that two callers see one take.
-    return this.turns.run(`run/${runId}`, () => this.locks.take(client, runId));
+    return this.turns.run(`run/${runId}`, async () => {
+      const taken = await this.locks.take(client, runId);
+      if (taken === 'lapsed' || taken === 'gone') this.handlers?.tookOver?.(runId, taken === 'lapsed' ? 'its lock lapsed (frozen or cut off)' : 'its connection ended');
+      return taken !== false;
+    });
   }
 
   drives(runId: string): boolean {
@@ -84,9 +88,14 @@ export class PgCoordination implements Coordination {
   exclusive<T>(key: string, work: () => Promise<T>): Promise<T> {
     return this.turns.run(key, async () => {
       const client = this.connected();
-      for (;;) {
+      for (let since = performance.now(); ; ) {
         const { rows } = await client.query<{ held: boolean }>('SELECT pg_try_advisory_lock($1, hashtext($2)) AS held', [TURN_LOCKS, key]);
         if (rows[0].held) break;
+        // A turn held longer than a lease by a replica that stopped saying it is alive (frozen) is broken.
+        if (performance.now() - since > this.locks.leaseMs) {
+          since = performance.now();
+          await this.locks.breakStale(client, TURN_LOCKS, key);
+        }
         await new Promise((r) => setTimeout(r, TURN_POLL_MS));
       }
       try {
@@ -105,6 +114,7 @@ export class PgCoordination implements Coordination {
     this.client = undefined;
     if (!client) return;
     await this.locks.releaseAll(client).catch(() => undefined); // others take the runs over at once
+    await this.locks.forgetDeparted(client).catch(() => undefined);
     await client.end().catch(() => undefined);
   }
 
@@ -131,6 +141,7 @@ export class PgCoordination implements Coordination {
       await client.query('SET synchronous_commit = off');
       await client.query('SELECT pg_advisory_lock($1, hashtext($2))', [HOLDER_LOCKS, this.locks.holder]);
       await client.query(`LISTEN ${MESSAGES}; LISTEN ${NUDGES}`);
+      await this.locks.beat(client);
       return client;
     } catch (e) {
       await client.end().catch(() => undefined);
@@ -170,6 +181,7 @@ export class PgCoordination implements Coordination {
     if (!client || this.renewing) return;
     this.renewing = true;
     try {
+      await this.locks.beat(client);
       const lost = await this.locks.renew(client);
       if (lost.length) this.handlers?.lost(`another server took over run(s) ${lost.join(', ')} after this one's lock lapsed`);
     } catch {

@@ -86,8 +86,10 @@ const MIGRATIONS: string[] = [
   'ALTER TABLE datasets ADD COLUMN private SMALLINT NOT NULL DEFAULT 0',
   // 7: run locks as leases with fencing tokens (run-locks.ts), in place of session advisory locks,
   // which a frozen replica's open connection kept for good. SQLite has no counterpart: one process drives all.
+  // Replicas say they are alive in `replicas`, so that a turn held by a frozen one can be broken.
   `CREATE SEQUENCE run_fences;
-   CREATE TABLE run_locks (run_id TEXT PRIMARY KEY, holder TEXT NOT NULL, fence BIGINT NOT NULL, expires_at BIGINT NOT NULL);`,
+   CREATE TABLE run_locks (run_id TEXT PRIMARY KEY, holder TEXT NOT NULL, fence BIGINT NOT NULL, expires_at BIGINT NOT NULL);
+   CREATE TABLE replicas (holder TEXT PRIMARY KEY, seen_at BIGINT NOT NULL);`,
 ];
 
 export const PG_SCHEMA_VERSION = MIGRATIONS.length;
@@ -138,7 +140,7 @@ export function openLivenessPool(url: string): pg.Pool {
 }
 
 export async function migrate(pool: pg.Pool): Promise<void> {
-  const client = await pool.connect();
+  const client = await checkOut(pool);
   try {
     await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
     await client.query('CREATE TABLE IF NOT EXISTS partune_schema (version INTEGER NOT NULL)');
@@ -203,15 +205,30 @@ export async function execute(db: Queryable, [sql, values]: [string, unknown[]])
 export function isTransientDbError(e: unknown): boolean {
   const { code, message } = e as { code?: string; message?: string };
   return (code !== undefined && (code.startsWith('08') || ['57P01', '57P02', '57P03', '53300', 'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT'].includes(code)))
-    || /Connection terminated|timeout exceeded when trying to connect/i.test(message ?? '');
+    || /Connection terminated|timeout exceeded when trying to connect|is not queryable|Query read timeout/i.test(message ?? '');
 }
 
 /** PostgreSQL's codes for a transaction it aborted to break a deadlock or a serialization conflict: safe to run again. */
 const RETRYABLE = new Set(['40P01', '40001']);
 
+/**
+ * A checked-out connection's own 'error' (PostgreSQL restarted under it) is its query's failure,
+ * which the caller sees: without a listener the event would end the process.
+ */
+async function checkOut(pool: pg.Pool): Promise<pg.PoolClient> {
+  const client = await pool.connect();
+  if (!guarded.has(client)) {
+    client.on('error', () => undefined);
+    guarded.add(client);
+  }
+  return client;
+}
+
+const guarded = new WeakSet<pg.PoolClient>();
+
 export async function transaction<T>(pool: pg.Pool, body: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {
-    const client = await pool.connect();
+    const client = await checkOut(pool);
     try {
       await client.query('BEGIN');
       const result = await body(client);

@@ -35,9 +35,12 @@ export class RunLocks {
     return [...this.held.keys()].filter((id) => this.holds(id));
   }
 
-  /** Takes the lock if it is free, lapsed, this holder's, or its holder's connection is gone. */
-  async take(db: Queryable, runId: string): Promise<boolean> {
-    if (this.holds(runId)) return true;
+  /**
+   * Takes the lock if it is free, this holder's, lapsed, or its holder's connection is gone; says
+   * which (false: another replica holds it).
+   */
+  async take(db: Queryable, runId: string): Promise<false | 'free' | 'lapsed' | 'gone'> {
+    if (this.holds(runId)) return 'free';
     const askedAt = performance.now();
     let taken = await first<{ fence: number; prior?: string | null }>(db, `WITH prior AS (SELECT holder FROM run_locks WHERE run_id = $1)
       INSERT INTO run_locks (run_id, holder, fence, expires_at) VALUES ($1, $2, nextval('run_fences'), ${DB_NOW_MS} + $3)
@@ -46,7 +49,9 @@ export class RunLocks {
     runId, this.holder, this.leaseMs);
     // A holder still connected that let its lease lapse is frozen or cut off: its connection is ended, so that the turns it
     // holds are freed and its other runs are given up too; when it wakes it reconnects as a new session.
-    if (taken?.prior && taken.prior !== this.holder) await endSession(db, taken.prior).catch(() => undefined);
+    const lapsed = !!taken?.prior && taken.prior !== this.holder;
+    if (lapsed) await endSession(db, taken!.prior!).catch(() => undefined);
+    let how: 'free' | 'lapsed' | 'gone' = lapsed ? 'lapsed' : 'free';
     if (!taken) {
       const current = await first<{ holder: string; fence: number }>(db, 'SELECT holder, fence FROM run_locks WHERE run_id = $1', runId);
       if (!current || !(await holderGone(db, current.holder))) return false;
@@ -54,9 +59,31 @@ export class RunLocks {
       taken = await first<{ fence: number }>(db, `UPDATE run_locks SET holder = $2, fence = nextval('run_fences'), expires_at = ${DB_NOW_MS} + $3
         WHERE run_id = $1 AND fence = $4 RETURNING fence`, runId, this.holder, this.leaseMs, current.fence);
       if (!taken) return false;
+      how = 'gone';
     }
     this.held.set(runId, { fence: taken.fence, validUntil: this.validUntil(askedAt) });
-    return true;
+    return how;
+  }
+
+  /** Records this holder as alive now (with every renewal); forgets holders not seen for a day. */
+  async beat(db: Queryable): Promise<void> {
+    await run(db, `INSERT INTO replicas (holder, seen_at) VALUES ($1, ${DB_NOW_MS}) ON CONFLICT (holder) DO UPDATE SET seen_at = EXCLUDED.seen_at`, this.holder);
+  }
+
+  async forgetDeparted(db: Queryable): Promise<void> {
+    await run(db, `DELETE FROM replicas WHERE seen_at < ${DB_NOW_MS} - 86400000 OR holder = $1`, this.holder);
+  }
+
+  /**
+   * Ends the session holding the advisory lock (`space`, `key`) if its holder has not been seen for
+   * a lease (frozen): waiting on it would last as long as the freeze.
+   */
+  async breakStale(db: Queryable, space: number, key: string): Promise<boolean> {
+    return (await run(db, `SELECT pg_terminate_backend(t.pid) FROM pg_locks t
+      JOIN pg_locks h ON h.pid = t.pid AND h.locktype = 'advisory' AND h.granted AND h.classid = $1
+      JOIN replicas r ON (hashtext(r.holder)::bigint & 4294967295)::oid = h.objid
+      WHERE t.locktype = 'advisory' AND t.granted AND t.classid = $2 AND t.objid = (hashtext($3)::bigint & 4294967295)::oid
+        AND r.seen_at < ${DB_NOW_MS} - $4 AND t.pid <> pg_backend_pid()`, HOLDER_LOCKS, space, key, this.leaseMs)) > 0;
   }
 
   /** Renews every lock held; returns the runs whose lock was taken by another replica meanwhile. */
