@@ -5,6 +5,8 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { clientAddress } from '../server/client-address';
+import { formatError } from '../server/errors';
+import { isTransient } from '../storage';
 import { openPostgresState } from '../server/state/postgres';
 import { HOLDER_LOCKS } from '../server/state/postgres/run-locks';
 import { openSqliteState } from '../server/state/sqlite';
@@ -106,6 +108,15 @@ describeUnless(postgres.skip)('replicas on one PostgreSQL', () => {
     })()]);
     expect(same).toBe(1);
     expect(other).toBeLessThan(100);
+  });
+
+  it('a database restarting or starting up is a passing fault: the API answers UNAVAILABLE, not INTERNAL_SERVER_ERROR', () => {
+    const answer = (e: Error): unknown => formatError({ message: e.message }, e, () => undefined, (x) => isTransient(x) || a.transient(x)).extensions?.code;
+    const pgError = (code: string, message: string): Error => Object.assign(new Error(message), { code });
+    expect(answer(pgError('57P03', 'the database system is starting up'))).toBe('UNAVAILABLE');
+    expect(answer(pgError('57P01', 'terminating connection due to administrator command'))).toBe('UNAVAILABLE');
+    expect(answer(new Error('Client has encountered a connection error and is not queryable'))).toBe('UNAVAILABLE');
+    expect(answer(pgError('42P01', 'relation "runs" does not exist'))).toBe('INTERNAL_SERVER_ERROR');
   });
 
   it('volunteer admissions are counted once across replicas', async () => {
