@@ -18,19 +18,31 @@ import { evaluatesAfter } from './plan';
 import { RunQueries } from './queries';
 import { LostUpdate, StagesByKind } from './stages';
 
+/** How often a replica looks again at the runs it drives without being nudged. */
+const RECHECK_MS = 5000;
+
 export class Scheduler {
   private readonly chains = new Map<string, Promise<void>>();
   /** Runs this replica drives that wait for a store (blobs or database) to answer again, and why. */
   private readonly paused = new Map<string, string>();
+  private checkedAt = performance.now();
 
   constructor(private readonly p: Platform, private readonly stages: StagesByKind, private readonly events: RunEvents, private readonly runs: RunQueries) {}
 
-  /** Takes up the unfinished runs no replica drives, and lets go of the ended ones; returns how many it took up. */
+  /**
+   * Takes up the unfinished runs no replica drives, and lets go of the ended ones; returns how many
+   * it took up. Every few seconds it also moves on the runs it drives that are idle: a nudge can be
+   * lost (its sender froze between settling a shard and sending it, or PostgreSQL restarted).
+   */
   async adopt(): Promise<number> {
     const { coordination } = this.p.state;
     const unfinished = await this.p.state.runs.unfinished();
     const open = new Set(unfinished);
     for (const id of coordination.driven()) if (!open.has(id) && !this.chains.has(id)) await coordination.letGo(id);
+    if (performance.now() - this.checkedAt > RECHECK_MS) {
+      this.checkedAt = performance.now();
+      for (const id of coordination.driven()) if (open.has(id) && !this.chains.has(id)) void this.advance(id);
+    }
     let adopted = 0;
     for (const id of unfinished) {
       if (coordination.drives(id) || !(await coordination.drive(id))) continue;
