@@ -41,7 +41,8 @@ export class Scheduler {
     for (const id of coordination.driven()) if (!open.has(id) && !this.chains.has(id)) await coordination.letGo(id);
     if (performance.now() - this.checkedAt > RECHECK_MS) {
       this.checkedAt = performance.now();
-      for (const id of coordination.driven()) if (open.has(id) && !this.chains.has(id)) void this.advance(id);
+      // A paused run has its own retries: another would stack on them.
+      for (const id of coordination.driven()) if (open.has(id) && !this.chains.has(id) && !this.paused.has(id)) void this.advance(id);
     }
     let adopted = 0;
     for (const id of unfinished) {
