@@ -87,7 +87,8 @@ describeUnless(postgres.skip)('server replicas on PostgreSQL', () => {
 
     const killedAt = Date.now();
     await driver.stop('SIGKILL');
-    await waitFor('the replica to take the run over', async () => replica!.log.some((l) => l.includes(`took run ${runId} over from another server: its connection ended`)), 30_000, 50);
+    const tookOver = (s: ServerProcess, why: string): boolean => s.log.some((l) => l.includes(`took run ${runId} over from another server: ${why}`));
+    await waitFor('the replica to take the run over', async () => tookOver(replica!, 'its connection ended'), 30_000, 50);
     const takeoverMs = Date.now() - killedAt;
     process.stderr.write(`[failover] the replica drove the run ${takeoverMs} ms after its driver was killed\n`);
     expect(takeoverMs).toBeLessThan(4_000); // its connection ended: no waiting for the lock's lease
@@ -105,7 +106,8 @@ describeUnless(postgres.skip)('server replicas on PostgreSQL', () => {
     await waitFor('round 2', async () => (await roundOf(driver, runId)) >= 2, 120_000);
     process.kill(driver.proc.pid!, 'SIGSTOP');
     const stoppedAt = Date.now();
-    await waitFor('the replica to take the run over', async () => other.log.some((l) => l.includes(`took run ${runId} over from another server: its lock lapsed`)), 30_000, 50);
+    const tookOver = (): boolean => other.log.some((l) => l.includes(`took run ${runId} over from another server: its lock lapsed`));
+    await waitFor('the replica to take the run over', async () => tookOver(), 30_000, 50);
     const takeoverMs = Date.now() - stoppedAt;
     process.stderr.write(`[failover] the replica drove the run ${takeoverMs} ms after its driver was frozen (run lock 10 s)\n`);
     expect(takeoverMs).toBeLessThan(14_000); // the 10 s lease (renewed every 2 s), the adoption clock's second, a loaded machine's delay
@@ -113,7 +115,8 @@ describeUnless(postgres.skip)('server replicas on PostgreSQL', () => {
     await waitFor('a round the replica drove', async () => (await roundOf(other, runId)) > round, 60_000);
 
     process.kill(driver.proc.pid!, 'SIGCONT');
-    await waitFor('the woken driver to know it lost the run', async () => driver.log.some((l) => /coordination: .*(stopped driving|took over)/.test(l)), 30_000);
+    const knowsItLost = (): boolean => driver.log.some((l) => /coordination: .*(stopped driving|took over)/.test(l));
+    await waitFor('the woken driver to know it lost the run', async () => knowsItLost(), 30_000);
     const result = await honest!.finish(other);
     expect(result).toMatchObject({ status: 'SUCCEEDED', identical: true });
     await acceptedOnce(other, runId);
@@ -121,7 +124,7 @@ describeUnless(postgres.skip)('server replicas on PostgreSQL', () => {
     expect([alive(driver), alive(other)]).toEqual([true, true]);
   });
 
-  it('PostgreSQL crashed and restarted mid-run, a replica frozen across it: both stay up, the API answers UNAVAILABLE, the run ends bit-identical', async () => {
+  it('PostgreSQL crashed and restarted mid-run, a replica frozen across it: both stay up, the API answers UNAVAILABLE, bit-identical', async () => {
     const { driver, replica: other, runId } = await replicas();
     await waitFor('round 2', async () => (await roundOf(driver, runId)) >= 2, 120_000);
     const round = await roundOf(driver, runId);
@@ -138,12 +141,14 @@ describeUnless(postgres.skip)('server replicas on PostgreSQL', () => {
     const t = Date.now();
     await postgres.restart('immediate');
     process.stderr.write(`[failover] PostgreSQL crashed and restarted in ${Date.now() - t} ms\n`);
-    await waitFor('the coordination connection back', async () => driver.log.some((l) => l.includes('coordination: the connection to PostgreSQL is back')), 30_000);
+    const back = (s: ServerProcess): boolean => s.log.some((l) => l.includes('coordination: the connection to PostgreSQL is back'));
+    await waitFor('the coordination connection back', async () => back(driver), 30_000);
     await new Promise((r) => setTimeout(r, 3000));
     process.kill(other.proc.pid!, 'SIGCONT');
     await waitFor('the next round', async () => (await roundOf(driver, runId).catch(() => round)) > round, 60_000);
-    process.stderr.write(`[failover] round ${round + 1} aggregated ${Date.now() - t} ms after the crash; answers meanwhile ${JSON.stringify(Object.fromEntries(codes))}\n`);
-    await waitFor('the woken replica back', async () => other.log.some((l) => l.includes('coordination: the connection to PostgreSQL is back')), 30_000);
+    const answers = JSON.stringify(Object.fromEntries(codes));
+    process.stderr.write(`[failover] round ${round + 1} aggregated ${Date.now() - t} ms after the crash; answers meanwhile ${answers}\n`);
+    await waitFor('the woken replica back', async () => back(other), 30_000);
     probing = false;
     await probe;
     const result = await honest!.finish(driver);

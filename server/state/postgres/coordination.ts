@@ -57,7 +57,8 @@ export class PgCoordination implements Coordination {
     // One attempt per run at a time, so that two callers see one take.
     return this.turns.run(`run/${runId}`, async () => {
       const taken = await this.locks.take(client, runId);
-      if (taken === 'lapsed' || taken === 'gone') this.handlers?.tookOver?.(runId, taken === 'lapsed' ? 'its lock lapsed (frozen or cut off)' : 'its connection ended');
+      if (taken === 'lapsed') this.handlers?.tookOver?.(runId, 'its lock lapsed (frozen or cut off)');
+      if (taken === 'gone') this.handlers?.tookOver?.(runId, 'its connection ended');
       return taken !== false;
     });
   }

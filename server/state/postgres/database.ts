@@ -113,11 +113,8 @@ const LIVENESS_POOL_SIZE = 4;
  * replica frozen mid-write), so that the rows it locked do not hold the other replicas up.
  */
 export async function openPool(url: string, idleTransactionMs: number): Promise<pg.Pool> {
-  const pool = new pg.Pool({
-    connectionString: url, max: POOL_SIZE, types, connectionTimeoutMillis: 10_000, options: `-c idle_in_transaction_session_timeout=${Math.ceil(idleTransactionMs)}`,
-  });
-  // An idle connection's error (the server restarted) must not crash the process: the pool replaces it.
-  pool.on('error', () => undefined);
+  const options = `-c idle_in_transaction_session_timeout=${Math.ceil(idleTransactionMs)}`;
+  const pool = survivesRestarts(new pg.Pool({ connectionString: url, max: POOL_SIZE, types, connectionTimeoutMillis: 10_000, options }));
   try {
     await migrate(pool);
   } catch (e) {
@@ -134,13 +131,23 @@ export async function openPool(url: string, idleTransactionMs: number): Promise<
  * while a fleet's heartbeats no longer queue for the WAL flush ahead of claims and completions.
  */
 export function openLivenessPool(url: string): pg.Pool {
-  const pool = new pg.Pool({ connectionString: url, max: LIVENESS_POOL_SIZE, types, connectionTimeoutMillis: 10_000, options: '-c synchronous_commit=off' });
+  const options = '-c synchronous_commit=off';
+  return survivesRestarts(new pg.Pool({ connectionString: url, max: LIVENESS_POOL_SIZE, types, connectionTimeoutMillis: 10_000, options }));
+}
+
+/**
+ * A connection's 'error' (PostgreSQL restarted under it) must not end the process: an idle one's
+ * the pool reports (and replaces the connection), a checked-out one's is also its query's failure,
+ * which the caller sees. Without a listener on each connection the event would be unhandled.
+ */
+function survivesRestarts(pool: pg.Pool): pg.Pool {
   pool.on('error', () => undefined);
+  pool.on('connect', (client) => void client.on('error', () => undefined));
   return pool;
 }
 
 export async function migrate(pool: pg.Pool): Promise<void> {
-  const client = await checkOut(pool);
+  const client = await pool.connect();
   try {
     await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
     await client.query('CREATE TABLE IF NOT EXISTS partune_schema (version INTEGER NOT NULL)');
@@ -211,24 +218,9 @@ export function isTransientDbError(e: unknown): boolean {
 /** PostgreSQL's codes for a transaction it aborted to break a deadlock or a serialization conflict: safe to run again. */
 const RETRYABLE = new Set(['40P01', '40001']);
 
-/**
- * A checked-out connection's own 'error' (PostgreSQL restarted under it) is its query's failure,
- * which the caller sees: without a listener the event would end the process.
- */
-async function checkOut(pool: pg.Pool): Promise<pg.PoolClient> {
-  const client = await pool.connect();
-  if (!guarded.has(client)) {
-    client.on('error', () => undefined);
-    guarded.add(client);
-  }
-  return client;
-}
-
-const guarded = new WeakSet<pg.PoolClient>();
-
 export async function transaction<T>(pool: pg.Pool, body: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {
-    const client = await checkOut(pool);
+    const client = await pool.connect();
     try {
       await client.query('BEGIN');
       const result = await body(client);

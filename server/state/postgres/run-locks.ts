@@ -37,10 +37,10 @@ export class RunLocks {
 
   /**
    * Takes the lock if it is free, this holder's, lapsed, or its holder's connection is gone; says
-   * which (false: another replica holds it).
+   * which (false: another replica holds it; 'held': this one did already).
    */
-  async take(db: Queryable, runId: string): Promise<false | 'free' | 'lapsed' | 'gone'> {
-    if (this.holds(runId)) return 'free';
+  async take(db: Queryable, runId: string): Promise<false | 'held' | 'free' | 'lapsed' | 'gone'> {
+    if (this.holds(runId)) return 'held';
     const askedAt = performance.now();
     let taken = await first<{ fence: number; prior?: string | null }>(db, `WITH prior AS (SELECT holder FROM run_locks WHERE run_id = $1)
       INSERT INTO run_locks (run_id, holder, fence, expires_at) VALUES ($1, $2, nextval('run_fences'), ${DB_NOW_MS} + $3)
@@ -67,7 +67,8 @@ export class RunLocks {
 
   /** Records this holder as alive now (with every renewal); forgets holders not seen for a day. */
   async beat(db: Queryable): Promise<void> {
-    await run(db, `INSERT INTO replicas (holder, seen_at) VALUES ($1, ${DB_NOW_MS}) ON CONFLICT (holder) DO UPDATE SET seen_at = EXCLUDED.seen_at`, this.holder);
+    await run(db, `INSERT INTO replicas (holder, seen_at) VALUES ($1, ${DB_NOW_MS})
+      ON CONFLICT (holder) DO UPDATE SET seen_at = EXCLUDED.seen_at`, this.holder);
   }
 
   async forgetDeparted(db: Queryable): Promise<void> {

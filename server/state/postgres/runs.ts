@@ -121,6 +121,9 @@ export class PgRuns implements RunRepository {
   }
 
   async setWaiting(id: string, waiting: string | null): Promise<boolean> {
+    // The clock asks every second for every run it drives: one read when nothing changes, the fenced write when something does.
+    const due = await first(this.pool, "SELECT 1 FROM runs WHERE id = $1 AND status = 'RUNNING' AND waiting IS DISTINCT FROM $2", id, waiting);
+    if (!due) return false;
     return transaction(this.pool, async (db) => {
       await this.locks.check(db, id);
       return (await run(db, "UPDATE runs SET waiting = $1 WHERE id = $2 AND status = 'RUNNING' AND waiting IS DISTINCT FROM $1", waiting, id)) > 0;
