@@ -4,7 +4,7 @@ import { writeFileSync } from 'node:fs';
 import {
   LayerAngle, Strategy, TrainSummary, TrainableVit, inspect, layerAngles, presetStrategy, rankAgreement, selectByAngle, topKForBudget, withNewHead,
 } from '../engine';
-import { Options, backend, checkpointFrom, normalization, num, optionalInt, prepareData, runTraining, say, str } from './commands';
+import { Options, backend, checkpointFrom, normalization, num, optionalInt, prepareData, runTraining, say, str, withMicroBatch } from './commands';
 import { trainOptionsFrom } from './options';
 
 export async function anglesCommand(o: Options): Promise<Record<string, unknown>> {
@@ -13,13 +13,13 @@ export async function anglesCommand(o: Options): Promise<Record<string, unknown>
   const direction = (str(o, 'direction') ?? 'largest') as 'largest' | 'smallest';
   if (!['largest', 'smallest'].includes(direction)) throw new Error('--direction must be largest or smallest');
   const base = await checkpointFrom(o);
-  const split = prepareData(o, base.config, options);
+  const split = await prepareData(o, base.config, options);
   const start = await withNewHead(base, split.train.classes, options.seed);
   const { norm } = normalization(options, start.config, split.train);
   const probe = async (opts: typeof options): Promise<{ angles: LayerAngle[]; summary: TrainSummary }> => {
     say(o, `angle probe: full fine-tuning, ${opts.maxSteps !== undefined ? `${opts.maxSteps} steps` : `${opts.epochs} epoch(s)`} of batch ${opts.batchSize}, lr ${opts.lr}`);
     const model = new TrainableVit(start.weights, start.config, presetStrategy('full'));
-    const { summary } = await runTraining(o, model, split, norm, opts, { evalEachEpoch: false });
+    const { summary } = await runTraining(o, model, split, norm, withMicroBatch(o, opts, start.config, model.inspection.tunedParams), { evalEachEpoch: false });
     const tuned = await model.weights();
     model.dispose();
     return { angles: layerAngles(base.weights, tuned, base.config), summary };

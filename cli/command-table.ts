@@ -5,6 +5,7 @@ import { anglesCommand } from './angles';
 import { Options, convertCommand, deltaApplyCommand, deltaInfoCommand, evalCommand, finetuneCommand, strategiesCommand } from './commands';
 import { datasetImportCommand, deltaDownloadCommand, deltaMergeCommand, modelRegisterCommand, runCommand, serveCommand, workerCommand } from './platform';
 import { flagOf } from './options';
+import { predictCommand } from './predict';
 import { soupCommand } from './soup';
 import { storageServeCommand } from './storage';
 
@@ -22,14 +23,14 @@ export interface Command {
 const TRAIN = TRAIN_OPTION_NAMES.map((name) => flagOf(name).slice(2));
 export const BOOLEAN_FLAGS = new Set([
   ...TRAIN_OPTION_NAMES.filter((n) => TRAIN_OPTION_SPECS[n].kind === 'bool').map((n) => flagOf(n).slice(2)), 'json', 'quiet', 'adapt', 'help', 'wait',
-  'admit-volunteers', 'private',
+  'admit-volunteers', 'private', 'skip-bad',
 ]);
 /** Taken by every command. */
 export const COMMON = ['json', 'quiet', 'help'];
 const ENGINE = ['backend', 'blas', 'threads'];
 const MODEL = ['checkpoint', 'config', 'arch'];
 /** The seeded subsets of --data a command evaluates or normalises with: the same images in every command. */
-const DATA = ['data', 'adapt', 'train-limit', 'test-limit', 'seed', 'normalize'];
+const DATA = ['data', 'adapt', 'train-limit', 'test-limit', 'seed', 'normalize', 'storage-size', 'skip-bad'];
 const CLIENT = ['server', 'token', 'data-dir'];
 
 export const COMMANDS: readonly Command[] = [
@@ -40,13 +41,19 @@ export const COMMANDS: readonly Command[] = [
   },
   {
     name: 'finetune', required: ['checkpoint', 'data', 'strategy', 'out'], run: finetuneCommand,
-    flags: [...ENGINE, ...MODEL, ...DATA, ...TRAIN, 'strategy', 'out', 'head', 'delta-dtype', 'merged-out', 'prefix-cache', 'prefix-cache-mib'],
+    flags: [...ENGINE, ...MODEL, ...DATA, ...TRAIN, 'strategy', 'out', 'head', 'delta-dtype', 'merged-out', 'prefix-cache', 'prefix-cache-mib', 'image-size'],
     usage: 'partune finetune --checkpoint F [--config C | --arch A] --data SPEC --strategy S --out DELTA\n'
       + '                 [--epochs E] [--lr LR] [--batch-size B] [--train-limit N] [--test-limit N] [--seed S]\n'
       + '                 [--head new|keep] [--crop-padding P] [--flip] [--weight-decay W] [--label-smoothing L]\n'
       + '                 [--warmup-steps N] [--min-lr LR] [--clip-grad G] [--max-steps N] [--delta-dtype f32|f16]\n'
-      + '                 [--merged-out FILE] [--normalize auto|model|dataset] [--adapt]\n'
+      + '                 [--merged-out FILE] [--normalize auto|model|dataset] [--adapt] [--image-size N (resamples pos_embed)]\n'
+      + '                 [--resized-crop] [--micro-batch M] [--storage-size S] [--skip-bad]\n'
       + '                 [--prefix-cache off|f32|f16] [--prefix-cache-mib M] [--json]',
+  },
+  {
+    name: 'predict', flags: [...ENGINE, ...MODEL, 'delta', 'top'], required: ['checkpoint'], positionals: { min: 1, max: 10_000, name: 'IMAGE' },
+    run: (o, images) => predictCommand(o, images),
+    usage: 'partune predict --checkpoint F [--delta D] [--top K] [--json] IMAGE...   (top-5 classes by the model\'s eval transform)',
   },
   {
     name: 'delta apply', flags: [...ENGINE, ...MODEL, 'delta', 'out', 'dtype'], required: ['checkpoint', 'delta', 'out'], run: deltaApplyCommand,
@@ -57,8 +64,8 @@ export const COMMANDS: readonly Command[] = [
     usage: 'partune delta info DELTA [--json]',
   },
   {
-    name: 'convert', flags: [...ENGINE, ...MODEL, 'out', 'dtype'], required: ['checkpoint', 'out'], run: convertCommand,
-    usage: 'partune convert --checkpoint F [--config C | --arch A] --out TIMM.safetensors [--dtype f32|f16]',
+    name: 'convert', flags: [...ENGINE, ...MODEL, 'out', 'dtype', 'image-size'], required: ['checkpoint', 'out'], run: convertCommand,
+    usage: 'partune convert --checkpoint F [--config C | --arch A] --out TIMM.safetensors [--dtype f32|f16] [--image-size N (resamples pos_embed)]',
   },
   {
     name: 'angles', required: ['checkpoint', 'data'], run: anglesCommand,
@@ -94,10 +101,11 @@ export const COMMANDS: readonly Command[] = [
     usage: 'partune model register --name N --checkpoint F [--config C | --arch A]   (F may be random:PRESET)',
   },
   {
-    name: 'dataset import', flags: [...CLIENT, 'name', 'format', 'path', 'server-path', 'train-limit', 'test-limit', 'private'], required: ['name', 'format'],
-    run: datasetImportCommand,
-    usage: 'partune dataset import --name N --format idx|cifar10|mnist-package [--path DIR (uploaded) | --server-path DIR]\n'
-      + '                       [--train-limit N] [--test-limit N] [--private (its runs never admit volunteers)]',
+    name: 'dataset import', flags: [...CLIENT, 'name', 'format', 'path', 'server-path', 'train-limit', 'test-limit', 'private', 'storage-size', 'skip-bad', 'test-fraction'],
+    required: ['name', 'format'], run: datasetImportCommand,
+    usage: 'partune dataset import --name N --format idx|cifar10|mnist-package|folder [--path DIR (uploaded) | --server-path DIR]\n'
+      + '                       [--train-limit N] [--test-limit N] [--private (its runs never admit volunteers)]\n'
+      + '                       folder: [--storage-size S (default 256)] [--skip-bad] [--test-fraction F (default 0.2)]',
   },
   {
     name: 'run', required: ['model', 'dataset', 'strategy'], run: runCommand,
@@ -115,7 +123,7 @@ export const COMMANDS: readonly Command[] = [
 ];
 
 export const FOOTER = `  F: a .safetensors file (timm, vit-pytorch or Hugging Face names) or random:PRESET
-  SPEC: mnist | fashion-mnist[:DIR] | idx:DIR | cifar10:DIR
+  SPEC: mnist | fashion-mnist[:DIR] | idx:DIR | cifar10:DIR | folder:PATH (class folders, .zip, .tar, .csv/.jsonl manifest, WebDataset shards)
   S: full, linear-probe, attn-only, ffn-only, first-half, last-half, first-half-attn,
      first-half-ffn, last-half-attn, last-half-ffn, inline JSON or @strategy.json
   --test-limit N / --train-limit N: the same seeded images (--seed) in every command

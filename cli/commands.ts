@@ -5,11 +5,11 @@ import * as tf from '@tensorflow/tfjs';
 import {
   Checkpoint, Dataset, LoopControls, Normalization, PRESET_NAMES, PrefixCacheOptions, Split, TrainOptions, TrainableVit, TrainSummary, VitConfig, adapt,
   MissingArchitectureError, applyDelta, evaluate, exportCheckpoint, finishFineTuning, inspect, parseDelta, parseStrategy, parseVitConfig, presetStrategy,
-  resolveNormalization, selectData, serializeDelta, toDevice, train, trainingSchedule, withNewHead,
+  resolveNormalization, selectData, serializeDelta, toDevice, train, trainingSchedule, withNewHead, DeltaManifest, atImageSize, inputTransform, defaultMicroBatch,
 } from '../engine';
 import { BackendChoice, selectBackend } from '../node/backend';
 import { openCheckpoint, readConfig } from '../node/checkpoints';
-import { loadData } from '../node/data';
+import { readData } from '../node/data';
 import { Options, trainOptionsFrom, withFlags } from './options';
 import { ProgressBar, formatSeconds } from './progress';
 import { plural } from '../protocol/words';
@@ -61,17 +61,44 @@ export async function checkpointFrom(o: Options, config = configFrom(o)): Promis
   }
 }
 
-/** The run's seeded subsets of --data (--train-limit, --test-limit), converted by --adapt if asked. */
-export function prepareData(o: Options, config: VitConfig, options: TrainOptions): Split {
-  const chosen = selectData(loadData(need(o, 'data')), options);
+/** Photos are stored a little larger than the model's input, so that crops have room: 256 for 224. */
+export const storageSizeFor = (config: VitConfig): number => Math.round((config.imageSize * 8) / 7);
+
+/**
+ * The run's seeded subsets of --data (--train-limit, --test-limit); photos decoded at --storage-size
+ * (bad files fail the command unless --skip-bad), other images converted by --adapt if asked.
+ */
+export async function prepareData(o: Options, config: VitConfig, options: TrainOptions): Promise<Split> {
+  const spec = need(o, 'data');
+  const channels = config.channels === 1 ? 1 : 3;
+  const storageSize = num(o, 'storage-size', storageSizeFor(config), true);
+  if (storageSize < 8 || storageSize > 4096) throw new Error(`--storage-size must be from 8 to 4096 (got ${storageSize})`);
+  const bar = spec.startsWith('folder:') ? new ProgressBar('decode', 1, Boolean(o.quiet)) : undefined;
+  const { split, report } = await readData(spec, {
+    storageSize, interpolation: inputTransform(config).interpolation, channels, skipBad: Boolean(o['skip-bad']), onProgress: (done, total) => bar?.update(done, {}, total),
+  });
+  if (report) {
+    bar?.done(`decoded ${plural(report.decoded, 'image')} (${report.layout}) at ${storageSize}x${storageSize}`);
+    if (report.skipped.length) say(o, `skipped ${plural(report.skipped.length, 'file')} that do not decode: ${report.skipped.slice(0, 5).map((s) => s.path).join(', ')}${report.skipped.length > 5 ? ', …' : ''}`);
+    if (report.ignored.length) say(o, `ignored ${plural(report.ignored.length, 'file')} outside class folders or not images: ${report.ignored.slice(0, 5).join(', ')}${report.ignored.length > 5 ? ', …' : ''}`);
+  }
+  const chosen = selectData(split, options);
   const fit = (ds: Dataset): Dataset => {
-    if (o.adapt) return adapt(ds, { size: config.imageSize, channels: config.channels });
-    if (ds.height !== config.imageSize || ds.width !== config.imageSize || ds.channels !== config.channels) {
-      throw new Error(`${ds.name} has ${ds.height}x${ds.width}x${ds.channels} images, the model takes ${config.imageSize}x${config.imageSize}x${config.channels}: pass --adapt to resize and convert them`);
-    }
-    return ds;
+    if (ds.channels === config.channels) return ds;
+    if (o.adapt) return adapt(ds, { size: ds.height, channels: config.channels });
+    throw new Error(`${ds.name} has ${ds.channels}-channel images, the model takes ${config.channels}: pass --adapt to convert them`);
   };
   return { train: fit(chosen.train), test: fit(chosen.test) };
+}
+
+/** --image-size N: the checkpoint at another resolution, its position embedding resampled as timm does. */
+export function atImageSizeFrom(o: Options, ckpt: Checkpoint): Checkpoint {
+  const size = optionalInt(o, 'image-size');
+  if (size === undefined) return ckpt;
+  if (size % ckpt.config.patchSize !== 0 || size < ckpt.config.patchSize || size > 4096) {
+    throw new Error(`--image-size must be a multiple of the patch size ${ckpt.config.patchSize} up to 4096 (got ${size})`);
+  }
+  return atImageSize(ckpt, size);
 }
 
 /** --normalize: the checkpoint's own normalisation when it declares one, else the training images'. */
@@ -87,7 +114,7 @@ export async function evalCommand(o: Options): Promise<Record<string, unknown>> 
   const backendName = await backend(o);
   const ckpt = await checkpointFrom(o);
   // finetune's seeded subsets: --test-limit N scores the images finetune scored with the same --seed.
-  const split = prepareData(o, ckpt.config, options);
+  const split = await prepareData(o, ckpt.config, options);
   const ds = which === 'train' ? split.train : split.test;
   const { norm, source } = normalization(options, ckpt.config, split.train);
   say(o, `evaluating ${ds.count} images of ${ds.name} (normalisation: ${source})`);
@@ -101,7 +128,7 @@ export async function evalCommand(o: Options): Promise<Record<string, unknown>> 
 
 export async function finetuneCommand(o: Options): Promise<Record<string, unknown>> {
   const started = Date.now();
-  const options = trainOptionsFrom(o);
+  let options = trainOptionsFrom(o);
   const controls: LoopControls = { prefixCache: prefixCacheOption(o) };
   const strategy = parseStrategy(readStrategyArg(need(o, 'strategy')));
   const out = need(o, 'out');
@@ -109,8 +136,8 @@ export async function finetuneCommand(o: Options): Promise<Record<string, unknow
   if (!['new', 'keep'].includes(head)) throw new Error('--head must be new or keep');
   const dtype = str(o, 'delta-dtype') === 'f16' ? 'F16' : 'F32';
   const backendName = await backend(o);
-  const probe = await checkpointFrom(o);
-  const split = prepareData(o, probe.config, options);
+  const probe = atImageSizeFrom(o, await checkpointFrom(o));
+  const split = await prepareData(o, probe.config, options);
   if (head === 'keep' && split.train.classes !== probe.config.numClasses) {
     throw new Error(`--head keep: the head has ${probe.config.numClasses} classes, ${split.train.name} ${split.train.classes}`);
   }
@@ -119,6 +146,7 @@ export async function finetuneCommand(o: Options): Promise<Record<string, unknow
   const { norm, source } = normalization(options, config, split.train);
   const model = new TrainableVit(ckpt.weights, config, strategy);
   const ins = model.inspection;
+  options = withMicroBatch(o, options, config, ins.tunedParams);
   say(o, `strategy ${ins.strategy}: ${ins.tunedParams.toLocaleString('en-US')} of ${ins.totalParams.toLocaleString('en-US')} parameters tuned (${((100 * ins.tunedParams) / ins.totalParams).toFixed(2)}%), gradient from ${ins.gradientStart < 0 ? 'the embeddings' : `block ${ins.gradientStart}`}`);
   say(o, `data: ${split.train.count} train / ${split.test.count} test images of ${split.train.name.replace(/\/train$/, '')}; normalisation: ${source}`);
   let trained;
@@ -131,7 +159,7 @@ export async function finetuneCommand(o: Options): Promise<Record<string, unknow
     model.dispose();
   }
   const finished = await finishFineTuning({
-    base: ckpt, fineTuned: trained, strategy, normalization: norm, splits: { test: split.test }, dtype,
+    base: ckpt, fineTuned: trained, strategy, normalization: norm, splits: { test: split.test }, dtype, classNames: split.train.classNames,
     training: {
       data: split.train.name.replace(/\/train$/, ''), trainImages: split.train.count, normalization: norm, ...options,
       steps: summary.steps, seconds: summary.seconds, imagesPerSecond: summary.imagesPerSecond, backend: backendName, history,
@@ -141,7 +169,7 @@ export async function finetuneCommand(o: Options): Promise<Record<string, unknow
   const bytes = serializeDelta(finished.delta);
   writeFileSync(out, bytes);
   const merged = str(o, 'merged-out');
-  if (merged) writeFileSync(merged, exportCheckpoint(finished.weights, { ...config, preprocessing: norm }));
+  if (merged) writeFileSync(merged, exportCheckpoint(finished.weights, finished.delta.manifest.architecture, 'F32', {}, split.train.classNames));
   const full = Object.values(finished.delta.manifest.tensors).filter((m) => m === 'full').length;
   say(o, `delta: ${out} (${(bytes.length / 1024).toFixed(1)} KiB, ${ins.tuned.length} tensors, ${full} stored in full)${merged ? `; merged checkpoint: ${merged}` : ''}`);
   const cache = summary.prefixCache;
@@ -152,6 +180,14 @@ export async function finetuneCommand(o: Options): Promise<Record<string, unknow
     tunedParams: ins.tunedParams, totalParams: ins.totalParams, deltaBytes: bytes.length, imagesPerSecond: summary.imagesPerSecond,
     seconds: (Date.now() - started) / 1000, trainSeconds: summary.seconds, prefixCache: summary.prefixCache, out,
   };
+}
+
+/** Unset, the micro-batch the platform would record: what fits a 2 GiB step (so that a run and this command agree bit for bit). */
+export function withMicroBatch(o: Options, options: TrainOptions, config: VitConfig, tunedParams: number): TrainOptions {
+  if (options.microBatch !== undefined) return options;
+  const microBatch = defaultMicroBatch(config, tunedParams, options.batchSize);
+  if (microBatch < options.batchSize) say(o, `micro-batches of ${microBatch} (what fits a 2 GiB step; --micro-batch M to choose)`);
+  return { ...options, microBatch };
 }
 
 /** Drives the training generator with a progress bar; returns the summary and per-epoch history. */
@@ -196,20 +232,24 @@ export async function deltaApplyCommand(o: Options): Promise<Record<string, unkn
   const delta = parseDelta(new Uint8Array(readFileSync(deltaPath)), deltaPath);
   const m = delta.manifest;
   // Without a config, the base's architecture is the delta's with the base's class count.
-  const config = configFrom(o) ?? parseVitConfig({ ...m.architecture, numClasses: m.base.numClasses });
+  const config = configFrom(o) ?? baseConfigOf(m);
   const base = await checkpointFrom(o, config);
   const merged = applyDelta(base, delta);
-  const bytes = exportCheckpoint(merged, m.architecture, str(o, 'dtype') === 'f16' ? 'F16' : 'F32');
+  const bytes = exportCheckpoint(merged, m.architecture, str(o, 'dtype') === 'f16' ? 'F16' : 'F32', {}, m.classNames);
   writeFileSync(need(o, 'out'), bytes);
   say(o, `merged ${delta.tensors.size} tensors into ${need(o, 'out')} (${(bytes.length / 1024 / 1024).toFixed(2)} MiB, timm naming)`);
   return { command: 'delta apply', out: need(o, 'out'), bytes: bytes.length, tensors: delta.tensors.size };
 }
 
+/** The base's architecture as a delta records it: the delta's, with the base's head and input size. */
+export const baseConfigOf = (m: DeltaManifest): VitConfig =>
+  parseVitConfig({ ...m.architecture, numClasses: m.base.numClasses, imageSize: m.base.imageSize ?? m.architecture.imageSize });
+
 /** Any supported naming -> timm names with the architecture in the metadata. */
 export async function convertCommand(o: Options): Promise<Record<string, unknown>> {
   await backend(o);
-  const ckpt = await checkpointFrom(o);
-  const bytes = exportCheckpoint(ckpt.weights, ckpt.config, str(o, 'dtype') === 'f16' ? 'F16' : 'F32');
+  const ckpt = atImageSizeFrom(o, await checkpointFrom(o));
+  const bytes = exportCheckpoint(ckpt.weights, ckpt.config, str(o, 'dtype') === 'f16' ? 'F16' : 'F32', {}, ckpt.classNames);
   writeFileSync(need(o, 'out'), bytes);
   say(o, `converted ${ckpt.naming} -> timm names: ${need(o, 'out')} (${(bytes.length / 1024 / 1024).toFixed(2)} MiB)`);
   return { command: 'convert', from: ckpt.naming, out: need(o, 'out'), bytes: bytes.length, sha256: ckpt.sha256 };

@@ -24,6 +24,7 @@ import { NodeBackends } from '../node/worker-backends';
 import { exportCheckpoint } from '../engine';
 import { givenTrainOptions } from './options';
 import { ProgressBar } from './progress';
+import { uploadPhotos } from './upload';
 
 export async function serveCommand(o: Options): Promise<Record<string, unknown>> {
   const config = loadConfig({ ...process.env, ...(str(o, 'state') ? { PARTUNE_STATE: str(o, 'state') } : {}) }, {
@@ -124,7 +125,7 @@ export async function modelRegisterCommand(o: Options): Promise<Record<string, u
   return { command: 'model register', ...m };
 }
 
-const FORMATS: readonly DatasetFormat[] = ['IDX', 'CIFAR10', 'MNIST_PACKAGE'];
+const FORMATS: readonly DatasetFormat[] = ['IDX', 'CIFAR10', 'MNIST_PACKAGE', 'FOLDER'];
 
 /** The regular files a local dataset path names: the file, or the files directly in the directory. */
 function datasetFiles(path: string): string[] {
@@ -139,16 +140,26 @@ function datasetFiles(path: string): string[] {
 export async function datasetImportCommand(o: Options): Promise<Record<string, unknown>> {
   const c = client(o);
   const format = need(o, 'format').toUpperCase().replace('-', '_') as DatasetFormat;
-  if (!FORMATS.includes(format)) throw new Error('--format must be idx, cifar10 or mnist-package');
+  if (!FORMATS.includes(format)) throw new Error('--format must be idx, cifar10, mnist-package or folder');
   const local = str(o, 'path');
-  const uploads = local ? await Promise.all(datasetFiles(local).map(async (f) => ({ uploadId: await uploadFile(c, f) }))) : undefined;
+  if (local && !existsSync(local)) throw new Error(`${local} not found`);
+  const folder = format === 'FOLDER';
+  if (!folder && ['storage-size', 'skip-bad', 'test-fraction'].some((k) => o[k] !== undefined)) throw new Error('--storage-size, --skip-bad and --test-fraction are for --format folder');
+  const uploads = !local
+    ? undefined
+    : folder
+      ? [{ uploadId: await uploadPhotos(c, local, Boolean(o.quiet)) }]
+      : await Promise.all(datasetFiles(local).map(async (f) => ({ uploadId: await uploadFile(c, f) })));
+  if (folder) say(o, 'decoding the photos on the server…');
   const { importDataset: d } = await c.request(ImportDataset, {
     input: {
       name: need(o, 'name'), format, path: str(o, 'server-path'), uploads, trainLimit: optionalInt(o, 'train-limit'), testLimit: optionalInt(o, 'test-limit'),
       private: o.private === true ? true : undefined,
+      ...(folder && { storageSize: optionalInt(o, 'storage-size'), skipBad: o['skip-bad'] === true ? true : undefined, testFraction: str(o, 'test-fraction') === undefined ? undefined : num(o, 'test-fraction', 0.2) }),
     },
   });
   say(o, `dataset ${d.name} (${d.id}): ${d.trainImages} train / ${d.testImages} test images, ${d.classes} classes`);
+  if (d.classNames?.length) say(o, `classes: ${d.classNames.slice(0, 10).join(', ')}${d.classNames.length > 10 ? ', …' : ''}`);
   return { command: 'dataset import', ...d };
 }
 

@@ -16,7 +16,7 @@ export async function soupCommand(o: Options, extraDeltas: string[]): Promise<Re
   const m = ingredients[0].delta.manifest;
   const config = configFrom(o) ?? parseVitConfig({ ...m.architecture, numClasses: m.base.numClasses });
   const base = await checkpointFrom(o, config);
-  const split = prepareData(o, m.architecture, options);
+  const split = await prepareData(o, m.architecture, options);
   const { norm } = normalization(options, m.architecture, split.train);
   const r = await soupWithScores({
     base, ingredients, test: split.test, normalization: norm, method: method as 'uniform' | 'greedy',

@@ -10,6 +10,7 @@ import { subscribe as subscribeTo } from '../worker/ws-client';
 import { runCurves } from './charts';
 import { renderComparison } from './compare';
 import { renderReports } from './reports';
+import { renderSamples } from './photos';
 
 const $ = <T extends HTMLElement>(id: string): T => document.getElementById(id) as T;
 const params = new URLSearchParams(location.search);
@@ -28,7 +29,7 @@ async function loadCatalog(): Promise<void> {
   models = d.models.items;
   datasets = d.datasets.items;
   $('models').innerHTML = models.map((m) => `<tr><td>${esc(m.name)}</td><td>${n(m.parameters)}</td><td>${m.numClasses}</td></tr>`).join('');
-  $('datasets').innerHTML = datasets.map((x) => `<tr><td>${esc(x.name)}</td><td>${n(x.trainImages)}</td><td>${n(x.testImages)}</td><td>${x.height}x${x.width}x${x.channels}</td></tr>`).join('');
+  $('datasets').innerHTML = datasets.map((x) => `<tr data-dataset="${esc(x.name)}" title="show its images"><td>${esc(x.name)}</td><td>${n(x.trainImages)}</td><td>${n(x.testImages)}</td><td>${x.height}x${x.width}x${x.channels}</td></tr>`).join('');
   const fill = (id: string, items: { id: string; name: string }[]): void => {
     const keep = ($(id) as HTMLSelectElement).value;
     $(id).innerHTML = items.map((i) => `<option value="${esc(i.name)}">${esc(i.name)}</option>`).join('');
@@ -207,6 +208,11 @@ async function main(): Promise<void> {
   $('start').addEventListener('submit', (e) => void start(e));
   $('probeForm').addEventListener('submit', (e) => void probe(e));
   $('soupForm').addEventListener('submit', (e) => void soup(e));
+  $('datasets').addEventListener('click', (e) => {
+    const row = (e.target as HTMLElement).closest<HTMLElement>('[data-dataset]');
+    if (!row) return;
+    renderSamples(api(), row.dataset.dataset!, $('datasetSamples')).catch((err: Error) => void ($('datasetSamples').textContent = `samples: ${err.message} (a read token shows them)`));
+  });
   await loadCatalog();
   await Promise.all([loadRuns(), loadWorkers()]);
   subscribe();

@@ -1,9 +1,10 @@
-// What a finished run of each kind adds to its card: an angle probe's profile (per block,
+// What a finished run of each kind adds to its card: a fine-tuning's confusion matrix, an angle probe's profile (per block,
 // attention and FFN, the tuned layers marked) and a soup's report (its ingredients' held-out and
 // test top-1, which the greedy method kept). Both are immutable once the run ends: each is fetched once.
-import { RecentRunsResult, RunAngleProfile, RunAngleProfileResult, RunSoupReport, RunSoupReportResult } from '../protocol/operations';
+import { RecentRunsResult, RunAngleProfile, RunAngleProfileResult, RunConfusion, RunSoupReport, RunSoupReportResult } from '../protocol/operations';
 import type { GraphQLClient } from '../worker/client';
 import { angleProfileChart } from './charts';
+import { confusionTable } from './photos';
 
 type Run = RecentRunsResult['runs']['items'][number];
 type Profile = RunAngleProfileResult['angleProfile'];
@@ -40,6 +41,11 @@ export async function renderReports(api: GraphQLClient, runs: readonly Run[], sl
     if (r.kind === 'SOUP') {
       const soup = await once(r.id, () => api.request(RunSoupReport, { id: r.id }).then((d) => d.run.soup));
       if (soup) at.innerHTML = soupReport(soup);
+    }
+    if (r.kind === 'FINETUNE') {
+      // Readers only: without a read token the card shows no matrix.
+      const confusion = await once(`confusion:${r.id}`, () => api.request(RunConfusion, { id: r.id }).then((d) => d.run.confusion)).catch(() => null);
+      if (confusion) at.innerHTML = `<details><summary>confusion matrix (test split)</summary>${confusionTable(confusion)}</details>`;
     }
     if (r.kind !== 'ANGLE_PROBE') return;
     const profile: Profile = await once(r.id, () => api.request(RunAngleProfile, { id: r.id }).then((d) => d.angleProfile));

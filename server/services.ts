@@ -7,6 +7,7 @@ import { Uploads } from './catalog/uploads';
 import { AngleProbeStages } from './runs/angle-probe';
 import { RunCreation } from './runs/create';
 import { Deltas } from './runs/deltas';
+import { Predictions } from './catalog/predictions';
 import { RunEvents } from './runs/events';
 import { RunQueries } from './runs/queries';
 import { Scheduler } from './runs/scheduler';
@@ -31,6 +32,7 @@ export interface Services {
   readonly scheduler: Scheduler;
   readonly strategies: Strategies;
   readonly deltas: Deltas;
+  readonly predictions: Predictions;
   readonly workers: Workers;
   readonly leases: Leases;
   readonly completion: Completion;
@@ -57,8 +59,9 @@ export function createServices(platform: Platform): Services {
   const leases = new Leases(platform, workers, runs, scheduler, verification, events);
   const slots = new Slots(platform);
   const completion = new Completion(platform, workers, leases, shapes, verification, events, slots);
+  const deltas = new Deltas(platform, models, runs);
   return {
-    platform, uploads, models, datasets, runs, creation, scheduler, strategies, deltas: new Deltas(platform, models, runs), workers, leases, completion,
+    platform, uploads, models, datasets, runs, creation, scheduler, strategies, deltas, predictions: new Predictions(platform, uploads, models, deltas, runs), workers, leases, completion,
     verification, slots,
   };
 }

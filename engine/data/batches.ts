@@ -1,13 +1,17 @@
-// Mini-batches: gather, augment on the host (cheap for small images, no kernels needed on any
-// backend), normalise, upload as (B, H, W, C) float32.
+// Mini-batches: gather, transform and augment on the host (integer arithmetic, no kernels needed on
+// any backend, the same pixels everywhere), normalise, upload as (B, H, W, C) float32.
 import * as tf from '@tensorflow/tfjs';
 import { Preprocessing } from '../vit/config';
 import { Dataset } from './dataset';
+import { Image8 } from './resample';
+import { InputTransform, evalTransform, randomResizedCrop } from './transforms';
 
 /** Per-channel mean and std of pixels scaled to [0, 1]: what a model's preprocessing declares. */
 export type Normalization = Preprocessing;
 
 export interface Augmentation {
+  /** timm's random-resized crop to the model's size (else the eval transform when sizes differ). */
+  readonly resizedCrop?: boolean;
   /** Random crop of the image padded by this many zero pixels on each side (0: off). */
   readonly cropPadding: number;
   /** Random horizontal flip (ignored for datasets that are not flip-invariant). */
@@ -16,14 +20,26 @@ export interface Augmentation {
 
 export const NO_AUGMENTATION: Augmentation = { cropPadding: 0, flip: false };
 
+/** The stored image `i` of `ds` as an Image8 view. */
+export function imageAt(ds: Dataset, i: number): Image8 {
+  const px = ds.height * ds.width * ds.channels;
+  return { data: ds.images.subarray(i * px, (i + 1) * px), width: ds.width, height: ds.height, channels: ds.channels };
+}
+
+/**
+ * `input` is the model's transform; without it the images go in at their stored size. Per image,
+ * `random` is drawn in a fixed order (crop box, then padding offsets, then flip).
+ */
 export function makeBatch(
   ds: Dataset,
   indices: ArrayLike<number>,
   norm: Normalization,
   aug: Augmentation = NO_AUGMENTATION,
   random: () => number = Math.random,
+  input?: InputTransform,
 ): { images: tf.Tensor4D; labels: tf.Tensor1D } {
-  const { height: H, width: W, channels: C } = ds;
+  const C = ds.channels;
+  const [H, W] = input ? [input.size, input.size] : [ds.height, ds.width];
   if (norm.mean.length !== C) throw new Error(`normalisation has ${norm.mean.length} channels, ${ds.name} has ${C}`);
   const px = H * W * C;
   const out = new Float32Array(indices.length * px);
@@ -32,8 +48,10 @@ export function makeBatch(
   const shift = Array.from({ length: C }, (_, c) => -norm.mean[c] / norm.std[c]);
   const pad = aug.cropPadding;
   for (let b = 0; b < indices.length; b++) {
-    const src = indices[b] * px;
     labels[b] = ds.labels[indices[b]];
+    const stored = imageAt(ds, indices[b]);
+    const img = !input ? stored : aug.resizedCrop ? randomResizedCrop(stored, input, random) : evalTransform(stored, input);
+    const src = img.data;
     const dy = pad ? Math.floor(random() * (2 * pad + 1)) - pad : 0;
     const dx = pad ? Math.floor(random() * (2 * pad + 1)) - pad : 0;
     const flip = aug.flip && ds.flipInvariant && random() < 0.5;
@@ -45,7 +63,7 @@ export function makeBatch(
         const inside = sy >= 0 && sy < H && sxRaw >= 0 && sxRaw < W;
         const o = b * px + (y * W + x) * C;
         for (let c = 0; c < C; c++) {
-          const v = inside ? ds.images[src + (sy * W + sx) * C + c] : 0;
+          const v = inside ? src[(sy * W + sx) * C + c] : 0;
           out[o + c] = v * scale[c] + shift[c];
         }
       }

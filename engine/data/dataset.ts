@@ -13,6 +13,8 @@ export interface Dataset {
   readonly classes: number;
   /** Whether a horizontal flip keeps the label (true for natural images, false for digits and glyphs). */
   readonly flipInvariant: boolean;
+  /** The name of each class, by label, when the source names them (folder names, a manifest's labels). */
+  readonly classNames?: readonly string[];
 }
 
 export interface Split {

@@ -39,6 +39,8 @@ export interface FinishInput {
   /** What the delta's manifest records of the training (the test scores are added). */
   readonly training?: Readonly<Record<string, unknown>>;
   readonly batchSize?: number;
+  /** The training data's class names, recorded in the delta. */
+  readonly classNames?: readonly string[];
 }
 
 export interface Finished {
@@ -48,9 +50,16 @@ export interface Finished {
   readonly scores: { readonly test: EvalResult } & Readonly<Record<string, EvalResult>>;
 }
 
+/** The architecture with the normalisation trained with, keeping the model's interpolation and crop. */
+export function withNormalization(config: VitConfig, n: Normalization): VitConfig {
+  return { ...config, preprocessing: { ...config.preprocessing, mean: [...n.mean], std: [...n.std] } };
+}
+
 export async function finishFineTuning(input: FinishInput): Promise<Finished> {
   const { base, strategy, normalization } = input;
-  const { tuned } = inspect(strategy, base.config);
+  const inspected = inspect(strategy, base.config).tuned;
+  // A resampled position embedding travels with the delta even when it is not tuned.
+  const tuned = base.resampledFrom !== undefined && !inspected.includes('pos_embed') ? [...inspected, 'pos_embed'] : inspected;
   const complete: HostWeights = new Map([...base.weights, ...input.fineTuned]);
   const { weights } = roundToDelta(base, complete, tuned, input.dtype ?? 'F32');
   const scores: Record<string, EvalResult> = {};
@@ -58,8 +67,9 @@ export async function finishFineTuning(input: FinishInput): Promise<Finished> {
   const test = scores.test;
   const extra = Object.fromEntries(Object.entries(scores).filter(([name]) => name !== 'test').map(([name, r]) => [`${name}Accuracy`, r.accuracy]));
   const delta = makeDelta({
-    base, fineTuned: weights, tuned, architecture: { ...base.config, preprocessing: normalization }, strategy, dtype: input.dtype ?? 'F32',
-    training: { ...input.training, ...extra, testAccuracy: test.accuracy, testLoss: test.loss, testImages: test.count },
+    base, fineTuned: weights, tuned, architecture: withNormalization(base.config, normalization), strategy, dtype: input.dtype ?? 'F32', classNames: input.classNames,
+    carried: tuned === inspected ? undefined : ['pos_embed'],
+    training: { ...input.training, ...extra, testAccuracy: test.accuracy, testLoss: test.loss, testImages: test.count, ...(test.confusion && { testConfusion: test.confusion }) },
   });
   return { delta, weights, scores: scores as Finished['scores'] };
 }

@@ -1,7 +1,7 @@
 // The fine-tuning loop: an async generator of logs (as in DISCO). It computes; callers print,
 // store or send what it yields.
 import * as tf from '@tensorflow/tfjs';
-import { VitConfig } from '../vit/config';
+import { VitConfig, inputTransform } from '../vit/config';
 import { NamedTensors } from '../vit/params';
 import { forward } from '../vit/model';
 import { Dataset, permutation, rng } from '../data/dataset';
@@ -40,7 +40,12 @@ export interface EvalResult {
   readonly loss: number;
   readonly count: number;
   readonly imagesPerSecond: number;
+  /** Counts by [true class][predicted class], for heads of at most CONFUSION_MAX_CLASSES. */
+  readonly confusion?: number[][];
 }
+
+/** Above this many classes a confusion matrix is not kept (ImageNet's would be a million cells). */
+export const CONFUSION_MAX_CLASSES = 100;
 
 export type TrainEvent =
   | { readonly kind: 'step'; readonly step: number; readonly totalSteps: number; readonly epoch: number; readonly loss: number; readonly lr: number; readonly imagesPerSecond: number }
@@ -84,11 +89,36 @@ export async function* train(
   if (packed && ds.count !== (to - from) * o.batchSize) throw new Error(`a pack of steps ${from}-${to} must hold ${(to - from) * o.batchSize} records; this one holds ${ds.count}`);
   const inPackOrder = packed ? Uint32Array.from({ length: ds.count }, (_, i) => i) : undefined;
   const optimizer = new AdamW(model.tuned, { ...ADAMW_DEFAULTS, weightDecay: o.weightDecay }, controls.optimizerState);
-  const augmentation: Augmentation = { cropPadding: o.cropPadding, flip: o.flip };
-  const augmented = o.cropPadding > 0 || (o.flip && ds.flipInvariant);
+  const input = inputTransform(model.config);
+  const resizedCrop = o.resizedCrop ?? (ds.height !== input.size || ds.width !== input.size);
+  const augmentation: Augmentation = { resizedCrop, cropPadding: o.cropPadding, flip: o.flip };
+  const augmented = resizedCrop || o.cropPadding > 0 || (o.flip && ds.flipInvariant);
   const evalEachEpoch = controls.evalEachEpoch ?? data.test !== undefined;
   const cacheable = controls.prefixCache !== undefined && !packed && model.inspection.gradientStart > 0 && !augmented;
   let cache: PrefixCache | undefined;
+  let random: () => number = Math.random;
+  const lossAndGrads = async (part: Uint32Array): Promise<{ loss: tf.Scalar; grads: Map<string, tf.Tensor> }> => {
+    if (cache?.hasAll(part)) {
+      cache.hits += part.length;
+      const [prefix, labels] = [cache.gather(part), makeLabels(ds, part)];
+      const result = model.lossAndGradsFrom(prefix, labels, o.labelSmoothing);
+      tf.dispose([prefix, labels]);
+      return result;
+    }
+    const batch = makeBatch(ds, part, data.normalization, augmentation, random, input);
+    try {
+      if (!cacheable) return model.lossAndGrads(batch.images, batch.labels, o.labelSmoothing);
+      const prefix = model.frozenPrefix(batch.images)!;
+      cache ??= new PrefixCache(ds.count, prefix.shape.slice(1), controls.prefixCache!);
+      cache.misses += part.length;
+      await cache.store(part, prefix);
+      const result = model.lossAndGradsFrom(prefix, batch.labels, o.labelSmoothing);
+      prefix.dispose();
+      return result;
+    } finally {
+      tf.dispose([batch.images, batch.labels]);
+    }
+  };
   const start = now();
   let afterFirst = start;
   let step = from;
@@ -105,31 +135,29 @@ export async function* train(
       for (let b = step - epoch * stepsPerEpoch; step < Math.min(epochEnd, to); b++, step++) {
         const t0 = now();
         // One generator per step, so that a window sees the same crops and flips as a whole run.
-        const random = rng((o.seed ^ 0x9e3779b9) + Math.imul(step, 0x85ebca6b));
+        random = rng((o.seed ^ 0x9e3779b9) + Math.imul(step, 0x85ebca6b));
         const lr = lrAt(schedule, step);
         const at = inPackOrder ? step - from : b;
         const idx = order.subarray(at * o.batchSize, (at + 1) * o.batchSize);
-        let result: { loss: tf.Scalar; grads: Map<string, tf.Tensor> };
-        if (cache?.hasAll(idx)) {
-          cache.hits += idx.length;
-          const [input, labels] = [cache.gather(idx), makeLabels(ds, idx)];
-          result = model.lossAndGradsFrom(input, labels, o.labelSmoothing);
-          tf.dispose([input, labels]);
-        } else {
-          const batch = makeBatch(ds, idx, data.normalization, augmentation, random);
-          if (cacheable) {
-            const prefix = model.frozenPrefix(batch.images)!;
-            cache ??= new PrefixCache(ds.count, prefix.shape.slice(1), controls.prefixCache!);
-            cache.misses += idx.length;
-            await cache.store(idx, prefix);
-            result = model.lossAndGradsFrom(prefix, batch.labels, o.labelSmoothing);
-            prefix.dispose();
-          } else {
-            result = model.lossAndGrads(batch.images, batch.labels, o.labelSmoothing);
+        const micro = Math.min(o.microBatch ?? o.batchSize, idx.length);
+        let result: { loss: tf.Scalar; grads: Map<string, tf.Tensor> } | undefined;
+        // Micro-batches in a fixed order, each weighted by its share: the mean over the whole batch.
+        for (let m = 0; m < idx.length; m += micro) {
+          const part = idx.subarray(m, m + micro);
+          const piece = await lossAndGrads(part);
+          if (micro === idx.length) {
+            result = piece;
+            break;
           }
-          tf.dispose([batch.images, batch.labels]);
+          const share = part.length / idx.length;
+          const prev = result;
+          result = {
+            loss: tf.tidy(() => (prev ? tf.add(prev.loss, tf.mul(piece.loss, share)) : tf.mul(piece.loss, share)) as tf.Scalar),
+            grads: new Map([...piece.grads].map(([k, g]) => [k, tf.tidy(() => (prev ? tf.add(prev.grads.get(k)!, tf.mul(g, share)) : tf.mul(g, share)))])),
+          };
+          tf.dispose([piece.loss, ...piece.grads.values(), ...(prev ? [prev.loss, ...prev.grads.values()] : [])]);
         }
-        const { loss, grads } = result;
+        const { loss, grads } = result!;
         const clipped = o.clipGrad > 0 ? await clipByGlobalNorm(grads, o.clipGrad) : grads;
         optimizer.apply(clipped, lr);
         lastLoss = (await loss.data())[0];
@@ -172,12 +200,10 @@ async function clipByGlobalNorm(grads: Map<string, tf.Tensor>, maxNorm: number):
   return new Map([...grads].map(([k, g]) => [k, tf.mul(g, scale)]));
 }
 
+/** Any image size fits (the model's transform resizes it); channels and classes must. */
 export function checkFits(ds: Dataset, c: VitConfig): void {
-  if (ds.height !== c.imageSize || ds.width !== c.imageSize || ds.channels !== c.channels) {
-    throw new Error(
-      `${ds.name} has ${ds.height}x${ds.width}x${ds.channels} images, the model takes ${c.imageSize}x${c.imageSize}x${c.channels}: ` +
-        'resize or convert the images to what the model takes first',
-    );
+  if (ds.channels !== c.channels) {
+    throw new Error(`${ds.name} has ${ds.channels}-channel images, the model takes ${c.channels} channels: convert the images first`);
   }
   if (ds.classes > c.numClasses) throw new Error(`${ds.name} has ${ds.classes} classes, the model's head ${c.numClasses}: replace the head`);
 }
@@ -194,19 +220,25 @@ export async function evaluate(
   const start = now();
   let correct = 0;
   let lossSum = 0;
+  const K = config.numClasses;
+  const confusion = K <= CONFUSION_MAX_CLASSES ? Array.from({ length: K }, () => new Array<number>(K).fill(0)) : undefined;
   const all = Uint32Array.from({ length: ds.count }, (_, i) => i);
   for (let b = 0; b < ds.count; b += batchSize) {
     const idx = all.subarray(b, Math.min(ds.count, b + batchSize));
-    const batch = makeBatch(ds, idx, normalization);
-    const [hits, loss] = tf.tidy(() => {
+    const batch = makeBatch(ds, idx, normalization, undefined, undefined, inputTransform(config));
+    const [predicted, loss] = tf.tidy(() => {
       const logits = forward(params, batch.images, config);
-      const hit = tf.sum(tf.cast(tf.equal(tf.argMax(logits, 1), batch.labels), 'float32'));
-      return [hit, tf.mul(crossEntropy(logits, batch.labels, 0), idx.length)];
+      return [tf.argMax(logits, 1), tf.mul(crossEntropy(logits, batch.labels, 0), idx.length)];
     });
-    correct += (await hits.data())[0];
+    const guesses = await predicted.data();
+    for (let i = 0; i < idx.length; i++) {
+      const truth = ds.labels[idx[i]];
+      if (guesses[i] === truth) correct++;
+      if (confusion) confusion[truth][guesses[i]]++;
+    }
     lossSum += (await loss.data())[0];
-    tf.dispose([hits, loss, batch.images, batch.labels]);
+    tf.dispose([predicted, loss, batch.images, batch.labels]);
     onProgress?.(b + idx.length, ds.count);
   }
-  return { accuracy: correct / ds.count, loss: lossSum / ds.count, count: ds.count, imagesPerSecond: ds.count / ((now() - start) / 1000) };
+  return { accuracy: correct / ds.count, loss: lossSum / ds.count, count: ds.count, imagesPerSecond: ds.count / ((now() - start) / 1000), ...(confusion && { confusion }) };
 }

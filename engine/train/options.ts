@@ -28,6 +28,10 @@ export interface TrainOptions {
   readonly cropPadding: number;
   /** Random horizontal flips (only for flip-invariant data). */
   readonly flip: boolean;
+  /** timm's random-resized crop to the model's size; unset: on when the images are stored at another size. */
+  readonly resizedCrop?: boolean;
+  /** Split each step's batch into pieces of this many images (gradient accumulation); unset: the whole batch. */
+  readonly microBatch?: number;
   /** Train on a seeded subset of this many images. */
   readonly trainLimit?: number;
   /** Test on a seeded subset of this many images. */
@@ -61,6 +65,8 @@ export const TRAIN_OPTION_SPECS: { readonly [K in keyof TrainOptions]-?: Spec } 
   seed: { kind: 'int', min: 0, max: 2 ** 31 - 1, meaning: 'the seed' },
   cropPadding: { kind: 'int', min: 0, max: 64, meaning: 'the random-crop padding' },
   flip: { kind: 'bool', meaning: 'random flipping' },
+  resizedCrop: { kind: 'bool', meaning: 'the random-resized crop' },
+  microBatch: { kind: 'int', min: 1, max: 4096, meaning: 'the micro-batch size' },
   trainLimit: { kind: 'int', min: 1, max: 2 ** 31 - 1, meaning: 'the number of training images' },
   testLimit: { kind: 'int', min: 1, max: 2 ** 31 - 1, meaning: 'the number of test images' },
   normalize: { kind: 'choice', choices: ['auto', 'model', 'dataset'], meaning: 'the normalisation' },

@@ -1,6 +1,9 @@
 // Vision Transformer architecture (Dosovitskiy et al. 2021), described as data the way timm's
 // `model_args` are: presets are plain objects merged with overrides, parsed once at the boundary.
 
+import type { Interpolation } from '../data/resample';
+import type { InputTransform } from '../data/transforms';
+
 export type Activation = 'gelu' | 'gelu_tanh' | 'relu';
 export type Pooling = 'cls' | 'mean';
 
@@ -8,6 +11,10 @@ export interface Preprocessing {
   /** Per-channel mean and std applied after scaling pixels to [0, 1]. */
   readonly mean: readonly number[];
   readonly std: readonly number[];
+  /** How images are resized for this model (timm's `interpolation`); default bilinear. */
+  readonly interpolation?: Interpolation;
+  /** The eval transform's centre crop keeps this share of the resized shorter side (timm's crop_pct); default 1. */
+  readonly cropPct?: number;
 }
 
 export interface VitConfig {
@@ -30,10 +37,18 @@ export interface VitConfig {
   readonly preprocessing?: Preprocessing;
 }
 
+/** timm's pretrained configs: augreg ViTs use mean = std = 0.5, DeiT ImageNet's statistics; both bicubic. */
+const DEIT = { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
+
 export const PRESETS: Readonly<Record<string, VitConfig>> = {
   vit_tiny_patch16_224: base({ dim: 192, depth: 12, heads: 3 }),
   vit_small_patch16_224: base({ dim: 384, depth: 12, heads: 6 }),
   vit_base_patch16_224: base({ dim: 768, depth: 12, heads: 12 }),
+  vit_small_patch16_384: base({ dim: 384, depth: 12, heads: 6, imageSize: 384, cropPct: 1 }),
+  vit_base_patch16_384: base({ dim: 768, depth: 12, heads: 12, imageSize: 384, cropPct: 1 }),
+  deit_tiny_patch16_224: base({ dim: 192, depth: 12, heads: 3, ...DEIT }),
+  deit_small_patch16_224: base({ dim: 384, depth: 12, heads: 6, ...DEIT }),
+  deit_base_patch16_224: base({ dim: 768, depth: 12, heads: 12, ...DEIT }),
   // The third-party MNIST model in shared/data/vit-mnist-500k (lucidrains vit-pytorch).
   vit_mnist_500k: {
     imageSize: 28, channels: 1, patchSize: 4, dim: 64, depth: 6, heads: 4, headDim: 64,
@@ -45,19 +60,28 @@ export const PRESETS: Readonly<Record<string, VitConfig>> = {
     imageSize: 28, channels: 1, patchSize: 4, dim: 64, depth: 4, heads: 4, headDim: 16,
     mlpDim: 128, activation: 'gelu', qkvBias: true, pool: 'cls', layerNormEps: 1e-6, numClasses: 10,
   },
+  vit_micro_patch4_32: {
+    imageSize: 32, channels: 3, patchSize: 4, dim: 64, depth: 4, heads: 4, headDim: 16,
+    mlpDim: 128, activation: 'gelu', qkvBias: true, pool: 'cls', layerNormEps: 1e-6, numClasses: 10,
+  },
   vit_tiny_patch4_32: {
     imageSize: 32, channels: 3, patchSize: 4, dim: 192, depth: 12, heads: 3, headDim: 64,
     mlpDim: 768, activation: 'gelu', qkvBias: true, pool: 'cls', layerNormEps: 1e-6, numClasses: 10,
   },
 };
 
-function base(args: { dim: number; depth: number; heads: number }): VitConfig {
+function base(args: { dim: number; depth: number; heads: number; imageSize?: number; mean?: number[]; std?: number[]; cropPct?: number }): VitConfig {
   return {
-    imageSize: 224, channels: 3, patchSize: 16, dim: args.dim, depth: args.depth, heads: args.heads,
+    imageSize: args.imageSize ?? 224, channels: 3, patchSize: 16, dim: args.dim, depth: args.depth, heads: args.heads,
     headDim: args.dim / args.heads, mlpDim: args.dim * 4, activation: 'gelu', qkvBias: true,
     pool: 'cls', layerNormEps: 1e-6, numClasses: 1000,
-    preprocessing: { mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5] },
+    preprocessing: { mean: args.mean ?? [0.5, 0.5, 0.5], std: args.std ?? [0.5, 0.5, 0.5], interpolation: 'bicubic', cropPct: args.cropPct ?? 0.9 },
   };
+}
+
+/** What the model's images go through: its size, interpolation and eval crop. */
+export function inputTransform(c: VitConfig): InputTransform {
+  return { size: c.imageSize, interpolation: c.preprocessing?.interpolation ?? 'bilinear', cropPct: c.preprocessing?.cropPct ?? 1 };
 }
 
 export function preset(name: string, overrides: Partial<VitConfig> = {}): VitConfig {
@@ -147,10 +171,18 @@ function parseEps(v: unknown): number {
 
 function parsePreprocessing(v: unknown): Preprocessing | undefined {
   if (v === undefined || v === null) return undefined;
-  const p = v as { mean?: unknown; std?: unknown };
-  const nums = (x: unknown): x is number[] => Array.isArray(x) && x.length > 0 && x.every((n) => typeof n === 'number');
+  const p = v as { mean?: unknown; std?: unknown; interpolation?: unknown; cropPct?: unknown; crop_pct?: unknown };
+  const nums = (x: unknown): x is number[] => Array.isArray(x) && x.length > 0 && x.every((n) => typeof n === 'number' && Number.isFinite(n));
   if (!nums(p.mean) || !nums(p.std) || p.mean.length !== p.std.length || p.std.some((s) => s <= 0)) {
     throw new Error('architecture config: preprocessing needs equal-length mean and positive std arrays');
   }
-  return { mean: [...p.mean], std: [...p.std] };
+  const interpolation = p.interpolation ?? undefined;
+  if (interpolation !== undefined && interpolation !== 'bilinear' && interpolation !== 'bicubic') {
+    throw new Error(`architecture config: preprocessing interpolation must be 'bilinear' or 'bicubic' (got ${JSON.stringify(interpolation)})`);
+  }
+  const cropPct = p.cropPct ?? p.crop_pct ?? undefined;
+  if (cropPct !== undefined && !(typeof cropPct === 'number' && cropPct >= 0.25 && cropPct <= 1)) {
+    throw new Error(`architecture config: preprocessing cropPct must be a number from 0.25 to 1 (got ${JSON.stringify(cropPct)})`);
+  }
+  return { mean: [...p.mean], std: [...p.std], ...(interpolation && { interpolation }), ...(cropPct !== undefined && { cropPct }) };
 }

@@ -6,6 +6,8 @@ import { Naming, detectNaming, toTimm } from './mappings';
 import { RawTensor, WriteDtype, parseSafetensors, serializeSafetensors } from './safetensors';
 
 export const CONFIG_KEY = 'partune.config';
+/** A merged checkpoint's class names (JSON array), when its training data named them. */
+export const CLASSES_KEY = 'partune.classes';
 
 /** Host-side weights: name -> shape + float32 data, in timm names. */
 export type HostWeights = Map<string, { shape: number[]; data: Float32Array }>;
@@ -18,6 +20,10 @@ export interface Checkpoint {
   readonly sha256: string;
   /** Set when the head was replaced for a new class count. */
   readonly replacedHead?: { readonly from: number; readonly to: number };
+  /** The name of each output class, when the file records them. */
+  readonly classNames?: readonly string[];
+  /** Set when the position embedding was resampled from this input size (fine-tuning at another resolution). */
+  readonly resampledFrom?: number;
 }
 
 /** A checkpoint that does not say what architecture it is: the caller must give its configuration. */
@@ -50,8 +56,23 @@ export async function loadCheckpoint(bytes: Uint8Array, opts: LoadOptions = {}):
     throw new Error(`${source} (${naming} naming): ${(e as Error).message}`);
   }
   const weights = validate(timm, config, source);
-  const checkpoint: Checkpoint = { config, weights, naming, sha256: await weightsDigest(weights) };
+  const classNames = parseClassNames(file.metadata[CLASSES_KEY], config.numClasses, source);
+  const checkpoint: Checkpoint = { config, weights, naming, sha256: await weightsDigest(weights), ...(classNames && { classNames }) };
   return opts.numClasses === undefined ? checkpoint : withNewHead(checkpoint, opts.numClasses, opts.seed);
+}
+
+function parseClassNames(raw: string | undefined, numClasses: number, source: string): string[] | undefined {
+  if (raw === undefined) return undefined;
+  let names: unknown;
+  try {
+    names = JSON.parse(raw);
+  } catch {
+    throw new Error(`${source}: '${CLASSES_KEY}' metadata is not JSON`);
+  }
+  if (!Array.isArray(names) || names.length > numClasses || !names.every((n) => typeof n === 'string')) {
+    throw new Error(`${source}: '${CLASSES_KEY}' must be at most ${numClasses} class names`);
+  }
+  return names;
 }
 
 /** The same base with a freshly initialised head for `numClasses` (fine-tuning's usual start). */
@@ -63,7 +84,7 @@ export async function withNewHead(ckpt: Checkpoint, numClasses: number, seed = 0
     weights.set(spec.name, { shape: [...spec.shape], data: (await fresh.data()) as Float32Array });
     fresh.dispose();
   }
-  return { ...ckpt, config, weights, replacedHead: { from: ckpt.replacedHead?.from ?? ckpt.config.numClasses, to: numClasses } };
+  return { ...ckpt, config, weights, classNames: undefined, replacedHead: { from: ckpt.replacedHead?.from ?? ckpt.config.numClasses, to: numClasses } };
 }
 
 function validate(timm: Map<string, RawTensor>, config: VitConfig, source: string): HostWeights {
@@ -83,8 +104,15 @@ function validate(timm: Map<string, RawTensor>, config: VitConfig, source: strin
 }
 
 /** A standalone checkpoint in timm naming (loadable by safetensors.torch + timm), architecture in metadata. */
-export function exportCheckpoint(weights: HostWeights, config: VitConfig, dtype: WriteDtype = 'F32', extra: Record<string, string> = {}): Uint8Array {
-  return serializeSafetensors(weights, { dtype, metadata: { format: 'pt', [CONFIG_KEY]: JSON.stringify(config), ...extra } });
+export function exportCheckpoint(
+  weights: HostWeights,
+  config: VitConfig,
+  dtype: WriteDtype = 'F32',
+  extra: Record<string, string> = {},
+  classNames?: readonly string[],
+): Uint8Array {
+  const names: Record<string, string> = classNames ? { [CLASSES_KEY]: JSON.stringify(classNames) } : {};
+  return serializeSafetensors(weights, { dtype, metadata: { format: 'pt', [CONFIG_KEY]: JSON.stringify(config), ...names, ...extra } });
 }
 
 export async function sha256Hex(bytes: Uint8Array): Promise<string> {

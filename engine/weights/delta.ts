@@ -14,7 +14,8 @@ export type TensorMode = 'diff' | 'full';
 
 export interface DeltaManifest {
   readonly format: typeof DELTA_FORMAT;
-  readonly base: { readonly sha256: string; readonly numClasses: number };
+  /** The base's weights, head size, and input size where the delta was trained at another (pos_embed resampled, stored in full). */
+  readonly base: { readonly sha256: string; readonly numClasses: number; readonly imageSize?: number };
   /** Architecture of the fine-tuned model (its head may have a new class count). */
   readonly architecture: VitConfig;
   readonly strategy: Strategy;
@@ -22,6 +23,8 @@ export interface DeltaManifest {
   readonly tensors: Readonly<Record<string, TensorMode>>;
   readonly tunedParams: number;
   readonly training?: Readonly<Record<string, unknown>>;
+  /** The class of each output, by index, when the training data named them. */
+  readonly classNames?: readonly string[];
   /** Set on soups: how they were made and of what. */
   readonly soup?: {
     readonly method: 'uniform' | 'greedy';
@@ -44,6 +47,16 @@ export interface MakeDeltaInput {
   readonly strategy: Strategy;
   readonly dtype?: WriteDtype;
   readonly training?: Record<string, unknown>;
+  readonly classNames?: readonly string[];
+  /** Names in `tuned` that are carried along, not trained (a resampled position embedding): not counted as tuned. */
+  readonly carried?: readonly string[];
+}
+
+/** Stored as a value rather than a difference: new tensors, a new head, a resampled position embedding. */
+function storedInFull(base: Checkpoint, name: string, shape: readonly number[]): boolean {
+  const b = base.weights.get(name);
+  if (!b || !sameShape(b.shape, shape)) return true;
+  return (base.replacedHead !== undefined && name.startsWith('head.')) || (base.resampledFrom !== undefined && name === 'pos_embed');
 }
 
 export function makeDelta(input: MakeDeltaInput): Delta {
@@ -54,10 +67,9 @@ export function makeDelta(input: MakeDeltaInput): Delta {
   for (const name of input.tuned) {
     const tuned = input.fineTuned.get(name);
     if (!tuned) throw new Error(`fine-tuned weights lack tuned tensor '${name}'`);
-    tunedParams += tuned.data.length;
+    if (!input.carried?.includes(name)) tunedParams += tuned.data.length;
     const base = input.base.weights.get(name);
-    const newHead = input.base.replacedHead !== undefined && name.startsWith('head.');
-    if (!base || newHead || !sameShape(base.shape, tuned.shape)) {
+    if (!base || storedInFull(input.base, name, tuned.shape)) {
       modes[name] = 'full';
       tensors.set(name, { shape: [...tuned.shape], data: tuned.data.slice() });
       continue;
@@ -69,13 +81,17 @@ export function makeDelta(input: MakeDeltaInput): Delta {
   }
   const manifest: DeltaManifest = {
     format: DELTA_FORMAT,
-    base: { sha256: input.base.sha256, numClasses: input.base.replacedHead?.from ?? input.base.config.numClasses },
+    base: {
+      sha256: input.base.sha256, numClasses: input.base.replacedHead?.from ?? input.base.config.numClasses,
+      ...(input.base.resampledFrom !== undefined && { imageSize: input.base.resampledFrom }),
+    },
     architecture: input.architecture,
     strategy: input.strategy,
     dtype,
     tensors: modes,
     tunedParams,
     training: input.training,
+    ...(input.classNames && { classNames: [...input.classNames] }),
   };
   return { manifest, tensors };
 }
@@ -145,7 +161,7 @@ export function roundToDelta(
   for (const name of tuned) {
     const f = fineTuned.get(name)!;
     const b = base.weights.get(name);
-    const full = !b || (base.replacedHead && name.startsWith('head.')) || !sameShape(b.shape, f.shape);
+    const full = !b || storedInFull(base, name, f.shape);
     const out = new Float32Array(f.data.length);
     for (let i = 0; i < out.length; i++) {
       out[i] = full ? store(f.data[i]) : b.data[i] + store(f.data[i] - b.data[i]);

@@ -6,7 +6,7 @@
 // through the descriptor off the event loop, so a swap after the check reads nothing else.
 import { constants } from 'node:fs';
 import { FileHandle, mkdir, open, readdir, readlink, realpath } from 'node:fs/promises';
-import { dirname, isAbsolute, join, relative } from 'node:path';
+import { dirname, extname, isAbsolute, join, relative } from 'node:path';
 import { badInput, forbidden } from '../errors';
 import type { ServerConfig } from '../config';
 
@@ -107,7 +107,7 @@ export async function copyServerData(config: ServerConfig, path: string, into: s
     await mkdir(to, { recursive: true });
     for (const entry of entries) await copy(await inside(config, join(from, entry)), join(to, entry), join(shown, entry), depth + 1);
   };
-  const target = join(into, 'data');
+  const target = join(into, `data${extname(real)}`);
   await copy(real, target, path, 0);
   return target;
 }

@@ -12,6 +12,9 @@ import type { BlobRef, StoredBlob } from '../state/records';
 import { DatasetImport, ImportedDataset, importDataset } from './dataset-import';
 
 import { InputError } from './input-error';
+import sharp from 'sharp';
+import { decodeOriginal } from '../../node/image-folder';
+import { Prediction, predictImages } from '../../node/predict';
 
 export { InputError };
 
@@ -84,7 +87,7 @@ export class Jobs {
     } catch (e) {
       throw new InputError(e instanceof MissingArchitectureError ? `${e.message}: give it as \`config\`` : (e as Error).message);
     }
-    return { canonical: exportCheckpoint(ckpt.weights, ckpt.config), config: ckpt.config, params: countParams(ckpt.config), weightsSha256: ckpt.sha256 };
+    return { canonical: exportCheckpoint(ckpt.weights, ckpt.config, 'F32', {}, ckpt.classNames), config: ckpt.config, params: countParams(ckpt.config), weightsSha256: ckpt.sha256 };
   }
 
   /** Round 0: the tuned tensors as the base has them, zero moments, and the run's normalisation. */
@@ -104,7 +107,7 @@ export class Jobs {
     const all = await this.dataset(a.train);
     const packs: StoredBlob[] = [];
     for (const w of a.windows) {
-      const bytes = packDataset(packWindow(all, a.options, w));
+      const bytes = packDataset(packWindow(all, a.options, w), { compress: true });
       const stored = await this.store.put(keys.windowPack(sha256(bytes)), bytes);
       packs.push({ key: stored.key, sha256: stored.sha256, bytes: bytes.length });
     }
@@ -122,8 +125,9 @@ export class Jobs {
     delta: Uint8Array; accuracy: number; loss: number; tensors: number; tunedParams: number;
   }> {
     const { base, tuned } = await this.fineTuned(b, b.state);
+    const test = await this.testSplit(b, b.test);
     const { delta, scores } = await finishFineTuning({
-      base, fineTuned: tuned, strategy: b.strategy, normalization: b.normalization, splits: { test: await this.testSplit(b, b.test) }, training: b.training,
+      base, fineTuned: tuned, strategy: b.strategy, normalization: b.normalization, splits: { test }, training: b.training, classNames: test.classNames,
     });
     return { delta: serializeDelta(delta), accuracy: scores.test.accuracy, loss: scores.test.loss, tensors: delta.tensors.size, tunedParams: delta.manifest.tunedParams };
   }
@@ -161,11 +165,59 @@ export class Jobs {
     };
   }
 
+  /** Top classes of photos by the model, or base + delta, through its eval transform. */
+  async predict(a: { model: BlobRef; delta?: BlobRef; images: { filename: string; bytes: Uint8Array }[]; top: number }): Promise<
+    { filename: string; top: Prediction[] }[]
+  > {
+    const base = await this.checkpoint(a.model);
+    const delta = a.delta ? parseDelta(await this.store.get(a.delta.key, a.delta.sha256), a.delta.key) : undefined;
+    const m = delta ? { config: delta.manifest.architecture, weights: applyDelta(base, delta), classNames: delta.manifest.classNames } : base;
+    const decoded = [];
+    for (const img of a.images) {
+      try {
+        decoded.push(await decodeOriginal(img.bytes, m.config.channels === 1 ? 1 : 3));
+      } catch (e) {
+        throw new InputError(`${img.filename}: not a decodable image (${(e as Error).message.split('\n')[0]})`);
+      }
+    }
+    const top = await predictImages(m, decoded, a.top);
+    return a.images.map((img, i) => ({ filename: img.filename, top: top[i] }));
+  }
+
+  /** What a finished run's delta records of its test split: the confusion matrix and the class names. */
+  async testConfusion(a: { delta: BlobRef }): Promise<{ confusion: number[][] | null; classNames: string[] | null }> {
+    const m = parseDelta(await this.store.get(a.delta.key, a.delta.sha256), a.delta.key).manifest;
+    const c = m.training?.testConfusion;
+    const valid = Array.isArray(c) && c.every((row) => Array.isArray(row) && row.every((v) => Number.isInteger(v) && v >= 0));
+    return { confusion: valid ? (c as number[][]) : null, classNames: m.classNames ? [...m.classNames] : null };
+  }
+
+  /** The first `perClass` training images of each class as PNG data URLs (the dashboard's samples). */
+  async datasetSamples(a: { train: readonly BlobRef[]; perClass: number }): Promise<{ label: number; dataUrl: string }[]> {
+    const taken = new Map<number, number>();
+    const out: { label: number; dataUrl: string }[] = [];
+    // Photos are stored classes interleaved, so the first shards hold every class; at most 8 are read.
+    for (const shard of a.train.slice(0, 8)) {
+      const ds = await this.dataset([shard]);
+      const px = ds.height * ds.width * ds.channels;
+      for (let i = 0; i < ds.count; i++) {
+        const label = ds.labels[i];
+        if ((taken.get(label) ?? 0) >= a.perClass) continue;
+        taken.set(label, (taken.get(label) ?? 0) + 1);
+        const raw = Buffer.from(ds.images.subarray(i * px, (i + 1) * px));
+        const png = await sharp(raw, { raw: { width: ds.width, height: ds.height, channels: ds.channels as 1 | 3 } }).png().toBuffer();
+        out.push({ label, dataUrl: `data:image/png;base64,${png.toString('base64')}` });
+      }
+      if (taken.size === ds.classes && [...taken.values()].every((n) => n >= a.perClass)) break;
+    }
+    return out.sort((x, y) => x.label - y.label);
+  }
+
   /** Base + delta -> a full checkpoint in the canonical form. */
   async merge(args: { model: BlobRef; delta: BlobRef }): Promise<{ canonical: Uint8Array; config: unknown; params: number; weightsSha256: string }> {
     const base = await this.checkpoint(args.model);
     const delta = parseDelta(await this.store.get(args.delta.key, args.delta.sha256), args.delta.key);
     const merged = applyDelta(base, delta);
-    return this.importModel({ bytes: exportCheckpoint(merged, delta.manifest.architecture), source: args.delta.key });
+    return this.importModel({ bytes: exportCheckpoint(merged, delta.manifest.architecture, 'F32', {}, delta.manifest.classNames), source: args.delta.key });
   }
 }

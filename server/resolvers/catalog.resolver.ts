@@ -8,7 +8,7 @@ import { badInput } from '../errors';
 import { MAX_PAGE } from '../limits';
 import type { ModelRecord } from '../state/records';
 import type { Context } from './context';
-import { toDataset, toModel } from './mappers';
+import { make, toDataset, toModel } from './mappers';
 
 export function pageArgs(first: number, offset: number, search?: string | null): void {
   if (search && search.length > 200) throw badInput(`search may have at most 200 characters (this one has ${search.length})`);
@@ -38,8 +38,23 @@ export class ModelResolver {
     return [...PRESET_NAMES.map((name) => presetStrategy(name)), ...stored].map((s) => strategyOn(record, s, numClasses));
   }
 
-  @Authorized()
-  @Mutation(() => T.Upload, { description: 'A presigned URL to PUT a file to (checkpoint, dataset file); size-limited' })
+  @Authorized('READER')
+  @Query(() => [T.ImagePrediction], {
+    description: 'The top classes of uploaded photos (at most 32; each upload used once) by a model, or by a delta (delta or run id) on its base; admins and readers',
+  })
+  async predict(
+    @Ctx() { services }: Context,
+    @Arg('uploads', () => [ID]) uploads: string[],
+    @Arg('model', { nullable: true, description: 'By id or name' }) model?: string,
+    @Arg('delta', () => ID, { nullable: true }) delta?: string,
+    @Arg('top', () => Int, { defaultValue: 5 }) top = 5,
+  ): Promise<T.ImagePrediction[]> {
+    const found = await services.predictions.predict({ model, delta, uploads, top });
+    return found.map((p) => make(T.ImagePrediction, { filename: p.filename, top: p.top.map((c) => make(T.ClassProbability, c)) }));
+  }
+
+  @Authorized('READER')
+  @Mutation(() => T.Upload, { description: 'A presigned URL to PUT a file to (checkpoint, dataset file, a photo to predict); size-limited; admins and readers' })
   async createUpload(@Ctx() { services }: Context, @Arg('filename') filename: string, @Arg('bytes', () => Int) bytes: number): Promise<T.Upload> {
     const u = await services.uploads.create(filename, bytes);
     return Object.assign(new T.Upload(), { id: u.upload.id, url: u.url, maxBytes: services.platform.config.uploadMaxBytes, expiresAt: u.expiresAt });
@@ -67,8 +82,20 @@ export class DatasetResolver {
     return toDataset(await services.datasets.get(id));
   }
 
+  @Authorized('READER')
+  @FieldResolver(() => [T.DatasetSample], { description: 'The first training images of each class (at most 8 a class, 100 classes); readers only' })
+  async samples(@Ctx() { services }: Context, @Root() dataset: T.Dataset, @Arg('perClass', () => Int, { defaultValue: 4 }) perClass = 4): Promise<T.DatasetSample[]> {
+    if (perClass < 1 || perClass > 8) throw badInput('perClass must be from 1 to 8');
+    const record = await services.datasets.get(dataset.id);
+    const train = record.shards.filter((s) => s.split === 'train').map(({ key, sha256 }) => ({ key, sha256 }));
+    const found = await services.platform.compute.call('datasetSamples', { train, perClass });
+    return found
+      .filter((f) => f.label < 100)
+      .map((f) => make(T.DatasetSample, { ...f, name: record.classNames?.[f.label] ?? String(f.label) }));
+  }
+
   @Authorized()
-  @Mutation(() => T.Dataset, { description: 'Reads IDX or CIFAR-10 files (a server path or uploads) and stores them as safetensors shards' })
+  @Mutation(() => T.Dataset, { description: 'Reads IDX or CIFAR-10 files or photos (a server path or uploads) and stores them as safetensors shards' })
   async importDataset(@Ctx() { services }: Context, @Arg('input') input: ImportDatasetInput): Promise<T.Dataset> {
     return toDataset(await services.datasets.import(input));
   }

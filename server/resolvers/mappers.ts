@@ -5,7 +5,7 @@ import {
 } from '../state/records';
 import type { Progress } from '../runs/queries';
 
-const make = <C extends object>(cls: new () => C, fields: Partial<C>): C => Object.assign(new cls(), fields) as C;
+export const make = <C extends object>(cls: new () => C, fields: Partial<C>): C => Object.assign(new cls(), fields) as C;
 
 export const toModel = (r: ModelRecord): T.Model => make(T.Model, {
   id: r.id, name: r.name, architecture: r.config, parameters: r.params, numClasses: r.config.numClasses, weightsSha256: r.weightsSha256,
@@ -14,7 +14,7 @@ export const toModel = (r: ModelRecord): T.Model => make(T.Model, {
 
 export const toDataset = (r: DatasetRecord): T.Dataset => make(T.Dataset, {
   id: r.id, name: r.name, classes: r.classes, height: r.height, width: r.width, channels: r.channels, trainImages: r.trainCount,
-  testImages: r.testCount, source: r.source, private: r.private, createdAt: r.createdAt,
+  testImages: r.testCount, source: r.source, private: r.private, createdAt: r.createdAt, classNames: r.classNames ? [...r.classNames] : null,
   shards: r.shards.map((s) => make(T.DatasetShardInfo, { split: s.split, sha256: s.sha256, images: s.count, bytes: s.bytes })),
 });
 

@@ -10,7 +10,7 @@ import type { Context } from './context';
 import { canRead, mintToken } from './context';
 import { badInput, forbidden } from '../errors';
 import { pageArgs } from './catalog.resolver';
-import { toDataset, toDelta, toModel, toRun, toShard } from './mappers';
+import { make, toDataset, toDelta, toModel, toRun, toShard } from './mappers';
 
 /** WAITING is a running run that waits; RUNNING one that moves. */
 const statusFilter = (status: T.RunStatus | undefined): { status?: RunRecord['status']; waiting?: boolean } =>
@@ -65,6 +65,16 @@ export class RunResolver {
   async delta(@Ctx() { services }: Context, @Root() run: T.Run): Promise<T.Delta | undefined> {
     const d = await services.deltas.ofRun(run.id);
     return d && toDelta(d);
+  }
+
+  @Authorized('READER')
+  @FieldResolver(() => T.ConfusionMatrix, { nullable: true, description: "The test split's confusion matrix, as its delta records it (heads of up to 100 classes); readers only" })
+  async confusion(@Ctx() { services }: Context, @Root() run: T.Run): Promise<T.ConfusionMatrix | undefined> {
+    const d = await services.deltas.ofRun(run.id);
+    if (!d) return undefined;
+    const { confusion, classNames } = await services.platform.compute.call('testConfusion', { delta: d.blob });
+    if (!confusion) return undefined;
+    return make(T.ConfusionMatrix, { counts: confusion, classNames: classNames ?? confusion.map((_, i) => String(i)) });
   }
 
   @FieldResolver(() => String, { nullable: true })

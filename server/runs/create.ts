@@ -1,7 +1,7 @@
 // Starting runs of each kind: inputs checked at the door (a bad one is BAD_USER_INPUT before any
 // record exists), the record inserted, the scheduler told.
 import { randomUUID } from 'node:crypto';
-import { OptionError, inspect, windowPackBytes } from '../../engine';
+import { OptionError, defaultMicroBatch, inspect, stepMemoryBytes, windowPackBytes } from '../../engine';
 import { MAX_SHARDS_PER_ROUND, RunOptions, asksAutoShards, parseRunOptions } from '../../protocol/run-options';
 import { Datasets } from '../catalog/datasets';
 import { Models, modelConfig } from '../catalog/models';
@@ -56,8 +56,9 @@ export class RunCreation {
     const dataset = await this.datasets.get(input.dataset);
     const strategy = await this.strategies.resolve(input.strategy);
     const config = modelConfig(model, dataset.classes);
-    if (dataset.height !== config.imageSize || dataset.width !== config.imageSize || dataset.channels !== config.channels) {
-      throw badInput(`dataset '${dataset.name}' has ${dataset.height}x${dataset.width}x${dataset.channels} images; model '${model.name}' takes ${config.imageSize}x${config.imageSize}x${config.channels}`);
+    // Any image size fits (the model's transform resizes); channels must match.
+    if (dataset.channels !== config.channels) {
+      throw badInput(`dataset '${dataset.name}' has ${dataset.channels}-channel images; model '${model.name}' takes ${config.channels} channels`);
     }
     if (dataset.private && spec.options.admitVolunteers) {
       throw badInput(`hyperParameters.admitVolunteers: dataset '${dataset.name}' is private; only registered workers may train on it`);
@@ -84,9 +85,13 @@ export class RunCreation {
     if (spec.options.shardsPerRound > MAX_SHARDS_PER_ROUND) {
       throw badInput(`hyperParameters.shardsPerRound: at most ${MAX_SHARDS_PER_ROUND} shards per round (got ${spec.options.shardsPerRound})`);
     }
-    // A worker holds the model (and what training makes of it) and one shard's window of records.
+    // Unset, the micro-batch is what fits a 2 GiB step, and is recorded: every worker then sums the same pieces.
+    const microBatch = spec.options.microBatch ?? defaultMicroBatch(config, tuned.tunedParams, spec.options.batchSize);
+    const recorded: TrainingSpec = { ...spec, options: Object.freeze({ ...spec.options, microBatch }) };
+    // A worker holds the model, what one micro-batch's step makes of it, and one shard's window of records.
     const records = windowPackBytes(longestWindow(plan), spec.options.batchSize, dataset.height * dataset.width * dataset.channels);
-    const run = this.record(model, dataset, spec, { strategy, strategyName: tuned.strategy, tunedParams: tuned.tunedParams, totalParams: tuned.totalParams }, records);
+    const need = Math.max(4 * model.blob.bytes, stepMemoryBytes(config, tuned.tunedParams, microBatch)) + records;
+    const run = this.record(model, dataset, recorded, { strategy, strategyName: tuned.strategy, tunedParams: tuned.tunedParams, totalParams: tuned.totalParams }, need);
     this.p.log(`run ${run.id} (${spec.kind.toLowerCase()}): ${tuned.strategy} on ${model.name} -> ${dataset.name}, ${tuned.tunedParams.toLocaleString('en-US')} tuned parameters`);
     const shards = asksAutoShards(hyper) ? `; shardsPerRound AUTO: ${spec.options.shardsPerRound} (workers online)` : '';
     return this.insert(run, `run created${shards}`);
@@ -121,12 +126,12 @@ export class RunCreation {
   }
 
   private record(
-    model: ModelRecord, dataset: DatasetRecord, spec: RunSpec, s: Pick<RunRecord, 'strategy' | 'strategyName' | 'tunedParams' | 'totalParams'>, windowBytes = 0,
+    model: ModelRecord, dataset: DatasetRecord, spec: RunSpec, s: Pick<RunRecord, 'strategy' | 'strategyName' | 'tunedParams' | 'totalParams'>, memoryNeed?: number,
   ): RunRecord {
     const at = new Date();
     return {
       id: randomUUID(), spec, modelId: model.id, datasetId: dataset.id, ...s, status: 'PREPARING', plan: null, round: 0, step: 0, state: null,
-      normalization: null, numClasses: dataset.classes, memoryNeed: 4 * model.blob.bytes + windowBytes, metrics: [], accuracy: null, loss: null,
+      normalization: null, numClasses: dataset.classes, memoryNeed: memoryNeed ?? 4 * model.blob.bytes, metrics: [], accuracy: null, loss: null,
       deltaId: null, error: null, public: false, waiting: null, roundStates: [], rollbacks: [], createdAt: at, updatedAt: at, finishedAt: null,
     };
   }

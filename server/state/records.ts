@@ -48,6 +48,8 @@ export interface DatasetRecord {
   readonly trainCount: number;
   readonly testCount: number;
   readonly shards: readonly DatasetShard[];
+  /** Each class's name by label, when the source named them (photo folders, manifests). */
+  readonly classNames: readonly string[] | null;
   readonly source: string;
   /** Its runs never admit volunteers. */
   readonly private: boolean;

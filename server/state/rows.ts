@@ -210,7 +210,7 @@ const datasetShard = z.object({ split: z.enum(['train', 'test']), key: z.string(
 
 export const datasetRows = flatTable<DatasetRecord>('datasets', z.object({
   id: z.string(), name: z.string(), classes: int.min(1), height: int.min(1), width: int.min(1), channels: int.min(1), trainCount: count,
-  testCount: count, shards: json(z.array(datasetShard)), source: z.string(), private: flag, createdAt: date,
+  testCount: count, shards: json(z.array(datasetShard)), classNames: json(z.array(z.string())).nullable(), source: z.string(), private: flag, createdAt: date,
 }));
 
 export const uploadRows = flatTable<UploadRecord>('uploads', z.object({ id: z.string(), key: z.string(), filename: z.string(), declaredBytes: count, createdAt: date }));

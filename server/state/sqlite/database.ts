@@ -149,6 +149,8 @@ const MIGRATIONS: ((db: Db) => void)[] = [
   },
   // 8: a dataset may be private (its runs never admit volunteers).
   (db) => db.exec('ALTER TABLE datasets ADD COLUMN private INTEGER NOT NULL DEFAULT 0'),
+  // 9: a dataset's class names (JSON), when its source named them.
+  (db) => db.exec('ALTER TABLE datasets ADD COLUMN class_names TEXT'),
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

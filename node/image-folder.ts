@@ -1,0 +1,349 @@
+// Photos in the layouts people have, decoded once to a square storage size: a folder per class
+// (torchvision's ImageFolder), split by train/ and val/ (or test/) folders or else by a seeded
+// fraction per class; the same inside a .zip or .tar; a CSV or JSONL manifest (path, label, split);
+// WebDataset tar shards (key.jpg + key.cls). Decoding is sharp's (libvips): EXIF orientation
+// applied, CMYK, grey, palette, alpha and 16-bit images brought to 8-bit sRGB (alpha dropped, as
+// Pillow's convert('RGB') does), then the shorter side resized to the storage size and centre-cropped.
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { basename, dirname, join, relative } from 'node:path';
+import sharp from 'sharp';
+import { Dataset, Image8, Interpolation, Split, permutation } from '../engine';
+import { Entry, MAX_ENTRY_BYTES, listDirectory, listTar, listZip } from './archive';
+
+export interface ImageImport {
+  /** Images are stored at size x size. */
+  readonly storageSize: number;
+  readonly interpolation: Interpolation;
+  readonly channels: 1 | 3;
+  /** Skip (and count) files that do not decode, rather than fail. */
+  readonly skipBad?: boolean;
+  /** Without split folders or a split column: this share of each class is the test split. */
+  readonly testFraction?: number;
+  readonly seed?: number;
+  readonly onProgress?: (done: number, total: number) => void;
+}
+
+export interface ImportReport {
+  readonly layout: Layout['kind'];
+  readonly decoded: number;
+  readonly skipped: readonly { readonly path: string; readonly reason: string }[];
+  /** Files left out by name: not an image extension, or outside any class folder. */
+  readonly ignored: readonly string[];
+}
+
+interface Sample {
+  readonly entry: Entry;
+  readonly label: number;
+  readonly split: 'train' | 'test';
+}
+
+export interface Layout {
+  readonly kind: 'folders' | 'train-val-folders' | 'manifest' | 'webdataset';
+  readonly classNames: readonly string[];
+  readonly samples: readonly Sample[];
+  readonly ignored: readonly string[];
+}
+
+const IMAGE_EXT = /\.(jpe?g|png|webp|tiff?|gif|avif)$/i;
+const TEST_DIRS = ['val', 'valid', 'validation', 'test'];
+/** Labels are stored as bytes. */
+export const MAX_IMAGE_CLASSES = 256;
+const MAX_PIXELS = 100_000_000;
+const MAX_BAD_LISTED = 100;
+
+const hidden = (path: string): boolean => path.split('/').some((p) => p.startsWith('.') || p === '__MACOSX');
+
+function checkClassName(name: string, where: string): string {
+  if (name.length > 200 || /[\u0000-\u001f\u007f]/.test(name))
+    throw new Error(`${where}: class name ${JSON.stringify(name.slice(0, 60))} is too long or holds control characters`);
+  return name;
+}
+
+/** Lists the source at `path` and decides which file is which class and split. */
+export async function planImages(path: string, o: Pick<ImageImport, 'testFraction' | 'seed'> = {}): Promise<Layout> {
+  if (!existsSync(path)) throw new Error(`${path} does not exist`);
+  if (/\.(csv|jsonl)$/i.test(path)) return manifestLayout(path, o);
+  let entries: Entry[];
+  if (statSync(path).isDirectory()) {
+    entries = await listDirectory(path);
+    const tars = entries.filter((e) => !e.path.includes('/') && e.path.endsWith('.tar'));
+    if (tars.length && tars.length === entries.filter((e) => !hidden(e.path)).length)
+      return webDatasetLayout(
+        path,
+        tars.map((t) => join(path, t.path)),
+        o,
+      );
+  } else if (/\.zip$/i.test(path)) entries = listZip(path);
+  else if (/\.tar$/i.test(path)) entries = listTar(path);
+  else throw new Error(`${path}: give a directory, a .zip, a .tar, or a .csv/.jsonl manifest`);
+  entries = entries.filter((e) => !hidden(e.path));
+  if (entries.some((e) => e.path.endsWith('.cls'))) return webDatasetLayout(path, [path], o, entries);
+  return folderLayout(path, stripCommonRoot(entries), o);
+}
+
+/** A zip of `photos/` holds `photos/cat/1.jpg`: the single top folder is not a class. */
+function stripCommonRoot(entries: Entry[]): Entry[] {
+  const tops = new Set(entries.map((e) => e.path.split('/')[0]));
+  if (tops.size !== 1 || entries.some((e) => !e.path.includes('/'))) return entries;
+  const [top] = tops;
+  if (entries.every((e) => e.path.split('/').length >= 3) || !TEST_DIRS.concat('train').includes(top)) {
+    return stripCommonRoot(entries.map((e) => ({ ...e, path: e.path.slice(top.length + 1), read: e.read })));
+  }
+  return entries;
+}
+
+function folderLayout(source: string, entries: Entry[], o: Pick<ImageImport, 'testFraction' | 'seed'>): Layout {
+  const tops = new Set(entries.filter((e) => e.path.includes('/')).map((e) => e.path.split('/')[0]));
+  const testDir = TEST_DIRS.find((d) => tops.has(d));
+  const splitDirs = tops.has('train') && testDir !== undefined;
+  const ignored: string[] = [];
+  const found: { entry: Entry; className: string; split?: 'train' | 'test' }[] = [];
+  for (const entry of entries) {
+    const parts = entry.path.split('/');
+    const [splitPart, classPart] = splitDirs ? [parts[0], parts[1]] : [undefined, parts[0]];
+    const depth = splitDirs ? 3 : 2;
+    const inSplit = !splitDirs || splitPart === 'train' || splitPart === testDir;
+    if (parts.length < depth || !inSplit || !IMAGE_EXT.test(entry.path)) {
+      ignored.push(entry.path);
+      continue;
+    }
+    found.push({ entry, className: checkClassName(classPart!, source), split: splitDirs ? (splitPart === 'train' ? 'train' : 'test') : undefined });
+  }
+  if (!found.length) throw new Error(`${source}: no images in class folders (expected CLASS/IMAGE.jpg, or train/CLASS/... and val/CLASS/...)`);
+  return withLabels(splitDirs ? 'train-val-folders' : 'folders', found, ignored, o);
+}
+
+function withLabels(
+  kind: Layout['kind'],
+  found: readonly { entry: Entry; className: string; split?: 'train' | 'test' }[],
+  ignored: string[],
+  o: Pick<ImageImport, 'testFraction' | 'seed'>,
+  numeric = false,
+): Layout {
+  const names = [...new Set(found.map((f) => f.className))];
+  names.sort(numeric ? (a, b) => Number(a) - Number(b) : (a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  const classNames = numeric ? Array.from({ length: Number(names[names.length - 1]) + 1 }, (_, i) => String(i)) : names;
+  if (classNames.length > MAX_IMAGE_CLASSES)
+    throw new Error(`${classNames.length} classes: at most ${MAX_IMAGE_CLASSES} are supported (labels are stored as bytes)`);
+  const index = new Map(classNames.map((n, i) => [n, i]));
+  const fraction = o.testFraction ?? 0.2;
+  if (!(fraction >= 0 && fraction < 1)) throw new Error(`the test fraction must be from 0 to below 1 (got ${fraction})`);
+  // A seeded fraction of each class (in path order) goes to the test split where no split is given.
+  const unsplit = new Map<number, number[]>();
+  found.forEach((f, i) => {
+    if (f.split) return;
+    const label = index.get(f.className)!;
+    unsplit.set(label, [...(unsplit.get(label) ?? []), i]);
+  });
+  const testSet = new Set<number>();
+  for (const [label, members] of unsplit) {
+    const order = permutation(members.length, (o.seed ?? 0) * 7919 + label);
+    const n = Math.round(members.length * fraction);
+    for (let k = 0; k < n; k++) testSet.add(members[order[k]]);
+  }
+  const samples = found.map((f, i) => ({ entry: f.entry, label: index.get(f.className)!, split: f.split ?? (testSet.has(i) ? 'test' : 'train') }) as Sample);
+  // Classes interleaved (each class's first image, then each one's second, ...): any prefix, such as a stored shard, holds every class.
+  const rank = new Map<Sample, number>();
+  const seen = new Map<number, number>();
+  for (const s of samples) {
+    const r = seen.get(s.label) ?? 0;
+    rank.set(s, r);
+    seen.set(s.label, r + 1);
+  }
+  samples.sort((a, b) => rank.get(a)! - rank.get(b)! || a.label - b.label);
+  return { kind, classNames, samples, ignored };
+}
+
+function manifestLayout(file: string, o: Pick<ImageImport, 'testFraction' | 'seed'>): Layout {
+  const root = dirname(file);
+  const text = readFileSync(file, 'utf8');
+  const rows: { path: string; label: string; split?: string; line: number }[] = [];
+  if (/\.jsonl$/i.test(file)) {
+    text.split('\n').forEach((line, i) => {
+      if (!line.trim()) return;
+      let r: { path?: unknown; label?: unknown; split?: unknown };
+      try {
+        r = JSON.parse(line);
+      } catch {
+        throw new Error(`${file} line ${i + 1}: not JSON`);
+      }
+      if (typeof r.path !== 'string' || (typeof r.label !== 'string' && typeof r.label !== 'number'))
+        throw new Error(`${file} line ${i + 1}: needs "path" and "label"`);
+      rows.push({ path: r.path, label: String(r.label), split: typeof r.split === 'string' ? r.split : undefined, line: i + 1 });
+    });
+  } else {
+    const lines = text.split(/\r?\n/).filter((l) => l.trim());
+    const header = splitCsv(lines[0] ?? '').map((h) => h.trim().toLowerCase());
+    const [p, l, s] = ['path', 'label', 'split'].map((k) => header.indexOf(k));
+    if (p < 0 || l < 0) throw new Error(`${file}: the first line must name the columns path,label[,split]`);
+    lines.slice(1).forEach((line, i) => {
+      const cells = splitCsv(line);
+      if (cells[p] === undefined || cells[l] === undefined) throw new Error(`${file} line ${i + 2}: fewer columns than the header`);
+      rows.push({ path: cells[p], label: cells[l].trim(), split: s >= 0 ? cells[s]?.trim() : undefined, line: i + 2 });
+    });
+  }
+  const found = rows.map((r) => {
+    const full = join(root, r.path);
+    const rel = relative(root, full);
+    if (rel.startsWith('..') || r.path.startsWith('/')) throw new Error(`${file} line ${r.line}: path ${r.path} is outside the manifest's folder`);
+    const split: 'train' | 'test' | undefined = !r.split ? undefined : r.split === 'train' ? 'train' : TEST_DIRS.includes(r.split) ? 'test' : undefined;
+    if (r.split && !split) throw new Error(`${file} line ${r.line}: split must be train, val or test (got ${r.split})`);
+    const entry: Entry = { path: r.path, size: 0, read: async () => new Uint8Array(readFileSync(full)) };
+    return { entry, className: checkClassName(r.label, file), split };
+  });
+  if (!found.length) throw new Error(`${file}: the manifest lists no images`);
+  const numeric = found.every((f) => /^\d{1,3}$/.test(f.className));
+  return withLabels('manifest', found, [], o, numeric);
+}
+
+/** One CSV line: commas, double-quoted cells with "" escapes. */
+function splitCsv(line: string): string[] {
+  const out: string[] = [];
+  let cell = '';
+  let quoted = false;
+  for (let i = 0; i < line.length; i++) {
+    const ch = line[i];
+    if (quoted) {
+      if (ch === '"' && line[i + 1] === '"') ((cell += '"'), i++);
+      else if (ch === '"') quoted = false;
+      else cell += ch;
+    } else if (ch === '"') quoted = true;
+    else if (ch === ',') (out.push(cell), (cell = ''));
+    else cell += ch;
+  }
+  out.push(cell);
+  return out;
+}
+
+/** WebDataset: members grouped by key (the path up to the basename's first dot); `.cls` holds the label. */
+async function webDatasetLayout(source: string, shards: string[], o: Pick<ImageImport, 'testFraction' | 'seed'>, listed?: Entry[]): Promise<Layout> {
+  const found: { entry: Entry; className: string; split?: 'train' | 'test' }[] = [];
+  const ignored: string[] = [];
+  for (const shard of shards) {
+    const name = basename(shard).toLowerCase();
+    const split = /(^|[^a-z])(val|valid|validation|test)([^a-z]|$)/.test(name) ? 'test' : /(^|[^a-z])train([^a-z]|$)/.test(name) ? 'train' : undefined;
+    const groups = new Map<string, { image?: Entry; cls?: Entry }>();
+    for (const e of (listed ?? listTar(shard)).filter((x) => !hidden(x.path))) {
+      const slash = e.path.lastIndexOf('/');
+      const dot = e.path.indexOf('.', slash + 1);
+      if (dot < 0) {
+        ignored.push(e.path);
+        continue;
+      }
+      const key = e.path.slice(0, dot);
+      const g = groups.get(key) ?? {};
+      if (e.path.endsWith('.cls')) g.cls = e;
+      else if (IMAGE_EXT.test(e.path) && !g.image) g.image = e;
+      else ignored.push(e.path);
+      groups.set(key, g);
+    }
+    for (const [key, g] of groups) {
+      if (!g.image || !g.cls) {
+        ignored.push(`${basename(shard)}:${key}`);
+        continue;
+      }
+      const text = new TextDecoder().decode(await g.cls.read()).trim();
+      if (!/^\d{1,3}$/.test(text)) throw new Error(`${basename(shard)}: ${g.cls.path} must hold a class index (got ${JSON.stringify(text.slice(0, 20))})`);
+      found.push({ entry: { ...g.image, path: `${basename(shard)}:${g.image.path}` }, className: String(Number(text)), split });
+    }
+  }
+  if (!found.length) throw new Error(`${source}: no WebDataset samples (key.jpg with key.cls)`);
+  return withLabels('webdataset', found, ignored, o, true);
+}
+
+/** One image decoded to size x size x channels, or why it is not an image. */
+export async function decodeImage(bytes: Uint8Array, o: Pick<ImageImport, 'storageSize' | 'interpolation' | 'channels'>): Promise<Uint8Array> {
+  const S = o.storageSize;
+  const { data, info } = await sharp(bytes, { failOn: 'truncated', limitInputPixels: MAX_PIXELS })
+    .rotate()
+    .removeAlpha()
+    .toColourspace(o.channels === 1 ? 'b-w' : 'srgb')
+    .resize(S, S, { fit: 'cover', position: 'centre', kernel: o.interpolation === 'bicubic' ? 'cubic' : 'linear' })
+    .raw({ depth: 'uchar' })
+    .toBuffer({ resolveWithObject: true });
+  if (info.width !== S || info.height !== S || info.channels !== o.channels) throw new Error(`decoded to ${info.width}x${info.height}x${info.channels}`);
+  return new Uint8Array(data.buffer, data.byteOffset, data.length);
+}
+
+/** A photo at its own size, as Pillow's convert('RGB') (or 'L') would give it, for the model's eval transform. */
+export async function decodeOriginal(bytes: Uint8Array, channels: 1 | 3): Promise<Image8> {
+  const { data, info } = await sharp(bytes, { failOn: 'truncated', limitInputPixels: MAX_PIXELS })
+    .rotate()
+    .removeAlpha()
+    .toColourspace(channels === 1 ? 'b-w' : 'srgb')
+    .raw({ depth: 'uchar' })
+    .toBuffer({ resolveWithObject: true });
+  return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height, channels: info.channels };
+}
+
+export interface DecodedImage {
+  readonly label: number;
+  readonly split: 'train' | 'test';
+  readonly pixels: Uint8Array;
+}
+
+/** Decodes a layout's images in order, a few at a time; bad files are skipped when asked, else the error names them. */
+export async function* decodeLayout(layout: Layout, o: ImageImport, skipped: { path: string; reason: string }[]): AsyncGenerator<DecodedImage> {
+  const inFlight = 4;
+  const decode = async (s: Sample): Promise<DecodedImage | { path: string; reason: string }> => {
+    try {
+      const bytes = await s.entry.read();
+      if (bytes.length > MAX_ENTRY_BYTES) throw new Error(`larger than ${MAX_ENTRY_BYTES} bytes`);
+      return { label: s.label, split: s.split, pixels: await decodeImage(bytes, o) };
+    } catch (e) {
+      return { path: s.entry.path, reason: (e as Error).message.split('\n')[0] };
+    }
+  };
+  const queue: Promise<DecodedImage | { path: string; reason: string }>[] = [];
+  let next = 0;
+  for (let done = 0; done < layout.samples.length; done++) {
+    while (queue.length < inFlight && next < layout.samples.length) queue.push(decode(layout.samples[next++]));
+    const r = await queue.shift()!;
+    o.onProgress?.(done + 1, layout.samples.length);
+    if ('pixels' in r) {
+      yield r;
+      continue;
+    }
+    skipped.push(r);
+    if (!o.skipBad && skipped.length >= MAX_BAD_LISTED) break;
+  }
+  skipped.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  if (!o.skipBad && skipped.length) {
+    const shown = skipped
+      .slice(0, 10)
+      .map((s) => `${s.path} (${s.reason})`)
+      .join('; ');
+    throw new Error(
+      `${skipped.length} file${skipped.length > 1 ? 's do' : ' does'} not decode as an image: ${shown}${skipped.length > 10 ? '; …' : ''} (pass --skip-bad to skip them)`,
+    );
+  }
+}
+
+/** The whole source decoded into memory as a train/test split. */
+export async function loadImageFolder(path: string, o: ImageImport): Promise<{ split: Split; report: ImportReport }> {
+  const layout = await planImages(path, o);
+  const px = o.storageSize * o.storageSize * o.channels;
+  const parts = { train: [] as DecodedImage[], test: [] as DecodedImage[] };
+  const skipped: { path: string; reason: string }[] = [];
+  for await (const img of decodeLayout(layout, o, skipped)) parts[img.split].push(img);
+  const name = basename(path).replace(/\.(zip|tar|csv|jsonl)$/i, '');
+  const toDataset = (split: 'train' | 'test'): Dataset => {
+    const list = parts[split];
+    const images = new Uint8Array(list.length * px);
+    list.forEach((img, i) => images.set(img.pixels, i * px));
+    return {
+      name: `${name}/${split}`,
+      images,
+      labels: Uint8Array.from(list, (img) => img.label),
+      count: list.length,
+      height: o.storageSize,
+      width: o.storageSize,
+      channels: o.channels,
+      classes: layout.classNames.length,
+      flipInvariant: true,
+      classNames: layout.classNames,
+    };
+  };
+  const report: ImportReport = { layout: layout.kind, decoded: parts.train.length + parts.test.length, skipped, ignored: layout.ignored };
+  return { split: { train: toDataset('train'), test: toDataset('test') }, report };
+}
