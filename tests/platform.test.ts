@@ -93,8 +93,9 @@ describe.each(storesUnderTest())('state in $name', (store) => {
       for (const [i, s] of byRound.entries()) {
         const records = (s.toStep - s.fromStep) * 32 * (28 * 28 + 1);
         const beyondModel = s.downloadedBytes - (i === 0 ? modelBytes : 0);
-        expect(beyondModel - stateBytes).toBeGreaterThanOrEqual(records);
-        expect(beyondModel - stateBytes).toBeLessThanOrEqual(records + 4096); // the pack's header
+        // Window packs are compressed (Sub filter + deflate): digits shrink well below their raw records.
+        expect(beyondModel - stateBytes).toBeGreaterThan(records / 20);
+        expect(beyondModel - stateBytes).toBeLessThanOrEqual(records + 4096); // at most raw, with the pack's header
         expect(beyondModel - stateBytes).toBeLessThan(splitBytes / 2);
       }
 
