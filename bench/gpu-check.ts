@@ -2,7 +2,7 @@
 // on a real GPU training img/s and memory per step, for Node (Dawn, the `webgpu` package, in a
 // child process per part so one crash is one part's error) and headless Chromium.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import * as tf from '@tensorflow/tfjs';
@@ -94,12 +94,24 @@ async function inChromium(): Promise<Part> {
   }
 }
 
-function child(part: string): Part {
+function child(part: string, env: NodeJS.ProcessEnv = process.env): Part {
   try {
-    return JSON.parse(execFileSync(process.execPath, [__filename, '--part', part], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 540_000 }).trim().split('\n').pop()!) as Part;
+    const out = execFileSync(process.execPath, [__filename, '--part', part], { encoding: 'utf8', env, stdio: ['ignore', 'pipe', 'inherit'], timeout: 540_000 });
+    return JSON.parse(out.trim().split('\n').pop()!) as Part;
   } catch (e) {
     return { error: `the ${part} check failed: ${(e as Error).message.split('\n')[0]}` };
   }
+}
+
+const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
+
+/** Dawn refuses some system drivers (Mesa 22's lavapipe lacks a feature it needs): then Chromium's SwiftShader stands in. */
+function nodeDawnPart(): { part: Part; icd: string } {
+  const icd = process.env.VK_ICD_FILENAMES ?? process.env.VK_DRIVER_FILES ?? 'system';
+  const part = child('node');
+  if (!part.error?.startsWith('Dawn found no adapter') || icd !== 'system' || !existsSync(SWIFTSHADER_ICD)) return { part, icd };
+  const library = ['/usr/lib/chromium', process.env.LD_LIBRARY_PATH].filter(Boolean).join(':');
+  return { part: child('node', { ...process.env, VK_ICD_FILENAMES: SWIFTSHADER_ICD, LD_LIBRARY_PATH: library }), icd: `${SWIFTSHADER_ICD} (no adapter from the system's)` };
 }
 
 async function main(): Promise<void> {
@@ -111,10 +123,11 @@ async function main(): Promise<void> {
   }
   const outAt = process.argv.indexOf('--out');
   const dir = outAt > 0 ? process.argv[outAt + 1] : join(__dirname, '..', '..', 'bench', 'results');
+  const dawn = nodeDawnPart();
   const report = {
-    date: new Date().toISOString(), node: process.version, vulkan: { icd: process.env.VK_ICD_FILENAMES ?? process.env.VK_DRIVER_FILES ?? 'system', loader: process.env.LD_LIBRARY_PATH ?? 'system' },
+    date: new Date().toISOString(), node: process.version, vulkan: { icd: dawn.icd, loader: process.env.LD_LIBRARY_PATH ?? 'system' },
     unit: 'step: largest relative error against the cpu backend (logits, loss, gradients, AdamW-updated weights); timings: training img/s at batch 32, peak bytes one step allocates',
-    node_dawn: child('node'), chromium: child('chromium'),
+    node_dawn: dawn.part, chromium: child('chromium'),
   };
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `gpu-${report.date.slice(0, 10)}.json`);

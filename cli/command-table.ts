@@ -101,7 +101,8 @@ export const COMMANDS: readonly Command[] = [
     usage: 'partune model register --name N --checkpoint F [--config C | --arch A]   (F may be random:PRESET)',
   },
   {
-    name: 'dataset import', flags: [...CLIENT, 'name', 'format', 'path', 'server-path', 'train-limit', 'test-limit', 'private', 'storage-size', 'skip-bad', 'test-fraction'],
+    name: 'dataset import',
+    flags: [...CLIENT, 'name', 'format', 'path', 'server-path', 'train-limit', 'test-limit', 'private', 'storage-size', 'skip-bad', 'test-fraction'],
     required: ['name', 'format'], run: datasetImportCommand,
     usage: 'partune dataset import --name N --format idx|cifar10|mnist-package|folder [--path DIR (uploaded) | --server-path DIR]\n'
       + '                       [--train-limit N] [--test-limit N] [--private (its runs never admit volunteers)]\n'

@@ -5,7 +5,7 @@ import * as tf from '@tensorflow/tfjs';
 import {
   Checkpoint, Dataset, LoopControls, Normalization, PRESET_NAMES, PrefixCacheOptions, Split, TrainOptions, TrainableVit, TrainSummary, VitConfig, adapt,
   MissingArchitectureError, applyDelta, evaluate, exportCheckpoint, finishFineTuning, inspect, parseDelta, parseStrategy, parseVitConfig, presetStrategy,
-  resolveNormalization, selectData, serializeDelta, toDevice, train, trainingSchedule, withNewHead, DeltaManifest, atImageSize, inputTransform, defaultMicroBatch,
+  resolveNormalization, selectData, serializeDelta, toDevice, train, trainingSchedule, withNewHead, DeltaManifest, atImageSize, defaultMicroBatch,
 } from '../engine';
 import { BackendChoice, selectBackend } from '../node/backend';
 import { openCheckpoint, readConfig } from '../node/checkpoints';
@@ -75,12 +75,15 @@ export async function prepareData(o: Options, config: VitConfig, options: TrainO
   if (storageSize < 8 || storageSize > 4096) throw new Error(`--storage-size must be from 8 to 4096 (got ${storageSize})`);
   const bar = spec.startsWith('folder:') ? new ProgressBar('decode', 1, Boolean(o.quiet)) : undefined;
   const { split, report } = await readData(spec, {
-    storageSize, interpolation: inputTransform(config).interpolation, channels, skipBad: Boolean(o['skip-bad']), onProgress: (done, total) => bar?.update(done, {}, total),
+    // Bicubic, as the server's import stores them, whatever the model: the same folder gives the same pixels in both.
+    storageSize, interpolation: 'bicubic', channels, skipBad: Boolean(o['skip-bad']),
+    onProgress: (done, total) => bar?.update(done, {}, total),
   });
   if (report) {
     bar?.done(`decoded ${plural(report.decoded, 'image')} (${report.layout}) at ${storageSize}x${storageSize}`);
-    if (report.skipped.length) say(o, `skipped ${plural(report.skipped.length, 'file')} that do not decode: ${report.skipped.slice(0, 5).map((s) => s.path).join(', ')}${report.skipped.length > 5 ? ', …' : ''}`);
-    if (report.ignored.length) say(o, `ignored ${plural(report.ignored.length, 'file')} outside class folders or not images: ${report.ignored.slice(0, 5).join(', ')}${report.ignored.length > 5 ? ', …' : ''}`);
+    const some = (paths: readonly string[]): string => `${paths.slice(0, 5).join(', ')}${paths.length > 5 ? ', …' : ''}`;
+    if (report.skipped.length) say(o, `skipped ${plural(report.skipped.length, 'file')} that do not decode: ${some(report.skipped.map((s) => s.path))}`);
+    if (report.ignored.length) say(o, `ignored ${plural(report.ignored.length, 'file')} outside class folders or not images: ${some(report.ignored)}`);
   }
   const chosen = selectData(split, options);
   const fit = (ds: Dataset): Dataset => {

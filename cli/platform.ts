@@ -144,7 +144,9 @@ export async function datasetImportCommand(o: Options): Promise<Record<string, u
   const local = str(o, 'path');
   if (local && !existsSync(local)) throw new Error(`${local} not found`);
   const folder = format === 'FOLDER';
-  if (!folder && ['storage-size', 'skip-bad', 'test-fraction'].some((k) => o[k] !== undefined)) throw new Error('--storage-size, --skip-bad and --test-fraction are for --format folder');
+  if (!folder && ['storage-size', 'skip-bad', 'test-fraction'].some((k) => o[k] !== undefined)) {
+    throw new Error('--storage-size, --skip-bad and --test-fraction are for --format folder');
+  }
   const uploads = !local
     ? undefined
     : folder
@@ -155,7 +157,10 @@ export async function datasetImportCommand(o: Options): Promise<Record<string, u
     input: {
       name: need(o, 'name'), format, path: str(o, 'server-path'), uploads, trainLimit: optionalInt(o, 'train-limit'), testLimit: optionalInt(o, 'test-limit'),
       private: o.private === true ? true : undefined,
-      ...(folder && { storageSize: optionalInt(o, 'storage-size'), skipBad: o['skip-bad'] === true ? true : undefined, testFraction: str(o, 'test-fraction') === undefined ? undefined : num(o, 'test-fraction', 0.2) }),
+      ...(folder && {
+        storageSize: optionalInt(o, 'storage-size'), skipBad: o['skip-bad'] === true ? true : undefined,
+        testFraction: str(o, 'test-fraction') === undefined ? undefined : num(o, 'test-fraction', 0.2),
+      }),
     },
   });
   say(o, `dataset ${d.name} (${d.id}): ${d.trainImages} train / ${d.testImages} test images, ${d.classes} classes`);

@@ -1,37 +1,34 @@
 // Uploads that stream from disk with a progress bar: a photo folder (packed as a .tar in a temporary
-// file first) or an archive, PUT to the presigned URL piece by piece with its exact length.
+// file first) or an archive, piped to the presigned URL with its exact length.
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { createReadStream, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { CreateUpload } from '../protocol/operations';
 import { GraphQLClient } from '../worker/client';
-import { fileChunks, writeTar } from '../node/tar-write';
+import { writeTar } from '../node/tar-write';
 import { ProgressBar } from './progress';
 
 async function putFile(url: string, path: string, bar: ProgressBar): Promise<void> {
   const size = statSync(path).size;
   const target = new URL(url);
   await new Promise<void>((resolve, reject) => {
-    const req = (target.protocol === 'https:' ? httpsRequest : httpRequest)(target, { method: 'PUT', headers: { 'content-length': String(size) } }, (res) => {
+    const headers = { 'content-length': String(size) };
+    const req = (target.protocol === 'https:' ? httpsRequest : httpRequest)(target, { method: 'PUT', headers }, (res) => {
       res.resume();
-      res.on('end', () =>
-        res.statusCode && res.statusCode < 300 ? resolve() : reject(new Error(`upload of ${basename(path)} failed: HTTP ${res.statusCode}`)),
-      );
+      const failed = new Error(`upload of ${basename(path)} failed: HTTP ${res.statusCode}`);
+      res.on('end', () => (res.statusCode && res.statusCode < 300 ? resolve() : reject(failed)));
     });
     req.on('error', reject);
     let sent = 0;
-    const pump = (): void => {
-      for (const chunk of chunks) {
-        sent += chunk.length;
-        bar.update(sent, { MiB: (sent / 2 ** 20).toFixed(1) }, size);
-        if (!req.write(chunk)) return void req.once('drain', pump);
-      }
-      req.end();
-    };
-    const chunks = fileChunks(path);
-    pump();
+    const file = createReadStream(path);
+    file.on('data', (chunk) => {
+      sent += chunk.length;
+      bar.update(sent, { MiB: (sent / 2 ** 20).toFixed(1) }, size);
+    });
+    file.on('error', reject);
+    file.pipe(req);
   });
 }
 

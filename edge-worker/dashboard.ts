@@ -29,7 +29,10 @@ async function loadCatalog(): Promise<void> {
   models = d.models.items;
   datasets = d.datasets.items;
   $('models').innerHTML = models.map((m) => `<tr><td>${esc(m.name)}</td><td>${n(m.parameters)}</td><td>${m.numClasses}</td></tr>`).join('');
-  $('datasets').innerHTML = datasets.map((x) => `<tr data-dataset="${esc(x.name)}" title="show its images"><td>${esc(x.name)}</td><td>${n(x.trainImages)}</td><td>${n(x.testImages)}</td><td>${x.height}x${x.width}x${x.channels}</td></tr>`).join('');
+  $('datasets').innerHTML = datasets
+    .map((x) => `<tr data-dataset="${esc(x.name)}" title="show its images"><td>${esc(x.name)}</td><td>${n(x.trainImages)}</td><td>${n(x.testImages)}</td>`
+      + `<td>${x.height}x${x.width}x${x.channels}</td></tr>`)
+    .join('');
   const fill = (id: string, items: { id: string; name: string }[]): void => {
     const keep = ($(id) as HTMLSelectElement).value;
     $(id).innerHTML = items.map((i) => `<option value="${esc(i.name)}">${esc(i.name)}</option>`).join('');
@@ -211,7 +214,8 @@ async function main(): Promise<void> {
   $('datasets').addEventListener('click', (e) => {
     const row = (e.target as HTMLElement).closest<HTMLElement>('[data-dataset]');
     if (!row) return;
-    renderSamples(api(), row.dataset.dataset!, $('datasetSamples')).catch((err: Error) => void ($('datasetSamples').textContent = `samples: ${err.message} (a read token shows them)`));
+    const at = $('datasetSamples');
+    renderSamples(api(), row.dataset.dataset!, at).catch((err: Error) => void (at.textContent = `samples: ${err.message} (a read token shows them)`));
   });
   await loadCatalog();
   await Promise.all([loadRuns(), loadWorkers()]);

@@ -20,7 +20,9 @@ export async function renderSamples(api: GraphQLClient, dataset: string, at: HTM
     [...byClass.values()]
       .map(
         (c) =>
-          `<div class="sampleRow"><span class="className">${esc(c.name)}</span>${c.urls.map((u) => `<img class="sample" src="${u}" alt="${esc(c.name)}">`).join('')}</div>`,
+          `<div class="sampleRow"><span class="className">${esc(c.name)}</span>` +
+          c.urls.map((u) => `<img class="sample" src="${u}" alt="${esc(c.name)}">`).join('') +
+          '</div>',
       )
       .join('');
 }
@@ -35,7 +37,8 @@ export function confusionTable(c: Confusion): string {
     const cells = row
       .map(
         (v, p) =>
-          `<td class="${p === t ? 'hit' : ''}" style="opacity:${(0.25 + (0.75 * v) / max).toFixed(2)}" title="${esc(c.classNames[t])} as ${esc(c.classNames[p])}: ${v}">${v}</td>`,
+          `<td class="${p === t ? 'hit' : ''}" style="opacity:${(0.25 + (0.75 * v) / max).toFixed(2)}" ` +
+          `title="${esc(c.classNames[t])} as ${esc(c.classNames[p])}: ${v}">${v}</td>`,
       )
       .join('');
     return `<tr><th>${esc(c.classNames[t])}</th>${cells}<td class="meta">${total ? ((100 * row[t]) / total).toFixed(0) : '-'}%</td></tr>`;

@@ -81,15 +81,12 @@ export async function planImages(path: string, o: Pick<ImageImport, 'testFractio
   return folderLayout(path, stripCommonRoot(entries), o);
 }
 
-/** A zip of `photos/` holds `photos/cat/1.jpg`: the single top folder is not a class. */
+/** A zip of `photos/` holds `photos/cat/1.jpg`: a single top folder above the class (or split) folders is not a class. */
 function stripCommonRoot(entries: Entry[]): Entry[] {
   const tops = new Set(entries.map((e) => e.path.split('/')[0]));
-  if (tops.size !== 1 || entries.some((e) => !e.path.includes('/'))) return entries;
   const [top] = tops;
-  if (entries.every((e) => e.path.split('/').length >= 3) || !TEST_DIRS.concat('train').includes(top)) {
-    return stripCommonRoot(entries.map((e) => ({ ...e, path: e.path.slice(top.length + 1), read: e.read })));
-  }
-  return entries;
+  if (tops.size !== 1 || top === 'train' || TEST_DIRS.includes(top) || !entries.every((e) => e.path.split('/').length >= 3)) return entries;
+  return stripCommonRoot(entries.map((e) => ({ ...e, path: e.path.slice(top.length + 1) })));
 }
 
 function folderLayout(source: string, entries: Entry[], o: Pick<ImageImport, 'testFraction' | 'seed'>): Layout {
@@ -133,7 +130,9 @@ function withLabels(
   found.forEach((f, i) => {
     if (f.split) return;
     const label = index.get(f.className)!;
-    unsplit.set(label, [...(unsplit.get(label) ?? []), i]);
+    const members = unsplit.get(label);
+    if (members) members.push(i);
+    else unsplit.set(label, [i]);
   });
   const testSet = new Set<number>();
   for (const [label, members] of unsplit) {
@@ -314,7 +313,8 @@ export async function* decodeLayout(layout: Layout, o: ImageImport, skipped: { p
       .map((s) => `${s.path} (${s.reason})`)
       .join('; ');
     throw new Error(
-      `${skipped.length} file${skipped.length > 1 ? 's do' : ' does'} not decode as an image: ${shown}${skipped.length > 10 ? '; …' : ''} (pass --skip-bad to skip them)`,
+      `${skipped.length} file${skipped.length > 1 ? 's do' : ' does'} not decode as an image: ${shown}${skipped.length > 10 ? '; …' : ''} ` +
+        '(pass --skip-bad to skip them)',
     );
   }
 }

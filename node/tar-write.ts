@@ -1,6 +1,6 @@
 // A directory's regular files as a .tar (ustar; a pax header carries a path over 100 bytes),
 // written file by file: what `dataset import --format folder` uploads for a local folder.
-import { closeSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, openSync, writeSync } from 'node:fs';
 import { listDirectory } from './archive';
 
 function header(name: string, size: number, type: '0' | 'x'): Uint8Array {
@@ -48,19 +48,4 @@ export async function writeTar(dir: string, out: string): Promise<number> {
     closeSync(fd);
   }
   return entries.length;
-}
-
-/** Reads `path` in pieces of `chunk` bytes (a streamed upload). */
-export function* fileChunks(path: string, chunk = 4 * 2 ** 20): Generator<Uint8Array> {
-  const fd = openSync(path, 'r');
-  try {
-    for (;;) {
-      const b = new Uint8Array(chunk);
-      const n = readSync(fd, b, 0, chunk, null);
-      if (n === 0) return;
-      yield b.subarray(0, n);
-    }
-  } finally {
-    closeSync(fd);
-  }
 }

@@ -26,10 +26,10 @@ export class ImportDatasetInput {
   @Field(() => Int, { nullable: true, description: 'Keep a seeded subset of the training split' }) trainLimit?: number;
   @Field(() => Int, { nullable: true }) testLimit?: number;
   @Field({ nullable: true, description: 'Its runs never admit volunteers: only registered workers read its records (default false)' }) private?: boolean;
-  @Field(() => Int, { nullable: true, description: 'FOLDER: photos are stored at this square size, shorter side resized then centre-cropped (default 256, for 224 models)' })
+  @Field(() => Int, { nullable: true, description: 'FOLDER: photos are stored at this square size, shorter side resized, centre-cropped (default 256)' })
   storageSize?: number;
   @Field({ nullable: true, description: 'FOLDER: skip files that do not decode (and name them in source) rather than fail (default false)' }) skipBad?: boolean;
-  @Field(() => Float, { nullable: true, description: 'FOLDER without train/val folders or a split column: this share of each class is the test split (default 0.2)' })
+  @Field(() => Float, { nullable: true, description: 'FOLDER without train/val folders or a split column: the share of each class tested (default 0.2)' })
   testFraction?: number;
 }
 
@@ -48,7 +48,11 @@ export class HyperParametersInput implements Partial<Record<keyof RunOptions, un
   @Field(() => Int, { nullable: true }) seed?: number;
   @Field(() => Int, { nullable: true }) cropPadding?: number;
   @Field({ nullable: true }) flip?: boolean;
-  @Field({ nullable: true, description: "timm's random-resized crop (scale 0.08-1, ratio 3/4-4/3) to the model's size; unset: on when the images are stored at another size" })
+  @Field({
+    nullable: true,
+    description:
+      "timm's random-resized crop (scale 0.08-1, ratio 3/4-4/3) to the model's size; " + "unset: on when the images are stored larger than the model's input",
+  })
   resizedCrop?: boolean;
   @Field(() => Int, { nullable: true, description: "Split each step's batch into pieces of this many images (gradient accumulation); unset: the whole batch" })
   microBatch?: number;

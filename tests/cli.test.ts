@@ -103,7 +103,8 @@ describe('partune CLI', () => {
     expect(await failure('eval', '--checkpoint', truncated, '--data', 'mnist')).toMatch(/broken.safetensors: truncated: tensor '/);
     expect(await failure('delta', 'apply', '--checkpoint', 'random:vit_micro_patch4_28', '--delta', at('attn.delta'), '--out', at('x'))).toMatch(/delta was made from base weights/);
     expect(await failure('finetune', '--checkpoint', at('pre.safetensors'), '--data', 'mnist', '--strategy', 'attn-first', '--out', at('y'))).toMatch(/unknown strategy 'attn-first'/);
-    expect(await failure('finetune', '--checkpoint', 'random:vit_tiny_patch4_32', '--data', 'mnist', '--strategy', 'full', '--out', at('z'))).toMatch(/1-channel images, the model takes 3: pass --adapt/);
+    expect(await failure('finetune', '--checkpoint', 'random:vit_tiny_patch4_32', '--data', 'mnist', '--strategy', 'full', '--out', at('z')))
+      .toMatch(/1-channel images, the model takes 3: pass --adapt/);
     expect(await failure('eval', '--checkpoint', at('pre.safetensors'), '--data', 'mnist', '--backend', 'tpu')).toMatch(/unknown backend 'tpu'/);
     // The engine names an option by its meaning; the CLI adds its flag.
     expect(await failure('finetune', '--checkpoint', at('pre.safetensors'), '--data', 'mnist', '--strategy', 'full', '--batch-size', '0', '--out', at('w')))

@@ -21,7 +21,7 @@ import {
   isObjectType,
   isScalarType,
 } from 'graphql';
-import { createClient } from 'graphql-ws';
+import { type Client, createClient } from 'graphql-ws';
 import WebSocket from 'ws';
 import { GqlResult, gql, ok, registerWorker } from '../node/local-platform';
 import { partuneSchema } from '../server/schema';
@@ -262,29 +262,40 @@ describe('a fuzz over every field strangers reach', () => {
     const callers: Caller[] = [{ name: 'anonymous' }, { name: 'volunteer', token: volunteerToken }, { name: 'volunteer worker', token: credential }];
     const types = { query: schema.getQueryType()!, mutation: schema.getMutationType()!, subscription: schema.getSubscriptionType()! };
     const fields = (['query', 'mutation', 'subscription'] as const).flatMap((kind) => Object.values(types[kind].getFields()).map((f) => ({ kind, f })));
-    const sockets = new Map(
-      callers.map((c) => [
-        c.name,
-        createClient({
-          url: h.server.url.replace(/^http/, 'ws'),
-          webSocketImpl: WebSocket,
-          retryAttempts: 0,
-          lazy: true,
-          connectionParams: c.token ? { authorization: `Bearer ${c.token}` } : {},
-        }),
-      ]),
-    );
-    // A subscription that is accepted streams until told to stop: what it sent in its first 300 ms is its answer.
-    const overSocket = (c: Caller, q: { query: string; variables: Record<string, unknown> }, streams: boolean): Promise<GqlResult<unknown>> =>
-      new Promise((resolve) => {
-        let last: GqlResult<unknown> = {};
-        const stop = sockets.get(c.name)!.subscribe(q, {
-          next: (r) => void (last = r as GqlResult<unknown>),
-          error: (e) => resolve(Array.isArray(e) ? { errors: e } : { errors: [{ message: String(e), extensions: { code: 'SOCKET_CLOSED' } }] }),
-          complete: () => resolve(last),
-        });
-        if (streams) setTimeout(() => (stop(), resolve(last)), 300);
+    const connect = (c: Caller): Client =>
+      createClient({
+        url: h.server.url.replace(/^http/, 'ws'),
+        webSocketImpl: WebSocket,
+        retryAttempts: 0,
+        lazy: true,
+        connectionParams: c.token ? { authorization: `Bearer ${c.token}` } : {},
       });
+    const sockets = new Map(callers.map((c) => [c.name, connect(c)]));
+    // A message over the socket's 256 KiB cap closes its socket (1009, the ws PAYLOAD_TOO_LARGE): such a
+    // message gets a socket of its own, so that what shares a socket is never closed by another's size.
+    const overSocket = async (c: Caller, q: { query: string; variables: Record<string, unknown> }, streams: boolean): Promise<GqlResult<unknown>> => {
+      const oversized = JSON.stringify(q).length > 200 * 1024;
+      const client = oversized ? connect(c) : sockets.get(c.name)!;
+      try {
+        return await new Promise((resolve) => {
+          let last: GqlResult<unknown> = {};
+          // A subscription that is accepted streams until told to stop: what it sent in its first 300 ms is its answer.
+          const stop = client.subscribe(q, {
+            next: (r) => void (last = r as GqlResult<unknown>),
+            error: (e) => {
+              const closed = e as { code?: number; reason?: string };
+              const code = closed.code === 1009 && oversized ? 'PAYLOAD_TOO_LARGE' : 'SOCKET_CLOSED';
+              const message = closed.code ? `closed ${closed.code} ${closed.reason ?? ''}` : String(e);
+              resolve(Array.isArray(e) ? { errors: e } : { errors: [{ message, extensions: { code } }] });
+            },
+            complete: () => resolve(last),
+          });
+          if (streams) setTimeout(() => (stop(), resolve(last)), 300);
+        });
+      } finally {
+        if (oversized) await client.dispose();
+      }
+    };
     const health = await sampleHealth(h.server.url);
     const seen = new Map<string, number>();
     const slowest = { ms: 0, what: '' };

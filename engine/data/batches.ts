@@ -26,6 +26,27 @@ export function imageAt(ds: Dataset, i: number): Image8 {
   return { data: ds.images.subarray(i * px, (i + 1) * px), width: ds.width, height: ds.height, channels: ds.channels };
 }
 
+const transformed = new WeakMap<Dataset, Map<string, Dataset>>();
+
+/**
+ * The whole dataset through the eval transform, once (cached per dataset and transform): what
+ * evaluation and un-cropped training read at every epoch. The dataset itself when nothing changes.
+ */
+export function atInputSize(ds: Dataset, t: InputTransform): Dataset {
+  if (ds.height === t.size && ds.width === t.size && t.cropPct === 1) return ds;
+  const key = `${t.size}/${t.interpolation}/${t.cropPct}`;
+  const byTransform = transformed.get(ds) ?? new Map<string, Dataset>();
+  transformed.set(ds, byTransform);
+  const hit = byTransform.get(key);
+  if (hit) return hit;
+  const px = t.size * t.size * ds.channels;
+  const images = new Uint8Array(ds.count * px);
+  for (let i = 0; i < ds.count; i++) images.set(evalTransform(imageAt(ds, i), t).data, i * px);
+  const out: Dataset = { ...ds, images, height: t.size, width: t.size };
+  byTransform.set(key, out);
+  return out;
+}
+
 /**
  * `input` is the model's transform; without it the images go in at their stored size. Per image,
  * `random` is drawn in a fixed order (crop box, then padding offsets, then flip).

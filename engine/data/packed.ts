@@ -38,7 +38,9 @@ function decompress(bytes: Uint8Array, source: string): Uint8Array {
   if (bytes.length < 24) throw new Error(`${source}: truncated compressed pack`);
   const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const [length, imagesAt, imageBytes, rowBytes, channels] = [4, 8, 12, 16, 20].map((at) => v.getUint32(at, true));
-  if (length > MAX_INFLATED || imagesAt + imageBytes > length || rowBytes < 1 || channels < 1 || imageBytes % rowBytes !== 0) throw new Error(`${source}: corrupt compressed pack header`);
+  if (length > MAX_INFLATED || imagesAt + imageBytes > length || rowBytes < 1 || channels < 1 || imageBytes % rowBytes !== 0) {
+    throw new Error(`${source}: corrupt compressed pack header`);
+  }
   let out: Uint8Array;
   try {
     out = inflateSync(bytes.subarray(24), { out: new Uint8Array(length) });
@@ -56,7 +58,9 @@ const isCompressed = (b: Uint8Array): boolean => b.length >= 4 && MAGIC.every((m
 
 function packPlain(ds: Dataset): Uint8Array {
   const header = {
-    __metadata__: { [KEY]: JSON.stringify({ name: ds.name, classes: ds.classes, flipInvariant: ds.flipInvariant, ...(ds.classNames && { classNames: ds.classNames }) }) },
+    __metadata__: {
+      [KEY]: JSON.stringify({ name: ds.name, classes: ds.classes, flipInvariant: ds.flipInvariant, ...(ds.classNames && { classNames: ds.classNames }) }),
+    },
     images: { dtype: 'U8', shape: [ds.count, ds.height, ds.width, ds.channels], data_offsets: [0, ds.images.length] },
     labels: { dtype: 'U8', shape: [ds.count], data_offsets: [ds.images.length, ds.images.length + ds.labels.length] },
   };
@@ -102,5 +106,6 @@ export function unpackDataset(packed: Uint8Array, source = 'dataset shard'): Dat
   const [count, height, width, channels] = images.shape;
   if (labels.shape[0] !== count) throw new Error(`${source}: ${count} images but ${labels.shape[0]} labels`);
   for (let i = 0; i < count; i++) if (labels.data[i] >= classes) throw new Error(`${source}: label ${labels.data[i]} at ${i} is outside 0..${classes - 1}`);
-  return { name, images: images.data, labels: labels.data, count, height, width, channels, classes, flipInvariant, ...(classNames && { classNames: classNames as string[] }) };
+  const names = classNames && { classNames: classNames as string[] };
+  return { name, images: images.data, labels: labels.data, count, height, width, channels, classes, flipInvariant, ...names };
 }

@@ -67,9 +67,13 @@ export async function finishFineTuning(input: FinishInput): Promise<Finished> {
   const test = scores.test;
   const extra = Object.fromEntries(Object.entries(scores).filter(([name]) => name !== 'test').map(([name, r]) => [`${name}Accuracy`, r.accuracy]));
   const delta = makeDelta({
-    base, fineTuned: weights, tuned, architecture: withNormalization(base.config, normalization), strategy, dtype: input.dtype ?? 'F32', classNames: input.classNames,
+    base, fineTuned: weights, tuned, architecture: withNormalization(base.config, normalization), strategy, dtype: input.dtype ?? 'F32',
+    classNames: input.classNames,
     carried: tuned === inspected ? undefined : ['pos_embed'],
-    training: { ...input.training, ...extra, testAccuracy: test.accuracy, testLoss: test.loss, testImages: test.count, ...(test.confusion && { testConfusion: test.confusion }) },
+    training: {
+      ...input.training, ...extra, testAccuracy: test.accuracy, testLoss: test.loss, testImages: test.count,
+      ...(test.confusion && { testConfusion: test.confusion }),
+    },
   });
   return { delta, weights, scores: scores as Finished['scores'] };
 }

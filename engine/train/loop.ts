@@ -5,7 +5,7 @@ import { VitConfig, inputTransform } from '../vit/config';
 import { NamedTensors } from '../vit/params';
 import { forward } from '../vit/model';
 import { Dataset, permutation, rng } from '../data/dataset';
-import { Augmentation, Normalization, makeBatch, makeLabels } from '../data/batches';
+import { Augmentation, Normalization, atInputSize, makeBatch, makeLabels } from '../data/batches';
 import { PrefixCache, PrefixCacheOptions } from './prefix-cache';
 import { AdamW, ADAMW_DEFAULTS, AdamWState } from './adamw';
 import { Schedule, lrAt } from './schedule';
@@ -77,20 +77,27 @@ export async function* train(
   controls: LoopControls = {},
 ): AsyncGenerator<TrainEvent, TrainSummary> {
   const o = parseTrainOptions(options);
-  const { train: ds } = data;
+  const { train: stored } = data;
   const packed = controls.packedWindow;
-  if (!packed && o.trainLimit !== undefined && ds.count > o.trainLimit) throw new OptionError('trainLimit', `select the ${o.trainLimit} training images (selectData) before training on them`);
-  checkFits(ds, model.config);
-  const { stepsPerEpoch, totalSteps, epochs, warmupSteps } = trainingSchedule(o, packed?.trainImages ?? ds.count);
+  if (!packed && o.trainLimit !== undefined && stored.count > o.trainLimit) {
+    throw new OptionError('trainLimit', `select the ${o.trainLimit} training images (selectData) before training on them`);
+  }
+  checkFits(stored, model.config);
+  const { stepsPerEpoch, totalSteps, epochs, warmupSteps } = trainingSchedule(o, packed?.trainImages ?? stored.count);
   const schedule: Schedule = { baseLr: o.lr, minLr: o.minLr, totalSteps, warmupSteps };
   const from = controls.window?.from ?? 0;
   const to = Math.min(controls.window?.to ?? totalSteps, totalSteps);
   if (from < 0 || from >= to) throw new Error(`step window [${from}, ${to}) is empty or outside the run's ${totalSteps} steps`);
-  if (packed && ds.count !== (to - from) * o.batchSize) throw new Error(`a pack of steps ${from}-${to} must hold ${(to - from) * o.batchSize} records; this one holds ${ds.count}`);
-  const inPackOrder = packed ? Uint32Array.from({ length: ds.count }, (_, i) => i) : undefined;
+  if (packed && stored.count !== (to - from) * o.batchSize) {
+    throw new Error(`a pack of steps ${from}-${to} must hold ${(to - from) * o.batchSize} records; this one holds ${stored.count}`);
+  }
+  const inPackOrder = packed ? Uint32Array.from({ length: stored.count }, (_, i) => i) : undefined;
   const optimizer = new AdamW(model.tuned, { ...ADAMW_DEFAULTS, weightDecay: o.weightDecay }, controls.optimizerState);
   const input = inputTransform(model.config);
-  const resizedCrop = o.resizedCrop ?? (ds.height !== input.size || ds.width !== input.size);
+  // By default only photos stored larger than the input are cropped at random (digits at their size are not).
+  const resizedCrop = o.resizedCrop ?? (stored.height > input.size || stored.width > input.size);
+  // Without the random crop every step reads the same eval-transformed pixels: transform once.
+  const ds = resizedCrop ? stored : atInputSize(stored, input);
   const augmentation: Augmentation = { resizedCrop, cropPadding: o.cropPadding, flip: o.flip };
   const augmented = resizedCrop || o.cropPadding > 0 || (o.flip && ds.flipInvariant);
   const evalEachEpoch = controls.evalEachEpoch ?? data.test !== undefined;
@@ -105,7 +112,7 @@ export async function* train(
       tf.dispose([prefix, labels]);
       return result;
     }
-    const batch = makeBatch(ds, part, data.normalization, augmentation, random, input);
+    const batch = makeBatch(ds, part, data.normalization, augmentation, random, resizedCrop ? input : undefined);
     try {
       if (!cacheable) return model.lossAndGrads(batch.images, batch.labels, o.labelSmoothing);
       const prefix = model.frozenPrefix(batch.images)!;
@@ -211,12 +218,13 @@ export function checkFits(ds: Dataset, c: VitConfig): void {
 export async function evaluate(
   params: NamedTensors,
   config: VitConfig,
-  ds: Dataset,
+  stored: Dataset,
   normalization: Normalization,
   batchSize = 64,
   onProgress?: (done: number, total: number) => void,
 ): Promise<EvalResult> {
-  checkFits(ds, config);
+  checkFits(stored, config);
+  const ds = atInputSize(stored, inputTransform(config));
   const start = now();
   let correct = 0;
   let lossSum = 0;
@@ -225,7 +233,7 @@ export async function evaluate(
   const all = Uint32Array.from({ length: ds.count }, (_, i) => i);
   for (let b = 0; b < ds.count; b += batchSize) {
     const idx = all.subarray(b, Math.min(ds.count, b + batchSize));
-    const batch = makeBatch(ds, idx, normalization, undefined, undefined, inputTransform(config));
+    const batch = makeBatch(ds, idx, normalization);
     const [predicted, loss] = tf.tidy(() => {
       const logits = forward(params, batch.images, config);
       return [tf.argMax(logits, 1), tf.mul(crossEntropy(logits, batch.labels, 0), idx.length)];
@@ -240,5 +248,6 @@ export async function evaluate(
     tf.dispose([predicted, loss, batch.images, batch.labels]);
     onProgress?.(b + idx.length, ds.count);
   }
-  return { accuracy: correct / ds.count, loss: lossSum / ds.count, count: ds.count, imagesPerSecond: ds.count / ((now() - start) / 1000), ...(confusion && { confusion }) };
+  const imagesPerSecond = ds.count / ((now() - start) / 1000);
+  return { accuracy: correct / ds.count, loss: lossSum / ds.count, count: ds.count, imagesPerSecond, ...(confusion && { confusion }) };
 }

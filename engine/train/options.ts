@@ -28,7 +28,7 @@ export interface TrainOptions {
   readonly cropPadding: number;
   /** Random horizontal flips (only for flip-invariant data). */
   readonly flip: boolean;
-  /** timm's random-resized crop to the model's size; unset: on when the images are stored at another size. */
+  /** timm's random-resized crop to the model's size; unset: on when the images are stored larger than the model's input. */
   readonly resizedCrop?: boolean;
   /** Split each step's batch into pieces of this many images (gradient accumulation); unset: the whole batch. */
   readonly microBatch?: number;

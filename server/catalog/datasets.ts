@@ -34,7 +34,8 @@ export class Datasets extends NamedCatalog<DatasetRecord> {
   async import(input: ImportInput): Promise<DatasetRecord> {
     await this.checkNewName(input.name);
     const { imported: { skipped, ignored, ...imported }, source } = await this.read(input);
-    const left = [skipped.length ? `skipped ${skipped.length} undecodable: ${skipped.slice(0, 20).join('; ')}${skipped.length > 20 ? '; …' : ''}` : '', ignored ? `ignored ${ignored} other files` : '']
+    const undecodable = `skipped ${skipped.length} undecodable: ${skipped.slice(0, 20).join('; ')}${skipped.length > 20 ? '; …' : ''}`;
+    const left = [skipped.length ? undecodable : '', ignored ? `ignored ${ignored} other files` : '']
       .filter(Boolean)
       .join('; ');
     const dataset: DatasetRecord = {

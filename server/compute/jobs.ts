@@ -87,7 +87,8 @@ export class Jobs {
     } catch (e) {
       throw new InputError(e instanceof MissingArchitectureError ? `${e.message}: give it as \`config\`` : (e as Error).message);
     }
-    return { canonical: exportCheckpoint(ckpt.weights, ckpt.config, 'F32', {}, ckpt.classNames), config: ckpt.config, params: countParams(ckpt.config), weightsSha256: ckpt.sha256 };
+    const canonical = exportCheckpoint(ckpt.weights, ckpt.config, 'F32', {}, ckpt.classNames);
+    return { canonical, config: ckpt.config, params: countParams(ckpt.config), weightsSha256: ckpt.sha256 };
   }
 
   /** Round 0: the tuned tensors as the base has them, zero moments, and the run's normalisation. */

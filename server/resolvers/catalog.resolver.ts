@@ -40,7 +40,7 @@ export class ModelResolver {
 
   @Authorized('READER')
   @Query(() => [T.ImagePrediction], {
-    description: 'The top classes of uploaded photos (at most 32; each upload used once) by a model, or by a delta (delta or run id) on its base; admins and readers',
+    description: 'The top classes of uploaded photos (at most 32, each used once) by a model, or by a delta (delta or run id) on its base; admins and readers',
   })
   async predict(
     @Ctx() { services }: Context,
@@ -54,7 +54,7 @@ export class ModelResolver {
   }
 
   @Authorized('READER')
-  @Mutation(() => T.Upload, { description: 'A presigned URL to PUT a file to (checkpoint, dataset file, a photo to predict); size-limited; admins and readers' })
+  @Mutation(() => T.Upload, { description: 'A presigned URL to PUT a file to (checkpoint, dataset file, photo to predict); size-limited; admins and readers' })
   async createUpload(@Ctx() { services }: Context, @Arg('filename') filename: string, @Arg('bytes', () => Int) bytes: number): Promise<T.Upload> {
     const u = await services.uploads.create(filename, bytes);
     return Object.assign(new T.Upload(), { id: u.upload.id, url: u.url, maxBytes: services.platform.config.uploadMaxBytes, expiresAt: u.expiresAt });
@@ -84,7 +84,11 @@ export class DatasetResolver {
 
   @Authorized('READER')
   @FieldResolver(() => [T.DatasetSample], { description: 'The first training images of each class (at most 8 a class, 100 classes); readers only' })
-  async samples(@Ctx() { services }: Context, @Root() dataset: T.Dataset, @Arg('perClass', () => Int, { defaultValue: 4 }) perClass = 4): Promise<T.DatasetSample[]> {
+  async samples(
+    @Ctx() { services }: Context,
+    @Root() dataset: T.Dataset,
+    @Arg('perClass', () => Int, { defaultValue: 4 }) perClass = 4,
+  ): Promise<T.DatasetSample[]> {
     if (perClass < 1 || perClass > 8) throw badInput('perClass must be from 1 to 8');
     const record = await services.datasets.get(dataset.id);
     const train = record.shards.filter((s) => s.split === 'train').map(({ key, sha256 }) => ({ key, sha256 }));

@@ -68,7 +68,7 @@ export class RunResolver {
   }
 
   @Authorized('READER')
-  @FieldResolver(() => T.ConfusionMatrix, { nullable: true, description: "The test split's confusion matrix, as its delta records it (heads of up to 100 classes); readers only" })
+  @FieldResolver(() => T.ConfusionMatrix, { nullable: true, description: "The test split's confusion matrix, as its delta records it (up to 100 classes)" })
   async confusion(@Ctx() { services }: Context, @Root() run: T.Run): Promise<T.ConfusionMatrix | undefined> {
     const d = await services.deltas.ofRun(run.id);
     if (!d) return undefined;

@@ -91,7 +91,8 @@ export class RunCreation {
     // A worker holds the model, what one micro-batch's step makes of it, and one shard's window of records.
     const records = windowPackBytes(longestWindow(plan), spec.options.batchSize, dataset.height * dataset.width * dataset.channels);
     const need = Math.max(4 * model.blob.bytes, stepMemoryBytes(config, tuned.tunedParams, microBatch)) + records;
-    const run = this.record(model, dataset, recorded, { strategy, strategyName: tuned.strategy, tunedParams: tuned.tunedParams, totalParams: tuned.totalParams }, need);
+    const counts = { strategy, strategyName: tuned.strategy, tunedParams: tuned.tunedParams, totalParams: tuned.totalParams };
+    const run = this.record(model, dataset, recorded, counts, need);
     this.p.log(`run ${run.id} (${spec.kind.toLowerCase()}): ${tuned.strategy} on ${model.name} -> ${dataset.name}, ${tuned.tunedParams.toLocaleString('en-US')} tuned parameters`);
     const shards = asksAutoShards(hyper) ? `; shardsPerRound AUTO: ${spec.options.shardsPerRound} (workers online)` : '';
     return this.insert(run, `run created${shards}`);
@@ -126,7 +127,11 @@ export class RunCreation {
   }
 
   private record(
-    model: ModelRecord, dataset: DatasetRecord, spec: RunSpec, s: Pick<RunRecord, 'strategy' | 'strategyName' | 'tunedParams' | 'totalParams'>, memoryNeed?: number,
+    model: ModelRecord,
+    dataset: DatasetRecord,
+    spec: RunSpec,
+    s: Pick<RunRecord, 'strategy' | 'strategyName' | 'tunedParams' | 'totalParams'>,
+    memoryNeed?: number,
   ): RunRecord {
     const at = new Date();
     return {

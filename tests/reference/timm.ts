@@ -44,11 +44,13 @@ async function findWheel(prefix: string): Promise<string | undefined> {
 }
 
 const VERSION =
-  "import timm, safetensors, torch, torchvision, PIL; print(f'timm {timm.__version__}, safetensors {safetensors.__version__}, torch {torch.__version__}, torchvision {torchvision.__version__}, Pillow {PIL.__version__}')";
+  'import timm, safetensors, torch, torchvision, PIL; ' +
+  "print(f'timm {timm.__version__}, safetensors {safetensors.__version__}, torch {torch.__version__}, " +
+  "torchvision {torchvision.__version__}, Pillow {PIL.__version__}')";
 /** The version line when timm imports from `dir`, else undefined (one import: torch alone takes ~2 s). */
 const versionIn = (dir: string) => python(VERSION, { ...process.env, PYTHONPATH: dir }).catch(() => undefined);
 
-/** pip-installs the wheels into a dir named by their versions, once per machine: a temp dir renamed into place so parallel jest workers never see half an install. */
+/** pip-installs the wheels into a dir named by their versions, once per machine: a temp dir renamed into place (no jest worker sees half an install). */
 async function installWheels(wheels: string[]): Promise<{ dir: string; version: string } | { skip: string }> {
   const tag = wheels.map((w) => path.basename(w).split('-').slice(0, 2).join('-')).join('_');
   const dir = path.join(os.tmpdir(), `partune-timm-ref-${tag}`);
@@ -88,7 +90,8 @@ async function probe(): Promise<TimmReference | { skip: string }> {
     return { skip: `no ${absent.join(' or ')} wheel found (looked in ${WHEEL_DIRS.filter(Boolean).join(', ')}, then find / -xdev); set PARTUNE_WHEEL_DIR` };
   const installed = await installWheels(wheels as string[]);
   if ('skip' in installed) return installed;
-  const env = { ...process.env, PYTHONPATH: installed.dir, PYTHONDONTWRITEBYTECODE: '1' };
+  // One thread: the suites beside it (some of them timing /healthz) keep their core.
+  const env = { ...process.env, PYTHONPATH: installed.dir, PYTHONDONTWRITEBYTECODE: '1', OMP_NUM_THREADS: '1', MKL_NUM_THREADS: '1' };
   return {
     version: installed.version,
     run: async (args, opts = {}) => (await run(PYTHON, [SCRIPT, ...args], { env, timeout: opts.timeoutMs ?? 300_000, maxBuffer: 256 << 20 })).stdout,
