@@ -85,7 +85,10 @@ export async function planImages(path: string, o: Pick<ImageImport, 'testFractio
 function stripCommonRoot(entries: Entry[]): Entry[] {
   const tops = new Set(entries.map((e) => e.path.split('/')[0]));
   const [top] = tops;
-  if (tops.size !== 1 || top === 'train' || TEST_DIRS.includes(top) || !entries.every((e) => e.path.split('/').length >= 3)) return entries;
+  if (tops.size !== 1 || entries.some((e) => !e.path.includes('/'))) return entries;
+  // `train/` alone is stripped only when it holds class folders (train/cat/1.jpg); any other lone top is a wrapper.
+  const splitName = top === 'train' || TEST_DIRS.includes(top);
+  if (splitName && !entries.every((e) => e.path.split('/').length >= 3)) return entries;
   return stripCommonRoot(entries.map((e) => ({ ...e, path: e.path.slice(top.length + 1) })));
 }
 
