@@ -2,6 +2,7 @@
 // Optional backends are loaded only if installed: none of them is a hard dependency.
 import * as tf from '@tensorflow/tfjs';
 import '@tensorflow/tfjs-backend-wasm';
+import { spawnSync } from 'node:child_process';
 import { availableParallelism, cpus } from 'node:os';
 import { installWasmKernels, kernelClass } from '../engine';
 import { NativeBlasOptions, installNativeBlas } from '../native';
@@ -43,6 +44,23 @@ export interface WebgpuAdapter {
 }
 
 const SOFTWARE_ADAPTER = /swiftshader|llvmpipe|lavapipe|softpipe|software/i;
+
+// In a child process: Dawn and the Vulkan loader write warnings straight to stderr, which a worker's log need not show.
+const PROBE = `let gpu; try { gpu = require('webgpu'); } catch { process.stdout.write('null'); process.exit(0); }
+gpu.create([]).requestAdapter().then((a) => { const i = (a && a.info) || {};
+  process.stdout.write(JSON.stringify(a ? { name: [i.vendor, i.architecture, i.description].filter(Boolean).join(' ') || 'unnamed adapter',
+    fallback: Boolean(a.isFallbackAdapter ?? i.isFallbackAdapter) } : null)); process.exit(0); }, () => { process.stdout.write('null'); process.exit(0); });`;
+
+/** The adapter Dawn would give, probed quietly in a child process; null without the package or an adapter. */
+export function probeWebgpu(): WebgpuAdapter | null {
+  const probe = spawnSync(process.execPath, ['-e', PROBE], { cwd: __dirname, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 30_000 });
+  try {
+    const found = JSON.parse(probe.stdout || 'null') as { name: string; fallback: boolean } | null;
+    return found && { name: found.name, software: found.fallback || SOFTWARE_ADAPTER.test(found.name) };
+  } catch {
+    return null;
+  }
+}
 
 /** Loads tfjs's WebGPU backend on Dawn (the optional `webgpu` package) and describes its adapter. */
 export async function loadWebgpu(): Promise<WebgpuAdapter> {

@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { BackendTiming, Strategy, VitConfig, fastestBackend, modelShapeKey, timeBackends } from '../engine';
-import { BackendChoice, BackendInfo, loadWebgpu, selectBackend, webgpuInfo } from './backend';
+import { BackendChoice, BackendInfo, loadWebgpu, probeWebgpu, selectBackend, webgpuInfo } from './backend';
 import type { NativeBlasOptions } from '../native';
 
 /** The backend choice as a worker reports it with its claims (the API's BackendChoiceInput). */
@@ -39,11 +39,14 @@ export class NodeBackends {
       return new NodeBackends(true, [only], only);
     }
     const candidates: Candidate[] = [];
-    if (vulkanLoader()) try {
+    // Dawn is loaded into this process only for a hardware adapter: a software one is listed, never loaded.
+    const probed = vulkanLoader() ? probeWebgpu() : null;
+    if (probed?.software) candidates.push({ ...(await webgpuInfo(probed)), software: `a software adapter (${probed.name})` });
+    else if (probed) try {
       const adapter = await loadWebgpu();
       candidates.push({ ...(await webgpuInfo(adapter)), software: adapter.software ? `a software adapter (${adapter.name})` : null });
     } catch {
-      // No Dawn or no adapter: nothing to list.
+      // The adapter the probe saw did not start here: nothing to list.
     }
     const cpuSide = { ...(await selectBackend('auto', native)), software: null }; // libtensorflow when installed, else wasm
     candidates.push(cpuSide);
