@@ -8,6 +8,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+port=${PARTUNE_PORT:-4000}
+if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+  holder=$( (ss -Hltnp "sport = :$port" 2>/dev/null || true) | sed -n 's/.*users:((\(.*\)))/\1/p' | head -1)
+  echo "port $port is taken${holder:+ by $holder}: stop it, or choose another port: PARTUNE_PORT=4100 bash scripts/quickstart.sh" >&2
+  exit 1
+fi
+
 missing=()
 [ -d /usr/share/datasets/fashion-mnist ] || missing+=(dataset-fashion-mnist)
 ldconfig -p 2>/dev/null | grep -q libopenblas.so.0 || missing+=(libopenblas0-openmp)
@@ -20,7 +27,6 @@ fi
 npm ci --no-audit --no-fund
 
 out=runs/quickstart
-port=${PARTUNE_PORT:-4000}
 rm -rf "$out" && mkdir -p "$out"
 partune() { node dist/cli/main.js "$@"; }
 export PARTUNE_DATA_DIR="$out/server"
@@ -30,8 +36,12 @@ echo "== starting the server with two local workers (log: $out/server.log)"
 node dist/cli/main.js serve --port "$port" --workers 2 > "$out/server.log" 2>&1 &
 server_pid=$!
 trap 'status=$?; kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; exit $status' EXIT
-for _ in $(seq 1 60); do curl -sf "http://127.0.0.1:$port/healthz" > /dev/null && break; sleep 1; done
-grep -E "partune server|token" "$out/server.log"
+for _ in $(seq 1 120); do
+  grep -q "partune server: http" "$out/server.log" && curl -sf "http://127.0.0.1:$port/healthz" > /dev/null && break
+  if ! kill -0 "$server_pid" 2>/dev/null; then echo "the server stopped; its log ($out/server.log):" >&2; tail -20 "$out/server.log" >&2; exit 1; fi
+  sleep 1
+done
+grep -E "partune server|token" "$out/server.log" || { echo "the server did not start in 120 s; its log:" >&2; tail -20 "$out/server.log" >&2; exit 1; }
 
 echo "== registering a random vit_micro_patch4_28 and importing MNIST and Fashion-MNIST"
 partune model register $server --name vit-micro-init --checkpoint random:vit_micro_patch4_28
@@ -47,3 +57,7 @@ echo "== 2/2 partial fine-tuning on Fashion-MNIST: attn-only, two shards per rou
 partune run $server --model vit-micro-mnist --dataset fashion-mnist --strategy attn-only --epochs 1 --lr 1e-3 \
   --shards-per-round 2 --wait --out "$out/fashion-attn-only.delta.safetensors"
 partune delta info "$out/fashion-attn-only.delta.safetensors"
+admin=${PARTUNE_ADMIN_TOKEN:-$(node -e 'process.stdout.write(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).admin)' "$out/server/tokens.json")}
+echo "== done. To look at these runs in the dashboard, serve this data again and open the link:"
+echo "   PARTUNE_DATA_DIR=$out/server node dist/cli/main.js serve --port $port"
+echo "   http://127.0.0.1:$port/?token=$admin"
