@@ -5,10 +5,14 @@ import {
   LayerAngle, Strategy, TrainSummary, TrainableVit, inspect, layerAngles, presetStrategy, rankAgreement, selectByAngle, topKForBudget, withNewHead,
 } from '../engine';
 import { Options, backend, checkpointFrom, normalization, num, optionalInt, prepareData, runTraining, say, str, withMicroBatch } from './commands';
-import { trainOptionsFrom } from './options';
+import { UsageError, trainOptionsFrom } from './options';
 
 export async function anglesCommand(o: Options): Promise<Record<string, unknown>> {
-  const options = trainOptionsFrom(o, { epochs: num(o, 'probe-epochs', 1, true), maxSteps: optionalInt(o, 'probe-steps') });
+  const probeLength = { epochs: num(o, 'probe-epochs', 1, true), maxSteps: optionalInt(o, 'probe-steps') };
+  for (const [flag, n] of [['probe-epochs', probeLength.epochs], ['probe-steps', probeLength.maxSteps]] as const) {
+    if (n !== undefined && n < 1) throw new UsageError(`--${flag} must be at least 1 (got ${n})`);
+  }
+  const options = trainOptionsFrom(o, probeLength);
   const backendName = await backend(o);
   const direction = (str(o, 'direction') ?? 'largest') as 'largest' | 'smallest';
   if (!['largest', 'smallest'].includes(direction)) throw new Error('--direction must be largest or smallest');

@@ -131,6 +131,6 @@ export const FOOTER = `  F: a .safetensors file (timm, vit-pytorch or Hugging Fa
   engine commands: --backend auto|tensorflow|webgpu|wasm|cpu  --blas auto|off|engine|PATH  --threads N
   client commands: --server URL (default http://127.0.0.1:4000/graphql) --token T (default the local server's admin token)
   every command: --json (one line of JSON on stdout)  --quiet  --help
-  exit status: 0 done, 1 failed, 2 usage error`;
+  exit status: 0 done, 1 failed, 2 a usage or value error (the flag named)  --version`;
 
 export const usage = (commands: readonly Command[] = COMMANDS): string => `usage:\n${commands.map((c) => `  ${c.usage.replace(/\n/g, '\n  ')}`).join('\n')}\n\n${FOOTER}`;

@@ -7,10 +7,10 @@ import {
   MissingArchitectureError, applyDelta, evaluate, exportCheckpoint, finishFineTuning, inspect, parseDelta, parseStrategy, parseVitConfig, presetStrategy,
   resolveNormalization, selectData, serializeDelta, toDevice, train, trainingSchedule, withNewHead, DeltaManifest, atImageSize, defaultMicroBatch,
 } from '../engine';
-import { BackendChoice, selectBackend } from '../node/backend';
+import { BACKENDS, BackendChoice, selectBackend } from '../node/backend';
 import { openCheckpoint, readConfig } from '../node/checkpoints';
 import { readData } from '../node/data';
-import { Options, trainOptionsFrom, withFlags } from './options';
+import { Options, UsageError, trainOptionsFrom, withFlags } from './options';
 import { ProgressBar, formatSeconds } from './progress';
 import { plural } from '../protocol/words';
 
@@ -19,14 +19,14 @@ export type { Options };
 export const str = (o: Options, k: string): string | undefined => (typeof o[k] === 'string' ? (o[k] as string) : undefined);
 export function need(o: Options, k: string): string {
   const v = str(o, k);
-  if (!v) throw new Error(`--${k} is required`);
+  if (!v) throw new UsageError(`--${k} is required`);
   return v;
 }
 export function num(o: Options, k: string, fallback: number, integer = false): number {
   const v = str(o, k);
   if (v === undefined) return fallback;
   const n = Number(v);
-  if (!Number.isFinite(n) || (integer && !Number.isInteger(n))) throw new Error(`--${k} must be ${integer ? 'an integer' : 'a number'} (got '${v}')`);
+  if (!Number.isFinite(n) || (integer && !Number.isInteger(n))) throw new UsageError(`--${k} must be ${integer ? 'an integer' : 'a number'} (got '${v}')`);
   return n;
 }
 export const optionalInt = (o: Options, k: string): number | undefined => (str(o, k) === undefined ? undefined : num(o, k, 0, true));
@@ -36,8 +36,11 @@ export function say(o: Options, line: string): void {
 }
 
 /** --backend, and for wasm --blas auto|off|engine|PATH (off: XNNPACK; engine: the tabs' GEMM) and --threads N. */
-export const selectBackendFrom = (o: Options): ReturnType<typeof selectBackend> =>
-  selectBackend((str(o, 'backend') ?? 'auto') as BackendChoice, { blas: str(o, 'blas'), threads: optionalInt(o, 'threads') });
+export function selectBackendFrom(o: Options): ReturnType<typeof selectBackend> {
+  const choice = str(o, 'backend') ?? 'auto';
+  if (!(BACKENDS as readonly string[]).includes(choice)) throw new UsageError(`--backend: unknown backend '${choice}'; choose one of ${BACKENDS.join(', ')}`);
+  return selectBackend(choice as BackendChoice, { blas: str(o, 'blas'), threads: optionalInt(o, 'threads') });
+}
 
 export async function backend(o: Options): Promise<string> {
   const info = await selectBackendFrom(o);
@@ -47,7 +50,7 @@ export async function backend(o: Options): Promise<string> {
 
 /** --config FILE or --arch PRESET, for checkpoints that carry no architecture. */
 export function configFrom(o: Options): VitConfig | undefined {
-  if (str(o, 'config') && str(o, 'arch')) throw new Error('give either --config or --arch, not both');
+  if (str(o, 'config') && str(o, 'arch')) throw new UsageError('give either --config or --arch, not both');
   return readConfig({ config: str(o, 'config'), arch: str(o, 'arch') });
 }
 
@@ -133,10 +136,10 @@ export async function finetuneCommand(o: Options): Promise<Record<string, unknow
   const started = Date.now();
   let options = trainOptionsFrom(o);
   const controls: LoopControls = { prefixCache: prefixCacheOption(o) };
-  const strategy = parseStrategy(readStrategyArg(need(o, 'strategy')));
+  const strategy = strategyFrom(o);
   const out = need(o, 'out');
   const head = str(o, 'head') ?? 'new';
-  if (!['new', 'keep'].includes(head)) throw new Error('--head must be new or keep');
+  if (!['new', 'keep'].includes(head)) throw new UsageError(`--head must be new or keep (got '${head}')`);
   const dtype = str(o, 'delta-dtype') === 'f16' ? 'F16' : 'F32';
   const backendName = await backend(o);
   const probe = atImageSizeFrom(o, await checkpointFrom(o));
@@ -224,9 +227,22 @@ function prefixCacheOption(o: Options): PrefixCacheOptions | undefined {
 }
 
 /** A preset name, inline JSON, or @file.json. */
-function readStrategyArg(arg: string): unknown {
-  if (arg.startsWith('@')) return JSON.parse(readFileSync(arg.slice(1), 'utf8'));
-  return arg;
+/** --strategy: a preset, inline JSON or @file.json; what the engine refuses is a usage error naming the flag. */
+export function strategyFrom(o: Options): ReturnType<typeof parseStrategy> {
+  const arg = need(o, 'strategy');
+  let spec: unknown = arg;
+  if (arg.startsWith('@')) {
+    try {
+      spec = JSON.parse(readFileSync(arg.slice(1), 'utf8'));
+    } catch (e) {
+      throw new UsageError(`--strategy ${arg}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+    }
+  }
+  try {
+    return parseStrategy(spec);
+  } catch (e) {
+    throw new UsageError(`--strategy: ${(e as Error).message}`);
+  }
 }
 
 export async function deltaApplyCommand(o: Options): Promise<Record<string, unknown>> {

@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 // partune: partial fine-tuning of Vision Transformers from the command line. Exit status: 0 done,
-// 1 failed, 2 usage error (an unknown command or flag, a missing argument).
+// 1 failed, 2 usage error (an unknown command or flag, a missing argument, a value a flag refuses).
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { BOOLEAN_FLAGS, COMMANDS, COMMON, Command, usage } from './command-table';
-import { Options } from './commands';
-
-class UsageError extends Error {}
+import { Options, UsageError } from './options';
 
 /** The command named by the leading words ('delta apply', 'eval'), longest name first. */
 function commandOf(words: readonly string[]): { command: Command; rest: string[] } | undefined {
@@ -16,12 +16,25 @@ function commandOf(words: readonly string[]): { command: Command; rest: string[]
   return undefined;
 }
 
+/** `--lr -1` is a value, not a flag: joined as `--lr=-1` so that the engine says what is wrong with it. */
+function joinNegativeValues(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i];
+    const next = argv[i + 1];
+    const takesValue = /^--[a-z][a-z0-9-]*$/.test(flag) && !BOOLEAN_FLAGS.has(flag.slice(2));
+    if (takesValue && next !== undefined && /^-(\d|\.\d|Infinity)/.test(next)) out.push(`${flag}=${argv[++i]}`);
+    else out.push(flag);
+  }
+  return out;
+}
+
 function parse(command: Command, argv: string[]): { options: Options; args: string[] } {
   const flags = new Set([...COMMON, ...command.flags]);
   let parsed;
   try {
     parsed = parseArgs({
-      args: argv, allowPositionals: true, strict: true,
+      args: joinNegativeValues(argv), allowPositionals: true, strict: true,
       options: Object.fromEntries([...flags].map((f) => [f, { type: BOOLEAN_FLAGS.has(f) ? ('boolean' as const) : ('string' as const) }])),
     });
   } catch (e) {
@@ -36,12 +49,18 @@ async function main(argv: string[]): Promise<void> {
     if (a.startsWith('-')) break;
     words.push(a);
   }
+  if (words.length === 0 && argv[0] === '--version') {
+    process.stdout.write(`partune ${(JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')) as { version: string }).version}\n`);
+    return;
+  }
   const found = commandOf(words.slice(0, 2));
   if (!found) {
-    if (argv.includes('--help') && words.length === 0) {
-      process.stdout.write(`${usage()}\n`);
+    const group = COMMANDS.filter((c) => words.length === 1 && c.name.startsWith(`${words[0]} `));
+    if (argv.includes('--help') && (words.length === 0 || group.length)) {
+      process.stdout.write(`${usage(group.length ? group : COMMANDS)}\n`);
       return;
     }
+    if (group.length) throw new UsageError(`'${words[0]}' needs one of: ${group.map((c) => c.name.split(' ')[1]).join(', ')}\n${usage(group)}`);
     throw new UsageError(words.length ? `unknown command '${words.slice(0, 2).join(' ')}'\n${usage()}` : usage());
   }
   const { command } = found;

@@ -4,6 +4,9 @@ import { OptionError, TRAIN_OPTION_NAMES, TRAIN_OPTION_SPECS, TrainOptions, pars
 
 export type Options = Record<string, string | boolean | undefined>;
 
+/** A usage or value error: the command exits 2 and names the flag. */
+export class UsageError extends Error {}
+
 export const flagOf = (option: string): string => `--${option.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
 
 /** Runs `f`, naming the flag of any option the engine refuses. */
@@ -11,7 +14,7 @@ export function withFlags<T>(f: () => T): T {
   try {
     return f();
   } catch (e) {
-    if (e instanceof OptionError) throw new Error(`${flagOf(e.option)}: ${e.message}`);
+    if (e instanceof OptionError) throw new UsageError(`${flagOf(e.option)}: ${e.message}`);
     throw e;
   }
 }
@@ -28,7 +31,7 @@ export function givenTrainOptions(o: Options): Record<string, unknown> {
     else if (kind === 'choice') given[name] = raw;
     else {
       const n = Number(raw);
-      if (raw === '' || !Number.isFinite(n)) throw new Error(`--${flag} must be a number (got '${raw}')`);
+      if (raw === '' || !Number.isFinite(n)) throw new UsageError(`--${flag} must be a number (got '${raw}')`);
       given[name] = n;
     }
   }

@@ -11,11 +11,11 @@ import WebSocket from 'ws';
 import { loadConfig } from '../server/config';
 import { startServer } from '../server/app';
 import { PartuneWorker } from '../worker/worker';
-import { GraphQLClient } from '../worker/client';
+import { GraphQLClient, GraphQLRequestError } from '../worker/client';
 import { subscribe } from '../worker/ws-client';
 import {
   Aggregation, CreateUpload, DatasetFormat, DeltaDownload, HyperParametersInput, ImportDataset, MergeDelta, Normalize, RegisterModel, RunProgress, RunResult, Verification,
-  RunResultResult, StartRun,
+  RunResultResult, StartRun, TokenCheck,
 } from '../protocol/operations';
 import { Options, configFrom, need, num, optionalInt, say, str } from './commands';
 import { openCheckpoint } from '../node/checkpoints';
@@ -66,7 +66,22 @@ export async function serveCommand(o: Options): Promise<Record<string, unknown>>
   return { command: 'serve', url: server.url };
 }
 
+/** A refused token or an unreachable server is said at once, before the backends are measured. */
+async function checkWorkerToken(server: string, token: string): Promise<void> {
+  try {
+    await new GraphQLClient(server, token, { patienceMs: 10_000 }).request(TokenCheck, {});
+  } catch (e) {
+    if (!(e instanceof GraphQLRequestError)) throw e; // unreachable: its own message
+    if (e.code === 'UNAUTHENTICATED') throw new Error(`--token: ${e.message}`);
+    if (e.code?.startsWith('HTTP_')) throw new Error(`--server ${server} is not a Partune server: ${e.message}`);
+    // FORBIDDEN: a worker or volunteer token, which may not list workers: as it should be.
+  }
+}
+
 export async function workerCommand(o: Options): Promise<Record<string, unknown>> {
+  const server = need(o, 'server');
+  const token = str(o, 'token') ?? process.env.PARTUNE_WORKER_TOKEN ?? need(o, 'token');
+  await checkWorkerToken(server, token);
   const backends = await NodeBackends.open((str(o, 'backend') ?? 'auto') as BackendChoice, { blas: str(o, 'blas'), threads: optionalInt(o, 'threads') });
   const backend = backends.info;
   say(o, `[worker ${str(o, 'name') ?? process.pid}] backend: ${backend.name} (${backend.detail}); kernel class ${backend.kernelClass}`);
@@ -74,7 +89,7 @@ export async function workerCommand(o: Options): Promise<Record<string, unknown>
   process.once('SIGTERM', () => controller.abort());
   process.once('SIGINT', () => controller.abort());
   const worker = new PartuneWorker({
-    server: need(o, 'server'), token: str(o, 'token') ?? process.env.PARTUNE_WORKER_TOKEN ?? need(o, 'token'),
+    server, token,
     name: str(o, 'name') ?? `${hostname()}-${process.pid}`, kind: 'node', backend: backend.name, kernelClass: backend.kernelClass,
     prepare: ({ config, strategy, batchSize }) => backends.forModel(config, strategy, batchSize),
     backendChoice: () => backends.report,

@@ -135,6 +135,14 @@ export interface RegisterWorkerResult {
 export interface RegisterWorkerVariables { name: string; kind: string; backend: string; }
 export const RegisterWorker = "mutation RegisterWorker($name: String!, $kind: String!, $backend: String!) {\n  registerWorker(name: $name, kind: $kind, backend: $backend) {\n    worker {\n      id\n    }\n    credential\n  }\n}" as TypedDocument<RegisterWorkerResult, RegisterWorkerVariables>;
 
+export interface TokenCheckResult {
+  workers: {
+    total: number;
+  };
+}
+export interface TokenCheckVariables {  }
+export const TokenCheck = "query TokenCheck {\n  workers(first: 1) {\n    total\n  }\n}" as TypedDocument<TokenCheckResult, TokenCheckVariables>;
+
 export interface OpenToVolunteersResult {
   runsOpenToVolunteers: number;
 }

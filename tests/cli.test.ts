@@ -95,6 +95,9 @@ describe('partune CLI', () => {
     const { stdout } = await run('node', [CLI, 'eval', '--help']);
     expect(stdout).toMatch(/^usage:\n  partune eval --checkpoint F .*--test-limit N/);
     expect((await run('node', [CLI, '--help'])).stdout).toMatch(/partune delta merge --run RUN_ID/);
+    expect((await run('node', [CLI, 'delta', '--help'])).stdout).toMatch(/^usage:\n  partune delta apply [\s\S]*partune delta merge/);
+    expect(await failing(2, 'delta')).toMatch(/'delta' needs one of: apply, info, download, merge/);
+    expect((await run('node', [CLI, '--version'])).stdout).toMatch(/^partune \d+\.\d+\.\d+\n$/);
   });
 
   it('fails clearly on bad input', async () => {
@@ -102,14 +105,19 @@ describe('partune CLI', () => {
     writeFileSync(truncated, readFileSync(at('pre.safetensors')).subarray(0, 20000));
     expect(await failure('eval', '--checkpoint', truncated, '--data', 'mnist')).toMatch(/broken.safetensors: truncated: tensor '/);
     expect(await failure('delta', 'apply', '--checkpoint', 'random:vit_micro_patch4_28', '--delta', at('attn.delta'), '--out', at('x'))).toMatch(/delta was made from base weights/);
-    expect(await failure('finetune', '--checkpoint', at('pre.safetensors'), '--data', 'mnist', '--strategy', 'attn-first', '--out', at('y'))).toMatch(/unknown strategy 'attn-first'/);
+    expect(await failing(2, 'finetune', '--checkpoint', at('pre.safetensors'), '--data', 'mnist', '--strategy', 'attn-first', '--out', at('y')))
+      .toMatch(/--strategy: unknown strategy 'attn-first'/);
     expect(await failure('finetune', '--checkpoint', 'random:vit_tiny_patch4_32', '--data', 'mnist', '--strategy', 'full', '--out', at('z')))
       .toMatch(/1-channel images, the model takes 3: pass --adapt/);
-    expect(await failure('eval', '--checkpoint', at('pre.safetensors'), '--data', 'mnist', '--backend', 'tpu')).toMatch(/unknown backend 'tpu'/);
+    expect(await failing(2, 'eval', '--checkpoint', at('pre.safetensors'), '--data', 'mnist', '--backend', 'tpu')).toMatch(/--backend: unknown backend 'tpu'/);
     // The engine names an option by its meaning; the CLI adds its flag.
-    expect(await failure('finetune', '--checkpoint', at('pre.safetensors'), '--data', 'mnist', '--strategy', 'full', '--batch-size', '0', '--out', at('w')))
-      .toMatch(/--batch-size: the batch size must be an integer from 1 to 4096 \(got 0\)/);
-    expect(await failure('finetune', '--checkpoint', 'random:vit_micro_patch4_28', '--data', 'mnist', '--strategy', 'full', '--normalize', 'model', '--out', at('w')))
+    // Value errors are usage errors (exit 2) naming the flag; a negative number is a value, not a flag.
+    const finetune = ['finetune', '--checkpoint', at('pre.safetensors'), '--data', 'mnist', '--strategy', 'full', '--out', at('w')];
+    expect(await failing(2, ...finetune, '--batch-size', '0')).toMatch(/--batch-size: the batch size must be an integer from 1 to 4096 \(got 0\)/);
+    expect(await failing(2, ...finetune, '--epochs', 'abc')).toMatch(/--epochs must be a number \(got 'abc'\)/);
+    expect(await failing(2, ...finetune, '--lr', '-1')).toMatch(/--lr: the learning rate must be .* \(got -1\)/);
+    expect(await failing(2, 'angles', '--checkpoint', at('pre.safetensors'), '--data', 'mnist', '--probe-steps', '0')).toMatch(/--probe-steps must be at least 1/);
+    expect(await failing(2, 'finetune', '--checkpoint', 'random:vit_micro_patch4_28', '--data', 'mnist', '--strategy', 'full', '--normalize', 'model', '--out', at('w')))
       .toMatch(/--normalize: the model declares no normalisation of its own/);
     const bare = at('bare.safetensors');
     writeFileSync(bare, exportWithoutArchitecture(readFileSync(at('pre.safetensors'))));
