@@ -1,11 +1,11 @@
 // The files of a directory, a .zip or a .tar as one list of entries read on demand. Tar members are
 // indexed by their headers alone (ustar, GNU long names, pax paths), so a tar larger than memory is
-// read one member at a time. Paths are POSIX and relative; anything that would climb out (`..`,
-// absolute) or is not a regular file is left out, never followed.
-import { closeSync, openSync, readSync, readFileSync, statSync } from 'node:fs';
+// read one member at a time; a .zip by its central directory (node/zip-index.ts). Paths are POSIX and
+// relative; anything that would climb out (`..`, absolute) or is not a regular file is left out, never followed.
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { unzipSync } from 'fflate';
+import { indexZip } from './zip-index';
 
 export interface Entry {
   /** Relative POSIX path inside the source. */
@@ -42,7 +42,8 @@ export async function listDirectory(root: string): Promise<Entry[]> {
       else if (item.isFile()) {
         if (out.length >= MAX_ENTRIES) throw tooMany(root);
         const full = join(root, path);
-        out.push({ path, size: statSync(full).size, read: async () => new Uint8Array(await readFile(full)) });
+        const size = statSync(full).size;
+        out.push({ path, size, read: async () => (size > MAX_ENTRY_BYTES ? bounded(size, () => new Uint8Array()) : new Uint8Array(await readFile(full))) });
       }
     }
   };
@@ -51,27 +52,25 @@ export async function listDirectory(root: string): Promise<Entry[]> {
 }
 
 export function listZip(file: string): Entry[] {
-  let declared = 0;
-  let files: Record<string, Uint8Array>;
+  let members;
   try {
-    files = unzipSync(readFileSync(file), {
-      filter: (f) => {
-        if (f.name.endsWith('/') || safePath(f.name) === undefined) return false;
-        declared += f.originalSize;
-        if (declared > MAX_ZIP_INFLATED) throw new Error(`inflates to more than ${MAX_ZIP_INFLATED} bytes`);
-        return f.originalSize <= MAX_ENTRY_BYTES;
-      },
-    });
+    members = indexZip(file, { maxEntries: MAX_ENTRIES, maxTotal: MAX_ZIP_INFLATED });
   } catch (e) {
-    throw new Error(`${file}: not a readable .zip (${(e as Error).message})`);
+    throw new Error(`not a readable .zip: ${(e as Error).message}`);
   }
-  const names = Object.keys(files).sort();
-  if (names.length > MAX_ENTRIES) throw tooMany(file);
-  return names.map((name) => {
-    const bytes = files[name];
-    return { path: safePath(name)!, size: bytes.length, read: async () => bytes };
-  });
+  const out: Entry[] = [];
+  for (const m of members) {
+    const path = m.name.endsWith('/') ? undefined : safePath(m.name);
+    if (path !== undefined) out.push({ path, size: m.size, read: async () => bounded(m.size, () => m.read()) });
+  }
+  return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
 }
+
+/** A member over the size limit is still listed, so that it fails by name rather than vanishing. */
+const bounded = (size: number, read: () => Uint8Array): Uint8Array => {
+  if (size > MAX_ENTRY_BYTES) throw new Error(`${size} bytes, larger than the ${MAX_ENTRY_BYTES} a photo may be`);
+  return read();
+};
 
 const cString = (b: Uint8Array): string => {
   const end = b.indexOf(0);
@@ -96,6 +95,13 @@ const paxPath = (b: Uint8Array): string | undefined => {
   return undefined;
 };
 
+/** The header checksum: the bytes summed with the checksum field read as spaces. */
+function checkHeader(h: Uint8Array, at: number, file: string): void {
+  let sum = 0;
+  for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 0x20 : h[i];
+  if (octal(h.subarray(148, 156), file) !== sum) throw new Error(`${file}: corrupt tar header at byte ${at} (checksum)`);
+}
+
 export function listTar(file: string): Entry[] {
   const fd = openSync(file, 'r');
   const total = statSync(file).size;
@@ -108,9 +114,14 @@ export function listTar(file: string): Entry[] {
   try {
     let at = 0;
     let longName: string | undefined;
+    let ended = false;
     while (at + 512 <= total) {
       const h = read(at, 512);
-      if (h.every((x) => x === 0)) break;
+      if (h.every((x) => x === 0)) {
+        ended = true;
+        break;
+      }
+      checkHeader(h, at, file);
       const size = octal(h.subarray(124, 136), file);
       const type = String.fromCharCode(h[156] || 0x30);
       const prefix = cString(h.subarray(345, 500));
@@ -122,13 +133,15 @@ export function listTar(file: string): Entry[] {
       else if (type === 'x') longName = paxPath(read(data, Math.min(size, 65_536)));
       else if (type === '0' || type === '7') {
         const path = safePath(name);
-        if (path !== undefined && size <= MAX_ENTRY_BYTES) {
+        if (path !== undefined) {
           if (out.length >= MAX_ENTRIES) throw tooMany(file);
-          out.push({ path, size, read: async () => readSpan(file, data, size) });
+          out.push({ path, size, read: async () => bounded(size, () => readSpan(file, data, size)) });
         }
       }
       at = data + Math.ceil(size / 512) * 512;
     }
+    // A tar cut at a member's edge reads as a shorter, well-formed archive but for its missing end blocks.
+    if (!ended) throw new Error(`${file}: truncated tar (no end-of-archive block after ${out.length} files: the file may be cut short)`);
   } finally {
     closeSync(fd);
   }

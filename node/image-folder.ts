@@ -49,13 +49,16 @@ const TEST_DIRS = ['val', 'valid', 'validation', 'test'];
 /** Labels are stored as bytes. */
 export const MAX_IMAGE_CLASSES = 256;
 const MAX_PIXELS = 100_000_000;
+/** libvips stops a decode that takes longer (a crafted file, not a photo). */
+const DECODE_SECONDS = 20;
 const MAX_BAD_LISTED = 100;
 
 const hidden = (path: string): boolean => path.split('/').some((p) => p.startsWith('.') || p === '__MACOSX');
 
 function checkClassName(name: string, where: string): string {
-  if (name.length > 200 || /[\u0000-\u001f\u007f]/.test(name))
-    throw new Error(`${where}: class name ${JSON.stringify(name.slice(0, 60))} is too long or holds control characters`);
+  // Format characters (zero-width, bidirectional overrides) make two names look alike or one look like another.
+  if (name.length > 200 || /[\u0000-\u001f\u007f]|\p{Cf}/u.test(name))
+    throw new Error(`${where}: class name ${JSON.stringify(name.slice(0, 60))} is too long or holds control or invisible format characters`);
   return name;
 }
 
@@ -122,7 +125,17 @@ function withLabels(
 ): Layout {
   const names = [...new Set(found.map((f) => f.className))];
   names.sort(numeric ? (a, b) => Number(a) - Number(b) : (a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  const normal = new Map<string, string>();
+  for (const n of names) {
+    const other = normal.get(n.normalize('NFC'));
+    if (other !== undefined) throw new Error(`classes ${JSON.stringify(other)} and ${JSON.stringify(n)} are one name in two Unicode forms: rename one`);
+    normal.set(n.normalize('NFC'), n);
+  }
   const classNames = numeric ? Array.from({ length: Number(names[names.length - 1]) + 1 }, (_, i) => String(i)) : names;
+  if (numeric && names.length !== classNames.length) {
+    const missing = classNames.filter((n) => !normal.has(n));
+    throw new Error(`labels run to ${classNames.length - 1} but ${missing.length} have no image (${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', …' : ''}): labels must be 0..K-1`);
+  }
   if (classNames.length > MAX_IMAGE_CLASSES)
     throw new Error(`${classNames.length} classes: at most ${MAX_IMAGE_CLASSES} are supported (labels are stored as bytes)`);
   const index = new Map(classNames.map((n, i) => [n, i]));
@@ -156,10 +169,13 @@ function withLabels(
   return { kind, classNames, samples, ignored };
 }
 
-function manifestLayout(file: string, o: Pick<ImageImport, 'testFraction' | 'seed'>): Layout {
-  const root = dirname(file);
-  const text = readFileSync(file, 'utf8');
-  const rows: { path: string; label: string; split?: string; line: number }[] = [];
+type ManifestRow = { path: string; label: string; split?: string; line: number };
+
+/** The image paths a manifest names, relative to its folder (what a server copies beside it). */
+export const manifestPaths = (file: string, text: string): string[] => manifestRows(file, text).map((r) => r.path);
+
+function manifestRows(file: string, text: string): ManifestRow[] {
+  const rows: ManifestRow[] = [];
   if (/\.jsonl$/i.test(file)) {
     text.split('\n').forEach((line, i) => {
       if (!line.trim()) return;
@@ -184,6 +200,15 @@ function manifestLayout(file: string, o: Pick<ImageImport, 'testFraction' | 'see
       rows.push({ path: cells[p], label: cells[l].trim(), split: s >= 0 ? cells[s]?.trim() : undefined, line: i + 2 });
     });
   }
+  for (const r of rows) {
+    if (r.path.startsWith('/') || r.path.split(/[\\/]/).includes('..')) throw new Error(`${file} line ${r.line}: path ${r.path} is outside the manifest's folder`);
+  }
+  return rows;
+}
+
+function manifestLayout(file: string, o: Pick<ImageImport, 'testFraction' | 'seed'>): Layout {
+  const root = dirname(file);
+  const rows = manifestRows(file, readFileSync(file, 'utf8'));
   const found = rows.map((r) => {
     const full = join(root, r.path);
     const rel = relative(root, full);
@@ -234,6 +259,7 @@ async function webDatasetLayout(source: string, shards: string[], o: Pick<ImageI
       }
       const key = e.path.slice(0, dot);
       const g = groups.get(key) ?? {};
+      if (e.path.endsWith('.cls') && g.cls) throw new Error(`${basename(shard)}: sample ${key} has two labels (${g.cls.path}, ${e.path})`);
       if (e.path.endsWith('.cls')) g.cls = e;
       else if (IMAGE_EXT.test(e.path) && !g.image) g.image = e;
       else ignored.push(e.path);
@@ -253,10 +279,25 @@ async function webDatasetLayout(source: string, shards: string[], o: Pick<ImageI
   return withLabels('webdataset', found, ignored, o, true);
 }
 
+/** The formats decoded, by their first bytes: libvips reads more (SVG, PDF, HEIF...), some of them costly to render from a few bytes. */
+export function imageFormat(bytes: Uint8Array): 'jpeg' | 'png' | 'webp' | undefined {
+  const at = (i: number, ...b: number[]): boolean => b.every((v, k) => bytes[i + k] === v);
+  if (at(0, 0xff, 0xd8, 0xff)) return 'jpeg';
+  if (at(0, 0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a)) return 'png';
+  if (at(0, 0x52, 0x49, 0x46, 0x46) && at(8, 0x57, 0x45, 0x42, 0x50)) return 'webp';
+  return undefined;
+}
+
+/** A decoder of one listed format, within a pixel limit and a time limit. */
+function decoder(bytes: Uint8Array, maxPixels: number): sharp.Sharp {
+  if (!imageFormat(bytes)) throw new Error('not a JPEG, PNG or WebP image');
+  return sharp(bytes, { failOn: 'truncated', limitInputPixels: maxPixels }).timeout({ seconds: DECODE_SECONDS });
+}
+
 /** One image decoded to size x size x channels, or why it is not an image. */
 export async function decodeImage(bytes: Uint8Array, o: Pick<ImageImport, 'storageSize' | 'interpolation' | 'channels'>): Promise<Uint8Array> {
   const S = o.storageSize;
-  const { data, info } = await sharp(bytes, { failOn: 'truncated', limitInputPixels: MAX_PIXELS })
+  const { data, info } = await decoder(bytes, MAX_PIXELS)
     .rotate()
     .removeAlpha()
     .toColourspace(o.channels === 1 ? 'b-w' : 'srgb')
@@ -268,8 +309,8 @@ export async function decodeImage(bytes: Uint8Array, o: Pick<ImageImport, 'stora
 }
 
 /** A photo at its own size, as Pillow's convert('RGB') (or 'L') would give it, for the model's eval transform. */
-export async function decodeOriginal(bytes: Uint8Array, channels: 1 | 3): Promise<Image8> {
-  const { data, info } = await sharp(bytes, { failOn: 'truncated', limitInputPixels: MAX_PIXELS })
+export async function decodeOriginal(bytes: Uint8Array, channels: 1 | 3, maxPixels = MAX_PIXELS): Promise<Image8> {
+  const { data, info } = await decoder(bytes, maxPixels)
     .rotate()
     .removeAlpha()
     .toColourspace(channels === 1 ? 'b-w' : 'srgb')

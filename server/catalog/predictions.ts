@@ -17,6 +17,8 @@ export interface PredictInput {
   readonly delta?: string | null;
   readonly uploads: readonly string[];
   readonly top: number;
+  /** Who asks: 'admin' or `reader:<token id>`; only its own uploads are used. */
+  readonly caller: string;
 }
 
 export interface ImagePrediction {
@@ -41,8 +43,7 @@ export class Predictions {
     const base = delta ? await this.models.get((await this.runs.get(delta.runId)).modelId) : await this.models.get(input.model!);
     if (delta && input.model && input.model !== base.id && input.model !== base.name)
       throw badInput(`delta ${delta.id} was made on model ${base.name}, not ${input.model}`);
-    const images: { filename: string; bytes: Uint8Array }[] = [];
-    for (const id of input.uploads) images.push(await this.uploads.bytes(id));
+    const images = await this.uploads.take(input.uploads, input.caller);
     let result: ImagePrediction[];
     try {
       result = await this.p.compute.call('predict', { model: base.blob, delta: delta?.blob, images, top: input.top });
@@ -50,7 +51,6 @@ export class Predictions {
       if (e instanceof ComputeError && e.fault === 'input') throw badInput(e.message);
       throw e;
     }
-    for (const id of input.uploads) await this.uploads.used(id);
     return result;
   }
 }

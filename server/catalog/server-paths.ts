@@ -5,7 +5,8 @@
 // checked: a regular file, still under the roots, within the upload size limit. Its bytes are read
 // through the descriptor off the event loop, so a swap after the check reads nothing else.
 import { constants } from 'node:fs';
-import { FileHandle, mkdir, open, readdir, readlink, realpath } from 'node:fs/promises';
+import { FileHandle, mkdir, open, readFile, readdir, readlink, realpath, writeFile } from 'node:fs/promises';
+import { manifestPaths } from '../../node/image-folder';
 import { dirname, extname, isAbsolute, join, relative } from 'node:path';
 import { badInput, forbidden } from '../errors';
 import type { ServerConfig } from '../config';
@@ -109,5 +110,26 @@ export async function copyServerData(config: ServerConfig, path: string, into: s
   };
   const target = join(into, `data${extname(real)}`);
   await copy(real, target, path, 0);
+  if (/\.(csv|jsonl)$/i.test(real)) await copyManifestImages(config, path, real, target, into);
   return target;
+}
+
+/** A manifest's images, each checked as any server path, copied to the same place beside the manifest's copy. */
+async function copyManifestImages(config: ServerConfig, path: string, real: string, copied: string, into: string): Promise<void> {
+  let paths: string[];
+  try {
+    paths = manifestPaths(path, new TextDecoder().decode(await readFile(copied)));
+  } catch (e) {
+    throw badInput((e as Error).message);
+  }
+  if (paths.length > MAX_FILES) throw badInput(`manifest ${path} names more than ${MAX_FILES} images: give a .zip or .tar`);
+  for (const rel of new Set(paths)) {
+    const from = await inside(config, join(dirname(real), rel));
+    const to = join(into, rel);
+    if (relative(into, to).startsWith('..')) throw badInput(`manifest ${path}: path ${rel} is outside its folder`);
+    await mkdir(dirname(to), { recursive: true });
+    await writeFile(to, await readChecked(config, from, join(dirname(path), rel)), { flag: 'wx' }).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EEXIST') throw e;
+    });
+  }
 }

@@ -4,7 +4,7 @@
 // used, and an unused one after PARTUNE_UPLOAD_TTL_SECONDS.
 import { randomUUID } from 'node:crypto';
 import { keys } from '../../storage';
-import { badInput, notFound } from '../errors';
+import { badInput, notFound, rateLimited } from '../errors';
 import type { Platform } from '../platform';
 import { UploadRecord } from '../state/records';
 
@@ -19,25 +19,33 @@ export function checkFilename(filename: string): string {
   return name;
 }
 
+/** A reader's uploads are photos to predict: at most a predict call's worth pending, each this large at most. */
+export const READER_UPLOADS = { count: 32, bytes: 32 * 2 ** 20 } as const;
+
 export class Uploads {
   constructor(private readonly p: Platform) {}
 
-  async create(filename: string, bytes: number): Promise<{ upload: UploadRecord; url: string; expiresAt: Date }> {
-    const max = this.p.config.uploadMaxBytes;
+  /** `owner`: 'admin', or `reader:<token id>`, whose pending uploads are bounded (a read token must not fill the disk). */
+  async create(filename: string, bytes: number, owner: string): Promise<{ upload: UploadRecord; url: string; expiresAt: Date }> {
+    const reader = owner !== 'admin';
+    const max = reader ? Math.min(READER_UPLOADS.bytes, this.p.config.uploadMaxBytes) : this.p.config.uploadMaxBytes;
     const name = checkFilename(filename);
     if (!Number.isInteger(bytes) || bytes <= 0) throw badInput('bytes must be a positive integer');
-    if (bytes > max) throw badInput(`an upload of ${mib(bytes)} exceeds the limit of ${mib(max)} (PARTUNE_UPLOAD_MAX_MB)`);
+    if (bytes > max) throw badInput(`an upload of ${mib(bytes)} exceeds the limit of ${mib(max)} (${reader ? 'a read token\'s photos' : 'PARTUNE_UPLOAD_MAX_MB'})`);
+    if (reader && (await this.p.state.uploads.pending(owner)).count >= READER_UPLOADS.count) {
+      throw rateLimited(`a read token may hold ${READER_UPLOADS.count} unused uploads: use them (predict) or let them expire`);
+    }
     const id = randomUUID();
-    const upload: UploadRecord = { id, key: keys.upload(id), filename: name, declaredBytes: bytes, createdAt: new Date() };
+    const upload: UploadRecord = { id, key: keys.upload(id), filename: name, declaredBytes: bytes, owner, createdAt: new Date() };
     await this.p.state.uploads.insert(upload);
     const seconds = this.p.config.urlSeconds;
     return { upload, url: await this.p.blobs.presignPut(upload.key, seconds, false, bytes), expiresAt: new Date(Date.now() + seconds * 1000) };
   }
 
-  /** An upload's bytes, refusing one that is missing or larger than it declared. */
-  async bytes(id: string): Promise<{ bytes: Uint8Array; filename: string }> {
+  /** An upload's bytes, refusing one that is missing, another's (unless the caller is the admin) or larger than it declared. */
+  async bytes(id: string, caller = 'admin'): Promise<{ bytes: Uint8Array; filename: string }> {
     const upload = await this.p.state.uploads.get(id);
-    if (!upload) throw notFound(`upload ${id} not found (uploads are used once, and expire)`);
+    if (!upload || (caller !== 'admin' && upload.owner !== caller)) throw notFound(`upload ${id} not found (uploads are used once, by whoever created them, and expire)`);
     const info = await this.p.blobs.stat(upload.key);
     if (!info) throw badInput(`upload ${id} (${upload.filename}) has no bytes yet: PUT the file to its URL first`);
     if (info.bytes > upload.declaredBytes || info.bytes > this.p.config.uploadMaxBytes) {
@@ -45,6 +53,19 @@ export class Uploads {
       throw badInput(`upload ${id} is ${mib(info.bytes)}, more than the ${mib(upload.declaredBytes)} declared (limit ${mib(this.p.config.uploadMaxBytes)}); it was discarded`);
     }
     return { bytes: await this.p.blobs.get(upload.key), filename: upload.filename };
+  }
+
+  /** Takes uploads for a single use: each id once and the caller's own, checked before any is taken; of two calls racing for one, one gets it. */
+  async take(ids: readonly string[], caller: string): Promise<{ bytes: Uint8Array; filename: string }[]> {
+    if (new Set(ids).size !== ids.length) throw badInput('an upload may be named once');
+    const files = [];
+    for (const id of ids) files.push(await this.bytes(id, caller));
+    const records = await Promise.all(ids.map((id) => this.p.state.uploads.get(id)));
+    for (const [i, id] of ids.entries()) {
+      if (!(await this.p.state.uploads.take(id))) throw notFound(`upload ${id} was used meanwhile (uploads are used once)`);
+      await this.p.blobs.remove(records[i]!.key);
+    }
+    return files;
   }
 
   /** After its bytes were stored as what they became (a model, a dataset's shards). */

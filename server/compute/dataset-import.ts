@@ -62,7 +62,9 @@ async function storeSplit(store: BlobStore, split: 'train' | 'test', ds: Dataset
   return out;
 }
 
-async function storeShard(store: BlobStore, split: 'train' | 'test', ds: Dataset, start: number, count: number, compress = false): Promise<DatasetShard> {
+async function storeShard(
+  store: BlobStore, split: 'train' | 'test', ds: Dataset, start: number, count: number, compress = false, created?: string[],
+): Promise<DatasetShard> {
   const imageBytes = ds.height * ds.width * ds.channels;
   const bytes = packDataset(
     {
@@ -73,7 +75,10 @@ async function storeShard(store: BlobStore, split: 'train' | 'test', ds: Dataset
     },
     { compress },
   );
-  const blob = await store.put(keys.datasetShard(sha256(bytes)), bytes);
+  const key = keys.datasetShard(sha256(bytes));
+  // Shards are named by content: one another dataset already holds is not this import's to remove.
+  if (created && !(await store.stat(key))) created.push(key);
+  const blob = await store.put(key, bytes);
   return { split, ...blob, count };
 }
 
@@ -103,6 +108,7 @@ async function importPhotos(store: BlobStore, d: DatasetImport): Promise<Importe
   const counts = { train: 0, test: 0 };
   const limits = { train: d.trainLimit ?? Infinity, test: d.testLimit ?? Infinity };
   const shards: DatasetShard[] = [];
+  const created: string[] = [];
   const flush = async (split: 'train' | 'test'): Promise<void> => {
     const list = pending[split];
     if (!list.length) return;
@@ -120,7 +126,7 @@ async function importPhotos(store: BlobStore, d: DatasetImport): Promise<Importe
       flipInvariant: true,
       classNames,
     };
-    shards.push(await storeShard(store, split, ds, 0, list.length, true));
+    shards.push(await storeShard(store, split, ds, 0, list.length, true, created));
     pending[split] = [];
   };
   let storeFailure: unknown;
@@ -131,14 +137,16 @@ async function importPhotos(store: BlobStore, d: DatasetImport): Promise<Importe
       pending[img.split].push(img);
       if (pending[img.split].length === per) await flush(img.split).catch((e: unknown) => Promise.reject((storeFailure = e)));
     }
+    await flush('train').catch((e: unknown) => Promise.reject((storeFailure = e)));
+    await flush('test').catch((e: unknown) => Promise.reject((storeFailure = e)));
+    if (!counts.train || !counts.test) throw new Error(`photos: ${counts.train} train and ${counts.test} test images decoded; both splits need some`);
   } catch (e) {
+    // A failed import keeps none of its shards.
+    await Promise.all(created.map((key) => store.remove(key).catch(() => undefined)));
     // The blob store failing is the server's fault; a file that does not decode is the user's.
     if (e === storeFailure) throw e;
     throw new InputError((e as Error).message);
   }
-  await flush('train');
-  await flush('test');
-  if (!counts.train || !counts.test) throw new InputError(`photos: ${counts.train} train and ${counts.test} test images decoded; both splits need some`);
   // Train shards first, as the other formats store them.
   shards.sort((a, b) => (a.split === b.split ? 0 : a.split === 'train' ? -1 : 1));
   return {

@@ -10,11 +10,16 @@ import {
 import { BlobStore, keys, sha256 } from '../../storage';
 import type { BlobRef, StoredBlob } from '../state/records';
 import { DatasetImport, ImportedDataset, importDataset } from './dataset-import';
-
 import { InputError } from './input-error';
 import sharp from 'sharp';
 import { decodeOriginal } from '../../node/image-folder';
 import { Prediction, predictImages } from '../../node/predict';
+
+/** The samples' bounds: 100 classes x 8 thumbnails of 64 px is at most ~10 MB of data URLs. */
+const SAMPLE_CLASSES = 100;
+const THUMBNAIL = 64;
+/** A photo to predict is at most a 24-megapixel camera's: larger ones would hold the compute thread for seconds each. */
+const PREDICT_PIXELS = 24_000_000;
 
 export { InputError };
 
@@ -176,7 +181,7 @@ export class Jobs {
     const decoded = [];
     for (const img of a.images) {
       try {
-        decoded.push(await decodeOriginal(img.bytes, m.config.channels === 1 ? 1 : 3));
+        decoded.push(await decodeOriginal(img.bytes, m.config.channels === 1 ? 1 : 3, PREDICT_PIXELS));
       } catch (e) {
         throw new InputError(`${img.filename}: not a decodable image (${(e as Error).message.split('\n')[0]})`);
       }
@@ -193,7 +198,7 @@ export class Jobs {
     return { confusion: valid ? (c as number[][]) : null, classNames: m.classNames ? [...m.classNames] : null };
   }
 
-  /** The first `perClass` training images of each class as PNG data URLs (the dashboard's samples). */
+  /** The first `perClass` training images of each of the first 100 classes as PNG thumbnails of at most 64 px (the dashboard's samples). */
   async datasetSamples(a: { train: readonly BlobRef[]; perClass: number }): Promise<{ label: number; dataUrl: string }[]> {
     const taken = new Map<number, number>();
     const out: { label: number; dataUrl: string }[] = [];
@@ -203,13 +208,14 @@ export class Jobs {
       const px = ds.height * ds.width * ds.channels;
       for (let i = 0; i < ds.count; i++) {
         const label = ds.labels[i];
-        if ((taken.get(label) ?? 0) >= a.perClass) continue;
+        if (label >= SAMPLE_CLASSES || (taken.get(label) ?? 0) >= a.perClass) continue;
         taken.set(label, (taken.get(label) ?? 0) + 1);
         const raw = Buffer.from(ds.images.subarray(i * px, (i + 1) * px));
-        const png = await sharp(raw, { raw: { width: ds.width, height: ds.height, channels: ds.channels as 1 | 3 } }).png().toBuffer();
+        const image = sharp(raw, { raw: { width: ds.width, height: ds.height, channels: ds.channels as 1 | 3 } });
+        const png = await image.resize({ width: THUMBNAIL, height: THUMBNAIL, fit: 'inside', withoutEnlargement: true }).png().toBuffer();
         out.push({ label, dataUrl: `data:image/png;base64,${png.toString('base64')}` });
       }
-      if (taken.size === ds.classes && [...taken.values()].every((n) => n >= a.perClass)) break;
+      if (taken.size === Math.min(ds.classes, SAMPLE_CLASSES) && [...taken.values()].every((n) => n >= a.perClass)) break;
     }
     return out.sort((x, y) => x.label - y.label);
   }

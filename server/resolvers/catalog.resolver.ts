@@ -7,7 +7,7 @@ import { modelConfig } from '../catalog/models';
 import { badInput } from '../errors';
 import { MAX_PAGE } from '../limits';
 import type { ModelRecord } from '../state/records';
-import type { Context } from './context';
+import { type Context, canRead, oncePerRequest, uploaderOf } from './context';
 import { make, toDataset, toModel } from './mappers';
 
 export function pageArgs(first: number, offset: number, search?: string | null): void {
@@ -43,21 +43,22 @@ export class ModelResolver {
     description: 'The top classes of uploaded photos (at most 32, each used once) by a model, or by a delta (delta or run id) on its base; admins and readers',
   })
   async predict(
-    @Ctx() { services }: Context,
+    @Ctx() ctx: Context,
     @Arg('uploads', () => [ID]) uploads: string[],
     @Arg('model', { nullable: true, description: 'By id or name' }) model?: string,
     @Arg('delta', () => ID, { nullable: true }) delta?: string,
     @Arg('top', () => Int, { defaultValue: 5 }) top = 5,
   ): Promise<T.ImagePrediction[]> {
-    const found = await services.predictions.predict({ model, delta, uploads, top });
+    oncePerRequest(ctx, 'predict');
+    const found = await ctx.services.predictions.predict({ model, delta, uploads, top, caller: uploaderOf(ctx) });
     return found.map((p) => make(T.ImagePrediction, { filename: p.filename, top: p.top.map((c) => make(T.ClassProbability, c)) }));
   }
 
   @Authorized('READER')
   @Mutation(() => T.Upload, { description: 'A presigned URL to PUT a file to (checkpoint, dataset file, photo to predict); size-limited; admins and readers' })
-  async createUpload(@Ctx() { services }: Context, @Arg('filename') filename: string, @Arg('bytes', () => Int) bytes: number): Promise<T.Upload> {
-    const u = await services.uploads.create(filename, bytes);
-    return Object.assign(new T.Upload(), { id: u.upload.id, url: u.url, maxBytes: services.platform.config.uploadMaxBytes, expiresAt: u.expiresAt });
+  async createUpload(@Ctx() ctx: Context, @Arg('filename') filename: string, @Arg('bytes', () => Int) bytes: number): Promise<T.Upload> {
+    const u = await ctx.services.uploads.create(filename, bytes, uploaderOf(ctx));
+    return Object.assign(new T.Upload(), { id: u.upload.id, url: u.url, maxBytes: u.upload.declaredBytes, expiresAt: u.expiresAt });
   }
 
   @Authorized()
@@ -82,14 +83,23 @@ export class DatasetResolver {
     return toDataset(await services.datasets.get(id));
   }
 
+  @FieldResolver(() => [String], { nullable: true })
+  classNames(@Ctx() ctx: Context, @Root() dataset: T.Dataset): string[] | null {
+    return dataset.private && !canRead(ctx) ? null : dataset.classNames ?? null;
+  }
+
   @Authorized('READER')
-  @FieldResolver(() => [T.DatasetSample], { description: 'The first training images of each class (at most 8 a class, 100 classes); readers only' })
+  @FieldResolver(() => [T.DatasetSample], {
+    description: 'The first training images of each class as thumbnails of at most 64 px (at most 8 a class, 100 classes, once a request); readers only',
+  })
   async samples(
-    @Ctx() { services }: Context,
+    @Ctx() ctx: Context,
     @Root() dataset: T.Dataset,
     @Arg('perClass', () => Int, { defaultValue: 4 }) perClass = 4,
   ): Promise<T.DatasetSample[]> {
     if (perClass < 1 || perClass > 8) throw badInput('perClass must be from 1 to 8');
+    oncePerRequest(ctx, 'samples');
+    const { services } = ctx;
     const record = await services.datasets.get(dataset.id);
     const train = record.shards.filter((s) => s.split === 'train').map(({ key, sha256 }) => ({ key, sha256 }));
     const found = await services.platform.compute.call('datasetSamples', { train, perClass });

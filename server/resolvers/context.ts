@@ -5,7 +5,7 @@ import { AuthChecker } from 'type-graphql';
 import type { ServerConfig } from '../config';
 import { Signed, mintToken, verifyToken } from '../credentials';
 import { Services } from '../services';
-import { forbidden, unauthenticated } from '../errors';
+import { badInput, forbidden, unauthenticated } from '../errors';
 
 /**
  * ADMIN: everything. READER: reads runs, shards, workers, deltas and server paths (a token the admin
@@ -18,7 +18,7 @@ export interface Context {
   readonly role: Role | null;
   /** The worker a REGISTERED_WORKER credential names. */
   readonly workerId: string | null;
-  /** The id inside a VOLUNTEER token: workers registered with one token count as one group. */
+  /** The id inside a VOLUNTEER token (workers registered with one token count as one group) or a READER token. */
   readonly tokenId: string | null;
   /** A token was sent and refused (expired, revoked, or not signed here): the caller is anonymous. */
   readonly refused: boolean;
@@ -27,6 +27,8 @@ export interface Context {
   /** Aborted when the client goes away (its request closed, its socket or operation ended): a waiting claim then takes nothing. */
   readonly gone: AbortSignal;
   readonly services: Services;
+  /** Costly fields this request has resolved: each may be asked for once a request (not once per alias). */
+  readonly costly: Set<string>;
 }
 
 const ROLE: Record<Signed, Role> = { volunteer: 'VOLUNTEER', reader: 'READER', worker: 'REGISTERED_WORKER' };
@@ -47,7 +49,7 @@ export function callerOf(authorization: string | undefined, config: ServerConfig
   if (sameSecret(token, config.workerToken)) return { ...none, role: 'WORKER' };
   const v = verifyToken(token, config);
   if (!v) return { ...none, refused: true };
-  return { role: ROLE[v.kind], workerId: v.kind === 'worker' ? v.id : null, tokenId: v.kind === 'volunteer' ? v.id : null, refused: false };
+  return { role: ROLE[v.kind], workerId: v.kind === 'worker' ? v.id : null, tokenId: v.kind === 'volunteer' || v.kind === 'reader' ? v.id : null, refused: false };
 }
 
 /** Admin may do everything; other roles what the operation lists. */
@@ -60,6 +62,15 @@ export const authChecker: AuthChecker<Context, Role> = ({ context }, roles) => {
   if (context.role === 'ADMIN' || roles.includes(context.role)) return true;
   throw forbidden(`a ${context.role.toLowerCase().replace('_', ' ')} token may not do this`);
 };
+
+/** Refuses a second alias of a costly field (samples, predict) in one request. */
+export function oncePerRequest(ctx: Context, field: string): void {
+  if (ctx.costly.has(field)) throw badInput(`${field} may be asked for once a request`);
+  ctx.costly.add(field);
+}
+
+/** Who owns what a caller uploads: the admin, or one read token. */
+export const uploaderOf = (ctx: Context): string => (ctx.role === 'ADMIN' ? 'admin' : `reader:${ctx.tokenId}`);
 
 /** Whether the caller may read what only readers may (shards, workers, delta URLs, server paths). */
 export const canRead = (ctx: Context): boolean => ctx.role === 'ADMIN' || ctx.role === 'READER';

@@ -64,6 +64,8 @@ export interface UploadRecord {
   readonly key: string;
   readonly filename: string;
   readonly declaredBytes: number;
+  /** 'admin', or `reader:<token id>`: only its owner (or the admin) may use it. */
+  readonly owner: string;
   readonly createdAt: Date;
 }
 

@@ -50,6 +50,15 @@ export class PgUploads implements UploadRepository {
     await run(this.pool, 'DELETE FROM uploads WHERE id = $1', id);
   }
 
+  async take(id: string): Promise<boolean> {
+    return (await run(this.pool, 'DELETE FROM uploads WHERE id = $1', id)) === 1;
+  }
+
+  async pending(owner: string): Promise<{ count: number; bytes: number }> {
+    const row = await first<{ count: string; bytes: string }>(this.pool, 'SELECT COUNT(*) AS count, COALESCE(SUM(declared_bytes), 0) AS bytes FROM uploads WHERE owner = $1', owner);
+    return { count: Number(row?.count ?? 0), bytes: Number(row?.bytes ?? 0) };
+  }
+
   async olderThan(before: Date): Promise<UploadRecord[]> {
     return (await all(this.pool, 'SELECT * FROM uploads WHERE created_at < $1 LIMIT 1000', before.toISOString())).map(uploadRows.decode);
   }

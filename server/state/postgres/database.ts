@@ -61,7 +61,7 @@ CREATE TABLE uploads (
 CREATE INDEX uploads_created ON uploads(created_at);
 `;
 
-/** Migration i brings a database from version i to i + 1 (version 1 is the SQLite store's version 4, 3 its 5, 4 its 6, 5 its 7, 6 its 8, 8 its 9). */
+/** Migration i brings a database from version i to i + 1 (version 1 is the SQLite store's version 4, 3 its 5, 4 its 6, 5 its 7, 6 its 8, 8 its 9, 9 its 10). */
 const MIGRATIONS: string[] = [
   TABLES,
   // 2: volunteer admissions counted in the database, so every replica sees the same count.
@@ -92,6 +92,8 @@ const MIGRATIONS: string[] = [
    CREATE TABLE replicas (holder TEXT PRIMARY KEY, seen_at BIGINT NOT NULL);`,
   // 8: a dataset's class names (JSON), when its source named them (the SQLite store's 9).
   'ALTER TABLE datasets ADD COLUMN class_names TEXT',
+  // 9: who created an upload (the SQLite store's 10).
+  "ALTER TABLE uploads ADD COLUMN owner TEXT NOT NULL DEFAULT 'admin'; CREATE INDEX uploads_owner ON uploads(owner)",
 ];
 
 export const PG_SCHEMA_VERSION = MIGRATIONS.length;

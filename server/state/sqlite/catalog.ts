@@ -40,7 +40,7 @@ export class SqliteUploads implements UploadRepository {
   constructor(private readonly db: Db) {}
 
   async insert(u: UploadRecord): Promise<void> {
-    prepared(this.db, 'INSERT INTO uploads (id, key, filename, declared_bytes, created_at) VALUES (@id, @key, @filename, @declared_bytes, @created_at)').run(uploadRows.encode(u));
+    prepared(this.db, 'INSERT INTO uploads (id, key, filename, declared_bytes, owner, created_at) VALUES (@id, @key, @filename, @declared_bytes, @owner, @created_at)').run(uploadRows.encode(u));
   }
 
   async get(id: string): Promise<UploadRecord | undefined> {
@@ -50,6 +50,15 @@ export class SqliteUploads implements UploadRepository {
 
   async remove(id: string): Promise<void> {
     prepared(this.db, 'DELETE FROM uploads WHERE id = ?').run(id);
+  }
+
+  async take(id: string): Promise<boolean> {
+    return prepared(this.db, 'DELETE FROM uploads WHERE id = ?').run(id).changes === 1;
+  }
+
+  async pending(owner: string): Promise<{ count: number; bytes: number }> {
+    const row = prepared(this.db, 'SELECT COUNT(*) AS count, COALESCE(SUM(declared_bytes), 0) AS bytes FROM uploads WHERE owner = ?').get(owner) as { count: number; bytes: number };
+    return { count: Number(row.count), bytes: Number(row.bytes) };
   }
 
   async olderThan(before: Date): Promise<UploadRecord[]> {

@@ -151,6 +151,8 @@ const MIGRATIONS: ((db: Db) => void)[] = [
   (db) => db.exec('ALTER TABLE datasets ADD COLUMN private INTEGER NOT NULL DEFAULT 0'),
   // 9: a dataset's class names (JSON), when its source named them.
   (db) => db.exec('ALTER TABLE datasets ADD COLUMN class_names TEXT'),
+  // 10: who created an upload (only they may use it; readers' pending uploads are counted).
+  (db) => db.exec("ALTER TABLE uploads ADD COLUMN owner TEXT NOT NULL DEFAULT 'admin'; CREATE INDEX uploads_owner ON uploads(owner)"),
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
