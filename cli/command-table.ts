@@ -1,6 +1,6 @@
 // Every command with the flags it takes, what it requires and its usage lines: parsed strictly per
 // command, so a flag a command does not take is refused rather than silently ignored.
-import { TRAIN_OPTION_NAMES, TRAIN_OPTION_SPECS } from '../engine';
+import { PRESETS, TRAIN_OPTION_NAMES, TRAIN_OPTION_SPECS } from '../engine';
 import { anglesCommand } from './angles';
 import { Options, convertCommand, deltaApplyCommand, deltaInfoCommand, evalCommand, finetuneCommand, strategiesCommand } from './commands';
 import { datasetImportCommand, deltaDownloadCommand, deltaMergeCommand, modelRegisterCommand, runCommand, serveCommand, workerCommand } from './platform';
@@ -20,10 +20,10 @@ export interface Command {
 }
 
 /** Every training option is a flag of its own name (engine/train/options.ts): --batch-size, --flip, ... */
-const TRAIN = TRAIN_OPTION_NAMES.map((name) => flagOf(name).slice(2));
+const TRAIN = [...TRAIN_OPTION_NAMES.map((name) => flagOf(name).slice(2)), 'no-resized-crop'];
 export const BOOLEAN_FLAGS = new Set([
   ...TRAIN_OPTION_NAMES.filter((n) => TRAIN_OPTION_SPECS[n].kind === 'bool').map((n) => flagOf(n).slice(2)), 'json', 'quiet', 'adapt', 'help', 'wait',
-  'admit-volunteers', 'private', 'skip-bad',
+  'admit-volunteers', 'private', 'skip-bad', 'no-resized-crop',
 ]);
 /** Taken by every command. */
 export const COMMON = ['json', 'quiet', 'help'];
@@ -37,7 +37,7 @@ export const COMMANDS: readonly Command[] = [
   {
     name: 'eval', flags: [...ENGINE, ...MODEL, ...DATA, 'split', 'batch-size'], required: ['checkpoint', 'data'], run: evalCommand,
     usage: 'partune eval --checkpoint F [--config C | --arch A] --data SPEC [--split test|train] [--test-limit N] [--train-limit N] [--seed S]\n'
-      + '             [--normalize auto|model|dataset] [--batch-size B] [--adapt] [--json]',
+      + '             [--normalize auto|model|dataset] [--batch-size B] [--adapt] [--storage-size S] [--skip-bad] [--json]',
   },
   {
     name: 'finetune', required: ['checkpoint', 'data', 'strategy', 'out'], run: finetuneCommand,
@@ -47,7 +47,7 @@ export const COMMANDS: readonly Command[] = [
       + '                 [--head new|keep] [--crop-padding P] [--flip] [--weight-decay W] [--label-smoothing L]\n'
       + '                 [--warmup-steps N] [--min-lr LR] [--clip-grad G] [--max-steps N] [--delta-dtype f32|f16]\n'
       + '                 [--merged-out FILE] [--normalize auto|model|dataset] [--adapt] [--image-size N (resamples pos_embed)]\n'
-      + '                 [--resized-crop] [--micro-batch M] [--storage-size S] [--skip-bad]\n'
+      + '                 [--resized-crop | --no-resized-crop] [--micro-batch M] [--storage-size S] [--skip-bad]\n'
       + '                 [--prefix-cache off|f32|f16] [--prefix-cache-mib M] [--json]',
   },
   {
@@ -124,6 +124,7 @@ export const COMMANDS: readonly Command[] = [
 ];
 
 export const FOOTER = `  F: a .safetensors file (timm, vit-pytorch or Hugging Face names) or random:PRESET
+  PRESET: ${Object.keys(PRESETS).join(', ')}
   SPEC: mnist | fashion-mnist[:DIR] | idx:DIR | cifar10:DIR | folder:PATH (class folders, .zip, .tar, .csv/.jsonl manifest, WebDataset shards)
   S: full, linear-probe, attn-only, ffn-only, first-half, last-half, first-half-attn,
      first-half-ffn, last-half-attn, last-half-ffn, inline JSON or @strategy.json

@@ -35,6 +35,10 @@ export function givenTrainOptions(o: Options): Record<string, unknown> {
       given[name] = n;
     }
   }
+  if (o['no-resized-crop'] === true) {
+    if (given.resizedCrop) throw new UsageError('give --resized-crop or --no-resized-crop, not both');
+    given.resizedCrop = false;
+  }
   return given;
 }
 

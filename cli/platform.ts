@@ -167,7 +167,9 @@ export async function datasetImportCommand(o: Options): Promise<Record<string, u
     : folder
       ? [{ uploadId: await uploadPhotos(c, local, Boolean(o.quiet)) }]
       : await Promise.all(datasetFiles(local).map(async (f) => ({ uploadId: await uploadFile(c, f) })));
-  if (folder) say(o, 'decoding the photos on the server…');
+  // The server does not know which model the photos are for: 256 suits a 224 model; a 32 px one trains 64x faster on 32.
+  const stored = str(o, 'storage-size') ? `${str(o, 'storage-size')} px` : '256 px (the default, for a 224 model; --storage-size S for another)';
+  if (folder) say(o, `decoding the photos on the server at ${stored}…`);
   const { importDataset: d } = await c.request(ImportDataset, {
     input: {
       name: need(o, 'name'), format, path: str(o, 'server-path'), uploads, trainLimit: optionalInt(o, 'train-limit'), testLimit: optionalInt(o, 'test-limit'),
@@ -178,7 +180,9 @@ export async function datasetImportCommand(o: Options): Promise<Record<string, u
       }),
     },
   });
-  say(o, `dataset ${d.name} (${d.id}): ${d.trainImages} train / ${d.testImages} test images, ${d.classes} classes`);
+  say(o, `dataset ${d.name} (${d.id}): ${d.trainImages} train / ${d.testImages} test images, ${d.classes} classes, stored at ${d.width}x${d.height}`);
+  const left = /\((skipped .*|ignored .*)\)$/.exec(d.source ?? '');
+  if (left) say(o, left[1]);
   if (d.classNames?.length) say(o, `classes: ${d.classNames.slice(0, 10).join(', ')}${d.classNames.length > 10 ? ', …' : ''}`);
   return { command: 'dataset import', ...d };
 }

@@ -1,7 +1,6 @@
 // `partune predict`: what is in these photos, by a checkpoint (and a delta on top of it), through the
 // model's own eval transform (timm's: shorter side to size / crop_pct, centre crop, normalise).
 import { existsSync, readFileSync } from 'node:fs';
-import { basename } from 'node:path';
 import { Checkpoint, VitConfig, applyDelta, inputTransform, parseDelta } from '../engine';
 import { Prediction, predictImages } from '../node/predict';
 import { decodeOriginal } from '../node/image-folder';
@@ -32,6 +31,6 @@ export async function predictCommand(o: Options, images: string[]): Promise<Reco
     `model: ${model.config.imageSize}x${model.config.imageSize}, ${model.config.numClasses} classes; eval transform: ${t.interpolation}, crop ${t.cropPct}`,
   );
   const results: Prediction[][] = await predictImages(model, decoded, top);
-  results.forEach((r, i) => say(o, `${basename(images[i])}: ${r.map((p) => `${p.name} ${(p.probability * 100).toFixed(1)}%`).join(', ')}`));
+  results.forEach((r, i) => say(o, `${images[i]}: ${r.map((p) => `${p.name} ${(p.probability * 100).toFixed(1)}%`).join(', ')}`));
   return { command: 'predict', predictions: results.map((top5, i) => ({ image: images[i], top: top5 })) };
 }

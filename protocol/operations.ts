@@ -244,10 +244,12 @@ export interface ImportDatasetResult {
     classes: number;
     classNames: Array<string> | null;
     source: string;
+    height: number;
+    width: number;
   };
 }
 export interface ImportDatasetVariables { input: ImportDatasetInput; }
-export const ImportDataset = "mutation ImportDataset($input: ImportDatasetInput!) {\n  importDataset(input: $input) {\n    id\n    name\n    trainImages\n    testImages\n    classes\n    classNames\n    source\n  }\n}" as TypedDocument<ImportDatasetResult, ImportDatasetVariables>;
+export const ImportDataset = "mutation ImportDataset($input: ImportDatasetInput!) {\n  importDataset(input: $input) {\n    id\n    name\n    trainImages\n    testImages\n    classes\n    classNames\n    source\n    height\n    width\n  }\n}" as TypedDocument<ImportDatasetResult, ImportDatasetVariables>;
 
 export interface StartRunResult {
   startRun: {
