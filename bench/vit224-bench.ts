@@ -163,11 +163,13 @@ async function main(): Promise<void> {
     (typeof o?.[key] === 'number' ? (o[key] as number).toFixed(d) : o?.error ? 'x' : '-').padStart(8);
 
   // Micro-batches: the batch-32 step's peak memory against batch 8 without them (the model's attn-only case), right after that model's cases.
-  const microCase = (microBase: Outcome | undefined): Record<string, unknown> => {
+  const microCase = async (microBase: Outcome | undefined): Promise<Record<string, unknown>> => {
     const { model, batch, microBatch } = plan.micro;
     const mc: TrainCase = { model, strategy: 'attn-only', cached: false, batch, microBatch, steps: plan.steps, budgetMs: plan.budgetMs[model] * 2 };
     const withMicro = ours(mc, 1);
     const timmMicro = ref1(mc, 1);
+    // The tab's claim: batch 32 of ViT-S at 224 within a tab's WebAssembly memory, in micro-batches.
+    const tabMicro = await tab(mc, 2);
     const perImage = (key: string): number | null =>
       typeof withMicro[key] === 'number' && typeof microBase?.[key] === 'number'
         ? ((withMicro[key] as number) - (microBase[key] as number)) / (batch - microBatch)
@@ -180,12 +182,13 @@ async function main(): Promise<void> {
       microBatch,
       node1: withMicro,
       timm1: timmMicro,
+      tab2: tabMicro,
       withoutMicroBatches: { batch: microBatch, node1: microBase ?? null },
       extraMiBPerImage: { peakRss: perImage('peakRssMiB'), peakTensor: perImage('peakTensorMiB'), wasmHeap: perImage('wasmHeapMiB') },
       ratios: { node1VsTimm1: ratio(withMicro, timmMicro) },
     };
     log(
-      `${micro.case.padEnd(44)} ${f(withMicro)} ${f(timmMicro)}   peak RSS ${f(withMicro, 'peakRssMiB', 0)} vs ${f(microBase, 'peakRssMiB', 0)} MiB, tensors ${f(withMicro, 'peakTensorMiB', 0)} vs ${f(microBase, 'peakTensorMiB', 0)} MiB`,
+      `${micro.case.padEnd(44)} ${f(withMicro)} ${f(timmMicro)}   peak RSS ${f(withMicro, 'peakRssMiB', 0)} vs ${f(microBase, 'peakRssMiB', 0)} MiB, tensors ${f(withMicro, 'peakTensorMiB', 0)} vs ${f(microBase, 'peakTensorMiB', 0)} MiB; tab2 ${f(tabMicro)} img/s`,
     );
     return micro;
   };
@@ -231,7 +234,7 @@ async function main(): Promise<void> {
           `${name.padEnd(44)} ${f(node1)} ${f(timm1)} ${f(node2)} ${f(timm2)} ${f(tabs.tab1)} ${f(tabs.tab2)}   ${f(node1, 'peakRssMiB', 0)}/${f(timm1, 'peakRssMiB', 0)}`,
         );
       }
-      if (model === plan.micro.model) micro = microCase(microBase);
+      if (model === plan.micro.model) micro = await microCase(microBase);
     }
   } finally {
     await browser?.close();

@@ -117,6 +117,11 @@ async function deltaLinks(): Promise<Map<string, string>> {
   return new Map((d?.runs.items ?? []).flatMap((r) => (r.delta ? [[r.id, r.delta.downloadUrl] as [string, string]] : [])));
 }
 
+/** Without a token only public runs are listed: an empty list says nothing about the others. */
+const NO_TOKEN = '<p class="meta no-token">No public runs. Runs are private unless made public: enter a read token or the admin token above '
+  + '(<code>partune serve</code> prints the admin token; <code>mutation { issueReadToken }</code> makes read tokens), or open this page as '
+  + '<code>/?token=TOKEN</code>.</p>';
+
 /** Runs per page of the list; `page` counts from 0, newest first. */
 const PAGE = 20;
 let page = 0;
@@ -143,7 +148,7 @@ async function loadRuns(): Promise<void> {
       ${r.rollbacks.map((b) => `<div class="meta rollback">rolled back from round ${b.fromRound} to ${b.toRound}: ${esc(b.reason)}</div>`).join('')}
       <div class="report" data-report="${r.id}"></div>
     </div>
-    <div>${runCurves(r.metrics, r.totalSteps)}</div></div>`).join('') || 'none yet';
+    <div>${runCurves(r.metrics, r.totalSteps)}</div></div>`).join('') || (token() ? 'none yet' : NO_TOKEN);
   await Promise.all([renderReports(api(), d.runs.items, (id) => document.querySelector<HTMLElement>(`[data-report="${id}"]`)), loadComparison()]);
 }
 

@@ -216,6 +216,13 @@ suite('edge worker in headless Chromium', () => {
 
   it('dashboard: start a run from the form (counts shown before launch), watch it live, see the final accuracy', async () => {
     const node = startWorker(server, 'node-dash');
+    // Without a token the private runs are not listed, and the page says so and how to see them.
+    const anonymous = await browser.newPage();
+    await anonymous.goto(`${server.url.replace('/graphql', '')}/`);
+    await anonymous.waitForSelector('body[data-ready="true"]', { timeout: 30_000 });
+    await anonymous.waitForSelector('#runs .no-token', { timeout: 10_000 });
+    expect(await anonymous.textContent('#runs')).toMatch(/Runs are private unless made public: enter a read token or the admin token above/);
+    await anonymous.close();
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     try {
       await page.goto(`${server.url.replace('/graphql', '')}/?token=${server.admin}`);
