@@ -149,7 +149,7 @@ describe('names, paths and sizes a request may give', () => {
     expect(existsSync(stored)).toBe(true);
     await waitFor('the upload to expire', async () => !existsSync(stored), 15_000, 250);
     const r = await gql(h.server.url, h.server.admin, register, { i: { name: 'late', uploadId: createUpload.id } });
-    expect([code(r), r.errors?.[0].message]).toEqual(['NOT_FOUND', expect.stringMatching(/uploads are used once, and expire/)]);
+    expect([code(r), r.errors?.[0].message]).toEqual(['NOT_FOUND', expect.stringMatching(/uploads are used once, by whoever created them, and expire/)]);
   });
 
   it('a plan too large to keep, or too many shards per round, is refused before anything is built', async () => {
