@@ -14,7 +14,7 @@ jest.setTimeout(300_000);
 
 let h: HonestRun;
 beforeAll(async () => {
-  h = await startHonestRun({ PARTUNE_MAX_RUN_STEPS: '100000', PARTUNE_UPLOAD_TTL_SECONDS: '4' });
+  h = await startHonestRun({ PARTUNE_MAX_RUN_STEPS: '100000', PARTUNE_UPLOAD_TTL_SECONDS: '4', PARTUNE_LEASE_SECONDS: '15', PARTUNE_STALL_SECONDS: '60' });
 });
 afterAll(() => h?.close());
 
