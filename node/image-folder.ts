@@ -49,7 +49,7 @@ const TEST_DIRS = ['val', 'valid', 'validation', 'test'];
 /** Labels are stored as bytes. */
 export const MAX_IMAGE_CLASSES = 256;
 const MAX_PIXELS = 100_000_000;
-/** libvips stops a decode that takes longer (a crafted file, not a photo). */
+/** libvips stops a resize pipeline that takes longer (its decoders are bounded by the checks in `decoder`). */
 const DECODE_SECONDS = 20;
 const MAX_BAD_LISTED = 100;
 
@@ -288,9 +288,41 @@ export function imageFormat(bytes: Uint8Array): 'jpeg' | 'png' | 'webp' | undefi
   return undefined;
 }
 
+/** A progressive JPEG of a camera has about ten scans; libjpeg decodes each over the whole image, and its time is not bounded. */
+const MAX_JPEG_SCANS = 128;
+
+/** The number of scans (SOS segments) of a JPEG, counted by its markers; refused past MAX_JPEG_SCANS. */
+function checkJpegScans(b: Uint8Array): void {
+  let scans = 0;
+  for (let at = 2; at + 4 <= b.length; ) {
+    if (b[at] !== 0xff) return; // not a marker where one should be: libjpeg reports it
+    const marker = b[at + 1];
+    if (marker === 0xff) {
+      at++;
+      continue;
+    }
+    if (marker === 0xd9) return;
+    if (marker === 0x01 || (marker >= 0xd0 && marker <= 0xd7)) {
+      at += 2;
+      continue;
+    }
+    at += 2 + ((b[at + 2] << 8) | b[at + 3]);
+    if (marker !== 0xda) continue;
+    if (++scans > MAX_JPEG_SCANS) throw new Error(`a JPEG of more than ${MAX_JPEG_SCANS} scans (not a photo's encoding)`);
+    // The entropy-coded data runs to the next marker that is neither a stuffed 0xFF00 nor a restart.
+    while (at + 1 < b.length && !(b[at] === 0xff && b[at + 1] !== 0 && (b[at + 1] < 0xd0 || b[at + 1] > 0xd7))) at++;
+  }
+}
+
 /** A decoder of one listed format, within a pixel limit and a time limit. */
 function decoder(bytes: Uint8Array, maxPixels: number): sharp.Sharp {
-  if (!imageFormat(bytes)) throw new Error('not a JPEG, PNG or WebP image');
+  const format = imageFormat(bytes);
+  if (!format) throw new Error('not a JPEG, PNG or WebP image');
+  if (format === 'jpeg') checkJpegScans(bytes);
+  // VP8X's animation flag: libvips reads every frame of an animation to find its first.
+  if (format === 'webp' && bytes[12] === 0x56 && bytes[13] === 0x50 && bytes[14] === 0x38 && bytes[15] === 0x58 && (bytes[20] & 0x02) !== 0) {
+    throw new Error('an animated WebP (only still images are read)');
+  }
   return sharp(bytes, { failOn: 'truncated', limitInputPixels: maxPixels }).timeout({ seconds: DECODE_SECONDS });
 }
 

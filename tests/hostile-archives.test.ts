@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { zipSync } from 'fflate';
 import sharp from 'sharp';
-import { loadImageFolder, planImages } from '../node/image-folder';
+import { decodeOriginal, loadImageFolder, planImages } from '../node/image-folder';
 import { writeTar } from '../node/tar-write';
 
 jest.setTimeout(60_000);
@@ -112,6 +112,21 @@ describe('hostile archives', () => {
     const started = Date.now();
     await expect(loadImageFolder(dir, OPTS)).rejects.toThrow(/cat\/blur\.png \(not a JPEG, PNG or WebP image\)/);
     expect(Date.now() - started).toBeLessThan(10_000);
+  });
+
+  it('a progressive JPEG of thousands of scans and an animated WebP are refused before libvips spends minutes on them', async () => {
+    const progressive = await sharp({ create: { width: 64, height: 64, channels: 3, background: { r: 9, g: 99, b: 199 } } })
+      .jpeg({ progressive: true })
+      .toBuffer();
+    expect((await decodeOriginal(new Uint8Array(progressive), 3)).width).toBe(64);
+    const firstScan = progressive.indexOf(Buffer.from([0xff, 0xda]));
+    const end = progressive.lastIndexOf(Buffer.from([0xff, 0xd9]));
+    const scans = progressive.subarray(firstScan, end); // every scan, with the tables between them
+    const bomb = Buffer.concat([progressive.subarray(0, end), ...Array.from({ length: 40 }, () => scans), Buffer.from([0xff, 0xd9])]);
+    await expect(decodeOriginal(new Uint8Array(bomb), 3)).rejects.toThrow(/a JPEG of more than 128 scans/);
+    // RIFF....WEBP, then a VP8X header whose flags say "animation".
+    const vp8x = Buffer.concat([Buffer.from('RIFF'), Buffer.alloc(4), Buffer.from('WEBPVP8X'), Buffer.from([10, 0, 0, 0, 0x02]), Buffer.alloc(9)]);
+    await expect(decodeOriginal(new Uint8Array(vp8x), 3)).rejects.toThrow(/an animated WebP/);
   });
 
   it('a file over the size limit is named, never read', async () => {

@@ -237,6 +237,13 @@ suite('your own photos', () => {
     expect(await codeOf(a, PREDICT, { u: [mine, mine] })).toBe('BAD_USER_INPUT');
     const raced = await Promise.all([0, 1, 2, 3].map(() => gql(server.url, a, PREDICT, { u: [mine] })));
     expect(raced.filter((r) => !r.errors).length).toBe(1);
+    // After use its URL still answers until it expires, but the object stays the one it was: other bytes are refused.
+    const { createUpload: slot } = await ok(server.url, a, 'mutation($b: Int!) { createUpload(filename: "again.png", bytes: $b) { id url } }', { b: image.length });
+    expect((await fetch(slot.url, { method: 'PUT', body: image })).status).toBe(200);
+    expect((await ok(server.url, a, PREDICT, { u: [slot.id] })).predict).toHaveLength(1);
+    expect((await fetch(slot.url, { method: 'PUT', body: Buffer.from(image).reverse() })).status).toBe(409);
+    expect((await fetch(slot.url, { method: 'PUT', body: image })).status).toBe(200);
+    expect(await codeOf(a, PREDICT, { u: [slot.id] })).toBe('NOT_FOUND');
     const held: string[] = [];
     for (let i = 0; i < 40; i++) {
       const r = await gql(server.url, a, 'mutation { createUpload(filename: "x.png", bytes: 1000) { id maxBytes } }');

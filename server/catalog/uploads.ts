@@ -1,7 +1,8 @@
 // Uploads: the client PUTs bytes to a signed URL (at most the size it declared), then names the
 // upload in a mutation. The bytes live under the upload's id; the file name is only a label
-// (sanitised), used as the file's name when a dataset reader needs one. An upload is deleted once
-// used, and an unused one after PARTUNE_UPLOAD_TTL_SECONDS.
+// (sanitised), used as the file's name when a dataset reader needs one. An upload is used once: its
+// bytes are then kept until its URL has expired (a PUT after use rewrites the same object, never
+// leaves another behind), and deleted with it; an unused one goes after PARTUNE_UPLOAD_TTL_SECONDS.
 import { randomUUID } from 'node:crypto';
 import { keys } from '../../storage';
 import { badInput, notFound, rateLimited } from '../errors';
@@ -36,7 +37,7 @@ export class Uploads {
       throw rateLimited(`a read token may hold ${READER_UPLOADS.count} unused uploads: use them (predict) or let them expire`);
     }
     const id = randomUUID();
-    const upload: UploadRecord = { id, key: keys.upload(id), filename: name, declaredBytes: bytes, owner, createdAt: new Date() };
+    const upload: UploadRecord = { id, key: keys.upload(id), filename: name, declaredBytes: bytes, owner, usedAt: null, createdAt: new Date() };
     await this.p.state.uploads.insert(upload);
     const seconds = this.p.config.urlSeconds;
     return { upload, url: await this.p.blobs.presignPut(upload.key, seconds, false, bytes), expiresAt: new Date(Date.now() + seconds * 1000) };
@@ -45,7 +46,7 @@ export class Uploads {
   /** An upload's bytes, refusing one that is missing, another's (unless the caller is the admin) or larger than it declared. */
   async bytes(id: string, caller = 'admin'): Promise<{ bytes: Uint8Array; filename: string }> {
     const upload = await this.p.state.uploads.get(id);
-    if (!upload || (caller !== 'admin' && upload.owner !== caller)) throw notFound(`upload ${id} not found (uploads are used once, by whoever created them, and expire)`);
+    if (!upload || upload.usedAt || (caller !== 'admin' && upload.owner !== caller)) throw notFound(`upload ${id} not found (uploads are used once, by whoever created them, and expire)`);
     const info = await this.p.blobs.stat(upload.key);
     if (!info) throw badInput(`upload ${id} (${upload.filename}) has no bytes yet: PUT the file to its URL first`);
     if (info.bytes > upload.declaredBytes || info.bytes > this.p.config.uploadMaxBytes) {
@@ -60,18 +61,16 @@ export class Uploads {
     if (new Set(ids).size !== ids.length) throw badInput('an upload may be named once');
     const files = [];
     for (const id of ids) files.push(await this.bytes(id, caller));
-    const records = await Promise.all(ids.map((id) => this.p.state.uploads.get(id)));
-    for (const [i, id] of ids.entries()) {
-      if (!(await this.p.state.uploads.take(id))) throw notFound(`upload ${id} was used meanwhile (uploads are used once)`);
-      await this.p.blobs.remove(records[i]!.key);
+    const now = new Date();
+    for (const id of ids) {
+      if (!(await this.p.state.uploads.take(id, now))) throw notFound(`upload ${id} was used meanwhile (uploads are used once)`);
     }
     return files;
   }
 
   /** After its bytes were stored as what they became (a model, a dataset's shards). */
   async used(id: string): Promise<void> {
-    const upload = await this.p.state.uploads.get(id);
-    if (upload) await this.discard(upload);
+    await this.p.state.uploads.take(id, new Date());
   }
 
   private async discard(upload: UploadRecord): Promise<void> {
@@ -79,11 +78,13 @@ export class Uploads {
     await this.p.state.uploads.remove(upload.id);
   }
 
-  /** Deletes uploads older than the TTL; returns how many. */
+  /** Deletes unused uploads older than the TTL, and used ones whose URL has expired (a minute's grace for clocks); returns how many. */
   async expire(now = Date.now()): Promise<number> {
-    const stale = await this.p.state.uploads.olderThan(new Date(now - this.p.config.uploadTtlSeconds * 1000));
+    const unusedBefore = new Date(now - this.p.config.uploadTtlSeconds * 1000);
+    const stale = await this.p.state.uploads.stale(unusedBefore, new Date(now - (this.p.config.urlSeconds + 60) * 1000));
     for (const u of stale) await this.discard(u);
-    if (stale.length) this.p.log(`${stale.length} unused upload(s) expired`);
+    const unused = stale.filter((u) => !u.usedAt).length;
+    if (unused) this.p.log(`${unused} unused upload(s) expired`);
     return stale.length;
   }
 }

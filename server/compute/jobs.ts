@@ -12,7 +12,7 @@ import type { BlobRef, StoredBlob } from '../state/records';
 import { DatasetImport, ImportedDataset, importDataset } from './dataset-import';
 import { InputError } from './input-error';
 import sharp from 'sharp';
-import { decodeOriginal } from '../../node/image-folder';
+import { decodeOriginal, imageFormat } from '../../node/image-folder';
 import { Prediction, predictImages } from '../../node/predict';
 
 /** The samples' bounds: 100 classes x 8 thumbnails of 64 px is at most ~10 MB of data URLs. */
@@ -20,6 +20,7 @@ const SAMPLE_CLASSES = 100;
 const THUMBNAIL = 64;
 /** A photo to predict is at most a 24-megapixel camera's: larger ones would hold the compute thread for seconds each. */
 const PREDICT_PIXELS = 24_000_000;
+const PREDICT_CALL_PIXELS = 96_000_000;
 
 export { InputError };
 
@@ -178,6 +179,12 @@ export class Jobs {
     const base = await this.checkpoint(a.model);
     const delta = a.delta ? parseDelta(await this.store.get(a.delta.key, a.delta.sha256), a.delta.key) : undefined;
     const m = delta ? { config: delta.manifest.architecture, weights: applyDelta(base, delta), classNames: delta.manifest.classNames } : base;
+    // Headers first: the call's photos together are bounded, so that one request holds the compute thread for seconds at most.
+    let pixels = 0;
+    for (const img of a.images) {
+      if (imageFormat(img.bytes)) pixels += await sharp(img.bytes).metadata().then((m) => (m.width ?? 0) * (m.height ?? 0), () => 0);
+    }
+    if (pixels > PREDICT_CALL_PIXELS) throw new InputError(`the photos of one predict call hold at most ${PREDICT_CALL_PIXELS / 1e6} megapixels (these ${Math.round(pixels / 1e6)})`);
     const decoded = [];
     for (const img of a.images) {
       try {

@@ -66,6 +66,8 @@ export interface UploadRecord {
   readonly declaredBytes: number;
   /** 'admin', or `reader:<token id>`: only its owner (or the admin) may use it. */
   readonly owner: string;
+  /** When it was taken: its bytes are kept until its URL has expired, then removed with it. */
+  readonly usedAt: Date | null;
   readonly createdAt: Date;
 }
 

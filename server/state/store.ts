@@ -87,12 +87,12 @@ export interface UploadRepository {
   insert(upload: UploadRecord): Promise<void>;
   get(id: string): Promise<UploadRecord | undefined>;
   remove(id: string): Promise<void>;
-  /** Removes the row if it is still there: true for the one caller that got it (an upload is used once). */
-  take(id: string): Promise<boolean>;
+  /** Marks it used if it was not: true for the one caller that got it (an upload is used once). */
+  take(id: string, at: Date): Promise<boolean>;
   /** How many uploads an owner has not used yet, and their declared bytes. */
   pending(owner: string): Promise<{ count: number; bytes: number }>;
-  /** Uploads created before `before` (not used: used ones are removed). */
-  olderThan(before: Date): Promise<UploadRecord[]>;
+  /** Unused uploads created before `unusedBefore`, and used ones used before `usedBefore`: what may go. */
+  stale(unusedBefore: Date, usedBefore: Date): Promise<UploadRecord[]>;
 }
 
 export interface RunFilter {

@@ -50,16 +50,17 @@ export class PgUploads implements UploadRepository {
     await run(this.pool, 'DELETE FROM uploads WHERE id = $1', id);
   }
 
-  async take(id: string): Promise<boolean> {
-    return (await run(this.pool, 'DELETE FROM uploads WHERE id = $1', id)) === 1;
+  async take(id: string, at: Date): Promise<boolean> {
+    return (await run(this.pool, 'UPDATE uploads SET used_at = $1 WHERE id = $2 AND used_at IS NULL', at.toISOString(), id)) === 1;
   }
 
   async pending(owner: string): Promise<{ count: number; bytes: number }> {
-    const row = await first<{ count: string; bytes: string }>(this.pool, 'SELECT COUNT(*) AS count, COALESCE(SUM(declared_bytes), 0) AS bytes FROM uploads WHERE owner = $1', owner);
+    const row = await first<{ count: string; bytes: string }>(this.pool, 'SELECT COUNT(*) AS count, COALESCE(SUM(declared_bytes), 0) AS bytes FROM uploads WHERE owner = $1 AND used_at IS NULL', owner);
     return { count: Number(row?.count ?? 0), bytes: Number(row?.bytes ?? 0) };
   }
 
-  async olderThan(before: Date): Promise<UploadRecord[]> {
-    return (await all(this.pool, 'SELECT * FROM uploads WHERE created_at < $1 LIMIT 1000', before.toISOString())).map(uploadRows.decode);
+  async stale(unusedBefore: Date, usedBefore: Date): Promise<UploadRecord[]> {
+    const sql = 'SELECT * FROM uploads WHERE (used_at IS NULL AND created_at < $1) OR used_at < $2 LIMIT 1000';
+    return (await all(this.pool, sql, unusedBefore.toISOString(), usedBefore.toISOString())).map(uploadRows.decode);
   }
 }

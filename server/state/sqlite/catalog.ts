@@ -40,7 +40,7 @@ export class SqliteUploads implements UploadRepository {
   constructor(private readonly db: Db) {}
 
   async insert(u: UploadRecord): Promise<void> {
-    prepared(this.db, 'INSERT INTO uploads (id, key, filename, declared_bytes, owner, created_at) VALUES (@id, @key, @filename, @declared_bytes, @owner, @created_at)').run(uploadRows.encode(u));
+    prepared(this.db, 'INSERT INTO uploads (id, key, filename, declared_bytes, owner, used_at, created_at) VALUES (@id, @key, @filename, @declared_bytes, @owner, @used_at, @created_at)').run(uploadRows.encode(u));
   }
 
   async get(id: string): Promise<UploadRecord | undefined> {
@@ -52,16 +52,17 @@ export class SqliteUploads implements UploadRepository {
     prepared(this.db, 'DELETE FROM uploads WHERE id = ?').run(id);
   }
 
-  async take(id: string): Promise<boolean> {
-    return prepared(this.db, 'DELETE FROM uploads WHERE id = ?').run(id).changes === 1;
+  async take(id: string, at: Date): Promise<boolean> {
+    return prepared(this.db, 'UPDATE uploads SET used_at = ? WHERE id = ? AND used_at IS NULL').run(at.toISOString(), id).changes === 1;
   }
 
   async pending(owner: string): Promise<{ count: number; bytes: number }> {
-    const row = prepared(this.db, 'SELECT COUNT(*) AS count, COALESCE(SUM(declared_bytes), 0) AS bytes FROM uploads WHERE owner = ?').get(owner) as { count: number; bytes: number };
+    const row = prepared(this.db, 'SELECT COUNT(*) AS count, COALESCE(SUM(declared_bytes), 0) AS bytes FROM uploads WHERE owner = ? AND used_at IS NULL').get(owner) as { count: number; bytes: number };
     return { count: Number(row.count), bytes: Number(row.bytes) };
   }
 
-  async olderThan(before: Date): Promise<UploadRecord[]> {
-    return prepared(this.db, 'SELECT * FROM uploads WHERE created_at < ? LIMIT 1000').all(before.toISOString()).map(uploadRows.decode);
+  async stale(unusedBefore: Date, usedBefore: Date): Promise<UploadRecord[]> {
+    const sql = 'SELECT * FROM uploads WHERE (used_at IS NULL AND created_at < ?) OR used_at < ? LIMIT 1000';
+    return prepared(this.db, sql).all(unusedBefore.toISOString(), usedBefore.toISOString()).map(uploadRows.decode);
   }
 }
