@@ -111,7 +111,8 @@ function nodeDawnPart(): { part: Part; icd: string } {
   const part = child('node');
   if (!part.error?.startsWith('Dawn found no adapter') || icd !== 'system' || !existsSync(SWIFTSHADER_ICD)) return { part, icd };
   const library = ['/usr/lib/chromium', process.env.LD_LIBRARY_PATH].filter(Boolean).join(':');
-  return { part: child('node', { ...process.env, VK_ICD_FILENAMES: SWIFTSHADER_ICD, LD_LIBRARY_PATH: library }), icd: `${SWIFTSHADER_ICD} (no adapter from the system's)` };
+  const fallback = child('node', { ...process.env, VK_ICD_FILENAMES: SWIFTSHADER_ICD, LD_LIBRARY_PATH: library });
+  return { part: fallback, icd: `${SWIFTSHADER_ICD} (no adapter from the system's)` };
 }
 
 async function main(): Promise<void> {

@@ -188,7 +188,8 @@ async function main(): Promise<void> {
       ratios: { node1VsTimm1: ratio(withMicro, timmMicro) },
     };
     log(
-      `${micro.case.padEnd(44)} ${f(withMicro)} ${f(timmMicro)}   peak RSS ${f(withMicro, 'peakRssMiB', 0)} vs ${f(microBase, 'peakRssMiB', 0)} MiB, tensors ${f(withMicro, 'peakTensorMiB', 0)} vs ${f(microBase, 'peakTensorMiB', 0)} MiB; tab2 ${f(tabMicro)} img/s`,
+      `${micro.case.padEnd(44)} ${f(withMicro)} ${f(timmMicro)}   peak RSS ${f(withMicro, 'peakRssMiB', 0)} vs ${f(microBase, 'peakRssMiB', 0)} MiB, ` +
+        `tensors ${f(withMicro, 'peakTensorMiB', 0)} vs ${f(microBase, 'peakTensorMiB', 0)} MiB; tab2 ${f(tabMicro)} img/s`,
     );
     return micro;
   };

@@ -85,7 +85,8 @@ export async function prepareData(o: Options, config: VitConfig, options: TrainO
   if (report) {
     bar?.done(`decoded ${plural(report.decoded, 'image')} (${report.layout}) at ${storageSize}x${storageSize}`);
     const some = (paths: readonly string[]): string => `${paths.slice(0, 5).join(', ')}${paths.length > 5 ? ', …' : ''}`;
-    if (report.skipped.length) say(o, `skipped ${plural(report.skipped.length, 'file')} that ${report.skipped.length === 1 ? 'does' : 'do'} not decode: ${some(report.skipped.map((s) => s.path))}`);
+    const n = report.skipped.length;
+    if (n) say(o, `skipped ${plural(n, 'file')} that ${n === 1 ? 'does' : 'do'} not decode: ${some(report.skipped.map((s) => s.path))}`);
     if (report.ignored.length) say(o, `ignored ${plural(report.ignored.length, 'file')} outside class folders or not images: ${some(report.ignored)}`);
   }
   const chosen = selectData(split, options);
@@ -145,7 +146,8 @@ export async function finetuneCommand(o: Options): Promise<Record<string, unknow
   const probe = atImageSizeFrom(o, await checkpointFrom(o));
   const split = await prepareData(o, probe.config, options);
   if (options.resizedCrop === undefined && Math.max(split.train.height, split.train.width) > probe.config.imageSize) {
-    say(o, `random-resized crop on: images stored at ${split.train.width}x${split.train.height}, the model takes ${probe.config.imageSize} (--no-resized-crop: the eval transform instead)`);
+    const stored = `${split.train.width}x${split.train.height}`;
+    say(o, `random-resized crop on: images stored at ${stored}, the model takes ${probe.config.imageSize} (--no-resized-crop: the eval transform instead)`);
   }
   if (head === 'keep' && split.train.classes !== probe.config.numClasses) {
     throw new Error(`--head keep: the head has ${probe.config.numClasses} classes, ${split.train.name} ${split.train.classes}`);

@@ -134,7 +134,8 @@ function withLabels(
   const classNames = numeric ? Array.from({ length: Number(names[names.length - 1]) + 1 }, (_, i) => String(i)) : names;
   if (numeric && names.length !== classNames.length) {
     const missing = classNames.filter((n) => !normal.has(n));
-    throw new Error(`labels run to ${classNames.length - 1} but ${missing.length} have no image (${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', …' : ''}): labels must be 0..K-1`);
+    const some = `${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ', …' : ''}`;
+    throw new Error(`labels run to ${classNames.length - 1} but ${missing.length} have no image (${some}): labels must be 0..K-1`);
   }
   if (classNames.length > MAX_IMAGE_CLASSES)
     throw new Error(`${classNames.length} classes: at most ${MAX_IMAGE_CLASSES} are supported (labels are stored as bytes)`);
@@ -201,7 +202,9 @@ function manifestRows(file: string, text: string): ManifestRow[] {
     });
   }
   for (const r of rows) {
-    if (r.path.startsWith('/') || r.path.split(/[\\/]/).includes('..')) throw new Error(`${file} line ${r.line}: path ${r.path} is outside the manifest's folder`);
+    if (r.path.startsWith('/') || r.path.split(/[\\/]/).includes('..')) {
+      throw new Error(`${file} line ${r.line}: path ${r.path} is outside the manifest's folder`);
+    }
   }
   return rows;
 }

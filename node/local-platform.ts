@@ -182,7 +182,8 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
 }
 
 export async function uploadBytes(server: ServerProcess, filename: string, bytes: Uint8Array, token = server.admin): Promise<string> {
-  const { createUpload } = await ok(server.url, token, 'mutation($f: String!, $b: Int!) { createUpload(filename: $f, bytes: $b) { id url } }', { f: filename, b: bytes.length });
+  const mutation = 'mutation($f: String!, $b: Int!) { createUpload(filename: $f, bytes: $b) { id url } }';
+  const { createUpload } = await ok(server.url, token, mutation, { f: filename, b: bytes.length });
   const res = await fetch(createUpload.url, { method: 'PUT', body: bytes as Uint8Array<ArrayBuffer> });
   if (!res.ok) throw new Error(`PUT ${res.status}`);
   return createUpload.id;

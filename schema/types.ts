@@ -74,7 +74,9 @@ export class Dataset {
   @Field(() => Int) trainImages!: number;
   @Field(() => Int) testImages!: number;
   @Field(() => [DatasetShardInfo]) shards!: DatasetShardInfo[];
-  @Field(() => [String], { nullable: true, description: 'Each class by label, when the source named them (folder names, a manifest); of a private dataset, readers only' })
+  @Field(() => [String], {
+    nullable: true, description: 'Each class by label, when the source named them (folder names, a manifest); of a private dataset, readers only',
+  })
   classNames?: string[] | null;
   @Authorized('READER') @Field({ description: 'Where it came from (a server path or uploads); readers only' }) source!: string;
   @Field({ description: 'Its runs never admit volunteers' }) private!: boolean;

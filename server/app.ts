@@ -89,7 +89,8 @@ export async function startServer(config: ServerConfig, sink: (line: string) => 
   const hostAllowed = allowedHosts(config);
   const allowed = (o: string | undefined, host: string | undefined): boolean => hostAllowed(host) && originAllowed(o, host, config.allowedOrigins);
   const contextOf = (authorization: string | undefined, request: IncomingMessage, gone: AbortSignal): Context => ({
-    ...callerOf(authorization, config), client: clientAddress(request.socket.remoteAddress, request.headers, config.trustedProxies), gone, services: services!, costly: new Set(),
+    ...callerOf(authorization, config), client: clientAddress(request.socket.remoteAddress, request.headers, config.trustedProxies), gone, services: services!,
+    costly: new Set(),
   });
 
   const schema = partuneSchema();

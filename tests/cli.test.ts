@@ -116,8 +116,10 @@ describe('partune CLI', () => {
     expect(await failing(2, ...finetune, '--batch-size', '0')).toMatch(/--batch-size: the batch size must be an integer from 1 to 4096 \(got 0\)/);
     expect(await failing(2, ...finetune, '--epochs', 'abc')).toMatch(/--epochs must be a number \(got 'abc'\)/);
     expect(await failing(2, ...finetune, '--lr', '-1')).toMatch(/--lr: the learning rate must be .* \(got -1\)/);
-    expect(await failing(2, 'angles', '--checkpoint', at('pre.safetensors'), '--data', 'mnist', '--probe-steps', '0')).toMatch(/--probe-steps must be at least 1/);
-    expect(await failing(2, 'finetune', '--checkpoint', 'random:vit_micro_patch4_28', '--data', 'mnist', '--strategy', 'full', '--normalize', 'model', '--out', at('w')))
+    const angles = ['angles', '--checkpoint', at('pre.safetensors'), '--data', 'mnist'];
+    expect(await failing(2, ...angles, '--probe-steps', '0')).toMatch(/--probe-steps must be at least 1/);
+    expect(await failing(2, 'finetune', '--checkpoint', 'random:vit_micro_patch4_28', '--data', 'mnist', '--strategy', 'full', '--normalize', 'model',
+      '--out', at('w')))
       .toMatch(/--normalize: the model declares no normalisation of its own/);
     const bare = at('bare.safetensors');
     writeFileSync(bare, exportWithoutArchitecture(readFileSync(at('pre.safetensors'))));

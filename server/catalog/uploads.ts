@@ -32,7 +32,8 @@ export class Uploads {
     const max = reader ? Math.min(READER_UPLOADS.bytes, this.p.config.uploadMaxBytes) : this.p.config.uploadMaxBytes;
     const name = checkFilename(filename);
     if (!Number.isInteger(bytes) || bytes <= 0) throw badInput('bytes must be a positive integer');
-    if (bytes > max) throw badInput(`an upload of ${mib(bytes)} exceeds the limit of ${mib(max)} (${reader ? 'a read token\'s photos' : 'PARTUNE_UPLOAD_MAX_MB'})`);
+    const limit = reader ? "a read token's photos" : 'PARTUNE_UPLOAD_MAX_MB';
+    if (bytes > max) throw badInput(`an upload of ${mib(bytes)} exceeds the limit of ${mib(max)} (${limit})`);
     if (reader && (await this.p.state.uploads.pending(owner)).count >= READER_UPLOADS.count) {
       throw rateLimited(`a read token may hold ${READER_UPLOADS.count} unused uploads: use them (predict) or let them expire`);
     }
@@ -46,7 +47,9 @@ export class Uploads {
   /** An upload's bytes, refusing one that is missing, another's (unless the caller is the admin) or larger than it declared. */
   async bytes(id: string, caller = 'admin'): Promise<{ bytes: Uint8Array; filename: string }> {
     const upload = await this.p.state.uploads.get(id);
-    if (!upload || upload.usedAt || (caller !== 'admin' && upload.owner !== caller)) throw notFound(`upload ${id} not found (uploads are used once, by whoever created them, and expire)`);
+    if (!upload || upload.usedAt || (caller !== 'admin' && upload.owner !== caller)) {
+      throw notFound(`upload ${id} not found (uploads are used once, by whoever created them, and expire)`);
+    }
     const info = await this.p.blobs.stat(upload.key);
     if (!info) throw badInput(`upload ${id} (${upload.filename}) has no bytes yet: PUT the file to its URL first`);
     if (info.bytes > upload.declaredBytes || info.bytes > this.p.config.uploadMaxBytes) {

@@ -184,7 +184,9 @@ export class Jobs {
     for (const img of a.images) {
       if (imageFormat(img.bytes)) pixels += await sharp(img.bytes).metadata().then((m) => (m.width ?? 0) * (m.height ?? 0), () => 0);
     }
-    if (pixels > PREDICT_CALL_PIXELS) throw new InputError(`the photos of one predict call hold at most ${PREDICT_CALL_PIXELS / 1e6} megapixels (these ${Math.round(pixels / 1e6)})`);
+    if (pixels > PREDICT_CALL_PIXELS) {
+      throw new InputError(`the photos of one predict call hold at most ${PREDICT_CALL_PIXELS / 1e6} megapixels (these ${Math.round(pixels / 1e6)})`);
+    }
     const decoded = [];
     for (const img of a.images) {
       try {

@@ -90,7 +90,7 @@ export class DatasetResolver {
 
   @Authorized('READER')
   @FieldResolver(() => [T.DatasetSample], {
-    description: 'The first training images of each class as thumbnails of at most 64 px (at most 8 a class, 100 classes, once a request); readers only',
+    description: 'The first training images of each class as thumbnails of at most 64 px (at most 8 a class, 100 classes, once an operation); readers only',
   })
   async samples(
     @Ctx() ctx: Context,

@@ -27,7 +27,7 @@ export interface Context {
   /** Aborted when the client goes away (its request closed, its socket or operation ended): a waiting claim then takes nothing. */
   readonly gone: AbortSignal;
   readonly services: Services;
-  /** Costly fields this request has resolved: each may be asked for once a request (not once per alias). */
+  /** Costly fields this request has resolved: each may be asked for once an operation (not once per alias). */
   readonly costly: Set<string>;
 }
 
@@ -49,7 +49,8 @@ export function callerOf(authorization: string | undefined, config: ServerConfig
   if (sameSecret(token, config.workerToken)) return { ...none, role: 'WORKER' };
   const v = verifyToken(token, config);
   if (!v) return { ...none, refused: true };
-  return { role: ROLE[v.kind], workerId: v.kind === 'worker' ? v.id : null, tokenId: v.kind === 'volunteer' || v.kind === 'reader' ? v.id : null, refused: false };
+  const tokenId = v.kind === 'volunteer' || v.kind === 'reader' ? v.id : null;
+  return { role: ROLE[v.kind], workerId: v.kind === 'worker' ? v.id : null, tokenId, refused: false };
 }
 
 /** Admin may do everything; other roles what the operation lists. */
@@ -63,9 +64,9 @@ export const authChecker: AuthChecker<Context, Role> = ({ context }, roles) => {
   throw forbidden(`a ${context.role.toLowerCase().replace('_', ' ')} token may not do this`);
 };
 
-/** Refuses a second alias of a costly field (samples, predict) in one request. */
+/** Refuses a second alias of a costly field (samples, predict) in one operation. */
 export function oncePerRequest(ctx: Context, field: string): void {
-  if (ctx.costly.has(field)) throw badInput(`${field} may be asked for once a request`);
+  if (ctx.costly.has(field)) throw badInput(`${field} may be asked for once an operation`);
   ctx.costly.add(field);
 }
 

@@ -213,7 +213,9 @@ export const datasetRows = flatTable<DatasetRecord>('datasets', z.object({
   testCount: count, shards: json(z.array(datasetShard)), classNames: json(z.array(z.string())).nullable(), source: z.string(), private: flag, createdAt: date,
 }));
 
-export const uploadRows = flatTable<UploadRecord>('uploads', z.object({ id: z.string(), key: z.string(), filename: z.string(), declaredBytes: count, owner: z.string(), usedAt: date.nullable(), createdAt: date }));
+export const uploadRows = flatTable<UploadRecord>('uploads', z.object({
+  id: z.string(), key: z.string(), filename: z.string(), declaredBytes: count, owner: z.string(), usedAt: date.nullable(), createdAt: date,
+}));
 
 const backendChoiceSchema = z.object({
   chosen: z.string(), detail: z.string(), how: z.string(), model: z.string().nullable(),

@@ -55,7 +55,8 @@ export class PgUploads implements UploadRepository {
   }
 
   async pending(owner: string): Promise<{ count: number; bytes: number }> {
-    const row = await first<{ count: string; bytes: string }>(this.pool, 'SELECT COUNT(*) AS count, COALESCE(SUM(declared_bytes), 0) AS bytes FROM uploads WHERE owner = $1 AND used_at IS NULL', owner);
+    const sql = 'SELECT COUNT(*) AS count, COALESCE(SUM(declared_bytes), 0) AS bytes FROM uploads WHERE owner = $1 AND used_at IS NULL';
+    const row = await first<{ count: string; bytes: string }>(this.pool, sql, owner);
     return { count: Number(row?.count ?? 0), bytes: Number(row?.bytes ?? 0) };
   }
 

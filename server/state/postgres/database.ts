@@ -93,7 +93,8 @@ const MIGRATIONS: string[] = [
   // 8: a dataset's class names (JSON), when its source named them (the SQLite store's 9).
   'ALTER TABLE datasets ADD COLUMN class_names TEXT',
   // 9: who created an upload, and when it was used (the SQLite store's 10).
-  "ALTER TABLE uploads ADD COLUMN owner TEXT NOT NULL DEFAULT 'admin'; ALTER TABLE uploads ADD COLUMN used_at TEXT; CREATE INDEX uploads_owner ON uploads(owner)",
+  "ALTER TABLE uploads ADD COLUMN owner TEXT NOT NULL DEFAULT 'admin'; ALTER TABLE uploads ADD COLUMN used_at TEXT; " +
+    'CREATE INDEX uploads_owner ON uploads(owner)',
 ];
 
 export const PG_SCHEMA_VERSION = MIGRATIONS.length;

@@ -40,7 +40,9 @@ export class SqliteUploads implements UploadRepository {
   constructor(private readonly db: Db) {}
 
   async insert(u: UploadRecord): Promise<void> {
-    prepared(this.db, 'INSERT INTO uploads (id, key, filename, declared_bytes, owner, used_at, created_at) VALUES (@id, @key, @filename, @declared_bytes, @owner, @used_at, @created_at)').run(uploadRows.encode(u));
+    const sql = 'INSERT INTO uploads (id, key, filename, declared_bytes, owner, used_at, created_at) '
+      + 'VALUES (@id, @key, @filename, @declared_bytes, @owner, @used_at, @created_at)';
+    prepared(this.db, sql).run(uploadRows.encode(u));
   }
 
   async get(id: string): Promise<UploadRecord | undefined> {
@@ -57,7 +59,8 @@ export class SqliteUploads implements UploadRepository {
   }
 
   async pending(owner: string): Promise<{ count: number; bytes: number }> {
-    const row = prepared(this.db, 'SELECT COUNT(*) AS count, COALESCE(SUM(declared_bytes), 0) AS bytes FROM uploads WHERE owner = ? AND used_at IS NULL').get(owner) as { count: number; bytes: number };
+    const sql = 'SELECT COUNT(*) AS count, COALESCE(SUM(declared_bytes), 0) AS bytes FROM uploads WHERE owner = ? AND used_at IS NULL';
+    const row = prepared(this.db, sql).get(owner) as { count: number; bytes: number };
     return { count: Number(row.count), bytes: Number(row.bytes) };
   }
 

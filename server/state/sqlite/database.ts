@@ -153,7 +153,8 @@ const MIGRATIONS: ((db: Db) => void)[] = [
   (db) => db.exec('ALTER TABLE datasets ADD COLUMN class_names TEXT'),
   // 10: who created an upload (only they may use it; readers' pending uploads are counted) and when it was used
   // (its bytes stay until its URL has expired, so that a PUT after use rewrites them rather than leaving a file behind).
-  (db) => db.exec("ALTER TABLE uploads ADD COLUMN owner TEXT NOT NULL DEFAULT 'admin'; ALTER TABLE uploads ADD COLUMN used_at TEXT; CREATE INDEX uploads_owner ON uploads(owner)"),
+  (db) => db.exec("ALTER TABLE uploads ADD COLUMN owner TEXT NOT NULL DEFAULT 'admin'; ALTER TABLE uploads ADD COLUMN used_at TEXT; " +
+    'CREATE INDEX uploads_owner ON uploads(owner)'),
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
