@@ -51,7 +51,7 @@ describe('documents built to cost the server', () => {
       const socket = await overSocket(fragmentChain(n));
       const socketMs = Date.now() - t;
       expect({ n, http: http.data ?? code(http), socket: socket.data ?? code(socket) }).toEqual({ n, http: { __typename: 'Query' }, socket: { __typename: 'Query' } });
-      expect(Math.max(httpMs, socketMs)).toBeLessThan(1000);
+      expect(Math.max(httpMs, socketMs)).toBeLessThan(10_000); // 2^60 spreads would never end; a loaded machine adds seconds at most
     }
   });
 
@@ -136,7 +136,7 @@ describe('names, paths and sizes a request may give', () => {
       const r = await gql(h.server.url, h.server.admin, register, { i: input });
       expect({ label, code: code(r), message: r.errors?.[0].message }).toEqual({ label, code: expected, message: expect.stringMatching(message) });
       if (expected === 'FORBIDDEN') expect(r.errors?.[0].message).not.toMatch(/bytes|does not exist|regular/);
-      expect(Date.now() - t).toBeLessThan(5000);
+      expect(Date.now() - t).toBeLessThan(20_000); // a FIFO read would block forever
     }
     const d = await gql(h.server.url, h.server.admin, importData, { i: { name: 'x', format: 'IDX', path: dataDir } });
     expect([code(d), d.errors?.[0].message]).toEqual(['BAD_USER_INPUT', expect.stringMatching(/not a regular file/)]);

@@ -11,11 +11,13 @@ import { HonestRun, residentMiB, startHonestRun } from './support/honest-run';
 jest.setTimeout(300_000);
 
 let h: HonestRun;
+/** Long enough for the honest worker on a loaded 2-core machine, short enough for the staller's test to wait out. */
+const STALL_SECONDS = 20;
 // Attackers wait for work as honest workers do: a claim that only polls loses every shard to them.
 const CLAIM = 'mutation { claimShard(kernelClass: "wasm-xnnpack-simd", wait: 20) { shard { id attempt round } job uploadUrl state { url } } }';
 
 beforeAll(async () => {
-  h = await startHonestRun({ PARTUNE_QUARANTINE_STRIKES: '3' });
+  h = await startHonestRun({ PARTUNE_QUARANTINE_STRIKES: '3', PARTUNE_STALL_SECONDS: String(STALL_SECONDS) });
 });
 afterAll(() => h?.close());
 
@@ -68,14 +70,14 @@ describe('a hostile volunteer during an honest run', () => {
     const a = await claim(staller);
     const beat = (): Promise<Record<string, any>> => ok(h.server.url, staller, 'mutation($s: ID!, $a: Int!) { heartbeat(shardId: $s, attempt: $a, stepsDone: 0) { cancelled reason } }',
       { s: a.shard.id, a: a.shard.attempt });
-    const started = Date.now();
     const lost = await waitFor('the lease to be revoked', async () => {
       const { heartbeat } = await beat();
       return heartbeat.cancelled && heartbeat;
-    }, 30_000, 1000);
-    expect((Date.now() - started) / 1000).toBeLessThan(12); // PARTUNE_STALL_SECONDS=6, checked every second
+    }, 120_000, 1000);
     // Unless the honest worker's replica of the same shard settled it first.
     expect(lost.reason).toMatch(/no progress for \d+ s: lease revoked|other replicas settled the shard/);
+    const stalled = /no progress for (\d+) s/.exec(lost.reason);
+    if (stalled) expect(Number(stalled[1])).toBeGreaterThanOrEqual(STALL_SECONDS); // never before the window
   });
 
   it('updates no AdamW steps could make (scaled, sign-flipped, zeroed, noise) are rejected, naming the worker', async () => {

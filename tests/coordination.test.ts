@@ -101,13 +101,13 @@ describeUnless(postgres.skip)('replicas on one PostgreSQL', () => {
 
   it('turns with one key never overlap across replicas; other keys do not wait', async () => {
     await Promise.all([started(a), started(b)]);
-    const [same, other] = await Promise.all([overlap(a, b, 'judge/r/0/0'), (async () => {
-      const t = Date.now();
+    const t = Date.now();
+    const [[same, sameMs], other] = await Promise.all([overlap(a, b, 'judge/r/0/0').then((n) => [n, Date.now() - t]), (async () => {
       await b.coordination.exclusive('judge/r/0/1', async () => undefined);
       return Date.now() - t;
     })()]);
     expect(same).toBe(1);
-    expect(other).toBeLessThan(100);
+    expect(other).toBeLessThan(sameMs); // three 100 ms turns in a row on one key; the other key's turn did not queue behind them
   });
 
   it('a database restarting or starting up is a passing fault: the API answers UNAVAILABLE, not INTERNAL_SERVER_ERROR', () => {
@@ -167,7 +167,7 @@ describeUnless(postgres.skip)('replicas on one PostgreSQL', () => {
     expect(await b.runs.setWaiting('r1', 'the new holder may write')).toBe(true);
     const t = Date.now();
     await b.coordination.exclusive('judge/r1/0/0', async () => undefined);
-    expect(Date.now() - t).toBeLessThan(2000);
+    expect(Date.now() - t).toBeLessThan(5000); // the lapsed holder's turns do not hold the new holder (they would: forever)
     await until('a told', () => heardA.lost.length > 0);
     release!();
     await turn;
@@ -197,7 +197,8 @@ describeUnless(postgres.skip)('replicas on one PostgreSQL', () => {
     const t = Date.now();
     await b.coordination.exclusive('judge/r/0/2', async () => undefined);
     const brokenAfter = Date.now() - t;
-    expect(brokenAfter).toBeLessThan(3500); // unseen for a lease (1 s), then a lease of waiting
+    expect(brokenAfter).toBeGreaterThanOrEqual(1000); // unseen for a lease (1 s), then a lease of waiting: about 2 s quiet
+    expect(brokenAfter).toBeLessThan(8000);
     await until('a told its connection ended', () => heardA.lost.length > 0);
     frozen.release();
     await frozen.held;

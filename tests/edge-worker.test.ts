@@ -26,7 +26,7 @@ suite('edge worker in headless Chromium', () => {
   beforeAll(async () => {
     spawnSync(process.execPath, [CLI, 'convert', '--checkpoint', 'random:vit_micro_patch4_28', '--out', micro, '--quiet']);
     // Bit-for-bit comparisons with the browser need Node on the same kernels: the engine's GEMM, not the native BLAS.
-    server = await startServer({ PARTUNE_LEASE_SECONDS: '4', PARTUNE_BLAS: 'engine' });
+    server = await startServer({ PARTUNE_LEASE_SECONDS: '15', PARTUNE_BLAS: 'engine' });
     const uploadId = await uploadBytes(server, 'micro.safetensors', readFileSync(micro));
     await ok(server.url, server.admin, 'mutation($i: RegisterModelInput!) { registerModel(input: $i) { id } }', { i: { name: 'micro', uploadId } });
     await ok(server.url, server.admin, 'mutation($i: ImportDatasetInput!) { importDataset(input: $i) { id } }',

@@ -48,7 +48,7 @@ describeUnless(postgres.skip)('server replicas on PostgreSQL', () => {
     storage = await startStorage(shared.PARTUNE_SECRET);
     const env = { ...shared, PARTUNE_STATE: await postgres.database(), PARTUNE_BLOB_URL: storage.url };
     honest = await startHonestRun(env);
-    replica = await startServer({ PARTUNE_LEASE_SECONDS: '4', PARTUNE_STALL_SECONDS: '6', ...env });
+    replica = await startServer({ PARTUNE_LEASE_SECONDS: '15', PARTUNE_STALL_SECONDS: '30', ...env });
     worker = startWorker(replica, 'on-replica');
     return { driver: honest.server, replica, runId: honest.runId };
   }
@@ -91,12 +91,12 @@ describeUnless(postgres.skip)('server replicas on PostgreSQL', () => {
     await waitFor('the replica to take the run over', async () => tookOver(replica!, 'its connection ended'), 30_000, 50);
     const takeoverMs = Date.now() - killedAt;
     process.stderr.write(`[failover] the replica drove the run ${takeoverMs} ms after its driver was killed\n`);
-    expect(takeoverMs).toBeLessThan(4_000); // its connection ended: no waiting for the lock's lease
+    expect(takeoverMs).toBeLessThan(8_000); // its connection ended: no waiting for the lock's 10 s lease (about 0.6 s quiet)
 
     await honest!.worker.kill(); // its server is gone
     const result = await honest!.finish(replica);
-    await waitFor('the final event on the replica', async () => onReplica.some((e) => e.runId === runId && e.status === 'SUCCEEDED'), 10_000);
     expect(result).toMatchObject({ status: 'SUCCEEDED', identical: true });
+    await waitFor('the final event on the replica', async () => onReplica.some((e) => e.runId === runId && e.status === 'SUCCEEDED'), 30_000);
     expect(result.accuracy).toBe(result.reference);
     await acceptedOnce(replica!, runId);
   });
@@ -110,7 +110,8 @@ describeUnless(postgres.skip)('server replicas on PostgreSQL', () => {
     await waitFor('the replica to take the run over', async () => tookOver(), 30_000, 50);
     const takeoverMs = Date.now() - stoppedAt;
     process.stderr.write(`[failover] the replica drove the run ${takeoverMs} ms after its driver was frozen (run lock 10 s)\n`);
-    expect(takeoverMs).toBeLessThan(14_000); // the 10 s lease (renewed every 2 s), the adoption clock's second, a loaded machine's delay
+    expect(takeoverMs).toBeGreaterThanOrEqual(8_000); // not before the 10 s lease (renewed every 2 s) ran out
+    expect(takeoverMs).toBeLessThan(25_000); // and not long after: the adoption clock's second, a loaded machine's delay
     const round = await roundOf(other, runId);
     await waitFor('a round the replica drove', async () => (await roundOf(other, runId)) > round, 60_000);
 

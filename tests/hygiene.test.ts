@@ -144,7 +144,7 @@ describe('who sees a run’s data', () => {
 
   it('a volunteer process on a run that admits no volunteers leases nothing and downloads nothing; a private dataset never admits them', async () => {
     // Credentials that live 9 s: the registered worker must renew its own to finish the run.
-    server = await startServer({ PARTUNE_CREDENTIAL_HOURS: '0.0025', PARTUNE_LEASE_SECONDS: '4', PARTUNE_STALL_SECONDS: '10' });
+    server = await startServer({ PARTUNE_CREDENTIAL_HOURS: '0.0025', PARTUNE_LEASE_SECONDS: '8', PARTUNE_STALL_SECONDS: '30' });
     await catalog(server);
     await importDigits(server, { name: 'private-digits', private: true });
     const volunteer = startVolunteer(server, '127.0.98.2', 'stranger');

@@ -101,12 +101,12 @@ describe('hostile inputs an anonymous caller may send', () => {
     const healthTimes = await health.stop();
     process.stdout.write(`ReDoS spec: answered in ${[...times].sort((a, b) => a - b).map((t) => t.toFixed(1)).join(', ')} ms; /healthz p99 ${p99(healthTimes).toFixed(1)} ms\n`);
     // The matcher takes microseconds; what a request takes is the machine's to decide (a loaded one adds
-    // scheduling): the median under 50 ms, none near the seconds a backtracking regex took.
+    // scheduling): the median under 250 ms, none near the seconds a backtracking regex took.
     const sorted = [...times].sort((a, b) => a - b);
-    expect(sorted[Math.floor(sorted.length / 2)]).toBeLessThan(50);
-    expect(sorted[sorted.length - 1]).toBeLessThan(1000);
+    expect(sorted[Math.floor(sorted.length / 2)]).toBeLessThan(250);
+    expect(sorted[sorted.length - 1]).toBeLessThan(3000);
     // A few samples over a short test: the slowest of them, against the 25 s a backtracking regex held the loop.
-    expect(Math.max(...healthTimes)).toBeLessThan(1000);
+    expect(Math.max(...healthTimes)).toBeLessThan(3000);
   });
 
   it('negative or huge pages, a 2^31-class head and nameless operations are BAD_USER_INPUT, never INTERNAL or HTTP 500', async () => {
@@ -202,8 +202,8 @@ describe('server paths are read safely', () => {
     ]);
     expect([code(dataset), dataset.errors?.[0].message]).toEqual(['BAD_USER_INPUT', expect.stringMatching(/train-images-idx3-ubyte has 1610612736 bytes/)]);
     process.stdout.write(`server paths: FIFO and 1.5 GiB sparse files refused in ${ms.toFixed(0)} ms; /healthz p99 ${p99(healthTimes).toFixed(1)} ms\n`);
-    expect(ms).toBeLessThan(2000);
-    expect(Math.max(...healthTimes)).toBeLessThan(1000); // a few samples: the slowest, against the 30 s and more a 1.5 GiB read held the loop
+    expect(ms).toBeLessThan(10_000);
+    expect(Math.max(...healthTimes)).toBeLessThan(3000); // a few samples: the slowest, against the 30 s and more a 1.5 GiB read held the loop
   });
 });
 
@@ -345,8 +345,8 @@ describe('a fuzz over every field strangers reach', () => {
         `slowest ${slowest.ms.toFixed(0)} ms (${slowest.what}); /healthz p99 ${p99(healthTimes).toFixed(1)} ms of ${healthTimes.length}\n`,
     );
     expect(internal).toEqual([]);
-    expect(slowest.ms).toBeLessThan(5000);
-    expect(p99(healthTimes)).toBeLessThan(200);
+    expect(slowest.ms).toBeLessThan(10_000);
+    expect(p99(healthTimes)).toBeLessThan(1000); // tens of ms on a quiet machine
     // The fuzz reached past the type and auth checks into the resolvers, for many of its requests.
     expect(resolved).toBeGreaterThan(300);
   });

@@ -82,7 +82,7 @@ suite('your own photos', () => {
   beforeAll(async () => {
     await makeFolder(photos);
     spawnSync(process.execPath, [CLI, 'convert', '--checkpoint', 'random:vit_micro_patch4_32', '--out', micro, '--quiet']);
-    server = await startServer({ PARTUNE_LEASE_SECONDS: '4', PARTUNE_BLAS: 'engine' });
+    server = await startServer({ PARTUNE_LEASE_SECONDS: '15', PARTUNE_BLAS: 'engine' });
     const uploadId = await uploadBytes(server, 'micro32.safetensors', readFileSync(micro));
     await ok(server.url, server.admin, 'mutation($i: RegisterModelInput!) { registerModel(input: $i) { id } }', { i: { name: 'micro32', uploadId } });
     browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_FLAGS });

@@ -301,7 +301,7 @@ describe.each(storesUnderTest())('state in $name', (store) => {
     const hyper = { ...HYPER, stepsPerRound: 16, shardsPerRound: 2 };
 
     beforeAll(async () => {
-      server = await startServer({ PARTUNE_LEASE_SECONDS: '4', ...(await store.env()) });
+      server = await startServer({ PARTUNE_LEASE_SECONDS: '15', ...(await store.env()) });
       await setUp(server);
       workers.push(startWorker(server, 'a'), startWorker(server, 'b'));
     });

@@ -17,7 +17,8 @@ export interface HonestRun {
   readonly runId: string;
   readonly tmp: string;
   /** Waits for the run (through `via`, by default the server it started on) and checks it against the single-process reference. */
-  finish(via?: ServerProcess): Promise<{ status: string; identical: boolean; accuracy: number; reference: number }>;
+  /** The run's end beside the single-process reference; `error` is the run's own, where it did not succeed. */
+  finish(via?: ServerProcess): Promise<{ status: string; identical: boolean; accuracy: number; reference: number; error?: string }>;
   close(): Promise<void>;
 }
 
@@ -29,7 +30,7 @@ export async function startHonestRun(env: NodeJS.ProcessEnv = {}): Promise<Hones
   const referencePath = join(tmp, 'reference.safetensors');
   const reference = cliJson(['finetune', '--checkpoint', micro, '--data', 'mnist', '--strategy', 'attn-only', '--train-limit', '1024', '--test-limit', '400',
     '--epochs', '2', '--batch-size', '32', '--seed', '0', '--backend', 'wasm', '--out', referencePath]);
-  const server = await startServer({ PARTUNE_LEASE_SECONDS: '4', PARTUNE_STALL_SECONDS: '6', PARTUNE_IMPORT_ROOTS: tmp, ...env });
+  const server = await startServer({ PARTUNE_LEASE_SECONDS: '15', PARTUNE_STALL_SECONDS: '30', PARTUNE_IMPORT_ROOTS: tmp, ...env });
   const uploadId = await uploadBytes(server, 'micro.safetensors', readFileSync(micro));
   await ok(server.url, server.admin, 'mutation($i: RegisterModelInput!) { registerModel(input: $i) { id } }', { i: { name: 'micro', uploadId } });
   await ok(server.url, server.admin, 'mutation($i: ImportDatasetInput!) { importDataset(input: $i) { id } }',
@@ -42,7 +43,7 @@ export async function startHonestRun(env: NodeJS.ProcessEnv = {}): Promise<Hones
     async finish(via = server) {
       const run = await waitForRun(via, startRun.id, 300_000);
       const ref = await reference;
-      if (run.status !== 'SUCCEEDED') return { status: run.status, identical: false, accuracy: NaN, reference: ref.accuracy };
+      if (run.status !== 'SUCCEEDED') return { status: run.status, identical: false, accuracy: NaN, reference: ref.accuracy, error: run.error };
       const ours = deltaTensors(new Uint8Array(await (await fetch(run.delta.downloadUrl)).arrayBuffer()));
       const identical = sameDelta(ours, deltaTensors(new Uint8Array(readFileSync(referencePath))));
       return { status: run.status, identical, accuracy: run.accuracy, reference: ref.accuracy };
