@@ -6,6 +6,7 @@ import { Options, convertCommand, deltaApplyCommand, deltaInfoCommand, evalComma
 import { datasetImportCommand, deltaDownloadCommand, deltaMergeCommand, modelRegisterCommand, runCommand, serveCommand, workerCommand } from './platform';
 import { flagOf } from './options';
 import { predictCommand } from './predict';
+import { runsCancelCommand, runsListCommand, runsShowCommand } from './runs';
 import { soupCommand } from './soup';
 import { storageServeCommand } from './storage';
 
@@ -116,6 +117,12 @@ export const COMMANDS: readonly Command[] = [
       + '            [--steps-per-round N] [--shards-per-round K|auto] [--aggregation fedavg|median|trimmed-mean|centered-clip]\n'
       + '            [--verification none|spot-check|quorum] [--quorum Q] [--spot-check-rate P] [--admit-volunteers] [--wait] [--out DELTA] [--json]',
   },
+  {
+    name: 'runs list', flags: [...CLIENT, 'status', 'model', 'dataset', 'first'], run: runsListCommand,
+    usage: 'partune runs list [--status running|succeeded|failed|...] [--model M] [--dataset D] [--first N (default 20)]',
+  },
+  { name: 'runs show', flags: CLIENT, positionals: { min: 1, max: 1, name: 'RUN_ID' }, run: runsShowCommand, usage: 'partune runs show RUN_ID' },
+  { name: 'runs cancel', flags: CLIENT, positionals: { min: 1, max: 1, name: 'RUN_ID' }, run: runsCancelCommand, usage: 'partune runs cancel RUN_ID' },
   { name: 'delta download', flags: [...CLIENT, 'run', 'out'], required: ['run', 'out'], run: deltaDownloadCommand, usage: 'partune delta download --run RUN_ID --out DELTA' },
   {
     name: 'delta merge', flags: [...CLIENT, 'run', 'name'], required: ['run', 'name'], run: deltaMergeCommand,

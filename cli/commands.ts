@@ -201,6 +201,16 @@ export function withMicroBatch(o: Options, options: TrainOptions, config: VitCon
   return { ...options, microBatch };
 }
 
+/** A step that did not fit (WebAssembly's heap or the process's memory ran out), said with what to change; else undefined. */
+function outOfMemory(e: Error, options: TrainOptions): Error | undefined {
+  const ranOut = /Aborted\(|out of memory|memory access out of bounds|Array buffer allocation failed|Cannot enlarge memory|allocation failed/i;
+  if (!ranOut.test(String(e?.message))) return undefined;
+  const micro = options.microBatch ?? options.batchSize;
+  const smaller = Math.max(1, Math.floor(micro / 2));
+  return new Error(`a training step did not fit in memory (batch ${options.batchSize}, micro-batches of ${micro}): ` +
+    `try --micro-batch ${smaller} (the same batch of ${options.batchSize}, in pieces) or a smaller --batch-size (${String(e.message).slice(0, 200)})`);
+}
+
 /** Drives the training generator with a progress bar; returns the summary and per-epoch history. */
 export async function runTraining(
   o: Options, model: TrainableVit, split: Split, norm: Normalization, options: TrainOptions, controls: LoopControls = {},
@@ -211,7 +221,9 @@ export async function runTraining(
   const run = train(model, { train: split.train, test: split.test, normalization: norm }, options, controls);
   let ips = 0;
   for (;;) {
-    const next = await run.next();
+    const next = await run.next().catch((e: Error) => {
+      throw outOfMemory(e, options) ?? e;
+    });
     if (next.done) return { summary: next.value, history };
     const e = next.value;
     if (e.kind === 'step') {

@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // partune: partial fine-tuning of Vision Transformers from the command line. Exit status: 0 done,
 // 1 failed, 2 usage error (an unknown command or flag, a missing argument, a value a flag refuses).
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { BOOLEAN_FLAGS, COMMANDS, COMMON, Command, usage } from './command-table';
 import { Options, UsageError } from './options';
@@ -43,6 +43,17 @@ function parse(command: Command, argv: string[]): { options: Options; args: stri
   return { options: parsed.values as Options, args: parsed.positionals };
 }
 
+/** Flags naming a file the command writes. */
+const OUTPUT_FLAGS = ['out', 'merged-out'];
+
+/** A file the command will write: its folder must exist, and it must not be a folder itself (said before any work). */
+function checkOutput(flag: string, path: string): void {
+  const folder = dirname(resolve(path));
+  if (!existsSync(folder)) throw new UsageError(`--${flag}: the folder ${folder} does not exist (create it first)`);
+  if (!statSync(folder).isDirectory()) throw new UsageError(`--${flag}: ${folder} is not a folder`);
+  if (existsSync(path) && statSync(path).isDirectory()) throw new UsageError(`--${flag}: ${path} is a folder; name a file in it`);
+}
+
 async function main(argv: string[]): Promise<void> {
   const words: string[] = [];
   for (const a of argv) {
@@ -76,6 +87,7 @@ async function main(argv: string[]): Promise<void> {
   }
   const missing = (command.required ?? []).filter((f) => options[f] === undefined || options[f] === '');
   if (missing.length) throw new UsageError(`${missing.map((f) => `--${f}`).join(', ')} ${missing.length > 1 ? 'are' : 'is'} required\n${usage([command])}`);
+  for (const flag of OUTPUT_FLAGS) if (typeof options[flag] === 'string') checkOutput(flag, options[flag] as string);
   const result = await command.run(options, positionals);
   if (options.json) process.stdout.write(`${JSON.stringify(result)}\n`);
 }

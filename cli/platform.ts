@@ -34,7 +34,9 @@ export async function serveCommand(o: Options): Promise<Record<string, unknown>>
   const server = await startServer(config, (line) => say(o, line));
   say(o, `admin token:  ${config.adminToken}`);
   say(o, `worker token: ${config.workerToken}`);
-  say(o, `GraphQL sandbox: open ${server.url} in a browser`);
+  const origin = server.url.replace(/\/graphql$/, '');
+  say(o, `dashboard:    ${origin}/?token=${config.adminToken}`);
+  say(o, `API explorer: ${origin}/graphiql?token=${config.adminToken} (GraphiQL, served by this server)`);
   const count = num(o, 'workers', 1, true);
   // Local workers share this machine's cores: each gets its part for the native BLAS.
   const threads = str(o, 'threads') ?? String(Math.max(1, Math.floor(availableParallelism() / Math.max(1, count))));
@@ -110,7 +112,8 @@ function adminToken(o: Options): string {
   throw new Error('no token: pass --token (printed by `partune serve`) or set PARTUNE_TOKEN');
 }
 
-const client = (o: Options): GraphQLClient => new GraphQLClient(str(o, 'server') ?? 'http://127.0.0.1:4000/graphql', adminToken(o), { patienceMs: 10_000 });
+export const client = (o: Options): GraphQLClient =>
+  new GraphQLClient(str(o, 'server') ?? 'http://127.0.0.1:4000/graphql', adminToken(o), { patienceMs: 10_000 });
 
 async function uploadBytes(c: GraphQLClient, filename: string, bytes: Uint8Array): Promise<string> {
   const { createUpload } = await c.request(CreateUpload, { filename, bytes: bytes.length });

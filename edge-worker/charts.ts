@@ -9,25 +9,37 @@ export interface CurvePoint {
   readonly testAccuracy: number | null;
 }
 
-const W = 300;
+const W = 440;
 const fmt = (v: number, digits: number): string => v.toFixed(digits);
 
-/** One panel: a polyline or dots over [0, xMax], y from 0 to yMax, both axes labelled. */
+/** Up to `n` round tick values from 0 to max (1, 2 or 5 times a power of ten apart). */
+export function ticks(max: number, n = 4): number[] {
+  const raw = max / n;
+  const power = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((m) => m * power).find((s) => s >= raw) ?? 10 * power;
+  return Array.from({ length: Math.floor(max / step + 1e-9) + 1 }, (_, i) => i * step);
+}
+
+/** One panel: a line (or dots) over [0, xMax] x [0, yMax], ticks on both axes from the data, each point's value on hover. */
 function panel(o: {
-  points: readonly [number, number][]; xMax: number; yMax: number; yLabel: string; xLabel: string; color: string; dots: boolean; yTick: (v: number) => string; role: string;
+  points: readonly [number, number][]; xMax: number; yMax: number; yLabel: string; xLabel: string; xName: string; color: string; dots: boolean;
+  yTick: (v: number) => string; role: string;
 }): string {
-  const H = 96, L = 38, B = 18, T = 14;
-  const x = (v: number): number => L + ((W - L - 8) * v) / o.xMax;
+  const H = 160, L = 46, B = 30, T = 18, R = 10;
+  const x = (v: number): number => L + ((W - L - R) * v) / o.xMax;
   const y = (v: number): number => T + (H - B - T) * (1 - v / o.yMax);
-  const dots = (r: number): string => o.points.map(([px, py]) => `<circle cx="${fmt(x(px), 1)}" cy="${fmt(y(py), 1)}" r="${r}" fill="${o.color}"><title>${o.yTick(py)}</title></circle>`).join('');
-  // A line needs two points: a one-round run's loss is a dot.
-  const marks = o.dots ? dots(3) : o.points.length < 2 ? dots(2.5)
+  const grid = ticks(o.yMax).map((v) => `<line x1="${L}" y1="${fmt(y(v), 1)}" x2="${W - R}" y2="${fmt(y(v), 1)}" stroke="#eef0f4"/>`
+    + `<text x="${L - 4}" y="${fmt(y(v) + 3, 1)}" text-anchor="end">${o.yTick(v)}</text>`).join('');
+  const xTicks = ticks(o.xMax).map((v) => `<text x="${fmt(x(v), 1)}" y="${H - B + 12}" text-anchor="middle">${v.toLocaleString('en-US')}</text>`).join('');
+  const line = o.dots || o.points.length < 2 ? ''
     : `<path d="${o.points.map(([px, py], i) => `${i ? 'L' : 'M'}${fmt(x(px), 1)},${fmt(y(py), 1)}`).join(' ')}" fill="none" stroke="${o.color}" stroke-width="1.5"/>`;
-  return `<svg width="${W}" height="${H}" role="img" aria-label="${o.role}" data-chart="${o.role}">
-    <line x1="${L}" y1="${H - B}" x2="${W - 4}" y2="${H - B}" stroke="#ccd"/><line x1="${L}" y1="${T}" x2="${L}" y2="${H - B}" stroke="#ccd"/>
-    <text x="${L - 4}" y="${T + 4}" text-anchor="end">${o.yTick(o.yMax)}</text><text x="${L - 4}" y="${H - B}" text-anchor="end">${o.yTick(0)}</text>
-    <text x="${L + 4}" y="10" fill="${o.color}">${o.yLabel}</text><text x="${W - 4}" y="${H - 4}" text-anchor="end">${o.xLabel}</text>
-    ${marks}</svg>`;
+  // Every point is a mark with its value: a hover shows it (a line's marks are small).
+  const marks = o.points.map(([px, py]) => `<circle cx="${fmt(x(px), 1)}" cy="${fmt(y(py), 1)}" r="${o.dots ? 3.5 : 2.5}" fill="${o.color}">`
+    + `<title>${o.xName} ${px.toLocaleString('en-US', { maximumFractionDigits: 2 })}: ${o.yLabel} ${o.yTick(py)}</title></circle>`).join('');
+  return `<svg width="${W}" height="${H}" role="img" aria-label="${o.role}" data-chart="${o.role}">${grid}
+    <line x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}" stroke="#ccd"/><line x1="${L}" y1="${T}" x2="${L}" y2="${H - B}" stroke="#ccd"/>${xTicks}
+    <text x="${L}" y="11" fill="${o.color}">${o.yLabel}</text><text x="${W - R}" y="${H - 3}" text-anchor="end">${o.xLabel}</text>
+    ${line}${marks}</svg>`;
 }
 
 /** Train loss per round against steps, and test top-1 per evaluated epoch: two panels, two axes. */
@@ -36,13 +48,20 @@ export function runCurves(metrics: readonly CurvePoint[], totalSteps: number): s
   const accs = metrics.filter((m) => m.testAccuracy !== null);
   if (!losses.length && !accs.length) return `<svg width="${W}" height="40"><text x="4" y="24">curves appear after the first round</text></svg>`;
   const steps = Math.max(1, totalSteps, ...metrics.map((m) => m.step));
-  const epochs = Math.max(1, ...metrics.map((m) => Math.ceil(m.epoch)));
+  // The run's epochs, from any point's steps per epoch: the axis spans the whole run, not what has run so far.
+  const perEpoch = metrics.find((m) => m.epoch > 0 && m.step > 0);
+  const planned = perEpoch ? Math.round((totalSteps * perEpoch.epoch) / perEpoch.step) : 0;
+  const epochs = Math.max(1, planned, ...metrics.map((m) => Math.ceil(m.epoch)));
+  const topLoss = Math.max(1e-6, ...losses.map((m) => m.trainLoss!));
+  const lossTicks = ticks(topLoss);
+  const lossMax = lossTicks[lossTicks.length - 1] < topLoss ? lossTicks[lossTicks.length - 1] + (lossTicks[1] ?? topLoss) : lossTicks[lossTicks.length - 1];
   return panel({
-    points: losses.map((m) => [m.step, m.trainLoss!]), xMax: steps, yMax: Math.max(1e-6, ...losses.map((m) => m.trainLoss!)), yLabel: 'train loss',
-    xLabel: `step (of ${steps.toLocaleString('en-US')})`, color: '#2f6fdf', dots: false, yTick: (v) => fmt(v, 2), role: 'train loss',
+    points: losses.map((m) => [m.step, m.trainLoss!]), xMax: steps, yMax: lossMax, yLabel: 'train loss',
+    xLabel: `step (of ${steps.toLocaleString('en-US')})`, xName: 'step', color: '#2f6fdf', dots: false, role: 'train loss',
+    yTick: (v) => (v === 0 ? '0' : fmt(v, v < 0.1 ? 3 : 2)),
   }) + panel({
-    points: accs.map((m) => [m.epoch, m.testAccuracy!]), xMax: epochs, yMax: 1, yLabel: 'test top-1', xLabel: `epoch (of ${epochs})`,
-    color: '#1f8a4c', dots: true, yTick: (v) => `${fmt(100 * v, v === 0 || v === 1 ? 0 : 2)}%`, role: 'test top-1',
+    points: accs.map((m) => [m.epoch, m.testAccuracy!]), xMax: epochs, yMax: 1, yLabel: 'test top-1', xLabel: `epoch (of ${epochs})`, xName: 'epoch',
+    color: '#1f8a4c', dots: true, yTick: (v) => `${fmt(100 * v, Number.isInteger(100 * v) ? 0 : 2)}%`, role: 'test top-1',
   });
 }
 

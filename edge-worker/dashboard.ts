@@ -167,18 +167,24 @@ const backendTitle = (w: { kernelClass?: string | null; backendChoice?: { timing
 
 async function loadWorkers(): Promise<void> {
   if (!token()) {
-    $('workers').innerHTML = '<tr><td colspan="6">a read token (or the admin token) shows the workers</td></tr>';
+    $('workers').innerHTML = '<tr><td colspan="5">a read token (or the admin token) shows the workers</td></tr>';
     return;
   }
   const d = await api().request(OnlineWorkers, {});
   const state = (w: { trusted: boolean; quarantined: boolean }): string => (w.quarantined ? ' (quarantined)' : w.trusted ? '' : ' (volunteer)');
   // Trust as the verifier sees it: agreed / outvoted results, strikes, and the kernel class compared on.
-  const record = (w: { trust: string; agreed: number; disagreed: number; strikes: number; party: string; classes: { kernelClass: string; agreed: number; disagreed: number }[] }): string =>
-    `${w.trust.toLowerCase()}: ${w.agreed} agreed, ${w.disagreed} outvoted, ${w.strikes} strikes; group ${esc(w.party)}`
-    + w.classes.map((c) => `<br><small>${esc(c.kernelClass)}: ${c.agreed} agreed, ${c.disagreed} outvoted</small>`).join('');
-  $('workers').innerHTML = d.workers.items.map((w) => `<tr data-quarantined="${w.quarantined}" data-trust="${w.trust}"><td>${esc(w.name)}${state(w)}</td><td>${w.kind}</td>`
-    + `<td title="${esc(backendTitle(w))}">${esc(w.backend)}${w.backendChoice ? ` (${esc(w.backendChoice.how)})` : ''}</td><td>${w.shardsDone}</td><td>${w.imagesPerSecond?.toFixed(1) ?? '-'}</td><td>${record(w)}</td></tr>`).join('')
-    || '<tr><td colspan="6">no worker online: run <code>partune worker</code> or open /worker</td></tr>';
+  // In the cell: the verdict and its counts; on hover: the group and each kernel class compared on.
+  type Classes = { kernelClass: string; agreed: number; disagreed: number }[];
+  const record = (w: { trust: string; agreed: number; disagreed: number; strikes: number; party: string; classes: Classes }): string => {
+    const detail = [`group ${w.party}`, ...w.classes.map((c) => `${c.kernelClass}: ${c.agreed} agreed, ${c.disagreed} outvoted`)].join('\n');
+    return `<td title="${esc(detail)}">${w.trust.toLowerCase()}<br><small>${w.agreed} agreed, ${w.disagreed} outvoted, ${w.strikes} strikes</small></td>`;
+  };
+  $('workers').innerHTML = d.workers.items.map((w) => `<tr data-quarantined="${w.quarantined}" data-trust="${w.trust}">`
+    + `<td>${esc(w.name)}<br><small>${w.kind}${state(w)}</small></td>`
+    + `<td title="${esc(backendTitle(w))}">${esc(w.backend)}${w.backendChoice ? `<br><small>${esc(w.backendChoice.how)}</small>` : ''}</td>`
+    + `<td>${w.shardsDone}</td>`
+    + `<td>${w.imagesPerSecond?.toFixed(1) ?? '-'}</td>${record(w)}</tr>`).join('')
+    || '<tr><td colspan="5">no worker online: run <code>partune worker</code> or open /worker</td></tr>';
 }
 
 function subscribe(): void {

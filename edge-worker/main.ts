@@ -1,6 +1,7 @@
-// The edge-worker page: a browser tab that contributes compute. It obtains a volunteer token,
+// The volunteer page: a browser tab that lends its compute once its visitor presses Start (or it
+// is opened with ?start=1). It says what starting does, keeps its worker identity in the browser,
 // chooses its backend by measurement, and runs the same shard-protocol client and engine as the
-// Node worker.
+// Node worker; idle and training are shown apart, in words rather than shape keys.
 import { PartuneWorker } from '../worker/worker';
 import { BackendChoiceInput, OpenToVolunteers, VolunteerToken } from '../protocol/operations';
 import { plural } from '../protocol/words';
@@ -24,7 +25,7 @@ function log(line: string): void {
 
 /** The choice and every timing, on the page (a table) and as the claims send it. */
 function showBackend(s: BackendState): void {
-  show('backend', `${s.name}: ${s.detail} (${s.how}${s.model ? ` on ${s.model}` : ''})`);
+  show('backend', `${s.name}: ${s.detail} (${s.how}${s.model ? " on the run's model" : ''})`);
   document.body.dataset.backend = s.name;
   const rows = s.timings.map((t) => {
     const tr = document.createElement('tr');
@@ -49,72 +50,132 @@ async function volunteerToken(server: string): Promise<string> {
   return token;
 }
 
-async function main(): Promise<void> {
-  const server = `${location.origin}/graphql`;
-  const controller = new AbortController();
-  $('stop').addEventListener('click', () => {
-    controller.abort();
-    show('state', 'stopping after the current step');
-  });
-  addEventListener('pagehide', () => controller.abort()); // the lease lapses and the shard is re-issued
-  const backends = await BrowserBackends.open({
+/** This tab's worker identity, kept in the browser per name: a reload is the same worker. */
+interface Identity {
+  readonly name: string;
+  readonly credential?: string;
+}
+const IDENTITY_KEY = `partune.volunteer.${params.get('name') ?? 'default'}`;
+function identity(): Identity {
+  try {
+    const kept = JSON.parse(localStorage.getItem(IDENTITY_KEY) ?? 'null') as Identity | null;
+    if (kept && typeof kept.name === 'string') return kept;
+  } catch {
+    // unreadable: a new identity
+  }
+  return { name: params.get('name') ?? `browser-${Math.random().toString(36).slice(2, 8)}` };
+}
+const keep = (i: Identity): void => localStorage.setItem(IDENTITY_KEY, JSON.stringify(i));
+
+const mib = (bytes: number): string => (bytes < 2 ** 20 ? `${(bytes / 1024).toFixed(0)} KiB` : `${(bytes / 2 ** 20).toFixed(1)} MiB`);
+
+function setState(state: 'ready' | 'working' | 'stopped' | 'error', text: string): void {
+  document.body.dataset.state = state;
+  show('state', text);
+  const toggle = $<HTMLButtonElement>('toggle');
+  toggle.textContent = state === 'working' ? 'Stop' : 'Start';
+  toggle.disabled = false;
+}
+
+const server = `${location.origin}/graphql`;
+const memoryMiB = Number(params.get('memoryMiB') ?? 1024);
+let backends: Promise<BrowserBackends> | undefined;
+let running: { readonly stop: AbortController; readonly done: Promise<void> } | undefined;
+
+/** Trains until stopped: one worker, its identity kept, its state shown as idle or training. */
+async function work(stop: AbortController): Promise<void> {
+  backends ??= BrowserBackends.open({
     forced: params.get('backend'), wasmPath: `${location.origin}/worker/wasm/`, threadScript: `${location.origin}/worker/gemm-thread.js`,
     products: params.get('products') === 'xnnpack' ? 'xnnpack' : 'gemm', storage: params.get('remember') === '0' ? null : localStorage,
   });
-  showBackend(backends.current);
-  const token = await volunteerToken(server);
+  const b = await backends;
+  showBackend(b.current);
+  const me = identity();
   // One graphql-ws socket carries the whole shard protocol; it reconnects after a server restart.
-  // Shards whose model and data would not fit are left to other workers.
-  const memoryMiB = Number(params.get('memoryMiB') ?? 1024);
-  show('memory', `${memoryMiB.toLocaleString()} MiB`);
   const connect = (t: string): WsGraphQLClient => new WsGraphQLClient(server.replace(/^http/, 'ws'), t, (status) => show('connection', status));
   const worker = new PartuneWorker({
-    server, token, connect, memoryBudget: memoryMiB * 2 ** 20, name: params.get('name') ?? `browser-${Math.random().toString(36).slice(2, 8)}`, kind: 'browser', backend: backends.current.name,
-    kernelClass: backends.current.kernelClass,
+    server, token: () => volunteerToken(server), credential: me.credential, connect, memoryBudget: memoryMiB * 2 ** 20, name: me.name, kind: 'browser',
+    backend: b.current.name, kernelClass: b.current.kernelClass,
+    onCredential: (credential) => {
+      keep({ name: me.name, credential });
+      show('identity', `${me.name} (worker ${worker.id.slice(0, 8)}), kept in this browser`);
+    },
+    onActivity: (a) => {
+      document.body.dataset.activity = a.training ? 'training' : 'idle';
+      const now = a.training ? 'training: press Stop to end after the current step' : 'idle: started, waiting for a shard (press Stop to end)';
+      if (!stop.signal.aborted) show('state', now);
+      if (!a.training) {
+        show('run', 'idle: no shard for this tab right now; it asks again every few seconds');
+        return;
+      }
+      const s = a.shard;
+      const where = `run ${s.runId.slice(0, 8)}, round ${s.round + 1}, shard ${s.index + 1}`;
+      show('run', `training ${s.strategy} of ${s.model}: ${where} (downloaded ${mib(s.downloadedBytes)})`);
+    },
     prepare: async ({ config, strategy, batchSize }) => {
-      if (backends.current.model === null) show('backend', 'measuring each backend on the run\'s model');
-      const state = await backends.forModel(config, strategy, batchSize);
+      if (b.current.model === null) show('backend', 'measuring each backend on the run\'s model');
+      const state = await b.forModel(config, strategy, batchSize);
       showBackend(state);
       return state;
     },
-    backendChoice: () => choiceInput(backends.current),
-    signal: controller.signal, log,
+    backendChoice: () => choiceInput(b.current),
+    signal: stop.signal, log,
     onProgress: (p) => {
-      show('run', `${p.runId.slice(0, 8)} shard ${p.shard.slice(0, 8)}`);
       ($('bar') as HTMLProgressElement).value = p.step / p.steps;
-      show('steps', `${p.step} / ${p.steps} steps, loss ${p.loss.toFixed(4)}`);
-      show('ips', `${p.imagesPerSecond.toFixed(1)} img/s`);
+      show('steps', `${p.step} of ${p.steps} steps, loss ${p.loss.toFixed(4)}`);
+      show('ips', `${p.imagesPerSecond.toFixed(1)} images a second`);
     },
   });
-  show('state', 'working');
-  document.body.dataset.state = 'working';
-  const anonymous = new GraphQLClient(server, undefined, { patienceMs: 5_000 });
-  const showOpen = (): Promise<void> =>
-    anonymous.request(OpenToVolunteers, {}).then(
-      ({ runsOpenToVolunteers: n }) => {
-        show('open', n ? plural(n, 'run') : 'none now: this tab waits for a run that admits volunteers');
-        document.body.dataset.open = String(n);
-      },
-      () => undefined,
-    );
-  void showOpen();
-  const openTimer = setInterval(() => void showOpen(), 10_000);
   const timer = setInterval(() => {
     show('samples', `${plural(worker.samples, 'image')} in ${plural(worker.shardsDone, 'shard')}`);
     document.body.dataset.shards = String(worker.shardsDone);
   }, 500);
   try {
     await worker.run();
-    show('state', 'stopped');
   } finally {
     clearInterval(timer);
-    clearInterval(openTimer);
-    document.body.dataset.state = 'stopped';
   }
 }
 
-main().catch((e: Error) => {
-  show('state', `error: ${e.message}`);
-  document.body.dataset.state = 'error';
-  log(e.message);
+function start(): void {
+  const stop = new AbortController();
+  setState('working', 'starting: press Stop to end');
+  show('run', 'starting: choosing a backend, joining the server');
+  const done = work(stop).then(
+    () => setState('stopped', 'stopped: press Start to help again'),
+    (e: Error) => {
+      setState('error', `error: ${e.message}`);
+      log(e.message);
+    },
+  ).finally(() => {
+    delete document.body.dataset.activity;
+    running = undefined;
+  });
+  running = { stop, done };
+}
+
+$('toggle').addEventListener('click', () => {
+  if (!running) return start();
+  running.stop.abort();
+  $<HTMLButtonElement>('toggle').disabled = true;
+  show('state', 'stopping after the current step');
 });
+addEventListener('pagehide', () => running?.stop.abort()); // the lease lapses and the shard is re-issued
+
+show('server', location.origin);
+show('memory', `${memoryMiB.toLocaleString()} MiB`);
+const anonymous = new GraphQLClient(server, undefined, { patienceMs: 5_000 });
+const showOpen = (): Promise<void> =>
+  anonymous.request(OpenToVolunteers, {}).then(
+    ({ runsOpenToVolunteers: n }) => {
+      show('open', n ? plural(n, 'run') : 'none now: a started tab waits for a run that admits volunteers');
+      document.body.dataset.open = String(n);
+    },
+    () => undefined,
+  );
+void showOpen();
+setInterval(() => void showOpen(), 10_000);
+const kept = identity();
+if (kept.credential) show('identity', `${kept.name}, kept in this browser`);
+// ?start=1 starts at once (a kiosk, or a test); otherwise nothing runs before Start.
+if (params.get('start') === '1') start();

@@ -94,6 +94,13 @@ export interface RegisterModelInput {
 
 export type RunEventKind = 'EVALUATION' | 'ROLLBACK' | 'ROUND' | 'SHARD' | 'STATUS' | 'WAITING' | 'WARNING';
 
+export interface RunFilter {
+  dataset?: string | null;
+  kind?: RunKind | null;
+  model?: string | null;
+  status?: RunStatus | null;
+}
+
 export type RunKind = 'ANGLE_PROBE' | 'FINETUNE' | 'SOUP';
 
 export type RunStatus = 'CANCELLED' | 'FAILED' | 'FINALIZING' | 'PREPARING' | 'RUNNING' | 'SUCCEEDED' | 'WAITING';
@@ -563,3 +570,76 @@ export interface RunConfusionResult {
 }
 export interface RunConfusionVariables { id: string; }
 export const RunConfusion = "query RunConfusion($id: ID!) {\n  run(id: $id) {\n    id\n    confusion {\n      classNames\n      counts\n    }\n  }\n}" as TypedDocument<RunConfusionResult, RunConfusionVariables>;
+
+export interface RunListResult {
+  runs: {
+    total: number;
+    items: Array<{
+      id: string;
+      kind: RunKind;
+      status: RunStatus;
+      strategyName: string;
+      progress: number;
+      accuracy: number | null;
+      createdAt: string;
+      model: {
+        name: string;
+      };
+      dataset: {
+        name: string;
+      };
+    }>;
+  };
+}
+export interface RunListVariables { filter?: RunFilter | null; first: number; offset: number; }
+export const RunList = "query RunList($filter: RunFilter, $first: Int!, $offset: Int!) {\n  runs(filter: $filter, first: $first, offset: $offset) {\n    total\n    items {\n      id\n      kind\n      status\n      strategyName\n      progress\n      accuracy\n      createdAt\n      model {\n        name\n      }\n      dataset {\n        name\n      }\n    }\n  }\n}" as TypedDocument<RunListResult, RunListVariables>;
+
+export interface RunShowResult {
+  run: {
+    id: string;
+    kind: RunKind;
+    status: RunStatus;
+    strategyName: string;
+    tunedParameters: number | null;
+    totalParameters: number | null;
+    step: number;
+    totalSteps: number;
+    round: number;
+    progress: number;
+    accuracy: number | null;
+    loss: number | null;
+    error: string | null;
+    waiting: string | null;
+    createdAt: string;
+    finishedAt: string | null;
+    model: {
+      name: string;
+    };
+    dataset: {
+      name: string;
+    };
+    metrics: Array<{
+      step: number;
+      epoch: number;
+      trainLoss: number | null;
+      testAccuracy: number | null;
+    }>;
+    delta: {
+      id: string;
+      bytes: number;
+      tensors: number;
+      sha256: string;
+    } | null;
+  };
+}
+export interface RunShowVariables { id: string; }
+export const RunShow = "query RunShow($id: ID!) {\n  run(id: $id) {\n    id\n    kind\n    status\n    strategyName\n    tunedParameters\n    totalParameters\n    step\n    totalSteps\n    round\n    progress\n    accuracy\n    loss\n    error\n    waiting\n    createdAt\n    finishedAt\n    model {\n      name\n    }\n    dataset {\n      name\n    }\n    metrics {\n      step\n      epoch\n      trainLoss\n      testAccuracy\n    }\n    delta {\n      id\n      bytes\n      tensors\n      sha256\n    }\n  }\n}" as TypedDocument<RunShowResult, RunShowVariables>;
+
+export interface CancelRunResult {
+  cancelRun: {
+    id: string;
+    status: RunStatus;
+  };
+}
+export interface CancelRunVariables { id: string; }
+export const CancelRun = "mutation CancelRun($id: ID!) {\n  cancelRun(id: $id) {\n    id\n    status\n  }\n}" as TypedDocument<CancelRunResult, CancelRunVariables>;

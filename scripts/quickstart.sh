@@ -61,6 +61,7 @@ partune run $server --model vit-micro-mnist --dataset fashion-mnist --strategy a
   --shards-per-round 2 --wait --out "$out/fashion-attn-only.delta.safetensors"
 partune delta info "$out/fashion-attn-only.delta.safetensors"
 admin=${PARTUNE_ADMIN_TOKEN:-$(node -e 'process.stdout.write(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).admin)' "$out/server/tokens.json")}
+echo "== on disk: $(du -sh "$out" | cut -f1) in $out (an ended run keeps its delta and last state; PARTUNE_RETENTION=all keeps every round)"
 echo "== done. To look at these runs in the dashboard, serve this data again and open the link:"
 echo "   PARTUNE_DATA_DIR=$out/server node dist/cli/main.js serve --port $port"
 echo "   http://127.0.0.1:$port/?token=$admin"

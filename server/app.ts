@@ -8,6 +8,7 @@ import { dirname, join } from 'node:path';
 import express from 'express';
 import { ApolloServer } from '@apollo/server';
 import { expressMiddleware } from '@as-integrations/express5';
+import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
 import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
 import { WebSocketServer } from 'ws';
 import { LocalBlobStore, S3BlobStore, adoptS3rverObjects, blobHandler, isTransient } from '../storage';
@@ -35,6 +36,8 @@ export interface RunningServer {
 
 /** Request bodies (queries and variables) larger than this are refused before parsing. */
 const MAX_BODY = '256kb';
+/** How often ended runs' folders are pruned again (what a crash or a late write left). */
+const RETENTION_SWEEP_MS = 10 * 60_000;
 
 /**
  * Log records start at column 0 and their continuation lines (stacks) are indented, other control
@@ -116,6 +119,7 @@ export async function startServer(config: ServerConfig, sink: (line: string) => 
     formatError: answer,
     plugins: [
       ApolloServerPluginDrainHttpServer({ httpServer: http }),
+      ApolloServerPluginLandingPageDisabled(),
       { async serverWillStart() { return { async drainServer() { await socket.dispose(); } }; } },
       limitsPlugin(schema, limits),
     ],
@@ -145,6 +149,20 @@ export async function startServer(config: ServerConfig, sink: (line: string) => 
   app.use('/worker', isolate, express.static(edgeDir, { index: false }));
   app.get('/', (_req, res) => res.sendFile(join(edgeDir, 'dashboard.html')));
   app.get('/dashboard.js', (_req, res) => res.sendFile(join(edgeDir, 'dashboard.js')));
+  // The API explorer: GraphiQL and React from npm, so that it works offline.
+  const explorerFiles = new Map([
+    ['graphiql.min.js', require.resolve('graphiql/graphiql.min.js')], ['graphiql.min.css', require.resolve('graphiql/graphiql.min.css')],
+    ['react.production.min.js', join(dirname(require.resolve('react/package.json')), 'umd', 'react.production.min.js')],
+    ['react-dom.production.min.js', join(dirname(require.resolve('react-dom/package.json')), 'umd', 'react-dom.production.min.js')],
+    ['explorer.js', join(edgeDir, 'explorer.js')],
+  ]);
+  app.get('/graphiql', (_req, res) => res.sendFile(join(edgeDir, 'explorer.html')));
+  app.get('/graphiql/:file', (req, res) => {
+    const file = explorerFiles.get(req.params.file);
+    return file ? res.sendFile(file) : void res.sendStatus(404);
+  });
+  // A browser opening /graphql gets the explorer (Apollo's own landing page loads from a CDN).
+  app.get('/graphql', (req, res, next) => (!req.query.query && req.accepts(['json', 'html']) === 'html' ? res.redirect(302, '/graphiql') : next()));
   // Browsers may call the API only from the server's own pages and the configured origins.
   app.use('/graphql', (req, res, next) => (allowed(req.headers.origin, req.headers.host) ? next() : void res.status(403).json({
     errors: [{ message: `origin ${req.headers.origin} may not call this API (PARTUNE_ALLOWED_ORIGINS)`, extensions: { code: 'FORBIDDEN' } }],
@@ -178,6 +196,9 @@ export async function startServer(config: ServerConfig, sink: (line: string) => 
   };
   const uploadClock = setInterval(() => void sweep(), Math.min(60, config.uploadTtlSeconds) * 1000);
   await sweep();
+  const retain = (): Promise<unknown> => services.retention.sweep().catch((e: Error) => log(`retention sweep: ${e.message}`));
+  const retentionClock = setInterval(() => void retain(), RETENTION_SWEEP_MS);
+  void retain();
   const stateDescription = config.state ? `PostgreSQL ${config.state.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@')}` : `SQLite in ${config.dataDir}`;
   if (config.host === '0.0.0.0' && !config.publicUrl) {
     log(`note: HOST is 0.0.0.0 but PARTUNE_PUBLIC_URL is not set: signed blob URLs name ${origin}, which other machines cannot reach; ` +
@@ -191,6 +212,7 @@ export async function startServer(config: ServerConfig, sink: (line: string) => 
     async close() {
       clearInterval(clock);
       clearInterval(uploadClock);
+      clearInterval(retentionClock);
       services!.leases.stopWaiting();
       await apollo.stop();
       await Promise.all([compute.close(), shardCompute.close()]);

@@ -74,6 +74,8 @@ export interface ServerConfig {
   readonly maxSubscriptions: number;
   /** How long a replica's lock on a run lasts unless it renews it (PARTUNE_RUN_LOCK_SECONDS, 10): a frozen replica loses its runs after this. */
   readonly runLockSeconds: number;
+  /** What an ended run keeps (PARTUNE_RETENTION): `final`, its delta and last state; `all`, every round's state, pack and update. */
+  readonly retention: 'final' | 'all';
 }
 
 function number(env: NodeJS.ProcessEnv, key: string, fallback: number): number {
@@ -94,6 +96,11 @@ function tokens(dataDir: string, env: NodeJS.ProcessEnv): { admin: string; worke
   };
   if (!stored?.secret) writeFileSync(file, JSON.stringify(fresh), { mode: 0o600 });
   return { admin: env.PARTUNE_ADMIN_TOKEN || fresh.admin, worker: env.PARTUNE_WORKER_TOKEN || fresh.worker, secret: env.PARTUNE_SECRET || fresh.secret };
+}
+
+function retentionOf(raw: string | undefined): 'final' | 'all' {
+  if (raw === undefined || raw === '' || raw === 'final' || raw === 'all') return (raw || 'final') as 'final' | 'all';
+  throw new Error(`PARTUNE_RETENTION must be 'final' (an ended run keeps its delta and last state) or 'all' (got '${raw}')`);
 }
 
 function publicUrlOf(raw: string | undefined): string | undefined {
@@ -148,6 +155,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     trustedProxies: list(env.PARTUNE_TRUSTED_PROXIES, /[,\s]+/),
     importRoots: list(env.PARTUNE_IMPORT_ROOTS, /[:,]/).map((p) => resolve(p)),
     invitation: env.PARTUNE_INVITATION || undefined,
+    retention: retentionOf(env.PARTUNE_RETENTION),
     leaseSeconds: number(env, 'PARTUNE_LEASE_SECONDS', 60),
     stallSeconds: number(env, 'PARTUNE_STALL_SECONDS', 300),
     maxShardSeconds: number(env, 'PARTUNE_MAX_SHARD_SECONDS', 3600),

@@ -18,6 +18,7 @@ import { Completion } from './shards/completion';
 import { Leases } from './shards/leases';
 import { RunShapes } from './shards/run-shapes';
 import { Slots } from './shards/slots';
+import { Retention } from './runs/retention';
 import { Verification } from './shards/verification';
 import { Withdrawal } from './shards/withdrawal';
 import { Workers } from './shards/workers';
@@ -38,6 +39,7 @@ export interface Services {
   readonly completion: Completion;
   readonly verification: Verification;
   readonly slots: Slots;
+  readonly retention: Retention;
 }
 
 export function createServices(platform: Platform): Services {
@@ -47,9 +49,10 @@ export function createServices(platform: Platform): Services {
   const runs = new RunQueries(platform);
   const shapes = new RunShapes(platform);
   const events = new RunEvents(platform.state, platform.log);
+  const retention = new Retention(platform);
   const scheduler = new Scheduler(platform, {
     FINETUNE: new TrainingStages(platform, shapes), ANGLE_PROBE: new AngleProbeStages(platform, shapes), SOUP: new SoupStages(platform, events),
-  }, events, runs);
+  }, events, runs, retention);
   const strategies = new Strategies(platform, models, runs);
   const workers = new Workers(platform);
   const creation = new RunCreation(platform, models, datasets, strategies, workers, scheduler, events, runs);
@@ -63,6 +66,6 @@ export function createServices(platform: Platform): Services {
   return {
     platform, uploads, models, datasets, runs, creation, scheduler, strategies, deltas, workers, leases, completion,
     predictions: new Predictions(platform, uploads, models, deltas, runs),
-    verification, slots,
+    verification, slots, retention,
   };
 }

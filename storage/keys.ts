@@ -1,6 +1,7 @@
 // Where each kind of object lives. Checkpoints, dataset shards, window packs and accepted shard updates are
 // content-addressed (written by the server only, so immutable); a shard's upload slot is named by
-// run, shard and attempt, and signed for one PUT by that lease's worker.
+// run, shard and attempt, and signed for one PUT by that lease's worker. What only a run's rounds
+// need (states, packs, updates) lives under `runs/<id>/`, so that it can go when the run ends.
 /** Where shard upload slots live: swept by listing (a slot is needed only while its lease holds). */
 export const SLOTS = 'slots';
 
@@ -15,8 +16,9 @@ export const keys = {
   datasetShard: (sha256: string) => `datasets/${sha256}.safetensors`,
   runState: (runId: string, round: number) => `runs/${runId}/state-${String(round).padStart(4, '0')}.safetensors`,
   shardUpload: (runId: string, shardId: string, attempt: number) => `${SLOTS}/${runId}/${shardId}-attempt-${attempt}.safetensors`,
-  update: (sha256: string) => `updates/${sha256}.safetensors`,
-  windowPack: (sha256: string) => `windows/${sha256}.safetensors`,
+  update: (runId: string, sha256: string) => `runs/${runId}/updates/${sha256}.safetensors`,
+  windowPack: (runId: string, sha256: string) => `runs/${runId}/windows/${sha256}.safetensors`,
+  runFolder: (runId: string) => `runs/${runId}`,
   delta: (runId: string) => `deltas/${runId}.safetensors`,
   merged: (deltaId: string) => `merged/${deltaId}.safetensors`,
   upload: (uploadId: string) => `uploads/${uploadId}`,

@@ -42,9 +42,9 @@ suite('edge worker in headless Chromium', () => {
     const page = await browser.newPage();
     const console: string[] = [];
     page.on('console', (m) => void console.push(m.text()));
-    await page.goto(`${server.url.replace('/graphql', '')}/worker?backend=wasm&name=tab-1`);
+    await page.goto(`${server.url.replace('/graphql', '')}/worker?start=1&backend=wasm&name=tab-1`);
     await page.waitForFunction(() => document.body.dataset.state === 'working' || document.body.dataset.state === 'error', null, { timeout: 60_000 });
-    expect(await page.textContent('#state')).toBe('working');
+    expect(await page.textContent('#state')).toMatch(/^(starting|idle|training)/);
     expect(await page.textContent('#backend')).toMatch(/WebAssembly/);
     // The shard protocol runs over graphql-ws; the socket opens as the worker starts.
     await page.waitForFunction(() => document.getElementById('connection')?.textContent === 'connected', null, { timeout: 30_000 });
@@ -73,7 +73,7 @@ suite('edge worker in headless Chromium', () => {
     expect(worst).toBe(0);
     process.stderr.write(`[edge] browser wasm worker: ${workers.items[0].imagesPerSecond.toFixed(1)} img/s; top-1 ${(run.accuracy * 100).toFixed(2)}% = single process\n`);
 
-    await page.click('#stop');
+    await page.click('#toggle');
     await page.waitForFunction(() => document.body.dataset.state === 'stopped', null, { timeout: 30_000 });
     await page.close();
   });
@@ -88,7 +88,7 @@ suite('edge worker in headless Chromium', () => {
     try {
       for (const [visit, how] of [['tab-auto-1', /^(only one|measured)$/], ['tab-auto-2', /^remembered$/]] as const) {
         const page = await context.newPage();
-        await page.goto(`${origin}/worker?name=${visit}`);
+        await page.goto(`${origin}/worker?start=1&name=${visit}`);
         await page.waitForFunction(() => document.body.dataset.state === 'working', null, { timeout: 60_000 });
         expect((await waitForRun(server, await start())).status).toBe('SUCCEEDED');
         const row = await choice(visit);
@@ -113,7 +113,7 @@ suite('edge worker in headless Chromium', () => {
     const origin = server.url.replace('/graphql', '');
     const tabs = await Promise.all(['tab-a', 'tab-b'].map(async (name) => {
       const page = await browser.newPage();
-      await page.goto(`${origin}/worker?backend=wasm&name=${name}`);
+      await page.goto(`${origin}/worker?start=1&backend=wasm&name=${name}`);
       await page.waitForFunction(() => document.body.dataset.state === 'working', null, { timeout: 60_000 });
       return page;
     }));
@@ -165,7 +165,7 @@ suite('edge worker in headless Chromium', () => {
       await route.continue({ postData: Buffer.from(serializeSafetensors(tensors, { dtype: 'F32', metadata: file.metadata })) });
     });
     try {
-      await page.goto(`${server.url.replace('/graphql', '')}/worker?backend=wasm&name=tab-liar`);
+      await page.goto(`${server.url.replace('/graphql', '')}/worker?start=1&backend=wasm&name=tab-liar`);
       await page.waitForFunction(() => document.body.dataset.state === 'working', null, { timeout: 60_000 });
       const { startRun } = await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }',
         { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { admitVolunteers: true, epochs: 2, stepsPerRound: 8, shardsPerRound: 1, verification: 'QUORUM' } } });
@@ -320,7 +320,7 @@ suite('edge worker in headless Chromium', () => {
     const page = await browser.newPage();
     const blobRequests: string[] = [];
     page.on('request', (r) => void (r.url().includes('/blobs/') && blobRequests.push(r.url())));
-    await page.goto(`${server.url.replace('/graphql', '')}/worker?backend=wasm&name=tab-closed-run`);
+    await page.goto(`${server.url.replace('/graphql', '')}/worker?start=1&backend=wasm&name=tab-closed-run`);
     await page.waitForFunction(() => document.getElementById('connection')?.textContent === 'connected', null, { timeout: 60_000 });
     const { startRun } = await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }',
       { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { epochs: 1, stepsPerRound: 8, verification: 'NONE' } } });

@@ -124,13 +124,18 @@ describe('upload slots are given back', () => {
     await fetch(c!.uploadUrl, { method: 'PUT', body: garbage });
     expect(slotsOf(server)).toHaveLength(1);
     await waitFor('the sweep to delete the abandoned slot', async () => slotsOf(server).length === 0, 30_000, 250);
-    await ok(server.url, server.admin, 'mutation($id: ID!) { cancelRun(id: $id) { id } }', { id: runId });
     const after = bytesUnder(blobs);
     process.stdout.write(
       `slots: ${rejected} rejected uploads and 1 abandoned; blob store ${before} -> ${after} bytes; tmp ${readdirSync(join(blobs, 'tmp')).length} files\n`,
     );
     expect(after).toBe(before);
     expect(readdirSync(join(blobs, 'tmp'))).toEqual([]);
+    // Cancelled, the run keeps its last state only: its 64 window packs go.
+    await ok(server.url, server.admin, 'mutation($id: ID!) { cancelRun(id: $id) { id } }', { id: runId });
+    const left = (): string[] =>
+      readdirSync(join(blobs, 'objects', 'runs', runId), { recursive: true, withFileTypes: true }).filter((d) => d.isFile()).map((d) => d.name);
+    await waitFor('the cancelled run\'s packs to be deleted', async () => left().length === 1, 30_000, 250);
+    expect(left()).toEqual(['state-0000.safetensors']);
   });
 });
 

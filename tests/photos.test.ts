@@ -146,7 +146,7 @@ suite('your own photos', () => {
   it('two workers and a tab fine-tune it at its own resolution; the delta equals one process bit for bit; predictions name the classes', async () => {
     workers.push(startWorker(server, 'node-1', ['--blas', 'engine']), startWorker(server, 'node-2', ['--blas', 'engine']));
     const page = await browser.newPage();
-    await page.goto(`${server.url.replace('/graphql', '')}/worker?backend=wasm&name=tab-1`);
+    await page.goto(`${server.url.replace('/graphql', '')}/worker?start=1&backend=wasm&name=tab-1`);
     await page.waitForFunction(() => document.body.dataset.state === 'working', null, { timeout: 60_000 });
     const { startRun } = await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }', {
       i: {

@@ -87,7 +87,11 @@ describe.each(storesUnderTest())('state in $name', (store) => {
       // A worker downloads the model once, then per shard only its window's records and the round's state.
       const statBytes = (key: string): number => statSync(join(server.dataDir, 'blobs', 'objects', key)).size;
       const modelBytes = statBytes(readdirSync(join(server.dataDir, 'blobs', 'objects', 'checkpoints')).map((f) => `checkpoints/${f}`)[0]);
-      const stateBytes = statBytes(`runs/${id}/state-0000.safetensors`);
+      // Retention: the ended run keeps its last state (every round's state has its size) and its delta, no packs or updates.
+      const kept = readdirSync(join(server.dataDir, 'blobs', 'objects', 'runs', id), { recursive: true, withFileTypes: true }).filter((d) => d.isFile());
+      expect(kept.map((d) => d.name)).toEqual(['state-0008.safetensors']);
+      expect(server.log.some((l) => new RegExp(`run ${id} ended: \\d+ object\\(s\\) \\([\\d.]+ MiB\\) its rounds needed deleted`).test(l))).toBe(true);
+      const stateBytes = statBytes(`runs/${id}/state-0008.safetensors`);
       const splitBytes = 1024 * (28 * 28 + 1);
       const byRound = [...run.shards].sort((a: any, b: any) => a.round - b.round);
       for (const [i, s] of byRound.entries()) {
@@ -254,7 +258,8 @@ describe.each(storesUnderTest())('state in $name', (store) => {
 
       const corrupt = readFileSync(MICRO).subarray(0, 5000);
       const corruptId = await uploadBytes(server, 'corrupt.safetensors', corrupt);
-      expect(await code(server.admin, register, { i: { name: 'corrupt', uploadId: corruptId } })).toEqual(['BAD_USER_INPUT', expect.stringMatching(/checkpoint upload .*truncated/)]);
+      expect(await code(server.admin, register, { i: { name: 'corrupt', uploadId: corruptId } }))
+        .toEqual(['BAD_USER_INPUT', expect.stringMatching(/^checkpoint corrupt\.safetensors \(upload [0-9a-f-]+\): truncated/)]);
 
       const dir = join(tmp, 'truncated-idx');
       mkdirSync(dir, { recursive: true });
@@ -301,7 +306,7 @@ describe.each(storesUnderTest())('state in $name', (store) => {
     const hyper = { ...HYPER, stepsPerRound: 16, shardsPerRound: 2 };
 
     beforeAll(async () => {
-      server = await startServer({ PARTUNE_LEASE_SECONDS: '15', ...(await store.env()) });
+      server = await startServer({ PARTUNE_LEASE_SECONDS: '15', PARTUNE_RETENTION: 'all', ...(await store.env()) });
       await setUp(server);
       workers.push(startWorker(server, 'a'), startWorker(server, 'b'));
     });
@@ -326,6 +331,12 @@ describe.each(storesUnderTest())('state in $name', (store) => {
       expect(retried.attempt >= 2 || retried.status === 'CANCELLED').toBe(true);
       expect(retried.rejections.join(' ')).toMatch(/lease expired/);
       clean = await deltaTensors(run);
+      // PARTUNE_RETENTION=all: every round's starting state, window pack and accepted update is kept.
+      const folder = join(server.dataDir, 'blobs', 'objects', 'runs', id);
+      const states = readdirSync(folder).filter((n) => n.startsWith('state-'));
+      expect(states).toHaveLength(run.metrics.length + 1);
+      expect(readdirSync(join(folder, 'windows')).length).toBeGreaterThan(0);
+      expect(readdirSync(join(folder, 'updates')).length).toBeGreaterThanOrEqual(run.metrics.length);
       workers.push(startWorker(server, 'c'));
     });
 

@@ -69,7 +69,7 @@ describe('the shard protocol', () => {
     const second = await claim(server, credential);
     await complete(first);
     // The first update's accepted copy rots on disk before the round is aggregated.
-    const updates = join(server.dataDir, 'blobs', 'objects', 'updates');
+    const updates = join(server.dataDir, 'blobs', 'objects', 'runs', runId, 'updates');
     const [file] = readdirSync(updates);
     writeFileSync(join(updates, file), Buffer.from('rotten'));
     await complete(second);

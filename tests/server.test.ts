@@ -50,7 +50,8 @@ describe('the server in-process', () => {
   it('a checkpoint that does not parse is BAD_USER_INPUT, with its reason', async () => {
     const r = await register('garbage', await upload(new TextEncoder().encode('not a safetensors file at all')));
     expect(r.errors?.[0].extensions?.code).toBe('BAD_USER_INPUT');
-    expect(r.errors?.[0].message).toMatch(/^checkpoint upload [0-9a-f-]+: /);
+    expect(r.errors?.[0].message).toMatch(/^checkpoint m\.safetensors \(upload [0-9a-f-]+\): /);
+    expect(r.errors?.[0].message.match(/upload [0-9a-f-]+/g)).toHaveLength(1); // the source said once
   });
 
   it('a compute thread killed mid-job fails that job as an internal error and is replaced', async () => {

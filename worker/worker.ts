@@ -12,7 +12,8 @@ import { BlobCache, fetchVerified, upload } from './downloads';
 
 export interface WorkerOptions {
   readonly server: string;
-  readonly token: string;
+  /** The worker or volunteer token that registers it (asked for only when it registers). */
+  readonly token: string | (() => Promise<string>);
   readonly name: string;
   readonly kind: 'node' | 'browser';
   readonly backend: string;
@@ -38,6 +39,22 @@ export interface WorkerOptions {
   readonly backendChoice?: () => BackendChoiceInput | null;
   /** Opens a connection that presents `token`; default: GraphQL over HTTP to `server`. */
   readonly connect?: (token: string) => Closable;
+  /** A credential kept from an earlier session (a tab's, across reloads): this worker again while the server takes it, else a new one. */
+  readonly credential?: string;
+  /** Each credential this worker gets (registered or renewed), for keeping. */
+  readonly onCredential?: (credential: string) => void;
+  /** Waiting for a shard, or training one (with what it trains, in words a volunteer can read). */
+  readonly onActivity?: (a: { readonly training: false } | { readonly training: true; readonly shard: ShardInWords }) => void;
+}
+
+/** A shard as a volunteer's page describes it. */
+export interface ShardInWords {
+  readonly runId: string;
+  readonly round: number;
+  readonly index: number;
+  readonly strategy: string;
+  readonly model: string;
+  readonly downloadedBytes: number;
 }
 
 type Closable = GraphQLTransport & { dispose?(): Promise<void> };
@@ -71,14 +88,9 @@ export class PartuneWorker {
   }
 
   async run(): Promise<void> {
-    const joining = this.open(this.o.token);
-    const { registerWorker } = await joining.request(RegisterWorker, { name: this.o.name, kind: this.o.kind, backend: this.o.backend }).finally(() => joining.dispose?.());
-    this.id = registerWorker.worker.id;
-    this.client = this.open(registerWorker.credential);
-    this.renewAt = renewalTime(registerWorker.credential);
+    this.use((await this.resumed()) ?? (await this.register()));
     // A stop answers a claim waiting on the server at once (over a socket, by closing it).
     this.o.signal?.addEventListener('abort', () => void this.client.dispose?.(), { once: true });
-    this.log(`worker ${this.id} registered (${this.o.backend})`);
     try {
       await this.work();
     } finally {
@@ -86,13 +98,46 @@ export class PartuneWorker {
     }
   }
 
+  private async register(): Promise<string> {
+    const joining = this.open(typeof this.o.token === 'string' ? this.o.token : await this.o.token());
+    const { registerWorker } = await joining.request(RegisterWorker, { name: this.o.name, kind: this.o.kind, backend: this.o.backend })
+      .finally(() => joining.dispose?.());
+    this.id = registerWorker.worker.id;
+    this.log(`worker ${this.id} registered (${this.o.backend})`);
+    return registerWorker.credential;
+  }
+
+  /** The kept credential, renewed (which checks it); undefined where there is none or the server no longer takes it. */
+  private async resumed(): Promise<string | undefined> {
+    const kept = this.o.credential;
+    if (!kept || expiryOf(kept) < Date.now() + 60_000) return undefined;
+    const probe = this.open(kept);
+    try {
+      const { renewCredential } = await probe.request(RenewCredential, {});
+      this.id = idOf(renewCredential);
+      this.log(`worker ${this.id} again (its credential was kept)`);
+      return renewCredential;
+    } catch (e) {
+      if (this.o.signal?.aborted) throw e;
+      this.log(`the kept credential was refused (${(e as Error).message}); registering anew`);
+      return undefined;
+    } finally {
+      await probe.dispose?.();
+    }
+  }
+
+  private use(credential: string): void {
+    this.client = this.open(credential);
+    this.renewAt = renewalTime(credential);
+    this.o.onCredential?.(credential);
+  }
+
   /** Between shards, once half its life is gone: a new credential, and a connection that carries it. */
   private async renewIfDue(): Promise<void> {
     if (Date.now() < this.renewAt) return;
     const { renewCredential } = await this.client.request(RenewCredential, {});
     await this.client.dispose?.();
-    this.client = this.open(renewCredential);
-    this.renewAt = renewalTime(renewCredential);
+    this.use(renewCredential);
     this.log(`worker ${this.id}: credential renewed`);
   }
 
@@ -100,6 +145,7 @@ export class PartuneWorker {
     let idle = 0;
     while (!this.o.signal?.aborted && !(this.o.maxShards && this.shardsDone >= this.o.maxShards)) {
       await this.renewIfDue();
+      this.o.onActivity?.({ training: false }); // a claim waits on the server for work: idle until one comes
       let claimed;
       try {
         ({ claimShard: claimed } = await this.client.request(ClaimShard, {
@@ -169,6 +215,8 @@ export class PartuneWorker {
       const config = parseVitConfig({ ...base.config, numClasses: job.numClasses });
       const shapes = tunedShapes(config, inspect(job.strategy, config).tuned);
       model = { config, strategy: job.strategy, batchSize: job.options.batchSize };
+      const words = { strategy: strategyInWords(job.strategy), model: modelInWords(config), downloadedBytes: downloaded };
+      this.o.onActivity?.({ training: true, shard: { runId: job.runId, round: job.round, index: a.shard.index, ...words } });
       const start = parseState(await fetchCounted(a.state, 'the round state'), shapes, 'round state');
       const steps = job.window.to - job.window.from;
       const gen = runShard({
@@ -229,8 +277,28 @@ export class PartuneWorker {
   }
 }
 
-/** Halfway from now to the expiry a credential carries (`wkc_<id>.<kid>.<expiry, base 36 seconds>.<mac>`). */
+/** When a credential (`wkc_<id>.<kid>.<expiry, base 36 seconds>.<mac>`) expires, in ms since the epoch; NaN if it says nothing. */
+const expiryOf = (credential: string): number => parseInt(credential.split('.')[2] ?? '', 36) * 1000;
+const idOf = (credential: string): string => credential.split('.')[0].replace(/^wkc_/, '');
+
+/** Halfway from now to the expiry a credential carries. */
 function renewalTime(credential: string): number {
-  const expires = parseInt(credential.split('.')[2] ?? '', 36) * 1000;
+  const expires = expiryOf(credential);
   return Number.isFinite(expires) ? (Date.now() + expires) / 2 : Infinity;
+}
+
+const STRATEGY_WORDS: Record<string, string> = {
+  full: 'every layer', 'linear-probe': 'the classifier head', 'attn-only': 'the attention layers', 'ffn-only': 'the feed-forward layers',
+  'first-half': 'the first half of the blocks', 'last-half': 'the last half of the blocks',
+};
+
+/** What a shard tunes, as a volunteer reads it. */
+function strategyInWords(s: Strategy): string {
+  return STRATEGY_WORDS[s.name] ? `${STRATEGY_WORDS[s.name]} (${s.name})` : `the layers of strategy ${s.name}`;
+}
+
+/** A model as a volunteer reads it (not its shape key). */
+function modelInWords(c: VitConfig): string {
+  const colour = c.channels === 1 ? 'greyscale' : 'colour';
+  return `a Vision Transformer of ${c.depth} blocks, ${c.dim} wide, on ${c.imageSize}x${c.imageSize} ${colour} images, ${c.numClasses} classes`;
 }

@@ -28,14 +28,17 @@ export class Models extends NamedCatalog<ModelRecord> {
   async register(input: { name: string; uploadId?: string | null; path?: string | null; config?: unknown }): Promise<ModelRecord> {
     await this.checkNewName(input.name);
     if (Boolean(input.uploadId) === Boolean(input.path)) throw badInput('give exactly one of uploadId or path');
-    const { bytes, source } = input.uploadId
-      ? { bytes: (await this.uploads.bytes(input.uploadId)).bytes, source: `upload ${input.uploadId}` }
+    const uploaded = input.uploadId ? await this.uploads.bytes(input.uploadId) : undefined;
+    const { bytes, source } = uploaded
+      ? { bytes: uploaded.bytes, source: `${uploaded.filename} (upload ${input.uploadId})` }
       : { bytes: await readServerFile(this.p.config, input.path!), source: input.path! };
     let m: CanonicalModel;
     try {
       m = await this.p.compute.call('importModel', { bytes, config: input.config ?? undefined, source });
     } catch (e) {
-      if (e instanceof ComputeError && e.fault === 'input') throw badInput(`checkpoint ${source}: ${e.message}`);
+      // The reader names its source itself: said once.
+      const why = e instanceof Error && e.message.startsWith(`${source}: `) ? e.message.slice(source.length + 2) : (e as Error).message;
+      if (e instanceof ComputeError && e.fault === 'input') throw badInput(`checkpoint ${source}: ${why}`);
       throw e;
     }
     const model = await this.add(input.name, m, source);

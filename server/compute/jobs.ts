@@ -109,13 +109,13 @@ export class Jobs {
     return { state: serializeState(state), normalization };
   }
 
-  /** Each window's training records packed and stored under their hash (windows alike across replicas and runs share one). */
-  async packWindows(a: { train: readonly BlobRef[]; options: TrainOptions; windows: readonly StepWindow[] }): Promise<StoredBlob[]> {
+  /** Each window's training records packed and stored under the run by their hash (replicas of a window share one). */
+  async packWindows(a: { runId: string; train: readonly BlobRef[]; options: TrainOptions; windows: readonly StepWindow[] }): Promise<StoredBlob[]> {
     const all = await this.dataset(a.train);
     const packs: StoredBlob[] = [];
     for (const w of a.windows) {
       const bytes = packDataset(packWindow(all, a.options, w), { compress: true });
-      const stored = await this.store.put(keys.windowPack(sha256(bytes)), bytes);
+      const stored = await this.store.put(keys.windowPack(a.runId, sha256(bytes)), bytes);
       packs.push({ key: stored.key, sha256: stored.sha256, bytes: bytes.length });
     }
     return packs;

@@ -77,7 +77,7 @@ export class ShardJobs {
     }
     const why = beyondReach(await this.state(u.start, u.shapes), update, u.reach);
     if (why) return { ok: false, reason: `not what ${u.reach.lrs.length} AdamW steps from the round's state can make: ${why}` };
-    return { ok: true, update: await this.store.put(keys.update(sha256(bytes)), bytes), digest: digestOf(update) };
+    return { ok: true, update: await this.store.put(keys.update(u.label.run, sha256(bytes)), bytes), digest: digestOf(update) };
   }
 
   /** How far apart two results of one shard are, relative to their moves from the round's start. */

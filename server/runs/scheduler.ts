@@ -16,6 +16,7 @@ import { plural } from '../../protocol/words';
 import { RunEvents } from './events';
 import { evaluatesAfter } from './plan';
 import { RunQueries } from './queries';
+import { Retention } from './retention';
 import { LostUpdate, StagesByKind } from './stages';
 
 /** How often a replica looks again at the runs it drives without being nudged. */
@@ -27,7 +28,10 @@ export class Scheduler {
   private readonly paused = new Map<string, string>();
   private checkedAt = performance.now();
 
-  constructor(private readonly p: Platform, private readonly stages: StagesByKind, private readonly events: RunEvents, private readonly runs: RunQueries) {}
+  constructor(
+    private readonly p: Platform, private readonly stages: StagesByKind, private readonly events: RunEvents, private readonly runs: RunQueries,
+    private readonly retention: Retention,
+  ) {}
 
   /**
    * Takes up the unfinished runs no replica drives, and lets go of the ended ones; returns how many
@@ -110,6 +114,7 @@ export class Scheduler {
     if (!(await this.p.state.runs.stop(id, 'FAILED', message))) return;
     this.p.log(`run ${id} failed: ${message}`);
     await this.events.emit(id, 'STATUS', { message });
+    await this.retention.ended(id);
   }
 
   async cancel(id: string): Promise<RunRecord> {
@@ -117,6 +122,7 @@ export class Scheduler {
       throw conflict(`run ${id} is ${(await this.runs.get(id)).status}; only a running run can be cancelled`);
     }
     await this.events.emit(id, 'STATUS', { message: 'cancelled' });
+    void this.retention.ended(id);
     return this.runs.get(id);
   }
 
@@ -188,6 +194,7 @@ export class Scheduler {
     if (!succeeded) return this.p.blobs.remove(blob.key); // cancelled meanwhile: nothing is recorded
     this.p.log(`run ${run.id} succeeded: top-1 ${(f.accuracy * 100).toFixed(2)}%, delta ${(blob.bytes / 1024).toFixed(1)} KiB`);
     await this.events.emit(run.id, 'STATUS', { testAccuracy: f.accuracy, testLoss: f.loss ?? undefined, message: f.message });
+    await this.retention.ended(run.id);
   }
 }
 

@@ -36,7 +36,9 @@ export class TrainingStages implements RunStages {
     const { basis, dataset } = await this.basis(run);
     const windows = shardWindows(plan.rounds[round], plan.shardsPerRound, replicasOf(trainingSpec(run).options));
     const first = windows.filter((w) => w.replica === 0);
-    const packs = await this.p.compute.call('packWindows', { train: blobsOf(dataset, 'train'), options: basis.options, windows: first.map((w) => ({ from: w.fromStep, to: w.toStep })) });
+    const packs = await this.p.compute.call('packWindows', {
+      runId: run.id, train: blobsOf(dataset, 'train'), options: basis.options, windows: first.map((w) => ({ from: w.fromStep, to: w.toStep })),
+    });
     const registeredOnly = !trainingSpec(run).options.admitVolunteers;
     return windows.map((w) => ({ ...w, pack: packs[first.findIndex((f) => f.index === w.index)], registeredOnly }));
   }
