@@ -45,6 +45,7 @@ suite('edge worker in headless Chromium', () => {
     await page.goto(`${server.url.replace('/graphql', '')}/worker?start=1&backend=wasm&name=tab-1`);
     await page.waitForFunction(() => document.body.dataset.state === 'working' || document.body.dataset.state === 'error', null, { timeout: 60_000 });
     expect(await page.textContent('#state')).toMatch(/^(starting|idle|training)/);
+    await page.waitForFunction(() => document.body.dataset.backend !== undefined, null, { timeout: 60_000 }); // chosen once started
     expect(await page.textContent('#backend')).toMatch(/WebAssembly/);
     // The shard protocol runs over graphql-ws; the socket opens as the worker starts.
     await page.waitForFunction(() => document.getElementById('connection')?.textContent === 'connected', null, { timeout: 30_000 });
@@ -245,7 +246,7 @@ suite('edge worker in headless Chromium', () => {
       const { run } = await ok(server.url, server.admin, 'query($id: ID!) { run(id: $id) { accuracy metrics { testAccuracy } } }', { id: runId });
       await page.waitForFunction((a) => document.querySelector('.run .acc')?.getAttribute('data-accuracy') === String(a), run.accuracy, { timeout: 10_000 });
       expect(await card.locator('.acc').textContent()).toBe(`top-1 ${(100 * run.accuracy).toFixed(2)}%`);
-      expect(await card.locator('svg circle').count()).toBe(2); // one evaluation per epoch
+      expect(await card.locator('svg[data-chart="test top-1"] circle').count()).toBe(2); // one evaluation per epoch
       expect(await card.locator('a[download]').getAttribute('href')).toMatch(/^http/);
       expect(await page.textContent('#workers')).toMatch(/node-dash/);
       expect(await card.locator('svg[data-chart="train loss"]').count()).toBe(1); // loss and top-1 on axes of their own

@@ -148,8 +148,8 @@ describe('who sees a run’s data', () => {
   });
 
   it('a volunteer process on a run that admits no volunteers leases nothing and downloads nothing; a private dataset never admits them', async () => {
-    // Credentials that live 9 s: the registered worker must renew its own to finish the run.
-    server = await startServer({ PARTUNE_CREDENTIAL_HOURS: '0.0025', PARTUNE_LEASE_SECONDS: '8', PARTUNE_STALL_SECONDS: '30' });
+    // Credentials that live 36 s (a shard on a loaded machine fits in one): the registered worker must renew its own to finish the run.
+    server = await startServer({ PARTUNE_CREDENTIAL_HOURS: '0.01', PARTUNE_LEASE_SECONDS: '8', PARTUNE_STALL_SECONDS: '30' });
     await catalog(server);
     await importDigits(server, { name: 'private-digits', private: true });
     const volunteer = startVolunteer(server, '127.0.98.2', 'stranger');
@@ -159,7 +159,9 @@ describe('who sees a run’s data', () => {
     await new Promise((r) => setTimeout(r, 3000));
     const registered = startWorker(server, 'registered');
     processes.push(registered);
-    const run = await waitForRun(server, runId, 300_000);
+    const run = await waitForRun(server, runId, 300_000).catch((e: Error) => {
+      throw new Error(`${e.message}\nworker: ${registered.log.slice(-15).join('\n')}\nserver: ${server.log.slice(-15).join('\n')}`);
+    });
     expect(run.status).toBe('SUCCEEDED');
     const shards = await ok(server.url, server.admin, 'query($id: ID!) { run(id: $id) { shards { workerId } } workers(first: 100) { items { id name } } }', {
       id: runId,

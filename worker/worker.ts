@@ -73,6 +73,8 @@ export class PartuneWorker {
   id = '';
   /** When the credential is past half its life (ms since the epoch). */
   private renewAt = Infinity;
+  /** When the current credential expires (ms since the epoch; NaN: it does not say). */
+  private expiresAt = NaN;
   shardsDone = 0;
   samples = 0;
   /** What the next claim declares. */
@@ -126,9 +128,16 @@ export class PartuneWorker {
     }
   }
 
+  /** A claim's wait on the server: CLAIM_WAIT_SECONDS, or less where the credential ends sooner (it must outlive the lease's first heartbeat). */
+  private claimWait(): number {
+    const left = Number.isFinite(this.expiresAt) ? Math.floor((this.expiresAt - Date.now()) / 1000) - 5 : CLAIM_WAIT_SECONDS;
+    return Math.max(0, Math.min(CLAIM_WAIT_SECONDS, left));
+  }
+
   private use(credential: string): void {
     this.client = this.open(credential);
     this.renewAt = renewalTime(credential);
+    this.expiresAt = expiryOf(credential);
     this.o.onCredential?.(credential);
   }
 
@@ -149,7 +158,7 @@ export class PartuneWorker {
       let claimed;
       try {
         ({ claimShard: claimed } = await this.client.request(ClaimShard, {
-          kernelClass: this.kernelClass, memoryBudget: this.o.memoryBudget ?? null, wait: CLAIM_WAIT_SECONDS, backend: this.o.backendChoice?.() ?? null,
+          kernelClass: this.kernelClass, memoryBudget: this.o.memoryBudget ?? null, wait: this.claimWait(), backend: this.o.backendChoice?.() ?? null,
         }));
       } catch (e) {
         if (this.o.signal?.aborted) return; // stopped while the claim waited
@@ -281,10 +290,13 @@ export class PartuneWorker {
 const expiryOf = (credential: string): number => parseInt(credential.split('.')[2] ?? '', 36) * 1000;
 const idOf = (credential: string): string => credential.split('.')[0].replace(/^wkc_/, '');
 
-/** Halfway from now to the expiry a credential carries. */
+/**
+ * Halfway from now to the expiry a credential carries, and never later than a claim's wait (and a
+ * margin) before it: a claim that waits on the server must not outlive the credential it carries.
+ */
 function renewalTime(credential: string): number {
   const expires = expiryOf(credential);
-  return Number.isFinite(expires) ? (Date.now() + expires) / 2 : Infinity;
+  return Number.isFinite(expires) ? Math.min((Date.now() + expires) / 2, expires - (CLAIM_WAIT_SECONDS + 10) * 1000) : Infinity;
 }
 
 const STRATEGY_WORDS: Record<string, string> = {
