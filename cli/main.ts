@@ -46,12 +46,14 @@ function parse(command: Command, argv: string[]): { options: Options; args: stri
 /** Flags naming a file the command writes. */
 const OUTPUT_FLAGS = ['out', 'merged-out'];
 
-/** A file the command will write: its folder must exist, and it must not be a folder itself (said before any work). */
+/** A file the command will write: its folder must exist, and it must be a regular file if it exists (said before any work). */
 function checkOutput(flag: string, path: string): void {
   const folder = dirname(resolve(path));
   if (!existsSync(folder)) throw new UsageError(`--${flag}: the folder ${folder} does not exist (create it first)`);
   if (!statSync(folder).isDirectory()) throw new UsageError(`--${flag}: ${folder} is not a folder`);
   if (existsSync(path) && statSync(path).isDirectory()) throw new UsageError(`--${flag}: ${path} is a folder; name a file in it`);
+  // A device or FIFO would be replaced by the finished file (written beside it, then renamed), or block the write.
+  if (existsSync(path) && !statSync(path).isFile()) throw new UsageError(`--${flag}: ${path} is not a regular file (a device, FIFO or socket); name a file`);
 }
 
 async function main(argv: string[]): Promise<void> {

@@ -21,8 +21,8 @@ import { Options, configFrom, need, num, optionalInt, say, str } from './command
 import { openCheckpoint } from '../node/checkpoints';
 import { BackendChoice, selectBackend } from '../node/backend';
 import { NodeBackends } from '../node/worker-backends';
-import { exportCheckpoint } from '../engine';
-import { givenTrainOptions } from './options';
+import { exportCheckpoint, parseTrainOptions } from '../engine';
+import { UsageError, flagOf, givenTrainOptions, withFlags } from './options';
 import { ProgressBar } from './progress';
 import { uploadPhotos } from './upload';
 
@@ -195,13 +195,27 @@ function shardsOption(o: Options): Pick<HyperParametersInput, 'shardsPerRound' |
   return str(o, 'shards-per-round')?.toLowerCase() === 'auto' ? { autoShards: true } : { shardsPerRound: optionalInt(o, 'shards-per-round') };
 }
 
-/** The run's options as given by flags: the engine's (--epochs, --test-limit, ...) and the rounds'. */
+const AGGREGATIONS: readonly Aggregation[] = ['FEDAVG', 'MEDIAN', 'TRIMMED_MEAN', 'CENTERED_CLIP'];
+const VERIFICATIONS: readonly Verification[] = ['NONE', 'SPOT_CHECK', 'QUORUM'];
+
+/** A flag naming one of the API's enum values (kebab or snake case, any letter case); exit 2 for another. */
+function choiceOf<T extends string>(o: Options, flag: string, allowed: readonly T[]): T | undefined {
+  const raw = str(o, flag);
+  if (raw === undefined) return undefined;
+  const value = raw.toUpperCase().replace(/-/g, '_') as T;
+  const names = allowed.map((a) => a.toLowerCase().replace(/_/g, '-')).join(', ');
+  if (!allowed.includes(value)) throw new UsageError(`--${flag}: unknown value '${raw}'; choose one of ${names}`);
+  return value;
+}
+
+/** The run's options as given by flags: the engine's (--epochs, --test-limit, ...), checked here as finetune checks them, and the rounds'. */
 function runOptionsFrom(o: Options): HyperParametersInput {
   const given = givenTrainOptions(o) as HyperParametersInput;
+  withFlags(() => parseTrainOptions(given as Record<string, unknown>));
   return {
     ...given, stepsPerRound: optionalInt(o, 'steps-per-round'), ...shardsOption(o), normalize: given.normalize?.toUpperCase() as Normalize | undefined,
-    aggregation: str(o, 'aggregation')?.toUpperCase().replace('-', '_') as Aggregation | undefined,
-    verification: str(o, 'verification')?.toUpperCase().replace('-', '_') as Verification | undefined,
+    aggregation: choiceOf(o, 'aggregation', AGGREGATIONS),
+    verification: choiceOf(o, 'verification', VERIFICATIONS),
     quorum: optionalInt(o, 'quorum'),
     spotCheckRate: str(o, 'spot-check-rate') === undefined ? undefined : num(o, 'spot-check-rate', 0),
     admitVolunteers: o['admit-volunteers'] === true ? true : undefined,
@@ -210,7 +224,12 @@ function runOptionsFrom(o: Options): HyperParametersInput {
 
 export async function runCommand(o: Options): Promise<Record<string, unknown>> {
   const c = client(o);
-  const { startRun: run } = await c.request(StartRun, { input: { model: need(o, 'model'), dataset: need(o, 'dataset'), strategy: need(o, 'strategy'), hyperParameters: runOptionsFrom(o) } });
+  const input = { model: need(o, 'model'), dataset: need(o, 'dataset'), strategy: need(o, 'strategy'), hyperParameters: runOptionsFrom(o) };
+  const { startRun: run } = await c.request(StartRun, { input }).catch((e: Error) => {
+    // The server's word on a round option (hyperParameters.quorum: ...) is a value error of its flag.
+    const m = e instanceof GraphQLRequestError && e.code === 'BAD_USER_INPUT' ? /^hyperParameters\.([a-zA-Z]+): ([\s\S]*)$/.exec(e.message) : null;
+    throw m ? new UsageError(`${flagOf(m[1])}: ${m[2]}`) : e;
+  });
   say(o, `run ${run.id}: ${run.strategyName}, ${(run.tunedParameters ?? 0).toLocaleString('en-US')} of ${(run.totalParameters ?? 0).toLocaleString('en-US')} parameters tuned`);
   const shards = (run.hyperParameters as { shardsPerRound?: number } | null)?.shardsPerRound;
   say(o, `shards per round: ${shards}${str(o, 'shards-per-round')?.toLowerCase() === 'auto' ? ' (auto: the workers online now)' : ''}`);

@@ -26,14 +26,14 @@ export async function runsListCommand(o: Options): Promise<Record<string, unknow
   ]);
   const table = [['RUN', 'STATUS', 'DONE', 'TOP-1', 'STRATEGY', 'MODEL', 'DATASET', 'STARTED (UTC)'], ...rows];
   const widths = table[0].map((_, i) => Math.max(...table.map((row) => row[i].length)));
-  if (!o.quiet && !o.json) for (const row of table) process.stdout.write(`${row.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd()}\n`);
+  if (!o.json) for (const row of table) process.stdout.write(`${row.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd()}\n`);
   say(o, `${runs.items.length} of ${runs.total} run(s)${runs.total > runs.items.length ? ' (newest first; --first N for more)' : ''}`);
   return { command: 'runs list', total: runs.total, runs: runs.items };
 }
 
 export async function runsShowCommand(o: Options, [id]: string[]): Promise<Record<string, unknown>> {
   const { run } = await client(o).request(RunShow, { id });
-  if (!o.quiet && !o.json) {
+  if (!o.json) {
     const count = (n: number | null): string => (n ?? 0).toLocaleString('en-US');
     const tuned = run.tunedParameters === null ? '' : `, ${count(run.tunedParameters)} of ${count(run.totalParameters)} parameters tuned`;
     const testLoss = run.loss === null ? '' : `, test loss ${run.loss.toFixed(4)}`;

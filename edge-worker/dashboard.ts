@@ -167,7 +167,7 @@ const backendTitle = (w: { kernelClass?: string | null; backendChoice?: { timing
 
 async function loadWorkers(): Promise<void> {
   if (!token()) {
-    $('workers').innerHTML = '<tr><td colspan="5">a read token (or the admin token) shows the workers</td></tr>';
+    $('workers').innerHTML = '<tr><td colspan="4">a read token (or the admin token) shows the workers</td></tr>';
     return;
   }
   const d = await api().request(OnlineWorkers, {});
@@ -181,10 +181,10 @@ async function loadWorkers(): Promise<void> {
   };
   $('workers').innerHTML = d.workers.items.map((w) => `<tr data-quarantined="${w.quarantined}" data-trust="${w.trust}">`
     + `<td>${esc(w.name)}<br><small>${w.kind}${state(w)}</small></td>`
-    + `<td title="${esc(backendTitle(w))}">${esc(w.backend)}${w.backendChoice ? `<br><small>${esc(w.backendChoice.how)}</small>` : ''}</td>`
-    + `<td>${w.shardsDone}</td>`
-    + `<td>${w.imagesPerSecond?.toFixed(1) ?? '-'}</td>${record(w)}</tr>`).join('')
-    || '<tr><td colspan="5">no worker online: run <code>partune worker</code> or open /worker</td></tr>';
+    + `<td title="${esc(backendTitle(w))}">${esc(w.backend)}<br><small>${w.imagesPerSecond === null ? '-' : `${w.imagesPerSecond.toFixed(1)} img/s`}`
+    + `${w.backendChoice ? `<br>${esc(w.backendChoice.how)}` : ''}</small></td>`
+    + `<td>${w.shardsDone}</td>${record(w)}</tr>`).join('')
+    || '<tr><td colspan="4">no worker online: run <code>partune worker</code> or open /worker</td></tr>';
 }
 
 function subscribe(): void {

@@ -5,7 +5,7 @@ declare const React: { createElement(type: unknown, props: Record<string, unknow
 declare const ReactDOM: { createRoot(el: Element): { render(node: unknown): void } };
 declare const GraphiQL: ((props: Record<string, unknown>) => unknown) & { createFetcher(options: Record<string, unknown>): unknown };
 
-const EXAMPLE = `# Ctrl-Enter runs the query; the Docs button (top left) browses the schema.
+const EXAMPLE = `# Ctrl-Enter runs it; the book icon (top left) browses the schema
 {
   runs(first: 5) { total items { id status strategyName progress accuracy model { name } dataset { name } } }
   models { items { name parameters } }

@@ -92,7 +92,14 @@ async function work(stop: AbortController): Promise<void> {
   showBackend(b.current);
   const me = identity();
   // One graphql-ws socket carries the whole shard protocol; it reconnects after a server restart.
-  const connect = (t: string): WsGraphQLClient => new WsGraphQLClient(server.replace(/^http/, 'ws'), t, (status) => show('connection', status));
+  const connect = (t: string): WsGraphQLClient => new WsGraphQLClient(server.replace(/^http/, 'ws'), t, (status) => {
+    show('connection', status);
+    // Cut off, the tab neither trains nor waits for a shard: it says so until the socket is back.
+    if (status === 'closed' && !stop.signal.aborted) {
+      document.body.dataset.activity = 'offline';
+      show('state', 'waiting for the server: the connection closed; it reconnects by itself');
+    }
+  });
   const worker = new PartuneWorker({
     server, token: () => volunteerToken(server), credential: me.credential, connect, memoryBudget: memoryMiB * 2 ** 20, name: me.name, kind: 'browser',
     backend: b.current.name, kernelClass: b.current.kernelClass,
@@ -142,9 +149,13 @@ function start(): void {
   setState('working', 'starting: press Stop to end');
   show('run', 'starting: choosing a backend, joining the server');
   const done = work(stop).then(
-    () => setState('stopped', 'stopped: press Start to help again'),
+    () => {
+      setState('stopped', 'stopped: press Start to help again');
+      show('run', 'nothing: stopped');
+    },
     (e: Error) => {
       setState('error', `error: ${e.message}`);
+      show('run', 'nothing: stopped by the error above');
       log(e.message);
     },
   ).finally(() => {

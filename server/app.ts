@@ -3,6 +3,7 @@
 // shared by any number of replicas), the compute threads, and the clocks (leases, runs no replica
 // drives, unused uploads). `startServer` wires them and returns a handle.
 import 'reflect-metadata';
+import { GraphQLError } from 'graphql';
 import { IncomingMessage, createServer } from 'node:http';
 import { dirname, join } from 'node:path';
 import express from 'express';
@@ -21,7 +22,7 @@ import { Platform } from './platform';
 import { Services, createServices } from './services';
 import { openState } from './state/open';
 import { deliver } from './runs/events';
-import { Context, callerOf } from './resolvers/context';
+import { Context, REFUSED_TOKEN, callerOf } from './resolvers/context';
 import { partuneSchema } from './schema';
 import { QueryLimits, limitsPlugin } from './limits';
 import { SocketBudget, serveSocket } from './socket';
@@ -107,8 +108,11 @@ export async function startServer(config: ServerConfig, sink: (line: string) => 
   });
   const prefixOfRequest = (request: IncomingMessage): string =>
     services!.workers.prefixOf(clientAddress(request.socket.remoteAddress, request.headers, config.trustedProxies));
-  const socketContext = (params: Record<string, unknown> | undefined, request: IncomingMessage, gone: AbortSignal): Context =>
-    contextOf(params?.authorization as string | undefined, request, gone);
+  // An authorization that is not a string is a token that does not verify.
+  const socketContext = (params: Record<string, unknown> | undefined, request: IncomingMessage, gone: AbortSignal): Context => {
+    const given = params?.authorization;
+    return contextOf(typeof given === 'string' || given === undefined || given === null ? (given ?? undefined) : 'not a string', request, gone);
+  };
   const answer: AnswerError = (formatted, error) => formatError(formatted, error, log, (e) => isTransient(e) || state.transient(e));
   const socket = serveSocket(wss, schema, limits, budget, prefixOfRequest, socketContext, answer);
   const apollo = new ApolloServer<Context>({
@@ -122,6 +126,16 @@ export async function startServer(config: ServerConfig, sink: (line: string) => 
       ApolloServerPluginLandingPageDisabled(),
       { async serverWillStart() { return { async drainServer() { await socket.dispose(); } }; } },
       limitsPlugin(schema, limits),
+      // A token that does not verify is refused for every operation, public ones too: never read as anonymous.
+      {
+        async requestDidStart() {
+          return {
+            async didResolveOperation({ contextValue }) {
+              if (contextValue.refused) throw new GraphQLError(REFUSED_TOKEN, { extensions: { code: 'UNAUTHENTICATED', http: { status: 401 } } });
+            },
+          };
+        },
+      },
     ],
   });
   await apollo.start();
@@ -162,7 +176,11 @@ export async function startServer(config: ServerConfig, sink: (line: string) => 
     return file ? res.sendFile(file) : void res.sendStatus(404);
   });
   // A browser opening /graphql gets the explorer (Apollo's own landing page loads from a CDN).
-  app.get('/graphql', (req, res, next) => (!req.query.query && req.accepts(['json', 'html']) === 'html' ? res.redirect(302, '/graphiql') : next()));
+  app.get('/graphql', (req, res, next) => {
+    if (req.query.query || req.accepts(['json', 'html']) !== 'html') return next();
+    const token = typeof req.query.token === 'string' ? `?token=${encodeURIComponent(req.query.token)}` : '';
+    res.redirect(302, `/graphiql${token}`);
+  });
   // Browsers may call the API only from the server's own pages and the configured origins.
   app.use('/graphql', (req, res, next) => (allowed(req.headers.origin, req.headers.host) ? next() : void res.status(403).json({
     errors: [{ message: `origin ${req.headers.origin} may not call this API (PARTUNE_ALLOWED_ORIGINS)`, extensions: { code: 'FORBIDDEN' } }],
@@ -179,6 +197,12 @@ export async function startServer(config: ServerConfig, sink: (line: string) => 
     const status = (err as { status?: number }).status;
     if (!status || status >= 500) return next(err);
     res.status(status).json({ errors: [{ message: status === 413 ? `request body over ${MAX_BODY}` : `malformed request: ${(err as Error).message}`, extensions: { code: status === 413 ? 'PAYLOAD_TOO_LARGE' : 'BAD_REQUEST' } }] });
+  }) as express.ErrorRequestHandler);
+  // Whatever else a route threw (a path with a malformed %-escape): a short answer, never a stack; the server's faults logged.
+  app.use(((err, req, res, _next) => {
+    const status = (err as { status?: number }).status ?? 500;
+    if (status >= 500) log(`${req.method} ${req.path.slice(0, 200)}: ${(err as Error).message}`);
+    res.status(status).type('text/plain').send(status >= 500 ? 'internal error (logged)' : `bad request: ${(err as Error).message.slice(0, 200)}`);
   }) as express.ErrorRequestHandler);
 
   let adopting: Promise<void> | undefined;

@@ -84,12 +84,14 @@ class CostWalk {
       throw new GraphQLError((e as Error).message, { extensions: { code: 'BAD_USER_INPUT', http: { status: 400 } } });
     }
     // A page of `first` items costs `first` times its selection (its `items` list is that page);
-    // any other list is assumed to hold ten. Out of range, `first` is refused here, before it can lower a cost.
+    // any other list is assumed to hold ten, a list of scalars too (its items are each an answer to write).
+    // Out of range, `first` is refused here, before it can lower a cost.
     if (typeof first === 'number' && !(first >= 1 && first <= MAX_PAGE)) {
       throw new GraphQLError(`first must be between 1 and ${MAX_PAGE}`, { extensions: { code: 'BAD_USER_INPUT', http: { status: 400 } } });
     }
     const fanOut = typeof first === 'number' ? first : name !== 'items' && isListType(getNullableType(def.type)) ? 10 : 1;
-    return { depth: 1 + child.depth, complexity: 1 + fanOut * child.complexity };
+    const each = isCompositeType(named) ? child.complexity : fanOut > 1 ? 1 : 0;
+    return { depth: 1 + child.depth, complexity: 1 + fanOut * each };
   }
 }
 
@@ -113,6 +115,11 @@ export function limitsPlugin(schema: GraphQLSchema, limits: QueryLimits): Apollo
         async didResolveOperation({ request, document, operation }) {
           if (!operation) {
             throw new GraphQLError('no operation to run: name one (operationName)', { extensions: { code: 'BAD_USER_INPUT', http: { status: 400 } } });
+          }
+          if (operation.operation === 'subscription') {
+            throw new GraphQLError('a subscription runs over graphql-ws (a WebSocket to the same /graphql), not over HTTP', {
+              extensions: { code: 'BAD_REQUEST', http: { status: 400 } },
+            });
           }
           checkCost(schema, document, operation, request.variables, limits);
         },

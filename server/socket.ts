@@ -12,6 +12,7 @@ import { useServer } from 'graphql-ws/use/ws';
 import type { AnswerError } from './errors';
 import { sharedSubscribe } from './fan-out';
 import { QueryLimits, checkCost } from './limits';
+import { REFUSED_TOKEN } from './resolvers/context';
 import type { Context } from './resolvers/context';
 
 const MAX_OPERATIONS = 32;
@@ -154,10 +155,9 @@ export function serveSocket(
       } catch (e) {
         return refused([e as GraphQLError]);
       }
-      return {
-        schema, document, operationName: payload.operationName, variableValues: payload.variables,
-        contextValue: context(ctx.connectionParams, ctx.extra.request, op.gone.signal),
-      };
+      const contextValue = context(ctx.connectionParams, ctx.extra.request, op.gone.signal);
+      if (contextValue.refused) return refused(refuse(REFUSED_TOKEN, 'UNAUTHENTICATED'));
+      return { schema, document, operationName: payload.operationName, variableValues: payload.variables, contextValue };
     },
     onComplete: (ctx, id) => {
       const ops = active.get(ctx);

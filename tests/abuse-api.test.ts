@@ -65,6 +65,41 @@ describe('documents built to cost the server', () => {
     expect(code(await gql(h.server.url, undefined, aliases(20_000)))).toBe('PAYLOAD_TOO_LARGE'); // over 256 KB: refused before parsing
   });
 
+  it('lists of scalars are costed by their items: 166 aliases of every strategy\'s tuned tensors are refused, not a megabyte computed', async () => {
+    const q = `{model(id:"micro"){${Array.from({ length: 166 }, (_, i) => `a${i}:strategies(numClasses:100000){tunedTensors}`).join(' ')}}}`;
+    for (const send of [(x: string) => gql(h.server.url, undefined, x), (x: string) => overSocket(x)]) expect(code(await send(q))).toBe('QUERY_TOO_COMPLEX');
+    expect((await ok(h.server.url, undefined, '{model(id:"micro"){strategies{tunedTensors}}}')).model.strategies.length).toBeGreaterThan(5); // one is fine
+  });
+
+  it('a subscription over HTTP is BAD_REQUEST; a token that does not verify is UNAUTHENTICATED for public fields too, over HTTP and the socket', async () => {
+    expect(code(await gql(h.server.url, undefined, 'subscription { runEvents { kind } }'))).toBe('BAD_REQUEST');
+    for (const token of ['wrong', 'adm_wrong', `wkc_${'x'.repeat(36)}.${'A'.repeat(43)}`]) {
+      expect(code(await gql(h.server.url, token, '{ runs { total } }'))).toBe('UNAUTHENTICATED');
+      expect(code(await overSocket('{ runs { total } }', token))).toBe('UNAUTHENTICATED');
+    }
+    // An authorization that is not a string is a token that does not verify, not an internal error.
+    const notAString = { authorization: { a: 1 } as unknown as string };
+    const client = createClient({ url: wsUrl(), webSocketImpl: WebSocket, connectionParams: notAString, retryAttempts: 0 });
+    const r = await new Promise<GqlResult<unknown>>((resolve) => {
+      client.subscribe({ query: '{ runs { total } }' }, {
+        next: () => undefined, complete: () => resolve({}),
+        error: (e) => resolve({ errors: Array.isArray(e) ? e : [{ message: String((e as { reason?: string }).reason ?? e), extensions: { code: 'SOCKET' } }] }),
+      });
+    });
+    await client.dispose();
+    expect(code(r)).toBe('UNAUTHENTICATED');
+  });
+
+  it('a path with a malformed escape is a short 400, never a stack', async () => {
+    const origin = h.server.url.replace('/graphql', '');
+    for (const path of ['/graphiql/%C0', '/graphiql/%C0%AE%C0%AE%C0%AFetc', '/graphiql/__proto__', '/graphiql/..%2f..%2fpackage.json']) {
+      const res = await fetch(`${origin}${path}`);
+      const text = await res.text();
+      const stack = /at \S+ \(|node_modules|\.js:\d+/.test(text);
+      expect({ path, status: res.status, stack }).toEqual({ path, status: path.includes('%C0') ? 400 : 404, stack: false });
+    }
+  });
+
   it('a socket message over the size cap closes the socket; a socket holds at most 32 operations', async () => {
     const closed = await new Promise<number>((resolve) => {
       const ws = new WebSocket(wsUrl(), 'graphql-transport-ws');

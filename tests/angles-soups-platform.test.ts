@@ -51,7 +51,11 @@ describe('angle probes and soups on the platform', () => {
       { i: { model: 'micro', dataset: 'digits', probeSteps: 16, direction: 'SMALLEST', topK: 2, name: 'micro-angle-s2', hyperParameters: { stepsPerRound: 8, shardsPerRound: 2 } } });
     expect(startAngleProbe).toMatchObject({ kind: 'ANGLE_PROBE', strategyName: 'full' });
     await finished(startAngleProbe.id);
-    const { angleProfile: p } = await ok(server.url, undefined, `query($id: ID!) { angleProfile(id: $id) { runId direction topK probe strategyName
+    // A probe that is not public: its profile, and the run behind it, are for readers only.
+    const anonymous = await gql(server.url, undefined, 'query($id: ID!) { angleProfile(id: $id) { runId } }', { id: startAngleProbe.id });
+    expect(anonymous.errors?.[0].extensions?.code).toBe('FORBIDDEN');
+    expect((await ok(server.url, undefined, '{ angleProfiles { runId run { id public } } }')).angleProfiles).toEqual([]);
+    const { angleProfile: p } = await ok(server.url, server.admin, `query($id: ID!) { angleProfile(id: $id) { runId direction topK probe strategyName
       layers { kind block degrees parameters selected rank } tensorAngles strategy { name spec tunedParameters attentionLayers ffnLayers } } }`, { id: startAngleProbe.id });
     const { config } = await loadCheckpoint(new Uint8Array(readFileSync(MICRO)));
     expect(p.layers).toHaveLength(2 * config.depth);

@@ -1,5 +1,5 @@
 // The built `partune` CLI as a user runs it: real processes, real files.
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -121,6 +121,17 @@ describe('partune CLI', () => {
     expect(await failing(2, 'finetune', '--checkpoint', 'random:vit_micro_patch4_28', '--data', 'mnist', '--strategy', 'full', '--normalize', 'model',
       '--out', at('w')))
       .toMatch(/--normalize: the model declares no normalisation of its own/);
+    // `run` checks its values before it asks a server (none listens on this port): exit 2, the flag named.
+    const platformRun = ['run', '--server', 'http://127.0.0.1:9/graphql', '--token', 'x', '--model', 'm', '--dataset', 'd', '--strategy', 'attn-only'];
+    expect(await failing(2, ...platformRun, '--lr', '-1')).toMatch(/--lr: the learning rate must be/);
+    expect(await failing(2, ...platformRun, '--aggregation', 'mean'))
+      .toMatch(/--aggregation: unknown value 'mean'; choose one of fedavg, median, trimmed-mean, centered-clip/);
+    // An --out that is not a regular file (a FIFO here; /dev/null alike) is refused before any work: it would be replaced or block.
+    const fifo = at('a.fifo');
+    execFileSync('mkfifo', [fifo]);
+    expect(await failing(2, 'convert', '--checkpoint', 'random:vit_micro_patch4_28', '--out', fifo)).toMatch(/--out: .*a\.fifo is not a regular file/);
+    expect(await failing(2, 'convert', '--checkpoint', 'random:vit_micro_patch4_28', '--out', '/no/such/dir/x.safetensors'))
+      .toMatch(/--out: the folder \/no\/such\/dir does not exist/);
     const bare = at('bare.safetensors');
     writeFileSync(bare, exportWithoutArchitecture(readFileSync(at('pre.safetensors'))));
     expect(await failure('eval', '--checkpoint', bare, '--data', 'mnist')).toMatch(/no architecture in its metadata: .*: pass --config FILE or --arch PRESET/);

@@ -57,8 +57,8 @@ describe('upload slots are given back', () => {
       PARTUNE_VOLUNTEERS_PER_MINUTE: '100000',
       PARTUNE_VOLUNTEERS_TOTAL_PER_MINUTE: '100000',
       PARTUNE_QUARANTINE_STRIKES: '100000',
-      PARTUNE_LEASE_SECONDS: '3',
-      PARTUNE_STALL_SECONDS: '4',
+      PARTUNE_LEASE_SECONDS: '10', // the test's own claim-upload-complete must fit in one on a loaded machine
+      PARTUNE_STALL_SECONDS: '10',
       PARTUNE_UPLOAD_TTL_SECONDS: '2',
     });
     await catalog(server);
@@ -149,7 +149,7 @@ describe('who sees a run’s data', () => {
 
   it('a volunteer process on a run that admits no volunteers leases nothing and downloads nothing; a private dataset never admits them', async () => {
     // Credentials that live 36 s (a shard on a loaded machine fits in one): the registered worker must renew its own to finish the run.
-    server = await startServer({ PARTUNE_CREDENTIAL_HOURS: '0.01', PARTUNE_LEASE_SECONDS: '8', PARTUNE_STALL_SECONDS: '30' });
+    server = await startServer({ PARTUNE_CREDENTIAL_HOURS: '0.01', PARTUNE_LEASE_SECONDS: '15', PARTUNE_STALL_SECONDS: '30' });
     await catalog(server);
     await importDigits(server, { name: 'private-digits', private: true });
     const volunteer = startVolunteer(server, '127.0.98.2', 'stranger');
@@ -159,10 +159,11 @@ describe('who sees a run’s data', () => {
     await new Promise((r) => setTimeout(r, 3000));
     const registered = startWorker(server, 'registered');
     processes.push(registered);
+    const said = (): string => `worker: ${registered.log.slice(-15).join('\n')}\nserver: ${server.log.slice(-15).join('\n')}`;
     const run = await waitForRun(server, runId, 300_000).catch((e: Error) => {
-      throw new Error(`${e.message}\nworker: ${registered.log.slice(-15).join('\n')}\nserver: ${server.log.slice(-15).join('\n')}`);
+      throw new Error(`${e.message}\n${said()}`);
     });
-    expect(run.status).toBe('SUCCEEDED');
+    expect({ status: run.status, error: run.error, why: run.status === 'SUCCEEDED' ? '' : said() }).toEqual({ status: 'SUCCEEDED', error: null, why: '' });
     const shards = await ok(server.url, server.admin, 'query($id: ID!) { run(id: $id) { shards { workerId } } workers(first: 100) { items { id name } } }', {
       id: runId,
     });

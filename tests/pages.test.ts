@@ -125,8 +125,8 @@ describeUnless(chromiumMissing())('pages in headless Chromium', () => {
   it('the dashboard draws a run\'s curves on axes ticked from its data, every point\'s value on hover', async () => {
     worker = startWorker(server, 'node-pages');
     const { startRun } = await ok(server.url, server.admin, 'mutation($i: StartRunInput!) { startRun(input: $i) { id } }',
-      { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { epochs: 2, stepsPerRound: 4, verification: 'NONE' } } });
-    const run = await waitForRun(server, startRun.id);
+      { i: { model: 'micro', dataset: 'digits', strategy: 'attn-only', hyperParameters: { epochs: 2, stepsPerRound: 8, verification: 'NONE' } } });
+    const run = await waitForRun(server, startRun.id, 280_000);
     expect(run.status).toBe('SUCCEEDED');
     const page = await browser.newPage();
     await page.goto(`${origin}/?token=${server.admin}`);

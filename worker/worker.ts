@@ -120,7 +120,8 @@ export class PartuneWorker {
       this.log(`worker ${this.id} again (its credential was kept)`);
       return renewCredential;
     } catch (e) {
-      if (this.o.signal?.aborted) throw e;
+      // A quarantined worker stays itself: a new identity is not taken behind its visitor's back.
+      if (this.o.signal?.aborted || (e instanceof GraphQLRequestError && e.code === 'FORBIDDEN')) throw e;
       this.log(`the kept credential was refused (${(e as Error).message}); registering anew`);
       return undefined;
     } finally {

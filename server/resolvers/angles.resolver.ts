@@ -7,23 +7,31 @@ import type { Services } from '../services';
 import type { Context } from './context';
 import { toAngleProfile, toDataset } from './mappers';
 import { strategyOn } from './catalog.resolver';
-import { hyperOf, runOf } from './run.resolver';
+import { hyperOf, readableRun, runOf } from './run.resolver';
+import { canRead } from './context';
 
 const profileOf = async (services: Services, r: AngleProfileRecord): Promise<T.AngleProfile> => toAngleProfile(r, await services.strategies.stored(r.strategyName));
 
 @Resolver(() => T.AngleProfile)
 export class AngleResolver {
-  @Query(() => [T.AngleProfile], { description: 'Stored angle profiles, newest first' })
-  async angleProfiles(@Ctx() { services }: Context, @Arg('model', { nullable: true }) model?: string, @Arg('dataset', { nullable: true }) dataset?: string): Promise<T.AngleProfile[]> {
+  @Query(() => [T.AngleProfile], { description: 'Stored angle profiles, newest first: readers all, others those of public probes' })
+  async angleProfiles(
+    @Ctx() ctx: Context, @Arg('model', { nullable: true }) model?: string, @Arg('dataset', { nullable: true }) dataset?: string,
+  ): Promise<T.AngleProfile[]> {
+    const { services } = ctx;
     const rows = await services.strategies.profiles({
       modelId: model ? (await services.models.get(model)).id : undefined, datasetId: dataset ? (await services.datasets.get(dataset)).id : undefined,
     });
-    return Promise.all(rows.map((r) => profileOf(services, r)));
+    const visible = canRead(ctx) ? rows : (await Promise.all(rows.map(async (r) => ((await services.runs.get(r.runId)).public ? r : undefined))))
+      .filter((r): r is AngleProfileRecord => r !== undefined);
+    return Promise.all(visible.map((r) => profileOf(services, r)));
   }
 
-  @Query(() => T.AngleProfile, { description: 'By profile id or probe run id' })
-  async angleProfile(@Ctx() { services }: Context, @Arg('id', () => ID) id: string): Promise<T.AngleProfile> {
-    return profileOf(services, await services.strategies.profile(id));
+  @Query(() => T.AngleProfile, { description: 'By profile id or probe run id; a public probe\'s for anyone' })
+  async angleProfile(@Ctx() ctx: Context, @Arg('id', () => ID) id: string): Promise<T.AngleProfile> {
+    const profile = await ctx.services.strategies.profile(id);
+    await readableRun(ctx, profile.runId);
+    return profileOf(ctx.services, profile);
   }
 
   @FieldResolver(() => T.Strategy, { description: 'The derived strategy with its counts on the probed model' })
@@ -33,8 +41,8 @@ export class AngleResolver {
   }
 
   @FieldResolver(() => T.Run)
-  async run(@Ctx() { services }: Context, @Root() p: T.AngleProfile): Promise<T.Run> {
-    return runOf(services, await services.runs.get(p.runId));
+  async run(@Ctx() ctx: Context, @Root() p: T.AngleProfile): Promise<T.Run> {
+    return runOf(ctx.services, await readableRun(ctx, p.runId));
   }
 
   @FieldResolver(() => T.Dataset)

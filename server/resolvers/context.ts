@@ -54,11 +54,12 @@ export function callerOf(authorization: string | undefined, config: ServerConfig
 }
 
 /** Admin may do everything; other roles what the operation lists. */
+/** Said to a caller whose token does not verify, whatever it asks: it is not taken for anonymous. */
+export const REFUSED_TOKEN = 'the token sent is not valid here: expired, revoked, altered or signed by another server '
+  + '(a worker registers again for a new credential; without a token, send no Authorization header)';
+
 export const authChecker: AuthChecker<Context, Role> = ({ context }, roles) => {
-  if (!context.role && context.refused) {
-    throw unauthenticated('the token sent is not valid here: expired, revoked, altered or signed by another server ' +
-      '(a worker registers again for a new credential)');
-  }
+  if (!context.role && context.refused) throw unauthenticated(REFUSED_TOKEN);
   if (!context.role) throw unauthenticated('this needs a token: send "Authorization: Bearer <token>" (the server prints its admin and worker tokens at start)');
   if (context.role === 'ADMIN' || roles.includes(context.role)) return true;
   throw forbidden(`a ${context.role.toLowerCase().replace('_', ' ')} token may not do this`);

@@ -25,6 +25,8 @@ export function hyperOf(input: HyperParametersInput | undefined | null): Record<
   return { ...given, testLimit: given.testLimit ?? evalLimit ?? undefined, ...(autoShards ? { shardsPerRound: 'AUTO' } : {}) };
 }
 
+const openCounts = new WeakMap<object, { readonly at: number; readonly count: Promise<number> }>();
+
 @Resolver(() => T.Run)
 export class RunResolver {
   @Query(() => T.RunPage, { description: 'Readers see every run; anyone else the public ones' })
@@ -42,8 +44,14 @@ export class RunResolver {
 
   @Query(() => Int, { description: 'Running runs whose shards volunteers may lease (hyperParameters.admitVolunteers), of the 100 newest' })
   async runsOpenToVolunteers(@Ctx() { services }: Context): Promise<number> {
-    const running = await services.runs.list({ publicOnly: false, status: 'RUNNING' }, 100, 0);
-    return running.items.filter((r) => r.spec.kind !== 'SOUP' && r.spec.options.admitVolunteers).length;
+    // Anyone may ask, as often as aliases allow: one count a second per server answers them all.
+    const known = openCounts.get(services);
+    if (known && performance.now() - known.at < 1000) return known.count;
+    const count = services.runs.list({ publicOnly: false, status: 'RUNNING' }, 100, 0)
+      .then((running) => running.items.filter((r) => r.spec.kind !== 'SOUP' && r.spec.options.admitVolunteers).length);
+    openCounts.set(services, { at: performance.now(), count });
+    count.catch(() => openCounts.delete(services));
+    return count;
   }
 
   @Query(() => T.Run, { description: 'Readers may read any run; anyone else a public one' })
@@ -149,7 +157,7 @@ export const PUBLIC_REASON = {
 } as const;
 
 /** The run, if the caller may read it: readers any, others a public one. */
-async function readableRun(ctx: Context, id: string): Promise<RunRecord> {
+export async function readableRun(ctx: Context, id: string): Promise<RunRecord> {
   const run = await ctx.services.runs.get(id);
   if (!run.public && !canRead(ctx)) throw forbidden(`run ${id} is not public: reading it takes the admin token or a read token (issueReadToken)`);
   return run;
