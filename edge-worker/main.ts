@@ -92,14 +92,22 @@ async function work(stop: AbortController): Promise<void> {
   showBackend(b.current);
   const me = identity();
   // One graphql-ws socket carries the whole shard protocol; it reconnects after a server restart.
-  const connect = (t: string): WsGraphQLClient => new WsGraphQLClient(server.replace(/^http/, 'ws'), t, (status) => {
-    show('connection', status);
-    // Cut off, the tab neither trains nor waits for a shard: it says so until the socket is back.
-    if (status === 'closed' && !stop.signal.aborted) {
-      document.body.dataset.activity = 'offline';
-      show('state', 'waiting for the server: the connection closed; it reconnects by itself');
-    }
-  });
+  // Only the newest socket speaks for the tab: a probe's or a renewed credential's old socket closing is not the tab cut off.
+  let newest = 0;
+  const connect = (t: string): WsGraphQLClient => {
+    const id = ++newest;
+    return new WsGraphQLClient(server.replace(/^http/, 'ws'), t, (status) => {
+      if (id !== newest || stop.signal.aborted) return;
+      show('connection', status);
+      if (status === 'closed') {
+        document.body.dataset.activity = 'offline';
+        show('state', 'waiting for the server: the connection closed; it reconnects by itself');
+      } else if (document.body.dataset.activity === 'offline') {
+        document.body.dataset.activity = 'idle';
+        show('state', 'idle: started, waiting for a shard (press Stop to end)');
+      }
+    });
+  };
   const worker = new PartuneWorker({
     server, token: () => volunteerToken(server), credential: me.credential, connect, memoryBudget: memoryMiB * 2 ** 20, name: me.name, kind: 'browser',
     backend: b.current.name, kernelClass: b.current.kernelClass,

@@ -67,6 +67,10 @@ export async function startServer(config: ServerConfig, sink: (line: string) => 
   const app = express();
   app.disable('x-powered-by');
   const http = createServer(app);
+  // Idle keep-alive sockets live longer than clients keep them (undici: the server's hint less 1 s), so that a
+  // client on a loaded machine seldom reuses one the server has just closed ("other side closed").
+  http.keepAliveTimeout = 30_000;
+  http.headersTimeout = 31_000;
   try {
     await new Promise<void>((resolve, reject) => http.listen(config.port, config.host, resolve).once('error', reject));
   } catch (e) {

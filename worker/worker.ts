@@ -142,12 +142,22 @@ export class PartuneWorker {
     this.o.onCredential?.(credential);
   }
 
-  /** Between shards, once half its life is gone: a new credential, and a connection that carries it. */
-  private async renewIfDue(): Promise<void> {
+  /** Once half its life is gone (between shards, or on a heartbeat): a new credential, and a connection that carries it. */
+  private renewIfDue(): Promise<void> {
+    this.renewing ??= this.renew().finally(() => (this.renewing = undefined));
+    return this.renewing;
+  }
+
+  private renewing: Promise<void> | undefined;
+
+  private async renew(): Promise<void> {
     if (Date.now() < this.renewAt) return;
     const { renewCredential } = await this.client.request(RenewCredential, {});
-    await this.client.dispose?.();
+    const old = this.client;
     this.use(renewCredential);
+    // Requests already sent on the old connection (a completion) finish on it; it closes after.
+    const later = setTimeout(() => void old.dispose?.(), 30_000) as { unref?: () => void };
+    later.unref?.();
     this.log(`worker ${this.id}: credential renewed`);
   }
 
@@ -207,6 +217,8 @@ export class PartuneWorker {
     const progress = { done: 0, loss: NaN, lost: undefined as string | undefined };
     let model: { config: VitConfig; strategy: Strategy; batchSize: number } | undefined;
     const beat = setInterval(() => {
+      // A shard may outlast half its credential's life (a slow machine, a long shard): renewed here too.
+      if (Date.now() >= this.renewAt) void this.renewIfDue().catch((e: Error) => this.log(`credential renewal failed: ${e.message}`));
       this.client.request(Heartbeat, {
         shardId: a.shard.id, attempt: job.attempt, stepsDone: progress.done, loss: Number.isFinite(progress.loss) ? progress.loss : null,
       }).then(({ heartbeat }) => {
