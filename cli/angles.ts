@@ -2,7 +2,7 @@
 // angle of every attention and FFN layer, and the strategy that tunes the top-K of each group.
 import { writeFileSync } from 'node:fs';
 import {
-  LayerAngle, Strategy, TrainSummary, TrainableVit, inspect, layerAngles, presetStrategy, rankAgreement, selectByAngle, topKForBudget, withNewHead,
+  LayerAngle, Strategy, TrainSummary, TrainableVit, inspect, layerAngles, presetStrategy, rankAgreement, selectByAngle, topKForBudget, trainingSchedule, withNewHead,
 } from '../engine';
 import { Options, backend, checkpointFrom, normalization, num, optionalInt, prepareData, runTraining, say, str, withMicroBatch } from './commands';
 import { UsageError, trainOptionsFrom } from './options';
@@ -12,12 +12,18 @@ export async function anglesCommand(o: Options): Promise<Record<string, unknown>
   for (const [flag, n] of [['probe-epochs', probeLength.epochs], ['probe-steps', probeLength.maxSteps]] as const) {
     if (n !== undefined && n < 1) throw new UsageError(`--${flag} must be at least 1 (got ${n})`);
   }
-  const options = trainOptionsFrom(o, probeLength);
+  if (str(o, 'probe-epochs') !== undefined && probeLength.maxSteps !== undefined) throw new UsageError('give --probe-epochs or --probe-steps, not both');
+  let options = trainOptionsFrom(o, probeLength);
   const backendName = await backend(o);
   const direction = (str(o, 'direction') ?? 'largest') as 'largest' | 'smallest';
   if (!['largest', 'smallest'].includes(direction)) throw new Error('--direction must be largest or smallest');
   const base = await checkpointFrom(o);
   const split = await prepareData(o, base.config, options);
+  // --probe-steps N: as many epochs as N steps take (one epoch of a small split would stop it short).
+  if (probeLength.maxSteps !== undefined) {
+    const perEpoch = trainingSchedule({ ...options, epochs: 1, maxSteps: undefined }, split.train.count).totalSteps;
+    options = { ...options, epochs: Math.max(1, Math.ceil(probeLength.maxSteps / Math.max(1, perEpoch))) };
+  }
   const start = await withNewHead(base, split.train.classes, options.seed);
   const { norm } = normalization(options, start.config, split.train);
   const probe = async (opts: typeof options): Promise<{ angles: LayerAngle[]; summary: TrainSummary }> => {

@@ -137,7 +137,7 @@ export const FOOTER = `  F: a .safetensors file (timm, vit-pytorch or Hugging Fa
      first-half-ffn, last-half-attn, last-half-ffn, inline JSON or @strategy.json
   --test-limit N / --train-limit N: the same seeded images (--seed) in every command
   engine commands: --backend auto|tensorflow|webgpu|wasm|cpu  --blas auto|off|engine|PATH  --threads N
-  client commands: --server URL (default http://127.0.0.1:4000/graphql) --token T (default the local server's admin token)
+  client commands: --server URL (default $PARTUNE_SERVER or http://127.0.0.1:4000/graphql) --token T (default the local server's admin token)
   every command: --json (one line of JSON on stdout)  --quiet  --help
   exit status: 0 done, 1 failed, 2 a usage or value error (the flag named)  --version`;
 

@@ -65,3 +65,5 @@ echo "== on disk: $(du -sh "$out" | cut -f1) in $out (an ended run keeps its del
 echo "== done. To look at these runs in the dashboard, serve this data again and open the link:"
 echo "   PARTUNE_DATA_DIR=$out/server node dist/cli/main.js serve --port $port"
 echo "   http://127.0.0.1:$port/?token=$admin"
+echo "   and, in another shell, the CLI's client commands on it (npx partune runs list, delta download, ...):"
+echo "   export PARTUNE_DATA_DIR=$out/server PARTUNE_SERVER=http://127.0.0.1:$port/graphql"

@@ -56,7 +56,7 @@ export function callerOf(authorization: string | undefined, config: ServerConfig
 /** Admin may do everything; other roles what the operation lists. */
 /** Said to a caller whose token does not verify, whatever it asks: it is not taken for anonymous. */
 export const REFUSED_TOKEN = 'the token sent is not valid here: expired, revoked, altered or signed by another server '
-  + '(a worker registers again for a new credential; without a token, send no Authorization header)';
+  + '(a worker\'s credential: it registers again; the admin, worker or read token: check it; without a token, send no Authorization header)';
 
 export const authChecker: AuthChecker<Context, Role> = ({ context }, roles) => {
   if (!context.role && context.refused) throw unauthenticated(REFUSED_TOKEN);
