@@ -2,7 +2,8 @@
 // angle of every attention and FFN layer, and the strategy that tunes the top-K of each group.
 import { writeFileSync } from 'node:fs';
 import {
-  LayerAngle, Strategy, TrainSummary, TrainableVit, inspect, layerAngles, presetStrategy, rankAgreement, selectByAngle, topKForBudget, trainingSchedule, withNewHead,
+  LayerAngle, Strategy, TrainSummary, TrainableVit, inspect, layerAngles, presetStrategy, rankAgreement, selectByAngle, topKForBudget, trainingSchedule,
+  withNewHead,
 } from '../engine';
 import { Options, backend, checkpointFrom, normalization, num, optionalInt, prepareData, runTraining, say, str, withMicroBatch } from './commands';
 import { UsageError, trainOptionsFrom } from './options';

@@ -109,7 +109,8 @@ function adminToken(o: Options): string {
   if (given) return given;
   const file = join(resolve(str(o, 'data-dir') ?? process.env.PARTUNE_DATA_DIR ?? 'partune-data'), 'tokens.json');
   if (existsSync(file)) return (JSON.parse(readFileSync(file, 'utf8')) as { admin: string }).admin;
-  throw new Error(`no token: pass --token (printed by \`partune serve\`), set PARTUNE_TOKEN, or name the server's data directory (--data-dir or PARTUNE_DATA_DIR; looked in ${file})`);
+  throw new Error('no token: pass --token (printed by `partune serve`), set PARTUNE_TOKEN, or name the server\'s data directory '
+    + `(--data-dir or PARTUNE_DATA_DIR; looked in ${file})`);
 }
 
 export const client = (o: Options): GraphQLClient =>
@@ -227,7 +228,8 @@ export async function runCommand(o: Options): Promise<Record<string, unknown>> {
   const input = { model: need(o, 'model'), dataset: need(o, 'dataset'), strategy: need(o, 'strategy'), hyperParameters: runOptionsFrom(o) };
   const { startRun: run } = await c.request(StartRun, { input }).catch((e: Error) => {
     // The server's word on a round option (hyperParameters.quorum: ...) is a value error of its flag.
-    const m = e instanceof GraphQLRequestError && e.code === 'BAD_USER_INPUT' ? /^(?:hyperParameters\.([a-zA-Z]+)|(strategy)): ([\s\S]*)$/.exec(e.message) : null;
+    const flagged = /^(?:hyperParameters\.([a-zA-Z]+)|(strategy)): ([\s\S]*)$/;
+    const m = e instanceof GraphQLRequestError && e.code === 'BAD_USER_INPUT' ? flagged.exec(e.message) : null;
     throw m ? new UsageError(`${flagOf(m[1] ?? m[2])}: ${m[3]}`) : e;
   });
   say(o, `run ${run.id}: ${run.strategyName}, ${(run.tunedParameters ?? 0).toLocaleString('en-US')} of ${(run.totalParameters ?? 0).toLocaleString('en-US')} parameters tuned`);
