@@ -83,7 +83,10 @@ describe('documents built to cost the server', () => {
     const r = await new Promise<GqlResult<unknown>>((resolve) => {
       client.subscribe({ query: '{ runs { total } }' }, {
         next: () => undefined, complete: () => resolve({}),
-        error: (e) => resolve({ errors: Array.isArray(e) ? e : [{ message: String((e as { reason?: string }).reason ?? e), extensions: { code: 'SOCKET' } }] }),
+        error: (e) => {
+          const closed = [{ message: String((e as { reason?: string }).reason ?? e), extensions: { code: 'SOCKET' } }];
+          resolve({ errors: Array.isArray(e) ? e : closed });
+        },
       });
     });
     await client.dispose();
